@@ -1,0 +1,254 @@
+//! `resilient-redis bench`: closed-loop load from N tasks against one server, for either client.
+//!
+//! # Behavior
+//! - Each of `--concurrency` tasks sends one call at a time until `--duration` has passed.
+//! - `get-set` alternates SET and GET of keys drawn uniformly from `bench:0 .. bench:{keys-1}`
+//!   with a seeded RNG (`--seed`); `incr` INCRs `--key` from every task.
+//! - Every completed call is counted once as ok, failed or ambiguous, and its latency goes into
+//!   an HdrHistogram (µs). Calls still in flight when the time is up are awaited.
+//! - A progress line goes to stderr unless `--json`; with `--json` stdout gets exactly one JSON
+//!   object (see [`report::BenchReport`]).
+
+mod report;
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use clap::Args;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use tokio::time::{Duration, Instant};
+
+use crate::client::{AppClient, ClientKind, RawClient, connect_resilient, preflight};
+use crate::error::CliError;
+use crate::units::{parse_millis, parse_seconds};
+use crate::workload::{Tally, Workload, timed_call};
+use report::BenchReport;
+
+/// Extra time given to calls in flight at the end of the run before the client is declared hung.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Arguments of `resilient-redis bench`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BenchArgs {
+    /// Redis URL, e.g. redis://127.0.0.1:6379
+    #[arg(long)]
+    url: String,
+    /// Which client to drive.
+    #[arg(long, value_enum, default_value_t = ClientKind::Resilient)]
+    client: ClientKind,
+    /// Command mix.
+    #[arg(long, value_enum, default_value_t = Workload::GetSet)]
+    workload: Workload,
+    /// Number of concurrent tasks, each with one call in flight.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    concurrency: u32,
+    /// Run time in seconds (fractions allowed).
+    #[arg(long, default_value = "10", value_parser = parse_seconds, value_name = "SECS")]
+    duration: Duration,
+    /// Size of the get-set key space.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    keys: u64,
+    /// Size of each SET value in bytes.
+    #[arg(long, default_value_t = 64, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(0..=512 * 1024 * 1024))]
+    value_size: u64,
+    /// The key every task INCRs in the incr workload.
+    #[arg(long, default_value = "bench:counter", value_name = "NAME")]
+    key: String,
+    /// Total deadline per call in ms (resilient: overrides the client's default deadline;
+    /// raw: sets redis-rs's response timeout, default 500 ms).
+    #[arg(long, value_parser = parse_millis, value_name = "MS")]
+    deadline_ms: Option<Duration>,
+    /// Seed of the key-choice RNG.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print exactly one JSON object on stdout instead of the human summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the bench and prints its report.
+pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
+    let report = match args.client {
+        ClientKind::Resilient => {
+            let client = connect_resilient(&args.url, args.deadline_ms).await?;
+            bench(client, &args).await?
+        }
+        ClientKind::Raw => {
+            let client = RawClient::connect(&args.url, args.deadline_ms).await?;
+            bench(client, &args).await?
+        }
+    };
+    if args.json {
+        let json = serde_json::to_string(&report)
+            .map_err(|err| CliError::runtime(format!("cannot encode the report: {err}")))?;
+        println!("{json}");
+    } else {
+        println!("{}", report.human());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What every worker needs to build its calls.
+struct Plan {
+    workload: Workload,
+    keys: u64,
+    value: Vec<u8>,
+    counter_key: String,
+    seed: u64,
+    end: Instant,
+}
+
+/// Live counters for the progress line.
+#[derive(Default)]
+struct Progress {
+    ops: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// A histogram of latencies in µs, 1 µs .. 1 h, 3 significant digits.
+fn new_histogram() -> Histogram<u64> {
+    // The bounds are constants known to be valid (low >= 1, high >= 2 * low, sigfig <= 5).
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| unreachable!())
+}
+
+async fn bench<C: AppClient>(mut client: C, args: &BenchArgs) -> Result<BenchReport, CliError> {
+    preflight(&mut client, &args.url).await?;
+    let before = client.counters();
+    let concurrency = args.concurrency as usize;
+    let start = Instant::now();
+    let plan = Arc::new(Plan {
+        workload: args.workload,
+        keys: args.keys,
+        value: vec![b'x'; args.value_size as usize],
+        counter_key: args.key.clone(),
+        seed: args.seed,
+        end: start + args.duration,
+    });
+    let progress = Arc::new(Progress::default());
+    let workers: Vec<_> = (0..concurrency)
+        .map(|index| {
+            tokio::spawn(worker(client.clone(), Arc::clone(&plan), index as u64, Arc::clone(&progress)))
+        })
+        .collect();
+    let ticker = (!args.json).then(|| tokio::spawn(show_progress(args.clone(), start, Arc::clone(&progress))));
+
+    let drain = args.deadline_ms.unwrap_or(Duration::from_secs(30)) + DRAIN_GRACE;
+    let joined = tokio::time::timeout_at(plan.end + drain, futures::future::join_all(workers)).await;
+    let elapsed = start.elapsed();
+    if let Some(ticker) = ticker {
+        ticker.abort();
+        let _ = ticker.await;
+    }
+    let results = joined.map_err(|_| {
+        CliError::runtime(format!(
+            "calls still unanswered {} s after the end of the run: the client hung",
+            drain.as_secs()
+        ))
+    })?;
+
+    let mut tally = Tally::default();
+    let mut histogram = new_histogram();
+    for result in results {
+        let (worker_tally, worker_histogram) =
+            result.map_err(|err| CliError::runtime(format!("a bench task failed: {err}")))?;
+        tally.merge(&worker_tally);
+        histogram
+            .add(&worker_histogram)
+            .map_err(|err| CliError::runtime(format!("cannot merge latencies: {err}")))?;
+    }
+    let retries = client.counters().since(before).retries;
+    Ok(BenchReport::new(
+        (args.client.name(), args.workload.name(), concurrency),
+        elapsed.as_secs_f64(),
+        &tally,
+        retries,
+        &histogram,
+    ))
+}
+
+async fn worker<C: AppClient>(
+    mut client: C,
+    plan: Arc<Plan>,
+    index: u64,
+    progress: Arc<Progress>,
+) -> (Tally, Histogram<u64>) {
+    let mut rng = SmallRng::seed_from_u64(plan.seed.wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    let mut tally = Tally::default();
+    let mut histogram = new_histogram();
+    let mut key = String::with_capacity(32);
+    let mut set_next = true;
+    let mut incr = redis::cmd("INCR");
+    incr.arg(&plan.counter_key);
+    while Instant::now() < plan.end {
+        let get_or_set;
+        let cmd = match plan.workload {
+            Workload::Incr => &incr,
+            Workload::GetSet => {
+                key.clear();
+                let _ = write!(key, "bench:{}", rng.random_range(0..plan.keys));
+                get_or_set = if set_next {
+                    let mut set = redis::cmd("SET");
+                    set.arg(&key).arg(&plan.value);
+                    set
+                } else {
+                    let mut get = redis::cmd("GET");
+                    get.arg(&key);
+                    get
+                };
+                set_next = !set_next;
+                &get_or_set
+            }
+        };
+        let (outcome, latency) = timed_call(&mut client, cmd).await;
+        histogram.saturating_record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1));
+        progress.ops.fetch_add(1, Ordering::Relaxed);
+        if outcome.is_error() {
+            progress.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        tally.record(outcome);
+    }
+    (tally, histogram)
+}
+
+/// Redraws the progress line on stderr every 250 ms until aborted.
+async fn show_progress(args: BenchArgs, start: Instant, progress: Arc<Progress>) {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    let _clear = ClearOnDrop(bar.clone());
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let (mut last_ops, mut last_at) = (0, start);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let ops = progress.ops.load(Ordering::Relaxed);
+        let rate = (ops - last_ops) as f64 / now.duration_since(last_at).as_secs_f64().max(1e-9);
+        (last_ops, last_at) = (ops, now);
+        bar.set_message(format!(
+            "{} {} c={}  {:.1}/{:.1} s  ops {}  {:.0} ops/s  errors {}",
+            args.client.name(),
+            args.workload.name(),
+            args.concurrency,
+            now.duration_since(start).as_secs_f64(),
+            args.duration.as_secs_f64(),
+            ops,
+            rate,
+            progress.errors.load(Ordering::Relaxed),
+        ));
+        bar.tick();
+    }
+}
+
+/// Clears the progress line when the ticker task ends (it is aborted, so cleanup lives in Drop).
+struct ClearOnDrop(ProgressBar);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}

@@ -1,0 +1,111 @@
+//! What each client did during the demo: running totals for the live view and the per-fault
+//! table, and fixed-width time buckets for the chart.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::time::{Duration, Instant};
+
+use crate::workload::CallOutcome;
+
+/// Running totals of one client, shared by its workers (cumulative since the demo started).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Totals {
+    /// Completed calls.
+    pub(crate) ops: u64,
+    /// Calls the application saw fail (failed + ambiguous).
+    pub(crate) errors: u64,
+    /// Failed calls that may have been applied.
+    pub(crate) ambiguous: u64,
+}
+
+impl Totals {
+    /// The totals accumulated since `earlier`.
+    pub(crate) fn since(self, earlier: Totals) -> Totals {
+        Totals {
+            ops: self.ops.saturating_sub(earlier.ops),
+            errors: self.errors.saturating_sub(earlier.errors),
+            ambiguous: self.ambiguous.saturating_sub(earlier.ambiguous),
+        }
+    }
+}
+
+/// The record of one client: lock-free counters its workers bump after every call.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    start: Instant,
+    bucket: Duration,
+    ops: AtomicU64,
+    errors: AtomicU64,
+    ambiguous: AtomicU64,
+    /// Per bucket: (completed calls, errors). Calls past the last bucket count in it.
+    buckets: Vec<(AtomicU64, AtomicU64)>,
+}
+
+impl Recorder {
+    /// A recorder whose bucket 0 starts at `start` and which holds `count` buckets of `bucket`.
+    pub(crate) fn new(start: Instant, bucket: Duration, count: usize) -> Recorder {
+        Recorder {
+            start,
+            bucket,
+            ops: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            ambiguous: AtomicU64::new(0),
+            buckets: (0..count.max(1)).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect(),
+        }
+    }
+
+    /// Counts one call that completed at `at`.
+    pub(crate) fn record(&self, outcome: &CallOutcome, at: Instant) {
+        let index = (at.saturating_duration_since(self.start).as_nanos() / self.bucket.as_nanos().max(1))
+            .min(self.buckets.len() as u128 - 1) as usize;
+        let (ops, errors) = &self.buckets[index];
+        ops.fetch_add(1, Ordering::Relaxed);
+        self.ops.fetch_add(1, Ordering::Relaxed);
+        if outcome.is_error() {
+            errors.fetch_add(1, Ordering::Relaxed);
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            if matches!(outcome, CallOutcome::Ambiguous(_)) {
+                self.ambiguous.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The running totals now.
+    pub(crate) fn totals(&self) -> Totals {
+        Totals {
+            ops: self.ops.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            ambiguous: self.ambiguous.load(Ordering::Relaxed),
+        }
+    }
+
+    /// (completed calls, errors) per bucket, for the first `count` buckets.
+    pub(crate) fn series(&self, count: usize) -> Vec<(u64, u64)> {
+        self.buckets
+            .iter()
+            .take(count)
+            .map(|(ops, errors)| (ops.load(Ordering::Relaxed), errors.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_land_in_the_bucket_of_their_completion_time() {
+        let start = Instant::now();
+        let recorder = Recorder::new(start, Duration::from_millis(250), 4);
+        recorder.record(&CallOutcome::Ok, start);
+        recorder.record(&CallOutcome::Ok, start + Duration::from_millis(249));
+        recorder.record(&CallOutcome::Ambiguous("io".into()), start + Duration::from_millis(250));
+        recorder.record(&CallOutcome::Failed("BUSY".into()), start + Duration::from_millis(900));
+        // Past the end: clamped into the last bucket.
+        recorder.record(&CallOutcome::Ok, start + Duration::from_secs(10));
+        assert_eq!(recorder.series(4), vec![(2, 0), (1, 1), (0, 0), (2, 1)]);
+        assert_eq!(recorder.totals(), Totals { ops: 5, errors: 2, ambiguous: 1 });
+        let earlier = Totals { ops: 2, errors: 0, ambiguous: 0 };
+        assert_eq!(recorder.totals().since(earlier), Totals { ops: 3, errors: 2, ambiguous: 1 });
+    }
+}

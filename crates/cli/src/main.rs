@@ -1,0 +1,73 @@
+//! The `resilient-redis` command-line tool: `demo`, `bench` and `health`.
+//!
+//! `main` only parses the command line, starts the runtime and maps the outcome to an exit code:
+//! 0 success, 1 runtime failure (or, for `health`/`demo`, an unhealthy server / errors seen),
+//! 2 usage error. Each subcommand lives in its own module.
+
+mod bench;
+mod chart;
+mod client;
+mod demo;
+mod error;
+mod health;
+mod lab_server;
+mod units;
+mod workload;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::CliError;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "resilient-redis", version, propagate_version = true)]
+#[command(about = "resilient-redis: a Redis client that survives dropped connections, restarts and stalls.\n\
+                   Start with `resilient-redis demo`.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a local redis-server, run the resilient and the raw client side by side, inject
+    /// faults one after another and show what each client saw (under a minute).
+    Demo(demo::DemoArgs),
+    /// Closed-loop benchmark of one client against a server.
+    Bench(bench::BenchArgs),
+    /// Connect, check the server and print the client's health; exit 1 when unhealthy.
+    Health(health::HealthArgs),
+    /// Start a throwaway lab redis-server, print its URL, keep it up until stdin closes or Ctrl-C.
+    #[command(hide = true)]
+    LabServer,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::Health(args) => health::run(args).await,
+            Command::LabServer => lab_server::run().await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => report(&err),
+    }
+}
+
+fn report(err: &CliError) -> ExitCode {
+    eprintln!("error: {err}");
+    err.exit_code()
+}

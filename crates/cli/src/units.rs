@@ -1,0 +1,47 @@
+//! Parsers that turn unit-suffixed flags (`--duration` seconds, `--deadline-ms`) into `Duration`s
+//! at the CLI edge, rejecting zero, negative and non-finite values as usage errors.
+
+use std::time::Duration;
+
+/// Parses a positive number of seconds (fractions allowed, e.g. `0.5`).
+pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(format!("{text:?} must be a positive number of seconds"));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|err| format!("{text:?}: {err}"))
+}
+
+/// Parses a positive whole number of milliseconds.
+pub(crate) fn parse_millis(text: &str) -> Result<Duration, String> {
+    let millis: u64 =
+        text.trim().parse().map_err(|_| format!("{text:?} is not a whole number of milliseconds"))?;
+    if millis == 0 {
+        return Err("must be at least 1 ms".to_owned());
+    }
+    Ok(Duration::from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_accept_fractions_and_reject_non_positive() {
+        assert_eq!(parse_seconds("1"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("inf").is_err());
+        assert!(parse_seconds("NaN").is_err());
+        assert!(parse_seconds("ten").is_err());
+    }
+
+    #[test]
+    fn millis_reject_zero_and_garbage() {
+        assert_eq!(parse_millis("1500"), Ok(Duration::from_millis(1500)));
+        assert!(parse_millis("0").is_err());
+        assert!(parse_millis("1.5").is_err());
+        assert!(parse_millis("-3").is_err());
+    }
+}

@@ -1,0 +1,158 @@
+//! What one application-level call is, and how its result is counted (shared by bench and demo).
+
+use std::collections::BTreeMap;
+
+use clap::ValueEnum;
+use redis::{Cmd, RedisError, Value};
+use tokio::time::{Duration, Instant};
+
+use resilient_redis::Outcome;
+
+use crate::client::AppClient;
+
+/// The command mix of a run (`--workload`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Workload {
+    /// Each task alternates SET and GET of random keys.
+    GetSet,
+    /// Every task INCRs the same key.
+    Incr,
+}
+
+impl Workload {
+    /// The name used in reports (`"get-set"` / `"incr"`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Workload::GetSet => "get-set",
+            Workload::Incr => "incr",
+        }
+    }
+}
+
+/// How one completed call ended, from the application's point of view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CallOutcome {
+    /// The call succeeded.
+    Ok,
+    /// The call failed and surely was not applied; the name is the error kind.
+    Failed(String),
+    /// The call failed and may have been applied; the name is the error kind.
+    Ambiguous(String),
+}
+
+impl CallOutcome {
+    /// Classifies a call's result with the resilient-redis classifier (which works on any
+    /// `RedisError`, raw ones included).
+    pub(crate) fn of<T>(result: &Result<T, RedisError>) -> CallOutcome {
+        match result {
+            Ok(_) => CallOutcome::Ok,
+            Err(err) => {
+                let kind = resilient_redis::error_kind_name(err);
+                match Outcome::of(err) {
+                    Outcome::Failed => CallOutcome::Failed(kind),
+                    Outcome::Ambiguous => CallOutcome::Ambiguous(kind),
+                }
+            }
+        }
+    }
+
+    /// Whether the application saw an error.
+    pub(crate) fn is_error(&self) -> bool {
+        !matches!(self, CallOutcome::Ok)
+    }
+}
+
+/// Counts of completed calls by outcome.
+///
+/// `ops() == ok + failed + ambiguous` by construction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    /// Calls that succeeded.
+    pub(crate) ok: u64,
+    /// Calls that failed and were surely not applied.
+    pub(crate) failed: u64,
+    /// Calls that failed and may have been applied.
+    pub(crate) ambiguous: u64,
+    /// Failed and ambiguous calls by error kind.
+    pub(crate) errors_by_kind: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    /// Counts one call.
+    pub(crate) fn record(&mut self, outcome: CallOutcome) {
+        match outcome {
+            CallOutcome::Ok => self.ok += 1,
+            CallOutcome::Failed(kind) => {
+                self.failed += 1;
+                *self.errors_by_kind.entry(kind).or_default() += 1;
+            }
+            CallOutcome::Ambiguous(kind) => {
+                self.ambiguous += 1;
+                *self.errors_by_kind.entry(kind).or_default() += 1;
+            }
+        }
+    }
+
+    /// Adds another tally into this one.
+    pub(crate) fn merge(&mut self, other: &Tally) {
+        self.ok += other.ok;
+        self.failed += other.failed;
+        self.ambiguous += other.ambiguous;
+        for (kind, count) in &other.errors_by_kind {
+            *self.errors_by_kind.entry(kind.clone()).or_default() += count;
+        }
+    }
+
+    /// Completed calls: `ok + failed + ambiguous`.
+    pub(crate) fn ops(&self) -> u64 {
+        self.ok + self.failed + self.ambiguous
+    }
+}
+
+/// Sends `cmd` on the worker's client, times it and classifies it; lets the client react to an
+/// error (the raw baseline replaces a broken connection) before returning.
+pub(crate) async fn timed_call<C: AppClient>(client: &mut C, cmd: &Cmd) -> (CallOutcome, Duration) {
+    let start = Instant::now();
+    let result = cmd.query_async::<Value>(client.conn()).await;
+    let latency = start.elapsed();
+    let outcome = CallOutcome::of(&result);
+    if let Err(err) = &result {
+        client.after_error(err).await;
+    }
+    (outcome, latency)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_counts_every_outcome_once() {
+        let mut tally = Tally::default();
+        tally.record(CallOutcome::Ok);
+        tally.record(CallOutcome::Ok);
+        tally.record(CallOutcome::Failed("BUSY".into()));
+        tally.record(CallOutcome::Ambiguous("io".into()));
+        tally.record(CallOutcome::Ambiguous("io".into()));
+        assert_eq!((tally.ok, tally.failed, tally.ambiguous, tally.ops()), (2, 1, 2, 5));
+        assert_eq!(tally.errors_by_kind.get("io"), Some(&2));
+        assert_eq!(tally.errors_by_kind.get("BUSY"), Some(&1));
+
+        let mut total = Tally::default();
+        total.merge(&tally);
+        total.merge(&tally);
+        assert_eq!(total.ops(), 10);
+        assert_eq!(total.errors_by_kind.get("io"), Some(&4));
+    }
+
+    #[test]
+    fn server_error_reply_is_failed_and_io_error_is_ambiguous() {
+        let server: Result<(), RedisError> =
+            Err(RedisError::from((redis::ErrorKind::Client, "client-side")));
+        assert!(matches!(CallOutcome::of(&server), CallOutcome::Failed(_)));
+        let io: Result<(), RedisError> =
+            Err(RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+        assert!(matches!(CallOutcome::of(&io), CallOutcome::Ambiguous(_)));
+        assert_eq!(CallOutcome::of::<()>(&Ok(())), CallOutcome::Ok);
+    }
+}

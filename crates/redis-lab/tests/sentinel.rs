@@ -1,0 +1,54 @@
+//! A real Sentinel topology: agreement, then failover after SIGKILL of the master.
+
+use std::time::Duration;
+
+use redis_lab::{SentinelConfig, SentinelTopology};
+use tokio::time::Instant;
+
+#[tokio::test]
+async fn sentinels_agree_then_fail_over_after_sigkill() {
+    let started = Instant::now();
+    let mut topology = SentinelTopology::start(SentinelConfig {
+        replicas: 2,
+        ..SentinelConfig::default()
+    })
+    .await
+    .unwrap();
+    let ready_after = started.elapsed();
+    assert_eq!(topology.master_name(), "mymaster");
+    assert_eq!(topology.sentinel_addrs().len(), 3);
+    assert_eq!(topology.servers().len(), 3);
+    let old = topology.master_addr().await.unwrap();
+    assert_eq!(old, topology.servers()[0].addr());
+
+    let mut conn = topology.servers()[0].admin().await.unwrap();
+    let () = redis::cmd("SET").arg("k").arg("v").query_async(&mut conn).await.unwrap();
+    let pid = topology.servers()[0].pid().unwrap();
+    let killed = Instant::now();
+    topology.server_by_addr_mut(old).unwrap().kill().unwrap();
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+
+    let new = topology
+        .wait_for_new_master(old, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let failover_after = killed.elapsed();
+    assert_ne!(new, old);
+    assert_eq!(topology.master_addr().await.unwrap(), new);
+    let promoted = topology.servers().iter().find(|s| s.addr() == new).unwrap();
+    let mut conn = promoted.admin().await.unwrap();
+    let value: String = redis::cmd("GET").arg("k").query_async(&mut conn).await.unwrap();
+    assert_eq!(value, "v");
+    eprintln!("sentinel topology ready after {ready_after:?}, failover after {failover_after:?}");
+}
+
+#[tokio::test]
+async fn invalid_config_is_rejected_before_starting_anything() {
+    let error = SentinelTopology::start(SentinelConfig {
+        quorum: 4,
+        ..SentinelConfig::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(error, redis_lab::LabError::InvalidConfig(_)), "{error}");
+}

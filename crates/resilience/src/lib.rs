@@ -1,0 +1,71 @@
+//! Retry with backoff and jitter, a shared retry budget, and a circuit breaker: the policy core
+//! of resilient-redis. No Redis, no sockets: the caller classifies its own errors.
+//!
+//! # Tour
+//! - [`Backoff`] + [`Jitter`]: how long to wait before each retry; a pure function of the retry
+//!   number, the previous delay and an injected RNG.
+//! - [`Classification`]: what one failed attempt means: [`RetryAction`] (retry, retry after a
+//!   server hint, stop), whether it *may have applied*, and whether it is the server's fault.
+//! - [`RetryBudget`]: a token bucket shared by all clones, bounding retries to ~10 % of
+//!   successful traffic plus a small floor, so an outage cannot multiply load.
+//! - [`CircuitBreaker`]: closed / open / half-open on consecutive failures or a failure rate.
+//! - [`RetryPolicy`]: composes them; [`RetryPolicy::run`] executes an async operation.
+//! - [`http`]: status-code classification and `Retry-After` parsing.
+//! - `tower` (feature `tower`): the policy as a `tower` layer.
+//!
+//! The heart of the design is the *may have applied* flag: a failure after the request may
+//! have reached the server is retried only for an [`Idempotency::Idempotent`] operation;
+//! otherwise the call ends with [`GiveUp::AmbiguousNotIdempotent`] and the caller learns that
+//! the outcome is unknown.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use resilience::{Classification, Idempotency, RetryConfig, RetryPolicy};
+//!
+//! # async fn send() -> Result<u64, std::io::Error> { Ok(1) }
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let policy = RetryPolicy::new(RetryConfig {
+//!     max_attempts: 4,
+//!     deadline: Some(Duration::from_secs(1)),
+//!     ..RetryConfig::default()
+//! })?;
+//! let n = policy
+//!     .run(Idempotency::NotIdempotent, |_e: &std::io::Error| Classification::retry(), |_attempt| send())
+//!     .await?;
+//! # let _ = n; Ok(()) }
+//! ```
+//!
+//! # Observability
+//! Events are emitted only on slow paths (never for a first-attempt success): to the
+//! [`Listener`] of the policy or breaker, as `tracing` events with target `resilience`, and as
+//! `metrics` series:
+//!
+//! | name | kind | labels | when |
+//! |---|---|---|---|
+//! | `resilience_retries_total` | counter | `policy` | an attempt failed and will be retried (tracing `DEBUG` "retrying") |
+//! | `resilience_give_ups_total` | counter | `policy`, `reason` ([`GiveUp::as_str`]) | a call gave up (tracing `DEBUG` "giving up") |
+//! | `resilience_budget_exhausted_total` | counter | `policy` | the budget refused a retry (tracing `WARN`) |
+//! | `resilience_breaker_transitions_total` | counter | `breaker`, `to` (`closed`/`open`/`half_open`) | a breaker changed state (tracing `WARN` when opening, else `INFO`) |
+//! | `resilience_breaker_state` | gauge | `breaker` | 0 closed, 1 open, 2 half-open; set on each transition |
+//!
+//! The `policy` and `breaker` labels are [`RetryConfig::name`] and [`BreakerConfig::name`].
+
+mod backoff;
+mod breaker;
+mod budget;
+mod classify;
+mod error;
+mod event;
+pub mod http;
+mod observe;
+mod policy;
+#[cfg(feature = "tower")]
+pub mod tower;
+
+pub use backoff::{Backoff, Jitter};
+pub use breaker::{BreakerConfig, BreakerOpen, BreakerPermit, BreakerState, CircuitBreaker};
+pub use budget::{RetryBudget, RetryBudgetConfig};
+pub use classify::{Classification, RetryAction};
+pub use error::ConfigError;
+pub use event::{Event, Listener};
+pub use policy::{Attempt, GiveUp, Idempotency, RetryConfig, RetryError, RetryPolicy};

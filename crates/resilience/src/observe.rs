@@ -1,0 +1,67 @@
+//! `tracing` events and `metrics` series for the slow paths. Names are documented in the crate
+//! docs (`#observability`); keep the two in sync.
+//!
+//! Labels take `&Cow<'static, str>` on purpose: cloning a borrowed `Cow` into a metric label
+//! does not allocate, unlike converting a `&str`.
+#![allow(clippy::ptr_arg, reason = "a borrowed Cow label clones without allocating")]
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use crate::{BreakerState, GiveUp};
+
+pub(crate) const RETRIES_TOTAL: &str = "resilience_retries_total";
+pub(crate) const GIVE_UPS_TOTAL: &str = "resilience_give_ups_total";
+pub(crate) const BUDGET_EXHAUSTED_TOTAL: &str = "resilience_budget_exhausted_total";
+pub(crate) const BREAKER_TRANSITIONS_TOTAL: &str = "resilience_breaker_transitions_total";
+pub(crate) const BREAKER_STATE: &str = "resilience_breaker_state";
+
+pub(crate) fn retry(policy: &Cow<'static, str>, attempt: u32, delay: Duration, error: &dyn fmt::Display) {
+    tracing::debug!(
+        target: "resilience",
+        policy = %policy,
+        attempt,
+        delay_ms = delay.as_secs_f64() * 1e3,
+        error = %error,
+        "retrying"
+    );
+    metrics::counter!(RETRIES_TOTAL, "policy" => policy.clone()).increment(1);
+}
+
+pub(crate) fn give_up(
+    policy: &Cow<'static, str>,
+    reason: GiveUp,
+    attempts: u32,
+    may_have_applied: bool,
+    error: Option<&dyn fmt::Display>,
+) {
+    let error = error.map(tracing::field::display);
+    tracing::debug!(
+        target: "resilience",
+        policy = %policy,
+        reason = reason.as_str(),
+        attempts,
+        may_have_applied,
+        error,
+        "giving up"
+    );
+    metrics::counter!(GIVE_UPS_TOTAL, "policy" => policy.clone(), "reason" => reason.as_str())
+        .increment(1);
+}
+
+pub(crate) fn budget_exhausted(policy: &Cow<'static, str>, attempt: u32) {
+    tracing::warn!(target: "resilience", policy = %policy, attempt, "retry budget exhausted");
+    metrics::counter!(BUDGET_EXHAUSTED_TOTAL, "policy" => policy.clone()).increment(1);
+}
+
+pub(crate) fn breaker_transition(breaker: &Cow<'static, str>, from: BreakerState, to: BreakerState) {
+    if matches!(to, BreakerState::Open { .. }) {
+        tracing::warn!(target: "resilience", breaker = %breaker, from = from.as_str(), to = to.as_str(), "circuit breaker transition");
+    } else {
+        tracing::info!(target: "resilience", breaker = %breaker, from = from.as_str(), to = to.as_str(), "circuit breaker transition");
+    }
+    metrics::counter!(BREAKER_TRANSITIONS_TOTAL, "breaker" => breaker.clone(), "to" => to.as_str())
+        .increment(1);
+    metrics::gauge!(BREAKER_STATE, "breaker" => breaker.clone()).set(to.gauge_value());
+}

@@ -1,0 +1,625 @@
+//! The executor: runs an operation under backoff, stop conditions, classification, retry
+//! budget and circuit breaker.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::time::Instant;
+
+use crate::event::{Event, Listener};
+use crate::{Backoff, CircuitBreaker, Classification, ConfigError, RetryAction, RetryBudget, observe};
+
+/// Settings of a [`RetryPolicy`]: plain data; per-call state lives in the call.
+///
+/// # Default
+/// `max_attempts = 3`, `backoff` exponential 50 ms x 2 capped at 2 s with [`Jitter::Full`]
+/// (`crate::Jitter::Full`), no `deadline`, no `attempt_timeout`, `max_hint = 10 s`,
+/// `reject_hint_above = 60 s`, `name = "default"`. Three attempts absorb a failover blip
+/// without tripling load for long; the deadline and attempt timeout depend on the caller's
+/// latency budget, so they are off unless set.
+///
+/// [`Jitter::Full`]: crate::Jitter::Full
+#[derive(Clone, Debug)]
+pub struct RetryConfig {
+    /// Total attempts including the first; at least 1 (1 = never retry).
+    pub max_attempts: u32,
+    /// Delay before each retry.
+    pub backoff: Backoff,
+    /// Total time for the whole call, measured from the start of [`RetryPolicy::run`]. The
+    /// policy never sleeps past it: when the next delay would cross it, the call gives up at
+    /// once with [`GiveUp::DeadlineExceeded`]. An attempt still running at the deadline is cut.
+    pub deadline: Option<Duration>,
+    /// Maximum time for one attempt; an attempt still running is cut (and counts as possibly
+    /// applied).
+    pub attempt_timeout: Option<Duration>,
+    /// A server hint ([`RetryAction::RetryAfter`]) is clamped to this.
+    pub max_hint: Duration,
+    /// A hint above this is absurd: the call gives up with [`GiveUp::NotRetryable`]. Must be
+    /// at least `max_hint`.
+    pub reject_hint_above: Duration,
+    /// Label for tracing, metrics and events.
+    pub name: Cow<'static, str>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            backoff: Backoff::default_retry(),
+            deadline: None,
+            attempt_timeout: None,
+            max_hint: Duration::from_secs(10),
+            reject_hint_above: Duration::from_secs(60),
+            name: Cow::Borrowed("default"),
+        }
+    }
+}
+
+/// Whether running the operation twice has the same effect as running it once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    /// Safe to repeat: a possibly-applied failure is retried.
+    Idempotent,
+    /// Not safe to repeat: a possibly-applied failure ends the call with
+    /// [`GiveUp::AmbiguousNotIdempotent`].
+    NotIdempotent,
+}
+
+/// The context handed to each attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    /// 1-based attempt number.
+    pub number: u32,
+    /// When this attempt will be cut: the earlier of the call deadline and the attempt
+    /// timeout. `None` if neither is set.
+    pub deadline: Option<Instant>,
+}
+
+impl Attempt {
+    /// Time left before [`Attempt::deadline`] (zero if passed); `None` if there is no deadline.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// Why a call gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// The classifier said [`RetryAction::DoNotRetry`], or the server hint was absurd (above
+    /// [`RetryConfig::reject_hint_above`]).
+    NotRetryable,
+    /// `max_attempts` attempts ran and the last one failed.
+    AttemptsExhausted,
+    /// The call deadline passed, or the next delay would cross it.
+    DeadlineExceeded,
+    /// The retry budget refused the retry.
+    BudgetExhausted,
+    /// The circuit breaker refused the attempt (no attempt ran for it).
+    BreakerOpen {
+        /// When the breaker will admit probes (zero: it is probing now).
+        retry_in: Duration,
+    },
+    /// A non-idempotent attempt failed in a way that may have applied: the outcome is unknown
+    /// and the call was not retried.
+    AmbiguousNotIdempotent,
+    /// The last attempt was cut by `attempt_timeout` and no attempt was left.
+    AttemptTimedOut,
+}
+
+impl GiveUp {
+    /// A stable snake-case name (the `reason` metric label).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            GiveUp::NotRetryable => "not_retryable",
+            GiveUp::AttemptsExhausted => "attempts_exhausted",
+            GiveUp::DeadlineExceeded => "deadline_exceeded",
+            GiveUp::BudgetExhausted => "budget_exhausted",
+            GiveUp::BreakerOpen { .. } => "breaker_open",
+            GiveUp::AmbiguousNotIdempotent => "ambiguous_not_idempotent",
+            GiveUp::AttemptTimedOut => "attempt_timed_out",
+        }
+    }
+}
+
+impl fmt::Display for GiveUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GiveUp::NotRetryable => f.write_str("error is not retryable"),
+            GiveUp::AttemptsExhausted => f.write_str("attempts exhausted"),
+            GiveUp::DeadlineExceeded => f.write_str("deadline exceeded"),
+            GiveUp::BudgetExhausted => f.write_str("retry budget exhausted"),
+            GiveUp::BreakerOpen { retry_in } => {
+                write!(f, "circuit breaker open (probing in {retry_in:?})")
+            }
+            GiveUp::AmbiguousNotIdempotent => {
+                f.write_str("outcome unknown: a non-idempotent attempt may have been applied")
+            }
+            GiveUp::AttemptTimedOut => f.write_str("last attempt timed out"),
+        }
+    }
+}
+
+/// A call that gave up.
+#[derive(Debug)]
+pub struct RetryError<E> {
+    /// Why the call gave up.
+    pub reason: GiveUp,
+    /// The last error returned by the operation; `None` if no attempt ran or the last attempt
+    /// was cut by a timeout.
+    pub error: Option<E>,
+    /// Attempts that ran.
+    pub attempts: u32,
+    /// `true` if any attempt may have applied (a cut attempt counts). An ambiguous attempt 1
+    /// followed by a definite failure on attempt 2 is still ambiguous overall.
+    pub may_have_applied: bool,
+}
+
+impl<E> RetryError<E> {
+    /// The last error returned by the operation, if any.
+    pub fn into_error(self) -> Option<E> {
+        self.error
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for RetryError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "gave up after {} attempt(s): {}", self.attempts, self.reason)?;
+        if self.may_have_applied && self.reason != GiveUp::AmbiguousNotIdempotent {
+            f.write_str(" (an attempt may have been applied)")?;
+        }
+        if let Some(e) = &self.error {
+            write!(f, "; last error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for RetryError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.as_ref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// The retry policy: a [`RetryConfig`] plus an optional shared [`RetryBudget`] and
+/// [`CircuitBreaker`]. Cheap to clone (one `Arc`); `Send + Sync`.
+///
+/// # Behavior of [`RetryPolicy::run`]
+/// For each attempt:
+/// 1. If a breaker is set and refuses, give up at once with [`GiveUp::BreakerOpen`] (no
+///    attempt runs).
+/// 2. Run the attempt, raced with `tokio::time::timeout_at` against the earlier of the call
+///    deadline and the attempt timeout. The operation's future is polled first, so a result
+///    ready at the same instant as the deadline wins.
+/// 3. Success: credit the budget and the breaker, return the value. This path does not
+///    allocate and emits nothing.
+/// 4. Failure: classify it; the breaker records a failure only if `server_fault` (a cut
+///    attempt always counts as a server fault and as possibly applied). Then, in order:
+///    cut by the call deadline -> `DeadlineExceeded`; `DoNotRetry` -> `NotRetryable`;
+///    possibly applied and [`Idempotency::NotIdempotent`] -> `AmbiguousNotIdempotent`;
+///    hint above `reject_hint_above` -> `NotRetryable`; attempts used up ->
+///    `AttemptsExhausted` (`AttemptTimedOut` if the last attempt was cut); delay =
+///    `max(backoff, min(hint, max_hint))`; if now + delay reaches the deadline ->
+///    `DeadlineExceeded` at once (no sleep); budget refuses -> `BudgetExhausted` (checked
+///    last so that no token is spent on a retry that would not happen); else sleep and retry.
+///
+/// # Example
+/// ```no_run
+/// use std::time::Duration;
+/// use resilience::{Classification, Idempotency, RetryConfig, RetryPolicy, RetryBudget,
+///                  RetryBudgetConfig, CircuitBreaker, BreakerConfig};
+///
+/// # async fn get(_: Option<Duration>) -> Result<String, std::io::Error> { Ok(String::new()) }
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let policy = RetryPolicy::new(RetryConfig {
+///     max_attempts: 4,
+///     deadline: Some(Duration::from_secs(2)),
+///     ..RetryConfig::default()
+/// })?
+/// .with_budget(RetryBudget::new(RetryBudgetConfig::default())?)
+/// .with_breaker(CircuitBreaker::new(BreakerConfig::default())?);
+///
+/// let value = policy
+///     .run(
+///         Idempotency::Idempotent,
+///         |e: &std::io::Error| match e.kind() {
+///             std::io::ErrorKind::ConnectionReset => Classification::retry().ambiguous(),
+///             std::io::ErrorKind::ConnectionRefused => Classification::retry(),
+///             _ => Classification::fail(),
+///         },
+///         |attempt| get(attempt.remaining()),
+///     )
+///     .await?;
+/// # let _ = value; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RetryPolicy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RetryConfig,
+    budget: Option<RetryBudget>,
+    breaker: Option<CircuitBreaker>,
+    listener: Option<Listener>,
+    seed: u64,
+    /// Calls that needed randomness so far; with `seed` it derives each call's RNG.
+    rng_calls: AtomicU64,
+}
+
+impl Inner {
+    fn duplicate(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            budget: self.budget.clone(),
+            breaker: self.breaker.clone(),
+            listener: self.listener.clone(),
+            seed: self.seed,
+            rng_calls: AtomicU64::new(self.rng_calls.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// Display of a cut attempt in [`Event::Retry`].
+struct TimedOut;
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("attempt timed out")
+    }
+}
+
+/// One failed attempt, as seen by the decision logic.
+struct Failure {
+    action: RetryAction,
+    may_have_applied: bool,
+    cut: bool,
+}
+
+impl RetryPolicy {
+    /// Creates a policy without budget or breaker. The jitter RNG is seeded once from the OS
+    /// (use [`RetryPolicy::with_rng_seed`] for reproducible delays).
+    ///
+    /// # Errors
+    /// `max_attempts == 0`, a zero `deadline` or `attempt_timeout`, or
+    /// `reject_hint_above < max_hint`.
+    pub fn new(config: RetryConfig) -> Result<Self, ConfigError> {
+        if config.max_attempts == 0 {
+            return Err(ConfigError::new("RetryConfig::max_attempts", "must be >= 1"));
+        }
+        if config.deadline.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new(
+                "RetryConfig::deadline",
+                "must be > 0 (use None for no deadline)",
+            ));
+        }
+        if config.attempt_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new(
+                "RetryConfig::attempt_timeout",
+                "must be > 0 (use None for no timeout)",
+            ));
+        }
+        if config.reject_hint_above < config.max_hint {
+            return Err(ConfigError::new("RetryConfig::reject_hint_above", "must be >= max_hint"));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                budget: None,
+                breaker: None,
+                listener: None,
+                seed: os_seed(),
+                rng_calls: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn modify(self, f: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| shared.duplicate());
+        f(&mut inner);
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Shares `budget` with this policy (and with every other holder of the budget).
+    #[must_use]
+    pub fn with_budget(self, budget: RetryBudget) -> Self {
+        self.modify(|i| i.budget = Some(budget))
+    }
+
+    /// Guards every attempt with `breaker`. If a listener is set, it is also registered on the
+    /// breaker for [`Event::BreakerTransition`] (set each of the two once).
+    #[must_use]
+    pub fn with_breaker(self, breaker: CircuitBreaker) -> Self {
+        self.modify(|i| {
+            if let Some(l) = &i.listener {
+                breaker.add_listener(l.clone());
+            }
+            i.breaker = Some(breaker);
+        })
+    }
+
+    /// Makes jitter deterministic: each call that needs randomness gets an RNG derived from
+    /// `seed` and a per-policy counter of such calls (shared by clones made after this).
+    #[must_use]
+    pub fn with_rng_seed(self, seed: u64) -> Self {
+        self.modify(|i| {
+            i.seed = seed;
+            i.rng_calls = AtomicU64::new(0);
+        })
+    }
+
+    /// Calls `listener` for every [`Event`] (retry, give-up, budget exhausted, and transitions
+    /// of the breaker if one is set). Replaces a previous listener of this policy.
+    #[must_use]
+    pub fn with_listener(self, listener: Listener) -> Self {
+        self.modify(|i| {
+            if let Some(b) = &i.breaker {
+                b.add_listener(listener.clone());
+            }
+            i.listener = Some(listener);
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RetryConfig {
+        &self.inner.config
+    }
+
+    /// The shared retry budget, if any.
+    pub fn budget(&self) -> Option<&RetryBudget> {
+        self.inner.budget.as_ref()
+    }
+
+    /// The circuit breaker, if any.
+    pub fn breaker(&self) -> Option<&CircuitBreaker> {
+        self.inner.breaker.as_ref()
+    }
+
+    /// Runs `op` until it succeeds or the policy gives up; see the type-level docs for the
+    /// exact rules. `classify` is called once per failed attempt.
+    ///
+    /// # Errors
+    /// A [`RetryError`] with the reason, the last error, the number of attempts, and whether
+    /// any attempt may have applied.
+    pub async fn run<T, E, Op, Fut, C>(
+        &self,
+        idempotency: Idempotency,
+        classify: C,
+        mut op: Op,
+    ) -> Result<T, RetryError<E>>
+    where
+        Op: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: Fn(&E) -> Classification,
+        E: fmt::Display,
+    {
+        let inner = &*self.inner;
+        let config = &inner.config;
+        let mut now = Instant::now();
+        let call_deadline = config.deadline.map(|d| now.checked_add(d).unwrap_or_else(far_future));
+        let mut attempts = 0u32;
+        let mut may_have_applied = false;
+        let mut previous: Option<Duration> = None;
+        let mut rng: Option<SmallRng> = None;
+        let mut last_error: Option<E> = None;
+
+        loop {
+            let permit = match &inner.breaker {
+                None => None,
+                Some(breaker) => match breaker.try_acquire_at(now) {
+                    Ok(permit) => Some(permit),
+                    Err(open) => {
+                        // On a retry, report the previous attempt's error.
+                        return Err(self.give_up(
+                            GiveUp::BreakerOpen { retry_in: open.retry_in },
+                            last_error,
+                            attempts,
+                            may_have_applied,
+                        ));
+                    }
+                },
+            };
+            attempts += 1;
+            let timeout = config.attempt_timeout.map(|t| now.checked_add(t).unwrap_or_else(far_future));
+            let deadline = earliest(call_deadline, timeout);
+            let fut = op(Attempt { number: attempts, deadline });
+            let outcome = match deadline {
+                None => Some(fut.await),
+                Some(deadline) => run_until(deadline, fut).await,
+            };
+
+            let failure = match outcome {
+                Some(Ok(value)) => {
+                    if let Some(permit) = permit {
+                        permit.success();
+                    }
+                    if let Some(budget) = &inner.budget {
+                        budget.deposit();
+                    }
+                    return Ok(value);
+                }
+                Some(Err(error)) => {
+                    let c = classify(&error);
+                    now = Instant::now();
+                    if let Some(permit) = permit
+                        && c.server_fault
+                    {
+                        permit.failure_at(now);
+                    }
+                    last_error = Some(error);
+                    Failure { action: c.action, may_have_applied: c.may_have_applied, cut: false }
+                }
+                None => {
+                    now = Instant::now();
+                    if let Some(permit) = permit {
+                        permit.failure_at(now);
+                    }
+                    last_error = None;
+                    Failure { action: RetryAction::Retry, may_have_applied: true, cut: true }
+                }
+            };
+            may_have_applied |= failure.may_have_applied;
+
+            let past_deadline = |at: Option<Instant>| match (at, call_deadline) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(at), Some(deadline)) => at >= deadline,
+            };
+            let stop = if failure.cut && past_deadline(Some(now)) {
+                Some(GiveUp::DeadlineExceeded)
+            } else if failure.action == RetryAction::DoNotRetry {
+                Some(GiveUp::NotRetryable)
+            } else if failure.may_have_applied && idempotency == Idempotency::NotIdempotent {
+                Some(GiveUp::AmbiguousNotIdempotent)
+            } else if matches!(failure.action, RetryAction::RetryAfter(h) if h > config.reject_hint_above)
+            {
+                Some(GiveUp::NotRetryable)
+            } else if attempts >= config.max_attempts {
+                Some(if failure.cut { GiveUp::AttemptTimedOut } else { GiveUp::AttemptsExhausted })
+            } else {
+                None
+            };
+            if let Some(reason) = stop {
+                return Err(self.give_up(reason, last_error, attempts, may_have_applied));
+            }
+
+            let rng = rng.get_or_insert_with(|| {
+                let n = inner.rng_calls.fetch_add(1, Ordering::Relaxed);
+                SmallRng::seed_from_u64(splitmix64(inner.seed ^ splitmix64(n)))
+            });
+            let mut delay = config.backoff.delay(attempts, previous, rng);
+            if let RetryAction::RetryAfter(hint) = failure.action {
+                delay = delay.max(hint.min(config.max_hint));
+            }
+            let wake = now.checked_add(delay);
+            if past_deadline(wake) {
+                return Err(self.give_up(
+                    GiveUp::DeadlineExceeded,
+                    last_error,
+                    attempts,
+                    may_have_applied,
+                ));
+            }
+            if let Some(budget) = &inner.budget
+                && !budget.try_withdraw_at(now)
+            {
+                observe::budget_exhausted(&config.name, attempts);
+                if let Some(l) = &inner.listener {
+                    l(&Event::BudgetExhausted { policy: &config.name, attempt: attempts });
+                }
+                return Err(self.give_up(
+                    GiveUp::BudgetExhausted,
+                    last_error,
+                    attempts,
+                    may_have_applied,
+                ));
+            }
+
+            let shown: &dyn fmt::Display = match &last_error {
+                Some(e) => e,
+                None => &TimedOut,
+            };
+            observe::retry(&config.name, attempts, delay, shown);
+            if let Some(l) = &inner.listener {
+                l(&Event::Retry { policy: &config.name, attempt: attempts, delay, error: shown });
+            }
+            // `wake` is Some: a None (overflow) would have been past any deadline, and without
+            // a deadline we cap the sleep at the far future.
+            tokio::time::sleep_until(wake.unwrap_or_else(far_future)).await;
+            now = Instant::now();
+            previous = Some(delay);
+        }
+    }
+
+    #[cold]
+    fn give_up<E: fmt::Display>(
+        &self,
+        reason: GiveUp,
+        error: Option<E>,
+        attempts: u32,
+        may_have_applied: bool,
+    ) -> RetryError<E> {
+        let inner = &*self.inner;
+        let shown = error.as_ref().map(|e| e as &dyn fmt::Display);
+        observe::give_up(&inner.config.name, reason, attempts, may_have_applied, shown);
+        if let Some(l) = &inner.listener {
+            l(&Event::GiveUp {
+                policy: &inner.config.name,
+                reason,
+                attempts,
+                may_have_applied,
+                error: shown,
+            });
+        }
+        RetryError { reason, error, attempts, may_have_applied }
+    }
+}
+
+impl fmt::Debug for RetryPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryPolicy")
+            .field("config", &self.inner.config)
+            .field("budget", &self.inner.budget)
+            .field("breaker", &self.inner.breaker)
+            .field("listener", &self.inner.listener.is_some())
+            .finish()
+    }
+}
+
+/// Runs `fut` until `deadline`. The future is polled once before any timer is created (so an
+/// immediately ready result costs no timer registration), then raced with `timeout_at`, which
+/// also polls the future before the timer: a result ready at the deadline instant wins.
+#[inline]
+async fn run_until<F: Future>(deadline: Instant, fut: F) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    let first = poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    if let Poll::Ready(output) = first {
+        return Some(output);
+    }
+    tokio::time::timeout_at(deadline, fut).await.ok()
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// An instant about 30 years ahead, for durations too large to add.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A seed from the OS; falls back to the clock and an address if the OS has no entropy.
+fn os_seed() -> u64 {
+    use rand::Rng;
+    match SmallRng::try_from_rng(&mut rand::rngs::SysRng) {
+        Ok(mut rng) => rng.next_u64(),
+        Err(_) => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let local = 0u8;
+            splitmix64(t ^ (&raw const local as usize as u64))
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

@@ -1,0 +1,132 @@
+//! The documented `metrics` names are emitted on the slow paths, and nothing on the success path.
+
+use std::fmt;
+use std::time::Duration;
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use resilience::{
+    Backoff, BreakerConfig, CircuitBreaker, Classification, Idempotency, RetryBudget,
+    RetryBudgetConfig, RetryConfig, RetryPolicy,
+};
+
+#[derive(Debug)]
+struct Down;
+
+impl fmt::Display for Down {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("down")
+    }
+}
+
+fn snapshot(f: impl FnOnce()) -> Vec<(String, Vec<(String, String)>, DebugValue)> {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, f);
+    let mut out: Vec<_> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let key = key.key();
+            let labels =
+                key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
+            (key.name().to_owned(), labels, value)
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    out
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+#[test]
+fn success_path_emits_nothing() {
+    let policy = RetryPolicy::new(RetryConfig::default()).unwrap();
+    let got = snapshot(|| {
+        block_on(async {
+            policy
+                .run(Idempotency::Idempotent, |_: &Down| Classification::retry(), |_| async {
+                    Ok::<_, Down>(())
+                })
+                .await
+                .unwrap();
+        });
+    });
+    assert!(got.is_empty(), "{got:?}");
+}
+
+#[test]
+fn slow_paths_emit_the_documented_series() {
+    let budget = RetryBudget::new(RetryBudgetConfig {
+        min_retries_per_sec: 0.0,
+        ..RetryBudgetConfig::default()
+    })
+    .unwrap();
+    for _ in 0..10 {
+        budget.deposit();
+    }
+    let got = snapshot(|| {
+        block_on(async {
+            let breaker = CircuitBreaker::new(BreakerConfig {
+                consecutive_failures: Some(3),
+                failure_rate: None,
+                name: "db".into(),
+                ..BreakerConfig::default()
+            })
+            .unwrap();
+            let policy = RetryPolicy::new(RetryConfig {
+                max_attempts: 5,
+                backoff: Backoff::constant(Duration::from_millis(1)),
+                name: "get".into(),
+                ..RetryConfig::default()
+            })
+            .unwrap()
+            .with_budget(budget)
+            .with_breaker(breaker);
+            let run = || {
+                policy.run(Idempotency::Idempotent, |_: &Down| Classification::retry(), |_| async {
+                    Err::<(), _>(Down)
+                })
+            };
+            // 1st call: attempt, retry (the only token), attempt, budget refuses.
+            assert_eq!(run().await.unwrap_err().attempts, 2);
+            // 2nd call: the 3rd consecutive failure opens the breaker; the budget refuses.
+            run().await.unwrap_err();
+            // 3rd call: refused by the open breaker.
+            run().await.unwrap_err();
+        });
+    });
+    let names: Vec<_> = got.iter().map(|(n, l, v)| (n.as_str(), l.clone(), format!("{v:?}"))).collect();
+    let expected = vec![
+        ("resilience_breaker_state", labels(&[("breaker", "db")]), "Gauge(1.0)".to_owned()),
+        (
+            "resilience_breaker_transitions_total",
+            labels(&[("breaker", "db"), ("to", "open")]),
+            "Counter(1)".to_owned(),
+        ),
+        ("resilience_budget_exhausted_total", labels(&[("policy", "get")]), "Counter(2)".to_owned()),
+        (
+            "resilience_give_ups_total",
+            labels(&[("policy", "get"), ("reason", "breaker_open")]),
+            "Counter(1)".to_owned(),
+        ),
+        (
+            "resilience_give_ups_total",
+            labels(&[("policy", "get"), ("reason", "budget_exhausted")]),
+            "Counter(2)".to_owned(),
+        ),
+        ("resilience_retries_total", labels(&[("policy", "get")]), "Counter(1)".to_owned()),
+    ];
+    assert_eq!(names, expected);
+}

@@ -1,0 +1,700 @@
+//! [`Client`]: the request path.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, ServerError, Value, aio::ConnectionLike};
+use resilience::{
+    Attempt, Classification, CircuitBreaker, GiveUp, Idempotency, RetryBudget, RetryConfig,
+    RetryError, RetryPolicy,
+};
+use tokio::time::Instant;
+
+use crate::{
+    commands::{self, CommandSafety},
+    config::{ClientConfig, ErrorRule},
+    connection::{Lease, Pool, StallVerdict},
+    error::{Error, ErrorKind, Outcome},
+};
+
+/// A Redis client that survives dropped connections, restarts, stalls and throttling, and never
+/// reports an ambiguous write as a plain failure.
+///
+/// `Client` is cheap to clone (clones share connections, retry budget and circuit breaker) and
+/// implements [`redis::aio::ConnectionLike`], so every [`redis::AsyncCommands`] method,
+/// [`redis::pipe()`] (plain and atomic) and [`redis::Script`] work unchanged.
+///
+/// # Behavior
+/// - A call waits (up to its deadline) while the connection is being re-established, then is sent
+///   once: waiting costs the server nothing and spends no retry budget.
+/// - A reply that is late (past `response_timeout`) is not re-sent: the client asks a fresh
+///   connection whether the server answers. A stalled server is waited for; a dead connection is
+///   replaced, and the call is retried if it is safe to repeat.
+/// - Failures where the server surely did not run the command (`LOADING`, `BUSY`, `MASTERDOWN`,
+///   `READONLY`, `TRYAGAIN`, `CLUSTERDOWN`, `NOREPLICAS`, `THROTTLED`, no connection) are retried
+///   with jittered backoff, within the retry budget and the call's deadline.
+/// - Failures after the request may have been written (a connection lost mid-flight) are retried
+///   only when the command is safe to repeat (see [`crate::commands`]); otherwise the call fails
+///   with an [`Outcome::Ambiguous`] error.
+/// - Other error replies (`WRONGTYPE`, `NOSCRIPT`, syntax errors, ...) come back unchanged.
+///
+/// # Example
+/// ```no_run
+/// use redis::AsyncCommands;
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut client = resilient_redis::Client::connect("redis://127.0.0.1:6379").await?;
+/// let _: () = client.set("greeting", "hello").await?;
+/// let value: String = client.get("greeting").await?;
+/// // INCR is not safe to repeat: after a broken connection it may fail as "ambiguous".
+/// let n: i64 = client.incr("visits", 1).await?;
+/// # let _ = (value, n); Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    policy: RetryPolicy,
+    call: CallOptions,
+}
+
+/// Per-handle overrides, set with [`Client::idempotent`] and friends.
+#[derive(Clone, Copy, Debug, Default)]
+struct CallOptions {
+    idempotent: Option<bool>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    pool: Arc<Pool>,
+    budget: Option<RetryBudget>,
+    breaker: Option<CircuitBreaker>,
+    stats: Counters,
+    db: i64,
+}
+
+#[derive(Default)]
+struct Counters {
+    calls: AtomicU64,
+    attempts: AtomicU64,
+    retries: AtomicU64,
+    ambiguous: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Cumulative counters of a client (shared by its clones) since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Calls made (commands and pipelines).
+    pub calls: u64,
+    /// Attempts that were sent (or tried to be), retries included.
+    pub attempts: u64,
+    /// Attempts after the first of a call.
+    pub retries: u64,
+    /// Calls that failed with an ambiguous outcome.
+    pub ambiguous: u64,
+    /// Calls that failed with a definite outcome.
+    pub failed: u64,
+    /// Successful reconnections.
+    pub reconnects: u64,
+}
+
+/// One request: a command or a pipeline.
+#[derive(Clone, Copy)]
+enum Request<'a> {
+    Cmd(&'a Cmd),
+    Pipeline {
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    },
+}
+
+enum Reply {
+    One(Value),
+    Many(Vec<Value>),
+}
+
+/// A failed attempt with what it means.
+struct AttemptError {
+    error: Error,
+    class: Classification,
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl Client {
+    /// Connects with the default configuration (see [`ClientConfig`]) to `url`.
+    ///
+    /// # Errors
+    /// A malformed URL or unknown scheme ([`ErrorKind::InvalidConfig`]), a server that cannot be
+    /// reached within the connect timeout ([`ErrorKind::Unavailable`]), or rejected credentials
+    /// ([`ErrorKind::Auth`]).
+    pub async fn connect(url: &str) -> Result<Client, Error> {
+        Client::with_config(ClientConfig::from_url(url)?).await
+    }
+
+    /// Connects with `config`, checked first.
+    pub async fn with_config(config: ClientConfig) -> Result<Client, Error> {
+        config.validate()?;
+        let db = config.connection_info()?.redis_settings().db();
+        let budget = match &config.budget {
+            Some(b) => Some(
+                RetryBudget::new(b.clone())
+                    .map_err(|e| Error::config(format!("budget: {e}")))?,
+            ),
+            None => None,
+        };
+        let breaker = match &config.breaker {
+            Some(b) => Some(
+                CircuitBreaker::new(b.clone())
+                    .map_err(|e| Error::config(format!("breaker: {e}")))?,
+            ),
+            None => None,
+        };
+        let pool = Pool::start(&config).await?;
+        let inner = Arc::new(Inner {
+            config,
+            pool,
+            budget,
+            breaker,
+            stats: Counters::default(),
+            db,
+        });
+        let policy = build_policy(&inner, inner.config.deadline)?;
+        Ok(Client {
+            inner,
+            policy,
+            call: CallOptions::default(),
+        })
+    }
+
+    /// A handle whose calls are treated as safe to repeat, whatever the command table says (for
+    /// a script you know is idempotent, for example). Shares everything with `self`.
+    pub fn idempotent(&self) -> Client {
+        let mut c = self.clone();
+        c.call.idempotent = Some(true);
+        c
+    }
+
+    /// A handle whose calls are never re-sent after an ambiguous failure, whatever the command
+    /// table says. Shares everything with `self`.
+    pub fn non_idempotent(&self) -> Client {
+        let mut c = self.clone();
+        c.call.idempotent = Some(false);
+        c
+    }
+
+    /// A handle with another total deadline per call. Shares everything with `self`.
+    pub fn with_deadline(&self, deadline: Duration) -> Result<Client, Error> {
+        if deadline.is_zero() {
+            return Err(Error::config("deadline must be greater than zero"));
+        }
+        Ok(Client {
+            inner: self.inner.clone(),
+            policy: build_policy(&self.inner, deadline)?,
+            call: self.call,
+        })
+    }
+
+    /// The configuration the client was built with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Counters since the client was created (shared by all clones).
+    pub fn stats(&self) -> ClientStats {
+        let s = &self.inner.stats;
+        ClientStats {
+            calls: s.calls.load(Ordering::Relaxed),
+            attempts: s.attempts.load(Ordering::Relaxed),
+            retries: s.retries.load(Ordering::Relaxed),
+            ambiguous: s.ambiguous.load(Ordering::Relaxed),
+            failed: s.failed.load(Ordering::Relaxed),
+            reconnects: self.inner.pool.reconnects.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The circuit breaker, if enabled.
+    pub fn breaker(&self) -> Option<&CircuitBreaker> {
+        self.inner.breaker.as_ref()
+    }
+
+    /// The retry budget, if enabled.
+    pub fn budget(&self) -> Option<&RetryBudget> {
+        self.inner.budget.as_ref()
+    }
+
+    pub(crate) fn pool(&self) -> &Arc<Pool> {
+        &self.inner.pool
+    }
+
+    /// Runs one command and returns its reply value, with the client's error type. Server error
+    /// replies that are not retried come back as `Ok(Value::ServerError(..))`, as redis-rs does.
+    pub async fn send(&self, cmd: &Cmd) -> Result<Value, Error> {
+        match self.execute(Request::Cmd(cmd)).await? {
+            Reply::One(v) => Ok(v),
+            Reply::Many(mut v) => Ok(v.pop().unwrap_or(Value::Nil)),
+        }
+    }
+
+    /// Runs a pipeline (plain or atomic) and returns the replies, with the client's error type.
+    pub async fn send_pipeline(&self, pipeline: &Pipeline) -> Result<Vec<Value>, Error> {
+        let (offset, count) = if pipeline.is_transaction() {
+            (pipeline.len() + 1, 1)
+        } else {
+            (0, pipeline.len())
+        };
+        match self
+            .execute(Request::Pipeline {
+                pipeline,
+                offset,
+                count,
+            })
+            .await?
+        {
+            Reply::Many(v) => Ok(v),
+            Reply::One(v) => Ok(vec![v]),
+        }
+    }
+
+    async fn execute(&self, request: Request<'_>) -> Result<Reply, Error> {
+        let stats = &self.inner.stats;
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let safety = match request {
+            Request::Cmd(cmd) => commands::command_safety(cmd),
+            Request::Pipeline { pipeline, .. } => commands::pipeline_safety(pipeline),
+        }
+        .map_err(|why| Error::new(ErrorKind::Refused, Outcome::Failed, why))?;
+        let result = if safety == CommandSafety::Blocking {
+            self.execute_blocking(request).await
+        } else {
+            self.execute_retrying(request, safety).await
+        };
+        let kind = match safety {
+            CommandSafety::ReadOnly => "read",
+            CommandSafety::Idempotent => "idempotent_write",
+            CommandSafety::NonIdempotent => "write",
+            CommandSafety::Blocking => "blocking",
+        };
+        metrics::histogram!("resilient_redis_call_duration_seconds", "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            let counter = if e.is_ambiguous() {
+                &stats.ambiguous
+            } else {
+                &stats.failed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("resilient_redis_call_failures_total", "kind" => e.kind().as_str(), "outcome" => if e.is_ambiguous() { "ambiguous" } else { "failed" }).increment(1);
+            if e.is_ambiguous() {
+                tracing::warn!(error = %e, "call failed with an ambiguous outcome");
+            }
+        }
+        result
+    }
+
+    async fn execute_retrying(
+        &self,
+        request: Request<'_>,
+        safety: CommandSafety,
+    ) -> Result<Reply, Error> {
+        let idempotency = match self.call.idempotent {
+            Some(true) => Idempotency::Idempotent,
+            Some(false) => Idempotency::NotIdempotent,
+            None if safety.is_retry_safe() => Idempotency::Idempotent,
+            None => Idempotency::NotIdempotent,
+        };
+        let retry_safe = idempotency == Idempotency::Idempotent;
+        let result = self
+            .policy
+            .run(
+                idempotency,
+                |e: &AttemptError| e.class.clone(),
+                |attempt: Attempt| self.attempt(request, attempt, retry_safe),
+            )
+            .await;
+        result.map_err(give_up_error)
+    }
+
+    async fn attempt(
+        &self,
+        request: Request<'_>,
+        attempt: Attempt,
+        retry_safe: bool,
+    ) -> Result<Reply, AttemptError> {
+        let stats = &self.inner.stats;
+        stats.attempts.fetch_add(1, Ordering::Relaxed);
+        if attempt.number > 1 {
+            stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        let lease = self
+            .inner
+            .pool
+            .acquire(attempt.deadline)
+            .await
+            .map_err(|error| AttemptError {
+                error,
+                // Not sent: nothing to undo, nothing gained by retrying before the deadline.
+                class: Classification::fail().server_fault(false),
+            })?;
+        let result = self.send_on(lease, request, retry_safe).await;
+        if let Err(e) = &result
+            && let Some(source) = e.error.redis_error()
+            && matches!(source.code(), Some("BUSY" | "LOADING"))
+        {
+            // Waiting is not retrying: hold the retry until the server can take it.
+            let gate = self.inner.pool.wait_until_not_busy();
+            match attempt.deadline {
+                Some(d) => {
+                    let _ = tokio::time::timeout_at(d, gate).await;
+                }
+                None => gate.await,
+            }
+        }
+        result
+    }
+
+    /// Sends on a leased connection, diagnosing late replies instead of re-sending.
+    async fn send_on(
+        &self,
+        lease: Lease,
+        request: Request<'_>,
+        retry_safe: bool,
+    ) -> Result<Reply, AttemptError> {
+        let pool = &self.inner.pool;
+        let window = self.inner.config.response_timeout;
+        let mut conn = lease.conn.clone();
+        let fut = async move {
+            match request {
+                Request::Cmd(cmd) => conn.send_packed_command(cmd).await.map(Reply::One),
+                Request::Pipeline {
+                    pipeline,
+                    offset,
+                    count,
+                } => conn
+                    .send_packed_commands(pipeline, offset, count)
+                    .await
+                    .map(Reply::Many),
+            }
+        };
+        tokio::pin!(fut);
+        let mut server_answered = false;
+        let outcome = loop {
+            match tokio::time::timeout(window, &mut fut).await {
+                Ok(result) => break result,
+                Err(_) if server_answered => {
+                    // The server answered a fresh connection a full window ago, and this one is
+                    // still silent: the connection is dead.
+                    pool.mark_broken(&lease, "connection stopped answering");
+                    return Err(connection_lost(
+                        "the connection stopped answering while the server answers on a fresh one",
+                        None,
+                    ));
+                }
+                Err(_) => {
+                    let verdict = tokio::select! {
+                        biased;
+                        result = &mut fut => break result,
+                        verdict = pool.diagnose_stall() => verdict,
+                    };
+                    match verdict {
+                        StallVerdict::ServerAnswers => server_answered = true,
+                        StallVerdict::ServerSilent => {
+                            tracing::debug!("server stalled: waiting for the reply, not re-sending")
+                        }
+                        StallVerdict::ServerUnreachable(why) => {
+                            pool.mark_broken(&lease, &why);
+                            return Err(connection_lost(
+                                "the server became unreachable while the request was in flight",
+                                None,
+                            ));
+                        }
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(reply) => {
+                pool.touch(lease.slot);
+                self.check_reply(reply, retry_safe)
+            }
+            Err(e) => {
+                if e.is_io_error() || e.kind() == redis::ErrorKind::Parse {
+                    pool.mark_broken(&lease, &e.to_string());
+                    Err(connection_lost("the connection broke while the request was in flight", Some(e)))
+                } else {
+                    // A client-side error from redis-rs (never reached the wire).
+                    Err(AttemptError {
+                        error: Error::new(ErrorKind::Server, Outcome::Failed, "request failed")
+                            .with_source(e),
+                        class: Classification::fail().server_fault(false),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Turns retryable error replies into attempt errors; every other reply goes back as is.
+    fn check_reply(&self, reply: Reply, retry_safe: bool) -> Result<Reply, AttemptError> {
+        match &reply {
+            Reply::One(Value::ServerError(err)) => match self.classify_reply(err) {
+                Some((class, kind)) => Err(AttemptError {
+                    error: Error::new(kind, Outcome::Failed, format!("server replied {}", err.code()))
+                        .with_source(RedisError::from(err.clone())),
+                    class,
+                }),
+                None => Ok(reply),
+            },
+            Reply::Many(values) if retry_safe => {
+                // A pipeline that is safe to repeat is sent again whole when one of its commands
+                // got a retryable reply (the others may have run: that is why it must be safe).
+                for v in values {
+                    if let Value::ServerError(err) = v
+                        && let Some((class, kind)) = self.classify_reply(err)
+                    {
+                        return Err(AttemptError {
+                            error: Error::new(
+                                kind,
+                                Outcome::Ambiguous,
+                                format!("a pipelined command got {}", err.code()),
+                            )
+                            .with_source(RedisError::from(err.clone())),
+                            class: class.ambiguous(),
+                        });
+                    }
+                }
+                Ok(reply)
+            }
+            _ => Ok(reply),
+        }
+    }
+
+    /// What a server error reply means: `None` when it is the caller's to handle.
+    fn classify_reply(&self, err: &ServerError) -> Option<(Classification, ErrorKind)> {
+        let code = err.code();
+        if let Some(rule) = self.inner.config.error_rules.get(code) {
+            return match rule {
+                ErrorRule::Retry => Some((Classification::retry().server_fault(true), ErrorKind::Server)),
+                ErrorRule::RetryAfter(d) => Some((
+                    Classification::retry_after(*d).server_fault(false),
+                    ErrorKind::Throttled,
+                )),
+                ErrorRule::Fail => None,
+            };
+        }
+        match code {
+            "LOADING" | "BUSY" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN"
+            | "NOREPLICAS" => Some((Classification::retry().server_fault(true), ErrorKind::Server)),
+            "THROTTLED" => Some((
+                Classification::retry_after(self.inner.config.throttle_delay).server_fault(false),
+                ErrorKind::Throttled,
+            )),
+            _ => None,
+        }
+    }
+
+    /// Blocking commands run on a dedicated connection: they do not hold up other callers, are
+    /// not cut by the response timeout, and are never re-sent once written.
+    async fn execute_blocking(&self, request: Request<'_>) -> Result<Reply, Error> {
+        let Request::Cmd(cmd) = request else {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                Outcome::Failed,
+                "blocking commands cannot be pipelined through the client",
+            ));
+        };
+        self.inner.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        let config = &self.inner.config;
+        let connect_deadline = Instant::now() + config.deadline;
+        let mut conn = loop {
+            match tokio::time::timeout_at(connect_deadline, self.inner.pool.open_dedicated()).await {
+                Ok(Ok(conn)) => break conn,
+                Ok(Err(e)) if Instant::now() + config.connect_timeout < connect_deadline => {
+                    tracing::debug!(error = %e, "blocking connection failed; waiting for the server");
+                    self.inner.pool.acquire(Some(connect_deadline)).await?;
+                }
+                Ok(Err(e)) => {
+                    return Err(Error::new(ErrorKind::Unavailable, Outcome::Failed, "cannot connect for a blocking command").with_source(e));
+                }
+                Err(_) => {
+                    return Err(Error::new(ErrorKind::Unavailable, Outcome::Failed, "no connection for a blocking command before the deadline"));
+                }
+            }
+        };
+        let limit = commands::blocking_timeout(cmd).map(|t| t + config.response_timeout * 2);
+        let sent = conn.send_packed_command(cmd);
+        let result = match limit {
+            Some(limit) => match tokio::time::timeout(limit, sent).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(Error::new(
+                        ErrorKind::ConnectionLost,
+                        Outcome::Ambiguous,
+                        "no reply to a blocking command long after its own timeout",
+                    ));
+                }
+            },
+            None => sent.await,
+        };
+        match result {
+            Ok(v) => Ok(Reply::One(v)),
+            Err(e) if e.is_io_error() => Err(Error::new(
+                ErrorKind::ConnectionLost,
+                Outcome::Ambiguous,
+                "the connection broke during a blocking command",
+            )
+            .with_source(e)),
+            Err(e) => Err(Error::new(ErrorKind::Server, Outcome::Failed, "blocking command failed").with_source(e)),
+        }
+    }
+}
+
+fn connection_lost(message: &str, source: Option<RedisError>) -> AttemptError {
+    let mut error = Error::new(ErrorKind::ConnectionLost, Outcome::Ambiguous, message);
+    if let Some(s) = source {
+        error = error.with_source(s);
+    }
+    AttemptError {
+        error,
+        class: Classification::retry().ambiguous().server_fault(true),
+    }
+}
+
+fn build_policy(inner: &Arc<Inner>, deadline: Duration) -> Result<RetryPolicy, Error> {
+    let config = RetryConfig {
+        max_attempts: inner.config.max_attempts,
+        backoff: inner.config.retry_backoff.clone(),
+        deadline: Some(deadline),
+        attempt_timeout: None,
+        max_hint: Duration::from_secs(5),
+        reject_hint_above: Duration::from_secs(300),
+        name: "resilient_redis".into(),
+    };
+    let mut policy = RetryPolicy::new(config).map_err(|e| Error::config(e.to_string()))?;
+    if let Some(b) = &inner.budget {
+        policy = policy.with_budget(b.clone());
+    }
+    if let Some(b) = &inner.breaker {
+        policy = policy.with_breaker(b.clone());
+    }
+    if let Some(seed) = inner.config.rng_seed {
+        policy = policy.with_rng_seed(seed);
+    }
+    Ok(policy)
+}
+
+/// Turns the policy's verdict into the client's error, keeping the outcome honest.
+fn give_up_error(e: RetryError<AttemptError>) -> Error {
+    let outcome = if e.may_have_applied {
+        Outcome::Ambiguous
+    } else {
+        Outcome::Failed
+    };
+    let attempts = e.attempts;
+    let last = e.error.map(|a| a.error);
+    let (kind, message) = match (&e.reason, &last) {
+        (GiveUp::NotRetryable, Some(l)) => (l.kind(), l.message().to_owned()),
+        (GiveUp::AmbiguousNotIdempotent, Some(l)) => (
+            l.kind(),
+            format!(
+                "{}; not re-sent because the command is not safe to repeat",
+                l.message()
+            ),
+        ),
+        (GiveUp::BreakerOpen { retry_in }, _) => {
+            let err = Error::new(
+                ErrorKind::BreakerOpen,
+                outcome,
+                format!(
+                    "circuit breaker open after repeated server failures; next probe in {} ms",
+                    retry_in.as_millis()
+                ),
+            )
+            .with_attempts(attempts)
+            .with_retry_in(*retry_in);
+            return err;
+        }
+        (GiveUp::BudgetExhausted, l) => (
+            ErrorKind::BudgetExhausted,
+            format!(
+                "retry budget exhausted (retries are limited to protect the server){}",
+                l.as_ref().map(|l| format!("; last error: {}", l.message())).unwrap_or_default()
+            ),
+        ),
+        (GiveUp::DeadlineExceeded, l) | (GiveUp::AttemptTimedOut, l) => (
+            ErrorKind::DeadlineExceeded,
+            format!(
+                "deadline exceeded after {attempts} attempt(s){}",
+                l.as_ref().map(|l| format!("; last error: {}", l.message())).unwrap_or_default()
+            ),
+        ),
+        (GiveUp::AttemptsExhausted, l) => (
+            l.as_ref().map(|l| l.kind()).unwrap_or(ErrorKind::Server),
+            format!(
+                "gave up after {attempts} attempts{}",
+                l.as_ref().map(|l| format!("; last error: {}", l.message())).unwrap_or_default()
+            ),
+        ),
+        (_, l) => (
+            l.as_ref().map(|l| l.kind()).unwrap_or(ErrorKind::Server),
+            l.as_ref().map(|l| l.message().to_owned()).unwrap_or_else(|| "call failed".into()),
+        ),
+    };
+    let mut err = Error::new(kind, outcome, message).with_attempts(attempts);
+    if let Some(source) = last.and_then(|l| l.redis_error().cloned()) {
+        err = err.with_source(source);
+    }
+    err
+}
+
+impl ConnectionLike for Client {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move { self.send(cmd).await.map_err(Error::into_redis) })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            match self
+                .execute(Request::Pipeline {
+                    pipeline,
+                    offset,
+                    count,
+                })
+                .await
+            {
+                Ok(Reply::Many(v)) => Ok(v),
+                Ok(Reply::One(v)) => Ok(vec![v]),
+                Err(e) => Err(e.into_redis()),
+            }
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.db
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (up, total) = self.inner.pool.connections();
+        f.debug_struct("Client")
+            .field("url", &self.inner.config.url)
+            .field("connections_up", &up)
+            .field("connections_total", &total)
+            .finish()
+    }
+}

@@ -1,0 +1,368 @@
+//! Client configuration: a plain struct with [`Default`], typed durations, and constructors from a
+//! URL or from environment variables. Every value is checked once, when the client is built.
+
+use std::{collections::HashMap, time::Duration};
+
+use resilience::{Backoff, BreakerConfig, Jitter, RetryBudgetConfig};
+
+use crate::error::Error;
+
+/// What to do with a server error code the built-in rules do not cover (a cloud vendor's own
+/// throttling or maintenance codes, for example). See [`ClientConfig::error_rules`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorRule {
+    /// The command was not run: retry it with backoff. Counts against the circuit breaker.
+    Retry,
+    /// The command was not run and the server asks to slow down: retry after at least this
+    /// delay. Does not count against the circuit breaker (the server is busy, not broken).
+    RetryAfter(Duration),
+    /// Do not retry: return the reply to the caller.
+    Fail,
+}
+
+/// Configuration of a [`Client`](crate::Client).
+///
+/// # Default
+/// | setting | default | why |
+/// |---|---|---|
+/// | `url` | `redis://127.0.0.1:6379` | |
+/// | `connect_timeout` | 1 s | a healthy server on a LAN answers a connect in milliseconds |
+/// | `response_timeout` | 500 ms | redis-rs's default; past it the client checks whether the server or the connection is at fault (it does not re-send at once) |
+/// | `deadline` | 5 s | total for one call, waits and retries included: rides out a restart, `DEBUG SLEEP 3`, or a Sentinel failover (about 2.5 s with `down-after-milliseconds 1000`) |
+/// | `max_attempts` | 6 | attempts that reach the server; waiting for a reconnection is not an attempt |
+/// | `retry_backoff` | exponential 10 ms x2 up to 1 s, full jitter | |
+/// | `reconnect_backoff` | exponential 10 ms x2 up to 200 ms, equal jitter | a server back after an outage is found within ~200 ms; jitter spreads many clients |
+/// | `unavailable_after` | 5 s | once the server has been unreachable this long, calls fail at once instead of waiting |
+/// | `budget` | 10 % of successes, 10 retries/s floor, 1000 tokens | retries can add at most ~10 % load in a long outage; 1000 covers one retry for every in-flight call after a restart |
+/// | `breaker` | opens when 50 % of the last 1000 attempts within 10 s (at least 50) failed for the server's fault; open 2 s; 3 probes | a rate, not a streak: a restart fails every in-flight call at once, which must not open it |
+/// | `pool_size` | 1 | one multiplexed connection carries >100k ops/s; raise it for very large fan-in |
+/// | `tcp_keepalive` | 10 s | |
+/// | `idle_check_interval` | 1 s | an idle connection is PINGed so a dead one is replaced before a caller needs it |
+/// | `throttle_delay` | 100 ms | minimum wait after a `THROTTLED` reply |
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The server: `redis://[[user]:password@]host[:port][/db]`.
+    pub url: String,
+    /// Time allowed to open one connection (TCP connect and handshake).
+    pub connect_timeout: Duration,
+    /// Time to wait for a reply before checking, on a fresh connection, whether the server or this
+    /// connection is at fault. The request is not cut or re-sent when the server is merely slow.
+    pub response_timeout: Duration,
+    /// Total time for one call, including waits for reconnection and retries.
+    pub deadline: Duration,
+    /// Attempts that reach the server, the first included.
+    pub max_attempts: u32,
+    /// Delay between attempts.
+    pub retry_backoff: Backoff,
+    /// Delay between reconnection attempts (one reconnection at a time per client).
+    pub reconnect_backoff: Backoff,
+    /// When the server has been unreachable for this long, calls fail at once (`Unavailable`)
+    /// instead of waiting for it; the background reconnection goes on.
+    pub unavailable_after: Duration,
+    /// The retry budget shared by every clone of the client; `None` disables it.
+    pub budget: Option<RetryBudgetConfig>,
+    /// The circuit breaker; `None` disables it.
+    pub breaker: Option<BreakerConfig>,
+    /// Number of multiplexed connections; calls are spread over the live ones.
+    pub pool_size: usize,
+    /// TCP keepalive idle time; `None` leaves the system default.
+    pub tcp_keepalive: Option<Duration>,
+    /// Idle connections are PINGed at this interval; `None` disables the check.
+    pub idle_check_interval: Option<Duration>,
+    /// Minimum wait before retrying after a `THROTTLED` reply.
+    pub throttle_delay: Duration,
+    /// Extra rules for server error codes, by code (`"MYVENDORBUSY"` -> [`ErrorRule::Retry`]).
+    /// They take precedence over the built-in rules.
+    pub error_rules: HashMap<String, ErrorRule>,
+    /// Seed for the jitter of retries and reconnections (deterministic tests); `None` seeds from
+    /// the operating system.
+    pub rng_seed: Option<u64>,
+    /// If `true`, [`Client::with_config`](crate::Client::with_config) returns even when the server
+    /// cannot be reached yet; calls then wait for it (up to their deadline).
+    pub connect_lazily: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_millis(500),
+            deadline: Duration::from_secs(5),
+            max_attempts: 6,
+            retry_backoff: Backoff::exponential(Duration::from_millis(10), 2.0, Duration::from_secs(1))
+                .expect("valid constant backoff")
+                .with_jitter(Jitter::Full),
+            reconnect_backoff: Backoff::exponential(
+                Duration::from_millis(10),
+                2.0,
+                Duration::from_millis(200),
+            )
+            .expect("valid constant backoff")
+            .with_jitter(Jitter::Equal),
+            unavailable_after: Duration::from_secs(5),
+            budget: Some(RetryBudgetConfig {
+                retry_ratio: 0.1,
+                min_retries_per_sec: 10.0,
+                max_tokens: 1000,
+            }),
+            breaker: Some(default_breaker()),
+            pool_size: 1,
+            tcp_keepalive: Some(Duration::from_secs(10)),
+            idle_check_interval: Some(Duration::from_secs(1)),
+            throttle_delay: Duration::from_millis(100),
+            error_rules: HashMap::new(),
+            rng_seed: None,
+            connect_lazily: false,
+        }
+    }
+}
+
+/// The client's default breaker: it opens on a failure *rate*, not on a streak. A restart or a
+/// `CLIENT KILL` fails every in-flight call at once, which is one event, not fifty: a streak rule
+/// would open the breaker on every such blip and turn it into errors. Half of the last 1000
+/// attempts within 10 s (at least 50 of them) failing for the server's fault opens it for 2 s.
+fn default_breaker() -> BreakerConfig {
+    BreakerConfig {
+        consecutive_failures: None,
+        failure_rate: Some(0.5),
+        window_calls: 1000,
+        window_duration: Duration::from_secs(10),
+        minimum_calls: 50,
+        open_duration: Duration::from_secs(2),
+        half_open_max_probes: 3,
+        close_after_successes: 3,
+        name: "resilient_redis".into(),
+    }
+}
+
+/// The environment variables [`ClientConfig::from_env`] reads.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("RESILIENT_REDIS_URL", "server URL"),
+    ("RESILIENT_REDIS_CONNECT_TIMEOUT_MS", "connect timeout, ms"),
+    ("RESILIENT_REDIS_RESPONSE_TIMEOUT_MS", "response timeout, ms"),
+    ("RESILIENT_REDIS_DEADLINE_MS", "total deadline of one call, ms"),
+    ("RESILIENT_REDIS_MAX_ATTEMPTS", "attempts per call, >= 1"),
+    ("RESILIENT_REDIS_POOL_SIZE", "multiplexed connections, >= 1"),
+    ("RESILIENT_REDIS_BUDGET", "retry budget: on | off"),
+    ("RESILIENT_REDIS_BUDGET_RATIO", "retry budget: tokens per success, 0..=1"),
+    ("RESILIENT_REDIS_BREAKER", "circuit breaker: on | off"),
+    ("RESILIENT_REDIS_BREAKER_FAILURES", "circuit breaker: consecutive failures to open"),
+    ("RESILIENT_REDIS_BREAKER_OPEN_MS", "circuit breaker: time open before probing, ms"),
+];
+
+impl ClientConfig {
+    /// The defaults with this server URL. The URL is checked here.
+    ///
+    /// ```
+    /// let config = resilient_redis::ClientConfig::from_url("redis://127.0.0.1:6379/0")?;
+    /// assert_eq!(config.deadline, std::time::Duration::from_secs(5));
+    /// assert!(resilient_redis::ClientConfig::from_url("http://nope").is_err());
+    /// # Ok::<(), resilient_redis::Error>(())
+    /// ```
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        let config = ClientConfig {
+            url: url.to_owned(),
+            ..ClientConfig::default()
+        };
+        config.connection_info()?;
+        Ok(config)
+    }
+
+    /// The defaults, overridden by the environment variables listed in [`ENV_VARS`]. A variable
+    /// that is set but invalid is an error naming it.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`ClientConfig::from_env`], reading variables through `lookup` (for tests and for
+    /// other configuration sources).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let mut c = ClientConfig::default();
+        let ms = |name: &str| -> Result<Option<Duration>, Error> {
+            match lookup(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .map(|n| Some(Duration::from_millis(n)))
+                    .ok_or_else(|| {
+                        Error::config(format!("{name}={v:?}: expected a positive whole number of milliseconds"))
+                    }),
+            }
+        };
+        let count = |name: &str| -> Result<Option<u32>, Error> {
+            match lookup(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .map(Some)
+                    .ok_or_else(|| Error::config(format!("{name}={v:?}: expected a whole number >= 1"))),
+            }
+        };
+        let switch = |name: &str| -> Result<Option<bool>, Error> {
+            match lookup(name).as_deref().map(str::trim) {
+                None => Ok(None),
+                Some("on" | "true" | "1" | "yes") => Ok(Some(true)),
+                Some("off" | "false" | "0" | "no") => Ok(Some(false)),
+                Some(v) => Err(Error::config(format!("{name}={v:?}: expected on or off"))),
+            }
+        };
+        if let Some(url) = lookup("RESILIENT_REDIS_URL") {
+            c.url = url;
+        }
+        if let Some(d) = ms("RESILIENT_REDIS_CONNECT_TIMEOUT_MS")? {
+            c.connect_timeout = d;
+        }
+        if let Some(d) = ms("RESILIENT_REDIS_RESPONSE_TIMEOUT_MS")? {
+            c.response_timeout = d;
+        }
+        if let Some(d) = ms("RESILIENT_REDIS_DEADLINE_MS")? {
+            c.deadline = d;
+        }
+        if let Some(n) = count("RESILIENT_REDIS_MAX_ATTEMPTS")? {
+            c.max_attempts = n;
+        }
+        if let Some(n) = count("RESILIENT_REDIS_POOL_SIZE")? {
+            c.pool_size = n as usize;
+        }
+        if switch("RESILIENT_REDIS_BUDGET")? == Some(false) {
+            c.budget = None;
+        }
+        if let Some(v) = lookup("RESILIENT_REDIS_BUDGET_RATIO") {
+            let ratio = v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| {
+                    Error::config(format!("RESILIENT_REDIS_BUDGET_RATIO={v:?}: expected a number from 0 to 1"))
+                })?;
+            if let Some(b) = c.budget.as_mut() {
+                b.retry_ratio = ratio;
+            }
+        }
+        if switch("RESILIENT_REDIS_BREAKER")? == Some(false) {
+            c.breaker = None;
+        }
+        if let Some(n) = count("RESILIENT_REDIS_BREAKER_FAILURES")?
+            && let Some(b) = c.breaker.as_mut()
+        {
+            b.consecutive_failures = Some(n);
+        }
+        if let Some(d) = ms("RESILIENT_REDIS_BREAKER_OPEN_MS")?
+            && let Some(b) = c.breaker.as_mut()
+        {
+            b.open_duration = d;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks every setting; the error names the first invalid one.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.connection_info()?;
+        let positive = |name: &str, d: Duration| {
+            if d.is_zero() {
+                Err(Error::config(format!("{name} must be greater than zero")))
+            } else {
+                Ok(())
+            }
+        };
+        positive("connect_timeout", self.connect_timeout)?;
+        positive("response_timeout", self.response_timeout)?;
+        positive("deadline", self.deadline)?;
+        positive("unavailable_after", self.unavailable_after)?;
+        if self.max_attempts == 0 {
+            return Err(Error::config("max_attempts must be at least 1"));
+        }
+        if self.pool_size == 0 || self.pool_size > 1024 {
+            return Err(Error::config(format!(
+                "pool_size must be from 1 to 1024 (got {})",
+                self.pool_size
+            )));
+        }
+        if let Some(d) = self.idle_check_interval {
+            positive("idle_check_interval", d)?;
+        }
+        if let Some(d) = self.tcp_keepalive {
+            positive("tcp_keepalive", d)?;
+        }
+        Ok(())
+    }
+
+    /// The redis-rs connection info for the URL, with the TCP settings of this config.
+    pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo, Error> {
+        use redis::IntoConnectionInfo;
+        let url = self.url.trim();
+        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") || url.starts_with("redis+unix://")) {
+            return Err(Error::config(format!(
+                "invalid URL {url:?}: expected redis://[[user]:password@]host[:port][/db]"
+            )));
+        }
+        if url.starts_with("rediss://") {
+            return Err(Error::config(format!(
+                "invalid URL {url:?}: TLS (rediss://) is not enabled in this build"
+            )));
+        }
+        let info = url
+            .into_connection_info()
+            .map_err(|e| Error::config(format!("invalid URL {url:?}: {e}")).with_source(e))?;
+        let mut tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+        if let Some(idle) = self.tcp_keepalive {
+            tcp = tcp.set_keepalive(
+                socket2::TcpKeepalive::new()
+                    .with_time(idle)
+                    .with_interval(idle / 2 + Duration::from_millis(1)),
+            );
+        }
+        Ok(info.set_tcp_settings(tcp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_and_names_the_bad_variable() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let c = ClientConfig::from_lookup(env(&[
+            ("RESILIENT_REDIS_URL", "redis://10.0.0.1:7000"),
+            ("RESILIENT_REDIS_DEADLINE_MS", "2500"),
+            ("RESILIENT_REDIS_BREAKER", "off"),
+        ]))
+        .unwrap();
+        assert_eq!(c.url, "redis://10.0.0.1:7000");
+        assert_eq!(c.deadline, Duration::from_millis(2500));
+        assert!(c.breaker.is_none());
+
+        let err = ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_DEADLINE_MS", "soon")])).unwrap_err();
+        assert!(err.to_string().contains("RESILIENT_REDIS_DEADLINE_MS"), "{err}");
+        let err = ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_MAX_ATTEMPTS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("RESILIENT_REDIS_MAX_ATTEMPTS"), "{err}");
+        let err = ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_URL", "mysql://x")])).unwrap_err();
+        assert!(err.to_string().contains("invalid URL"), "{err}");
+    }
+
+    #[test]
+    fn validate_names_the_setting() {
+        let c = ClientConfig {
+            pool_size: 0,
+            ..ClientConfig::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("pool_size"));
+        let c = ClientConfig {
+            deadline: Duration::ZERO,
+            ..ClientConfig::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("deadline"));
+    }
+}

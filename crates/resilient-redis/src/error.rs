@@ -1,0 +1,312 @@
+//! Errors and outcomes.
+//!
+//! Every call ends in exactly one of three ways: success, a definite failure ([`Outcome::Failed`]:
+//! the server surely did not apply the command) or an ambiguous failure ([`Outcome::Ambiguous`]: it
+//! may have been applied). An ambiguous failure is never reported as a plain failure, and it is
+//! never retried silently unless the command is safe to repeat.
+//!
+//! Through [`redis::aio::ConnectionLike`] the client must return [`redis::RedisError`]. Error
+//! replies that the server sent and that the client did not retry (`WRONGTYPE`, `NOSCRIPT`, syntax
+//! errors, ...) come back unchanged, so redis-rs code keeps working. Every other failure carries a
+//! [`resilient_redis::Error`](Error) inside the `RedisError` (as the source of an I/O-kind error);
+//! [`Error::from_redis`] finds it, and [`Outcome::of`] tells the outcome of any `RedisError`.
+
+use std::{fmt, io, time::Duration};
+
+use redis::{ErrorKind as RedisKind, RedisError, ServerErrorKind};
+
+/// Whether a failed call may have been applied by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The server surely did not apply the command.
+    Failed,
+    /// The command may have been applied: the request may have reached the server before the
+    /// connection broke or the reply was lost.
+    Ambiguous,
+}
+
+impl Outcome {
+    /// The outcome of any [`RedisError`], from this client or from a plain redis-rs connection.
+    ///
+    /// An error of this client answers with the outcome it recorded. For other errors: a reply
+    /// from the server (`-ERR ...`) is [`Outcome::Failed`]; an error before any connection existed
+    /// (refused, bad config) is `Failed`; an I/O error or a timeout on a live connection is
+    /// [`Outcome::Ambiguous`], since the request may have been written.
+    pub fn of(err: &RedisError) -> Outcome {
+        if let Some(e) = Error::from_redis(err) {
+            return e.outcome();
+        }
+        match err.kind() {
+            RedisKind::Io if err.is_connection_refusal() => Outcome::Failed,
+            RedisKind::Io | RedisKind::Parse => Outcome::Ambiguous,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Failed => "not applied",
+            Outcome::Ambiguous => "may have been applied",
+        })
+    }
+}
+
+/// What went wrong, in terms of what an application can do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A setting or the URL is invalid. Fix the configuration.
+    InvalidConfig,
+    /// The server could not be reached (refused, unreachable, not connected in time).
+    Unavailable,
+    /// The password or user was rejected, or the user lacks a permission.
+    Auth,
+    /// The connection broke, or stopped answering, while the request was in flight.
+    ConnectionLost,
+    /// The call's total deadline passed.
+    DeadlineExceeded,
+    /// The circuit breaker is open: the server failed repeatedly and the call was not attempted.
+    BreakerOpen,
+    /// The retry budget is spent: retries are refused to avoid multiplying load.
+    BudgetExhausted,
+    /// The server answered with an error reply (after any retries the reply allowed).
+    Server,
+    /// The server is throttling requests (`THROTTLED`), and retries did not get through in time.
+    Throttled,
+    /// The client refuses this command on a shared connection (`SELECT`, `MULTI`, `SUBSCRIBE`, ...).
+    Refused,
+}
+
+impl ErrorKind {
+    /// A short, stable name (`"unavailable"`, `"deadline_exceeded"`, ...), for metrics and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidConfig => "invalid_config",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Auth => "auth",
+            ErrorKind::ConnectionLost => "connection_lost",
+            ErrorKind::DeadlineExceeded => "deadline_exceeded",
+            ErrorKind::BreakerOpen => "breaker_open",
+            ErrorKind::BudgetExhausted => "budget_exhausted",
+            ErrorKind::Server => "server",
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::Refused => "refused",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error of the resilient client: a kind, an outcome, and the last underlying error.
+#[derive(Debug, Clone)]
+pub struct Error {
+    kind: ErrorKind,
+    outcome: Outcome,
+    message: String,
+    attempts: u32,
+    retry_in: Option<Duration>,
+    source: Option<RedisError>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, outcome: Outcome, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            outcome,
+            message: message.into(),
+            attempts: 0,
+            retry_in: None,
+            source: None,
+        }
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidConfig, Outcome::Failed, message)
+    }
+
+    pub(crate) fn with_source(mut self, source: RedisError) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    pub(crate) fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
+
+    pub(crate) fn with_retry_in(mut self, retry_in: Duration) -> Self {
+        self.retry_in = Some(retry_in);
+        self
+    }
+
+    /// The message alone, without the outcome note and the source.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Whether the command may have been applied.
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// `true` when the command may have been applied ([`Outcome::Ambiguous`]).
+    pub fn is_ambiguous(&self) -> bool {
+        self.outcome == Outcome::Ambiguous
+    }
+
+    /// How many attempts reached the point of sending (0 when none did).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// For [`ErrorKind::BreakerOpen`]: how long until the breaker lets a probe through.
+    pub fn retry_in(&self) -> Option<Duration> {
+        self.retry_in
+    }
+
+    /// The last error from redis-rs, if there was one.
+    pub fn redis_error(&self) -> Option<&RedisError> {
+        self.source.as_ref()
+    }
+
+    /// Finds the client's error inside a [`RedisError`] returned through
+    /// [`redis::aio::ConnectionLike`] (for example by a [`redis::AsyncCommands`] method).
+    ///
+    /// ```no_run
+    /// # async fn f(mut client: resilient_redis::Client) {
+    /// use redis::AsyncCommands;
+    /// if let Err(e) = client.incr::<_, _, i64>("counter", 1).await {
+    ///     match resilient_redis::Error::from_redis(&e) {
+    ///         Some(err) if err.is_ambiguous() => eprintln!("may have been applied: {err}"),
+    ///         _ => eprintln!("not applied: {e}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn from_redis(err: &RedisError) -> Option<&Error> {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+        while let Some(s) = source {
+            if let Some(e) = s.downcast_ref::<Error>() {
+                return Some(e);
+            }
+            // redis-rs keeps an I/O error as `Arc<dyn Error + Send + Sync>` and hands out the Arc.
+            let io = s.downcast_ref::<io::Error>().or_else(|| {
+                s.downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>()
+                    .and_then(|arc| arc.downcast_ref::<io::Error>())
+            });
+            if let Some(inner) = io.and_then(io::Error::get_ref)
+                && let Some(e) = inner.downcast_ref::<Error>()
+            {
+                return Some(e);
+            }
+            source = s.source();
+        }
+        None
+    }
+
+    /// Turns the error into a [`RedisError`] for [`redis::aio::ConnectionLike`]: a plain server
+    /// reply that was not retried comes back unchanged; anything else carries this error.
+    pub fn into_redis(self) -> RedisError {
+        if self.kind == ErrorKind::Server && self.attempts <= 1 && self.outcome == Outcome::Failed {
+            if let Some(source) = self.source {
+                return source;
+            }
+        }
+        RedisError::from(io::Error::other(self))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message)?;
+        if self.outcome == Outcome::Ambiguous {
+            f.write_str(" (outcome unknown: the command may have been applied)")?;
+        }
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Error> for RedisError {
+    fn from(err: Error) -> Self {
+        err.into_redis()
+    }
+}
+
+/// A short, stable name for any [`RedisError`]: the client's [`ErrorKind::as_str`] for its own
+/// errors, the server's error code (`"WRONGTYPE"`, `"LOADING"`, ...) for replies, else `"io"`,
+/// `"timeout"`, `"refused"`, `"auth"`, `"parse"` or `"client"`. For reports such as the
+/// benchmark's `errors_by_kind`.
+pub fn error_kind_name(err: &RedisError) -> String {
+    if let Some(e) = Error::from_redis(err) {
+        return e.kind().as_str().to_owned();
+    }
+    if let Some(code) = err.code() {
+        return code.to_owned();
+    }
+    match err.kind() {
+        RedisKind::Io if err.is_timeout() => "timeout".into(),
+        RedisKind::Io if err.is_connection_refusal() => "refused".into(),
+        RedisKind::Io => "io".into(),
+        RedisKind::AuthenticationFailed => "auth".into(),
+        RedisKind::Parse | RedisKind::UnexpectedReturnType => "parse".into(),
+        RedisKind::Server(ServerErrorKind::ResponseError) => "ERR".into(),
+        _ => "client".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_survives_the_trip_through_redis_error() {
+        let e = Error::new(ErrorKind::ConnectionLost, Outcome::Ambiguous, "connection lost");
+        let r: RedisError = e.into();
+        assert_eq!(Outcome::of(&r), Outcome::Ambiguous);
+        let back = Error::from_redis(&r).expect("inner error");
+        assert_eq!(back.kind(), ErrorKind::ConnectionLost);
+        assert_eq!(error_kind_name(&r), "connection_lost");
+    }
+
+    #[test]
+    fn plain_server_replies_pass_through_unchanged() {
+        let reply = redis::make_extension_error("WRONGTYPE".into(), Some("bad".into()));
+        let e = Error::new(ErrorKind::Server, Outcome::Failed, "server error")
+            .with_source(reply.clone())
+            .with_attempts(1);
+        let r: RedisError = e.into();
+        assert_eq!(r.code(), Some("WRONGTYPE"));
+        assert!(Error::from_redis(&r).is_none());
+        assert_eq!(Outcome::of(&r), Outcome::Failed);
+    }
+
+    #[test]
+    fn raw_io_errors_are_ambiguous_and_refusals_are_not() {
+        let reset = RedisError::from(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert_eq!(Outcome::of(&reset), Outcome::Ambiguous);
+        let refused = RedisError::from(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(Outcome::of(&refused), Outcome::Failed);
+    }
+}

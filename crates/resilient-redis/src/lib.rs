@@ -1,0 +1,61 @@
+//! A Redis client that makes every call survive the failures production brings — dropped
+//! connections, restarts, stalls and throttling — and never lies about what happened.
+//!
+//! Built on [`redis`] (redis-rs 1.x, tokio) and the [`resilience`] policy core.
+//!
+//! # Tour
+//! ```no_run
+//! use redis::AsyncCommands;
+//! use resilient_redis::{Client, ClientConfig, Outcome};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // Defaults: 5 s deadline per call, jittered retries within a shared budget, a circuit breaker.
+//! let mut client = Client::connect("redis://127.0.0.1:6379").await?;
+//!
+//! // Every redis-rs command, pipeline and script works: Client is a ConnectionLike.
+//! let _: () = client.set("k", "v").await?;
+//! let (a, b): (String, Option<String>) = redis::pipe().get("k").get("missing").query_async(&mut client).await?;
+//!
+//! // INCR is not safe to repeat. If the connection breaks mid-flight the call fails as
+//! // *ambiguous* (it may have been applied) instead of being re-sent or reported as failed.
+//! match client.incr::<_, _, i64>("counter", 1).await {
+//!     Ok(n) => println!("counter = {n}"),
+//!     Err(e) if Outcome::of(&e) == Outcome::Ambiguous => println!("may have been applied: {e}"),
+//!     Err(e) => println!("not applied: {e}"),
+//! }
+//!
+//! // Configuration in code, or from RESILIENT_REDIS_* environment variables.
+//! let config = ClientConfig { pool_size: 4, ..ClientConfig::from_url("redis://127.0.0.1:6379")? };
+//! let client = Client::with_config(config).await?;
+//! println!("{}", client.health().await);
+//! # let _ = (a, b); Ok(()) }
+//! ```
+//!
+//! # What is retried
+//! See [`Client`] for the rules and [`commands`] for the command table.
+//!
+//! # Metrics and events
+//! | name | kind | labels |
+//! |---|---|---|
+//! | `resilient_redis_call_duration_seconds` | histogram | `kind` = read, idempotent_write, write, blocking |
+//! | `resilient_redis_call_failures_total` | counter | `kind` ([`ErrorKind::as_str`]), `outcome` = failed, ambiguous |
+//! | `resilient_redis_reconnects_total` | counter | |
+//! | `resilient_redis_reconnect_failures_total` | counter | |
+//! | `resilience_*` | | retries, give-ups, budget and breaker, from the [`resilience`] crate |
+//!
+//! Reconnections (`info`), broken connections and stall probes (`debug`) and ambiguous failures
+//! (`warn`) are also `tracing` events.
+
+pub mod commands;
+mod client;
+mod config;
+mod connection;
+mod error;
+mod health;
+
+pub use client::{Client, ClientStats};
+pub use commands::{CommandSafety, safety_of};
+pub use config::{ClientConfig, ENV_VARS, ErrorRule};
+pub use error::{Error, ErrorKind, Outcome, error_kind_name};
+pub use health::Health;
+pub use resilience;

@@ -1,0 +1,214 @@
+//! Shared helpers for the client's tests against real servers.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use redis::{AsyncCommands, aio::MultiplexedConnection};
+use resilient_redis::{Client, Outcome};
+use tokio::{sync::Mutex, task::JoinSet};
+
+/// What one workload run saw.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub ok: u64,
+    pub failed: u64,
+    pub ambiguous: u64,
+    pub wrong_values: u64,
+    /// GETs that found the key gone (a restart without saving loses data: not a client error).
+    pub lost_values: u64,
+    pub errors: Vec<String>,
+}
+
+impl Tally {
+    pub fn errors(&self) -> u64 {
+        self.failed + self.ambiguous
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    ambiguous: AtomicU64,
+    wrong: AtomicU64,
+    lost: AtomicU64,
+}
+
+/// A connection the workload can use: the resilient client, or a raw redis-rs connection that a
+/// hand-written app would re-open after an I/O error (no retries).
+#[derive(Clone)]
+pub enum Conn {
+    Resilient(Client),
+    Raw {
+        url: String,
+        conn: Arc<Mutex<Option<MultiplexedConnection>>>,
+    },
+}
+
+impl Conn {
+    pub async fn raw(url: &str) -> Conn {
+        let client = redis::Client::open(url).unwrap();
+        let conn = client.get_multiplexed_async_connection().await.unwrap();
+        Conn::Raw {
+            url: url.to_owned(),
+            conn: Arc::new(Mutex::new(Some(conn))),
+        }
+    }
+
+    async fn raw_conn(url: &str, slot: &Mutex<Option<MultiplexedConnection>>) -> redis::RedisResult<MultiplexedConnection> {
+        let mut guard = slot.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs `f` on the connection; for raw, drops the connection after an I/O error.
+    pub async fn run<T, F, Fut>(&self, f: F) -> redis::RedisResult<T>
+    where
+        F: FnOnce(Either) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match self {
+            Conn::Resilient(c) => f(Either::Resilient(c.clone())).await,
+            Conn::Raw { url, conn } => {
+                let c = Self::raw_conn(url, conn).await?;
+                let r = f(Either::Raw(c)).await;
+                if let Err(e) = &r
+                    && (e.is_io_error() || e.is_connection_dropped())
+                {
+                    *conn.lock().await = None;
+                }
+                r
+            }
+        }
+    }
+}
+
+/// A connection handed to one operation.
+pub enum Either {
+    Resilient(Client),
+    Raw(MultiplexedConnection),
+}
+
+macro_rules! on_conn {
+    ($either:expr, |$c:ident| $body:expr) => {
+        match $either {
+            Either::Resilient(mut $c) => $body,
+            Either::Raw(mut $c) => $body,
+        }
+    };
+}
+
+/// `tasks` tasks doing SET then GET of their own keys until `stop` is set.
+pub fn spawn_set_get(conn: Conn, tasks: usize, prefix: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Tally> {
+    let prefix = prefix.to_owned();
+    tokio::spawn(async move {
+        let counts = Arc::new(Counts::default());
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut set = JoinSet::new();
+        for t in 0..tasks {
+            let (conn, stop, counts, errors, prefix) = (conn.clone(), stop.clone(), counts.clone(), errors.clone(), prefix.clone());
+            set.spawn(async move {
+                let mut i: u64 = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let key = format!("{prefix}:{t}:{}", i % 64);
+                    let value = format!("v{i}");
+                    let v2 = value.clone();
+                    let r = conn
+                        .run(|e| async move {
+                            on_conn!(e, |c| {
+                                let () = c.set(&key, &v2).await?;
+                                let got: Option<String> = c.get(&key).await?;
+                                Ok(got)
+                            })
+                        })
+                        .await;
+                    if let Ok(None) = r {
+                        counts.lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                    record(&counts, &errors, r.map(|got| got.is_none_or(|g| g == value)));
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+        tally(&counts, &errors)
+    })
+}
+
+/// `tasks` tasks doing INCR of one key until `stop` is set.
+pub fn spawn_incr(conn: Conn, tasks: usize, key: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Tally> {
+    let key = key.to_owned();
+    tokio::spawn(async move {
+        let counts = Arc::new(Counts::default());
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut set = JoinSet::new();
+        for _ in 0..tasks {
+            let (conn, stop, counts, errors, key) = (conn.clone(), stop.clone(), counts.clone(), errors.clone(), key.clone());
+            set.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let k = key.clone();
+                    let r = conn
+                        .run(|e| async move { on_conn!(e, |c| c.incr::<_, _, i64>(&k, 1).await) })
+                        .await;
+                    record(&counts, &errors, r.map(|_| true));
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+        tally(&counts, &errors)
+    })
+}
+
+fn record(counts: &Counts, errors: &std::sync::Mutex<Vec<String>>, r: redis::RedisResult<bool>) {
+    match r {
+        Ok(true) => counts.ok.fetch_add(1, Ordering::Relaxed),
+        Ok(false) => counts.wrong.fetch_add(1, Ordering::Relaxed),
+        Err(e) => {
+            let mut errs = errors.lock().unwrap();
+            if errs.len() < 20 {
+                errs.push(e.to_string());
+            }
+            match Outcome::of(&e) {
+                Outcome::Failed => counts.failed.fetch_add(1, Ordering::Relaxed),
+                Outcome::Ambiguous => counts.ambiguous.fetch_add(1, Ordering::Relaxed),
+            }
+        }
+    };
+}
+
+fn tally(counts: &Counts, errors: &std::sync::Mutex<Vec<String>>) -> Tally {
+    Tally {
+        ok: counts.ok.load(Ordering::Relaxed),
+        failed: counts.failed.load(Ordering::Relaxed),
+        ambiguous: counts.ambiguous.load(Ordering::Relaxed),
+        wrong_values: counts.wrong.load(Ordering::Relaxed),
+        lost_values: counts.lost.load(Ordering::Relaxed),
+        errors: errors.lock().unwrap().clone(),
+    }
+}
+
+/// Waits until `f` is true, polling every 10 ms, for at most `limit`.
+pub async fn eventually<F: FnMut() -> bool>(limit: Duration, mut f: F) -> bool {
+    let end = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f()
+}
+
+pub fn init_tracing() {
+    let _ = std::env::var("RUST_LOG").map(|_| ());
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs the demo: a local Redis topology, a workload, faults injected one after another.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null; then
+  pkgs="redis-server redis-sentinel redis-tools"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "redis-server is missing: installing $pkgs with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs
+  elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then
+    echo "redis-server is missing: installing $pkgs with sudo apt-get (you may be asked for your password)"
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs
+  else
+    echo "error: redis-server is missing; install it (Debian/Ubuntu: apt-get install $pkgs)" >&2
+    exit 2
+  fi
+  # The Debian packages start system services on the default ports; the demo does not need them.
+  command -v systemctl >/dev/null && systemctl stop redis-server redis-sentinel 2>/dev/null || true
+fi
+
+exec cargo run --release --quiet -p resilient-redis-cli -- demo "$@"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, and every test (lab tests start real Redis servers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null || ! command -v redis-sentinel >/dev/null; then
+  echo "error: redis-server and redis-sentinel are needed by the tests." >&2
+  echo "       install them with: sudo apt-get install redis-server redis-sentinel redis-tools" >&2
+  exit 2
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "==> cargo test"
+cargo test --workspace --all-features
