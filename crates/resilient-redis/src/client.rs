@@ -10,7 +10,7 @@ use std::{
 
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, ServerError, Value, aio::ConnectionLike};
 use resilience::{
-    Attempt, Classification, CircuitBreaker, GiveUp, Idempotency, RetryBudget, RetryConfig,
+    Attempt, CircuitBreaker, Classification, GiveUp, Idempotency, RetryBudget, RetryConfig,
     RetryError, RetryPolicy,
 };
 use tokio::time::Instant;
@@ -147,8 +147,7 @@ impl Client {
         let db = config.connection_info()?.redis_settings().db();
         let budget = match &config.budget {
             Some(b) => Some(
-                RetryBudget::new(b.clone())
-                    .map_err(|e| Error::config(format!("budget: {e}")))?,
+                RetryBudget::new(b.clone()).map_err(|e| Error::config(format!("budget: {e}")))?,
             ),
             None => None,
         };
@@ -220,6 +219,11 @@ impl Client {
             failed: s.failed.load(Ordering::Relaxed),
             reconnects: self.inner.pool.reconnects.load(Ordering::Relaxed),
         }
+    }
+
+    /// Live connections in the pool, and the pool's size.
+    pub fn connections(&self) -> (usize, usize) {
+        self.inner.pool.connections()
     }
 
     /// The circuit breaker, if enabled.
@@ -318,7 +322,7 @@ impl Client {
             .policy
             .run(
                 idempotency,
-                |e: &AttemptError| e.class.clone(),
+                |e: &AttemptError| e.class,
                 |attempt: Attempt| self.attempt(request, attempt, retry_safe),
             )
             .await;
@@ -407,11 +411,11 @@ impl Client {
                         verdict = pool.diagnose_stall() => verdict,
                     };
                     match verdict {
-                        StallVerdict::ServerAnswers => server_answered = true,
-                        StallVerdict::ServerSilent => {
+                        StallVerdict::Answers => server_answered = true,
+                        StallVerdict::Silent => {
                             tracing::debug!("server stalled: waiting for the reply, not re-sending")
                         }
-                        StallVerdict::ServerUnreachable(why) => {
+                        StallVerdict::Unreachable(why) => {
                             pool.mark_broken(&lease, &why);
                             return Err(connection_lost(
                                 "the server became unreachable while the request was in flight",
@@ -430,7 +434,10 @@ impl Client {
             Err(e) => {
                 if e.is_io_error() || e.kind() == redis::ErrorKind::Parse {
                     pool.mark_broken(&lease, &e.to_string());
-                    Err(connection_lost("the connection broke while the request was in flight", Some(e)))
+                    Err(connection_lost(
+                        "the connection broke while the request was in flight",
+                        Some(e),
+                    ))
                 } else {
                     // A client-side error from redis-rs (never reached the wire).
                     Err(AttemptError {
@@ -448,8 +455,12 @@ impl Client {
         match &reply {
             Reply::One(Value::ServerError(err)) => match self.classify_reply(err) {
                 Some((class, kind)) => Err(AttemptError {
-                    error: Error::new(kind, Outcome::Failed, format!("server replied {}", err.code()))
-                        .with_source(RedisError::from(err.clone())),
+                    error: Error::new(
+                        kind,
+                        Outcome::Failed,
+                        format!("server replied {}", err.code()),
+                    )
+                    .with_source(RedisError::from(err.clone())),
                     class,
                 }),
                 None => Ok(reply),
@@ -483,7 +494,10 @@ impl Client {
         let code = err.code();
         if let Some(rule) = self.inner.config.error_rules.get(code) {
             return match rule {
-                ErrorRule::Retry => Some((Classification::retry().server_fault(true), ErrorKind::Server)),
+                ErrorRule::Retry => Some((
+                    Classification::retry().server_fault(true),
+                    ErrorKind::Server,
+                )),
                 ErrorRule::RetryAfter(d) => Some((
                     Classification::retry_after(*d).server_fault(false),
                     ErrorKind::Throttled,
@@ -493,7 +507,10 @@ impl Client {
         }
         match code {
             "LOADING" | "BUSY" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN"
-            | "NOREPLICAS" => Some((Classification::retry().server_fault(true), ErrorKind::Server)),
+            | "NOREPLICAS" => Some((
+                Classification::retry().server_fault(true),
+                ErrorKind::Server,
+            )),
             "THROTTLED" => Some((
                 Classification::retry_after(self.inner.config.throttle_delay).server_fault(false),
                 ErrorKind::Throttled,
@@ -516,17 +533,27 @@ impl Client {
         let config = &self.inner.config;
         let connect_deadline = Instant::now() + config.deadline;
         let mut conn = loop {
-            match tokio::time::timeout_at(connect_deadline, self.inner.pool.open_dedicated()).await {
+            match tokio::time::timeout_at(connect_deadline, self.inner.pool.open_dedicated()).await
+            {
                 Ok(Ok(conn)) => break conn,
                 Ok(Err(e)) if Instant::now() + config.connect_timeout < connect_deadline => {
                     tracing::debug!(error = %e, "blocking connection failed; waiting for the server");
                     self.inner.pool.acquire(Some(connect_deadline)).await?;
                 }
                 Ok(Err(e)) => {
-                    return Err(Error::new(ErrorKind::Unavailable, Outcome::Failed, "cannot connect for a blocking command").with_source(e));
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        Outcome::Failed,
+                        "cannot connect for a blocking command",
+                    )
+                    .with_source(e));
                 }
                 Err(_) => {
-                    return Err(Error::new(ErrorKind::Unavailable, Outcome::Failed, "no connection for a blocking command before the deadline"));
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        Outcome::Failed,
+                        "no connection for a blocking command before the deadline",
+                    ));
                 }
             }
         };
@@ -553,7 +580,12 @@ impl Client {
                 "the connection broke during a blocking command",
             )
             .with_source(e)),
-            Err(e) => Err(Error::new(ErrorKind::Server, Outcome::Failed, "blocking command failed").with_source(e)),
+            Err(e) => Err(Error::new(
+                ErrorKind::Server,
+                Outcome::Failed,
+                "blocking command failed",
+            )
+            .with_source(e)),
         }
     }
 }
@@ -572,7 +604,7 @@ fn connection_lost(message: &str, source: Option<RedisError>) -> AttemptError {
 fn build_policy(inner: &Arc<Inner>, deadline: Duration) -> Result<RetryPolicy, Error> {
     let config = RetryConfig {
         max_attempts: inner.config.max_attempts,
-        backoff: inner.config.retry_backoff.clone(),
+        backoff: inner.config.retry_backoff,
         deadline: Some(deadline),
         attempt_timeout: None,
         max_hint: Duration::from_secs(5),
@@ -627,26 +659,34 @@ fn give_up_error(e: RetryError<AttemptError>) -> Error {
             ErrorKind::BudgetExhausted,
             format!(
                 "retry budget exhausted (retries are limited to protect the server){}",
-                l.as_ref().map(|l| format!("; last error: {}", l.message())).unwrap_or_default()
+                l.as_ref()
+                    .map(|l| format!("; last error: {}", l.message()))
+                    .unwrap_or_default()
             ),
         ),
         (GiveUp::DeadlineExceeded, l) | (GiveUp::AttemptTimedOut, l) => (
             ErrorKind::DeadlineExceeded,
             format!(
                 "deadline exceeded after {attempts} attempt(s){}",
-                l.as_ref().map(|l| format!("; last error: {}", l.message())).unwrap_or_default()
+                l.as_ref()
+                    .map(|l| format!("; last error: {}", l.message()))
+                    .unwrap_or_default()
             ),
         ),
         (GiveUp::AttemptsExhausted, l) => (
             l.as_ref().map(|l| l.kind()).unwrap_or(ErrorKind::Server),
             format!(
                 "gave up after {attempts} attempts{}",
-                l.as_ref().map(|l| format!("; last error: {}", l.message())).unwrap_or_default()
+                l.as_ref()
+                    .map(|l| format!("; last error: {}", l.message()))
+                    .unwrap_or_default()
             ),
         ),
         (_, l) => (
             l.as_ref().map(|l| l.kind()).unwrap_or(ErrorKind::Server),
-            l.as_ref().map(|l| l.message().to_owned()).unwrap_or_else(|| "call failed".into()),
+            l.as_ref()
+                .map(|l| l.message().to_owned())
+                .unwrap_or_else(|| "call failed".into()),
         ),
     };
     let mut err = Error::new(kind, outcome, message).with_attempts(attempts);

@@ -49,42 +49,185 @@ impl CommandSafety {
 
 /// Commands that only read.
 const READ_ONLY: &[&str] = &[
-    "BITCOUNT", "BITFIELD_RO", "BITPOS", "DBSIZE", "DUMP", "ECHO", "EVALSHA_RO", "EVAL_RO",
-    "EXISTS", "FCALL_RO", "GEODIST", "GEOHASH", "GEOPOS", "GEORADIUSBYMEMBER_RO", "GEORADIUS_RO",
-    "GEOSEARCH", "GET", "GETBIT", "GETRANGE", "HEXISTS", "HGET", "HGETALL", "HKEYS", "HLEN",
-    "HMGET", "HRANDFIELD", "HSCAN", "HSTRLEN", "HVALS", "INFO", "KEYS", "LASTSAVE", "LCS",
-    "LINDEX", "LLEN", "LOLWUT", "LPOS", "LRANGE", "MGET", "PFCOUNT", "PING", "PTTL", "RANDOMKEY",
-    "ROLE", "SCAN", "SCARD", "SDIFF", "SINTER", "SINTERCARD", "SISMEMBER", "SMEMBERS",
-    "SMISMEMBER", "SRANDMEMBER", "SSCAN", "STRLEN", "SUBSTR", "SUNION", "TIME", "TOUCH", "TTL",
-    "TYPE", "EXPIRETIME", "PEXPIRETIME", "XLEN", "XPENDING", "XRANGE", "XREVRANGE", "ZCARD",
-    "ZCOUNT", "ZDIFF", "ZINTER", "ZINTERCARD", "ZLEXCOUNT", "ZMSCORE", "ZRANDMEMBER", "ZRANGE",
-    "ZRANGEBYLEX", "ZRANGEBYSCORE", "ZRANK", "ZREVRANGE", "ZREVRANGEBYLEX", "ZREVRANGEBYSCORE",
-    "ZREVRANK", "ZSCAN", "ZSCORE", "ZUNION",
+    "BITCOUNT",
+    "BITFIELD_RO",
+    "BITPOS",
+    "DBSIZE",
+    "DUMP",
+    "ECHO",
+    "EVALSHA_RO",
+    "EVAL_RO",
+    "EXISTS",
+    "EXPIRETIME",
+    "FCALL_RO",
+    "GEODIST",
+    "GEOHASH",
+    "GEOPOS",
+    "GEORADIUSBYMEMBER_RO",
+    "GEORADIUS_RO",
+    "GEOSEARCH",
+    "GET",
+    "GETBIT",
+    "GETRANGE",
+    "HEXISTS",
+    "HGET",
+    "HGETALL",
+    "HKEYS",
+    "HLEN",
+    "HMGET",
+    "HRANDFIELD",
+    "HSCAN",
+    "HSTRLEN",
+    "HVALS",
+    "INFO",
+    "KEYS",
+    "LASTSAVE",
+    "LCS",
+    "LINDEX",
+    "LLEN",
+    "LOLWUT",
+    "LPOS",
+    "LRANGE",
+    "MGET",
+    "PEXPIRETIME",
+    "PFCOUNT",
+    "PING",
+    "PTTL",
+    "RANDOMKEY",
+    "ROLE",
+    "SCAN",
+    "SCARD",
+    "SDIFF",
+    "SINTER",
+    "SINTERCARD",
+    "SISMEMBER",
+    "SMEMBERS",
+    "SMISMEMBER",
+    "SRANDMEMBER",
+    "SSCAN",
+    "STRLEN",
+    "SUBSTR",
+    "SUNION",
+    "TIME",
+    "TOUCH",
+    "TTL",
+    "TYPE",
+    "XLEN",
+    "XPENDING",
+    "XRANGE",
+    "XREVRANGE",
+    "ZCARD",
+    "ZCOUNT",
+    "ZDIFF",
+    "ZINTER",
+    "ZINTERCARD",
+    "ZLEXCOUNT",
+    "ZMSCORE",
+    "ZRANDMEMBER",
+    "ZRANGE",
+    "ZRANGEBYLEX",
+    "ZRANGEBYSCORE",
+    "ZRANK",
+    "ZREVRANGE",
+    "ZREVRANGEBYLEX",
+    "ZREVRANGEBYSCORE",
+    "ZREVRANK",
+    "ZSCAN",
+    "ZSCORE",
+    "ZUNION",
 ];
 
 /// Writes whose repeat leaves the same state.
 const IDEMPOTENT: &[&str] = &[
-    "COPY", "DEL", "EXPIRE", "EXPIREAT", "FLUSHALL", "FLUSHDB", "GEOADD", "GETEX", "GETSET",
-    "HDEL", "HMSET", "HSET", "HSETNX", "LSET", "LTRIM", "MSET", "MSETNX", "PERSIST", "PEXPIRE",
-    "PEXPIREAT", "PFADD", "PFMERGE", "PSETEX", "RENAME", "RENAMENX", "RESTORE", "SADD",
-    "SDIFFSTORE", "SET", "SETBIT", "SETEX", "SETNX", "SETRANGE", "SINTERSTORE", "SMOVE", "SREM",
-    "SUNIONSTORE", "UNLINK", "XACK", "XDEL", "XGROUP", "XSETID", "ZDIFFSTORE",
-    "ZINTERSTORE", "ZRANGESTORE", "ZREM", "ZREMRANGEBYLEX", "ZREMRANGEBYRANK",
-    "ZREMRANGEBYSCORE", "ZUNIONSTORE", "GEOSEARCHSTORE",
+    "COPY",
+    "DEL",
+    "EXPIRE",
+    "EXPIREAT",
+    "FLUSHALL",
+    "FLUSHDB",
+    "GEOADD",
+    "GEOSEARCHSTORE",
+    "GETEX",
+    "GETSET",
+    "HDEL",
+    "HMSET",
+    "HSET",
+    "HSETNX",
+    "LSET",
+    "LTRIM",
+    "MSET",
+    "MSETNX",
+    "PERSIST",
+    "PEXPIRE",
+    "PEXPIREAT",
+    "PFADD",
+    "PFMERGE",
+    "PSETEX",
+    "RENAME",
+    "RENAMENX",
+    "RESTORE",
+    "SADD",
+    "SDIFFSTORE",
+    "SET",
+    "SETBIT",
+    "SETEX",
+    "SETNX",
+    "SETRANGE",
+    "SINTERSTORE",
+    "SMOVE",
+    "SREM",
+    "SUNIONSTORE",
+    "UNLINK",
+    "XACK",
+    "XDEL",
+    "XGROUP",
+    "XSETID",
+    "ZDIFFSTORE",
+    "ZINTERSTORE",
+    "ZRANGESTORE",
+    "ZREM",
+    "ZREMRANGEBYLEX",
+    "ZREMRANGEBYRANK",
+    "ZREMRANGEBYSCORE",
+    "ZUNIONSTORE",
 ];
 
 /// Blocking commands (they may wait on the server for a long time).
 const BLOCKING: &[&str] = &[
-    "BLMOVE", "BLMPOP", "BLPOP", "BRPOP", "BRPOPLPUSH", "BZMPOP", "BZPOPMAX", "BZPOPMIN", "WAIT",
+    "BLMOVE",
+    "BLMPOP",
+    "BLPOP",
+    "BRPOP",
+    "BRPOPLPUSH",
+    "BZMPOP",
+    "BZPOPMAX",
+    "BZPOPMIN",
+    "WAIT",
     "WAITAOF",
 ];
 
 /// Commands that change the state of the connection itself. They cannot work on a shared,
 /// reconnecting connection, so the client refuses them with a clear error.
 const CONNECTION_STATE: &[&str] = &[
-    "AUTH", "DISCARD", "EXEC", "HELLO", "MONITOR", "MULTI", "PSUBSCRIBE", "PUNSUBSCRIBE", "QUIT",
-    "RESET", "SELECT", "SSUBSCRIBE", "SUBSCRIBE", "SUNSUBSCRIBE", "SYNC", "PSYNC", "UNSUBSCRIBE",
-    "UNWATCH", "WATCH",
+    "AUTH",
+    "DISCARD",
+    "EXEC",
+    "HELLO",
+    "MONITOR",
+    "MULTI",
+    "PSUBSCRIBE",
+    "PSYNC",
+    "PUNSUBSCRIBE",
+    "QUIT",
+    "RESET",
+    "SELECT",
+    "SSUBSCRIBE",
+    "SUBSCRIBE",
+    "SUNSUBSCRIBE",
+    "SYNC",
+    "UNSUBSCRIBE",
+    "UNWATCH",
+    "WATCH",
 ];
 
 /// What the table says of one command.
@@ -96,36 +239,53 @@ pub(crate) enum Verdict {
     Refused(&'static str),
 }
 
+/// Whether `name` (upper case) is in `table` (sorted: checked by a unit test).
 fn name_is(name: &[u8], table: &[&str]) -> bool {
-    table.iter().any(|t| t.as_bytes().eq_ignore_ascii_case(name))
+    table.binary_search_by(|t| t.as_bytes().cmp(name)).is_ok()
 }
 
 fn arg_bytes(arg: Arg<&[u8]>) -> Option<&[u8]> {
     match arg {
         Arg::Simple(bytes) => Some(bytes),
-        Arg::Cursor => None,
         _ => None,
     }
 }
 
-/// Classifies one command by its name and, where it matters, its options.
+/// The longest command name the table knows, with room to spare.
+const MAX_NAME: usize = 24;
+
+/// `bytes` in upper case, in a stack buffer; `None` when longer than any known command name.
+fn upper(bytes: &[u8]) -> Option<([u8; MAX_NAME], usize)> {
+    if bytes.len() > MAX_NAME {
+        return None;
+    }
+    let mut buf = [0u8; MAX_NAME];
+    for (d, s) in buf.iter_mut().zip(bytes) {
+        *d = s.to_ascii_uppercase();
+    }
+    Some((buf, bytes.len()))
+}
+
+/// Classifies one command by its name and, where it matters, its options. Allocation-free: it
+/// runs on every call.
 pub(crate) fn verdict(cmd: &Cmd) -> Verdict {
     let mut args = cmd.args_iter().filter_map(arg_bytes);
     let Some(name) = args.next() else {
         return Verdict::Safety(CommandSafety::NonIdempotent);
     };
-    let rest: Vec<&[u8]> = args.collect();
-    verdict_of(name, &rest)
+    let Some((buf, len)) = upper(name) else {
+        return Verdict::Safety(CommandSafety::NonIdempotent);
+    };
+    verdict_of(&buf[..len], args)
 }
 
-fn has_option(rest: &[&[u8]], option: &str) -> bool {
-    rest.iter().any(|a| a.eq_ignore_ascii_case(option.as_bytes()))
+fn has_option<'a>(mut rest: impl Iterator<Item = &'a [u8]>, option: &str) -> bool {
+    rest.any(|a| a.eq_ignore_ascii_case(option.as_bytes()))
 }
 
-fn verdict_of(name: &[u8], rest: &[&[u8]]) -> Verdict {
+fn verdict_of<'a>(upper_name: &[u8], rest: impl Iterator<Item = &'a [u8]> + Clone) -> Verdict {
     use CommandSafety::*;
-    let upper = name.to_ascii_uppercase();
-    match upper.as_slice() {
+    match upper_name {
         b"SELECT" => {
             return Verdict::Refused(
                 "SELECT would change the database of a shared connection: put the database in the URL (redis://host/2)",
@@ -144,6 +304,7 @@ fn verdict_of(name: &[u8], rest: &[&[u8]]) -> Verdict {
         }
         // SET is idempotent in every form (NX/XX/GET change only the reply).
         b"SET" => return Verdict::Safety(Idempotent),
+        b"GET" => return Verdict::Safety(ReadOnly),
         // ZADD .. INCR increments.
         b"ZADD" => {
             return Verdict::Safety(if has_option(rest, "INCR") {
@@ -154,7 +315,7 @@ fn verdict_of(name: &[u8], rest: &[&[u8]]) -> Verdict {
         }
         // XADD with an explicit id fails on a repeat (state unchanged); with `*` it adds again.
         b"XADD" => {
-            let auto_id = rest.iter().any(|a| *a == b"*");
+            let auto_id = rest.clone().any(|a| a == b"*");
             return Verdict::Safety(if auto_id { NonIdempotent } else { Idempotent });
         }
         // XREAD is a read unless it blocks; XREADGROUP moves the group's cursor.
@@ -175,22 +336,20 @@ fn verdict_of(name: &[u8], rest: &[&[u8]]) -> Verdict {
         // Two-word commands whose safety depends on the subcommand.
         b"SCRIPT" | b"FUNCTION" | b"CONFIG" | b"CLIENT" | b"OBJECT" | b"MEMORY" | b"XINFO"
         | b"CLUSTER" | b"COMMAND" | b"SLOWLOG" | b"LATENCY" | b"ACL" => {
-            let sub = rest
-                .first()
-                .map(|s| s.to_ascii_uppercase())
-                .unwrap_or_default();
-            return Verdict::Safety(subcommand_safety(&upper, &sub));
+            let sub = rest.clone().next().and_then(upper);
+            let sub = sub.as_ref().map(|(b, l)| &b[..*l]).unwrap_or(b"");
+            return Verdict::Safety(subcommand_safety(upper_name, sub));
         }
         _ => {}
     }
-    if name_is(&upper, CONNECTION_STATE) {
+    if name_is(upper_name, CONNECTION_STATE) {
         return Verdict::Refused("this command changes the state of a shared connection");
     }
-    if name_is(&upper, READ_ONLY) {
+    if name_is(upper_name, READ_ONLY) {
         Verdict::Safety(ReadOnly)
-    } else if name_is(&upper, IDEMPOTENT) {
+    } else if name_is(upper_name, IDEMPOTENT) {
         Verdict::Safety(Idempotent)
-    } else if name_is(&upper, BLOCKING) {
+    } else if name_is(upper_name, BLOCKING) {
         Verdict::Safety(Blocking)
     } else {
         Verdict::Safety(NonIdempotent)
@@ -201,7 +360,9 @@ fn subcommand_safety(name: &[u8], sub: &[u8]) -> CommandSafety {
     use CommandSafety::*;
     match (name, sub) {
         (b"SCRIPT", b"EXISTS") | (b"FUNCTION", b"LIST" | b"DUMP" | b"STATS") => ReadOnly,
-        (b"SCRIPT", b"LOAD" | b"FLUSH") | (b"FUNCTION", b"LOAD" | b"DELETE" | b"FLUSH") => Idempotent,
+        (b"SCRIPT", b"LOAD" | b"FLUSH") | (b"FUNCTION", b"LOAD" | b"DELETE" | b"FLUSH") => {
+            Idempotent
+        }
         (b"CONFIG", b"GET") => ReadOnly,
         (b"CONFIG", b"SET") => Idempotent,
         (b"CLIENT", b"INFO" | b"LIST" | b"GETNAME" | b"ID") => ReadOnly,
@@ -296,10 +457,20 @@ mod tests {
         assert_eq!(safety(&["HSET", "h", "f", "v"]), Ok(Idempotent));
         assert_eq!(safety(&["EXPIREAT", "k", "100"]), Ok(Idempotent));
         assert_eq!(safety(&["DEL", "k"]), Ok(Idempotent));
-        for c in ["INCR", "INCRBY", "DECR", "DECRBY", "INCRBYFLOAT", "HINCRBY", "ZINCRBY"] {
+        for c in [
+            "INCR",
+            "INCRBY",
+            "DECR",
+            "DECRBY",
+            "INCRBYFLOAT",
+            "HINCRBY",
+            "ZINCRBY",
+        ] {
             assert_eq!(safety(&[c, "k", "1"]), Ok(NonIdempotent), "{c}");
         }
-        for c in ["APPEND", "LPUSH", "RPUSH", "LPOP", "RPOP", "SPOP", "GETDEL", "PUBLISH"] {
+        for c in [
+            "APPEND", "LPUSH", "RPUSH", "LPOP", "RPOP", "SPOP", "GETDEL", "PUBLISH",
+        ] {
             assert_eq!(safety(&[c, "k", "v"]), Ok(NonIdempotent), "{c}");
         }
         assert_eq!(safety(&["EVAL", "return 1", "0"]), Ok(NonIdempotent));
@@ -311,15 +482,40 @@ mod tests {
         assert_eq!(safety(&["ZADD", "z", "INCR", "1", "m"]), Ok(NonIdempotent));
         assert_eq!(safety(&["ZADD", "z", "1", "m"]), Ok(Idempotent));
         assert_eq!(safety(&["BLPOP", "q", "0"]), Ok(Blocking));
-        assert_eq!(safety(&["XREAD", "BLOCK", "100", "STREAMS", "s", "$"]), Ok(Blocking));
+        assert_eq!(
+            safety(&["XREAD", "BLOCK", "100", "STREAMS", "s", "$"]),
+            Ok(Blocking)
+        );
         assert_eq!(safety(&["XREAD", "STREAMS", "s", "0"]), Ok(ReadOnly));
         assert_eq!(safety(&["SCRIPT", "LOAD", "return 1"]), Ok(Idempotent));
         assert_eq!(safety(&["CONFIG", "GET", "maxmemory"]), Ok(ReadOnly));
-        assert_eq!(safety(&["CLIENT", "KILL", "TYPE", "normal"]), Ok(NonIdempotent));
+        assert_eq!(
+            safety(&["CLIENT", "KILL", "TYPE", "normal"]),
+            Ok(NonIdempotent)
+        );
         assert_eq!(safety(&["SOMENEWCOMMAND", "x"]), Ok(NonIdempotent));
         assert!(safety(&["SELECT", "2"]).is_err());
         assert!(safety(&["MULTI"]).is_err());
         assert!(safety(&["SUBSCRIBE", "ch"]).is_err());
+    }
+
+    #[test]
+    fn tables_are_sorted_upper_case_and_disjoint() {
+        for table in [READ_ONLY, IDEMPOTENT, BLOCKING, CONNECTION_STATE] {
+            for w in table.windows(2) {
+                assert!(w[0] < w[1], "{} must come after {}", w[1], w[0]);
+            }
+            for name in table {
+                assert_eq!(*name, name.to_ascii_uppercase());
+                assert!(name.len() <= MAX_NAME);
+            }
+        }
+        for name in READ_ONLY {
+            assert!(
+                !name_is(name.as_bytes(), IDEMPOTENT),
+                "{name} is in two tables"
+            );
+        }
     }
 
     #[test]

@@ -90,9 +90,13 @@ impl Default for ClientConfig {
             response_timeout: Duration::from_millis(500),
             deadline: Duration::from_secs(5),
             max_attempts: 6,
-            retry_backoff: Backoff::exponential(Duration::from_millis(10), 2.0, Duration::from_secs(1))
-                .expect("valid constant backoff")
-                .with_jitter(Jitter::Full),
+            retry_backoff: Backoff::exponential(
+                Duration::from_millis(10),
+                2.0,
+                Duration::from_secs(1),
+            )
+            .expect("valid constant backoff")
+            .with_jitter(Jitter::Full),
             reconnect_backoff: Backoff::exponential(
                 Duration::from_millis(10),
                 2.0,
@@ -140,15 +144,30 @@ fn default_breaker() -> BreakerConfig {
 pub const ENV_VARS: &[(&str, &str)] = &[
     ("RESILIENT_REDIS_URL", "server URL"),
     ("RESILIENT_REDIS_CONNECT_TIMEOUT_MS", "connect timeout, ms"),
-    ("RESILIENT_REDIS_RESPONSE_TIMEOUT_MS", "response timeout, ms"),
-    ("RESILIENT_REDIS_DEADLINE_MS", "total deadline of one call, ms"),
+    (
+        "RESILIENT_REDIS_RESPONSE_TIMEOUT_MS",
+        "response timeout, ms",
+    ),
+    (
+        "RESILIENT_REDIS_DEADLINE_MS",
+        "total deadline of one call, ms",
+    ),
     ("RESILIENT_REDIS_MAX_ATTEMPTS", "attempts per call, >= 1"),
     ("RESILIENT_REDIS_POOL_SIZE", "multiplexed connections, >= 1"),
     ("RESILIENT_REDIS_BUDGET", "retry budget: on | off"),
-    ("RESILIENT_REDIS_BUDGET_RATIO", "retry budget: tokens per success, 0..=1"),
+    (
+        "RESILIENT_REDIS_BUDGET_RATIO",
+        "retry budget: tokens per success, 0..=1",
+    ),
     ("RESILIENT_REDIS_BREAKER", "circuit breaker: on | off"),
-    ("RESILIENT_REDIS_BREAKER_FAILURES", "circuit breaker: consecutive failures to open"),
-    ("RESILIENT_REDIS_BREAKER_OPEN_MS", "circuit breaker: time open before probing, ms"),
+    (
+        "RESILIENT_REDIS_BREAKER_FAILURES",
+        "circuit breaker: consecutive failures to open",
+    ),
+    (
+        "RESILIENT_REDIS_BREAKER_OPEN_MS",
+        "circuit breaker: time open before probing, ms",
+    ),
 ];
 
 impl ClientConfig {
@@ -189,7 +208,9 @@ impl ClientConfig {
                     .filter(|&n| n > 0)
                     .map(|n| Some(Duration::from_millis(n)))
                     .ok_or_else(|| {
-                        Error::config(format!("{name}={v:?}: expected a positive whole number of milliseconds"))
+                        Error::config(format!(
+                            "{name}={v:?}: expected a positive whole number of milliseconds"
+                        ))
                     }),
             }
         };
@@ -202,7 +223,9 @@ impl ClientConfig {
                     .ok()
                     .filter(|&n| n > 0)
                     .map(Some)
-                    .ok_or_else(|| Error::config(format!("{name}={v:?}: expected a whole number >= 1"))),
+                    .ok_or_else(|| {
+                        Error::config(format!("{name}={v:?}: expected a whole number >= 1"))
+                    }),
             }
         };
         let switch = |name: &str| -> Result<Option<bool>, Error> {
@@ -241,7 +264,9 @@ impl ClientConfig {
                 .ok()
                 .filter(|r| (0.0..=1.0).contains(r))
                 .ok_or_else(|| {
-                    Error::config(format!("RESILIENT_REDIS_BUDGET_RATIO={v:?}: expected a number from 0 to 1"))
+                    Error::config(format!(
+                        "RESILIENT_REDIS_BUDGET_RATIO={v:?}: expected a number from 0 to 1"
+                    ))
                 })?;
             if let Some(b) = c.budget.as_mut() {
                 b.retry_ratio = ratio;
@@ -300,7 +325,11 @@ impl ClientConfig {
     pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo, Error> {
         use redis::IntoConnectionInfo;
         let url = self.url.trim();
-        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") || url.starts_with("redis+unix://")) {
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://")
+            || url.starts_with("redis+unix://"))
+        {
             return Err(Error::config(format!(
                 "invalid URL {url:?}: expected redis://[[user]:password@]host[:port][/db]"
             )));
@@ -332,7 +361,12 @@ mod tests {
     #[test]
     fn env_overrides_and_names_the_bad_variable() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         let c = ClientConfig::from_lookup(env(&[
             ("RESILIENT_REDIS_URL", "redis://10.0.0.1:7000"),
@@ -344,11 +378,20 @@ mod tests {
         assert_eq!(c.deadline, Duration::from_millis(2500));
         assert!(c.breaker.is_none());
 
-        let err = ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_DEADLINE_MS", "soon")])).unwrap_err();
-        assert!(err.to_string().contains("RESILIENT_REDIS_DEADLINE_MS"), "{err}");
-        let err = ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_MAX_ATTEMPTS", "0")])).unwrap_err();
-        assert!(err.to_string().contains("RESILIENT_REDIS_MAX_ATTEMPTS"), "{err}");
-        let err = ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_URL", "mysql://x")])).unwrap_err();
+        let err =
+            ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_DEADLINE_MS", "soon")])).unwrap_err();
+        assert!(
+            err.to_string().contains("RESILIENT_REDIS_DEADLINE_MS"),
+            "{err}"
+        );
+        let err =
+            ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_MAX_ATTEMPTS", "0")])).unwrap_err();
+        assert!(
+            err.to_string().contains("RESILIENT_REDIS_MAX_ATTEMPTS"),
+            "{err}"
+        );
+        let err =
+            ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_URL", "mysql://x")])).unwrap_err();
         assert!(err.to_string().contains("invalid URL"), "{err}");
     }
 

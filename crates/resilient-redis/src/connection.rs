@@ -59,11 +59,11 @@ struct Slot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum StallVerdict {
     /// The server answered a PING on a fresh connection: it is alive.
-    ServerAnswers,
+    Answers,
     /// The server accepted a connection but did not answer in time: it is stalled.
-    ServerSilent,
+    Silent,
     /// The server could not be reached at all.
-    ServerUnreachable(String),
+    Unreachable(String),
 }
 
 type ProbeFuture = Shared<futures::future::BoxFuture<'static, StallVerdict>>;
@@ -128,7 +128,10 @@ impl Pool {
             reconnects: AtomicU64::new(0),
         });
         if !config.connect_lazily {
-            let conn = pool.open().await.map_err(|e| connect_error(&config.url, e))?;
+            let conn = pool
+                .open()
+                .await
+                .map_err(|e| connect_error(&config.url, e))?;
             pool.install(0, conn);
         }
         let rng = match config.rng_seed {
@@ -138,7 +141,7 @@ impl Pool {
         tokio::spawn(reconnector(
             Arc::downgrade(&pool),
             pool.wake.clone(),
-            config.reconnect_backoff.clone(),
+            config.reconnect_backoff,
             config.idle_check_interval,
             rng,
         ));
@@ -312,10 +315,15 @@ impl Pool {
                         let mut rng: SmallRng = rand::make_rng();
                         // Bounded: a caller's own deadline ends its wait far sooner.
                         for _ in 0..2000 {
-                            let jitter = Duration::from_millis(rand::RngExt::random_range(&mut rng, 20..=60));
+                            let jitter = Duration::from_millis(rand::RngExt::random_range(
+                                &mut rng,
+                                20..=60,
+                            ));
                             tokio::time::sleep(jitter).await;
                             let Some(pool) = pool.upgrade() else { return };
-                            let Some(mut lease) = pool.try_lease() else { return };
+                            let Some(mut lease) = pool.try_lease() else {
+                                return;
+                            };
                             drop(pool);
                             let ping = redis::cmd("PING");
                             match lease.conn.send_packed_command(&ping).await {
@@ -338,21 +346,21 @@ impl Pool {
     async fn probe_fresh(&self) -> StallVerdict {
         let window = self.response_timeout;
         let verdict = match tokio::time::timeout(window * 2, self.open()).await {
-            Err(_) => StallVerdict::ServerSilent,
+            Err(_) => StallVerdict::Silent,
             Ok(Err(e)) if e.is_io_error() && !e.is_timeout() => {
-                StallVerdict::ServerUnreachable(e.to_string())
+                StallVerdict::Unreachable(e.to_string())
             }
             // Timed out, or the handshake got BUSY / LOADING: alive, but not answering us.
-            Ok(Err(_)) => StallVerdict::ServerSilent,
+            Ok(Err(_)) => StallVerdict::Silent,
             Ok(Ok(mut conn)) => {
                 let ping = redis::cmd("PING");
                 match tokio::time::timeout(window, conn.send_packed_command(&ping)).await {
-                    Ok(Ok(_)) => StallVerdict::ServerAnswers,
+                    Ok(Ok(_)) => StallVerdict::Answers,
                     Ok(Err(e)) if e.is_io_error() && !e.is_timeout() => {
-                        StallVerdict::ServerUnreachable(e.to_string())
+                        StallVerdict::Unreachable(e.to_string())
                     }
                     // A busy server (a long script) answers BUSY: alive, but stalled for us.
-                    Ok(Err(_)) | Err(_) => StallVerdict::ServerSilent,
+                    Ok(Err(_)) | Err(_) => StallVerdict::Silent,
                 }
             }
         };
@@ -466,7 +474,7 @@ async fn check_idle(pool: &Arc<Pool>, interval: Duration) {
             Ok(Err(e)) if e.is_io_error() => pool.mark_broken(&lease, &e.to_string()),
             Ok(Err(_)) => {} // BUSY, LOADING...: the connection works.
             Err(_) => {
-                if pool.diagnose_stall().await == StallVerdict::ServerAnswers {
+                if pool.diagnose_stall().await == StallVerdict::Answers {
                     pool.mark_broken(&lease, "idle connection stopped answering");
                 }
             }

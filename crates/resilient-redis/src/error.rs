@@ -218,10 +218,12 @@ impl Error {
     /// Turns the error into a [`RedisError`] for [`redis::aio::ConnectionLike`]: a plain server
     /// reply that was not retried comes back unchanged; anything else carries this error.
     pub fn into_redis(self) -> RedisError {
-        if self.kind == ErrorKind::Server && self.attempts <= 1 && self.outcome == Outcome::Failed {
-            if let Some(source) = self.source {
-                return source;
-            }
+        if self.kind == ErrorKind::Server
+            && self.attempts <= 1
+            && self.outcome == Outcome::Failed
+            && let Some(source) = self.source
+        {
+            return source;
         }
         RedisError::from(io::Error::other(self))
     }
@@ -282,7 +284,11 @@ mod tests {
 
     #[test]
     fn outcome_survives_the_trip_through_redis_error() {
-        let e = Error::new(ErrorKind::ConnectionLost, Outcome::Ambiguous, "connection lost");
+        let e = Error::new(
+            ErrorKind::ConnectionLost,
+            Outcome::Ambiguous,
+            "connection lost",
+        );
         let r: RedisError = e.into();
         assert_eq!(Outcome::of(&r), Outcome::Ambiguous);
         let back = Error::from_redis(&r).expect("inner error");

@@ -36,7 +36,11 @@ pub struct Health {
 impl fmt::Display for Health {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-        writeln!(f, "healthy:           {}", if self.healthy { "yes" } else { "no" })?;
+        writeln!(
+            f,
+            "healthy:           {}",
+            if self.healthy { "yes" } else { "no" }
+        )?;
         if let Some(r) = &self.reason {
             writeln!(f, "reason:            {r}")?;
         }
@@ -52,15 +56,23 @@ impl fmt::Display for Health {
         writeln!(
             f,
             "connected clients: {}",
-            self.connected_clients.map(|n| n.to_string()).unwrap_or_else(|| "-".into())
+            self.connected_clients
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into())
         )?;
         writeln!(
             f,
             "used memory:       {}",
-            self.used_memory_bytes.map(|n| format!("{n} bytes")).unwrap_or_else(|| "-".into())
+            self.used_memory_bytes
+                .map(|n| format!("{n} bytes"))
+                .unwrap_or_else(|| "-".into())
         )?;
         writeln!(f, "breaker:           {}", self.breaker)?;
-        writeln!(f, "connections:       {}/{} up", self.connections_up, self.connections_total)?;
+        writeln!(
+            f,
+            "connections:       {}/{} up",
+            self.connections_up, self.connections_total
+        )?;
         write!(f, "last error:        {}", opt(&self.last_error))
     }
 }
@@ -127,7 +139,11 @@ impl Client {
             }
         }
         let mut info_cmd = redis::cmd("INFO");
-        info_cmd.arg("server").arg("clients").arg("memory").arg("replication");
+        info_cmd
+            .arg("server")
+            .arg("clients")
+            .arg("memory")
+            .arg("replication");
         match tokio::time::timeout(wait, conn.send_packed_command(&info_cmd)).await {
             Ok(Ok(v)) => match redis::from_redis_value::<String>(v) {
                 Ok(info) => {

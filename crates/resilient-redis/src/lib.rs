@@ -46,8 +46,8 @@
 //! Reconnections (`info`), broken connections and stall probes (`debug`) and ambiguous failures
 //! (`warn`) are also `tracing` events.
 
-pub mod commands;
 mod client;
+pub mod commands;
 mod config;
 mod connection;
 mod error;

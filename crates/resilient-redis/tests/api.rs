@@ -15,17 +15,49 @@ async fn typed_commands_pipelines_and_scripts_work_unchanged() {
     assert_eq!(client.get::<_, i64>("a").await.unwrap(), 1);
     assert_eq!(client.incr::<_, _, i64>("a", 2).await.unwrap(), 3);
 
-    let (x, y): (i64, Option<String>) = redis::pipe().get("a").get("nothing").query_async(&mut client).await.unwrap();
+    let (x, y): (i64, Option<String>) = redis::pipe()
+        .get("a")
+        .get("nothing")
+        .query_async(&mut client)
+        .await
+        .unwrap();
     assert_eq!((x, y), (3, None));
-    let (n,): (i64,) = redis::pipe().atomic().incr("a", 1).ignore().get("a").query_async(&mut client).await.unwrap();
+    let (n,): (i64,) = redis::pipe()
+        .atomic()
+        .incr("a", 1)
+        .ignore()
+        .get("a")
+        .query_async(&mut client)
+        .await
+        .unwrap();
     assert_eq!(n, 4);
 
     // NOSCRIPT is handled by redis-rs (load, then run again) through the wrapper.
     let script = redis::Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
-    assert_eq!(script.key("s").arg(5).invoke_async::<i64>(&mut client).await.unwrap(), 5);
+    assert_eq!(
+        script
+            .key("s")
+            .arg(5)
+            .invoke_async::<i64>(&mut client)
+            .await
+            .unwrap(),
+        5
+    );
     let mut admin = server.admin().await.unwrap();
-    let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut admin).await.unwrap();
-    assert_eq!(script.key("s").arg(5).invoke_async::<i64>(&mut client).await.unwrap(), 10);
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        script
+            .key("s")
+            .arg(5)
+            .invoke_async::<i64>(&mut client)
+            .await
+            .unwrap(),
+        10
+    );
 }
 
 #[tokio::test]
@@ -38,7 +70,11 @@ async fn user_errors_pass_through_unchanged_and_are_not_retried() {
     assert_eq!(Outcome::of(&err), Outcome::Failed);
     assert_eq!(client.stats().retries, 0);
 
-    let err = redis::cmd("SELECT").arg(1).query_async::<()>(&mut client).await.unwrap_err();
+    let err = redis::cmd("SELECT")
+        .arg(1)
+        .query_async::<()>(&mut client)
+        .await
+        .unwrap_err();
     let inner = resilient_redis::Error::from_redis(&err).expect("client error");
     assert_eq!(inner.kind(), ErrorKind::Refused);
     assert!(err.to_string().contains("URL"), "{err}");
@@ -61,14 +97,26 @@ async fn blocking_commands_are_not_cut_and_do_not_stall_others() {
     for _ in 0..20 {
         let _: Option<String> = other.get("x").await.unwrap();
     }
-    assert!(started.elapsed() < Duration::from_millis(900), "calls waited behind BLPOP: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "calls waited behind BLPOP: {:?}",
+        started.elapsed()
+    );
     let (r, took) = blpop.await.unwrap();
     assert_eq!(r, None);
-    assert!(took >= Duration::from_millis(1100), "BLPOP returned early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(1100),
+        "BLPOP returned early: {took:?}"
+    );
 
     // And a value pushed meanwhile is delivered.
     let mut blocker = client.clone();
-    let waiter = tokio::spawn(async move { blocker.blpop::<_, Option<(String, String)>>("q2", 5.0).await.unwrap() });
+    let waiter = tokio::spawn(async move {
+        blocker
+            .blpop::<_, Option<(String, String)>>("q2", 5.0)
+            .await
+            .unwrap()
+    });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut pusher = client.clone();
     let _: i64 = pusher.rpush("q2", "job").await.unwrap();
@@ -77,10 +125,18 @@ async fn blocking_commands_are_not_cut_and_do_not_stall_others() {
 
 #[tokio::test]
 async fn bad_urls_are_rejected_with_a_clear_error() {
-    for url in ["not a url", "http://127.0.0.1:6379", "redis://127.0.0.1:notaport", "rediss://127.0.0.1:1"] {
+    for url in [
+        "not a url",
+        "http://127.0.0.1:6379",
+        "redis://127.0.0.1:notaport",
+        "rediss://127.0.0.1:1",
+    ] {
         let err = Client::connect(url).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{url}: {err}");
-        assert!(err.to_string().contains("URL") || err.to_string().contains("url"), "{url}: {err}");
+        assert!(
+            err.to_string().contains("URL") || err.to_string().contains("url"),
+            "{url}: {err}"
+        );
     }
 }
 
@@ -91,17 +147,26 @@ async fn unreachable_server_fails_fast_at_connect() {
         l.local_addr().unwrap().port()
     };
     let started = Instant::now();
-    let err = Client::connect(&format!("redis://127.0.0.1:{port}")).await.unwrap_err();
+    let err = Client::connect(&format!("redis://127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.to_string().contains("cannot connect"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn wrong_password_is_an_auth_error() {
-    let server = RedisServer::start_with(ServerConfig { password: Some("s3cret".into()), ..Default::default() })
-        .await
-        .unwrap();
+    let server = RedisServer::start_with(ServerConfig {
+        password: Some("s3cret".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let url = format!("redis://:wrong@127.0.0.1:{}", server.port());
     let err = Client::connect(&url).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
@@ -133,12 +198,20 @@ async fn a_long_outage_fails_fast_once_past_the_deadline() {
     // Within the deadline the call waits, then fails as not applied (it was never sent).
     let started = Instant::now();
     let err = client.set::<_, _, ()>("k", "v").await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_millis(1500), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(Outcome::of(&err), Outcome::Failed, "{err}");
     // Past it, calls fail at once.
     let started = Instant::now();
     let err = client.get::<_, Option<String>>("k").await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_millis(50), "not fast: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "not fast: {:?}",
+        started.elapsed()
+    );
     let inner = resilient_redis::Error::from_redis(&err).unwrap();
     assert_eq!(inner.kind(), ErrorKind::Unavailable, "{err}");
     // And it comes back on its own when the server does.
@@ -165,8 +238,15 @@ async fn health_reports_the_server_and_the_client() {
     let h = client.health().await;
     assert!(h.healthy, "{h}");
     assert_eq!(h.role.as_deref(), Some("master"));
-    assert!(h.server_version.as_deref().unwrap_or("").starts_with('7'), "{h:?}");
-    assert!(h.ping_rtt.is_some() && h.connected_clients.unwrap_or(0) >= 1 && h.used_memory_bytes.unwrap_or(0) > 0);
+    assert!(
+        h.server_version.as_deref().unwrap_or("").starts_with('7'),
+        "{h:?}"
+    );
+    assert!(
+        h.ping_rtt.is_some()
+            && h.connected_clients.unwrap_or(0) >= 1
+            && h.used_memory_bytes.unwrap_or(0) > 0
+    );
     assert_eq!(h.breaker, "closed");
     assert_eq!((h.connections_up, h.connections_total), (1, 1));
     server.kill().unwrap();

@@ -32,14 +32,34 @@ where
     let server = fault(server).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let r = tokio::time::timeout(Duration::from_secs(15), r).await.expect("resilient workload hung").unwrap();
-    let b = tokio::time::timeout(Duration::from_secs(15), b).await.expect("raw workload hung").unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(15), r)
+        .await
+        .expect("resilient workload hung")
+        .unwrap();
+    let b = tokio::time::timeout(Duration::from_secs(15), b)
+        .await
+        .expect("raw workload hung")
+        .unwrap();
     drop(server);
     eprintln!("{name}: resilient {r:?}\n{name}: raw {b:?}");
-    assert_eq!(r.errors(), 0, "{name}: resilient client saw errors: {:?}", r.errors);
-    assert_eq!(r.wrong_values, 0, "{name}: resilient client read wrong values");
-    assert!(r.ok > 100, "{name}: resilient client made too little progress: {r:?}");
-    assert!(b.errors() > 0, "{name}: the raw baseline saw no error: is the fault real? {b:?}");
+    assert_eq!(
+        r.errors(),
+        0,
+        "{name}: resilient client saw errors: {:?}",
+        r.errors
+    );
+    assert_eq!(
+        r.wrong_values, 0,
+        "{name}: resilient client read wrong values"
+    );
+    assert!(
+        r.ok > 100,
+        "{name}: resilient client made too little progress: {r:?}"
+    );
+    assert!(
+        b.errors() > 0,
+        "{name}: the raw baseline saw no error: is the fault real? {b:?}"
+    );
     (r, b)
 }
 
@@ -56,7 +76,9 @@ async fn client_kill_causes_no_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_sleep_longer_than_response_timeout_causes_no_error() {
     under_fault("DEBUG SLEEP 1.5", |s| async move {
-        s.debug_sleep(Duration::from_millis(1500)).await.expect("debug sleep");
+        s.debug_sleep(Duration::from_millis(1500))
+            .await
+            .expect("debug sleep");
         s
     })
     .await;
@@ -76,7 +98,9 @@ async fn shutdown_and_restart_after_2s_causes_no_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_script_for_1s_causes_no_error() {
     under_fault("busy Lua script 1 s", |s| async move {
-        s.busy_script(Duration::from_secs(1)).await.expect("busy script");
+        s.busy_script(Duration::from_secs(1))
+            .await
+            .expect("busy script");
         s
     })
     .await;

@@ -30,13 +30,26 @@ async fn counter_integrity_under_repeated_client_kill() {
         kills += server.client_kill_normal().await.unwrap();
     }
     stop.store(true, Ordering::Relaxed);
-    let tally = tokio::time::timeout(Duration::from_secs(15), work).await.expect("the client hung").unwrap();
+    let tally = tokio::time::timeout(Duration::from_secs(15), work)
+        .await
+        .expect("the client hung")
+        .unwrap();
     let mut admin = server.admin().await.unwrap();
     let final_value: u64 = admin.get("counter").await.unwrap();
-    eprintln!("kills={kills} tally={tally:?} final={final_value} stats={:?}", client.stats());
-    assert!(kills >= 25, "the fault did not happen: {kills} connections killed");
+    eprintln!(
+        "kills={kills} tally={tally:?} final={final_value} stats={:?}",
+        client.stats()
+    );
+    assert!(
+        kills >= 25,
+        "the fault did not happen: {kills} connections killed"
+    );
     assert_eq!(tally.failed, 0, "definite failures: {:?}", tally.errors);
-    assert!(tally.ok <= final_value, "lost increments: ok={} final={final_value}", tally.ok);
+    assert!(
+        tally.ok <= final_value,
+        "lost increments: ok={} final={final_value}",
+        tally.ok
+    );
     assert!(
         final_value <= tally.ok + tally.ambiguous,
         "silent duplicates: final={final_value} > ok={} + ambiguous={}",
@@ -50,7 +63,12 @@ async fn counter_integrity_under_repeated_client_kill() {
 async fn no_resend_storm_on_a_stalled_server() {
     let server = RedisServer::start().await.unwrap();
     let client = Client::connect(&server.url()).await.unwrap();
-    let before: u64 = server.info_field("stats", "total_commands_processed").await.unwrap().parse().unwrap();
+    let before: u64 = server
+        .info_field("stats", "total_commands_processed")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
     let calls_before = client.stats().calls;
     let stop = Arc::new(AtomicBool::new(false));
     let work = spawn_set_get(Conn::Resilient(client.clone()), 50, "s", stop.clone());
@@ -58,12 +76,23 @@ async fn no_resend_storm_on_a_stalled_server() {
     server.debug_sleep(Duration::from_secs(3)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
-    let tally = tokio::time::timeout(Duration::from_secs(15), work).await.expect("hung").unwrap();
-    let after: u64 = server.info_field("stats", "total_commands_processed").await.unwrap().parse().unwrap();
+    let tally = tokio::time::timeout(Duration::from_secs(15), work)
+        .await
+        .expect("hung")
+        .unwrap();
+    let after: u64 = server
+        .info_field("stats", "total_commands_processed")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
     let calls = client.stats().calls - calls_before;
     // The admin's own commands (INFO twice, DEBUG SLEEP, connection setup) are not the client's.
     let processed = after - before;
-    eprintln!("tally={tally:?} calls={calls} processed={processed} stats={:?}", client.stats());
+    eprintln!(
+        "tally={tally:?} calls={calls} processed={processed} stats={:?}",
+        client.stats()
+    );
     assert_eq!(tally.errors(), 0, "{:?}", tally.errors);
     assert!(calls > 1000, "too little traffic to measure: {calls}");
     assert!(
@@ -109,14 +138,22 @@ async fn recovers_quickly_after_a_restart() {
         });
         server.restart().await.unwrap();
         let accepted_at = accept.await.unwrap();
-        let ok = common::eventually(Duration::from_secs(5), || last_ok.load(Ordering::Relaxed) > accepted_at).await;
+        let ok = common::eventually(Duration::from_secs(5), || {
+            last_ok.load(Ordering::Relaxed) > accepted_at
+        })
+        .await;
         assert!(ok, "no successful command within 5 s of the restart");
-        delays.push(Duration::from_micros(last_ok.load(Ordering::Relaxed) - accepted_at));
+        delays.push(Duration::from_micros(
+            last_ok.load(Ordering::Relaxed) - accepted_at,
+        ));
     }
     stop.store(true, Ordering::Relaxed);
     pinger.await.unwrap();
     delays.sort();
     let median = delays[delays.len() / 2];
     eprintln!("recovery delays: {delays:?}, median {median:?}");
-    assert!(median <= Duration::from_millis(250), "median recovery {median:?} > 250 ms ({delays:?})");
+    assert!(
+        median <= Duration::from_millis(250),
+        "median recovery {median:?} > 250 ms ({delays:?})"
+    );
 }

@@ -61,12 +61,17 @@ impl Conn {
         }
     }
 
-    async fn raw_conn(url: &str, slot: &Mutex<Option<MultiplexedConnection>>) -> redis::RedisResult<MultiplexedConnection> {
+    async fn raw_conn(
+        url: &str,
+        slot: &Mutex<Option<MultiplexedConnection>>,
+    ) -> redis::RedisResult<MultiplexedConnection> {
         let mut guard = slot.lock().await;
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
-        let c = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+        let c = redis::Client::open(url)?
+            .get_multiplexed_async_connection()
+            .await?;
         *guard = Some(c.clone());
         Ok(c)
     }
@@ -109,14 +114,25 @@ macro_rules! on_conn {
 }
 
 /// `tasks` tasks doing SET then GET of their own keys until `stop` is set.
-pub fn spawn_set_get(conn: Conn, tasks: usize, prefix: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Tally> {
+pub fn spawn_set_get(
+    conn: Conn,
+    tasks: usize,
+    prefix: &str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Tally> {
     let prefix = prefix.to_owned();
     tokio::spawn(async move {
         let counts = Arc::new(Counts::default());
         let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut set = JoinSet::new();
         for t in 0..tasks {
-            let (conn, stop, counts, errors, prefix) = (conn.clone(), stop.clone(), counts.clone(), errors.clone(), prefix.clone());
+            let (conn, stop, counts, errors, prefix) = (
+                conn.clone(),
+                stop.clone(),
+                counts.clone(),
+                errors.clone(),
+                prefix.clone(),
+            );
             set.spawn(async move {
                 let mut i: u64 = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -136,7 +152,11 @@ pub fn spawn_set_get(conn: Conn, tasks: usize, prefix: &str, stop: Arc<AtomicBoo
                     if let Ok(None) = r {
                         counts.lost.fetch_add(1, Ordering::Relaxed);
                     }
-                    record(&counts, &errors, r.map(|got| got.is_none_or(|g| g == value)));
+                    record(
+                        &counts,
+                        &errors,
+                        r.map(|got| got.is_none_or(|g| g == value)),
+                    );
                 }
             });
         }
@@ -146,14 +166,25 @@ pub fn spawn_set_get(conn: Conn, tasks: usize, prefix: &str, stop: Arc<AtomicBoo
 }
 
 /// `tasks` tasks doing INCR of one key until `stop` is set.
-pub fn spawn_incr(conn: Conn, tasks: usize, key: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Tally> {
+pub fn spawn_incr(
+    conn: Conn,
+    tasks: usize,
+    key: &str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Tally> {
     let key = key.to_owned();
     tokio::spawn(async move {
         let counts = Arc::new(Counts::default());
         let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut set = JoinSet::new();
         for _ in 0..tasks {
-            let (conn, stop, counts, errors, key) = (conn.clone(), stop.clone(), counts.clone(), errors.clone(), key.clone());
+            let (conn, stop, counts, errors, key) = (
+                conn.clone(),
+                stop.clone(),
+                counts.clone(),
+                errors.clone(),
+                key.clone(),
+            );
             set.spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let k = key.clone();
