@@ -74,6 +74,20 @@ struct Inner {
     breaker: Option<CircuitBreaker>,
     stats: Counters,
     db: i64,
+    /// `resilient_redis_call_duration_seconds` by command kind, registered once (the success path
+    /// only records).
+    call_duration: [metrics::Histogram; 4],
+}
+
+const KINDS: [&str; 4] = ["read", "idempotent_write", "write", "blocking"];
+
+fn kind_index(safety: CommandSafety) -> usize {
+    match safety {
+        CommandSafety::ReadOnly => 0,
+        CommandSafety::Idempotent => 1,
+        CommandSafety::NonIdempotent => 2,
+        CommandSafety::Blocking => 3,
+    }
 }
 
 #[derive(Default)]
@@ -166,6 +180,9 @@ impl Client {
             breaker,
             stats: Counters::default(),
             db,
+            call_duration: KINDS.map(
+                |kind| metrics::histogram!("resilient_redis_call_duration_seconds", "kind" => kind),
+            ),
         });
         let policy = build_policy(&inner, inner.config.deadline)?;
         Ok(Client {
@@ -283,14 +300,7 @@ impl Client {
         } else {
             self.execute_retrying(request, safety).await
         };
-        let kind = match safety {
-            CommandSafety::ReadOnly => "read",
-            CommandSafety::Idempotent => "idempotent_write",
-            CommandSafety::NonIdempotent => "write",
-            CommandSafety::Blocking => "blocking",
-        };
-        metrics::histogram!("resilient_redis_call_duration_seconds", "kind" => kind)
-            .record(started.elapsed().as_secs_f64());
+        self.inner.call_duration[kind_index(safety)].record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
             let counter = if e.is_ambiguous() {
                 &stats.ambiguous
@@ -391,40 +401,10 @@ impl Client {
             }
         };
         tokio::pin!(fut);
-        let mut server_answered = false;
-        let outcome = loop {
-            match tokio::time::timeout(window, &mut fut).await {
-                Ok(result) => break result,
-                Err(_) if server_answered => {
-                    // The server answered a fresh connection a full window ago, and this one is
-                    // still silent: the connection is dead.
-                    pool.mark_broken(&lease, "connection stopped answering");
-                    return Err(connection_lost(
-                        "the connection stopped answering while the server answers on a fresh one",
-                        None,
-                    ));
-                }
-                Err(_) => {
-                    let verdict = tokio::select! {
-                        biased;
-                        result = &mut fut => break result,
-                        verdict = pool.diagnose_stall() => verdict,
-                    };
-                    match verdict {
-                        StallVerdict::Answers => server_answered = true,
-                        StallVerdict::Silent => {
-                            tracing::debug!("server stalled: waiting for the reply, not re-sending")
-                        }
-                        StallVerdict::Unreachable(why) => {
-                            pool.mark_broken(&lease, &why);
-                            return Err(connection_lost(
-                                "the server became unreachable while the request was in flight",
-                                None,
-                            ));
-                        }
-                    }
-                }
-            }
+        // Fast path: the reply comes within the response timeout.
+        let outcome = match tokio::time::timeout(window, &mut fut).await {
+            Ok(result) => result,
+            Err(_) => Box::pin(self.wait_late_reply(fut, &lease)).await?,
         };
         match outcome {
             Ok(reply) => {
@@ -448,6 +428,64 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// The slow path of [`Client::send_on`]: a reply is late. Finds out whether the server is
+    /// stalled (keep waiting: re-sending would only queue the request twice) or the connection
+    /// is dead (give up on it; the caller retries if the request is safe to repeat).
+    async fn wait_late_reply<F>(
+        &self,
+        mut fut: std::pin::Pin<&mut F>,
+        lease: &Lease,
+    ) -> Result<redis::RedisResult<Reply>, AttemptError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<Reply>>,
+    {
+        let pool = &self.inner.pool;
+        let window = self.inner.config.response_timeout;
+        let mut server_answered = false;
+        let mut first = true;
+        let outcome = loop {
+            let waited = if first {
+                first = false;
+                Err(())
+            } else {
+                tokio::time::timeout(window, &mut fut).await.map_err(|_| ())
+            };
+            match waited {
+                Ok(result) => break result,
+                Err(_) if server_answered => {
+                    // The server answered a fresh connection a full window ago, and this one is
+                    // still silent: the connection is dead.
+                    pool.mark_broken(lease, "connection stopped answering");
+                    return Err(connection_lost(
+                        "the connection stopped answering while the server answers on a fresh one",
+                        None,
+                    ));
+                }
+                Err(_) => {
+                    let verdict = tokio::select! {
+                        biased;
+                        result = &mut fut => break result,
+                        verdict = pool.diagnose_stall() => verdict,
+                    };
+                    match verdict {
+                        StallVerdict::Answers => server_answered = true,
+                        StallVerdict::Silent => {
+                            tracing::debug!("server stalled: waiting for the reply, not re-sending")
+                        }
+                        StallVerdict::Unreachable(why) => {
+                            pool.mark_broken(lease, &why);
+                            return Err(connection_lost(
+                                "the server became unreachable while the request was in flight",
+                                None,
+                            ));
+                        }
+                    }
+                }
+            }
+        };
+        Ok(outcome)
     }
 
     /// Turns retryable error replies into attempt errors; every other reply goes back as is.

@@ -205,7 +205,11 @@ impl Pool {
 
     /// A live connection, waiting up to `deadline` for a reconnection when there is none.
     pub(crate) async fn acquire(&self, deadline: Option<Instant>) -> Result<Lease, Error> {
+        if let Some(lease) = self.try_lease() {
+            return Ok(lease);
+        }
         loop {
+            // Subscribe before looking again, so a reconnection in between is not missed.
             let mut ready = self.ready.subscribe();
             if let Some(lease) = self.try_lease() {
                 return Ok(lease);

@@ -43,6 +43,9 @@
 //! | `resilient_redis_reconnect_failures_total` | counter | |
 //! | `resilience_*` | | retries, give-ups, budget and breaker, from the [`resilience`] crate |
 //!
+//! Install the `metrics` recorder before creating clients: the call-duration histograms are
+//! registered once, when the client is built, so the success path only records.
+//!
 //! Reconnections (`info`), broken connections and stall probes (`debug`) and ambiguous failures
 //! (`warn`) are also `tracing` events.
 
