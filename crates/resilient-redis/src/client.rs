@@ -570,7 +570,7 @@ impl Client {
         self.inner.stats.attempts.fetch_add(1, Ordering::Relaxed);
         let config = &self.inner.config;
         let connect_deadline = Instant::now() + config.deadline;
-        let mut conn = loop {
+        let conn = loop {
             match tokio::time::timeout_at(connect_deadline, self.inner.pool.open_dedicated()).await
             {
                 Ok(Ok(conn)) => break conn,
@@ -596,7 +596,8 @@ impl Client {
             }
         };
         let limit = commands::blocking_timeout(cmd).map(|t| t + config.response_timeout * 2);
-        let sent = conn.send_packed_command(cmd);
+        let mut sending = conn.clone();
+        let sent = sending.send_packed_command(cmd);
         let result = match limit {
             Some(limit) => match tokio::time::timeout(limit, sent).await {
                 Ok(r) => r,
@@ -611,7 +612,10 @@ impl Client {
             None => sent.await,
         };
         match result {
-            Ok(v) => Ok(Reply::One(v)),
+            Ok(v) => {
+                self.inner.pool.return_dedicated(conn);
+                Ok(Reply::One(v))
+            }
             Err(e) if e.is_io_error() => Err(Error::new(
                 ErrorKind::ConnectionLost,
                 Outcome::Ambiguous,

@@ -66,6 +66,9 @@ pub(crate) enum StallVerdict {
     Unreachable(String),
 }
 
+/// How many idle dedicated connections for blocking commands are kept.
+const MAX_IDLE_BLOCKING: usize = 16;
+
 type ProbeFuture = Shared<futures::future::BoxFuture<'static, StallVerdict>>;
 
 /// Connection state that callers and the reconnector share.
@@ -87,6 +90,9 @@ pub(crate) struct Pool {
     down: Mutex<Down>,
     probe: Mutex<Option<ProbeFuture>>,
     busy_gate: Mutex<Option<Shared<futures::future::BoxFuture<'static, ()>>>>,
+    /// Idle dedicated connections for blocking commands, reused so a consumer looping on BLPOP
+    /// does not open a connection per call.
+    blocking_idle: Mutex<Vec<MultiplexedConnection>>,
     origin: Instant,
     pub(crate) reconnects: AtomicU64,
 }
@@ -124,6 +130,7 @@ impl Pool {
             }),
             probe: Mutex::new(None),
             busy_gate: Mutex::new(None),
+            blocking_idle: Mutex::new(Vec::new()),
             origin: Instant::now(),
             reconnects: AtomicU64::new(0),
         });
@@ -156,9 +163,29 @@ impl Pool {
             .await
     }
 
-    /// Opens a dedicated connection (for blocking commands and probes).
+    /// A dedicated connection for a blocking command: an idle one, or a new one.
     pub(crate) async fn open_dedicated(&self) -> redis::RedisResult<MultiplexedConnection> {
+        loop {
+            let idle = self.blocking_idle.lock().expect("idle lock").pop();
+            let Some(mut conn) = idle else { break };
+            // A blocking command written on a dead connection would come back ambiguous: check
+            // an idle connection first (one round trip, small next to a blocking wait).
+            let ping = redis::cmd("PING");
+            if let Ok(Ok(redis::Value::SimpleString(_))) =
+                tokio::time::timeout(self.response_timeout, conn.send_packed_command(&ping)).await
+            {
+                return Ok(conn);
+            }
+        }
         self.open().await
+    }
+
+    /// Returns a dedicated connection whose blocking command completed normally.
+    pub(crate) fn return_dedicated(&self, conn: MultiplexedConnection) {
+        let mut idle = self.blocking_idle.lock().expect("idle lock");
+        if idle.len() < MAX_IDLE_BLOCKING {
+            idle.push(conn);
+        }
     }
 
     fn install(&self, slot: usize, conn: MultiplexedConnection) {
