@@ -6,8 +6,7 @@ use std::time::Duration;
 use redis::Value;
 
 use crate::error::LabError;
-use crate::sentinel::topology_server_config;
-use crate::server::RedisServer;
+use crate::server::{RedisServer, topology_server_config};
 use crate::util::{Poll, info_value, loopback};
 
 /// Number of hash slots in Redis Cluster.
@@ -85,7 +84,7 @@ struct SlotRange {
 /// ```no_run
 /// # async fn demo() -> Result<(), redis_lab::LabError> {
 /// let cluster = redis_lab::RedisCluster::start(Default::default()).await?;
-/// let client = redis::cluster::ClusterClient::new(cluster.urls());
+/// let seeds: Vec<String> = cluster.urls(); // for the cluster client under test
 /// let target = cluster.nodes()[1].addr();
 /// cluster.migrate_slot(0, target).await?;
 /// # Ok(()) }
@@ -129,7 +128,8 @@ impl RedisCluster {
                     first_error.get_or_insert(error);
                 }
                 Err(join) => {
-                    first_error.get_or_insert(LabError::Topology(format!("node start task: {join}")));
+                    first_error
+                        .get_or_insert(LabError::Topology(format!("node start task: {join}")));
                 }
             }
         }
@@ -149,18 +149,30 @@ impl RedisCluster {
     async fn join(&self, config: &ClusterConfig) -> Result<(), LabError> {
         let mut ids = Vec::with_capacity(self.nodes.len());
         for node in &self.nodes {
-            ids.push(node.query::<String>(redis::cmd("CLUSTER").arg("MYID")).await?);
+            ids.push(
+                node.query::<String>(redis::cmd("CLUSTER").arg("MYID"))
+                    .await?,
+            );
         }
         let masters = self.masters;
         let per = usize::from(SLOTS) / masters;
         for (index, master) in self.nodes[..masters].iter().enumerate() {
             let start = index * per;
-            let end = if index + 1 == masters { usize::from(SLOTS) - 1 } else { start + per - 1 };
+            let end = if index + 1 == masters {
+                usize::from(SLOTS) - 1
+            } else {
+                start + per - 1
+            };
             master
                 .query::<()>(redis::cmd("CLUSTER").arg("SET-CONFIG-EPOCH").arg(index + 1))
                 .await?;
             master
-                .query::<()>(redis::cmd("CLUSTER").arg("ADDSLOTSRANGE").arg(start).arg(end))
+                .query::<()>(
+                    redis::cmd("CLUSTER")
+                        .arg("ADDSLOTSRANGE")
+                        .arg(start)
+                        .arg(end),
+                )
                 .await?;
         }
         let seed = &self.nodes[0];
@@ -175,11 +187,17 @@ impl RedisCluster {
             )
             .await?;
         }
-        let poll = Poll::new("every cluster node to know every other", config.ready_timeout);
+        let poll = Poll::new(
+            "every cluster node to know every other",
+            config.ready_timeout,
+        );
         loop {
             let mut pending = Vec::new();
             for node in &self.nodes {
-                match node.query::<String>(redis::cmd("CLUSTER").arg("NODES")).await {
+                match node
+                    .query::<String>(redis::cmd("CLUSTER").arg("NODES"))
+                    .await
+                {
                     Ok(nodes) => {
                         let known = nodes
                             .lines()
@@ -228,7 +246,9 @@ impl RedisCluster {
     /// or the slot is unassigned.
     pub async fn master_for_slot(&self, slot: u16) -> Result<SocketAddr, LabError> {
         if slot >= SLOTS {
-            return Err(LabError::InvalidConfig(format!("slot {slot} is not below 16384")));
+            return Err(LabError::InvalidConfig(format!(
+                "slot {slot} is not below 16384"
+            )));
         }
         let mut last = String::from("no node answered");
         for node in &self.nodes {
@@ -254,8 +274,13 @@ impl RedisCluster {
         self.wait_healthy(timeout, false).await
     }
 
-    async fn wait_healthy(&self, timeout: Duration, replicas_attached: bool) -> Result<(), LabError> {
-        let poll = Poll::new("cluster_state:ok on every node", timeout).every(Duration::from_millis(50));
+    async fn wait_healthy(
+        &self,
+        timeout: Duration,
+        replicas_attached: bool,
+    ) -> Result<(), LabError> {
+        let poll =
+            Poll::new("cluster_state:ok on every node", timeout).every(Duration::from_millis(50));
         loop {
             match self.health(replicas_attached).await {
                 Ok(()) => return Ok(()),
@@ -275,14 +300,22 @@ impl RedisCluster {
                 .await
                 .map_err(|e| e.to_string())?;
             if info_value(&info, "cluster_state").as_deref() != Some("ok") {
-                return Err(format!("{} reports cluster_state {:?}", node.addr(), info_value(&info, "cluster_state")));
+                return Err(format!(
+                    "{} reports cluster_state {:?}",
+                    node.addr(),
+                    info_value(&info, "cluster_state")
+                ));
             }
             let mut ranges = cluster_slots(node).await.map_err(|e| e.to_string())?;
             ranges.sort();
             if replicas_attached {
                 let expected = self.replicas_per_master;
                 if let Some(short) = ranges.iter().find(|r| r.replicas.len() != expected) {
-                    return Err(format!("{} sees {} replicas for {short:?}", node.addr(), short.replicas.len()));
+                    return Err(format!(
+                        "{} sees {} replicas for {short:?}",
+                        node.addr(),
+                        short.replicas.len()
+                    ));
                 }
             }
             maps.push((node.addr(), ranges));
@@ -329,25 +362,49 @@ impl RedisCluster {
         let target = self.node_by_addr(to)?;
         let role = target.info_field("replication", "role").await?;
         if role != "master" {
-            return Err(LabError::InvalidConfig(format!("{to} is a {role}, not a master")));
+            return Err(LabError::InvalidConfig(format!(
+                "{to} is a {role}, not a master"
+            )));
         }
         let source_id: String = source.query(redis::cmd("CLUSTER").arg("MYID")).await?;
         let target_id: String = target.query(redis::cmd("CLUSTER").arg("MYID")).await?;
         target
-            .query::<()>(redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg("IMPORTING").arg(&source_id))
+            .query::<()>(
+                redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg("IMPORTING")
+                    .arg(&source_id),
+            )
             .await?;
         source
-            .query::<()>(redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg("MIGRATING").arg(&target_id))
+            .query::<()>(
+                redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg("MIGRATING")
+                    .arg(&target_id),
+            )
             .await?;
         loop {
             let keys: Vec<Vec<u8>> = source
-                .query(redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(MIGRATE_BATCH))
+                .query(
+                    redis::cmd("CLUSTER")
+                        .arg("GETKEYSINSLOT")
+                        .arg(slot)
+                        .arg(MIGRATE_BATCH),
+                )
                 .await?;
             if keys.is_empty() {
                 break;
             }
             let mut migrate = redis::cmd("MIGRATE");
-            migrate.arg("127.0.0.1").arg(to.port()).arg("").arg(0).arg(5000);
+            migrate
+                .arg("127.0.0.1")
+                .arg(to.port())
+                .arg("")
+                .arg(0)
+                .arg(5000);
             if let Some(password) = target.password() {
                 migrate.arg("AUTH").arg(password);
             }
@@ -366,17 +423,29 @@ impl RedisCluster {
             }
         }
         for node in order {
-            node.query::<()>(redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg("NODE").arg(&target_id))
-                .await?;
+            node.query::<()>(
+                redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg("NODE")
+                    .arg(&target_id),
+            )
+            .await?;
         }
-        let poll = Poll::new(format!("every node to see slot {slot} on {to}"), Duration::from_secs(30))
-            .every(Duration::from_millis(50));
+        let poll = Poll::new(
+            format!("every node to see slot {slot} on {to}"),
+            Duration::from_secs(30),
+        )
+        .every(Duration::from_millis(50));
         loop {
             let mut pending = Vec::new();
             for node in self.nodes.iter().filter(|n| n.pid().is_some()) {
-                let owner = cluster_slots(node)
-                    .await
-                    .map(|ranges| ranges.into_iter().find(|r| r.start <= slot && slot <= r.end).map(|r| r.master));
+                let owner = cluster_slots(node).await.map(|ranges| {
+                    ranges
+                        .into_iter()
+                        .find(|r| r.start <= slot && slot <= r.end)
+                        .map(|r| r.master)
+                });
                 if !matches!(owner, Ok(Some(owner)) if owner == to) {
                     pending.push(format!("{} says {owner:?}", node.addr()));
                 }
@@ -399,7 +468,12 @@ impl RedisCluster {
 /// `CLUSTER SLOTS` of one node.
 async fn cluster_slots(node: &RedisServer) -> Result<Vec<SlotRange>, LabError> {
     let rows: Vec<Value> = node.query(redis::cmd("CLUSTER").arg("SLOTS")).await?;
-    let bad = |what: &str| LabError::Topology(format!("unexpected CLUSTER SLOTS {what} from {}", node.addr()));
+    let bad = |what: &str| {
+        LabError::Topology(format!(
+            "unexpected CLUSTER SLOTS {what} from {}",
+            node.addr()
+        ))
+    };
     let mut ranges = Vec::with_capacity(rows.len());
     for row in rows {
         let Value::Array(items) = row else {
@@ -432,4 +506,3 @@ async fn cluster_slots(node: &RedisServer) -> Result<Vec<SlotRange>, LabError> {
     }
     Ok(ranges)
 }
-

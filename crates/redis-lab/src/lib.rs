@@ -16,6 +16,11 @@
 //!   the middle of a reply), blackholes, or throttles commands with `-THROTTLED`.
 //! - [`require_binaries`]: fail early with an install hint when Redis is missing.
 //!
+//! Everything async needs a Tokio runtime (any flavour); use real time, not paused time, with
+//! real servers. Every topology waits by polling a condition with a bounded timeout, never by
+//! sleeping a fixed time. A process killed with SIGKILL cannot run `Drop`: its Redis children
+//! then survive it (no `PR_SET_PDEATHSIG` without `unsafe`).
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use redis_lab::{FaultProxy, RedisServer};

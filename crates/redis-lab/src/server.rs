@@ -23,7 +23,8 @@ use crate::util::{Poll, connect, free_port, info_value, loopback, quote, tail};
 /// Every server is started with `bind 127.0.0.1`, its own temporary `dir`, `save ""`,
 /// `appendonly no`, `enable-debug-command yes`, `daemonize no`, `protected-mode no`
 /// and `logfile <dir>/redis.log`. The [`extra`](Self::extra) directives come last,
-/// so they override any of these.
+/// so they override any of these (but leave `port`, `bind`, `dir` and `logfile` alone: the
+/// [`RedisServer`] handle relies on them).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The port to listen on; `None` picks a free one (retrying if another process grabs it first).
@@ -33,7 +34,7 @@ pub struct ServerConfig {
     /// Extra config directives written as `name value` lines, value verbatim
     /// (so multi-argument directives such as `("save", "60 1")` work; an empty value is written as `""`).
     pub extra: Vec<(String, String)>,
-    /// How long to wait for the server to answer `PING` after spawning it.
+    /// How long to wait for the server to answer after spawning it.
     pub start_timeout: Duration,
     /// `busy-reply-threshold`: how long a script runs before other clients get `-BUSY`.
     pub busy_reply_threshold: Duration,
@@ -74,6 +75,21 @@ impl ServerConfig {
             start_timeout: self.start_timeout,
         }
     }
+}
+
+/// Directives every data server of a topology gets: replicas sync at once, and the master
+/// pings them every second, so a fresh replica's offset leaves 0 quickly (Redis Cluster hides
+/// replicas with offset 0 from `CLUSTER SLOTS`; the default period is 10 s).
+pub(crate) fn topology_server_config(extra: &[(&str, String)]) -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.extra.extend([
+        ("repl-diskless-sync-delay".to_owned(), "0".to_owned()),
+        ("repl-ping-replica-period".to_owned(), "1".to_owned()),
+    ]);
+    config
+        .extra
+        .extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    config
 }
 
 /// Which binary a [`RedisServer`] runs.
@@ -159,7 +175,8 @@ impl RedisServer {
         Self::start_with(ServerConfig::default()).await
     }
 
-    /// Starts a server with `config` and waits until it answers `PING`.
+    /// Starts a server with `config` and waits until it answers (`INFO server` from its own pid,
+    /// so a foreign process holding the port is never mistaken for it).
     ///
     /// # Errors
     /// As [`start`](Self::start), plus [`LabError::InvalidConfig`] for a zero timeout.
@@ -215,9 +232,8 @@ impl RedisServer {
                 server.port,
                 server.bus_port,
             );
-            std::fs::write(&server.conf_path, conf).map_err(|e| {
-                LabError::io(format!("writing {}", server.conf_path.display()), e)
-            })?;
+            std::fs::write(&server.conf_path, conf)
+                .map_err(|e| LabError::io(format!("writing {}", server.conf_path.display()), e))?;
             // A previous attempt's log would confuse the bind-race detection.
             let _ = std::fs::remove_file(&server.log_path);
             match server.spawn_and_wait().await {
@@ -230,7 +246,10 @@ impl RedisServer {
                     if !bind_race || attempt >= PORT_RETRIES {
                         return Err(error);
                     }
-                    tracing::debug!(port = server.port, "port taken while starting redis, retrying");
+                    tracing::debug!(
+                        port = server.port,
+                        "port taken while starting redis, retrying"
+                    );
                 }
             }
         }
@@ -246,9 +265,9 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true);
-        let child = command.spawn().map_err(|e| {
-            LabError::io(format!("spawning {}", self.binary.display()), e)
-        })?;
+        let child = command
+            .spawn()
+            .map_err(|e| LabError::io(format!("spawning {}", self.binary.display()), e))?;
         tracing::debug!(pid = child.id(), addr = %self.addr(), kind = ?self.kind, "spawned");
         self.child = Some(child);
         self.wait_started(self.start_timeout).await
@@ -335,7 +354,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:PORT`, or `redis://:PASSWORD@127.0.0.1:PORT` with a password.
     pub fn url(&self) -> String {
         match &self.password {
-            Some(password) => format!("redis://:{}@127.0.0.1:{}", percent_encode(password), self.port),
+            Some(password) => format!(
+                "redis://:{}@127.0.0.1:{}",
+                percent_encode(password),
+                self.port
+            ),
             None => format!("redis://127.0.0.1:{}", self.port),
         }
     }
@@ -378,7 +401,10 @@ impl RedisServer {
     }
 
     /// Runs one command on a fresh connection (5 s response timeout), for topology plumbing.
-    pub(crate) async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, LabError> {
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, LabError> {
         let mut conn = self.admin_with_timeout(Duration::from_secs(5)).await?;
         cmd.query_async(&mut conn)
             .await
@@ -430,6 +456,7 @@ impl RedisServer {
         }
         // start_kill fails only if the child was already reaped.
         let _ = child.start_kill();
+        // A wall-clock bound on purpose: this also runs in Drop, possibly outside any runtime.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             match child.try_wait() {
@@ -443,7 +470,10 @@ impl RedisServer {
                 Ok(None) => {
                     return Err(LabError::io(
                         format!("reaping {}", self.describe()),
-                        std::io::Error::new(std::io::ErrorKind::TimedOut, "still alive 10 s after SIGKILL"),
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "still alive 10 s after SIGKILL",
+                        ),
                     ));
                 }
                 Err(e) => return Err(LabError::io(format!("reaping {}", self.describe()), e)),
@@ -464,7 +494,9 @@ impl RedisServer {
     /// [`LabError::StartFailed`] (e.g. the port was taken meanwhile), [`LabError::Io`].
     pub async fn restart(&mut self) -> Result<(), LabError> {
         self.stop().await?;
-        self.spawn_and_wait().await.inspect_err(|_| self.kill_quietly())
+        self.spawn_and_wait()
+            .await
+            .inspect_err(|_| self.kill_quietly())
     }
 
     /// Polls `PING` until the server answers or `timeout` passes.
@@ -472,7 +504,8 @@ impl RedisServer {
     /// # Errors
     /// [`LabError::NotRunning`] if the process is gone, [`LabError::Timeout`] otherwise.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), LabError> {
-        let poll = Poll::new(format!("{} to answer PING", self.describe()), timeout).every(Duration::from_millis(10));
+        let poll = Poll::new(format!("{} to answer PING", self.describe()), timeout)
+            .every(Duration::from_millis(10));
         loop {
             if self.child.is_none() {
                 return Err(LabError::NotRunning(self.describe()));
@@ -555,7 +588,10 @@ impl RedisServer {
             .await
             .map_err(|e| LabError::redis(format!("INFO {section} on {}", self.describe()), e))?;
         info_value(&info, field).ok_or_else(|| {
-            LabError::Topology(format!("INFO {section} of {} has no field {field}", self.describe()))
+            LabError::Topology(format!(
+                "INFO {section} of {} has no field {field}",
+                self.describe()
+            ))
         })
     }
 }

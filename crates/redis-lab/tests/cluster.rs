@@ -24,10 +24,20 @@ async fn cluster_reaches_ok_and_migrates_a_slot_with_its_keys() {
     let owner = cluster.master_for_slot(slot).await.unwrap();
     assert_eq!(owner, cluster.nodes()[2].addr());
     let mut owner_conn = cluster.nodes()[2].admin().await.unwrap();
-    let computed: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg("{a}").query_async(&mut owner_conn).await.unwrap();
+    let computed: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg("{a}")
+        .query_async(&mut owner_conn)
+        .await
+        .unwrap();
     assert_eq!(computed, slot);
     for key in keys("a", 250) {
-        let () = redis::cmd("SET").arg(&key).arg(&key).query_async(&mut owner_conn).await.unwrap();
+        let () = redis::cmd("SET")
+            .arg(&key)
+            .arg(&key)
+            .query_async(&mut owner_conn)
+            .await
+            .unwrap();
     }
 
     let target = cluster.nodes()[0].addr();
@@ -38,16 +48,36 @@ async fn cluster_reaches_ok_and_migrates_a_slot_with_its_keys() {
     cluster.wait_ok(Duration::from_secs(10)).await.unwrap();
 
     let mut target_conn = cluster.nodes()[0].admin().await.unwrap();
-    let count: u64 = redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot).query_async(&mut target_conn).await.unwrap();
+    let count: u64 = redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query_async(&mut target_conn)
+        .await
+        .unwrap();
     assert_eq!(count, 250);
-    let value: String = redis::cmd("GET").arg("{a}:7").query_async(&mut target_conn).await.unwrap();
+    let value: String = redis::cmd("GET")
+        .arg("{a}:7")
+        .query_async(&mut target_conn)
+        .await
+        .unwrap();
     assert_eq!(value, "{a}:7");
-    let left: u64 = redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot).query_async(&mut owner_conn).await.unwrap();
+    let left: u64 = redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query_async(&mut owner_conn)
+        .await
+        .unwrap();
     assert_eq!(left, 0);
     // The old owner now redirects.
-    let moved: redis::RedisResult<String> = redis::cmd("GET").arg("{a}:7").query_async(&mut owner_conn).await;
+    let moved: redis::RedisResult<String> = redis::cmd("GET")
+        .arg("{a}:7")
+        .query_async(&mut owner_conn)
+        .await;
     let error = moved.unwrap_err();
-    assert!(error.to_string().to_ascii_uppercase().contains("MOVED"), "{error}");
+    assert!(
+        error.to_string().to_ascii_uppercase().contains("MOVED"),
+        "{error}"
+    );
     eprintln!("cluster ready after {ready_after:?}, slot migrated after {migrated_after:?}");
 
     // Migrating to a replica is refused.
@@ -63,5 +93,48 @@ async fn invalid_cluster_config_is_rejected() {
     })
     .await
     .unwrap_err();
-    assert!(matches!(error, redis_lab::LabError::InvalidConfig(_)), "{error}");
+    assert!(
+        matches!(error, redis_lab::LabError::InvalidConfig(_)),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn killed_master_is_replaced_by_its_replica() {
+    let mut cluster = RedisCluster::start(ClusterConfig::default()).await.unwrap();
+    let old = cluster.master_for_slot(0).await.unwrap();
+    assert_eq!(old, cluster.nodes()[0].addr());
+    let replica = cluster.nodes()[3].addr();
+    let killed = Instant::now();
+    cluster.nodes_mut()[0].kill().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(owner) = cluster.master_for_slot(0).await
+            && owner != old
+        {
+            assert_eq!(owner, replica);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.wait_ok(Duration::from_secs(30)).await.unwrap();
+    eprintln!("cluster failover after {:?}", killed.elapsed());
+
+    // The old master comes back as a replica of its replacement.
+    cluster.nodes_mut()[0].restart().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.nodes()[0]
+        .info_field("replication", "role")
+        .await
+        .unwrap()
+        != "slave"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "old master never became a replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.wait_ok(Duration::from_secs(30)).await.unwrap();
 }

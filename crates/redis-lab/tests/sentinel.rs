@@ -1,4 +1,4 @@
-//! A real Sentinel topology: agreement, then failover after SIGKILL of the master.
+//! A real Sentinel topology: agreement, failover after SIGKILL of the master, rejoin.
 
 use std::time::Duration;
 
@@ -22,7 +22,20 @@ async fn sentinels_agree_then_fail_over_after_sigkill() {
     assert_eq!(old, topology.servers()[0].addr());
 
     let mut conn = topology.servers()[0].admin().await.unwrap();
-    let () = redis::cmd("SET").arg("k").arg("v").query_async(&mut conn).await.unwrap();
+    let () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // The write reaches both replicas before the master dies.
+    let synced: u64 = redis::cmd("WAIT")
+        .arg(2)
+        .arg(5000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(synced, 2);
     let pid = topology.servers()[0].pid().unwrap();
     let killed = Instant::now();
     topology.server_by_addr_mut(old).unwrap().kill().unwrap();
@@ -37,9 +50,50 @@ async fn sentinels_agree_then_fail_over_after_sigkill() {
     assert_eq!(topology.master_addr().await.unwrap(), new);
     let promoted = topology.servers().iter().find(|s| s.addr() == new).unwrap();
     let mut conn = promoted.admin().await.unwrap();
-    let value: String = redis::cmd("GET").arg("k").query_async(&mut conn).await.unwrap();
+    let value: String = redis::cmd("GET")
+        .arg("k")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(value, "v");
     eprintln!("sentinel topology ready after {ready_after:?}, failover after {failover_after:?}");
+
+    // The old master restarts on its port and the sentinels turn it into a replica (they also
+    // CLIENT KILL its normal clients while reconfiguring it, so errors are expected meanwhile).
+    topology
+        .server_by_addr_mut(old)
+        .unwrap()
+        .restart()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let role = topology.servers()[0]
+            .info_field("replication", "role")
+            .await;
+        let link = topology.servers()[0]
+            .info_field("replication", "master_link_status")
+            .await;
+        if role.is_ok_and(|r| r == "slave") && link.is_ok_and(|l| l == "up") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old master never rejoined as a replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A sentinel restarts from the config file it rewrote and agrees with the others again
+    // (on `new`, unless a loaded machine caused another failover meanwhile).
+    let sentinel = &mut topology.sentinels_mut()[0];
+    sentinel.kill().unwrap();
+    sentinel.restart().await.unwrap();
+    let current = topology
+        .wait_for_new_master(old, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(topology.servers().iter().any(|s| s.addr() == current));
 }
 
 #[tokio::test]
@@ -50,5 +104,8 @@ async fn invalid_config_is_rejected_before_starting_anything() {
     })
     .await
     .unwrap_err();
-    assert!(matches!(error, redis_lab::LabError::InvalidConfig(_)), "{error}");
+    assert!(
+        matches!(error, redis_lab::LabError::InvalidConfig(_)),
+        "{error}"
+    );
 }

@@ -27,7 +27,12 @@ async fn start_ping_stop_restart_kill() {
     assert_eq!(server.url(), format!("redis://127.0.0.1:{port}"));
     assert_eq!(server.addr().port(), port);
     let mut conn = server.admin().await.unwrap();
-    let () = redis::cmd("SET").arg("k").arg("v").query_async(&mut conn).await.unwrap();
+    let () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(server.is_running());
     let pid = server.pid().unwrap();
 
@@ -44,7 +49,11 @@ async fn start_ping_stop_restart_kill() {
     server.wait_ready(Duration::from_secs(5)).await.unwrap();
     // `save ""`: nothing survives a restart.
     let mut conn = server.admin().await.unwrap();
-    let value: Option<String> = redis::cmd("GET").arg("k").query_async(&mut conn).await.unwrap();
+    let value: Option<String> = redis::cmd("GET")
+        .arg("k")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(value, None);
 
     server.kill().unwrap();
@@ -91,11 +100,19 @@ async fn password_and_extra_directives() {
     })
     .await
     .unwrap();
-    assert!(server.url().starts_with("redis://:s3cret%20pass@127.0.0.1:"));
-    assert_eq!(server.info_field("memory", "maxmemory").await.unwrap(), "10485760");
+    assert!(
+        server
+            .url()
+            .starts_with("redis://:s3cret%20pass@127.0.0.1:")
+    );
+    assert_eq!(
+        server.info_field("memory", "maxmemory").await.unwrap(),
+        "10485760"
+    );
     let anonymous = redis::Client::open(format!("redis://{}", server.addr())).unwrap();
     let mut conn = anonymous.get_multiplexed_async_connection().await.unwrap();
-    let denied: redis::RedisResult<String> = redis::cmd("GET").arg("k").query_async(&mut conn).await;
+    let denied: redis::RedisResult<String> =
+        redis::cmd("GET").arg("k").query_async(&mut conn).await;
     assert!(denied.unwrap_err().to_string().contains("NOAUTH"));
 }
 
@@ -136,7 +153,12 @@ async fn debug_sleep_blocks_the_server() {
             let started = Instant::now();
             let client = redis::Client::open(url).unwrap();
             let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-            let _: () = redis::cmd("DEBUG").arg("SLEEP").arg("0.4").query_async(&mut conn).await.unwrap();
+            let _: () = redis::cmd("DEBUG")
+                .arg("SLEEP")
+                .arg("0.4")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
             started.elapsed()
         })
     };
@@ -144,7 +166,10 @@ async fn debug_sleep_blocks_the_server() {
     let slept = sleeper.await.unwrap();
     assert!(slept >= Duration::from_millis(400));
     let started = Instant::now();
-    server.debug_sleep(Duration::from_millis(300)).await.unwrap();
+    server
+        .debug_sleep(Duration::from_millis(300))
+        .await
+        .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(300));
     let pong: String = redis::cmd("PING").query_async(&mut probe).await.unwrap();
     assert_eq!(pong, "PONG");

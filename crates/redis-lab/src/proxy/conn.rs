@@ -18,14 +18,21 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::Shared;
-use super::resp::{NotResp, parse_reply, parse_request};
+use super::resp::{NotResp, ReplyParser, RequestParser};
 
 /// The proxy's own answer to a throttled command.
 const THROTTLED: &[u8] = b"-THROTTLED too many requests\r\n";
 
 /// Commands a client sends while setting a connection up; `drop_every` cuts the first reply to
 /// anything else.
-const HANDSHAKE: &[&[u8]] = &[b"hello", b"auth", b"client", b"select", b"readonly", b"readwrite"];
+const HANDSHAKE: &[&[u8]] = &[
+    b"hello",
+    b"auth",
+    b"client",
+    b"select",
+    b"readonly",
+    b"readwrite",
+];
 
 /// Commands after which replies no longer answer requests one to one.
 const UNORDERED: &[&[u8]] = &[b"subscribe", b"psubscribe", b"ssubscribe", b"monitor"];
@@ -50,7 +57,10 @@ enum Expect {
     /// The upstream's next reply; `cut` forwards only half of it, then closes.
     Upstream { cut: bool },
     /// A reply made by the proxy.
-    Local { bytes: &'static [u8], due: Option<Instant> },
+    Local {
+        bytes: &'static [u8],
+        due: Option<Instant>,
+    },
     /// From now on replies are not matched to requests (pub/sub, MONITOR, non-RESP).
     Unordered,
 }
@@ -143,7 +153,14 @@ pub(super) async fn run(
     ));
     tasks.spawn(server_writer(Arc::clone(&shared), server_wr, to_server_rx));
     tasks.spawn(server_reader(Arc::clone(&hole), server_rd, reply_tx));
-    let writer = tasks.spawn(client_writer(Arc::clone(&shared), client_wr, expect_rx, reply_rx)).id();
+    let writer = tasks
+        .spawn(client_writer(
+            Arc::clone(&shared),
+            client_wr,
+            expect_rx,
+            reply_rx,
+        ))
+        .id();
     loop {
         tokio::select! {
             _ = generation.changed() => {
@@ -190,6 +207,7 @@ async fn client_reader(
 ) -> End {
     let shared = &hole.shared;
     let mut buf = Vec::with_capacity(READ_CHUNK);
+    let mut parser = RequestParser::default();
     let mut parsing = true;
     loop {
         buf.reserve(READ_CHUNK);
@@ -206,7 +224,7 @@ async fn client_reader(
         let mut out = Vec::with_capacity(buf.len());
         let mut pos = 0;
         while parsing && pos < buf.len() {
-            match parse_request(&buf[pos..]) {
+            match parser.parse(&buf[pos..]) {
                 Ok(Some(req)) => {
                     let bytes = &buf[pos..pos + req.len];
                     pos += req.len;
@@ -216,11 +234,20 @@ async fn client_reader(
                         continue;
                     }
                     if !shared.admit() {
-                        shared.counters.commands_throttled.fetch_add(1, Ordering::Relaxed);
-                        let _ = expect.send(Expect::Local { bytes: THROTTLED, due });
+                        shared
+                            .counters
+                            .commands_throttled
+                            .fetch_add(1, Ordering::Relaxed);
+                        let _ = expect.send(Expect::Local {
+                            bytes: THROTTLED,
+                            due,
+                        });
                         continue;
                     }
-                    shared.counters.commands_forwarded.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .counters
+                        .commands_forwarded
+                        .fetch_add(1, Ordering::Relaxed);
                     if UNORDERED.contains(&req.name.as_slice()) {
                         let _ = expect.send(Expect::Unordered);
                     }
@@ -276,6 +303,7 @@ async fn server_reader(
     replies: mpsc::Sender<ReplyChunk>,
 ) -> End {
     let mut buf = Vec::with_capacity(READ_CHUNK);
+    let mut parser = ReplyParser::default();
     let mut parsing = true;
     loop {
         buf.reserve(READ_CHUNK);
@@ -292,7 +320,7 @@ async fn server_reader(
         let mut metas = Vec::new();
         let mut pos = 0;
         while parsing && pos < buf.len() {
-            match parse_reply(&buf[pos..]) {
+            match parser.parse(&buf[pos..]) {
                 Ok(Some(reply)) => {
                     metas.push((reply.len, reply.push));
                     pos += reply.len;
@@ -307,18 +335,34 @@ async fn server_reader(
             }
             let data = buf[..pos].to_vec();
             buf.drain(..pos);
-            ReplyChunk { due, data, replies: Some(metas) }
+            ReplyChunk {
+                due,
+                data,
+                replies: Some(metas),
+            }
         } else {
             // Whole replies parsed so far still count as replies; the rest goes raw.
             if !metas.is_empty() {
                 let data = buf[..pos].to_vec();
-                if replies.send(ReplyChunk { due, data, replies: Some(metas) }).await.is_err() {
+                if replies
+                    .send(ReplyChunk {
+                        due,
+                        data,
+                        replies: Some(metas),
+                    })
+                    .await
+                    .is_err()
+                {
                     return End::Done;
                 }
             }
             let data = buf.split_off(pos);
             buf.clear();
-            ReplyChunk { due, data, replies: None }
+            ReplyChunk {
+                due,
+                data,
+                replies: None,
+            }
         };
         if replies.send(chunk).await.is_err() {
             return End::Done;
@@ -398,7 +442,10 @@ impl Order {
 
     /// Takes the local replies at the head of the queue (all of them once unordered).
     fn flush_locals(&mut self) -> Chunk {
-        let mut out = Chunk { due: None, data: Vec::new() };
+        let mut out = Chunk {
+            due: None,
+            data: Vec::new(),
+        };
         let mut i = 0;
         while i < self.queue.len() {
             match &self.queue[i] {
@@ -417,10 +464,17 @@ impl Order {
     /// Interleaves a chunk of upstream replies with the queue; `true` if the connection must be
     /// cut after writing the returned bytes.
     fn answer(&mut self, chunk: ReplyChunk) -> (Chunk, bool) {
-        let mut out = Chunk { due: chunk.due, data: Vec::with_capacity(chunk.data.len()) };
+        let mut out = Chunk {
+            due: chunk.due,
+            data: Vec::with_capacity(chunk.data.len()),
+        };
         let Some(replies) = chunk.replies else {
             let cut = self.take_cut();
-            let keep = if cut { chunk.data.len() / 2 } else { chunk.data.len() };
+            let keep = if cut {
+                chunk.data.len() / 2
+            } else {
+                chunk.data.len()
+            };
             out.data.extend_from_slice(&chunk.data[..keep]);
             return (out, cut);
         };
@@ -445,10 +499,16 @@ impl Order {
 
     /// Consumes the expectation a (non-push) upstream reply answers; whether it is the cut one.
     fn next_upstream_is_cut(&mut self) -> bool {
-        if let Some(position) = self.queue.iter().position(|e| matches!(e, Expect::Upstream { .. })) {
-            if self.unordered || position == 0 {
-                return matches!(self.queue.remove(position), Some(Expect::Upstream { cut: true }));
-            }
+        if let Some(position) = self
+            .queue
+            .iter()
+            .position(|e| matches!(e, Expect::Upstream { .. }))
+            && (self.unordered || position == 0)
+        {
+            return matches!(
+                self.queue.remove(position),
+                Some(Expect::Upstream { cut: true })
+            );
         }
         // An unsolicited reply (e.g. a RESP2 pub/sub message): nothing to consume.
         false
@@ -456,12 +516,87 @@ impl Order {
 
     /// For raw streams: whether a cut is pending (consumes it).
     fn take_cut(&mut self) -> bool {
-        match self.queue.iter().position(|e| matches!(e, Expect::Upstream { cut: true })) {
+        match self
+            .queue
+            .iter()
+            .position(|e| matches!(e, Expect::Upstream { cut: true }))
+        {
             Some(position) => {
                 self.queue.remove(position);
                 true
             }
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(replies: &[&[u8]]) -> ReplyChunk {
+        ReplyChunk {
+            due: None,
+            data: replies.concat(),
+            replies: Some(
+                replies
+                    .iter()
+                    .map(|r| (r.len(), r.starts_with(b">")))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn local() -> Expect {
+        Expect::Local {
+            bytes: THROTTLED,
+            due: None,
+        }
+    }
+
+    #[test]
+    fn local_replies_wait_for_earlier_upstream_replies() {
+        let mut order = Order::default();
+        order.push(Expect::Upstream { cut: false });
+        order.push(local());
+        order.push(Expect::Upstream { cut: false });
+        order.push(local());
+        assert!(order.flush_locals().data.is_empty());
+        let (out, cut) = order.answer(chunk(&[b":1\r\n"]));
+        assert!(!cut);
+        assert_eq!(out.data, [&b":1\r\n"[..], THROTTLED].concat());
+        let (out, _) = order.answer(chunk(&[b":2\r\n"]));
+        assert_eq!(out.data, [&b":2\r\n"[..], THROTTLED].concat());
+        assert!(order.queue.is_empty());
+    }
+
+    #[test]
+    fn pushes_do_not_answer_requests() {
+        let mut order = Order::default();
+        order.push(Expect::Upstream { cut: false });
+        order.push(local());
+        let (out, _) = order.answer(chunk(&[b">2\r\n+a\r\n+b\r\n"]));
+        assert_eq!(out.data, b">2\r\n+a\r\n+b\r\n");
+        let (out, _) = order.answer(chunk(&[b"+OK\r\n"]));
+        assert_eq!(out.data, [&b"+OK\r\n"[..], THROTTLED].concat());
+    }
+
+    #[test]
+    fn cut_forwards_half_of_the_reply() {
+        let mut order = Order::default();
+        order.push(Expect::Upstream { cut: false });
+        order.push(Expect::Upstream { cut: true });
+        let (out, cut) = order.answer(chunk(&[b"+OK\r\n", b"$4\r\nabcd\r\n"]));
+        assert!(cut);
+        assert_eq!(out.data, b"+OK\r\n$4\r\na");
+    }
+
+    #[test]
+    fn unordered_connections_write_locals_at_once() {
+        let mut order = Order::default();
+        order.push(Expect::Upstream { cut: false });
+        order.push(Expect::Unordered);
+        order.push(local());
+        assert_eq!(order.flush_locals().data, THROTTLED);
     }
 }

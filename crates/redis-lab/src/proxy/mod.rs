@@ -179,19 +179,26 @@ impl FaultProxy {
 
     /// Sends new connections to `upstream`; open connections keep their server.
     pub fn set_upstream(&self, upstream: SocketAddr) {
-        *self.shared.upstream.lock().unwrap_or_else(|p| p.into_inner()) = upstream;
+        *self
+            .shared
+            .upstream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = upstream;
     }
 
     /// Delays every chunk in both directions by `latency` (order kept; pipelines are not
     /// serialised, so throughput is unchanged). `None` removes the delay.
     pub fn set_latency(&self, latency: Option<Duration>) {
         let nanos = latency.map_or(NO_LATENCY, |l| {
-            u64::try_from(l.as_nanos()).unwrap_or(NO_LATENCY - 1).min(NO_LATENCY - 1)
+            u64::try_from(l.as_nanos())
+                .unwrap_or(NO_LATENCY - 1)
+                .min(NO_LATENCY - 1)
         });
         self.shared.latency_nanos.store(nanos, Ordering::Relaxed);
     }
 
-    /// Closes every open connection now, on both sides.
+    /// Closes every open connection now, on both sides. Each closed connection adds one to
+    /// [`ProxyStats::connections_dropped`] as its task observes the signal (within milliseconds).
     pub fn drop_all(&self) {
         self.shared.generation.send_modify(|g| *g += 1);
     }
@@ -201,7 +208,9 @@ impl FaultProxy {
     /// is forwarded half, then both sides are closed. `None` (or `Some(0)`) turns it off.
     pub fn set_drop_every(&self, n: Option<u64>) {
         self.shared.accept_seq.store(0, Ordering::Relaxed);
-        self.shared.drop_every.store(n.unwrap_or(0), Ordering::Relaxed);
+        self.shared
+            .drop_every
+            .store(n.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// While on, accepted connections get no upstream and no answer: bytes are read and
@@ -217,7 +226,11 @@ impl FaultProxy {
         let bucket = ops_per_sec
             .filter(|&n| n > 0)
             .map(|n| TokenBucket::new(n, Instant::now()));
-        *self.shared.throttle.lock().unwrap_or_else(|p| p.into_inner()) = bucket;
+        *self
+            .shared
+            .throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = bucket;
     }
 
     /// A snapshot of the counters.
@@ -265,7 +278,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     shared.counters.connections_accepted.fetch_add(1, Ordering::Relaxed);
                     let seq = shared.accept_seq.fetch_add(1, Ordering::Relaxed) + 1;
                     let every = shared.drop_every.load(Ordering::Relaxed);
-                    let cut = every > 0 && seq % every == 0;
+                    let cut = every > 0 && seq.is_multiple_of(every);
                     let generation = shared.generation.subscribe();
                     connections.spawn(conn::run(Arc::clone(&shared), socket, cut, generation));
                 }
