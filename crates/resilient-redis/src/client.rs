@@ -8,18 +8,16 @@ use std::{
     time::Duration,
 };
 
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, ServerError, Value, aio::ConnectionLike};
-use resilience::{
-    Attempt, CircuitBreaker, Classification, GiveUp, Idempotency, RetryBudget, RetryConfig,
-    RetryError, RetryPolicy,
-};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value, aio::ConnectionLike};
+use resilience::{Attempt, CircuitBreaker, Classification, Idempotency, RetryBudget, RetryPolicy};
 use tokio::time::Instant;
 
 use crate::{
     commands::{self, CommandSafety},
-    config::{ClientConfig, ErrorRule},
+    config::ClientConfig,
     connection::{Lease, Pool, StallVerdict},
     error::{Error, ErrorKind, Outcome},
+    retry::{AttemptError, build_policy, classify_reply, connection_lost, give_up_error},
 };
 
 /// A Redis client that survives dropped connections, restarts, stalls and throttling, and never
@@ -132,18 +130,6 @@ enum Reply {
     Many(Vec<Value>),
 }
 
-/// A failed attempt with what it means.
-struct AttemptError {
-    error: Error,
-    class: Classification,
-}
-
-impl std::fmt::Display for AttemptError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.error.fmt(f)
-    }
-}
-
 impl Client {
     /// Connects with the default configuration (see [`ClientConfig`]) to `url`.
     ///
@@ -184,7 +170,12 @@ impl Client {
                 |kind| metrics::histogram!("resilient_redis_call_duration_seconds", "kind" => kind),
             ),
         });
-        let policy = build_policy(&inner, inner.config.deadline)?;
+        let policy = build_policy(
+            &inner.config,
+            inner.budget.as_ref(),
+            inner.breaker.as_ref(),
+            inner.config.deadline,
+        )?;
         Ok(Client {
             inner,
             policy,
@@ -215,7 +206,12 @@ impl Client {
         }
         Ok(Client {
             inner: self.inner.clone(),
-            policy: build_policy(&self.inner, deadline)?,
+            policy: build_policy(
+                &self.inner.config,
+                self.inner.budget.as_ref(),
+                self.inner.breaker.as_ref(),
+                deadline,
+            )?,
             call: self.call,
         })
     }
@@ -491,7 +487,7 @@ impl Client {
     /// Turns retryable error replies into attempt errors; every other reply goes back as is.
     fn check_reply(&self, reply: Reply, retry_safe: bool) -> Result<Reply, AttemptError> {
         match &reply {
-            Reply::One(Value::ServerError(err)) => match self.classify_reply(err) {
+            Reply::One(Value::ServerError(err)) => match classify_reply(&self.inner.config, err) {
                 Some((class, kind)) => Err(AttemptError {
                     error: Error::new(
                         kind,
@@ -508,7 +504,7 @@ impl Client {
                 // got a retryable reply (the others may have run: that is why it must be safe).
                 for v in values {
                     if let Value::ServerError(err) = v
-                        && let Some((class, kind)) = self.classify_reply(err)
+                        && let Some((class, kind)) = classify_reply(&self.inner.config, err)
                     {
                         return Err(AttemptError {
                             error: Error::new(
@@ -524,36 +520,6 @@ impl Client {
                 Ok(reply)
             }
             _ => Ok(reply),
-        }
-    }
-
-    /// What a server error reply means: `None` when it is the caller's to handle.
-    fn classify_reply(&self, err: &ServerError) -> Option<(Classification, ErrorKind)> {
-        let code = err.code();
-        if let Some(rule) = self.inner.config.error_rules.get(code) {
-            return match rule {
-                ErrorRule::Retry => Some((
-                    Classification::retry().server_fault(true),
-                    ErrorKind::Server,
-                )),
-                ErrorRule::RetryAfter(d) => Some((
-                    Classification::retry_after(*d).server_fault(false),
-                    ErrorKind::Throttled,
-                )),
-                ErrorRule::Fail => None,
-            };
-        }
-        match code {
-            "LOADING" | "BUSY" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN"
-            | "NOREPLICAS" => Some((
-                Classification::retry().server_fault(true),
-                ErrorKind::Server,
-            )),
-            "THROTTLED" => Some((
-                Classification::retry_after(self.inner.config.throttle_delay).server_fault(false),
-                ErrorKind::Throttled,
-            )),
-            _ => None,
         }
     }
 
@@ -630,112 +596,6 @@ impl Client {
             .with_source(e)),
         }
     }
-}
-
-fn connection_lost(message: &str, source: Option<RedisError>) -> AttemptError {
-    let mut error = Error::new(ErrorKind::ConnectionLost, Outcome::Ambiguous, message);
-    if let Some(s) = source {
-        error = error.with_source(s);
-    }
-    AttemptError {
-        error,
-        class: Classification::retry().ambiguous().server_fault(true),
-    }
-}
-
-fn build_policy(inner: &Arc<Inner>, deadline: Duration) -> Result<RetryPolicy, Error> {
-    let config = RetryConfig {
-        max_attempts: inner.config.max_attempts,
-        backoff: inner.config.retry_backoff,
-        deadline: Some(deadline),
-        attempt_timeout: None,
-        max_hint: Duration::from_secs(5),
-        reject_hint_above: Duration::from_secs(300),
-        name: "resilient_redis".into(),
-    };
-    let mut policy = RetryPolicy::new(config).map_err(|e| Error::config(e.to_string()))?;
-    if let Some(b) = &inner.budget {
-        policy = policy.with_budget(b.clone());
-    }
-    if let Some(b) = &inner.breaker {
-        policy = policy.with_breaker(b.clone());
-    }
-    if let Some(seed) = inner.config.rng_seed {
-        policy = policy.with_rng_seed(seed);
-    }
-    Ok(policy)
-}
-
-/// Turns the policy's verdict into the client's error, keeping the outcome honest.
-fn give_up_error(e: RetryError<AttemptError>) -> Error {
-    let outcome = if e.may_have_applied {
-        Outcome::Ambiguous
-    } else {
-        Outcome::Failed
-    };
-    let attempts = e.attempts;
-    let last = e.error.map(|a| a.error);
-    let (kind, message) = match (&e.reason, &last) {
-        (GiveUp::NotRetryable, Some(l)) => (l.kind(), l.message().to_owned()),
-        (GiveUp::AmbiguousNotIdempotent, Some(l)) => (
-            l.kind(),
-            format!(
-                "{}; not re-sent because the command is not safe to repeat",
-                l.message()
-            ),
-        ),
-        (GiveUp::BreakerOpen { retry_in }, _) => {
-            let err = Error::new(
-                ErrorKind::BreakerOpen,
-                outcome,
-                format!(
-                    "circuit breaker open after repeated server failures; next probe in {} ms",
-                    retry_in.as_millis()
-                ),
-            )
-            .with_attempts(attempts)
-            .with_retry_in(*retry_in);
-            return err;
-        }
-        (GiveUp::BudgetExhausted, l) => (
-            ErrorKind::BudgetExhausted,
-            format!(
-                "retry budget exhausted (retries are limited to protect the server){}",
-                l.as_ref()
-                    .map(|l| format!("; last error: {}", l.message()))
-                    .unwrap_or_default()
-            ),
-        ),
-        (GiveUp::DeadlineExceeded, l) | (GiveUp::AttemptTimedOut, l) => (
-            ErrorKind::DeadlineExceeded,
-            format!(
-                "deadline exceeded after {attempts} attempt(s){}",
-                l.as_ref()
-                    .map(|l| format!("; last error: {}", l.message()))
-                    .unwrap_or_default()
-            ),
-        ),
-        (GiveUp::AttemptsExhausted, l) => (
-            l.as_ref().map(|l| l.kind()).unwrap_or(ErrorKind::Server),
-            format!(
-                "gave up after {attempts} attempts{}",
-                l.as_ref()
-                    .map(|l| format!("; last error: {}", l.message()))
-                    .unwrap_or_default()
-            ),
-        ),
-        (_, l) => (
-            l.as_ref().map(|l| l.kind()).unwrap_or(ErrorKind::Server),
-            l.as_ref()
-                .map(|l| l.message().to_owned())
-                .unwrap_or_else(|| "call failed".into()),
-        ),
-    };
-    let mut err = Error::new(kind, outcome, message).with_attempts(attempts);
-    if let Some(source) = last.and_then(|l| l.redis_error().cloned()) {
-        err = err.with_source(source);
-    }
-    err
 }
 
 impl ConnectionLike for Client {

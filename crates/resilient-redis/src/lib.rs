@@ -55,6 +55,7 @@ mod config;
 mod connection;
 mod error;
 mod health;
+mod retry;
 
 pub use client::{Client, ClientStats};
 pub use commands::{CommandSafety, safety_of};

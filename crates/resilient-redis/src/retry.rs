@@ -1,0 +1,170 @@
+//! What a failed attempt means, and how the policy's verdict becomes the client's error. Shared
+//! by every topology.
+
+use std::time::Duration;
+
+use redis::{RedisError, ServerError};
+use resilience::{
+    CircuitBreaker, Classification, GiveUp, RetryBudget, RetryConfig, RetryError, RetryPolicy,
+};
+
+use crate::{
+    config::{ClientConfig, ErrorRule},
+    error::{Error, ErrorKind, Outcome},
+};
+
+/// A failed attempt with what it means.
+pub(crate) struct AttemptError {
+    pub(crate) error: Error,
+    pub(crate) class: Classification,
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+/// What a server error reply means: `None` when it is the caller's to handle.
+pub(crate) fn classify_reply(
+    config: &ClientConfig,
+    err: &ServerError,
+) -> Option<(Classification, ErrorKind)> {
+    let code = err.code();
+    if let Some(rule) = config.error_rules.get(code) {
+        return match rule {
+            ErrorRule::Retry => Some((
+                Classification::retry().server_fault(true),
+                ErrorKind::Server,
+            )),
+            ErrorRule::RetryAfter(d) => Some((
+                Classification::retry_after(*d).server_fault(false),
+                ErrorKind::Throttled,
+            )),
+            ErrorRule::Fail => None,
+        };
+    }
+    match code {
+        "LOADING" | "BUSY" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN"
+        | "NOREPLICAS" => Some((
+            Classification::retry().server_fault(true),
+            ErrorKind::Server,
+        )),
+        "THROTTLED" => Some((
+            Classification::retry_after(config.throttle_delay).server_fault(false),
+            ErrorKind::Throttled,
+        )),
+        _ => None,
+    }
+}
+
+pub(crate) fn connection_lost(message: &str, source: Option<RedisError>) -> AttemptError {
+    let mut error = Error::new(ErrorKind::ConnectionLost, Outcome::Ambiguous, message);
+    if let Some(s) = source {
+        error = error.with_source(s);
+    }
+    AttemptError {
+        error,
+        class: Classification::retry().ambiguous().server_fault(true),
+    }
+}
+
+pub(crate) fn build_policy(
+    config: &ClientConfig,
+    budget: Option<&RetryBudget>,
+    breaker: Option<&CircuitBreaker>,
+    deadline: Duration,
+) -> Result<RetryPolicy, Error> {
+    let retry = RetryConfig {
+        max_attempts: config.max_attempts,
+        backoff: config.retry_backoff,
+        deadline: Some(deadline),
+        attempt_timeout: None,
+        max_hint: Duration::from_secs(5),
+        reject_hint_above: Duration::from_secs(300),
+        name: "resilient_redis".into(),
+    };
+    let mut policy = RetryPolicy::new(retry).map_err(|e| Error::config(e.to_string()))?;
+    if let Some(b) = budget {
+        policy = policy.with_budget(b.clone());
+    }
+    if let Some(b) = breaker {
+        policy = policy.with_breaker(b.clone());
+    }
+    if let Some(seed) = config.rng_seed {
+        policy = policy.with_rng_seed(seed);
+    }
+    Ok(policy)
+}
+
+/// Turns the policy's verdict into the client's error, keeping the outcome honest.
+pub(crate) fn give_up_error(e: RetryError<AttemptError>) -> Error {
+    let outcome = if e.may_have_applied {
+        Outcome::Ambiguous
+    } else {
+        Outcome::Failed
+    };
+    let attempts = e.attempts;
+    let last = e.error.map(|a| a.error);
+    let (kind, message) = match (&e.reason, &last) {
+        (GiveUp::NotRetryable, Some(l)) => (l.kind(), l.message().to_owned()),
+        (GiveUp::AmbiguousNotIdempotent, Some(l)) => (
+            l.kind(),
+            format!(
+                "{}; not re-sent because the command is not safe to repeat",
+                l.message()
+            ),
+        ),
+        (GiveUp::BreakerOpen { retry_in }, _) => {
+            let err = Error::new(
+                ErrorKind::BreakerOpen,
+                outcome,
+                format!(
+                    "circuit breaker open after repeated server failures; next probe in {} ms",
+                    retry_in.as_millis()
+                ),
+            )
+            .with_attempts(attempts)
+            .with_retry_in(*retry_in);
+            return err;
+        }
+        (GiveUp::BudgetExhausted, l) => (
+            ErrorKind::BudgetExhausted,
+            format!(
+                "retry budget exhausted (retries are limited to protect the server){}",
+                l.as_ref()
+                    .map(|l| format!("; last error: {}", l.message()))
+                    .unwrap_or_default()
+            ),
+        ),
+        (GiveUp::DeadlineExceeded, l) | (GiveUp::AttemptTimedOut, l) => (
+            ErrorKind::DeadlineExceeded,
+            format!(
+                "deadline exceeded after {attempts} attempt(s){}",
+                l.as_ref()
+                    .map(|l| format!("; last error: {}", l.message()))
+                    .unwrap_or_default()
+            ),
+        ),
+        (GiveUp::AttemptsExhausted, l) => (
+            l.as_ref().map(|l| l.kind()).unwrap_or(ErrorKind::Server),
+            format!(
+                "gave up after {attempts} attempts{}",
+                l.as_ref()
+                    .map(|l| format!("; last error: {}", l.message()))
+                    .unwrap_or_default()
+            ),
+        ),
+        (_, l) => (
+            l.as_ref().map(|l| l.kind()).unwrap_or(ErrorKind::Server),
+            l.as_ref()
+                .map(|l| l.message().to_owned())
+                .unwrap_or_else(|| "call failed".into()),
+        ),
+    };
+    let mut err = Error::new(kind, outcome, message).with_attempts(attempts);
+    if let Some(source) = last.and_then(|l| l.redis_error().cloned()) {
+        err = err.with_source(source);
+    }
+    err
+}
