@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::{
     commands::{self, CommandSafety},
     config::ClientConfig,
-    connection::{Lease, Pool, StallVerdict},
+    connection::{Lease, LeaseId, Pool, StallVerdict},
     error::{Error, ErrorKind, Outcome},
     retry::{AttemptError, build_policy, classify_reply, connection_lost, give_up_error},
 };
@@ -380,9 +380,14 @@ impl Client {
         request: Request<'_>,
         retry_safe: bool,
     ) -> Result<Reply, AttemptError> {
+        let Lease {
+            mut conn,
+            slot,
+            generation,
+        } = lease;
+        let lease = LeaseId { slot, generation };
         let pool = &self.inner.pool;
         let window = self.inner.config.response_timeout;
-        let mut conn = lease.conn.clone();
         let fut = async move {
             match request {
                 Request::Cmd(cmd) => conn.send_packed_command(cmd).await.map(Reply::One),
@@ -400,7 +405,7 @@ impl Client {
         // Fast path: the reply comes within the response timeout.
         let outcome = match tokio::time::timeout(window, &mut fut).await {
             Ok(result) => result,
-            Err(_) => Box::pin(self.wait_late_reply(fut, &lease)).await?,
+            Err(_) => Box::pin(self.wait_late_reply(fut, lease)).await?,
         };
         match outcome {
             Ok(reply) => {
@@ -409,7 +414,7 @@ impl Client {
             }
             Err(e) => {
                 if e.is_io_error() || e.kind() == redis::ErrorKind::Parse {
-                    pool.mark_broken(&lease, &e.to_string());
+                    pool.mark_broken(lease, &e.to_string());
                     Err(connection_lost(
                         "the connection broke while the request was in flight",
                         Some(e),
@@ -432,7 +437,7 @@ impl Client {
     async fn wait_late_reply<F>(
         &self,
         mut fut: std::pin::Pin<&mut F>,
-        lease: &Lease,
+        lease: LeaseId,
     ) -> Result<redis::RedisResult<Reply>, AttemptError>
     where
         F: std::future::Future<Output = redis::RedisResult<Reply>>,

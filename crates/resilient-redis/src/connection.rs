@@ -43,6 +43,22 @@ pub(crate) struct Lease {
     pub(crate) generation: u64,
 }
 
+/// Which connection a lease was: enough to mark it broken later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LeaseId {
+    pub(crate) slot: usize,
+    pub(crate) generation: u64,
+}
+
+impl Lease {
+    pub(crate) fn id(&self) -> LeaseId {
+        LeaseId {
+            slot: self.slot,
+            generation: self.generation,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Live {
     conn: MultiplexedConnection,
@@ -276,7 +292,7 @@ impl Pool {
 
     /// Marks the connection of `lease` dead, if it is still the one in its slot, and wakes the
     /// reconnector.
-    pub(crate) fn mark_broken(&self, lease: &Lease, why: &str) {
+    pub(crate) fn mark_broken(&self, lease: LeaseId, why: &str) {
         let mut live = self.slots[lease.slot].live.write().expect("slot lock");
         if live.as_ref().map(|l| l.generation) == Some(lease.generation) {
             *live = None;
@@ -502,11 +518,11 @@ async fn check_idle(pool: &Arc<Pool>, interval: Duration) {
             .await
         {
             Ok(Ok(_)) => pool.touch(lease.slot),
-            Ok(Err(e)) if e.is_io_error() => pool.mark_broken(&lease, &e.to_string()),
+            Ok(Err(e)) if e.is_io_error() => pool.mark_broken(lease.id(), &e.to_string()),
             Ok(Err(_)) => {} // BUSY, LOADING...: the connection works.
             Err(_) => {
                 if pool.diagnose_stall().await == StallVerdict::Answers {
-                    pool.mark_broken(&lease, "idle connection stopped answering");
+                    pool.mark_broken(lease.id(), "idle connection stopped answering");
                 }
             }
         }
