@@ -111,7 +111,7 @@ pub(super) async fn run(
     });
     if hole.is_open() {
         tokio::select! {
-            () = swallow(client) => {}
+            () = swallow(&shared, client) => {}
             _ = generation.changed() => count_drop(&shared),
         }
         return;
@@ -189,12 +189,16 @@ fn count_drop(shared: &Shared) {
 }
 
 /// Reads and discards until the client closes.
-async fn swallow(mut client: TcpStream) {
+async fn swallow(shared: &Shared, mut client: TcpStream) {
     let mut buf = vec![0; READ_CHUNK];
     while let Ok(n) = client.read(&mut buf).await {
         if n == 0 {
             break;
         }
+        shared
+            .counters
+            .bytes_blackholed
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -217,6 +221,10 @@ async fn client_reader(
             Err(_) => return End::Failed,
         }
         if hole.is_open() {
+            shared
+                .counters
+                .bytes_blackholed
+                .fetch_add(buf.len() as u64, Ordering::Relaxed);
             buf.clear();
             continue;
         }

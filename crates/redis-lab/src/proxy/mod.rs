@@ -34,6 +34,8 @@ pub struct ProxyStats {
     pub bytes_to_server: u64,
     /// Bytes written to clients (upstream replies and local `-THROTTLED` replies).
     pub bytes_to_client: u64,
+    /// Bytes from clients that a blackhole swallowed.
+    pub bytes_blackholed: u64,
 }
 
 /// The atomics behind [`ProxyStats`].
@@ -45,6 +47,7 @@ pub(crate) struct Counters {
     pub(crate) commands_throttled: AtomicU64,
     pub(crate) bytes_to_server: AtomicU64,
     pub(crate) bytes_to_client: AtomicU64,
+    pub(crate) bytes_blackholed: AtomicU64,
 }
 
 /// `latency_nanos` value meaning "no latency".
@@ -243,6 +246,7 @@ impl FaultProxy {
             commands_throttled: c.commands_throttled.load(Ordering::Relaxed),
             bytes_to_server: c.bytes_to_server.load(Ordering::Relaxed),
             bytes_to_client: c.bytes_to_client.load(Ordering::Relaxed),
+            bytes_blackholed: c.bytes_blackholed.load(Ordering::Relaxed),
         }
     }
 
@@ -256,6 +260,7 @@ impl FaultProxy {
             &c.commands_throttled,
             &c.bytes_to_server,
             &c.bytes_to_client,
+            &c.bytes_blackholed,
         ] {
             counter.store(0, Ordering::Relaxed);
         }
