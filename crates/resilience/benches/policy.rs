@@ -49,8 +49,24 @@ fn full_policy() -> RetryPolicy {
     .with_breaker(CircuitBreaker::new(BreakerConfig::default()).unwrap())
 }
 
+/// As [`full_policy`], but the breaker uses only the consecutive-failures rule (no failure-rate
+/// window to update on success).
+fn full_policy_no_rate() -> RetryPolicy {
+    full_policy().with_breaker(
+        CircuitBreaker::new(BreakerConfig {
+            failure_rate: None,
+            ..BreakerConfig::default()
+        })
+        .unwrap(),
+    )
+}
+
 fn minimal_policy() -> RetryPolicy {
-    RetryPolicy::new(RetryConfig { max_attempts: 3, ..RetryConfig::default() }).unwrap()
+    RetryPolicy::new(RetryConfig {
+        max_attempts: 3,
+        ..RetryConfig::default()
+    })
+    .unwrap()
 }
 
 /// A policy whose breaker is open for an hour.
@@ -75,7 +91,10 @@ fn backon_builder() -> ExponentialBuilder {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn single_thread(c: &mut Criterion) {
@@ -87,45 +106,59 @@ fn single_thread(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("success_path");
     g.bench_function("direct", |b| b.to_async(&rt).iter(op));
+    // The floor of any policy with a deadline: one read of the clock.
+    g.bench_function("reference_instant_now", |b| {
+        b.iter(tokio::time::Instant::now)
+    });
     g.bench_function("policy_full", |b| {
-        b.to_async(&rt).iter(|| full.run(Idempotency::Idempotent, classify, |_| op()))
+        b.to_async(&rt)
+            .iter(|| full.run(Idempotency::Idempotent, classify, |_| op()))
     });
     g.bench_function("policy_minimal", |b| {
-        b.to_async(&rt).iter(|| minimal.run(Idempotency::Idempotent, classify, |_| op()))
+        b.to_async(&rt)
+            .iter(|| minimal.run(Idempotency::Idempotent, classify, |_| op()))
     });
-    g.bench_function("backon", |b| b.to_async(&rt).iter(|| op.retry(backon_builder())));
+    g.bench_function("backon", |b| {
+        b.to_async(&rt).iter(|| op.retry(backon_builder()))
+    });
+    // backon has no call deadline; the usual way to add one is an outer tokio timeout.
+    g.bench_function("backon_with_deadline", |b| {
+        b.to_async(&rt)
+            .iter(|| tokio::time::timeout(Duration::from_secs(1), op.retry(backon_builder())))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("fail_fast");
-    g.bench_function("breaker_try_acquire", |b| b.iter(|| black_box(breaker.try_acquire()).is_err()));
+    g.bench_function("breaker_try_acquire", |b| {
+        b.iter(|| black_box(breaker.try_acquire()).is_err())
+    });
     g.bench_function("policy_breaker_open", |b| {
-        b.to_async(&rt).iter(|| open.run(Idempotency::Idempotent, classify, |_| op()))
+        b.to_async(&rt)
+            .iter(|| open.run(Idempotency::Idempotent, classify, |_| op()))
     });
     g.finish();
 }
 
-/// Runs `per_thread` on two threads at once (each with its own runtime), `iters` times each,
-/// and returns the mean per-thread wall time: the latency of one call under contention.
-fn two_threads<F, Fut, O>(iters: u64, per_thread: F) -> Duration
+/// Runs the loop made by `make_loop(iters)` on two threads at once (each thread builds its own
+/// loop, e.g. with its own clone of the policy, and runs it on its own current-thread runtime),
+/// and returns the mean per-thread wall time: `iters` calls under contention.
+fn two_threads<F, Fut>(iters: u64, make_loop: F) -> Duration
 where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = O>,
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()>,
 {
-    let per_thread = Arc::new(per_thread);
+    let make_loop = Arc::new(make_loop);
     let barrier = Arc::new(Barrier::new(2));
     let handles: Vec<_> = (0..2)
         .map(|_| {
-            let (f, barrier) = (per_thread.clone(), barrier.clone());
+            let (make_loop, barrier) = (make_loop.clone(), barrier.clone());
             std::thread::spawn(move || {
                 let rt = runtime();
-                rt.block_on(async {
-                    barrier.wait();
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        black_box(f().await);
-                    }
-                    start.elapsed()
-                })
+                let calls = make_loop(iters);
+                barrier.wait();
+                let start = Instant::now();
+                rt.block_on(calls);
+                start.elapsed()
             })
         })
         .collect();
@@ -135,38 +168,92 @@ where
 
 fn contention(c: &mut Criterion) {
     let full = full_policy();
+    let no_rate = full_policy_no_rate();
     let open = open_policy();
     let breaker = open.breaker().unwrap().clone();
 
     let mut g = c.benchmark_group("two_threads");
-    g.bench_function("direct", |b| b.iter_custom(|iters| two_threads(iters, op)));
+    // Reference: the same full policy, but each thread has its own (nothing shared), so any
+    // difference to `policy_full` is contention on the shared budget/breaker.
+    g.bench_function("policy_full_unshared", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, |iters| {
+                let p = full_policy();
+                async move {
+                    for _ in 0..iters {
+                        let _ = black_box(p.run(Idempotency::Idempotent, classify, |_| op()).await);
+                    }
+                }
+            })
+        })
+    });
+    g.bench_function("policy_full_no_rate_window", |b| {
+        b.iter_custom(|iters| {
+            let shared = no_rate.clone();
+            two_threads(iters, move |iters| {
+                let p = shared.clone();
+                async move {
+                    for _ in 0..iters {
+                        let _ = black_box(p.run(Idempotency::Idempotent, classify, |_| op()).await);
+                    }
+                }
+            })
+        })
+    });
+    g.bench_function("direct", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, |iters| async move {
+                for _ in 0..iters {
+                    let _ = black_box(op().await);
+                }
+            })
+        })
+    });
     g.bench_function("policy_full", |b| {
         b.iter_custom(|iters| {
-            let p = full.clone();
-            two_threads(iters, move || {
-                let p = p.clone();
-                async move { p.run(Idempotency::Idempotent, classify, |_| op()).await }
+            let shared = full.clone();
+            two_threads(iters, move |iters| {
+                let p = shared.clone();
+                async move {
+                    for _ in 0..iters {
+                        let _ = black_box(p.run(Idempotency::Idempotent, classify, |_| op()).await);
+                    }
+                }
             })
         })
     });
     g.bench_function("backon", |b| {
-        b.iter_custom(|iters| two_threads(iters, || op.retry(backon_builder())))
+        b.iter_custom(|iters| {
+            two_threads(iters, |iters| async move {
+                for _ in 0..iters {
+                    let _ = black_box(op.retry(backon_builder()).await);
+                }
+            })
+        })
     });
     g.bench_function("breaker_try_acquire_open", |b| {
         b.iter_custom(|iters| {
-            let br = breaker.clone();
-            two_threads(iters, move || {
-                let open = br.try_acquire().is_err();
-                async move { open }
+            let shared = breaker.clone();
+            two_threads(iters, move |iters| {
+                let br = shared.clone();
+                async move {
+                    for _ in 0..iters {
+                        let _ = black_box(br.try_acquire().is_err());
+                    }
+                }
             })
         })
     });
     g.bench_function("policy_breaker_open", |b| {
         b.iter_custom(|iters| {
-            let p = open.clone();
-            two_threads(iters, move || {
-                let p = p.clone();
-                async move { p.run(Idempotency::Idempotent, classify, |_| op()).await }
+            let shared = open.clone();
+            two_threads(iters, move |iters| {
+                let p = shared.clone();
+                async move {
+                    for _ in 0..iters {
+                        let _ = black_box(p.run(Idempotency::Idempotent, classify, |_| op()).await);
+                    }
+                }
             })
         })
     });

@@ -24,10 +24,23 @@ pub enum Jitter {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
-    Constant { delay: Duration },
-    Linear { initial: Duration, step: Duration, max: Duration },
-    Exponential { initial: Duration, multiplier: f64, max: Duration },
-    Decorrelated { base: Duration, max: Duration },
+    Constant {
+        delay: Duration,
+    },
+    Linear {
+        initial: Duration,
+        step: Duration,
+        max: Duration,
+    },
+    Exponential {
+        initial: Duration,
+        multiplier: f64,
+        max: Duration,
+    },
+    Decorrelated {
+        base: Duration,
+        max: Duration,
+    },
 }
 
 /// How long to wait before each retry: a plain, copyable description (no per-call state).
@@ -64,7 +77,10 @@ pub struct Backoff {
 impl Backoff {
     /// The same `delay` before every retry (zero is allowed: retry at once).
     pub fn constant(delay: Duration) -> Self {
-        Self { kind: Kind::Constant { delay }, jitter: Jitter::None }
+        Self {
+            kind: Kind::Constant { delay },
+            jitter: Jitter::None,
+        }
     }
 
     /// `initial`, then `initial + step`, `initial + 2 * step`, ... capped at `max`.
@@ -73,9 +89,15 @@ impl Backoff {
     /// `max < initial`.
     pub fn linear(initial: Duration, step: Duration, max: Duration) -> Result<Self, ConfigError> {
         if max < initial {
-            return Err(ConfigError::new("Backoff::linear::max", "must be >= initial"));
+            return Err(ConfigError::new(
+                "Backoff::linear::max",
+                "must be >= initial",
+            ));
         }
-        Ok(Self { kind: Kind::Linear { initial, step, max }, jitter: Jitter::None })
+        Ok(Self {
+            kind: Kind::Linear { initial, step, max },
+            jitter: Jitter::None,
+        })
     }
 
     /// `initial`, then multiplied by `multiplier` for each further retry, each delay capped at
@@ -89,7 +111,10 @@ impl Backoff {
         max: Duration,
     ) -> Result<Self, ConfigError> {
         if initial.is_zero() {
-            return Err(ConfigError::new("Backoff::exponential::initial", "must be > 0"));
+            return Err(ConfigError::new(
+                "Backoff::exponential::initial",
+                "must be > 0",
+            ));
         }
         if !multiplier.is_finite() || multiplier < 1.0 {
             return Err(ConfigError::new(
@@ -98,9 +123,19 @@ impl Backoff {
             ));
         }
         if max < initial {
-            return Err(ConfigError::new("Backoff::exponential::max", "must be >= initial"));
+            return Err(ConfigError::new(
+                "Backoff::exponential::max",
+                "must be >= initial",
+            ));
         }
-        Ok(Self { kind: Kind::Exponential { initial, multiplier, max }, jitter: Jitter::None })
+        Ok(Self {
+            kind: Kind::Exponential {
+                initial,
+                multiplier,
+                max,
+            },
+            jitter: Jitter::None,
+        })
     }
 
     /// Decorrelated jitter: each delay uniform in `[base, min(3 * previous, max)]`.
@@ -109,12 +144,21 @@ impl Backoff {
     /// `base` is zero or `max < base`.
     pub fn decorrelated(base: Duration, max: Duration) -> Result<Self, ConfigError> {
         if base.is_zero() {
-            return Err(ConfigError::new("Backoff::decorrelated::base", "must be > 0"));
+            return Err(ConfigError::new(
+                "Backoff::decorrelated::base",
+                "must be > 0",
+            ));
         }
         if max < base {
-            return Err(ConfigError::new("Backoff::decorrelated::max", "must be >= base"));
+            return Err(ConfigError::new(
+                "Backoff::decorrelated::max",
+                "must be >= base",
+            ));
         }
-        Ok(Self { kind: Kind::Decorrelated { base, max }, jitter: Jitter::None })
+        Ok(Self {
+            kind: Kind::Decorrelated { base, max },
+            jitter: Jitter::None,
+        })
     }
 
     /// The default of [`RetryConfig`](crate::RetryConfig): exponential 50 ms x 2 capped at 2 s,
@@ -167,7 +211,11 @@ impl Backoff {
                 .checked_mul(retry - 1)
                 .and_then(|extra| initial.checked_add(extra))
                 .map_or(max, |d| d.min(max)),
-            Kind::Exponential { initial, multiplier, max } => {
+            Kind::Exponential {
+                initial,
+                multiplier,
+                max,
+            } => {
                 // Exponent beyond i32 saturates to infinity, which is capped below.
                 let exp = i32::try_from(retry - 1).unwrap_or(i32::MAX);
                 let secs = initial.as_secs_f64() * multiplier.powi(exp);
@@ -236,7 +284,10 @@ mod tests {
     #[test]
     fn exponential_sequence_is_capped() {
         let b = Backoff::exponential(ms(50), 2.0, ms(500)).unwrap();
-        assert_eq!(seq(&b, 6, 1), vec![ms(50), ms(100), ms(200), ms(400), ms(500), ms(500)]);
+        assert_eq!(
+            seq(&b, 6, 1),
+            vec![ms(50), ms(100), ms(200), ms(400), ms(500), ms(500)]
+        );
         // Huge retry numbers saturate at the cap instead of overflowing.
         let mut rng = SmallRng::seed_from_u64(0);
         assert_eq!(b.delay(u32::MAX, None, &mut rng), ms(500));
@@ -248,7 +299,10 @@ mod tests {
         let s = seq(&b, 50, 42);
         let mut prev = ms(10);
         for d in s {
-            assert!(d >= ms(10) && d <= (prev * 3).min(ms(1000)), "{d:?} prev {prev:?}");
+            assert!(
+                d >= ms(10) && d <= (prev * 3).min(ms(1000)),
+                "{d:?} prev {prev:?}"
+            );
             prev = d;
         }
     }

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::ConfigError;
 use crate::event::{Event, Listener};
-use crate::{ConfigError, observe};
+use crate::observe::BreakerMetrics;
 
 /// Settings of a [`CircuitBreaker`].
 ///
@@ -154,10 +155,17 @@ struct Shared {
     open_until: AtomicU64,
     /// Ring of the last `window_calls` outcomes: `(nanos since origin) << 2 | outcome`, 0 empty.
     slots: Box<[AtomicU64]>,
-    cursor: AtomicU64,
+    /// Written on every closed-state outcome: kept on its own cache line so that it does not
+    /// invalidate the line holding `state` and `consecutive`, which every call reads.
+    cursor: Padded<AtomicU64>,
     control: Mutex<Control>,
     listeners: Mutex<Vec<Listener>>,
+    metrics: BreakerMetrics,
 }
+
+/// Aligns its content to its own cache line (128 bytes covers adjacent-line prefetching).
+#[repr(align(128))]
+struct Padded<T>(T);
 
 struct Control {
     /// Incremented on every entry into half-open; probe permits carry it.
@@ -174,18 +182,30 @@ impl CircuitBreaker {
     /// `window_calls`, or `window_calls` above 100 000.
     pub fn new(config: BreakerConfig) -> Result<Self, ConfigError> {
         if config.consecutive_failures == Some(0) {
-            return Err(ConfigError::new("BreakerConfig::consecutive_failures", "must be >= 1"));
+            return Err(ConfigError::new(
+                "BreakerConfig::consecutive_failures",
+                "must be >= 1",
+            ));
         }
         if let Some(rate) = config.failure_rate
             && !(rate > 0.0 && rate <= 1.0)
         {
-            return Err(ConfigError::new("BreakerConfig::failure_rate", "must be in (0, 1]"));
+            return Err(ConfigError::new(
+                "BreakerConfig::failure_rate",
+                "must be in (0, 1]",
+            ));
         }
         if config.window_calls == 0 || config.window_calls > 100_000 {
-            return Err(ConfigError::new("BreakerConfig::window_calls", "must be in 1..=100000"));
+            return Err(ConfigError::new(
+                "BreakerConfig::window_calls",
+                "must be in 1..=100000",
+            ));
         }
         if config.window_duration.is_zero() {
-            return Err(ConfigError::new("BreakerConfig::window_duration", "must be > 0"));
+            return Err(ConfigError::new(
+                "BreakerConfig::window_duration",
+                "must be > 0",
+            ));
         }
         if config.minimum_calls == 0 || config.minimum_calls > config.window_calls {
             return Err(ConfigError::new(
@@ -194,15 +214,28 @@ impl CircuitBreaker {
             ));
         }
         if config.open_duration.is_zero() {
-            return Err(ConfigError::new("BreakerConfig::open_duration", "must be > 0"));
+            return Err(ConfigError::new(
+                "BreakerConfig::open_duration",
+                "must be > 0",
+            ));
         }
         if config.half_open_max_probes == 0 {
-            return Err(ConfigError::new("BreakerConfig::half_open_max_probes", "must be >= 1"));
+            return Err(ConfigError::new(
+                "BreakerConfig::half_open_max_probes",
+                "must be >= 1",
+            ));
         }
         if config.close_after_successes == 0 {
-            return Err(ConfigError::new("BreakerConfig::close_after_successes", "must be >= 1"));
+            return Err(ConfigError::new(
+                "BreakerConfig::close_after_successes",
+                "must be >= 1",
+            ));
         }
-        let slots = if config.failure_rate.is_some() { config.window_calls as usize } else { 0 };
+        let slots = if config.failure_rate.is_some() {
+            config.window_calls as usize
+        } else {
+            0
+        };
         Ok(Self {
             inner: Arc::new(Shared {
                 origin: Instant::now(),
@@ -210,9 +243,14 @@ impl CircuitBreaker {
                 consecutive: AtomicU32::new(0),
                 open_until: AtomicU64::new(0),
                 slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
-                cursor: AtomicU64::new(0),
-                control: Mutex::new(Control { epoch: 0, in_flight: 0, successes: 0 }),
+                cursor: Padded(AtomicU64::new(0)),
+                control: Mutex::new(Control {
+                    epoch: 0,
+                    in_flight: 0,
+                    successes: 0,
+                }),
                 listeners: Mutex::new(Vec::new()),
+                metrics: BreakerMetrics::new(),
                 config,
             }),
         })
@@ -239,7 +277,9 @@ impl CircuitBreaker {
         let s = &*self.inner;
         match s.state.load(Ordering::Acquire) {
             CLOSED => BreakerState::Closed,
-            OPEN => BreakerState::Open { retry_in: s.retry_in(s.nanos(now)) },
+            OPEN => BreakerState::Open {
+                retry_in: s.retry_in(s.nanos(now)),
+            },
             _ => BreakerState::HalfOpen,
         }
     }
@@ -262,10 +302,14 @@ impl CircuitBreaker {
         let s = &*self.inner;
         let now_ns = s.nanos(now);
         match s.state.load(Ordering::Acquire) {
-            CLOSED => Ok(BreakerPermit { shared: s, kind: PermitKind::Closed, at: now_ns }),
-            OPEN if now_ns < s.open_until.load(Ordering::Acquire) => {
-                Err(BreakerOpen { retry_in: s.retry_in(now_ns) })
-            }
+            CLOSED => Ok(BreakerPermit {
+                shared: s,
+                kind: PermitKind::Closed,
+                at: now_ns,
+            }),
+            OPEN if now_ns < s.open_until.load(Ordering::Acquire) => Err(BreakerOpen {
+                retry_in: s.retry_in(now_ns),
+            }),
             _ => s.acquire_slow(now_ns),
         }
     }
@@ -281,7 +325,11 @@ impl Shared {
     }
 
     fn retry_in(&self, now_ns: u64) -> Duration {
-        Duration::from_nanos(self.open_until.load(Ordering::Acquire).saturating_sub(now_ns))
+        Duration::from_nanos(
+            self.open_until
+                .load(Ordering::Acquire)
+                .saturating_sub(now_ns),
+        )
     }
 
     #[cold]
@@ -290,10 +338,14 @@ impl Shared {
         let result = {
             let mut ctl = lock(&self.control);
             match self.state.load(Ordering::Acquire) {
-                CLOSED => Ok(BreakerPermit { shared: self, kind: PermitKind::Closed, at: now_ns }),
-                OPEN if now_ns < self.open_until.load(Ordering::Acquire) => {
-                    Err(BreakerOpen { retry_in: self.retry_in(now_ns) })
-                }
+                CLOSED => Ok(BreakerPermit {
+                    shared: self,
+                    kind: PermitKind::Closed,
+                    at: now_ns,
+                }),
+                OPEN if now_ns < self.open_until.load(Ordering::Acquire) => Err(BreakerOpen {
+                    retry_in: self.retry_in(now_ns),
+                }),
                 state => {
                     if state == OPEN {
                         ctl.epoch += 1;
@@ -301,7 +353,9 @@ impl Shared {
                         ctl.successes = 0;
                         self.state.store(HALF_OPEN, Ordering::Release);
                         transition = Some((
-                            BreakerState::Open { retry_in: Duration::ZERO },
+                            BreakerState::Open {
+                                retry_in: Duration::ZERO,
+                            },
                             BreakerState::HalfOpen,
                         ));
                     }
@@ -313,7 +367,9 @@ impl Shared {
                             at: now_ns,
                         })
                     } else {
-                        Err(BreakerOpen { retry_in: Duration::ZERO })
+                        Err(BreakerOpen {
+                            retry_in: Duration::ZERO,
+                        })
                     }
                 }
             }
@@ -336,7 +392,7 @@ impl Shared {
 
     #[inline]
     fn record(&self, at: u64, outcome: u64) {
-        let i = self.cursor.fetch_add(1, Ordering::Relaxed) % self.slots.len() as u64;
+        let i = self.cursor.0.fetch_add(1, Ordering::Relaxed) % self.slots.len() as u64;
         self.slots[i as usize].store((at << 2) | outcome, Ordering::Relaxed);
     }
 
@@ -344,11 +400,17 @@ impl Shared {
         if self.state.load(Ordering::Acquire) != CLOSED {
             return;
         }
-        let consecutive = self.consecutive.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let consecutive = self
+            .consecutive
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
         if !self.slots.is_empty() {
             self.record(now_ns, SLOT_FAILURE);
         }
-        let trip = self.config.consecutive_failures.is_some_and(|n| consecutive >= n)
+        let trip = self
+            .config
+            .consecutive_failures
+            .is_some_and(|n| consecutive >= n)
             || self.rate_exceeded(now_ns);
         if trip {
             self.open(CLOSED, now_ns);
@@ -356,7 +418,9 @@ impl Shared {
     }
 
     fn rate_exceeded(&self, now_ns: u64) -> bool {
-        let Some(threshold) = self.config.failure_rate else { return false };
+        let Some(threshold) = self.config.failure_rate else {
+            return false;
+        };
         let window = u64::try_from(self.config.window_duration.as_nanos()).unwrap_or(u64::MAX);
         let oldest = now_ns.saturating_sub(window);
         let (mut total, mut failures) = (0u32, 0u32);
@@ -377,13 +441,22 @@ impl Shared {
             if self.state.load(Ordering::Acquire) != from {
                 return;
             }
-            let open_ns =
-                u64::try_from(self.config.open_duration.as_nanos()).unwrap_or(u64::MAX);
-            self.open_until.store(now_ns.saturating_add(open_ns), Ordering::Release);
+            let open_ns = u64::try_from(self.config.open_duration.as_nanos()).unwrap_or(u64::MAX);
+            self.open_until
+                .store(now_ns.saturating_add(open_ns), Ordering::Release);
             self.state.store(OPEN, Ordering::Release);
         }
-        let from = if from == CLOSED { BreakerState::Closed } else { BreakerState::HalfOpen };
-        self.notify(from, BreakerState::Open { retry_in: self.config.open_duration });
+        let from = if from == CLOSED {
+            BreakerState::Closed
+        } else {
+            BreakerState::HalfOpen
+        };
+        self.notify(
+            from,
+            BreakerState::Open {
+                retry_in: self.config.open_duration,
+            },
+        );
     }
 
     fn probe_done(&self, epoch: u64, outcome: Option<bool>, now_ns: u64) {
@@ -422,9 +495,13 @@ impl Shared {
     #[cold]
     fn notify(&self, from: BreakerState, to: BreakerState) {
         let name: &str = &self.config.name;
-        observe::breaker_transition(&self.config.name, from, to);
+        self.metrics.transition(&self.config.name, from, to);
         let listeners = lock(&self.listeners).clone();
-        let event = Event::BreakerTransition { breaker: name, from, to };
+        let event = Event::BreakerTransition {
+            breaker: name,
+            from,
+            to,
+        };
         for l in &listeners {
             l(&event);
         }
@@ -498,7 +575,9 @@ impl Drop for BreakerPermit<'_> {
 
 impl fmt::Debug for BreakerPermit<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BreakerPermit").field("kind", &self.kind).finish()
+        f.debug_struct("BreakerPermit")
+            .field("kind", &self.kind)
+            .finish()
     }
 }
 

@@ -51,8 +51,16 @@ fn open_fails_fast_saying_when_it_will_probe() {
     fail(&b, t0);
     let err = b.try_acquire_at(t0 + ms(400)).unwrap_err();
     assert_eq!(err, BreakerOpen { retry_in: ms(600) });
-    assert_eq!(b.state_at(t0 + ms(999)), BreakerState::Open { retry_in: ms(1) });
-    assert_eq!(b.state_at(t0 + ms(1500)), BreakerState::Open { retry_in: Duration::ZERO });
+    assert_eq!(
+        b.state_at(t0 + ms(999)),
+        BreakerState::Open { retry_in: ms(1) }
+    );
+    assert_eq!(
+        b.state_at(t0 + ms(1500)),
+        BreakerState::Open {
+            retry_in: Duration::ZERO
+        }
+    );
 }
 
 #[test]
@@ -64,7 +72,12 @@ fn half_open_limits_probes_and_closes_after_k_successes() {
     assert!(p1.is_probe());
     assert_eq!(b.state_at(t1), BreakerState::HalfOpen);
     let p2 = b.try_acquire_at(t1).unwrap();
-    assert_eq!(b.try_acquire_at(t1).unwrap_err(), BreakerOpen { retry_in: Duration::ZERO });
+    assert_eq!(
+        b.try_acquire_at(t1).unwrap_err(),
+        BreakerOpen {
+            retry_in: Duration::ZERO
+        }
+    );
     p1.success();
     assert_eq!(b.state_at(t1), BreakerState::HalfOpen);
     // The freed slot admits one more probe.
@@ -85,10 +98,16 @@ fn probe_failure_reopens_for_another_open_duration() {
     let probe = b.try_acquire_at(t1).unwrap();
     let other = b.try_acquire_at(t1).unwrap();
     probe.failure_at(t1 + ms(10));
-    assert_eq!(b.state_at(t1 + ms(10)), BreakerState::Open { retry_in: ms(1000) });
+    assert_eq!(
+        b.state_at(t1 + ms(10)),
+        BreakerState::Open { retry_in: ms(1000) }
+    );
     // A stale probe outcome from the previous half-open period is ignored.
     other.success();
-    assert_eq!(b.state_at(t1 + ms(10)), BreakerState::Open { retry_in: ms(1000) });
+    assert_eq!(
+        b.state_at(t1 + ms(10)),
+        BreakerState::Open { retry_in: ms(1000) }
+    );
     let t2 = t1 + ms(1010);
     succeed(&b, t2);
     succeed(&b, t2);
@@ -97,7 +116,10 @@ fn probe_failure_reopens_for_another_open_duration() {
 
 #[test]
 fn dropped_probe_frees_its_slot_without_counting() {
-    let (b, t0) = breaker(BreakerConfig { half_open_max_probes: 1, ..consecutive_only(1) });
+    let (b, t0) = breaker(BreakerConfig {
+        half_open_max_probes: 1,
+        ..consecutive_only(1)
+    });
     fail(&b, t0);
     let t1 = t0 + ms(1000);
     let probe = b.try_acquire_at(t1).unwrap();
@@ -125,7 +147,10 @@ fn failure_rate_needs_minimum_calls() {
     }
     assert_eq!(b.state_at(t0), BreakerState::Closed, "19 calls < minimum");
     fail(&b, t0);
-    assert!(matches!(b.state_at(t0), BreakerState::Open { .. }), "10/20 failed");
+    assert!(
+        matches!(b.state_at(t0), BreakerState::Open { .. }),
+        "10/20 failed"
+    );
 }
 
 #[test]
@@ -147,9 +172,16 @@ fn failure_rate_window_is_bounded_by_count() {
     for _ in 0..4 {
         fail(&b, t0);
     }
-    assert_eq!(b.state_at(t0), BreakerState::Closed, "4 of the last 10 failed");
+    assert_eq!(
+        b.state_at(t0),
+        BreakerState::Closed,
+        "4 of the last 10 failed"
+    );
     fail(&b, t0);
-    assert!(matches!(b.state_at(t0), BreakerState::Open { .. }), "5 of the last 10 failed");
+    assert!(
+        matches!(b.state_at(t0), BreakerState::Open { .. }),
+        "5 of the last 10 failed"
+    );
 }
 
 #[test]
@@ -173,9 +205,16 @@ fn failure_rate_window_is_bounded_by_time() {
     fail(&b, t1);
     assert_eq!(b.state_at(t1), BreakerState::Closed);
     fail(&b, t1);
-    assert_eq!(b.state_at(t1), BreakerState::Closed, "2 of 5 recent calls failed");
+    assert_eq!(
+        b.state_at(t1),
+        BreakerState::Closed,
+        "2 of 5 recent calls failed"
+    );
     fail(&b, t1);
-    assert!(matches!(b.state_at(t1), BreakerState::Open { .. }), "3 of 6 recent calls failed");
+    assert!(
+        matches!(b.state_at(t1), BreakerState::Open { .. }),
+        "3 of 6 recent calls failed"
+    );
 }
 
 #[test]
@@ -185,7 +224,10 @@ fn closed_permit_outcome_after_opening_is_ignored() {
     fail(&b, t0);
     late.failure_at(t0 + ms(500));
     // The open period was not extended by the late failure.
-    assert_eq!(b.state_at(t0 + ms(500)), BreakerState::Open { retry_in: ms(500) });
+    assert_eq!(
+        b.state_at(t0 + ms(500)),
+        BreakerState::Open { retry_in: ms(500) }
+    );
 }
 
 #[test]
@@ -212,12 +254,17 @@ fn closing_clears_the_window() {
 
 #[test]
 fn listener_sees_every_transition_in_order() {
-    let (b, t0) = breaker(BreakerConfig { close_after_successes: 1, ..consecutive_only(1) });
+    let (b, t0) = breaker(BreakerConfig {
+        close_after_successes: 1,
+        ..consecutive_only(1)
+    });
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     b.add_listener(Arc::new(move |e: &Event<'_>| {
         if let Event::BreakerTransition { breaker, from, to } = e {
-            sink.lock().unwrap().push((breaker.to_string(), from.as_str(), to.as_str()));
+            sink.lock()
+                .unwrap()
+                .push((breaker.to_string(), from.as_str(), to.as_str()));
         }
     }));
     fail(&b, t0);
@@ -242,7 +289,10 @@ fn listener_sees_every_transition_in_order() {
 
 #[test]
 fn concurrent_probes_are_limited() {
-    let (b, t0) = breaker(BreakerConfig { half_open_max_probes: 3, ..consecutive_only(1) });
+    let (b, t0) = breaker(BreakerConfig {
+        half_open_max_probes: 3,
+        ..consecutive_only(1)
+    });
     fail(&b, t0);
     let t1 = t0 + ms(1000);
     let granted = AtomicU32::new(0);
@@ -293,30 +343,66 @@ fn config_is_validated() {
     let bad = |c: BreakerConfig| CircuitBreaker::new(c).unwrap_err().setting();
     let d = BreakerConfig::default;
     assert_eq!(
-        bad(BreakerConfig { consecutive_failures: Some(0), ..d() }),
+        bad(BreakerConfig {
+            consecutive_failures: Some(0),
+            ..d()
+        }),
         "BreakerConfig::consecutive_failures"
     );
-    assert_eq!(bad(BreakerConfig { failure_rate: Some(0.0), ..d() }), "BreakerConfig::failure_rate");
     assert_eq!(
-        bad(BreakerConfig { failure_rate: Some(f64::NAN), ..d() }),
+        bad(BreakerConfig {
+            failure_rate: Some(0.0),
+            ..d()
+        }),
         "BreakerConfig::failure_rate"
     );
-    assert_eq!(bad(BreakerConfig { window_calls: 0, ..d() }), "BreakerConfig::window_calls");
     assert_eq!(
-        bad(BreakerConfig { window_duration: Duration::ZERO, ..d() }),
+        bad(BreakerConfig {
+            failure_rate: Some(f64::NAN),
+            ..d()
+        }),
+        "BreakerConfig::failure_rate"
+    );
+    assert_eq!(
+        bad(BreakerConfig {
+            window_calls: 0,
+            ..d()
+        }),
+        "BreakerConfig::window_calls"
+    );
+    assert_eq!(
+        bad(BreakerConfig {
+            window_duration: Duration::ZERO,
+            ..d()
+        }),
         "BreakerConfig::window_duration"
     );
-    assert_eq!(bad(BreakerConfig { minimum_calls: 101, ..d() }), "BreakerConfig::minimum_calls");
     assert_eq!(
-        bad(BreakerConfig { open_duration: Duration::ZERO, ..d() }),
+        bad(BreakerConfig {
+            minimum_calls: 101,
+            ..d()
+        }),
+        "BreakerConfig::minimum_calls"
+    );
+    assert_eq!(
+        bad(BreakerConfig {
+            open_duration: Duration::ZERO,
+            ..d()
+        }),
         "BreakerConfig::open_duration"
     );
     assert_eq!(
-        bad(BreakerConfig { half_open_max_probes: 0, ..d() }),
+        bad(BreakerConfig {
+            half_open_max_probes: 0,
+            ..d()
+        }),
         "BreakerConfig::half_open_max_probes"
     );
     assert_eq!(
-        bad(BreakerConfig { close_after_successes: 0, ..d() }),
+        bad(BreakerConfig {
+            close_after_successes: 0,
+            ..d()
+        }),
         "BreakerConfig::close_after_successes"
     );
 }

@@ -1,23 +1,4 @@
 //! Retry budget: a token bucket shared by every clone of a policy, across tasks and threads.
-//!
-//! # Design
-//! - A retry costs one token; a successful call deposits [`RetryBudgetConfig::retry_ratio`]
-//!   tokens (default 0.1). Over time retries are therefore bounded by 10 % of successful
-//!   traffic: Google SRE's rule ("retries < 10 % of requests") and the amplification target
-//!   `attempts / calls <= 1.1`. Finagle deposits 20 %; AWS's standard quota (success refunds 1,
-//!   retry costs 5) is also 20 % in steady state. We chose the stricter SRE figure because a
-//!   Redis client sends many small requests and 10 % already absorbs the usual blips.
-//! - A floor refills [`RetryBudgetConfig::min_retries_per_sec`] tokens per second (default 10,
-//!   Finagle's floor) up to one second's worth, so a low-traffic client can still retry. The
-//!   bucket starts with that one second's worth.
-//! - The balance is capped at [`RetryBudgetConfig::max_tokens`] (default 100, the same number
-//!   of retries as AWS's 500-token quota at 5 tokens a retry), so a long healthy period cannot
-//!   bank an unbounded burst of retries for the next outage. Unlike gRPC's throttling (retry only
-//!   while tokens > half, failure costs 1), a failure itself costs nothing here: only the retry
-//!   that follows it does, which is what multiplies load.
-//! - Lock-free: two `AtomicU64`s (milli-tokens and the last floor refill). A deposit into a full
-//!   bucket is a single relaxed load, so the success path does not bounce a cache line between
-//!   threads. Time is read from `tokio::time::Instant`, so paused-time tests control the floor.
 
 use std::fmt;
 use std::sync::Arc;
@@ -31,8 +12,8 @@ const MILLI: u64 = 1000;
 /// One retry costs one token.
 const RETRY_COST: u64 = MILLI;
 
-/// Settings of a [`RetryBudget`]. See the [module docs](self) for the reasoning behind the
-/// defaults.
+/// Settings of a [`RetryBudget`]. See [`RetryBudget`]'s `# Design` section for the reasoning
+/// behind the defaults.
 ///
 /// # Default
 /// `retry_ratio = 0.1`, `min_retries_per_sec = 10.0`, `max_tokens = 100`.
@@ -49,11 +30,34 @@ pub struct RetryBudgetConfig {
 
 impl Default for RetryBudgetConfig {
     fn default() -> Self {
-        Self { retry_ratio: 0.1, min_retries_per_sec: 10.0, max_tokens: 100 }
+        Self {
+            retry_ratio: 0.1,
+            min_retries_per_sec: 10.0,
+            max_tokens: 100,
+        }
     }
 }
 
 /// A retry budget (token bucket). Cheap to clone: clones share one bucket.
+///
+/// # Design
+/// - A retry costs one token; a successful call deposits [`RetryBudgetConfig::retry_ratio`]
+///   tokens (default 0.1). Over time retries are therefore bounded by 10 % of successful
+///   traffic: Google SRE's rule ("retries < 10 % of requests") and the amplification target
+///   `attempts / calls <= 1.1`. Finagle deposits 20 %; AWS's standard quota (success refunds 1,
+///   retry costs 5) is also 20 % in steady state. We chose the stricter SRE figure because a
+///   Redis client sends many small requests and 10 % already absorbs the usual blips.
+/// - A floor refills [`RetryBudgetConfig::min_retries_per_sec`] tokens per second (default 10,
+///   Finagle's floor) up to one second's worth, so a low-traffic client can still retry. The
+///   bucket starts with that one second's worth.
+/// - The balance is capped at [`RetryBudgetConfig::max_tokens`] (default 100, the same number
+///   of retries as AWS's 500-token quota at 5 tokens a retry), so a long healthy period cannot
+///   bank an unbounded burst of retries for the next outage. Unlike gRPC's throttling (retry only
+///   while tokens > half, failure costs 1), a failure itself costs nothing here: only the retry
+///   that follows it does, which is what multiplies load.
+/// - Lock-free: two `AtomicU64`s (milli-tokens and the last floor refill). A deposit into a full
+///   bucket is a single relaxed load, so the success path does not bounce a cache line between
+///   threads. Time is read from `tokio::time::Instant`, so paused-time tests control the floor.
 ///
 /// # Behavior
 /// - [`RetryBudget::try_withdraw`] takes one token for one retry, or returns `false` when the
@@ -98,7 +102,10 @@ impl RetryBudget {
     /// finite, `max_tokens == 0`.
     pub fn new(config: RetryBudgetConfig) -> Result<Self, ConfigError> {
         if !(0.0..=1.0).contains(&config.retry_ratio) {
-            return Err(ConfigError::new("RetryBudgetConfig::retry_ratio", "must be in [0, 1]"));
+            return Err(ConfigError::new(
+                "RetryBudgetConfig::retry_ratio",
+                "must be in [0, 1]",
+            ));
         }
         if !config.min_retries_per_sec.is_finite() || config.min_retries_per_sec < 0.0 {
             return Err(ConfigError::new(
@@ -107,7 +114,10 @@ impl RetryBudget {
             ));
         }
         if config.max_tokens == 0 {
-            return Err(ConfigError::new("RetryBudgetConfig::max_tokens", "must be >= 1"));
+            return Err(ConfigError::new(
+                "RetryBudgetConfig::max_tokens",
+                "must be >= 1",
+            ));
         }
         let max = u64::from(config.max_tokens) * MILLI;
         let floor_cap = if config.min_retries_per_sec > 0.0 {
@@ -181,8 +191,8 @@ impl Inner {
         if self.floor_cap == 0 {
             return;
         }
-        let now_ns =
-            u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX);
+        let now_ns = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX);
         let last = self.last_refill.load(Ordering::Acquire);
         if now_ns <= last {
             return;
@@ -201,9 +211,11 @@ impl Inner {
             return; // another thread credited this interval
         }
         let cap = self.floor_cap;
-        let _ = self.tokens.fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
-            (t < cap).then(|| t.saturating_add(add).min(cap))
-        });
+        let _ = self
+            .tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t < cap).then(|| t.saturating_add(add).min(cap))
+            });
     }
 }
 
@@ -213,7 +225,11 @@ impl fmt::Debug for RetryBudget {
             .field("config", &self.inner.config)
             .field(
                 "tokens",
-                &(self.inner.tokens.load(Ordering::Relaxed).min(self.inner.max) as f64
+                &(self
+                    .inner
+                    .tokens
+                    .load(Ordering::Relaxed)
+                    .min(self.inner.max) as f64
                     / MILLI as f64),
             )
             .finish()
@@ -320,19 +336,31 @@ mod tests {
     fn config_is_validated() {
         let bad = |c: RetryBudgetConfig| RetryBudget::new(c).unwrap_err().setting();
         assert_eq!(
-            bad(RetryBudgetConfig { retry_ratio: 1.5, ..Default::default() }),
+            bad(RetryBudgetConfig {
+                retry_ratio: 1.5,
+                ..Default::default()
+            }),
             "RetryBudgetConfig::retry_ratio"
         );
         assert_eq!(
-            bad(RetryBudgetConfig { retry_ratio: f64::NAN, ..Default::default() }),
+            bad(RetryBudgetConfig {
+                retry_ratio: f64::NAN,
+                ..Default::default()
+            }),
             "RetryBudgetConfig::retry_ratio"
         );
         assert_eq!(
-            bad(RetryBudgetConfig { min_retries_per_sec: -1.0, ..Default::default() }),
+            bad(RetryBudgetConfig {
+                min_retries_per_sec: -1.0,
+                ..Default::default()
+            }),
             "RetryBudgetConfig::min_retries_per_sec"
         );
         assert_eq!(
-            bad(RetryBudgetConfig { max_tokens: 0, ..Default::default() }),
+            bad(RetryBudgetConfig {
+                max_tokens: 0,
+                ..Default::default()
+            }),
             "RetryBudgetConfig::max_tokens"
         );
     }

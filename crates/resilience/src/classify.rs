@@ -54,19 +54,31 @@ impl Classification {
     /// A retryable server failure that did not apply: `Retry`, `may_have_applied = false`,
     /// `server_fault = true`.
     pub fn retry() -> Self {
-        Self { action: RetryAction::Retry, may_have_applied: false, server_fault: true }
+        Self {
+            action: RetryAction::Retry,
+            may_have_applied: false,
+            server_fault: true,
+        }
     }
 
     /// A throttling reply with a server hint: `RetryAfter(hint)`, `may_have_applied = false`,
     /// `server_fault = false` (throttling does not trip the breaker).
     pub fn retry_after(hint: Duration) -> Self {
-        Self { action: RetryAction::RetryAfter(hint), may_have_applied: false, server_fault: false }
+        Self {
+            action: RetryAction::RetryAfter(hint),
+            may_have_applied: false,
+            server_fault: false,
+        }
     }
 
     /// A permanent failure: `DoNotRetry`, `may_have_applied = false`, `server_fault = false`
     /// (a user error). Use [`Classification::server_fault`] for a permanent server failure.
     pub fn fail() -> Self {
-        Self { action: RetryAction::DoNotRetry, may_have_applied: false, server_fault: false }
+        Self {
+            action: RetryAction::DoNotRetry,
+            may_have_applied: false,
+            server_fault: false,
+        }
     }
 
     /// Marks the failed attempt as possibly applied (the outcome is unknown).
@@ -92,7 +104,11 @@ mod tests {
     fn constructors_set_documented_flags() {
         assert_eq!(
             Classification::retry(),
-            Classification { action: RetryAction::Retry, may_have_applied: false, server_fault: true }
+            Classification {
+                action: RetryAction::Retry,
+                may_have_applied: false,
+                server_fault: true
+            }
         );
         let hint = Duration::from_millis(250);
         assert_eq!(

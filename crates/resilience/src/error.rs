@@ -17,7 +17,10 @@ pub struct ConfigError {
 impl ConfigError {
     /// Creates an error for `setting` explaining `reason`.
     pub fn new(setting: &'static str, reason: impl Into<Cow<'static, str>>) -> Self {
-        Self { setting, reason: reason.into() }
+        Self {
+            setting,
+            reason: reason.into(),
+        }
     }
 
     /// The name of the rejected setting, e.g. `"Backoff::exponential::multiplier"`.

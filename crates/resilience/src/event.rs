@@ -65,14 +65,25 @@ pub enum Event<'a> {
 impl fmt::Debug for Event<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::Retry { policy, attempt, delay, error } => f
+            Event::Retry {
+                policy,
+                attempt,
+                delay,
+                error,
+            } => f
                 .debug_struct("Retry")
                 .field("policy", policy)
                 .field("attempt", attempt)
                 .field("delay", delay)
                 .field("error", &format_args!("{error}"))
                 .finish(),
-            Event::GiveUp { policy, reason, attempts, may_have_applied, error } => f
+            Event::GiveUp {
+                policy,
+                reason,
+                attempts,
+                may_have_applied,
+                error,
+            } => f
                 .debug_struct("GiveUp")
                 .field("policy", policy)
                 .field("reason", reason)

@@ -15,7 +15,8 @@ use rand::rngs::SmallRng;
 use tokio::time::Instant;
 
 use crate::event::{Event, Listener};
-use crate::{Backoff, CircuitBreaker, Classification, ConfigError, RetryAction, RetryBudget, observe};
+use crate::observe::PolicyMetrics;
+use crate::{Backoff, CircuitBreaker, Classification, ConfigError, RetryAction, RetryBudget};
 
 /// Settings of a [`RetryPolicy`]: plain data; per-call state lives in the call.
 ///
@@ -86,7 +87,8 @@ pub struct Attempt {
 impl Attempt {
     /// Time left before [`Attempt::deadline`] (zero if passed); `None` if there is no deadline.
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
     }
 }
 
@@ -115,6 +117,21 @@ pub enum GiveUp {
 }
 
 impl GiveUp {
+    /// Number of variants (for per-reason metric handles).
+    pub(crate) const KINDS: usize = 7;
+
+    pub(crate) fn index(&self) -> usize {
+        match self {
+            GiveUp::NotRetryable => 0,
+            GiveUp::AttemptsExhausted => 1,
+            GiveUp::DeadlineExceeded => 2,
+            GiveUp::BudgetExhausted => 3,
+            GiveUp::BreakerOpen { .. } => 4,
+            GiveUp::AmbiguousNotIdempotent => 5,
+            GiveUp::AttemptTimedOut => 6,
+        }
+    }
+
     /// A stable snake-case name (the `reason` metric label).
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -171,7 +188,11 @@ impl<E> RetryError<E> {
 
 impl<E: fmt::Display> fmt::Display for RetryError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "gave up after {} attempt(s): {}", self.attempts, self.reason)?;
+        write!(
+            f,
+            "gave up after {} attempt(s): {}",
+            self.attempts, self.reason
+        )?;
         if self.may_have_applied && self.reason != GiveUp::AmbiguousNotIdempotent {
             f.write_str(" (an attempt may have been applied)")?;
         }
@@ -184,7 +205,9 @@ impl<E: fmt::Display> fmt::Display for RetryError<E> {
 
 impl<E: std::error::Error + 'static> std::error::Error for RetryError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.error.as_ref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.error
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -252,6 +275,10 @@ struct Inner {
     seed: u64,
     /// Calls that needed randomness so far; with `seed` it derives each call's RNG.
     rng_calls: AtomicU64,
+    /// Whether a call must read the clock before its first attempt (deadline, attempt timeout
+    /// or breaker). Without any of them the success path reads no clock.
+    needs_clock: bool,
+    metrics: PolicyMetrics,
 }
 
 impl Inner {
@@ -263,6 +290,8 @@ impl Inner {
             listener: self.listener.clone(),
             seed: self.seed,
             rng_calls: AtomicU64::new(self.rng_calls.load(Ordering::Relaxed)),
+            needs_clock: self.needs_clock,
+            metrics: PolicyMetrics::new(),
         }
     }
 }
@@ -292,7 +321,10 @@ impl RetryPolicy {
     /// `reject_hint_above < max_hint`.
     pub fn new(config: RetryConfig) -> Result<Self, ConfigError> {
         if config.max_attempts == 0 {
-            return Err(ConfigError::new("RetryConfig::max_attempts", "must be >= 1"));
+            return Err(ConfigError::new(
+                "RetryConfig::max_attempts",
+                "must be >= 1",
+            ));
         }
         if config.deadline.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::new(
@@ -307,16 +339,21 @@ impl RetryPolicy {
             ));
         }
         if config.reject_hint_above < config.max_hint {
-            return Err(ConfigError::new("RetryConfig::reject_hint_above", "must be >= max_hint"));
+            return Err(ConfigError::new(
+                "RetryConfig::reject_hint_above",
+                "must be >= max_hint",
+            ));
         }
         Ok(Self {
             inner: Arc::new(Inner {
-                config,
                 budget: None,
                 breaker: None,
                 listener: None,
                 seed: os_seed(),
                 rng_calls: AtomicU64::new(0),
+                needs_clock: config.deadline.is_some() || config.attempt_timeout.is_some(),
+                metrics: PolicyMetrics::new(),
+                config,
             }),
         })
     }
@@ -324,7 +361,9 @@ impl RetryPolicy {
     fn modify(self, f: impl FnOnce(&mut Inner)) -> Self {
         let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| shared.duplicate());
         f(&mut inner);
-        Self { inner: Arc::new(inner) }
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     /// Shares `budget` with this policy (and with every other holder of the budget).
@@ -342,6 +381,7 @@ impl RetryPolicy {
                 breaker.add_listener(l.clone());
             }
             i.breaker = Some(breaker);
+            i.needs_clock = true;
         })
     }
 
@@ -402,8 +442,13 @@ impl RetryPolicy {
     {
         let inner = &*self.inner;
         let config = &inner.config;
-        let mut now = Instant::now();
-        let call_deadline = config.deadline.map(|d| now.checked_add(d).unwrap_or_else(far_future));
+        // `now` is read only if something needs it before the first attempt; after a failure
+        // it is always read.
+        let mut now = inner.needs_clock.then(Instant::now);
+        let call_deadline = match (config.deadline, now) {
+            (Some(d), Some(start)) => Some(start.checked_add(d).unwrap_or_else(far_future)),
+            _ => None,
+        };
         let mut attempts = 0u32;
         let mut may_have_applied = false;
         let mut previous: Option<Duration> = None;
@@ -413,12 +458,14 @@ impl RetryPolicy {
         loop {
             let permit = match &inner.breaker {
                 None => None,
-                Some(breaker) => match breaker.try_acquire_at(now) {
+                Some(breaker) => match breaker.try_acquire_at(now.unwrap_or_else(Instant::now)) {
                     Ok(permit) => Some(permit),
                     Err(open) => {
                         // On a retry, report the previous attempt's error.
                         return Err(self.give_up(
-                            GiveUp::BreakerOpen { retry_in: open.retry_in },
+                            GiveUp::BreakerOpen {
+                                retry_in: open.retry_in,
+                            },
                             last_error,
                             attempts,
                             may_have_applied,
@@ -427,9 +474,15 @@ impl RetryPolicy {
                 },
             };
             attempts += 1;
-            let timeout = config.attempt_timeout.map(|t| now.checked_add(t).unwrap_or_else(far_future));
+            let timeout = match (config.attempt_timeout, now) {
+                (Some(t), Some(now)) => Some(now.checked_add(t).unwrap_or_else(far_future)),
+                _ => None,
+            };
             let deadline = earliest(call_deadline, timeout);
-            let fut = op(Attempt { number: attempts, deadline });
+            let fut = op(Attempt {
+                number: attempts,
+                deadline,
+            });
             let outcome = match deadline {
                 None => Some(fut.await),
                 Some(deadline) => run_until(deadline, fut).await,
@@ -447,32 +500,43 @@ impl RetryPolicy {
                 }
                 Some(Err(error)) => {
                     let c = classify(&error);
-                    now = Instant::now();
+                    let at = Instant::now();
+                    now = Some(at);
                     if let Some(permit) = permit
                         && c.server_fault
                     {
-                        permit.failure_at(now);
+                        permit.failure_at(at);
                     }
                     last_error = Some(error);
-                    Failure { action: c.action, may_have_applied: c.may_have_applied, cut: false }
+                    Failure {
+                        action: c.action,
+                        may_have_applied: c.may_have_applied,
+                        cut: false,
+                    }
                 }
                 None => {
-                    now = Instant::now();
+                    let at = Instant::now();
+                    now = Some(at);
                     if let Some(permit) = permit {
-                        permit.failure_at(now);
+                        permit.failure_at(at);
                     }
                     last_error = None;
-                    Failure { action: RetryAction::Retry, may_have_applied: true, cut: true }
+                    Failure {
+                        action: RetryAction::Retry,
+                        may_have_applied: true,
+                        cut: true,
+                    }
                 }
             };
             may_have_applied |= failure.may_have_applied;
+            let now_at = now.unwrap_or_else(Instant::now);
 
             let past_deadline = |at: Option<Instant>| match (at, call_deadline) {
                 (_, None) => false,
                 (None, Some(_)) => true,
                 (Some(at), Some(deadline)) => at >= deadline,
             };
-            let stop = if failure.cut && past_deadline(Some(now)) {
+            let stop = if failure.cut && past_deadline(Some(now_at)) {
                 Some(GiveUp::DeadlineExceeded)
             } else if failure.action == RetryAction::DoNotRetry {
                 Some(GiveUp::NotRetryable)
@@ -482,7 +546,11 @@ impl RetryPolicy {
             {
                 Some(GiveUp::NotRetryable)
             } else if attempts >= config.max_attempts {
-                Some(if failure.cut { GiveUp::AttemptTimedOut } else { GiveUp::AttemptsExhausted })
+                Some(if failure.cut {
+                    GiveUp::AttemptTimedOut
+                } else {
+                    GiveUp::AttemptsExhausted
+                })
             } else {
                 None
             };
@@ -498,7 +566,7 @@ impl RetryPolicy {
             if let RetryAction::RetryAfter(hint) = failure.action {
                 delay = delay.max(hint.min(config.max_hint));
             }
-            let wake = now.checked_add(delay);
+            let wake = now_at.checked_add(delay);
             if past_deadline(wake) {
                 return Err(self.give_up(
                     GiveUp::DeadlineExceeded,
@@ -508,11 +576,14 @@ impl RetryPolicy {
                 ));
             }
             if let Some(budget) = &inner.budget
-                && !budget.try_withdraw_at(now)
+                && !budget.try_withdraw_at(now_at)
             {
-                observe::budget_exhausted(&config.name, attempts);
+                inner.metrics.budget_exhausted(&config.name, attempts);
                 if let Some(l) = &inner.listener {
-                    l(&Event::BudgetExhausted { policy: &config.name, attempt: attempts });
+                    l(&Event::BudgetExhausted {
+                        policy: &config.name,
+                        attempt: attempts,
+                    });
                 }
                 return Err(self.give_up(
                     GiveUp::BudgetExhausted,
@@ -526,14 +597,19 @@ impl RetryPolicy {
                 Some(e) => e,
                 None => &TimedOut,
             };
-            observe::retry(&config.name, attempts, delay, shown);
+            inner.metrics.retry(&config.name, attempts, delay, shown);
             if let Some(l) = &inner.listener {
-                l(&Event::Retry { policy: &config.name, attempt: attempts, delay, error: shown });
+                l(&Event::Retry {
+                    policy: &config.name,
+                    attempt: attempts,
+                    delay,
+                    error: shown,
+                });
             }
             // `wake` is Some: a None (overflow) would have been past any deadline, and without
             // a deadline we cap the sleep at the far future.
             tokio::time::sleep_until(wake.unwrap_or_else(far_future)).await;
-            now = Instant::now();
+            now = Some(Instant::now());
             previous = Some(delay);
         }
     }
@@ -548,7 +624,13 @@ impl RetryPolicy {
     ) -> RetryError<E> {
         let inner = &*self.inner;
         let shown = error.as_ref().map(|e| e as &dyn fmt::Display);
-        observe::give_up(&inner.config.name, reason, attempts, may_have_applied, shown);
+        inner.metrics.give_up(
+            &inner.config.name,
+            reason,
+            attempts,
+            may_have_applied,
+            shown,
+        );
         if let Some(l) = &inner.listener {
             l(&Event::GiveUp {
                 policy: &inner.config.name,
@@ -558,7 +640,12 @@ impl RetryPolicy {
                 error: shown,
             });
         }
-        RetryError { reason, error, attempts, may_have_applied }
+        RetryError {
+            reason,
+            error,
+            attempts,
+            may_have_applied,
+        }
     }
 }
 

@@ -19,7 +19,12 @@ impl fmt::Display for Boom {
 impl std::error::Error for Boom {}
 
 fn config(max_attempts: u32, backoff: Backoff) -> RetryConfig {
-    RetryConfig { max_attempts, backoff, name: "test".into(), ..RetryConfig::default() }
+    RetryConfig {
+        max_attempts,
+        backoff,
+        name: "test".into(),
+        ..RetryConfig::default()
+    }
 }
 
 fn policy(c: RetryConfig) -> RetryPolicy {
@@ -34,7 +39,10 @@ struct Log {
 
 impl Log {
     fn new() -> Self {
-        Self { start: Instant::now(), at: Mutex::new(Vec::new()) }
+        Self {
+            start: Instant::now(),
+            at: Mutex::new(Vec::new()),
+        }
     }
     fn hit(&self) -> u32 {
         let mut at = self.at.lock().unwrap();
@@ -51,15 +59,23 @@ type Events = Arc<Mutex<Vec<String>>>;
 fn recording() -> (Events, Listener) {
     let events: Events = Arc::default();
     let sink = events.clone();
-    (events, Arc::new(move |e: &Event<'_>| sink.lock().unwrap().push(format!("{e:?}"))))
+    (
+        events,
+        Arc::new(move |e: &Event<'_>| sink.lock().unwrap().push(format!("{e:?}"))),
+    )
 }
 
 #[tokio::test(start_paused = true)]
 async fn first_attempt_success_emits_nothing() {
     let (events, listener) = recording();
     let p = policy(config(3, Backoff::constant(ms(10)))).with_listener(listener);
-    let r: Result<u32, RetryError<Boom>> =
-        p.run(Idempotency::NotIdempotent, |_| Classification::retry(), |_| async { Ok(7) }).await;
+    let r: Result<u32, RetryError<Boom>> = p
+        .run(
+            Idempotency::NotIdempotent,
+            |_| Classification::retry(),
+            |_| async { Ok(7) },
+        )
+        .await;
     assert_eq!(r.unwrap(), 7);
     assert!(events.lock().unwrap().is_empty());
 }
@@ -67,7 +83,10 @@ async fn first_attempt_success_emits_nothing() {
 #[tokio::test(start_paused = true)]
 async fn retries_with_exact_backoff_until_success() {
     let log = Log::new();
-    let p = policy(config(5, Backoff::exponential(ms(10), 2.0, ms(1000)).unwrap()));
+    let p = policy(config(
+        5,
+        Backoff::exponential(ms(10), 2.0, ms(1000)).unwrap(),
+    ));
     let r = p
         .run(
             Idempotency::Idempotent,
@@ -88,10 +107,14 @@ async fn attempts_exhausted_returns_the_last_error() {
     let log = Log::new();
     let p = policy(config(3, Backoff::constant(ms(5))));
     let err = p
-        .run(Idempotency::Idempotent, |_: &Boom| Classification::retry(), |_| {
-            let n = log.hit();
-            async move { Err::<(), _>(Boom(if n == 3 { "third" } else { "earlier" })) }
-        })
+        .run(
+            Idempotency::Idempotent,
+            |_: &Boom| Classification::retry(),
+            |_| {
+                let n = log.hit();
+                async move { Err::<(), _>(Boom(if n == 3 { "third" } else { "earlier" })) }
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(err.reason, GiveUp::AttemptsExhausted);
@@ -110,10 +133,14 @@ async fn do_not_retry_stops_at_once() {
     let log = Log::new();
     let p = policy(config(5, Backoff::constant(ms(5))));
     let err = p
-        .run(Idempotency::Idempotent, |_: &Boom| Classification::fail(), |_| {
-            log.hit();
-            async { Err::<(), _>(Boom("WRONGTYPE")) }
-        })
+        .run(
+            Idempotency::Idempotent,
+            |_: &Boom| Classification::fail(),
+            |_| {
+                log.hit();
+                async { Err::<(), _>(Boom("WRONGTYPE")) }
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!((err.reason, err.attempts), (GiveUp::NotRetryable, 1));
@@ -125,10 +152,14 @@ async fn ambiguous_failure_of_non_idempotent_op_is_never_retried() {
     let log = Log::new();
     let p = policy(config(5, Backoff::constant(ms(5))));
     let err = p
-        .run(Idempotency::NotIdempotent, |_: &Boom| Classification::retry().ambiguous(), |_| {
-            log.hit();
-            async { Err::<(), _>(Boom("connection reset after write")) }
-        })
+        .run(
+            Idempotency::NotIdempotent,
+            |_: &Boom| Classification::retry().ambiguous(),
+            |_| {
+                log.hit();
+                async { Err::<(), _>(Boom("connection reset after write")) }
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(err.reason, GiveUp::AmbiguousNotIdempotent);
@@ -142,10 +173,20 @@ async fn non_idempotent_op_is_retried_when_the_failure_did_not_apply() {
     let log = Log::new();
     let p = policy(config(3, Backoff::constant(ms(5))));
     let r = p
-        .run(Idempotency::NotIdempotent, |_: &Boom| Classification::retry(), |_| {
-            let n = log.hit();
-            async move { if n == 1 { Err(Boom("connect refused")) } else { Ok(n) } }
-        })
+        .run(
+            Idempotency::NotIdempotent,
+            |_: &Boom| Classification::retry(),
+            |_| {
+                let n = log.hit();
+                async move {
+                    if n == 1 {
+                        Err(Boom("connect refused"))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            },
+        )
         .await;
     assert_eq!(r.unwrap(), 2);
 }
@@ -158,7 +199,11 @@ async fn ambiguity_sticks_across_attempts() {
         .run(
             Idempotency::Idempotent,
             |e: &Boom| {
-                if e.0 == "ambiguous" { Classification::retry().ambiguous() } else { Classification::retry() }
+                if e.0 == "ambiguous" {
+                    Classification::retry().ambiguous()
+                } else {
+                    Classification::retry()
+                }
             },
             |_| {
                 let n = log.hit();
@@ -230,10 +275,14 @@ async fn gives_up_now_when_the_next_delay_would_cross_the_deadline() {
     });
     let start = Instant::now();
     let err = p
-        .run(Idempotency::Idempotent, |_: &Boom| Classification::retry(), |_| {
-            log.hit();
-            async { Err::<(), _>(Boom("down")) }
-        })
+        .run(
+            Idempotency::Idempotent,
+            |_: &Boom| Classification::retry(),
+            |_| {
+                log.hit();
+                async { Err::<(), _>(Boom("down")) }
+            },
+        )
         .await
         .unwrap_err();
     // Attempts at 0, 20, 60; the next delay (80 ms) would end at 140 > 100: give up at 60.
@@ -251,16 +300,20 @@ async fn attempt_timeout_cuts_and_retries() {
         ..config(3, Backoff::constant(ms(10)))
     });
     let r = p
-        .run(Idempotency::Idempotent, |_: &Boom| Classification::retry(), |a| {
-            let n = log.hit();
-            assert_eq!(a.remaining(), Some(ms(50)));
-            async move {
-                if n < 3 {
-                    std::future::pending::<()>().await;
+        .run(
+            Idempotency::Idempotent,
+            |_: &Boom| Classification::retry(),
+            |a| {
+                let n = log.hit();
+                assert_eq!(a.remaining(), Some(ms(50)));
+                async move {
+                    if n < 3 {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, Boom>(n)
                 }
-                Ok::<_, Boom>(n)
-            }
-        })
+            },
+        )
         .await;
     assert_eq!(r.unwrap(), 3);
     assert_eq!(log.times(), vec![ms(0), ms(60), ms(120)]);
@@ -273,13 +326,18 @@ async fn last_attempt_cut_by_attempt_timeout() {
         ..config(2, Backoff::constant(ms(10)))
     });
     let err = p
-        .run(Idempotency::Idempotent, |_: &Boom| Classification::retry(), |_| async {
-            std::future::pending::<Result<(), Boom>>().await
-        })
+        .run(
+            Idempotency::Idempotent,
+            |_: &Boom| Classification::retry(),
+            |_| async { std::future::pending::<Result<(), Boom>>().await },
+        )
         .await
         .unwrap_err();
     assert_eq!(err.reason, GiveUp::AttemptTimedOut);
-    assert_eq!((err.attempts, err.error, err.may_have_applied), (2, None, true));
+    assert_eq!(
+        (err.attempts, err.error, err.may_have_applied),
+        (2, None, true)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -289,9 +347,11 @@ async fn cut_non_idempotent_attempt_is_ambiguous() {
         ..config(3, Backoff::constant(ms(10)))
     });
     let err = p
-        .run(Idempotency::NotIdempotent, |_: &Boom| Classification::retry(), |_| async {
-            std::future::pending::<Result<(), Boom>>().await
-        })
+        .run(
+            Idempotency::NotIdempotent,
+            |_: &Boom| Classification::retry(),
+            |_| async { std::future::pending::<Result<(), Boom>>().await },
+        )
         .await
         .unwrap_err();
     assert_eq!(err.reason, GiveUp::AmbiguousNotIdempotent);
@@ -307,10 +367,18 @@ async fn call_deadline_cuts_a_running_attempt_exactly_at_the_deadline() {
     });
     let start = Instant::now();
     let err = p
-        .run(Idempotency::Idempotent, |_: &Boom| Classification::retry(), |a| {
-            assert_eq!(a.remaining(), Some(ms(80)), "the call deadline is the earlier one");
-            async { std::future::pending::<Result<(), Boom>>().await }
-        })
+        .run(
+            Idempotency::Idempotent,
+            |_: &Boom| Classification::retry(),
+            |a| {
+                assert_eq!(
+                    a.remaining(),
+                    Some(ms(80)),
+                    "the call deadline is the earlier one"
+                );
+                async { std::future::pending::<Result<(), Boom>>().await }
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(err.reason, GiveUp::DeadlineExceeded);
@@ -320,12 +388,19 @@ async fn call_deadline_cuts_a_running_attempt_exactly_at_the_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn a_result_ready_at_the_deadline_instant_wins() {
-    let p = policy(RetryConfig { deadline: Some(ms(80)), ..config(1, Backoff::constant(ms(10))) });
+    let p = policy(RetryConfig {
+        deadline: Some(ms(80)),
+        ..config(1, Backoff::constant(ms(10)))
+    });
     let r = p
-        .run(Idempotency::Idempotent, |_: &Boom| Classification::retry(), |a| async move {
-            tokio::time::sleep_until(a.deadline.unwrap()).await;
-            Ok::<_, Boom>("made it")
-        })
+        .run(
+            Idempotency::Idempotent,
+            |_: &Boom| Classification::retry(),
+            |a| async move {
+                tokio::time::sleep_until(a.deadline.unwrap()).await;
+                Ok::<_, Boom>("made it")
+            },
+        )
         .await;
     assert_eq!(r.unwrap(), "made it");
 }
@@ -342,10 +417,14 @@ async fn open_breaker_fails_at_once_without_an_attempt() {
     let log = Log::new();
     let p = policy(config(5, Backoff::constant(ms(10)))).with_breaker(breaker.clone());
     let err = p
-        .run(Idempotency::Idempotent, |_: &Boom| Classification::retry(), |_| {
-            log.hit();
-            async { Err::<(), _>(Boom("down")) }
-        })
+        .run(
+            Idempotency::Idempotent,
+            |_: &Boom| Classification::retry(),
+            |_| {
+                log.hit();
+                async { Err::<(), _>(Boom("down")) }
+            },
+        )
         .await
         .unwrap_err();
     // Two failures open the breaker; the third attempt is refused.
@@ -353,17 +432,28 @@ async fn open_breaker_fails_at_once_without_an_attempt() {
     assert_eq!(err.attempts, 2);
     assert_eq!(err.error, Some(Boom("down")), "the last error is kept");
     let err = p
-        .run(Idempotency::Idempotent, |_: &Boom| Classification::retry(), |_| {
-            log.hit();
-            async { Ok::<(), Boom>(()) }
-        })
+        .run(
+            Idempotency::Idempotent,
+            |_: &Boom| Classification::retry(),
+            |_| {
+                log.hit();
+                async { Ok::<(), Boom>(()) }
+            },
+        )
         .await
         .unwrap_err();
-    assert_eq!((err.reason, err.attempts, err.error), (GiveUp::BreakerOpen { retry_in: ms(4990) }, 0, None));
+    assert_eq!(
+        (err.reason, err.attempts, err.error),
+        (GiveUp::BreakerOpen { retry_in: ms(4990) }, 0, None)
+    );
     assert_eq!(log.times().len(), 2);
     tokio::time::advance(Duration::from_secs(5)).await;
     let r = p
-        .run(Idempotency::Idempotent, |_: &Boom| Classification::retry(), |_| async { Ok::<_, Boom>(1) })
+        .run(
+            Idempotency::Idempotent,
+            |_: &Boom| Classification::retry(),
+            |_| async { Ok::<_, Boom>(1) },
+        )
         .await;
     assert_eq!(r.unwrap(), 1, "the probe passes");
     assert_eq!(breaker.state(), BreakerState::HalfOpen);
@@ -378,14 +468,27 @@ async fn only_server_faults_count_for_the_breaker() {
     })
     .unwrap();
     let p = policy(config(3, Backoff::constant(ms(10)))).with_breaker(breaker.clone());
-    for c in [Classification::fail(), Classification::retry_after(ms(1)), Classification::retry().server_fault(false)] {
-        let _ = p.run(Idempotency::Idempotent, |_: &Boom| c, |_| async { Err::<(), _>(Boom("x")) }).await;
+    for c in [
+        Classification::fail(),
+        Classification::retry_after(ms(1)),
+        Classification::retry().server_fault(false),
+    ] {
+        let _ = p
+            .run(
+                Idempotency::Idempotent,
+                |_: &Boom| c,
+                |_| async { Err::<(), _>(Boom("x")) },
+            )
+            .await;
     }
     assert_eq!(breaker.state(), BreakerState::Closed);
-    let _ = p.run(Idempotency::Idempotent, |_: &Boom| Classification::fail().server_fault(true), |_| async {
-        Err::<(), _>(Boom("x"))
-    })
-    .await;
+    let _ = p
+        .run(
+            Idempotency::Idempotent,
+            |_: &Boom| Classification::fail().server_fault(true),
+            |_| async { Err::<(), _>(Boom("x")) },
+        )
+        .await;
     assert!(matches!(breaker.state(), BreakerState::Open { .. }));
 }
 
@@ -400,11 +503,15 @@ async fn budget_refusal_gives_up_and_emits_events() {
         budget.deposit(); // exactly one retry's worth
     }
     let (events, listener) = recording();
-    let p = policy(config(4, Backoff::constant(ms(10)))).with_budget(budget).with_listener(listener);
+    let p = policy(config(4, Backoff::constant(ms(10))))
+        .with_budget(budget)
+        .with_listener(listener);
     let err = p
-        .run(Idempotency::Idempotent, |_: &Boom| Classification::retry(), |_| async {
-            Err::<(), _>(Boom("down"))
-        })
+        .run(
+            Idempotency::Idempotent,
+            |_: &Boom| Classification::retry(),
+            |_| async { Err::<(), _>(Boom("down")) },
+        )
         .await
         .unwrap_err();
     assert_eq!((err.reason, err.attempts), (GiveUp::BudgetExhausted, 2));
@@ -414,7 +521,10 @@ async fn budget_refusal_gives_up_and_emits_events() {
         events[0],
         r#"Retry { policy: "test", attempt: 1, delay: 10ms, error: down }"#
     );
-    assert_eq!(events[1], r#"BudgetExhausted { policy: "test", attempt: 2 }"#);
+    assert_eq!(
+        events[1],
+        r#"BudgetExhausted { policy: "test", attempt: 2 }"#
+    );
     assert_eq!(
         events[2],
         r#"GiveUp { policy: "test", reason: BudgetExhausted, attempts: 2, may_have_applied: false, error: Some("down") }"#
@@ -437,10 +547,13 @@ async fn listener_receives_breaker_transitions_in_either_builder_order() {
         } else {
             p.with_breaker(breaker).with_listener(listener)
         };
-        let _ = p.run(Idempotency::Idempotent, |_: &Boom| Classification::retry(), |_| async {
-            Err::<(), _>(Boom("x"))
-        })
-        .await;
+        let _ = p
+            .run(
+                Idempotency::Idempotent,
+                |_: &Boom| Classification::retry(),
+                |_| async { Err::<(), _>(Boom("x")) },
+            )
+            .await;
         let events = events.lock().unwrap();
         assert!(events[0].starts_with("BreakerTransition"), "{events:?}");
     }
@@ -451,10 +564,14 @@ async fn delays_of(p: &RetryPolicy, calls: u32) -> Vec<Duration> {
     for _ in 0..calls {
         let log = Log::new();
         let _ = p
-            .run(Idempotency::Idempotent, |_: &Boom| Classification::retry(), |_| {
-                log.hit();
-                async { Err::<(), _>(Boom("x")) }
-            })
+            .run(
+                Idempotency::Idempotent,
+                |_: &Boom| Classification::retry(),
+                |_| {
+                    log.hit();
+                    async { Err::<(), _>(Boom("x")) }
+                },
+            )
             .await;
         all.extend(log.times());
     }
@@ -463,7 +580,12 @@ async fn delays_of(p: &RetryPolicy, calls: u32) -> Vec<Duration> {
 
 #[tokio::test(start_paused = true)]
 async fn seeded_jitter_is_reproducible() {
-    let c = config(5, Backoff::exponential(ms(10), 2.0, ms(1000)).unwrap().with_jitter(Jitter::Full));
+    let c = config(
+        5,
+        Backoff::exponential(ms(10), 2.0, ms(1000))
+            .unwrap()
+            .with_jitter(Jitter::Full),
+    );
     let a = delays_of(&RetryPolicy::new(c.clone()).unwrap().with_rng_seed(42), 3).await;
     let b = delays_of(&RetryPolicy::new(c.clone()).unwrap().with_rng_seed(42), 3).await;
     let other = delays_of(&RetryPolicy::new(c).unwrap().with_rng_seed(43), 3).await;
@@ -477,14 +599,33 @@ async fn seeded_jitter_is_reproducible() {
 fn config_is_validated() {
     let bad = |c: RetryConfig| RetryPolicy::new(c).unwrap_err().setting();
     let d = RetryConfig::default;
-    assert_eq!(bad(RetryConfig { max_attempts: 0, ..d() }), "RetryConfig::max_attempts");
-    assert_eq!(bad(RetryConfig { deadline: Some(Duration::ZERO), ..d() }), "RetryConfig::deadline");
     assert_eq!(
-        bad(RetryConfig { attempt_timeout: Some(Duration::ZERO), ..d() }),
+        bad(RetryConfig {
+            max_attempts: 0,
+            ..d()
+        }),
+        "RetryConfig::max_attempts"
+    );
+    assert_eq!(
+        bad(RetryConfig {
+            deadline: Some(Duration::ZERO),
+            ..d()
+        }),
+        "RetryConfig::deadline"
+    );
+    assert_eq!(
+        bad(RetryConfig {
+            attempt_timeout: Some(Duration::ZERO),
+            ..d()
+        }),
         "RetryConfig::attempt_timeout"
     );
     assert_eq!(
-        bad(RetryConfig { max_hint: ms(10), reject_hint_above: ms(5), ..d() }),
+        bad(RetryConfig {
+            max_hint: ms(10),
+            reject_hint_above: ms(5),
+            ..d()
+        }),
         "RetryConfig::reject_hint_above"
     );
     assert!(RetryPolicy::new(d()).is_ok());

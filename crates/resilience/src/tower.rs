@@ -41,7 +41,11 @@ pub struct RetryLayer<C> {
 impl<C> RetryLayer<C> {
     /// A layer running every request under `policy`, classifying errors with `classify`.
     pub fn new(policy: RetryPolicy, classify: C) -> Self {
-        Self { policy, classify, idempotency: Idempotency::NotIdempotent }
+        Self {
+            policy,
+            classify,
+            idempotency: Idempotency::NotIdempotent,
+        }
     }
 
     /// Declares whether the requests are idempotent.

@@ -42,9 +42,12 @@ impl Outcome {
 
 /// Runs `CALLS` calls; each attempt fails with probability `failure_rate` (seeded).
 async fn run(budget: bool, failure_rate: f64, seed: u64) -> Outcome {
-    let mut policy = RetryPolicy::new(RetryConfig { max_attempts: 4, ..RetryConfig::default() })
-        .unwrap()
-        .with_rng_seed(seed);
+    let mut policy = RetryPolicy::new(RetryConfig {
+        max_attempts: 4,
+        ..RetryConfig::default()
+    })
+    .unwrap()
+    .with_rng_seed(seed);
     if budget {
         policy = policy.with_budget(RetryBudget::new(RetryBudgetConfig::default()).unwrap());
     }
@@ -55,15 +58,22 @@ async fn run(budget: bool, failure_rate: f64, seed: u64) -> Outcome {
     for i in 0..CALLS {
         tokio::time::sleep_until(start + ARRIVAL * i).await;
         let r = policy
-            .run(Idempotency::Idempotent, |_: &Refused| Classification::retry(), |_| {
-                attempts.set(attempts.get() + 1);
-                let fail = faults.borrow_mut().random_bool(failure_rate);
-                async move { if fail { Err(Refused) } else { Ok(()) } }
-            })
+            .run(
+                Idempotency::Idempotent,
+                |_: &Refused| Classification::retry(),
+                |_| {
+                    attempts.set(attempts.get() + 1);
+                    let fail = faults.borrow_mut().random_bool(failure_rate);
+                    async move { if fail { Err(Refused) } else { Ok(()) } }
+                },
+            )
             .await;
         successes += u32::from(r.is_ok());
     }
-    Outcome { attempts: attempts.get(), successes }
+    Outcome {
+        attempts: attempts.get(),
+        successes,
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -76,8 +86,15 @@ async fn total_outage_without_budget_multiplies_load_by_four() {
 #[tokio::test(start_paused = true)]
 async fn total_outage_with_budget_stays_under_1_1() {
     let o = run(true, 1.0, 1).await;
-    println!("total outage with budget: attempts/calls = {:.4}", o.amplification());
-    assert!(o.amplification() <= 1.1, "attempts/calls = {}", o.amplification());
+    println!(
+        "total outage with budget: attempts/calls = {:.4}",
+        o.amplification()
+    );
+    assert!(
+        o.amplification() <= 1.1,
+        "attempts/calls = {}",
+        o.amplification()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -98,6 +115,10 @@ async fn five_percent_failures_budget_keeps_success_rate_of_plain_retries() {
             plain.success_rate(),
             budgeted.success_rate()
         );
-        assert!(budgeted.amplification() <= 1.1, "attempts/calls = {}", budgeted.amplification());
+        assert!(
+            budgeted.amplification() <= 1.1,
+            "attempts/calls = {}",
+            budgeted.amplification()
+        );
     }
 }

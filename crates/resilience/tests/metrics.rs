@@ -18,7 +18,9 @@ impl fmt::Display for Down {
     }
 }
 
-fn snapshot(f: impl FnOnce()) -> Vec<(String, Vec<(String, String)>, DebugValue)> {
+type Series = (String, Vec<(String, String)>, DebugValue);
+
+fn snapshot(f: impl FnOnce()) -> Vec<Series> {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     metrics::with_local_recorder(&recorder, f);
@@ -28,8 +30,10 @@ fn snapshot(f: impl FnOnce()) -> Vec<(String, Vec<(String, String)>, DebugValue)
         .into_iter()
         .map(|(key, _, _, value)| {
             let key = key.key();
-            let labels =
-                key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
+            let labels = key
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
             (key.name().to_owned(), labels, value)
         })
         .collect();
@@ -47,7 +51,10 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 #[test]
@@ -56,9 +63,11 @@ fn success_path_emits_nothing() {
     let got = snapshot(|| {
         block_on(async {
             policy
-                .run(Idempotency::Idempotent, |_: &Down| Classification::retry(), |_| async {
-                    Ok::<_, Down>(())
-                })
+                .run(
+                    Idempotency::Idempotent,
+                    |_: &Down| Classification::retry(),
+                    |_| async { Ok::<_, Down>(()) },
+                )
                 .await
                 .unwrap();
         });
@@ -95,9 +104,11 @@ fn slow_paths_emit_the_documented_series() {
             .with_budget(budget)
             .with_breaker(breaker);
             let run = || {
-                policy.run(Idempotency::Idempotent, |_: &Down| Classification::retry(), |_| async {
-                    Err::<(), _>(Down)
-                })
+                policy.run(
+                    Idempotency::Idempotent,
+                    |_: &Down| Classification::retry(),
+                    |_| async { Err::<(), _>(Down) },
+                )
             };
             // 1st call: attempt, retry (the only token), attempt, budget refuses.
             assert_eq!(run().await.unwrap_err().attempts, 2);
@@ -107,15 +118,26 @@ fn slow_paths_emit_the_documented_series() {
             run().await.unwrap_err();
         });
     });
-    let names: Vec<_> = got.iter().map(|(n, l, v)| (n.as_str(), l.clone(), format!("{v:?}"))).collect();
+    let names: Vec<_> = got
+        .iter()
+        .map(|(n, l, v)| (n.as_str(), l.clone(), format!("{v:?}")))
+        .collect();
     let expected = vec![
-        ("resilience_breaker_state", labels(&[("breaker", "db")]), "Gauge(1.0)".to_owned()),
+        (
+            "resilience_breaker_state",
+            labels(&[("breaker", "db")]),
+            "Gauge(1.0)".to_owned(),
+        ),
         (
             "resilience_breaker_transitions_total",
             labels(&[("breaker", "db"), ("to", "open")]),
             "Counter(1)".to_owned(),
         ),
-        ("resilience_budget_exhausted_total", labels(&[("policy", "get")]), "Counter(2)".to_owned()),
+        (
+            "resilience_budget_exhausted_total",
+            labels(&[("policy", "get")]),
+            "Counter(2)".to_owned(),
+        ),
         (
             "resilience_give_ups_total",
             labels(&[("policy", "get"), ("reason", "breaker_open")]),
@@ -126,7 +148,11 @@ fn slow_paths_emit_the_documented_series() {
             labels(&[("policy", "get"), ("reason", "budget_exhausted")]),
             "Counter(2)".to_owned(),
         ),
-        ("resilience_retries_total", labels(&[("policy", "get")]), "Counter(1)".to_owned()),
+        (
+            "resilience_retries_total",
+            labels(&[("policy", "get")]),
+            "Counter(1)".to_owned(),
+        ),
     ];
     assert_eq!(names, expected);
 }

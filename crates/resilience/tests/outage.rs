@@ -91,21 +91,25 @@ async fn simulate(seed: u64) -> Stats {
             stats.outage_calls += 1;
         }
         let r = policy
-            .run(Idempotency::Idempotent, |_: &Fault| Classification::retry(), |_| {
-                let now = Instant::now();
-                let down = (down_from..down_until).contains(&now);
-                if down {
-                    outage_attempts.set(outage_attempts.get() + 1);
-                }
-                let hang = down && rng.borrow_mut().random_bool(0.5);
-                async move {
-                    match (down, hang) {
-                        (false, _) => Ok(()),
-                        (true, false) => Err(Fault::Refused),
-                        (true, true) => std::future::pending().await,
+            .run(
+                Idempotency::Idempotent,
+                |_: &Fault| Classification::retry(),
+                |_| {
+                    let now = Instant::now();
+                    let down = (down_from..down_until).contains(&now);
+                    if down {
+                        outage_attempts.set(outage_attempts.get() + 1);
                     }
-                }
-            })
+                    let hang = down && rng.borrow_mut().random_bool(0.5);
+                    async move {
+                        match (down, hang) {
+                            (false, _) => Ok(()),
+                            (true, false) => Err(Fault::Refused),
+                            (true, true) => std::future::pending().await,
+                        }
+                    }
+                },
+            )
             .await;
         match r {
             Ok(()) => {
@@ -114,7 +118,12 @@ async fn simulate(seed: u64) -> Stats {
                     first_success_after = Some(Instant::now());
                 }
             }
-            Err(e) => *stats.give_ups.entry(e.reason.as_str().to_owned()).or_default() += 1,
+            Err(e) => {
+                *stats
+                    .give_ups
+                    .entry(e.reason.as_str().to_owned())
+                    .or_default() += 1
+            }
         }
     }
     stats.outage_attempts = outage_attempts.get();
@@ -148,8 +157,16 @@ fn one_hour_outage_is_fast_bounded_and_reproducible() {
     assert!(a.transitions.get("open").copied().unwrap_or(0) >= 1);
     // Healthy traffic before and after succeeds; recovery is bounded by the open duration
     // (5 s) plus the probes.
-    assert!(a.successes >= (HEALTHY_BEFORE + HEALTHY_AFTER).as_secs() * 10 - 60, "{}", a.successes);
-    assert!(a.recovery <= Duration::from_secs(6), "recovery {:?}", a.recovery);
+    assert!(
+        a.successes >= (HEALTHY_BEFORE + HEALTHY_AFTER).as_secs() * 10 - 60,
+        "{}",
+        a.successes
+    );
+    assert!(
+        a.recovery <= Duration::from_secs(6),
+        "recovery {:?}",
+        a.recovery
+    );
 
     // Same seed, same numbers; another seed, another jitter sequence.
     let (b, _) = run_once(7);

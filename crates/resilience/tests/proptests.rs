@@ -22,14 +22,15 @@ fn ms(v: u64) -> Duration {
 fn backoff() -> impl Strategy<Value = Backoff> {
     prop_oneof![
         (0u64..10_000).prop_map(|d| Backoff::constant(ms(d))),
-        (1u64..1000, 0u64..1000, 0u64..100_000).prop_map(|(i, s, extra)| {
-            Backoff::linear(ms(i), ms(s), ms(i + extra)).unwrap()
-        }),
-        (1u64..1000, 1.0f64..10.0, 0u64..100_000).prop_map(|(i, m, extra)| {
-            Backoff::exponential(ms(i), m, ms(i + extra)).unwrap()
-        }),
-        (1u64..1000, 0u64..100_000)
-            .prop_map(|(b, extra)| Backoff::decorrelated(ms(b), ms(b + extra)).unwrap()),
+        (1u64..1000, 0u64..1000, 0u64..100_000)
+            .prop_map(|(i, s, extra)| { Backoff::linear(ms(i), ms(s), ms(i + extra)).unwrap() }),
+        (1u64..1000, 1.0f64..10.0, 0u64..100_000)
+            .prop_map(|(i, m, extra)| { Backoff::exponential(ms(i), m, ms(i + extra)).unwrap() }),
+        (1u64..1000, 0u64..100_000).prop_map(|(b, extra)| Backoff::decorrelated(
+            ms(b),
+            ms(b + extra)
+        )
+        .unwrap()),
     ]
 }
 
@@ -155,5 +156,69 @@ proptest! {
         prop_assert!(elapsed <= ms(deadline), "elapsed {elapsed:?} > deadline {deadline} ms");
         prop_assert!(starts.iter().all(|s| *s < ms(deadline)), "{starts:?}");
         prop_assert!(starts.len() <= max_attempts as usize);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum BudgetOp {
+    Deposit(u16),
+    Withdraw(u16),
+    Advance(u64),
+}
+
+fn budget_op() -> impl Strategy<Value = BudgetOp> {
+    prop_oneof![
+        (1u16..500).prop_map(BudgetOp::Deposit),
+        (1u16..50).prop_map(BudgetOp::Withdraw),
+        (0u64..5_000).prop_map(BudgetOp::Advance),
+    ]
+}
+
+proptest! {
+    /// Whatever the interleaving, the budget never grants more retries than its initial
+    /// floor, plus `retry_ratio` per success, plus the floor refilled over the elapsed time;
+    /// and never more than `max_tokens` in a burst after any point.
+    #[test]
+    fn budget_never_grants_more_than_earned(
+        ratio in 0.0f64..=1.0,
+        floor in 0.0f64..50.0,
+        max_tokens in 1u32..500,
+        ops in proptest::collection::vec(budget_op(), 1..60),
+    ) {
+        use resilience::{RetryBudget, RetryBudgetConfig};
+        let budget = RetryBudget::new(RetryBudgetConfig {
+            retry_ratio: ratio,
+            min_retries_per_sec: floor,
+            max_tokens,
+        })
+        .unwrap();
+        let origin = Instant::now();
+        let mut now = origin;
+        let (mut deposits, mut granted) = (0u64, 0u64);
+        for op in ops {
+            match op {
+                BudgetOp::Deposit(n) => {
+                    for _ in 0..n {
+                        budget.deposit();
+                    }
+                    deposits += u64::from(n);
+                }
+                BudgetOp::Withdraw(n) => {
+                    let mut burst = 0u64;
+                    for _ in 0..n {
+                        if budget.try_withdraw_at(now) {
+                            burst += 1;
+                        }
+                    }
+                    prop_assert!(burst <= u64::from(max_tokens));
+                    granted += burst;
+                }
+                BudgetOp::Advance(ms) => now += Duration::from_millis(ms),
+            }
+        }
+        let elapsed = (now - origin).as_secs_f64() + 0.1; // creation happened just before `origin`
+        let initial = if floor > 0.0 { floor.ceil().max(1.0) } else { 0.0 };
+        let earned = initial + ratio * deposits as f64 + floor * elapsed;
+        prop_assert!(granted as f64 <= earned + 1.0, "granted {granted} > earned {earned}");
     }
 }

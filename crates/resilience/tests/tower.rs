@@ -32,7 +32,13 @@ async fn retries_a_service_until_it_succeeds() {
     let c = calls.clone();
     let svc = service_fn(move |req: &'static str| {
         let n = c.fetch_add(1, Ordering::SeqCst) + 1;
-        async move { if n < 3 { Err(503u16) } else { Ok(format!("{req} after {n}")) } }
+        async move {
+            if n < 3 {
+                Err(503u16)
+            } else {
+                Ok(format!("{req} after {n}"))
+            }
+        }
     });
     let mut svc = RetryLayer::new(policy(), classify as fn(&u16) -> Classification)
         .idempotency(Idempotency::Idempotent)
