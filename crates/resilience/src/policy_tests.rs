@@ -630,3 +630,45 @@ fn config_is_validated() {
     );
     assert!(RetryPolicy::new(d()).is_ok());
 }
+
+/// With `cut_attempts: false` the operation owns its deadline: an attempt that overruns is not
+/// cut, and a failure after the deadline is not retried (no sleeping past it).
+#[tokio::test(start_paused = true)]
+async fn attempts_that_own_their_deadline_are_not_cut() {
+    let p = policy(RetryConfig {
+        deadline: Some(ms(100)),
+        cut_attempts: false,
+        ..config(3, Backoff::constant(ms(10)))
+    });
+    let value = p
+        .run(
+            Idempotency::Idempotent,
+            |_: &Boom| Classification::retry(),
+            |_| async {
+                tokio::time::sleep(ms(150)).await;
+                Ok::<_, Boom>(7)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(value, 7);
+
+    let log = Log::new();
+    let err = p
+        .run(
+            Idempotency::Idempotent,
+            |_: &Boom| Classification::retry(),
+            |attempt| {
+                log.hit();
+                async move {
+                    tokio::time::sleep_until(attempt.deadline.unwrap()).await;
+                    Err::<u32, _>(Boom("late"))
+                }
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason, GiveUp::DeadlineExceeded);
+    assert_eq!(log.times().len(), 1);
+    assert_eq!(err.error, Some(Boom("late")));
+}
