@@ -40,7 +40,8 @@ pub(crate) struct ChartData {
 }
 
 impl ChartData {
-    /// (time in s at the bucket's middle, calls per second, errors per second) per bucket.
+    /// (time in s at the bucket's middle, successful calls per second, errors per second) per
+    /// bucket.
     pub(crate) fn rates(&self, series: &Series) -> Vec<(f64, f64, f64)> {
         let width = self.bucket.as_secs_f64();
         series
@@ -48,24 +49,47 @@ impl ChartData {
             .iter()
             .enumerate()
             .map(|(index, (ops, errors))| {
-                ((index as f64 + 0.5) * width, *ops as f64 / width, *errors as f64 / width)
+                let ok = ops.saturating_sub(*errors);
+                (
+                    (index as f64 + 0.5) * width,
+                    ok as f64 / width,
+                    *errors as f64 / width,
+                )
             })
             .collect()
     }
 
     fn span_s(&self) -> f64 {
-        let buckets = self.series.iter().map(|s| s.points.len()).max().unwrap_or(0);
-        let marks = self.marks.iter().map(|m| m.end.as_secs_f64()).fold(0.0, f64::max);
-        (buckets as f64 * self.bucket.as_secs_f64()).max(marks).max(1.0)
+        let buckets = self
+            .series
+            .iter()
+            .map(|s| s.points.len())
+            .max()
+            .unwrap_or(0);
+        let marks = self
+            .marks
+            .iter()
+            .map(|m| m.end.as_secs_f64())
+            .fold(0.0, f64::max);
+        (buckets as f64 * self.bucket.as_secs_f64())
+            .max(marks)
+            .max(1.0)
     }
 }
 
-const COLOURS: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+const COLOURS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+];
 const FAULT_FILL: RGBColor = RGBColor(255, 221, 170);
 
 /// Writes the chart as an SVG file at `path`.
 pub(crate) fn write_svg(path: &Path, data: &ChartData) -> Result<(), CliError> {
-    draw(path, data).map_err(|err| CliError::runtime(format!("cannot write the chart {}: {err}", path.display())))
+    draw(path, data).map_err(|err| {
+        CliError::runtime(format!("cannot write the chart {}: {err}", path.display()))
+    })
 }
 
 fn draw(path: &Path, data: &ChartData) -> Result<(), Box<dyn std::error::Error>> {
@@ -74,57 +98,125 @@ fn draw(path: &Path, data: &ChartData) -> Result<(), Box<dyn std::error::Error>>
     let (top, bottom) = root.split_vertically(420);
     let span = data.span_s();
     let rates: Vec<Vec<(f64, f64, f64)>> = data.series.iter().map(|s| data.rates(s)).collect();
-    let max_ops = rates.iter().flatten().map(|r| r.1).fold(0.0, f64::max).max(1.0) * 1.15;
-    let max_errors = rates.iter().flatten().map(|r| r.2).fold(0.0, f64::max).max(1.0) * 1.15;
-    let per = format!("per {} ms bucket, shown per second", data.bucket.as_millis());
+    let max_ops = rates
+        .iter()
+        .flatten()
+        .map(|r| r.1)
+        .fold(0.0, f64::max)
+        .max(1.0)
+        * 1.15;
+    let max_errors = rates
+        .iter()
+        .flatten()
+        .map(|r| r.2)
+        .fold(0.0, f64::max)
+        .max(1.0)
+        * 1.15;
+    let per = format!(
+        "per {} ms bucket, shown per second",
+        data.bucket.as_millis()
+    );
 
     let mut chart = ChartBuilder::on(&top)
-        .caption(format!("Throughput (calls/s, {per})"), ("sans-serif", 20))
+        .caption(
+            format!("Throughput (successful calls/s, {per})"),
+            ("sans-serif", 20),
+        )
         .margin(12)
         .x_label_area_size(30)
         .y_label_area_size(70)
         .build_cartesian_2d(0.0..span, 0.0..max_ops)?;
-    chart.configure_mesh().x_desc("time (s)").y_desc("calls/s").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("ok calls/s")
+        .label_style(("sans-serif", 14))
+        .draw()?;
     shade_faults(&mut chart, &data.marks, max_ops, true)?;
     for (index, (series, points)) in data.series.iter().zip(&rates).enumerate() {
         let colour = COLOURS[index % COLOURS.len()];
         chart
-            .draw_series(LineSeries::new(points.iter().map(|r| (r.0, r.1)), colour.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                points.iter().map(|r| (r.0, r.1)),
+                colour.stroke_width(2),
+            ))?
             .label(series.name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
 
     let mut chart = ChartBuilder::on(&bottom)
-        .caption(format!("Errors seen by the application (errors/s, {per})"), ("sans-serif", 20))
+        .caption(
+            format!("Errors seen by the application (errors/s, {per})"),
+            ("sans-serif", 20),
+        )
         .margin(12)
         .x_label_area_size(30)
         .y_label_area_size(70)
         .build_cartesian_2d(0.0..span, 0.0..max_errors)?;
-    chart.configure_mesh().x_desc("time (s)").y_desc("errors/s").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("errors/s")
+        .label_style(("sans-serif", 14))
+        .draw()?;
     shade_faults(&mut chart, &data.marks, max_errors, false)?;
     for (index, (series, points)) in data.series.iter().zip(&rates).enumerate() {
         let colour = COLOURS[index % COLOURS.len()];
         chart
-            .draw_series(LineSeries::new(points.iter().map(|r| (r.0, r.2)), colour.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                points.iter().map(|r| (r.0, r.2)),
+                colour.stroke_width(2),
+            ))?
             .label(series.name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }
 
-type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
 
 /// Shades each fault's active interval and draws its injection line (and label when `labels`).
-fn shade_faults(chart: &mut Chart<'_, '_>, marks: &[FaultMark], top: f64, labels: bool) -> Result<(), Box<dyn std::error::Error>> {
+fn shade_faults(
+    chart: &mut Chart<'_, '_>,
+    marks: &[FaultMark],
+    top: f64,
+    labels: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     for mark in marks {
         let (start, end) = (mark.start.as_secs_f64(), mark.end.as_secs_f64());
-        chart.draw_series(std::iter::once(Rectangle::new([(start, 0.0), (end.max(start + 0.05), top)], FAULT_FILL.mix(0.6).filled())))?;
-        chart.draw_series(std::iter::once(PathElement::new(vec![(start, 0.0), (start, top)], BLACK.stroke_width(1))))?;
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(start, 0.0), (end.max(start + 0.05), top)],
+            FAULT_FILL.mix(0.6).filled(),
+        )))?;
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(start, 0.0), (start, top)],
+            BLACK.stroke_width(1),
+        )))?;
         if labels {
-            chart.draw_series(std::iter::once(Text::new(mark.label, (start + 0.1, top * 0.97), ("sans-serif", 14))))?;
+            chart.draw_series(std::iter::once(Text::new(
+                mark.label,
+                (start + 0.1, top * 0.97),
+                ("sans-serif", 14),
+            )))?;
         }
     }
     Ok(())
@@ -138,17 +230,34 @@ mod tests {
         ChartData {
             bucket: Duration::from_millis(250),
             series: vec![
-                Series { name: "resilient", points: vec![(100, 0), (50, 0), (100, 0)] },
-                Series { name: "raw", points: vec![(100, 0), (10, 5), (100, 0)] },
+                Series {
+                    name: "resilient",
+                    points: vec![(100, 0), (50, 0), (100, 0)],
+                },
+                Series {
+                    name: "raw",
+                    points: vec![(100, 0), (10, 5), (100, 0)],
+                },
             ],
-            marks: vec![FaultMark { start: Duration::from_millis(300), end: Duration::from_millis(600), label: "restart" }],
+            marks: vec![FaultMark {
+                start: Duration::from_millis(300),
+                end: Duration::from_millis(600),
+                label: "restart",
+            }],
         }
     }
 
     #[test]
     fn rates_are_per_second_at_bucket_middles() {
         let data = data();
-        assert_eq!(data.rates(&data.series[1]), vec![(0.125, 400.0, 0.0), (0.375, 40.0, 20.0), (0.625, 400.0, 0.0)]);
+        assert_eq!(
+            data.rates(&data.series[1]),
+            vec![
+                (0.125, 400.0, 0.0),
+                (0.375, 20.0, 20.0),
+                (0.625, 400.0, 0.0)
+            ]
+        );
     }
 
     #[test]

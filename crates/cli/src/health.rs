@@ -61,7 +61,12 @@ impl HealthReport {
     }
 
     fn unreachable(url: &str, reason: String) -> HealthReport {
-        HealthReport { url: url.to_owned(), healthy: false, reason: Some(reason), ..HealthReport::default() }
+        HealthReport {
+            url: url.to_owned(),
+            healthy: false,
+            reason: Some(reason),
+            ..HealthReport::default()
+        }
     }
 
     fn human(&self) -> String {
@@ -72,16 +77,36 @@ impl HealthReport {
         }
         let mut out = String::new();
         line(&mut out, "url", Some(self.url.clone()));
-        line(&mut out, "healthy", Some(if self.healthy { "yes" } else { "no" }.to_owned()));
+        line(
+            &mut out,
+            "healthy",
+            Some(if self.healthy { "yes" } else { "no" }.to_owned()),
+        );
         line(&mut out, "reason", self.reason.clone());
-        line(&mut out, "ping rtt", self.ping_rtt_ms.map(|ms| format!("{ms:.3} ms")));
+        line(
+            &mut out,
+            "ping rtt",
+            self.ping_rtt_ms.map(|ms| format!("{ms:.3} ms")),
+        );
         line(&mut out, "role", self.role.clone());
         line(&mut out, "server version", self.server_version.clone());
-        line(&mut out, "connected clients", self.connected_clients.map(|n| n.to_string()));
-        line(&mut out, "used memory", self.used_memory_bytes.map(|n| format!("{n} bytes")));
+        line(
+            &mut out,
+            "connected clients",
+            self.connected_clients.map(|n| n.to_string()),
+        );
+        line(
+            &mut out,
+            "used memory",
+            self.used_memory_bytes.map(|n| format!("{n} bytes")),
+        );
         line(&mut out, "breaker", self.breaker.clone());
         let connections = self.connections_up.zip(self.connections_total);
-        line(&mut out, "connections up", connections.map(|(up, total)| format!("{up}/{total}")));
+        line(
+            &mut out,
+            "connections up",
+            connections.map(|(up, total)| format!("{up}/{total}")),
+        );
         line(&mut out, "last error", self.last_error.clone());
         out.pop();
         out
@@ -109,7 +134,10 @@ pub(crate) async fn run(args: HealthArgs) -> Result<ExitCode, CliError> {
     if report.healthy {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("unhealthy: {}", report.reason.as_deref().unwrap_or("no reason given"));
+        eprintln!(
+            "unhealthy: {}",
+            report.reason.as_deref().unwrap_or("no reason given")
+        );
         Ok(ExitCode::from(1))
     }
 }

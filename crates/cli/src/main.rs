@@ -23,8 +23,10 @@ use crate::error::CliError;
 /// The command line.
 #[derive(Debug, Parser)]
 #[command(name = "resilient-redis", version, propagate_version = true)]
-#[command(about = "resilient-redis: a Redis client that survives dropped connections, restarts and stalls.\n\
-                   Start with `resilient-redis demo`.")]
+#[command(
+    about = "resilient-redis: a Redis client that survives dropped connections, restarts and stalls.\n\
+                   Start with `resilient-redis demo`."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,7 +48,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -64,6 +70,17 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => report(&err),
+    }
+}
+
+/// Client events (reconnects, retries, ambiguous failures) go to stderr when `RUST_LOG` is set,
+/// e.g. `RUST_LOG=resilient_redis=info`; nothing is logged otherwise.
+fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
     }
 }
 

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 /// Parses a positive number of seconds (fractions allowed, e.g. `0.5`).
 pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
     if !seconds.is_finite() || seconds <= 0.0 {
         return Err(format!("{text:?} must be a positive number of seconds"));
     }
@@ -14,8 +17,10 @@ pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
 
 /// Parses a positive whole number of milliseconds.
 pub(crate) fn parse_millis(text: &str) -> Result<Duration, String> {
-    let millis: u64 =
-        text.trim().parse().map_err(|_| format!("{text:?} is not a whole number of milliseconds"))?;
+    let millis: u64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number of milliseconds"))?;
     if millis == 0 {
         return Err("must be at least 1 ms".to_owned());
     }

@@ -134,7 +134,10 @@ mod tests {
         tally.record(CallOutcome::Failed("BUSY".into()));
         tally.record(CallOutcome::Ambiguous("io".into()));
         tally.record(CallOutcome::Ambiguous("io".into()));
-        assert_eq!((tally.ok, tally.failed, tally.ambiguous, tally.ops()), (2, 1, 2, 5));
+        assert_eq!(
+            (tally.ok, tally.failed, tally.ambiguous, tally.ops()),
+            (2, 1, 2, 5)
+        );
         assert_eq!(tally.errors_by_kind.get("io"), Some(&2));
         assert_eq!(tally.errors_by_kind.get("BUSY"), Some(&1));
 
@@ -150,8 +153,9 @@ mod tests {
         let server: Result<(), RedisError> =
             Err(RedisError::from((redis::ErrorKind::Client, "client-side")));
         assert!(matches!(CallOutcome::of(&server), CallOutcome::Failed(_)));
-        let io: Result<(), RedisError> =
-            Err(RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+        let io: Result<(), RedisError> = Err(RedisError::from(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
         assert!(matches!(CallOutcome::of(&io), CallOutcome::Ambiguous(_)));
         assert_eq!(CallOutcome::of::<()>(&Ok(())), CallOutcome::Ok);
     }

@@ -133,13 +133,20 @@ async fn bench<C: AppClient>(mut client: C, args: &BenchArgs) -> Result<BenchRep
     let progress = Arc::new(Progress::default());
     let workers: Vec<_> = (0..concurrency)
         .map(|index| {
-            tokio::spawn(worker(client.clone(), Arc::clone(&plan), index as u64, Arc::clone(&progress)))
+            tokio::spawn(worker(
+                client.clone(),
+                Arc::clone(&plan),
+                index as u64,
+                Arc::clone(&progress),
+            ))
         })
         .collect();
-    let ticker = (!args.json).then(|| tokio::spawn(show_progress(args.clone(), start, Arc::clone(&progress))));
+    let ticker = (!args.json)
+        .then(|| tokio::spawn(show_progress(args.clone(), start, Arc::clone(&progress))));
 
     let drain = args.deadline_ms.unwrap_or(Duration::from_secs(30)) + DRAIN_GRACE;
-    let joined = tokio::time::timeout_at(plan.end + drain, futures::future::join_all(workers)).await;
+    let joined =
+        tokio::time::timeout_at(plan.end + drain, futures::future::join_all(workers)).await;
     let elapsed = start.elapsed();
     if let Some(ticker) = ticker {
         ticker.abort();
@@ -178,7 +185,10 @@ async fn worker<C: AppClient>(
     index: u64,
     progress: Arc<Progress>,
 ) -> (Tally, Histogram<u64>) {
-    let mut rng = SmallRng::seed_from_u64(plan.seed.wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    let mut rng = SmallRng::seed_from_u64(
+        plan.seed
+            .wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+    );
     let mut tally = Tally::default();
     let mut histogram = new_histogram();
     let mut key = String::with_capacity(32);
@@ -206,7 +216,11 @@ async fn worker<C: AppClient>(
             }
         };
         let (outcome, latency) = timed_call(&mut client, cmd).await;
-        histogram.saturating_record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1));
+        histogram.saturating_record(
+            u64::try_from(latency.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
         progress.ops.fetch_add(1, Ordering::Relaxed);
         if outcome.is_error() {
             progress.errors.fetch_add(1, Ordering::Relaxed);
@@ -219,7 +233,10 @@ async fn worker<C: AppClient>(
 /// Redraws the progress line on stderr every 250 ms until aborted.
 async fn show_progress(args: BenchArgs, start: Instant, progress: Arc<Progress>) {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     let _clear = ClearOnDrop(bar.clone());
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let (mut last_ops, mut last_at) = (0, start);

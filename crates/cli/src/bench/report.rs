@@ -87,7 +87,11 @@ impl BenchReport {
             failed: tally.failed,
             ambiguous: tally.ambiguous,
             retries,
-            ops_per_sec: if duration_s > 0.0 { ops as f64 / duration_s } else { 0.0 },
+            ops_per_sec: if duration_s > 0.0 {
+                ops as f64 / duration_s
+            } else {
+                0.0
+            },
             latency_us: LatencyUs::of(histogram),
             errors_by_kind: tally.errors_by_kind.clone(),
         }
@@ -116,8 +120,11 @@ impl BenchReport {
             self.latency_us.max,
         );
         if !self.errors_by_kind.is_empty() {
-            let kinds: Vec<String> =
-                self.errors_by_kind.iter().map(|(kind, n)| format!("{kind} {n}")).collect();
+            let kinds: Vec<String> = self
+                .errors_by_kind
+                .iter()
+                .map(|(kind, n)| format!("{kind} {n}"))
+                .collect();
             out.push_str(&format!("\nerrors by kind  {}", kinds.join("  ")));
         }
         out
@@ -146,8 +153,18 @@ mod tests {
         let object = json.as_object().expect("an object");
         let keys: Vec<&str> = object.keys().map(String::as_str).collect();
         let mut expected = vec![
-            "client", "workload", "concurrency", "duration_s", "ops", "ok", "failed", "ambiguous",
-            "retries", "ops_per_sec", "latency_us", "errors_by_kind",
+            "client",
+            "workload",
+            "concurrency",
+            "duration_s",
+            "ops",
+            "ok",
+            "failed",
+            "ambiguous",
+            "retries",
+            "ops_per_sec",
+            "latency_us",
+            "errors_by_kind",
         ];
         expected.sort_unstable();
         let mut keys_sorted = keys.clone();

@@ -27,7 +27,9 @@ impl Fault {
         [
             Fault::ClientKill,
             Fault::DebugSleep(Duration::from_millis(1500)),
-            Fault::Restart { down: Duration::from_secs(2) },
+            Fault::Restart {
+                down: Duration::from_secs(2),
+            },
             Fault::BusyScript(Duration::from_secs(1)),
         ]
     }
@@ -64,7 +66,8 @@ impl Fault {
 
     /// Applies the fault and returns when it is over (the server answers normally again).
     pub(crate) async fn inject(self, server: &mut RedisServer) -> Result<(), CliError> {
-        let failed = |err: redis_lab::LabError| CliError::runtime(format!("{}: {err}", self.label()));
+        let failed =
+            |err: redis_lab::LabError| CliError::runtime(format!("{}: {err}", self.label()));
         match self {
             Fault::ClientKill => server.client_kill_normal().await.map(drop).map_err(failed),
             Fault::DebugSleep(d) => server.debug_sleep(d).await.map_err(failed),

@@ -9,8 +9,8 @@ use tokio::time::Duration;
 pub(crate) struct ClientLine {
     /// `"resilient"` or `"raw"`.
     pub(crate) name: &'static str,
-    /// Completed calls per second over the last redraw interval.
-    pub(crate) ops_per_sec: f64,
+    /// Successful calls per second over the last redraw interval.
+    pub(crate) ok_per_sec: f64,
     /// Completed calls so far.
     pub(crate) ops: u64,
     /// Errors the application saw so far.
@@ -37,7 +37,12 @@ pub(crate) struct LiveView {
 impl LiveView {
     /// A view for a terminal (`tty`) or a plain stream.
     pub(crate) fn new(tty: bool, plain_every: Duration) -> LiveView {
-        LiveView { tty, drawn: 0, plain_every, last_plain: None }
+        LiveView {
+            tty,
+            drawn: 0,
+            plain_every,
+            last_plain: None,
+        }
     }
 
     /// Shows the state at `elapsed` into the demo.
@@ -53,7 +58,9 @@ impl LiveView {
             }
             self.drawn = lines.len();
         } else {
-            let due = self.last_plain.is_none_or(|last| elapsed >= last + self.plain_every);
+            let due = self
+                .last_plain
+                .is_none_or(|last| elapsed >= last + self.plain_every);
             if !due {
                 return;
             }
@@ -75,13 +82,13 @@ pub(crate) fn render_block(elapsed: Duration, phase: &str, clients: &[ClientLine
         format!("t={:5.1} s  phase: {phase}", elapsed.as_secs_f64()),
         format!(
             "  {:<10} {:>9} {:>11} {:>8} {:>8} {:>11}",
-            "client", "ops/s", "total ops", "errors", "retries", "reconnects"
+            "client", "ok/s", "total ops", "errors", "retries", "reconnects"
         ),
     ];
     for c in clients {
         lines.push(format!(
             "  {:<10} {:>9.0} {:>11} {:>8} {:>8} {:>11}",
-            c.name, c.ops_per_sec, c.ops, c.errors, c.retries, c.reconnects
+            c.name, c.ok_per_sec, c.ops, c.errors, c.retries, c.reconnects
         ));
     }
     lines
@@ -93,12 +100,16 @@ pub(crate) fn render_plain(elapsed: Duration, phase: &str, clients: &[ClientLine
         .iter()
         .map(|c| {
             format!(
-                "{} {:.0} ops/s, {} errors, {} retries, {} reconnects",
-                c.name, c.ops_per_sec, c.errors, c.retries, c.reconnects
+                "{} {:.0} ok/s, {} errors, {} retries, {} reconnects",
+                c.name, c.ok_per_sec, c.errors, c.retries, c.reconnects
             )
         })
         .collect();
-    format!("t={:.1} s [{phase}] {}", elapsed.as_secs_f64(), parts.join(" | "))
+    format!(
+        "t={:.1} s [{phase}] {}",
+        elapsed.as_secs_f64(),
+        parts.join(" | ")
+    )
 }
 
 #[cfg(test)]
@@ -106,23 +117,38 @@ mod tests {
     use super::*;
 
     fn line(name: &'static str, errors: u64) -> ClientLine {
-        ClientLine { name, ops_per_sec: 1234.4, ops: 10, errors, retries: 3, reconnects: 1 }
+        ClientLine {
+            name,
+            ok_per_sec: 1234.4,
+            ops: 10,
+            errors,
+            retries: 3,
+            reconnects: 1,
+        }
     }
 
     #[test]
     fn plain_line_has_no_escape_codes() {
-        let text = render_plain(Duration::from_millis(2500), "baseline", &[line("resilient", 0), line("raw", 7)]);
+        let text = render_plain(
+            Duration::from_millis(2500),
+            "baseline",
+            &[line("resilient", 0), line("raw", 7)],
+        );
         assert_eq!(
             text,
-            "t=2.5 s [baseline] resilient 1234 ops/s, 0 errors, 3 retries, 1 reconnects | \
-             raw 1234 ops/s, 7 errors, 3 retries, 1 reconnects"
+            "t=2.5 s [baseline] resilient 1234 ok/s, 0 errors, 3 retries, 1 reconnects | \
+             raw 1234 ok/s, 7 errors, 3 retries, 1 reconnects"
         );
         assert!(!text.contains('\x1b'));
     }
 
     #[test]
     fn block_has_a_header_and_a_line_per_client() {
-        let lines = render_block(Duration::from_secs(1), "restart", &[line("resilient", 0), line("raw", 2)]);
+        let lines = render_block(
+            Duration::from_secs(1),
+            "restart",
+            &[line("resilient", 0), line("raw", 2)],
+        );
         assert_eq!(lines.len(), 4);
         assert!(lines[0].contains("phase: restart"));
         assert!(lines[3].trim_start().starts_with("raw"));

@@ -10,10 +10,13 @@
 //!   into a busy loop that starves the machine. The raw client replaces a broken connection after
 //!   an error (see [`crate::client`]); nothing is retried for it.
 //! - Phases: a baseline, then each [`Fault`] in order; each phase lasts while the fault is active
-//!   and `--settle-ms` after it ends. About 25 s in all with the defaults.
+//!   and `--settle-ms` after it ends. About 20 s in all with the defaults.
 //! - Prints a live view every 250 ms, then a table per fault, then writes
 //!   `resilient-redis-demo.svg` into `--out` and prints its path.
-//! - Exit 0 when the resilient client saw zero errors, else 1.
+//! - The table's "first ok after" column is the time from the end of each fault (for the restart:
+//!   the lab saw the new server answer PING) to the client's first successful call.
+//! - Exit 0 when the resilient client saw zero errors, else 1; Ctrl-C stops the demo and its
+//!   server (exit 130).
 
 mod faults;
 mod live;
@@ -66,11 +69,23 @@ pub(crate) struct DemoArgs {
     bucket_ms: Duration,
 }
 
-/// Runs the demo.
+/// Runs the demo; Ctrl-C stops it and the lab server with it (exit 130).
 pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
+    tokio::select! {
+        result = run_demo(args) => result,
+        _ = tokio::signal::ctrl_c() => {
+            // Dropping `run_demo` dropped the lab server, which kills its redis-server.
+            eprintln!("\ninterrupted: the demo's redis-server has been stopped");
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+async fn run_demo(args: DemoArgs) -> Result<ExitCode, CliError> {
     redis_lab::require_binaries(false).map_err(|err| CliError::runtime(err.to_string()))?;
-    std::fs::create_dir_all(&args.out)
-        .map_err(|err| CliError::runtime(format!("cannot create --out {}: {err}", args.out.display())))?;
+    std::fs::create_dir_all(&args.out).map_err(|err| {
+        CliError::runtime(format!("cannot create --out {}: {err}", args.out.display()))
+    })?;
     let mut server = redis_lab::RedisServer::start()
         .await
         .map_err(|err| CliError::runtime(format!("cannot start redis-server: {err}")))?;
@@ -84,7 +99,10 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
 
     let schedule = Fault::schedule();
     let planned = args.settle_ms
-        + schedule.iter().map(|fault| fault.expected_length() + args.settle_ms).sum::<Duration>();
+        + schedule
+            .iter()
+            .map(|fault| fault.expected_length() + args.settle_ms)
+            .sum::<Duration>();
     // Room for slow restarts: calls past the last bucket are clamped into it.
     let buckets = (planned * 2).as_nanos().div_ceil(args.bucket_ms.as_nanos()) as usize;
     let start = Instant::now();
@@ -92,7 +110,13 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let mut dashboard = Dashboard::new(start);
     let resilient_recorder = Arc::new(Recorder::new(start, args.bucket_ms, buckets));
     let raw_recorder = Arc::new(Recorder::new(start, args.bucket_ms, buckets));
-    let mut workers = spawn_workers(&resilient, "resilient", args.tasks, &resilient_recorder, &stop);
+    let mut workers = spawn_workers(
+        &resilient,
+        "resilient",
+        args.tasks,
+        &resilient_recorder,
+        &stop,
+    );
     workers.extend(spawn_workers(&raw, "raw", args.tasks, &raw_recorder, &stop));
     dashboard.watch("resilient", &resilient_recorder, resilient.clone());
     dashboard.watch("raw", &raw_recorder, raw.clone());
@@ -100,18 +124,32 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let mut rows = Vec::new();
     let mut marks = Vec::new();
     let baseline = dashboard.snapshot();
-    dashboard.observe("baseline", tokio::time::sleep(args.settle_ms)).await;
-    rows.push(PhaseRow::between("baseline (no fault)".to_owned(), &baseline, &dashboard.snapshot()));
+    dashboard
+        .observe("baseline", tokio::time::sleep(args.settle_ms))
+        .await;
+    rows.push(PhaseRow::between(
+        "baseline (no fault)".to_owned(),
+        &baseline,
+        &dashboard.snapshot(),
+    ));
     let mut fault_error = None;
     for fault in schedule {
         let before = dashboard.snapshot();
         let label = fault.label();
         let injected_at = start.elapsed();
         let result = dashboard.observe(&label, fault.inject(&mut server)).await;
+        dashboard.arm_recovery();
         let over_at = start.elapsed();
-        marks.push(FaultMark { start: injected_at, end: over_at, label: fault.short_label() });
-        dashboard.observe(&label, tokio::time::sleep(args.settle_ms)).await;
-        rows.push(PhaseRow::between(label, &before, &dashboard.snapshot()));
+        marks.push(FaultMark {
+            start: injected_at,
+            end: over_at,
+            label: fault.short_label(),
+        });
+        dashboard
+            .observe(&label, tokio::time::sleep(args.settle_ms))
+            .await;
+        let row = PhaseRow::between(label, &before, &dashboard.snapshot());
+        rows.push(row.with_first_ok_after(dashboard.recovery()));
         if let Err(err) = result {
             fault_error = Some(err);
             break;
@@ -133,16 +171,32 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         )));
     }
 
+    let recorders = [("resilient", &*resilient_recorder), ("raw", &*raw_recorder)];
+    report(&args, &rows, marks, elapsed, recorders)
+}
+
+/// Prints the table per fault, writes the chart and the verdict; exit 0 iff the resilient client
+/// (the first recorder) saw no error.
+fn report(
+    args: &DemoArgs,
+    rows: &[PhaseRow],
+    marks: Vec<FaultMark>,
+    elapsed: Duration,
+    recorders: [(&'static str, &Recorder); 2],
+) -> Result<ExitCode, CliError> {
     println!();
-    println!("{}", render_table(&rows));
+    println!("{}", render_table(rows));
 
     let used = elapsed.as_nanos().div_ceil(args.bucket_ms.as_nanos()) as usize;
     let data = ChartData {
         bucket: args.bucket_ms,
-        series: vec![
-            Series { name: "resilient", points: resilient_recorder.series(used) },
-            Series { name: "raw", points: raw_recorder.series(used) },
-        ],
+        series: recorders
+            .iter()
+            .map(|(name, recorder)| Series {
+                name,
+                points: recorder.series(used),
+            })
+            .collect(),
         marks,
     };
     let path = args.out.join(CHART_FILE);
@@ -150,17 +204,19 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let shown = std::path::absolute(&path).unwrap_or(path);
     println!("chart: {}", shown.display());
 
-    let resilient_totals = resilient_recorder.totals();
-    let raw_totals = raw_recorder.totals();
+    let [(_, resilient), (_, raw)] = recorders.map(|(name, recorder)| (name, recorder.totals()));
     println!(
         "resilient: {} calls, {} errors | raw: {} calls, {} errors",
-        resilient_totals.ops, resilient_totals.errors, raw_totals.ops, raw_totals.errors
+        resilient.ops, resilient.errors, raw.ops, raw.errors
     );
-    if resilient_totals.errors == 0 {
+    if resilient.errors == 0 {
         println!("OK: the resilient client saw no errors through every fault.");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("FAIL: the resilient client returned {} errors to the application.", resilient_totals.errors);
+        println!(
+            "FAIL: the resilient client returned {} errors to the application.",
+            resilient.errors
+        );
         Ok(ExitCode::from(1))
     }
 }
@@ -174,7 +230,13 @@ fn spawn_workers<C: AppClient>(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..tasks)
         .map(|task| {
-            tokio::spawn(worker(client.clone(), name, task, Arc::clone(recorder), Arc::clone(stop)))
+            tokio::spawn(worker(
+                client.clone(),
+                name,
+                task,
+                Arc::clone(recorder),
+                Arc::clone(stop),
+            ))
         })
         .collect()
 }
@@ -211,8 +273,9 @@ struct Watched {
     name: &'static str,
     recorder: Arc<Recorder>,
     counters: Box<dyn Fn() -> ClientCounters + Send + Sync>,
-    last_ops: u64,
+    last_ok: u64,
     last_at: Instant,
+    last_rate: f64,
 }
 
 /// Totals and client counters of every watched client at one instant.
@@ -228,7 +291,11 @@ struct Dashboard {
 impl Dashboard {
     fn new(start: Instant) -> Dashboard {
         let tty = std::io::stdout().is_terminal();
-        Dashboard { start, view: LiveView::new(tty, Duration::from_secs(1)), clients: Vec::new() }
+        Dashboard {
+            start,
+            view: LiveView::new(tty, Duration::from_secs(1)),
+            clients: Vec::new(),
+        }
     }
 
     fn watch<C: AppClient>(&mut self, name: &'static str, recorder: &Arc<Recorder>, client: C) {
@@ -236,13 +303,33 @@ impl Dashboard {
             name,
             recorder: Arc::clone(recorder),
             counters: Box::new(move || client.counters()),
-            last_ops: 0,
+            last_ok: 0,
             last_at: self.start,
+            last_rate: 0.0,
         });
     }
 
+    /// Notes, from now on, each client's first successful call (the fault just ended).
+    fn arm_recovery(&self) {
+        let now = Instant::now();
+        for client in &self.clients {
+            client.recorder.arm(now);
+        }
+    }
+
+    /// Per client, the time from [`arm_recovery`](Self::arm_recovery) to its first success.
+    fn recovery(&self) -> Vec<Option<Duration>> {
+        self.clients
+            .iter()
+            .map(|c| c.recorder.first_ok_after_arm())
+            .collect()
+    }
+
     fn snapshot(&self) -> Snapshot {
-        self.clients.iter().map(|c| (c.name, c.recorder.totals(), (c.counters)())).collect()
+        self.clients
+            .iter()
+            .map(|c| (c.name, c.recorder.totals(), (c.counters)()))
+            .collect()
     }
 
     /// Awaits `future`, redrawing the live view every [`REDRAW_EVERY`] meanwhile.
@@ -268,13 +355,16 @@ impl Dashboard {
             .map(|c| {
                 let totals = c.recorder.totals();
                 let counters = (c.counters)();
-                let window = now.duration_since(c.last_at).as_secs_f64();
-                let ops_per_sec =
-                    if window > 0.0 { (totals.ops - c.last_ops) as f64 / window } else { 0.0 };
-                (c.last_ops, c.last_at) = (totals.ops, now);
+                let ok = totals.ops - totals.errors;
+                // Rates over less than half a redraw interval are mostly noise: keep the last one.
+                let window = now.duration_since(c.last_at);
+                if window >= REDRAW_EVERY / 2 {
+                    c.last_rate = (ok - c.last_ok) as f64 / window.as_secs_f64();
+                    (c.last_ok, c.last_at) = (ok, now);
+                }
                 ClientLine {
                     name: c.name,
-                    ops_per_sec,
+                    ok_per_sec: c.last_rate,
                     ops: totals.ops,
                     errors: totals.errors,
                     retries: counters.retries,
@@ -282,6 +372,7 @@ impl Dashboard {
                 }
             })
             .collect();
-        self.view.draw(now.duration_since(self.start), phase, &lines);
+        self.view
+            .draw(now.duration_since(self.start), phase, &lines);
     }
 }

@@ -37,6 +37,10 @@ pub(crate) struct Recorder {
     ops: AtomicU64,
     errors: AtomicU64,
     ambiguous: AtomicU64,
+    /// Offset (ns from `start`) from which the next successful call is noted; `u64::MAX` = unarmed.
+    armed_at: AtomicU64,
+    /// Offset (ns from `start`) of the first successful call at or after `armed_at`.
+    first_ok: AtomicU64,
     /// Per bucket: (completed calls, errors). Calls past the last bucket count in it.
     buckets: Vec<(AtomicU64, AtomicU64)>,
 }
@@ -50,13 +54,29 @@ impl Recorder {
             ops: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             ambiguous: AtomicU64::new(0),
-            buckets: (0..count.max(1)).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect(),
+            armed_at: AtomicU64::new(u64::MAX),
+            first_ok: AtomicU64::new(u64::MAX),
+            buckets: (0..count.max(1))
+                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
         }
     }
 
     /// Counts one call that completed at `at`.
     pub(crate) fn record(&self, outcome: &CallOutcome, at: Instant) {
-        let index = (at.saturating_duration_since(self.start).as_nanos() / self.bucket.as_nanos().max(1))
+        let offset = nanos(at.saturating_duration_since(self.start));
+        if !outcome.is_error()
+            && offset >= self.armed_at.load(Ordering::Relaxed)
+            && self.first_ok.load(Ordering::Relaxed) == u64::MAX
+        {
+            let _ = self.first_ok.compare_exchange(
+                u64::MAX,
+                offset,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        let index = (u128::from(offset) / self.bucket.as_nanos().max(1))
             .min(self.buckets.len() as u128 - 1) as usize;
         let (ops, errors) = &self.buckets[index];
         ops.fetch_add(1, Ordering::Relaxed);
@@ -68,6 +88,22 @@ impl Recorder {
                 self.ambiguous.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Starts watching for the first successful call completing at or after `at`.
+    pub(crate) fn arm(&self, at: Instant) {
+        self.first_ok.store(u64::MAX, Ordering::Relaxed);
+        self.armed_at.store(
+            nanos(at.saturating_duration_since(self.start)),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Time from the last [`arm`](Self::arm) to the first successful call after it, if any yet.
+    pub(crate) fn first_ok_after_arm(&self) -> Option<Duration> {
+        let first = self.first_ok.load(Ordering::Relaxed);
+        let armed = self.armed_at.load(Ordering::Relaxed);
+        (first != u64::MAX && armed != u64::MAX).then(|| Duration::from_nanos(first - armed))
     }
 
     /// The running totals now.
@@ -89,6 +125,10 @@ impl Recorder {
     }
 }
 
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX - 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,13 +139,51 @@ mod tests {
         let recorder = Recorder::new(start, Duration::from_millis(250), 4);
         recorder.record(&CallOutcome::Ok, start);
         recorder.record(&CallOutcome::Ok, start + Duration::from_millis(249));
-        recorder.record(&CallOutcome::Ambiguous("io".into()), start + Duration::from_millis(250));
-        recorder.record(&CallOutcome::Failed("BUSY".into()), start + Duration::from_millis(900));
+        recorder.record(
+            &CallOutcome::Ambiguous("io".into()),
+            start + Duration::from_millis(250),
+        );
+        recorder.record(
+            &CallOutcome::Failed("BUSY".into()),
+            start + Duration::from_millis(900),
+        );
         // Past the end: clamped into the last bucket.
         recorder.record(&CallOutcome::Ok, start + Duration::from_secs(10));
         assert_eq!(recorder.series(4), vec![(2, 0), (1, 1), (0, 0), (2, 1)]);
-        assert_eq!(recorder.totals(), Totals { ops: 5, errors: 2, ambiguous: 1 });
-        let earlier = Totals { ops: 2, errors: 0, ambiguous: 0 };
-        assert_eq!(recorder.totals().since(earlier), Totals { ops: 3, errors: 2, ambiguous: 1 });
+        assert_eq!(
+            recorder.totals(),
+            Totals {
+                ops: 5,
+                errors: 2,
+                ambiguous: 1
+            }
+        );
+        let earlier = Totals {
+            ops: 2,
+            errors: 0,
+            ambiguous: 0,
+        };
+        assert_eq!(
+            recorder.totals().since(earlier),
+            Totals {
+                ops: 3,
+                errors: 2,
+                ambiguous: 1
+            }
+        );
+        assert_eq!(recorder.first_ok_after_arm(), None, "not armed yet");
+        recorder.arm(start + Duration::from_millis(1000));
+        recorder.record(&CallOutcome::Ok, start + Duration::from_millis(999));
+        recorder.record(
+            &CallOutcome::Failed("BUSY".into()),
+            start + Duration::from_millis(1010),
+        );
+        assert_eq!(recorder.first_ok_after_arm(), None);
+        recorder.record(&CallOutcome::Ok, start + Duration::from_millis(1020));
+        recorder.record(&CallOutcome::Ok, start + Duration::from_millis(1030));
+        assert_eq!(
+            recorder.first_ok_after_arm(),
+            Some(Duration::from_millis(20))
+        );
     }
 }

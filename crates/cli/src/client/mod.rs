@@ -1,29 +1,31 @@
 //! The two clients the CLI drives, behind one small trait so the workload loops are written once.
 //!
 //! - `resilient`: [`resilient_redis::Client`] with its defaults (or `--deadline-ms`).
-//! - `raw`: the baseline, a plain redis-rs [`MultiplexedConnection`] with redis-rs defaults and no
+//! - `raw`: the baseline, a plain redis-rs `MultiplexedConnection` with redis-rs defaults and no
 //!   retries. A broken `MultiplexedConnection` stays broken forever, so — as a hand-written app
 //!   would — a raw worker that sees an unrecoverable error (dropped connection, I/O failure) asks
 //!   for a new connection before its next call. The error itself is still counted: nothing is
 //!   retried. Concurrent workers share one replacement connection (one reconnect per breakage).
 
+mod raw;
+
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use clap::ValueEnum;
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::RedisError;
+use redis::aio::ConnectionLike;
 
 use crate::error::CliError;
+
+pub(crate) use raw::RawClient;
 
 /// Which client a run uses (`--client`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ClientKind {
     /// The resilient-redis client.
     Resilient,
-    /// A plain redis-rs `MultiplexedConnection`, no retries (the baseline).
+    /// Baseline: a plain redis-rs MultiplexedConnection, no retries (replaced after it breaks).
     Raw,
 }
 
@@ -82,7 +84,10 @@ impl AppClient for resilient_redis::Client {
 
     fn counters(&self) -> ClientCounters {
         let stats = self.stats();
-        ClientCounters { retries: stats.retries, reconnects: stats.reconnects }
+        ClientCounters {
+            retries: stats.retries,
+            reconnects: stats.reconnects,
+        }
     }
 }
 
@@ -96,7 +101,12 @@ pub(crate) async fn connect_resilient(
     if let Some(deadline) = deadline {
         config.deadline = deadline;
     }
-    match tokio::time::timeout(PREFLIGHT_TIMEOUT, resilient_redis::Client::with_config(config)).await {
+    match tokio::time::timeout(
+        PREFLIGHT_TIMEOUT,
+        resilient_redis::Client::with_config(config),
+    )
+    .await
+    {
         Ok(Ok(client)) => Ok(client),
         // The client's error already names the server.
         Ok(Err(err)) => Err(CliError::runtime(err.to_string())),
@@ -114,108 +124,17 @@ pub(crate) const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(5);
 /// error before a run starts rather than a run full of errors.
 pub(crate) async fn preflight<C: AppClient>(client: &mut C, url: &str) -> Result<(), CliError> {
     let ping = redis::cmd("PING");
-    match tokio::time::timeout(PREFLIGHT_TIMEOUT, ping.query_async::<redis::Value>(client.conn())).await {
+    match tokio::time::timeout(
+        PREFLIGHT_TIMEOUT,
+        ping.query_async::<redis::Value>(client.conn()),
+    )
+    .await
+    {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(err)) => Err(CliError::runtime(format!("cannot reach {url}: {err}"))),
         Err(_) => Err(CliError::runtime(format!(
             "cannot reach {url}: no answer to PING within {} s",
             PREFLIGHT_TIMEOUT.as_secs()
         ))),
-    }
-}
-
-/// The raw baseline: one shared multiplexed connection, replaced after it breaks.
-#[derive(Clone)]
-pub(crate) struct RawClient {
-    shared: Arc<RawShared>,
-    conn: MultiplexedConnection,
-    generation: u64,
-}
-
-struct RawShared {
-    client: redis::Client,
-    config: AsyncConnectionConfig,
-    /// Bumped each time `current` is replaced.
-    generation: AtomicU64,
-    current: Mutex<MultiplexedConnection>,
-    /// Serialises reconnects so a breakage seen by many workers opens one connection.
-    reconnecting: tokio::sync::Mutex<()>,
-    reconnects: AtomicU64,
-}
-
-impl RawClient {
-    /// Opens the baseline connection with redis-rs defaults; `response_timeout` overrides
-    /// redis-rs's default response timeout (500 ms) when set (`--deadline-ms` for raw).
-    pub(crate) async fn connect(
-        url: &str,
-        response_timeout: Option<Duration>,
-    ) -> Result<RawClient, CliError> {
-        let client = redis::Client::open(url)
-            .map_err(|err| CliError::usage(format!("invalid --url {url:?}: {err}")))?;
-        let mut config = AsyncConnectionConfig::new();
-        if let Some(timeout) = response_timeout {
-            config = config.set_response_timeout(Some(timeout));
-        }
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|err| CliError::runtime(format!("cannot connect to {url}: {err}")))?;
-        let shared = Arc::new(RawShared {
-            client,
-            config,
-            generation: AtomicU64::new(0),
-            current: Mutex::new(conn.clone()),
-            reconnecting: tokio::sync::Mutex::new(()),
-            reconnects: AtomicU64::new(0),
-        });
-        Ok(RawClient { shared, conn, generation: 0 })
-    }
-
-    /// Picks up a replacement connection another worker opened.
-    fn refresh(&mut self) {
-        let generation = self.shared.generation.load(Ordering::Acquire);
-        if generation != self.generation {
-            let current = self.shared.current.lock().unwrap_or_else(PoisonError::into_inner);
-            self.conn = current.clone();
-            self.generation = self.shared.generation.load(Ordering::Acquire);
-        }
-    }
-
-    /// Replaces the shared connection unless another worker already did since we last looked.
-    async fn reconnect(&mut self) {
-        let shared = Arc::clone(&self.shared);
-        {
-            let _guard = shared.reconnecting.lock().await;
-            if shared.generation.load(Ordering::Acquire) == self.generation {
-                let Ok(conn) = shared.client.get_multiplexed_async_connection_with_config(&shared.config).await
-                else {
-                    // Server still down: the next call fails fast and tries again.
-                    return;
-                };
-                *shared.current.lock().unwrap_or_else(PoisonError::into_inner) = conn;
-                shared.generation.fetch_add(1, Ordering::AcqRel);
-                shared.reconnects.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.refresh();
-    }
-}
-
-impl AppClient for RawClient {
-    type Conn = MultiplexedConnection;
-
-    fn conn(&mut self) -> &mut Self::Conn {
-        self.refresh();
-        &mut self.conn
-    }
-
-    async fn after_error(&mut self, err: &RedisError) {
-        if err.is_unrecoverable_error() {
-            self.reconnect().await;
-        }
-    }
-
-    fn counters(&self) -> ClientCounters {
-        ClientCounters { retries: 0, reconnects: self.shared.reconnects.load(Ordering::Relaxed) }
     }
 }

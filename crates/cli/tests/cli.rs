@@ -1,0 +1,434 @@
+//! End-to-end tests of the `resilient-redis` binary: bad input, unreachable servers, and real
+//! runs against lab redis-servers (each test starts its own on a free loopback port).
+
+use std::process::Output;
+use std::time::Duration;
+
+use redis_lab::RedisServer;
+use serde_json::Value;
+use tokio::process::Command;
+use tokio::time::Instant;
+
+const BIN: &str = env!("CARGO_BIN_EXE_resilient-redis");
+
+/// Runs the binary with `args`, failing the test if it does not exit within `limit`.
+async fn run(args: &[&str], limit: Duration) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(args).kill_on_drop(true);
+    match tokio::time::timeout(limit, command.output()).await {
+        Ok(output) => output.expect("the binary runs"),
+        Err(_) => panic!(
+            "`resilient-redis {}` did not exit within {limit:?}",
+            args.join(" ")
+        ),
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A loopback URL where nothing listens.
+fn closed_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    format!("redis://127.0.0.1:{port}")
+}
+
+/// Parses stdout as exactly one JSON object (one line, nothing else).
+fn one_json_object(output: &Output) -> Value {
+    let text = stdout(output);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected exactly one line on stdout, got: {text}"
+    );
+    let value: Value = serde_json::from_str(lines[0]).expect("valid JSON");
+    assert!(value.is_object(), "not an object: {value}");
+    value
+}
+
+#[tokio::test]
+async fn help_lists_the_subcommands() {
+    let output = run(&["--help"], Duration::from_secs(10)).await;
+    assert!(output.status.success());
+    let text = stdout(&output);
+    for word in ["demo", "bench", "health"] {
+        assert!(
+            text.contains(word),
+            "--help does not mention {word}: {text}"
+        );
+    }
+    let output = run(&["bench", "--help"], Duration::from_secs(10)).await;
+    assert!(output.status.success());
+    for flag in [
+        "--url",
+        "--client",
+        "--workload",
+        "--concurrency",
+        "--duration",
+        "--keys",
+        "--value-size",
+        "--key",
+        "--deadline-ms",
+        "--json",
+    ] {
+        assert!(
+            stdout(&output).contains(flag),
+            "bench --help does not mention {flag}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_url_is_a_one_line_usage_error() {
+    for args in [
+        ["bench", "--url", "not-a-url"],
+        ["bench", "--url", "http://127.0.0.1:6379"],
+        ["health", "--url", "redis://"],
+    ] {
+        let output = run(&args, Duration::from_secs(10)).await;
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let err = stderr(&output);
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line: {err}"
+        );
+        assert!(
+            err.starts_with("error: ") && err.contains("--url"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn bad_flags_are_usage_errors() {
+    for args in [
+        &["bench", "--url", "redis://127.0.0.1:6379", "--bogus"][..],
+        &[
+            "bench",
+            "--url",
+            "redis://127.0.0.1:6379",
+            "--duration",
+            "0",
+        ],
+        &[
+            "bench",
+            "--url",
+            "redis://127.0.0.1:6379",
+            "--duration",
+            "-1",
+        ],
+        &[
+            "bench",
+            "--url",
+            "redis://127.0.0.1:6379",
+            "--concurrency",
+            "0",
+        ],
+        &[
+            "bench",
+            "--url",
+            "redis://127.0.0.1:6379",
+            "--client",
+            "fred",
+        ],
+        &[
+            "bench",
+            "--url",
+            "redis://127.0.0.1:6379",
+            "--deadline-ms",
+            "0",
+        ],
+        &["bench"],
+        &["nonsense"],
+    ] {
+        let output = run(args, Duration::from_secs(10)).await;
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(!stderr(&output).contains("panicked"));
+    }
+}
+
+#[tokio::test]
+async fn unreachable_server_fails_fast_with_one_line() {
+    let url = closed_url();
+    for client in ["resilient", "raw"] {
+        let started = Instant::now();
+        let output = run(
+            &[
+                "bench",
+                "--url",
+                &url,
+                "--client",
+                client,
+                "--duration",
+                "1",
+            ],
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{client}: {}",
+            stderr(&output)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{client} took {:?}",
+            started.elapsed()
+        );
+        let err = stderr(&output);
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{client}: not one line: {err}"
+        );
+        assert!(
+            err.starts_with("error: ") && err.contains("127.0.0.1"),
+            "{client}: {err}"
+        );
+        assert!(stdout(&output).is_empty());
+    }
+}
+
+fn assert_bench_report(report: &Value, client: &str, workload: &str, concurrency: u64) {
+    for field in [
+        "client",
+        "workload",
+        "concurrency",
+        "duration_s",
+        "ops",
+        "ok",
+        "failed",
+        "ambiguous",
+        "retries",
+        "ops_per_sec",
+        "latency_us",
+        "errors_by_kind",
+    ] {
+        assert!(report.get(field).is_some(), "missing {field}: {report}");
+    }
+    for field in ["p50", "p99", "p999", "max"] {
+        assert!(
+            report["latency_us"][field].is_u64(),
+            "latency_us.{field}: {report}"
+        );
+    }
+    assert_eq!(report["client"], client);
+    assert_eq!(report["workload"], workload);
+    assert_eq!(report["concurrency"], concurrency);
+    let count = |field: &str| {
+        report[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field} not a count: {report}"))
+    };
+    assert_eq!(
+        count("ops"),
+        count("ok") + count("failed") + count("ambiguous"),
+        "{report}"
+    );
+    assert!(count("ok") > 0, "{report}");
+    assert!(report["errors_by_kind"].is_object());
+    let duration = report["duration_s"].as_f64().expect("duration_s");
+    assert!((0.9..5.0).contains(&duration), "{report}");
+    let rate = report["ops_per_sec"].as_f64().expect("ops_per_sec");
+    assert!(
+        (rate - count("ops") as f64 / duration).abs() < 1.0,
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn bench_json_is_one_object_with_the_fields() {
+    let server = RedisServer::start().await.expect("lab server");
+    let url = server.url();
+    for client in ["resilient", "raw"] {
+        let output = run(
+            &[
+                "bench",
+                "--url",
+                &url,
+                "--client",
+                client,
+                "--concurrency",
+                "8",
+                "--duration",
+                "1",
+                "--json",
+            ],
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(output.status.success(), "{client}: {}", stderr(&output));
+        let report = one_json_object(&output);
+        assert_bench_report(&report, client, "get-set", 8);
+    }
+    let output = run(
+        &[
+            "bench",
+            "--url",
+            &url,
+            "--workload",
+            "incr",
+            "--key",
+            "it:counter",
+            "--concurrency",
+            "4",
+            "--duration",
+            "1",
+            "--json",
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = one_json_object(&output);
+    assert_bench_report(&report, "resilient", "incr", 4);
+    let mut admin = server.admin().await.expect("admin connection");
+    let value: u64 = redis::cmd("GET")
+        .arg("it:counter")
+        .query_async(&mut admin)
+        .await
+        .expect("GET");
+    assert_eq!(
+        value,
+        report["ok"].as_u64().expect("ok"),
+        "every successful INCR counted once"
+    );
+}
+
+#[tokio::test]
+async fn health_json_exit_codes_follow_the_server() {
+    let mut server = RedisServer::start().await.expect("lab server");
+    let url = server.url();
+    let output = run(
+        &["health", "--url", &url, "--json"],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let health = one_json_object(&output);
+    assert_eq!(health["healthy"], true, "{health}");
+    assert_eq!(health["role"], "master", "{health}");
+
+    let output = run(&["health", "--url", &url], Duration::from_secs(20)).await;
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        stdout(&output).contains("healthy            yes"),
+        "{}",
+        stdout(&output)
+    );
+
+    server.stop().await.expect("stop");
+    let started = Instant::now();
+    let output = run(
+        &["health", "--url", &url, "--json"],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let health = one_json_object(&output);
+    assert_eq!(health["healthy"], false, "{health}");
+    assert!(
+        health["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{health}"
+    );
+    assert!(stderr(&output).contains("unhealthy"), "{}", stderr(&output));
+}
+
+/// The whole demo with short phases (about 10 s): every fault runs, the resilient client sees no
+/// error, the raw client does, the table and the chart are produced.
+#[tokio::test]
+async fn demo_with_short_phases_runs_every_fault() {
+    let out =
+        std::env::temp_dir().join(format!("resilient-redis-demo-test-{}", std::process::id()));
+    let out_arg = out.to_string_lossy().into_owned();
+    let output = run(
+        &[
+            "demo",
+            "--settle-ms",
+            "500",
+            "--tasks",
+            "10",
+            "--out",
+            &out_arg,
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    let text = stdout(&output);
+    let chart = std::fs::read_to_string(out.join("resilient-redis-demo.svg"));
+    let _ = std::fs::remove_dir_all(&out);
+    assert_eq!(output.status.code(), Some(0), "{text}\n{}", stderr(&output));
+    for label in [
+        "CLIENT KILL TYPE normal",
+        "DEBUG SLEEP 1.5 s",
+        "SHUTDOWN NOSAVE",
+        "busy Lua script 1 s",
+        "chart: ",
+    ] {
+        assert!(text.contains(label), "{label} missing from: {text}");
+    }
+    assert!(
+        !text.contains('\x1b'),
+        "escape codes on a non-terminal stdout"
+    );
+    let raw_errors: u64 = text
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("resilient: ")
+                .and_then(|rest| rest.split("| raw: ").nth(1))
+        })
+        .and_then(|raw| raw.split(", ").nth(1))
+        .and_then(|errors| errors.trim_end_matches(" errors").parse().ok())
+        .expect("summary line");
+    assert!(raw_errors > 0, "the raw client saw no fault: {text}");
+    let svg = chart.expect("chart written");
+    assert!(svg.starts_with("<svg") && svg.contains("restart"));
+}
+
+#[tokio::test]
+async fn demo_without_redis_server_says_how_to_install_it() {
+    let empty =
+        std::env::temp_dir().join(format!("resilient-redis-empty-path-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).expect("temp dir");
+    let mut command = Command::new(BIN);
+    command
+        .args(["demo", "--out", &empty.to_string_lossy()])
+        .env("PATH", &empty)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(20), command.output())
+        .await
+        .expect("exits quickly")
+        .expect("the binary runs");
+    let _ = std::fs::remove_dir_all(&empty);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains("redis-server") && err.contains("install"),
+        "{err}"
+    );
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Healthy-path benchmark: the resilient client against the raw redis-rs baseline, same binary,
+# same lab server, GET/SET of 64-byte values, alternating the two clients round after round so
+# machine noise hits both alike. Prints throughput and p99 ratios per concurrency and checks the
+# targets (resilient >= 0.97 x raw throughput, p99 <= 1.05 x raw). Exit 1 if a target is missed.
+#
+#   scripts/bench-healthy.sh                       # 3 rounds x 5 s at concurrency 1, 50, 256
+#   ROUNDS=5 SECS=10 CONCURRENCY="50" scripts/bench-healthy.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+SECS=${SECS:-5}
+CONCURRENCY=${CONCURRENCY:-"1 50 256"}
+MIN_THROUGHPUT_RATIO=0.97
+MAX_P99_RATIO=1.05
+
+echo "==> building (release)" >&2
+cargo build --release --quiet -p resilient-redis-cli
+bin="${CARGO_TARGET_DIR:-target}/release/resilient-redis"
+
+# A lab redis-server that lives as long as this script holds the pipe to its stdin.
+coproc LAB { exec "$bin" lab-server; }
+lab_pid=$LAB_PID lab_in=${LAB[1]} lab_out=${LAB[0]}
+# Closing the pipe stops the lab server (and its redis-server); wait until it has.
+cleanup() { exec {lab_in}>&- 2>/dev/null || true; wait "$lab_pid" 2>/dev/null || true; rm -f "${results:-}"; }
+trap cleanup EXIT
+read -r url <&"$lab_out"
+echo "==> lab server at $url; $ROUNDS rounds x $SECS s per client and concurrency" >&2
+
+field() { sed -E "s/.*\"$1\":([0-9.eE+-]+).*/\1/" <<<"$2"; }
+
+results=$(mktemp)
+for c in $CONCURRENCY; do
+  for ((round = 1; round <= ROUNDS; round++)); do
+    if ((round % 2)); then order="raw resilient"; else order="resilient raw"; fi
+    for client in $order; do
+      json=$("$bin" bench --url "$url" --client "$client" --workload get-set --value-size 64 \
+        --concurrency "$c" --duration "$SECS" --json)
+      ops=$(field ops_per_sec "$json")
+      p99=$(field p99 "$json")
+      errors=$(( $(field failed "$json") + $(field ambiguous "$json") ))
+      printf '  c=%-4s round %d  %-9s %10.0f ops/s  p99 %6d us  errors %d\n' "$c" "$round" "$client" "$ops" "$p99" "$errors" >&2
+      echo "$c $round $client $ops $p99 $errors" >>"$results"
+    done
+  done
+done
+
+echo
+printf '%-11s %12s %15s %7s %11s %16s %7s  %s\n' concurrency "raw ops/s" "resilient ops/s" ratio "raw p99 us" "resilient p99 us" ratio verdict
+status=0
+for c in $CONCURRENCY; do
+  # Ratios are taken per round (the two runs of a round are back to back), then the median
+  # round is reported, so one noisy round does not decide the verdict.
+  line=$(awk -v c="$c" -v tmin="$MIN_THROUGHPUT_RATIO" -v pmax="$MAX_P99_RATIO" '
+    function median(a, n,   i, j, t) {
+      for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+      return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+    }
+    $1 == c { errs += $6 }
+    $1 == c && $3 == "raw"       { rops[$2] = $4; rp99[$2] = $5 }
+    $1 == c && $3 == "resilient" { sops[$2] = $4; sp99[$2] = $5 }
+    END {
+      n = 0
+      for (r in rops) { n++; ro[n] = rops[r]; so[n] = sops[r]; rp[n] = rp99[r]; sp[n] = sp99[r]
+                        tr[n] = sops[r] / rops[r]; pr[n] = sp99[r] / rp99[r] }
+      t = median(tr, n); p = median(pr, n)
+      ok = (t >= tmin && p <= pmax && errs == 0)
+      printf "%-11s %12.0f %15.0f %7.3f %11.0f %16.0f %7.3f  %s\n", c, median(ro, n), median(so, n), t, median(rp, n), median(sp, n), p, ok ? "ok" : "MISSED"
+    }' "$results")
+  echo "$line"
+  [[ $line == *MISSED ]] && status=1
+done
+rm -f "$results"
+echo "(medians over $ROUNDS rounds, ratios per round; targets: throughput ratio >= $MIN_THROUGHPUT_RATIO, p99 ratio <= $MAX_P99_RATIO, no errors)"
+exit $status
