@@ -17,7 +17,10 @@ use crate::{
     config::ClientConfig,
     connection::{Lease, LeaseId, Pool, StallVerdict},
     error::{Error, ErrorKind, Outcome},
-    retry::{AttemptError, build_policy, classify_reply, connection_lost, give_up_error},
+    retry::{
+        AttemptError, build_policy, classify_reply, connection_lost, deadline_in_flight,
+        give_up_error,
+    },
 };
 
 /// A Redis client that survives dropped connections, restarts, stalls and throttling, and never
@@ -356,7 +359,9 @@ impl Client {
                 // Not sent: nothing to undo, nothing gained by retrying before the deadline.
                 class: Classification::fail().server_fault(false),
             })?;
-        let result = self.send_on(lease, request, retry_safe).await;
+        let result = self
+            .send_on(lease, request, retry_safe, attempt.deadline)
+            .await;
         if let Err(e) = &result
             && let Some(source) = e.error.redis_error()
             && matches!(source.code(), Some("BUSY" | "LOADING"))
@@ -379,6 +384,7 @@ impl Client {
         lease: Lease,
         request: Request<'_>,
         retry_safe: bool,
+        deadline: Option<Instant>,
     ) -> Result<Reply, AttemptError> {
         let Lease {
             mut conn,
@@ -402,10 +408,14 @@ impl Client {
             }
         };
         tokio::pin!(fut);
-        // Fast path: the reply comes within the response timeout.
-        let outcome = match tokio::time::timeout(window, &mut fut).await {
+        // Fast path: the reply comes within the response timeout. This is the only timer of a
+        // call: it is also bounded by the call's deadline.
+        let window_end = Instant::now() + window;
+        let limit = deadline.map_or(window_end, |d| d.min(window_end));
+        let outcome = match tokio::time::timeout_at(limit, &mut fut).await {
             Ok(result) => result,
-            Err(_) => Box::pin(self.wait_late_reply(fut, lease)).await?,
+            Err(_) if limit < window_end => return Err(deadline_in_flight()),
+            Err(_) => Box::pin(self.wait_late_reply(fut, lease, deadline)).await?,
         };
         match outcome {
             Ok(reply) => {
@@ -435,6 +445,23 @@ impl Client {
     /// stalled (keep waiting: re-sending would only queue the request twice) or the connection
     /// is dead (give up on it; the caller retries if the request is safe to repeat).
     async fn wait_late_reply<F>(
+        &self,
+        fut: std::pin::Pin<&mut F>,
+        lease: LeaseId,
+        deadline: Option<Instant>,
+    ) -> Result<redis::RedisResult<Reply>, AttemptError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<Reply>>,
+    {
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d, self.diagnose_late_reply(fut, lease))
+                .await
+                .unwrap_or_else(|_| Err(deadline_in_flight())),
+            None => self.diagnose_late_reply(fut, lease).await,
+        }
+    }
+
+    async fn diagnose_late_reply<F>(
         &self,
         mut fut: std::pin::Pin<&mut F>,
         lease: LeaseId,

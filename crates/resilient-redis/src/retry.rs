@@ -58,6 +58,18 @@ pub(crate) fn classify_reply(
     }
 }
 
+/// The call's deadline passed while the request was in flight.
+pub(crate) fn deadline_in_flight() -> AttemptError {
+    AttemptError {
+        error: Error::new(
+            ErrorKind::DeadlineExceeded,
+            Outcome::Ambiguous,
+            "deadline exceeded while waiting for the reply",
+        ),
+        class: Classification::fail().ambiguous().server_fault(true),
+    }
+}
+
 pub(crate) fn connection_lost(message: &str, source: Option<RedisError>) -> AttemptError {
     let mut error = Error::new(ErrorKind::ConnectionLost, Outcome::Ambiguous, message);
     if let Some(s) = source {
@@ -83,6 +95,9 @@ pub(crate) fn build_policy(
         max_hint: Duration::from_secs(5),
         reject_hint_above: Duration::from_secs(300),
         name: "resilient_redis".into(),
+        // Every attempt returns by its deadline on its own (`send_on` bounds its one timer by
+        // it), so the policy registers no second timer per call.
+        cut_attempts: false,
     };
     let mut policy = RetryPolicy::new(retry).map_err(|e| Error::config(e.to_string()))?;
     if let Some(b) = budget {
