@@ -332,7 +332,11 @@ impl Client {
             .run(
                 idempotency,
                 |e: &AttemptError| e.class,
-                |attempt: Attempt| self.attempt(request, attempt, retry_safe),
+                |attempt: Attempt| {
+                    // [sentinel] `read_only` routes the call to a replica with ReadFrom.
+                    let read_only = safety == CommandSafety::ReadOnly;
+                    self.attempt(request, attempt, retry_safe, read_only)
+                },
             )
             .await;
         result.map_err(give_up_error)
@@ -343,6 +347,7 @@ impl Client {
         request: Request<'_>,
         attempt: Attempt,
         retry_safe: bool,
+        read_only: bool,
     ) -> Result<Reply, AttemptError> {
         let stats = &self.inner.stats;
         stats.attempts.fetch_add(1, Ordering::Relaxed);
@@ -352,16 +357,25 @@ impl Client {
         let lease = self
             .inner
             .pool
-            .acquire(attempt.deadline)
+            .acquire_for(read_only, attempt.deadline)
             .await
             .map_err(|error| AttemptError {
                 error,
                 // Not sent: nothing to undo, nothing gained by retrying before the deadline.
                 class: Classification::fail().server_fault(false),
             })?;
+        // [sentinel] Remembered for the READONLY check below.
+        let lease_id = lease.id();
         let result = self
             .send_on(lease, request, retry_safe, attempt.deadline)
             .await;
+        // [sentinel] A READONLY reply: the node was demoted. Replace this connection (the next
+        // one goes to the master, checked with ROLE) and rediscover; the policy retries.
+        if let Err(e) = &result
+            && e.error.redis_error().and_then(|s| s.code()) == Some("READONLY")
+        {
+            self.inner.pool.on_readonly(lease_id);
+        }
         if let Err(e) = &result
             && let Some(source) = e.error.redis_error()
             && matches!(source.code(), Some("BUSY" | "LOADING"))

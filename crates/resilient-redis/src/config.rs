@@ -20,12 +20,85 @@ pub enum ErrorRule {
     Fail,
 }
 
+/// Where read-only commands go when the client follows a Sentinel deployment.
+///
+/// Only commands the command table marks read-only (and pipelines made only of them) are
+/// routed; everything else goes to the master. Replicas replicate asynchronously: a read from
+/// a replica may not see a write the client just made.
+///
+/// # Default
+/// [`ReadFrom::Master`]: every command goes to the master.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Every command goes to the master.
+    #[default]
+    Master,
+    /// Reads go to a replica when one is connected, to the master otherwise. Reads go on
+    /// during a failover as long as a replica answers.
+    PreferReplica,
+    /// Reads go only to replicas; they wait (up to their deadline) for one when none is
+    /// connected.
+    Replica,
+}
+
+impl ReadFrom {
+    /// Parses `master`, `prefer-replica` or `replica`.
+    pub fn parse(s: &str) -> Option<ReadFrom> {
+        match s.trim() {
+            "master" => Some(ReadFrom::Master),
+            "prefer-replica" => Some(ReadFrom::PreferReplica),
+            "replica" => Some(ReadFrom::Replica),
+            _ => None,
+        }
+    }
+}
+
+/// How to find the master through Redis Sentinel. See [`ClientConfig::sentinel`].
+///
+/// # Default
+/// No sentinels, master name `mymaster`, no sentinel password, [`ReadFrom::Master`],
+/// `rediscover_interval` 100 ms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentinelConfig {
+    /// Sentinel addresses (host, port) to ask first; the client also learns the others the
+    /// sentinels know (`SENTINEL SENTINELS`).
+    pub sentinels: Vec<(String, u16)>,
+    /// The name the sentinels monitor the master under.
+    pub master_name: String,
+    /// Password of the sentinels themselves (`requirepass` in sentinel.conf), if any. The data
+    /// nodes' credentials come from [`ClientConfig::url`].
+    pub sentinel_password: Option<String>,
+    /// Where replica-safe reads go.
+    pub read_from: ReadFrom,
+    /// Minimum time between two rediscoveries triggered by failures (a dead connection, a
+    /// `READONLY` reply, a timeout); a random extra of up to the same time is added so many
+    /// clients do not ask the sentinels at once. A `+switch-master` announcement is followed at
+    /// once, whatever this says.
+    pub rediscover_interval: Duration,
+}
+
+impl Default for SentinelConfig {
+    fn default() -> Self {
+        SentinelConfig {
+            sentinels: Vec::new(),
+            master_name: "mymaster".to_owned(),
+            sentinel_password: None,
+            read_from: ReadFrom::Master,
+            rediscover_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// The default port of a sentinel.
+const SENTINEL_PORT: u16 = 26379;
+
 /// Configuration of a [`Client`](crate::Client).
 ///
 /// # Default
 /// | setting | default | why |
 /// |---|---|---|
 /// | `url` | `redis://127.0.0.1:6379` | |
+/// | `sentinel` | `None` (set by a `redis+sentinel://` URL) | see [`SentinelConfig`] |
 /// | `connect_timeout` | 1 s | a healthy server on a LAN answers a connect in milliseconds |
 /// | `response_timeout` | 500 ms | redis-rs's default; past it the client checks whether the server or the connection is at fault (it does not re-send at once) |
 /// | `deadline` | 5 s | total for one call, waits and retries included: rides out a restart, `DEBUG SLEEP 3`, or a Sentinel failover (about 2.5 s with `down-after-milliseconds 1000`) |
@@ -41,8 +114,15 @@ pub enum ErrorRule {
 /// | `throttle_delay` | 100 ms | minimum wait after a `THROTTLED` reply |
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// The server: `redis://[[user]:password@]host[:port][/db]`.
+    /// The server: `redis://[[user]:password@]host[:port][/db]`, or a Sentinel deployment:
+    /// `redis+sentinel://[[user]:password@]host1:port1[,host2:port2,...]/MASTERNAME[/db]`
+    /// (sentinel ports default to 26379; user and password are those of the master and replicas,
+    /// percent-encoded; the sentinels' own password is [`SentinelConfig::sentinel_password`]).
     pub url: String,
+    /// Follow a Sentinel deployment instead of one fixed server. [`ClientConfig::from_url`] fills
+    /// it from a `redis+sentinel://` URL. When it is set and `url` is a `redis://` URL, only the
+    /// credentials and database of `url` are used (its host is ignored).
+    pub sentinel: Option<SentinelConfig>,
     /// Time allowed to open one connection (TCP connect and handshake).
     pub connect_timeout: Duration,
     /// Time to wait for a reply before checking, on a fresh connection, whether the server or this
@@ -86,6 +166,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
+            sentinel: None,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_millis(500),
             deadline: Duration::from_secs(5),
@@ -142,7 +223,18 @@ fn default_breaker() -> BreakerConfig {
 
 /// The environment variables [`ClientConfig::from_env`] reads.
 pub const ENV_VARS: &[(&str, &str)] = &[
-    ("RESILIENT_REDIS_URL", "server URL"),
+    (
+        "RESILIENT_REDIS_URL",
+        "server URL: redis://... or redis+sentinel://...",
+    ),
+    (
+        "RESILIENT_REDIS_SENTINEL_PASSWORD",
+        "password of the sentinels (with a redis+sentinel:// URL)",
+    ),
+    (
+        "RESILIENT_REDIS_READ_FROM",
+        "reads with Sentinel: master | prefer-replica | replica",
+    ),
     ("RESILIENT_REDIS_CONNECT_TIMEOUT_MS", "connect timeout, ms"),
     (
         "RESILIENT_REDIS_RESPONSE_TIMEOUT_MS",
@@ -179,13 +271,33 @@ impl ClientConfig {
     /// assert!(resilient_redis::ClientConfig::from_url("http://nope").is_err());
     /// # Ok::<(), resilient_redis::Error>(())
     /// ```
+    ///
+    /// A `redis+sentinel://` URL also sets [`ClientConfig::sentinel`]:
+    /// ```
+    /// let config = resilient_redis::ClientConfig::from_url(
+    ///     "redis+sentinel://:secret@10.0.0.1:26379,10.0.0.2/mymaster/2",
+    /// )?;
+    /// let sentinel = config.sentinel.as_ref().unwrap();
+    /// assert_eq!(sentinel.master_name, "mymaster");
+    /// assert_eq!(sentinel.sentinels[1], ("10.0.0.2".to_owned(), 26379));
+    /// # Ok::<(), resilient_redis::Error>(())
+    /// ```
     pub fn from_url(url: &str) -> Result<Self, Error> {
-        let config = ClientConfig {
+        let mut config = ClientConfig {
             url: url.to_owned(),
             ..ClientConfig::default()
         };
+        config.sentinel = parse_sentinel_url(url)?.map(|(sentinel, _)| sentinel);
         config.connection_info()?;
         Ok(config)
+    }
+
+    /// The Sentinel settings: [`ClientConfig::sentinel`], or those of a `redis+sentinel://` URL.
+    pub(crate) fn sentinel_config(&self) -> Result<Option<SentinelConfig>, Error> {
+        if let Some(s) = &self.sentinel {
+            return Ok(Some(s.clone()));
+        }
+        Ok(parse_sentinel_url(&self.url)?.map(|(s, _)| s))
     }
 
     /// The defaults, overridden by the environment variables listed in [`ENV_VARS`]. A variable
@@ -237,7 +349,34 @@ impl ClientConfig {
             }
         };
         if let Some(url) = lookup("RESILIENT_REDIS_URL") {
+            c.sentinel = parse_sentinel_url(&url)?.map(|(s, _)| s);
             c.url = url;
+        }
+        if let Some(password) = lookup("RESILIENT_REDIS_SENTINEL_PASSWORD") {
+            match c.sentinel.as_mut() {
+                Some(s) => s.sentinel_password = Some(password),
+                None => {
+                    return Err(Error::config(
+                        "RESILIENT_REDIS_SENTINEL_PASSWORD is set but RESILIENT_REDIS_URL is not a redis+sentinel:// URL",
+                    ));
+                }
+            }
+        }
+        if let Some(v) = lookup("RESILIENT_REDIS_READ_FROM") {
+            let read_from = ReadFrom::parse(&v).ok_or_else(|| {
+                Error::config(format!(
+                    "RESILIENT_REDIS_READ_FROM={v:?}: expected master, prefer-replica or replica"
+                ))
+            })?;
+            match c.sentinel.as_mut() {
+                Some(s) => s.read_from = read_from,
+                None if read_from == ReadFrom::Master => {}
+                None => {
+                    return Err(Error::config(
+                        "RESILIENT_REDIS_READ_FROM needs a redis+sentinel:// RESILIENT_REDIS_URL",
+                    ));
+                }
+            }
         }
         if let Some(d) = ms("RESILIENT_REDIS_CONNECT_TIMEOUT_MS")? {
             c.connect_timeout = d;
@@ -318,13 +457,26 @@ impl ClientConfig {
         if let Some(d) = self.tcp_keepalive {
             positive("tcp_keepalive", d)?;
         }
+        if let Some(s) = self.sentinel_config()? {
+            if s.sentinels.is_empty() {
+                return Err(Error::config(
+                    "sentinel.sentinels must name at least one sentinel",
+                ));
+            }
+            if s.master_name.is_empty() {
+                return Err(Error::config("sentinel.master_name must not be empty"));
+            }
+            positive("sentinel.rediscover_interval", s.rediscover_interval)?;
+        }
         Ok(())
     }
 
     /// The redis-rs connection info for the URL, with the TCP settings of this config.
+    /// With Sentinel, the address is a placeholder that the client replaces with the master's.
     pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo, Error> {
         use redis::IntoConnectionInfo;
-        let url = self.url.trim();
+        let data_url = parse_sentinel_url(&self.url)?.map(|(_, data_url)| data_url);
+        let url = data_url.as_deref().unwrap_or(&self.url).trim();
         if !(url.starts_with("redis://")
             || url.starts_with("rediss://")
             || url.starts_with("unix://")
@@ -352,6 +504,79 @@ impl ClientConfig {
         }
         Ok(info.set_tcp_settings(tcp))
     }
+}
+
+const SENTINEL_URL_FORM: &str =
+    "redis+sentinel://[[user]:password@]host1:port1[,host2:port2,...]/MASTERNAME[/db]";
+
+/// Parses a `redis+sentinel://` URL into the Sentinel settings and a `redis://` URL carrying the
+/// data nodes' credentials and database (with a placeholder host). `None` for other schemes.
+fn parse_sentinel_url(url: &str) -> Result<Option<(SentinelConfig, String)>, Error> {
+    let Some(rest) = url.trim().strip_prefix("redis+sentinel://") else {
+        return Ok(None);
+    };
+    let invalid = |why: &str| {
+        Error::config(format!(
+            "invalid URL {url:?}: {why}; expected {SENTINEL_URL_FORM}"
+        ))
+    };
+    let (authority, path) = rest
+        .split_once('/')
+        .ok_or_else(|| invalid("no master name"))?;
+    let (credentials, hosts) = match authority.rsplit_once('@') {
+        Some((c, h)) => (Some(c), h),
+        None => (None, authority),
+    };
+    let mut sentinels = Vec::new();
+    for host in hosts.split(',') {
+        let host = host.trim();
+        if host.is_empty() {
+            return Err(invalid("empty sentinel address"));
+        }
+        let (name, port) = match host.rsplit_once(':') {
+            // `[::1]:26379` or `host:26379`; a bare IPv6 address needs brackets.
+            Some((name, port))
+                if !name.is_empty() && (!name.contains(':') || name.ends_with(']')) =>
+            {
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|&p| p > 0)
+                    .ok_or_else(|| invalid(&format!("bad port in {host:?}")))?;
+                (name, port)
+            }
+            _ => (host, SENTINEL_PORT),
+        };
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        if name.is_empty() {
+            return Err(invalid(&format!("bad sentinel address {host:?}")));
+        }
+        sentinels.push((name.to_owned(), port));
+    }
+    let mut parts = path.split('/');
+    let master_name = parts.next().unwrap_or_default();
+    if master_name.is_empty() {
+        return Err(invalid("no master name"));
+    }
+    let db = match parts.next() {
+        None | Some("") => 0,
+        Some(db) => db
+            .parse::<i64>()
+            .ok()
+            .filter(|&d| d >= 0)
+            .ok_or_else(|| invalid(&format!("bad database {db:?}")))?,
+    };
+    if parts.next().is_some() {
+        return Err(invalid("too many path segments"));
+    }
+    let credentials = credentials.map(|c| format!("{c}@")).unwrap_or_default();
+    let data_url = format!("redis://{credentials}127.0.0.1:6379/{db}");
+    let sentinel = SentinelConfig {
+        sentinels,
+        master_name: master_name.to_owned(),
+        ..SentinelConfig::default()
+    };
+    Ok(Some((sentinel, data_url)))
 }
 
 #[cfg(test)]
@@ -393,6 +618,85 @@ mod tests {
         let err =
             ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_URL", "mysql://x")])).unwrap_err();
         assert!(err.to_string().contains("invalid URL"), "{err}");
+    }
+
+    #[test]
+    fn sentinel_url_forms() {
+        let (s, data) = parse_sentinel_url("redis+sentinel://u:p%40ss@h1:1,[::1]:2,h3/m-1/3")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.sentinels,
+            vec![
+                ("h1".to_owned(), 1),
+                ("::1".to_owned(), 2),
+                ("h3".to_owned(), SENTINEL_PORT)
+            ]
+        );
+        assert_eq!(s.master_name, "m-1");
+        assert_eq!(data, "redis://u:p%40ss@127.0.0.1:6379/3");
+        let c = ClientConfig::from_url("redis+sentinel://h1/m").unwrap();
+        let info = c.connection_info().unwrap();
+        assert_eq!(info.redis_settings().db(), 0);
+        assert_eq!(
+            c.sentinel.unwrap().sentinels,
+            vec![("h1".to_owned(), SENTINEL_PORT)]
+        );
+        let info = ClientConfig::from_url("redis+sentinel://:pw@h1/m/2")
+            .unwrap()
+            .connection_info()
+            .unwrap();
+        assert_eq!(info.redis_settings().password(), Some("pw"));
+        assert_eq!(info.redis_settings().db(), 2);
+        for bad in [
+            "redis+sentinel://h1",
+            "redis+sentinel://h1/",
+            "redis+sentinel://h1:x/m",
+            "redis+sentinel://h1,,h2/m",
+            "redis+sentinel://h1/m/x",
+            "redis+sentinel://h1/m/1/2",
+        ] {
+            let err = ClientConfig::from_url(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("redis+sentinel://[[user]"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(parse_sentinel_url("redis://h/0").unwrap().is_none());
+    }
+
+    #[test]
+    fn sentinel_env_vars() {
+        let env = |k: &str| match k {
+            "RESILIENT_REDIS_URL" => Some("redis+sentinel://h1:5000,h2:5001/main".to_owned()),
+            "RESILIENT_REDIS_SENTINEL_PASSWORD" => Some("s3cret".to_owned()),
+            "RESILIENT_REDIS_READ_FROM" => Some("prefer-replica".to_owned()),
+            _ => None,
+        };
+        let c = ClientConfig::from_lookup(env).unwrap();
+        let s = c.sentinel.unwrap();
+        assert_eq!(s.sentinel_password.as_deref(), Some("s3cret"));
+        assert_eq!(s.read_from, ReadFrom::PreferReplica);
+        assert_eq!(s.sentinels.len(), 2);
+        let err = ClientConfig::from_lookup(|k: &str| {
+            (k == "RESILIENT_REDIS_SENTINEL_PASSWORD").then(|| "x".to_owned())
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("RESILIENT_REDIS_SENTINEL_PASSWORD"),
+            "{err}"
+        );
+        let c = ClientConfig {
+            sentinel: Some(SentinelConfig::default()),
+            ..ClientConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("sentinel.sentinels")
+        );
     }
 
     #[test]

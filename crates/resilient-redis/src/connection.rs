@@ -13,6 +13,14 @@
 //!   caller needs it.
 //! - When a reply is late, [`Pool::diagnose_stall`] tells whether the server or the connection is
 //!   at fault by PINGing on a fresh connection (one probe at a time, shared by all callers).
+//! - With Sentinel, connections go to the master the [`SentinelResolver`] names. When it
+//!   announces a new master, the background task drops every connection to the old one and
+//!   connects to the new one at once, without backoff; callers waiting for a connection get it
+//!   as soon as it is up. A broken connection asks the resolver for a rediscovery.
+//! - With Sentinel and a [`ReadFrom`] other than `Master`, the pool also keeps `pool_size`
+//!   connections to replicas (after the master's slots) for read-only commands; they are
+//!   reconnected by the same task, after the master's. (A late reply on a replica is diagnosed
+//!   by probing the master.)
 
 use std::{
     sync::{
@@ -31,8 +39,9 @@ use tokio::{
 };
 
 use crate::{
-    config::ClientConfig,
+    config::{ClientConfig, ReadFrom},
     error::{Error, ErrorKind, Outcome},
+    topology::{Endpoint, Master, SentinelResolver, TopologyView},
 };
 
 /// A connection lent to one attempt.
@@ -63,6 +72,8 @@ impl Lease {
 struct Live {
     conn: MultiplexedConnection,
     generation: u64,
+    /// The master epoch the connection was opened for (always 0 for a fixed server).
+    epoch: u64,
 }
 
 struct Slot {
@@ -82,6 +93,9 @@ pub(crate) enum StallVerdict {
     Unreachable(String),
 }
 
+/// Minimum pause after a failed replica connection.
+const REPLICA_RETRY: Duration = Duration::from_millis(500);
+
 /// How many idle dedicated connections for blocking commands are kept.
 const MAX_IDLE_BLOCKING: usize = 16;
 
@@ -94,7 +108,12 @@ struct Down {
 }
 
 pub(crate) struct Pool {
-    client: redis::Client,
+    endpoint: Endpoint,
+    /// Slots `0..masters` connect to the master; the others to replicas.
+    masters: usize,
+    read_from: ReadFrom,
+    /// The connect timeout (for connections opened outside `conn_config`).
+    conn_config_timeout: Duration,
     conn_config: AsyncConnectionConfig,
     response_timeout: Duration,
     unavailable_after: Duration,
@@ -118,20 +137,37 @@ impl Pool {
     /// server cannot be reached or rejects the credentials). Starts the background task.
     pub(crate) async fn start(config: &ClientConfig) -> Result<Arc<Pool>, Error> {
         let info = config.connection_info()?;
-        let client = redis::Client::open(info).map_err(|e| {
-            Error::config(format!("invalid connection settings for {}", config.url)).with_source(e)
-        })?;
+        let sentinel = config.sentinel_config()?;
+        let read_from = sentinel.as_ref().map(|s| s.read_from).unwrap_or_default();
+        let replicas = if read_from == ReadFrom::Master {
+            0
+        } else {
+            config.pool_size
+        };
+        let endpoint = match sentinel {
+            Some(sentinel) => {
+                Endpoint::Sentinel(SentinelResolver::start(config, sentinel, info).await?)
+            }
+            None => Endpoint::Fixed(redis::Client::open(info).map_err(|e| {
+                Error::config(format!("invalid connection settings for {}", config.url))
+                    .with_source(e)
+            })?),
+        };
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(None);
-        let slots = (0..config.pool_size)
+        let slots = (0..config.pool_size + replicas)
             .map(|_| Slot {
                 live: RwLock::new(None),
                 last_reply_ms: AtomicU64::new(0),
             })
             .collect();
+        let changes = endpoint.changes();
         let pool = Arc::new(Pool {
-            client,
+            endpoint,
+            masters: config.pool_size,
+            read_from,
+            conn_config_timeout: config.connect_timeout,
             conn_config,
             response_timeout: config.response_timeout,
             unavailable_after: config.unavailable_after,
@@ -151,11 +187,13 @@ impl Pool {
             reconnects: AtomicU64::new(0),
         });
         if !config.connect_lazily {
-            let conn = pool
-                .open()
+            let (conn, epoch) = pool
+                .endpoint
+                .open(&pool.conn_config)
                 .await
                 .map_err(|e| connect_error(&config.url, e))?;
-            pool.install(0, conn);
+            pool.install(0, conn, epoch);
+            // (A master switch during this first connection is followed by the background task.)
         }
         let rng = match config.rng_seed {
             Some(seed) => SmallRng::seed_from_u64(seed),
@@ -166,6 +204,7 @@ impl Pool {
             pool.wake.clone(),
             config.reconnect_backoff,
             config.idle_check_interval,
+            changes,
             rng,
         ));
         pool.wake.notify_one();
@@ -174,9 +213,60 @@ impl Pool {
 
     /// Opens one new multiplexed connection.
     async fn open(&self) -> redis::RedisResult<MultiplexedConnection> {
-        self.client
-            .get_multiplexed_async_connection_with_config(&self.conn_config)
+        self.endpoint.open(&self.conn_config).await.map(|(c, _)| c)
+    }
+
+    /// A pub/sub connection to the server (the master, with Sentinel), within the connect
+    /// timeout.
+    pub(crate) async fn open_pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        let timeout = self.conn_config_timeout;
+        tokio::time::timeout(timeout, self.endpoint.open_pubsub())
             .await
+            .map_err(|_| {
+                redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "pub/sub connect timed out",
+                ))
+            })?
+    }
+
+    /// Master changes (Sentinel); `None` for a fixed server.
+    pub(crate) fn master_changes(&self) -> Option<watch::Receiver<Master>> {
+        self.endpoint.changes()
+    }
+
+    /// What the client knows of a Sentinel topology; `None` for a fixed server.
+    pub(crate) fn topology(&self) -> Option<TopologyView> {
+        self.endpoint.view()
+    }
+
+    /// A `READONLY` reply on the connection of `lease`: with Sentinel, the node
+    /// was demoted. Drops that connection (the next one goes to the master, checked with
+    /// `ROLE`) and asks for a rediscovery. Nothing for a fixed server, where `READONLY` is just
+    /// retried.
+    pub(crate) fn on_readonly(&self, lease: LeaseId) {
+        if let Endpoint::Sentinel(_) = &self.endpoint {
+            self.mark_broken(lease, "READONLY: the node is no longer the master");
+        }
+    }
+
+    /// The master changed: drops every connection to an older master (in-flight requests on
+    /// them finish or fail on their own) so the background task reconnects to the new one.
+    fn invalidate_stale(&self) {
+        let epoch = self.endpoint.epoch();
+        let mut dropped = 0;
+        for slot in self.slots.iter() {
+            let mut live = slot.live.write().expect("slot lock");
+            if live.as_ref().is_some_and(|l| l.epoch != epoch) {
+                *live = None;
+                dropped += 1;
+            }
+        }
+        self.blocking_idle.lock().expect("idle lock").clear();
+        if dropped > 0 {
+            tracing::info!(dropped, "the master changed: reconnecting to the new one");
+            self.note_down("the master changed");
+        }
     }
 
     /// A dedicated connection for a blocking command: an idle one, or a new one.
@@ -204,15 +294,25 @@ impl Pool {
         }
     }
 
-    fn install(&self, slot: usize, conn: MultiplexedConnection) {
+    /// Puts `conn` in `slot`; `false` (and nothing done) if it was opened for a master that has
+    /// been replaced since.
+    fn install(&self, slot: usize, conn: MultiplexedConnection, epoch: u64) -> bool {
+        if epoch != self.endpoint.epoch() {
+            return false;
+        }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        *self.slots[slot].live.write().expect("slot lock") = Some(Live { conn, generation });
+        *self.slots[slot].live.write().expect("slot lock") = Some(Live {
+            conn,
+            generation,
+            epoch,
+        });
         self.touch(slot);
-        {
+        if slot < self.masters {
             let mut down = self.down.lock().expect("down lock");
             down.since = None;
         }
         self.ready.send_modify(|g| *g = generation);
+        true
     }
 
     fn now_ms(&self) -> u64 {
@@ -226,15 +326,23 @@ impl Pool {
             .store(self.now_ms(), Ordering::Relaxed);
     }
 
+    /// A live master connection.
     fn try_lease(&self) -> Option<Lease> {
-        let n = self.slots.len();
+        self.try_lease_in(0, self.masters)
+    }
+
+    /// A live connection among the `n` slots from `first`, round-robin.
+    fn try_lease_in(&self, first: usize, n: usize) -> Option<Lease> {
+        if n == 0 {
+            return None;
+        }
         let start = if n == 1 {
             0
         } else {
             self.next.fetch_add(1, Ordering::Relaxed) % n
         };
         for i in 0..n {
-            let slot = (start + i) % n;
+            let slot = first + (start + i) % n;
             if let Some(live) = self.slots[slot].live.read().expect("slot lock").as_ref() {
                 return Some(Lease {
                     conn: live.conn.clone(),
@@ -246,15 +354,50 @@ impl Pool {
         None
     }
 
-    /// A live connection, waiting up to `deadline` for a reconnection when there is none.
+    /// A live replica connection, or a master one if `or_master`.
+    fn try_lease_read(&self, or_master: bool) -> Option<Lease> {
+        self.try_lease_in(self.masters, self.slots.len() - self.masters)
+            .or_else(|| if or_master { self.try_lease() } else { None })
+    }
+
+    /// A connection for a command: with [`ReadFrom::PreferReplica`] or [`ReadFrom::Replica`],
+    /// a replica one for a read-only command; a master one otherwise (see [`Pool::acquire`]).
+    pub(crate) async fn acquire_for(
+        &self,
+        read_only: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Lease, Error> {
+        match self.read_from {
+            ReadFrom::PreferReplica if read_only => {
+                self.acquire_with(deadline, |p| p.try_lease_read(true))
+                    .await
+            }
+            ReadFrom::Replica if read_only => {
+                self.acquire_with(deadline, |p| p.try_lease_read(false))
+                    .await
+            }
+            _ => self.acquire(deadline).await,
+        }
+    }
+
+    /// A live master connection, waiting up to `deadline` for a reconnection when there is none.
     pub(crate) async fn acquire(&self, deadline: Option<Instant>) -> Result<Lease, Error> {
         if let Some(lease) = self.try_lease() {
             return Ok(lease);
         }
+        self.acquire_with(deadline, Pool::try_lease).await
+    }
+
+    /// The waiting part of [`Pool::acquire`], with `pick` choosing among live connections.
+    async fn acquire_with(
+        &self,
+        deadline: Option<Instant>,
+        pick: impl Fn(&Pool) -> Option<Lease>,
+    ) -> Result<Lease, Error> {
         loop {
             // Subscribe before looking again, so a reconnection in between is not missed.
             let mut ready = self.ready.subscribe();
-            if let Some(lease) = self.try_lease() {
+            if let Some(lease) = pick(self) {
                 return Ok(lease);
             }
             let (since, last_error) = {
@@ -299,13 +442,13 @@ impl Pool {
             drop(live);
             tracing::debug!(slot = lease.slot, why, "connection marked broken");
             self.note_down(why);
+            self.endpoint.suspect();
             self.wake.notify_one();
         }
     }
 
     fn note_down(&self, why: &str) {
-        let any_live = self
-            .slots
+        let any_live = self.slots[..self.masters]
             .iter()
             .any(|s| s.live.read().expect("slot lock").is_some());
         let mut down = self.down.lock().expect("down lock");
@@ -315,14 +458,13 @@ impl Pool {
         down.last_error = Some(why.to_owned());
     }
 
-    /// How many slots hold a live connection, and how many slots there are.
+    /// How many master slots hold a live connection, and how many master slots there are.
     pub(crate) fn connections(&self) -> (usize, usize) {
-        let up = self
-            .slots
+        let up = self.slots[..self.masters]
             .iter()
             .filter(|s| s.live.read().expect("slot lock").is_some())
             .count();
-        (up, self.slots.len())
+        (up, self.masters)
     }
 
     /// The last connection error, if any.
@@ -464,6 +606,7 @@ async fn reconnector(
     wake: Arc<Notify>,
     backoff: resilience::Backoff,
     idle_check: Option<Duration>,
+    mut changes: Option<watch::Receiver<Master>>,
     mut rng: SmallRng,
 ) {
     let mut failures: u32 = 0;
@@ -476,19 +619,34 @@ async fn reconnector(
             previous = None;
             drop(p);
             let wait = idle_check.unwrap_or(Duration::from_secs(3600));
-            if tokio::time::timeout(wait, wake.notified()).await.is_err() {
-                // Idle check: PING connections that have not seen a reply for a while.
-                let Some(p) = pool.upgrade() else { return };
-                if let Some(interval) = idle_check {
-                    check_idle(&p, interval).await;
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = master_changed(&mut changes) => {
+                    let Some(p) = pool.upgrade() else { return };
+                    p.invalidate_stale();
+                }
+                _ = tokio::time::sleep(wait) => {
+                    // Idle check: PING connections that have not seen a reply for a while.
+                    let Some(p) = pool.upgrade() else { return };
+                    if let Some(interval) = idle_check {
+                        check_idle(&p, interval).await;
+                    }
                 }
             }
             continue;
         }
         for slot in dead {
-            match p.open().await {
-                Ok(conn) => {
-                    p.install(slot, conn);
+            let opened = if slot < p.masters {
+                p.endpoint.open(&p.conn_config).await
+            } else {
+                p.endpoint.open_replica(&p.conn_config).await
+            };
+            match opened {
+                Ok((conn, epoch)) => {
+                    if !p.install(slot, conn, epoch) {
+                        // Opened for a master replaced since: try again with the new one.
+                        continue;
+                    }
                     p.reconnects.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("resilient_redis_reconnects_total").increment(1);
                     tracing::info!(slot, "reconnected");
@@ -497,17 +655,49 @@ async fn reconnector(
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    p.note_down(&e.to_string());
-                    let delay = backoff.delay(failures, previous, &mut rng);
+                    let mut delay = backoff.delay(failures, previous, &mut rng);
                     previous = Some(delay);
+                    let replica = slot >= p.masters;
+                    if replica {
+                        // No replica to read from is not an outage: retry calmly.
+                        delay = delay.max(REPLICA_RETRY);
+                    } else {
+                        p.note_down(&e.to_string());
+                    }
                     tracing::debug!(slot, error = %e, ?delay, "reconnect failed");
                     metrics::counter!("resilient_redis_reconnect_failures_total").increment(1);
                     drop(p);
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        // A master connection broke meanwhile: the master's slots come first
+                        // (their own failures back off without this wake-up).
+                        _ = wake.notified(), if replica => {}
+                        _ = master_changed(&mut changes) => {
+                            // A new master: connect to it now, without backoff.
+                            let Some(p) = pool.upgrade() else { return };
+                            p.invalidate_stale();
+                            failures = 0;
+                            previous = None;
+                        }
+                    }
                     break;
                 }
             }
         }
+    }
+}
+
+/// Resolves when the master changes; never for a fixed server.
+pub(crate) async fn master_changed(changes: &mut Option<watch::Receiver<Master>>) {
+    match changes {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                // The resolver is gone (the pool is being dropped).
+                *changes = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

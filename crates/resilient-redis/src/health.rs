@@ -31,6 +31,15 @@ pub struct Health {
     pub connections_total: usize,
     /// The last connection error the client saw, if any.
     pub last_error: Option<String>,
+    /// With Sentinel, the master the client follows (`host:port`, `-` if none is known yet);
+    /// `None` for a single server.
+    pub master: Option<String>,
+    /// With Sentinel, the replicas the sentinels report healthy (`host:port`); `None` for a
+    /// single server.
+    pub replicas: Option<Vec<String>>,
+    /// With Sentinel, the sentinels the client knows (configured and discovered, `host:port`);
+    /// `None` for a single server.
+    pub sentinels: Option<Vec<String>>,
 }
 
 impl fmt::Display for Health {
@@ -73,7 +82,25 @@ impl fmt::Display for Health {
             "connections:       {}/{} up",
             self.connections_up, self.connections_total
         )?;
-        write!(f, "last error:        {}", opt(&self.last_error))
+        write!(f, "last error:        {}", opt(&self.last_error))?;
+        if let Some(master) = &self.master {
+            write!(f, "\nmaster:            {master}")?;
+        }
+        if let Some(replicas) = &self.replicas {
+            write!(f, "\nreplicas:          {}", list(replicas))?;
+        }
+        if let Some(sentinels) = &self.sentinels {
+            write!(f, "\nsentinels:         {}", list(sentinels))?;
+        }
+        Ok(())
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(", ")
     }
 }
 
@@ -107,7 +134,24 @@ impl Client {
             connections_up,
             connections_total,
             last_error: self.pool().last_error(),
+            master: None,
+            replicas: None,
+            sentinels: None,
         };
+        if let Some(view) = self.pool().topology() {
+            let addrs = |v: &[(String, u16)]| {
+                v.iter()
+                    .map(|(h, p)| format!("{h}:{p}"))
+                    .collect::<Vec<_>>()
+            };
+            health.master = Some(
+                view.master
+                    .map(|(h, p)| format!("{h}:{p}"))
+                    .unwrap_or_else(|| "-".to_owned()),
+            );
+            health.replicas = Some(addrs(&view.replicas));
+            health.sentinels = Some(addrs(&view.sentinels));
+        }
         let config = self.config();
         let wait = config.response_timeout * 2;
         let lease = match self

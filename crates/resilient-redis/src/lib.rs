@@ -34,6 +34,31 @@
 //! # What is retried
 //! See [`Client`] for the rules and [`commands`] for the command table.
 //!
+//! # Sentinel
+//! ```no_run
+//! use futures::StreamExt;
+//! use redis::AsyncCommands;
+//! use resilient_redis::{Client, ClientConfig, ReadFrom};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // redis+sentinel://[[user]:password@]host1:port1[,host2:port2,...]/MASTERNAME[/db]
+//! let mut config = ClientConfig::from_url("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster")?;
+//! if let Some(sentinel) = config.sentinel.as_mut() {
+//!     sentinel.read_from = ReadFrom::PreferReplica; // optional: reads go on during a failover
+//! }
+//! let mut client = Client::with_config(config).await?;
+//! let _: () = client.set("k", "v").await?; // waits (within its deadline) through a failover
+//! let mut news = client.subscribe(&["news"], &[]).await?; // re-subscribes on the new master
+//! # let _ = news.next().await; Ok(()) }
+//! ```
+//! The client asks the sentinels for the master (and checks it with `ROLE`), listens for
+//! `+switch-master` on every sentinel and moves every connection to the new master as soon as
+//! it is announced; dead connections, timeouts and `READONLY` replies also trigger a
+//! (rate-limited, jittered) rediscovery. Calls made during the failover wait for the new master
+//! instead of failing: the default 5 s deadline covers a failover with
+//! `down-after-milliseconds 1000` (about 2.3 s). See [`SentinelConfig`] and [`ResilientPubSub`]
+//! (which messages can be missed). [`Client::health`] reports the master, replicas and sentinels.
+//!
 //! # Metrics and events
 //! | name | kind | labels |
 //! |---|---|---|
@@ -41,6 +66,8 @@
 //! | `resilient_redis_call_failures_total` | counter | `kind` ([`ErrorKind::as_str`]), `outcome` = failed, ambiguous |
 //! | `resilient_redis_reconnects_total` | counter | |
 //! | `resilient_redis_reconnect_failures_total` | counter | |
+//! | `resilient_redis_master_switches_total` | counter | (Sentinel) the master changed |
+//! | `resilient_redis_sentinel_discoveries_total` | counter | (Sentinel) rounds of asking the sentinels |
 //! | `resilience_*` | | retries, give-ups, budget and breaker, from the [`resilience`] crate |
 //!
 //! Install the `metrics` recorder before creating clients: the call-duration histograms are
@@ -55,11 +82,17 @@ mod config;
 mod connection;
 mod error;
 mod health;
+mod pubsub;
 mod retry;
+mod topology;
 
 pub use client::{Client, ClientStats};
 pub use commands::{CommandSafety, safety_of};
-pub use config::{ClientConfig, ENV_VARS, ErrorRule};
+pub use config::{ClientConfig, ENV_VARS, ErrorRule, ReadFrom, SentinelConfig};
 pub use error::{Error, ErrorKind, Outcome, error_kind_name};
 pub use health::Health;
+pub use pubsub::ResilientPubSub;
 pub use resilience;
+pub use topology::cluster::{
+    ClusterClient, ClusterConfig, ClusterHealth, ClusterNodeHealth, ClusterStats,
+};

@@ -30,7 +30,9 @@ where
     proxy.set_blackhole(true);
     let handle = tokio::spawn(call);
     assert!(
-        eventually(Duration::from_secs(2), || proxy.stats().bytes_blackholed > before).await,
+        eventually(Duration::from_secs(2), || proxy.stats().bytes_blackholed
+            > before)
+        .await,
         "the request never reached the proxy"
     );
     proxy.set_blackhole(false);
@@ -47,8 +49,12 @@ async fn a_silent_connection_is_replaced_and_a_safe_call_retried() {
 
     let mut c = client.clone();
     let started = Instant::now();
-    let get = silence_current_connection(&proxy, async move { c.get::<_, String>("k").await }).await;
-    let value = get.await.unwrap().expect("GET is safe to repeat: retried on a new connection");
+    let get =
+        silence_current_connection(&proxy, async move { c.get::<_, String>("k").await }).await;
+    let value = get
+        .await
+        .unwrap()
+        .expect("GET is safe to repeat: retried on a new connection");
     let took = started.elapsed();
     assert_eq!(value, "v");
     let after = client.stats();
@@ -66,7 +72,8 @@ async fn an_unsafe_call_on_a_silent_connection_is_ambiguous() {
     let client = client_through(&proxy, Duration::from_secs(5)).await;
     let _: i64 = client.clone().incr("n", 1).await.unwrap();
     let mut c = client.clone();
-    let incr = silence_current_connection(&proxy, async move { c.incr::<_, _, i64>("n", 1).await }).await;
+    let incr =
+        silence_current_connection(&proxy, async move { c.incr::<_, _, i64>("n", 1).await }).await;
     let err = incr.await.unwrap().unwrap_err();
     assert_eq!(Outcome::of(&err), Outcome::Ambiguous, "{err}");
     let inner = resilient_redis::Error::from_redis(&err).unwrap();
@@ -87,7 +94,10 @@ async fn a_server_silent_everywhere_fails_at_the_deadline_as_ambiguous() {
     let started = Instant::now();
     let err = client.clone().set::<_, _, ()>("k", "w").await.unwrap_err();
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(1400) && took < Duration::from_millis(2500), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_millis(2500),
+        "took {took:?}"
+    );
     assert_eq!(Outcome::of(&err), Outcome::Ambiguous, "{err}");
     let inner = resilient_redis::Error::from_redis(&err).unwrap();
     assert_eq!(inner.kind(), ErrorKind::DeadlineExceeded, "{err}");

@@ -1,0 +1,98 @@
+//! Where the pool's connections go: one fixed server, or the master that a Sentinel deployment
+//! names (see [`sentinel`]).
+
+pub(crate) mod cluster;
+pub(crate) mod sentinel;
+
+use std::sync::Arc;
+
+use redis::{AsyncConnectionConfig, RedisResult, aio::MultiplexedConnection};
+use tokio::sync::watch;
+
+pub(crate) use sentinel::{Master, SentinelResolver, TopologyView};
+
+/// The server behind a pool.
+pub(crate) enum Endpoint {
+    /// One server, always at the same address.
+    Fixed(redis::Client),
+    /// The current master of a Sentinel deployment.
+    Sentinel(Arc<SentinelResolver>),
+}
+
+impl Endpoint {
+    /// Opens a connection to the server, with the master epoch it was opened for (always 0 for a
+    /// fixed server).
+    pub(crate) async fn open(
+        &self,
+        conn_config: &AsyncConnectionConfig,
+    ) -> RedisResult<(MultiplexedConnection, u64)> {
+        match self {
+            Endpoint::Fixed(client) => client
+                .get_multiplexed_async_connection_with_config(conn_config)
+                .await
+                .map(|c| (c, 0)),
+            Endpoint::Sentinel(resolver) => resolver.open_master(conn_config).await,
+        }
+    }
+
+    /// Opens a connection to a replica (Sentinel only), with the master epoch it was opened for.
+    pub(crate) async fn open_replica(
+        &self,
+        conn_config: &AsyncConnectionConfig,
+    ) -> RedisResult<(MultiplexedConnection, u64)> {
+        match self {
+            Endpoint::Sentinel(resolver) => resolver.open_replica(conn_config).await,
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "replica connections need Sentinel",
+            )
+            .into()),
+        }
+    }
+
+    /// Opens a pub/sub connection to the server (the master, with Sentinel).
+    pub(crate) async fn open_pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+        match self {
+            Endpoint::Fixed(client) => client.get_async_pubsub().await,
+            Endpoint::Sentinel(resolver) => resolver.open_master_pubsub().await,
+            #[allow(unreachable_patterns)]
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "pub/sub through the client needs a single server or Sentinel",
+            )
+            .into()),
+        }
+    }
+
+    /// The current master epoch: it changes each time the master changes.
+    pub(crate) fn epoch(&self) -> u64 {
+        match self {
+            Endpoint::Fixed(_) => 0,
+            Endpoint::Sentinel(resolver) => resolver.master().epoch,
+        }
+    }
+
+    /// Master changes, for the pool's background task; `None` for a fixed server.
+    pub(crate) fn changes(&self) -> Option<watch::Receiver<Master>> {
+        match self {
+            Endpoint::Fixed(_) => None,
+            Endpoint::Sentinel(resolver) => Some(resolver.subscribe()),
+        }
+    }
+
+    /// A connection broke, timed out or was told `READONLY`: the master may have moved. Asks
+    /// for a (rate-limited) rediscovery.
+    pub(crate) fn suspect(&self) {
+        if let Endpoint::Sentinel(resolver) = self {
+            resolver.request_rediscovery();
+        }
+    }
+
+    /// What the client knows of the topology; `None` for a fixed server.
+    pub(crate) fn view(&self) -> Option<TopologyView> {
+        match self {
+            Endpoint::Fixed(_) => None,
+            Endpoint::Sentinel(resolver) => Some(resolver.view()),
+        }
+    }
+}
