@@ -299,7 +299,7 @@ fn verdict_of<'a>(upper_name: &[u8], rest: impl Iterator<Item = &'a [u8]> + Clon
         b"SUBSCRIBE" | b"PSUBSCRIBE" | b"SSUBSCRIBE" | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE"
         | b"SUNSUBSCRIBE" | b"MONITOR" => {
             return Verdict::Refused(
-                "subscriptions need a dedicated connection: use a redis::aio::PubSub connection",
+                "subscriptions need a dedicated connection: use Client::subscribe (re-subscribes after reconnects and failovers)",
             );
         }
         // SET is idempotent in every form (NX/XX/GET change only the reply).
