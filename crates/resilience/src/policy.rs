@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::{Future, poll_fn};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
@@ -489,13 +489,15 @@ impl RetryPolicy {
                 _ => None,
             };
             let deadline = earliest(call_deadline, timeout);
-            let fut = op(Attempt {
+            // Pinned once here and raced by reference: passing the future by value into a
+            // helper would store it twice in this state machine.
+            let mut fut = pin!(op(Attempt {
                 number: attempts,
                 deadline,
-            });
+            }));
             let outcome = match deadline {
-                Some(deadline) if config.cut_attempts => run_until(deadline, fut).await,
-                _ => Some(fut.await),
+                Some(deadline) if config.cut_attempts => run_until(deadline, fut.as_mut()).await,
+                _ => Some(fut.as_mut().await),
             };
 
             let failure = match outcome {
@@ -674,8 +676,7 @@ impl fmt::Debug for RetryPolicy {
 /// immediately ready result costs no timer registration), then raced with `timeout_at`, which
 /// also polls the future before the timer: a result ready at the deadline instant wins.
 #[inline]
-async fn run_until<F: Future>(deadline: Instant, fut: F) -> Option<F::Output> {
-    let mut fut = pin!(fut);
+async fn run_until<F: Future>(deadline: Instant, mut fut: Pin<&mut F>) -> Option<F::Output> {
     let first = poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
     if let Poll::Ready(output) = first {
         return Some(output);

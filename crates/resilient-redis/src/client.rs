@@ -295,7 +295,8 @@ impl Client {
         }
         .map_err(|why| Error::new(ErrorKind::Refused, Outcome::Failed, why))?;
         let result = if safety == CommandSafety::Blocking {
-            self.execute_blocking(request).await
+            // Boxed: the rare path keeps its (large) connect future out of every call's future.
+            Box::pin(self.execute_blocking(request)).await
         } else {
             self.execute_retrying(request, safety).await
         };
@@ -354,16 +355,18 @@ impl Client {
         if attempt.number > 1 {
             stats.retries.fetch_add(1, Ordering::Relaxed);
         }
-        let lease = self
-            .inner
-            .pool
-            .acquire_for(read_only, attempt.deadline)
-            .await
-            .map_err(|error| AttemptError {
-                error,
-                // Not sent: nothing to undo, nothing gained by retrying before the deadline.
-                class: Classification::fail().server_fault(false),
-            })?;
+        let pool = &self.inner.pool;
+        let lease = match pool.try_acquire_for(read_only) {
+            Some(lease) => lease,
+            // No live connection: wait for the reconnection (boxed, off the fast path).
+            None => Box::pin(pool.acquire_for(read_only, attempt.deadline))
+                .await
+                .map_err(|error| AttemptError {
+                    error,
+                    // Not sent: nothing to undo, nothing gained by retrying before the deadline.
+                    class: Classification::fail().server_fault(false),
+                })?,
+        };
         // [sentinel] Remembered for the READONLY check below.
         let lease_id = lease.id();
         let result = self
@@ -381,7 +384,7 @@ impl Client {
             && matches!(source.code(), Some("BUSY" | "LOADING"))
         {
             // Waiting is not retrying: hold the retry until the server can take it.
-            let gate = self.inner.pool.wait_until_not_busy();
+            let gate = Box::pin(self.inner.pool.wait_until_not_busy());
             match attempt.deadline {
                 Some(d) => {
                     let _ = tokio::time::timeout_at(d, gate).await;

@@ -25,7 +25,7 @@
 use std::{
     sync::{
         Arc, Mutex, RwLock, Weak,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -78,8 +78,9 @@ struct Live {
 
 struct Slot {
     live: RwLock<Option<Live>>,
-    /// Milliseconds since the pool's origin of the last reply on this slot.
-    last_reply_ms: AtomicU64,
+    /// A reply arrived since the last idle check. A flag, not a timestamp: the request path
+    /// then reads no clock, and writes the cache line only once per check interval.
+    replied: AtomicBool,
 }
 
 /// What a fresh connection says about a late reply.
@@ -128,7 +129,6 @@ pub(crate) struct Pool {
     /// Idle dedicated connections for blocking commands, reused so a consumer looping on BLPOP
     /// does not open a connection per call.
     blocking_idle: Mutex<Vec<MultiplexedConnection>>,
-    origin: Instant,
     pub(crate) reconnects: AtomicU64,
 }
 
@@ -159,7 +159,7 @@ impl Pool {
         let slots = (0..config.pool_size + replicas)
             .map(|_| Slot {
                 live: RwLock::new(None),
-                last_reply_ms: AtomicU64::new(0),
+                replied: AtomicBool::new(false),
             })
             .collect();
         let changes = endpoint.changes();
@@ -183,7 +183,6 @@ impl Pool {
             probe: Mutex::new(None),
             busy_gate: Mutex::new(None),
             blocking_idle: Mutex::new(Vec::new()),
-            origin: Instant::now(),
             reconnects: AtomicU64::new(0),
         });
         if !config.connect_lazily {
@@ -315,15 +314,12 @@ impl Pool {
         true
     }
 
-    fn now_ms(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64
-    }
-
     /// Records that a reply arrived on `slot` (for the idle check).
     pub(crate) fn touch(&self, slot: usize) {
-        self.slots[slot]
-            .last_reply_ms
-            .store(self.now_ms(), Ordering::Relaxed);
+        let replied = &self.slots[slot].replied;
+        if !replied.load(Ordering::Relaxed) {
+            replied.store(true, Ordering::Relaxed);
+        }
     }
 
     /// A live master connection.
@@ -377,6 +373,16 @@ impl Pool {
                     .await
             }
             _ => self.acquire(deadline).await,
+        }
+    }
+
+    /// The connection [`Pool::acquire_for`] would pick right now, without waiting. The request
+    /// path tries this first so that its future stays small (the waiting path is boxed).
+    pub(crate) fn try_acquire_for(&self, read_only: bool) -> Option<Lease> {
+        match self.read_from {
+            ReadFrom::PreferReplica if read_only => self.try_lease_read(true),
+            ReadFrom::Replica if read_only => self.try_lease_read(false),
+            _ => self.try_lease(),
         }
     }
 
@@ -564,14 +570,13 @@ impl Pool {
             .collect()
     }
 
-    /// Live slots idle for longer than `interval`.
-    fn idle_slots(&self, interval: Duration) -> Vec<Lease> {
-        let now = self.now_ms();
-        let limit = interval.as_millis() as u64;
+    /// Live slots that saw no reply since the previous idle check (the checks run every
+    /// `idle_check_interval`), and the flags reset for the next interval.
+    fn idle_slots(&self) -> Vec<Lease> {
         (0..self.slots.len())
             .filter_map(|i| {
                 let slot = &self.slots[i];
-                let idle = now.saturating_sub(slot.last_reply_ms.load(Ordering::Relaxed)) >= limit;
+                let idle = !slot.replied.swap(false, Ordering::Relaxed);
                 let live = slot.live.read().expect("slot lock");
                 match (idle, live.as_ref()) {
                     (true, Some(l)) => Some(Lease {
@@ -628,8 +633,8 @@ async fn reconnector(
                 _ = tokio::time::sleep(wait) => {
                     // Idle check: PING connections that have not seen a reply for a while.
                     let Some(p) = pool.upgrade() else { return };
-                    if let Some(interval) = idle_check {
-                        check_idle(&p, interval).await;
+                    if idle_check.is_some() {
+                        check_idle(&p).await;
                     }
                 }
             }
@@ -701,8 +706,8 @@ pub(crate) async fn master_changed(changes: &mut Option<watch::Receiver<Master>>
     }
 }
 
-async fn check_idle(pool: &Arc<Pool>, interval: Duration) {
-    for mut lease in pool.idle_slots(interval) {
+async fn check_idle(pool: &Arc<Pool>) {
+    for mut lease in pool.idle_slots() {
         let ping = redis::cmd("PING");
         match tokio::time::timeout(pool.response_timeout, lease.conn.send_packed_command(&ping))
             .await
