@@ -59,6 +59,7 @@ mod event;
 pub mod http;
 mod observe;
 mod policy;
+mod throttle;
 #[cfg(feature = "tower")]
 pub mod tower;
 
@@ -69,3 +70,4 @@ pub use classify::{Classification, RetryAction};
 pub use error::ConfigError;
 pub use event::{Event, Listener};
 pub use policy::{Attempt, GiveUp, Idempotency, RetryConfig, RetryError, RetryPolicy};
+pub use throttle::{AdaptiveThrottle, AdaptiveThrottleConfig};
