@@ -29,193 +29,44 @@
 //! off: the call's deadline bounds each call instead.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     fmt,
     sync::{
-        Arc, Mutex, RwLock, Weak,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use rand::{RngExt, SeedableRng, rngs::SmallRng};
+use rand::{SeedableRng, rngs::SmallRng};
 use redis::{
-    Arg, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value,
+    Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value,
     aio::ConnectionLike,
     cluster_async::ClusterConnection,
     cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
 };
 use resilience::{
-    Attempt, Backoff, BreakerConfig, CircuitBreaker, Classification, Idempotency, Jitter,
-    RetryBudget, RetryBudgetConfig, RetryConfig, RetryPolicy,
+    Attempt, BreakerConfig, CircuitBreaker, Classification, Idempotency, RetryBudget, RetryConfig,
+    RetryPolicy,
 };
-use tokio::{
-    sync::{Notify, watch},
-    time::Instant,
-};
+use tokio::time::Instant;
 
 use crate::{
     ClientConfig,
     commands::{self, CommandSafety},
-    config::ErrorRule,
     error::{Error, ErrorKind, Outcome},
-    retry::{AttemptError, classify_reply, connection_lost, give_up_error},
+    retry::{AttemptError, connection_lost, give_up_error},
 };
 
-const SLOTS: u16 = 16384;
+mod classify;
+mod config;
+mod health;
+mod slots;
 
-/// Configuration of a [`ClusterClient`].
-///
-/// # Default
-/// | setting | default | why |
-/// |---|---|---|
-/// | `urls` | `redis://127.0.0.1:7000` | seed nodes; one reachable seed is enough |
-/// | `connect_timeout` | 1 s | |
-/// | `response_timeout` | 1 s | a reply later than this fails the attempt as ambiguous |
-/// | `deadline` | 5 s | total per call: covers a failover (about 2 to 3 s with `cluster-node-timeout 1000`) |
-/// | `max_attempts` | 20 | attempts that reach a node; `CLUSTERDOWN` during a failover lasts about 1 s and is retried every 10 to 250 ms |
-/// | `retry_backoff` | exponential 10 ms x2 up to 250 ms, full jitter | |
-/// | `max_redirects` | 5 | `MOVED`/`ASK` hops within one attempt before it counts as a retryable failure |
-/// | `budget` | 10 % of successes, 10 retries/s floor, 1000 tokens | as [`ClientConfig`] |
-/// | `breaker` | per node: opens when 50 % of the node's last 1000 attempts within 10 s (at least 50) failed for the node's fault; open 2 s | as [`ClientConfig`], one per node |
-/// | `min_refresh_interval` | 100 ms | at most ~10 slot-map refreshes per second per client, even while a node is down |
-/// | `refresh_jitter` | 100 ms | each refresh waits a further random 0 to 100 ms, so clients do not refresh in step after a failover |
-/// | `refresh_interval` | 10 s | background refresh when nothing happens |
-/// | `tcp_keepalive` | 10 s | |
-/// | `throttle_delay` | 100 ms | |
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    /// Seed nodes: `redis://[[user]:password@]host:port`.
-    pub urls: Vec<String>,
-    /// Time allowed to open one connection to a node.
-    pub connect_timeout: Duration,
-    /// Time to wait for one reply before the attempt fails (ambiguous: it may have run).
-    pub response_timeout: Duration,
-    /// Total time for one call, waits, redirects and retries included.
-    pub deadline: Duration,
-    /// Attempts that reach a node, the first included. Waiting for a node and following a
-    /// redirect are not attempts.
-    pub max_attempts: u32,
-    /// Delay between attempts.
-    pub retry_backoff: Backoff,
-    /// Redirects (`MOVED`, `ASK`) followed within one attempt.
-    pub max_redirects: u32,
-    /// The retry budget shared by every clone of the client; `None` disables it.
-    pub budget: Option<RetryBudgetConfig>,
-    /// The circuit breaker of each node (one per node address); `None` disables them.
-    pub breaker: Option<BreakerConfig>,
-    /// Minimum time between two slot-map refreshes.
-    pub min_refresh_interval: Duration,
-    /// Random extra delay, from zero to this, before each refresh.
-    pub refresh_jitter: Duration,
-    /// Refresh the slot map this often even when nothing suggests a change; `None` disables.
-    pub refresh_interval: Option<Duration>,
-    /// TCP keepalive idle time; `None` leaves the system default.
-    pub tcp_keepalive: Option<Duration>,
-    /// Minimum wait before retrying after a `THROTTLED` reply.
-    pub throttle_delay: Duration,
-    /// Extra rules for server error codes (see [`ClientConfig::error_rules`]).
-    pub error_rules: HashMap<String, ErrorRule>,
-    /// Seed for the jitter of retries and refreshes (deterministic tests); `None` seeds from
-    /// the operating system.
-    pub rng_seed: Option<u64>,
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        let client = ClientConfig::default();
-        ClusterConfig {
-            urls: vec!["redis://127.0.0.1:7000".to_owned()],
-            connect_timeout: Duration::from_secs(1),
-            response_timeout: Duration::from_secs(1),
-            deadline: Duration::from_secs(5),
-            max_attempts: 20,
-            retry_backoff: Backoff::exponential(
-                Duration::from_millis(10),
-                2.0,
-                Duration::from_millis(250),
-            )
-            .expect("valid constant backoff")
-            .with_jitter(Jitter::Full),
-            max_redirects: 5,
-            budget: client.budget,
-            breaker: client.breaker.map(|b| BreakerConfig {
-                name: "resilient_redis_cluster".into(),
-                ..b
-            }),
-            min_refresh_interval: Duration::from_millis(100),
-            refresh_jitter: Duration::from_millis(100),
-            refresh_interval: Some(Duration::from_secs(10)),
-            tcp_keepalive: client.tcp_keepalive,
-            throttle_delay: client.throttle_delay,
-            error_rules: HashMap::new(),
-            rng_seed: None,
-        }
-    }
-}
-
-impl ClusterConfig {
-    /// The defaults with these seed URLs, checked.
-    ///
-    /// ```
-    /// let config = resilient_redis::ClusterConfig::from_urls(&["redis://127.0.0.1:7000"])?;
-    /// assert_eq!(config.max_redirects, 5);
-    /// assert!(resilient_redis::ClusterConfig::from_urls(&[] as &[&str]).is_err());
-    /// # Ok::<(), resilient_redis::Error>(())
-    /// ```
-    pub fn from_urls<S: AsRef<str>>(urls: &[S]) -> Result<Self, Error> {
-        let config = ClusterConfig {
-            urls: urls.iter().map(|u| u.as_ref().to_owned()).collect(),
-            ..ClusterConfig::default()
-        };
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Checks every setting; the error names the first invalid one.
-    pub fn validate(&self) -> Result<(), Error> {
-        if self.urls.is_empty() {
-            return Err(Error::config("urls: at least one seed node is needed"));
-        }
-        for url in &self.urls {
-            ClientConfig {
-                url: url.clone(),
-                ..ClientConfig::default()
-            }
-            .connection_info()?;
-        }
-        let positive = |name: &str, d: Duration| {
-            if d.is_zero() {
-                Err(Error::config(format!("{name} must be greater than zero")))
-            } else {
-                Ok(())
-            }
-        };
-        positive("connect_timeout", self.connect_timeout)?;
-        positive("response_timeout", self.response_timeout)?;
-        positive("deadline", self.deadline)?;
-        positive("min_refresh_interval", self.min_refresh_interval)?;
-        if let Some(d) = self.refresh_interval {
-            positive("refresh_interval", d)?;
-        }
-        if let Some(d) = self.tcp_keepalive {
-            positive("tcp_keepalive", d)?;
-        }
-        if self.max_attempts == 0 {
-            return Err(Error::config("max_attempts must be at least 1"));
-        }
-        Ok(())
-    }
-
-    /// The settings the shared reply classification reads.
-    fn reply_rules(&self) -> ClientConfig {
-        ClientConfig {
-            throttle_delay: self.throttle_delay,
-            error_rules: self.error_rules.clone(),
-            ..ClientConfig::default()
-        }
-    }
-}
+use classify::{Redirect, redirect_of};
+pub use config::ClusterConfig;
+pub use health::{ClusterHealth, ClusterNodeHealth};
+use slots::{Topology, command_slot, refresh_once, refresher, split_addr};
 
 /// A Redis Cluster client that survives failovers and resharding, and never reports an
 /// ambiguous write as a plain failure.
@@ -242,6 +93,19 @@ impl ClusterConfig {
 ///   they would hold up every other request to that node.
 /// - A pipeline that meets `ASK` (its slot is being migrated) is retried with backoff when it is
 ///   safe to repeat, and fails as ambiguous otherwise: its commands may have run on either node.
+/// - A call that gets no answer within 2 x `response_timeout` + 500 ms is stuck inside redis-rs's
+///   connection task (every node request is cut by `response_timeout`): the client PINGs through
+///   it, replaces the connection if that is stuck too, and retries the call if it is safe to
+///   repeat (ambiguous otherwise).
+///
+/// # redis-rs underneath
+/// The client drives redis-rs's async cluster connection built with `retries(0)` and no overall
+/// response timeout. redis-rs's own retries would re-send a request after an I/O error whatever
+/// the command (an `INCR` could run twice and the caller would never know), follow `ASK` with a
+/// separate `ASKING` that another request can overtake, and wait at least 1.28 s after
+/// `TRYAGAIN`/`CLUSTERDOWN` regardless of any deadline; with `retries(0)` every failure, redirects
+/// included, comes back to this client, which follows redirects itself and applies its policy
+/// to the rest.
 ///
 /// # Example
 /// ```no_run
@@ -267,11 +131,51 @@ pub struct ClusterClient {
 struct Inner {
     config: ClusterConfig,
     rules: ClientConfig,
-    conn: ClusterConnection,
+    /// redis-rs's client, to replace a cluster connection whose driver stopped answering.
+    client: redis::cluster::ClusterClient,
+    /// The cluster connection and its generation (bumped on each replacement).
+    conn: RwLock<(ClusterConnection, u64)>,
+    /// One replacement at a time.
+    replacing: tokio::sync::Mutex<()>,
     topology: Arc<Topology>,
     budget: Option<RetryBudget>,
-    breakers: Mutex<HashMap<String, CircuitBreaker>>,
+    breakers: RwLock<HashMap<String, CircuitBreaker>>,
     stats: Counters,
+}
+
+impl Inner {
+    /// The current cluster connection and its generation.
+    fn conn(&self) -> (ClusterConnection, u64) {
+        read(&self.conn).clone()
+    }
+
+    /// A call through connection `generation` got no answer in time: if that connection does
+    /// not answer a PING either, its task is stuck (redis-rs 1.8 can stop serving every request
+    /// during a slot migration); replace it with a new one.
+    async fn check_driver(&self, generation: u64) {
+        let _one = self.replacing.lock().await;
+        let (mut conn, current) = self.conn();
+        if current != generation {
+            return;
+        }
+        let ping = conn.route_command(
+            redis::cmd("PING"),
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+        );
+        if let Ok(Ok(_)) = tokio::time::timeout(self.config.response_timeout, ping).await {
+            return;
+        }
+        let limit = self.config.connect_timeout * 2 + self.config.response_timeout;
+        match tokio::time::timeout(limit, self.client.get_async_connection()).await {
+            Ok(Ok(fresh)) => {
+                tracing::warn!("cluster connection stopped answering; replaced it");
+                self.stats.replaced.fetch_add(1, Ordering::Relaxed);
+                *self.conn.write().unwrap_or_else(|p| p.into_inner()) = (fresh, generation + 1);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot replace a stuck cluster connection"),
+            Err(_) => tracing::warn!("cannot replace a stuck cluster connection in time"),
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -288,6 +192,7 @@ struct Counters {
     retries: AtomicU64,
     redirects: AtomicU64,
     waits: AtomicU64,
+    replaced: AtomicU64,
     ambiguous: AtomicU64,
     failed: AtomicU64,
 }
@@ -305,6 +210,8 @@ pub struct ClusterStats {
     pub redirects: u64,
     /// Times a call waited for the node of its slot to be replaced or come back.
     pub waits: u64,
+    /// Cluster connections replaced because they stopped answering.
+    pub replaced: u64,
     /// Calls that failed with an ambiguous outcome.
     pub ambiguous: u64,
     /// Calls that failed with a definite outcome.
@@ -405,10 +312,12 @@ impl ClusterClient {
         let inner = Arc::new(Inner {
             rules: config.reply_rules(),
             config,
-            conn,
+            client,
+            conn: RwLock::new((conn, 0)),
+            replacing: tokio::sync::Mutex::new(()),
             topology: topology.clone(),
             budget,
-            breakers: Mutex::new(HashMap::new()),
+            breakers: RwLock::new(HashMap::new()),
             stats: Counters::default(),
         });
         if let Err(e) = refresh_once(&inner).await {
@@ -462,12 +371,12 @@ impl ClusterClient {
 
     /// The circuit breaker of the node at `addr` (`host:port`), once a call has used it.
     pub fn breaker(&self, addr: &str) -> Option<CircuitBreaker> {
-        lock(&self.inner.breakers).get(addr).cloned()
+        read(&self.inner.breakers).get(addr).cloned()
     }
 
     /// The master of `slot` in the client's slot map, as `host:port`.
     pub fn master_for_slot(&self, slot: u16) -> Option<String> {
-        self.inner.topology.master_of(slot)
+        self.inner.topology.master_of(slot).map(|a| a.to_string())
     }
 
     /// Counters since the client was created (shared by all clones).
@@ -479,6 +388,7 @@ impl ClusterClient {
             retries: s.retries.load(Ordering::Relaxed),
             redirects: s.redirects.load(Ordering::Relaxed),
             waits: s.waits.load(Ordering::Relaxed),
+            replaced: s.replaced.load(Ordering::Relaxed),
             ambiguous: s.ambiguous.load(Ordering::Relaxed),
             failed: s.failed.load(Ordering::Relaxed),
             refreshes: self.inner.topology.refreshes.load(Ordering::Relaxed),
@@ -597,7 +507,7 @@ impl ClusterClient {
                         target = Target::Slot;
                         continue;
                     }
-                    Some(addr.clone())
+                    Some(Arc::from(addr.as_str()))
                 }
             };
             let breaker = node.as_deref().and_then(|n| self.node_breaker(n));
@@ -617,7 +527,27 @@ impl ClusterClient {
                 })?),
                 None => None,
             };
-            let result = self.send_to(request, &target).await;
+            let (conn, generation) = inner.conn();
+            let stuck_after = inner.config.response_timeout * 2 + Duration::from_millis(500);
+            let result = match tokio::time::timeout(
+                stuck_after,
+                self.send_to(conn, request, &target),
+            )
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => {
+                    // Every node request is cut by the response timeout, so a call this late
+                    // is stuck inside redis-rs's connection task: check it, replace it if it
+                    // is stuck, and retry the call if it is safe to repeat.
+                    drop(permit);
+                    inner.check_driver(generation).await;
+                    return Err(connection_lost(
+                        "the cluster connection stopped answering while the request was in flight",
+                        None,
+                    ));
+                }
+            };
             let error = match result {
                 Ok(reply) => match self.check_reply(reply, retry_safe) {
                     Ok(reply) => {
@@ -692,7 +622,7 @@ impl ClusterClient {
         &self,
         slot: u16,
         deadline: Option<Instant>,
-    ) -> Result<Option<String>, AttemptError> {
+    ) -> Result<Option<Arc<str>>, AttemptError> {
         let topology = &self.inner.topology;
         let mut epochs = topology.epoch.subscribe();
         let mut waited = false;
@@ -728,7 +658,14 @@ impl ClusterClient {
 
     fn node_breaker(&self, node: &str) -> Option<CircuitBreaker> {
         let config = self.inner.config.breaker.as_ref()?;
-        let mut breakers = lock(&self.inner.breakers);
+        if let Some(b) = read(&self.inner.breakers).get(node) {
+            return Some(b.clone());
+        }
+        let mut breakers = self
+            .inner
+            .breakers
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(b) = breakers.get(node) {
             return Some(b.clone());
         }
@@ -741,8 +678,12 @@ impl ClusterClient {
         Some(b)
     }
 
-    async fn send_to(&self, request: Request<'_>, target: &Target) -> RedisResult<Reply> {
-        let mut conn = self.inner.conn.clone();
+    async fn send_to(
+        &self,
+        mut conn: ClusterConnection,
+        request: Request<'_>,
+        target: &Target,
+    ) -> RedisResult<Reply> {
         let by_address = |addr: &str| -> RedisResult<SingleNodeRoutingInfo> {
             let (host, port) = split_addr(addr).ok_or_else(|| {
                 RedisError::from((
@@ -792,192 +733,6 @@ impl ClusterClient {
                 .map(Reply::Many),
         }
     }
-
-    /// Turns retryable error replies into errors; every other reply goes back as is.
-    fn check_reply(&self, reply: Reply, retry_safe: bool) -> Result<Reply, RedisError> {
-        match &reply {
-            Reply::One(Value::ServerError(err)) if self.reply_is_retryable(err) => {
-                Err(RedisError::from(err.clone()))
-            }
-            Reply::Many(values) if retry_safe => {
-                match values.iter().find_map(|v| match v {
-                    Value::ServerError(err) if self.reply_is_retryable(err) => Some(err),
-                    _ => None,
-                }) {
-                    Some(err) => Err(RedisError::from(err.clone())),
-                    None => Ok(reply),
-                }
-            }
-            _ => Ok(reply),
-        }
-    }
-
-    fn reply_is_retryable(&self, err: &redis::ServerError) -> bool {
-        matches!(err.code(), "MOVED" | "ASK") || classify_reply(&self.inner.rules, err).is_some()
-    }
-
-    /// What a failed send means.
-    fn classify(&self, error: RedisError, node: Option<&str>) -> Failure {
-        let topology = &self.inner.topology;
-        let code = error.code().map(str::to_owned);
-        if let Some(code) = code.as_deref() {
-            let class = match code {
-                // The cluster is reconfiguring: not the node's fault.
-                "TRYAGAIN" | "CLUSTERDOWN" => Some(Classification::retry().server_fault(false)),
-                "READONLY" => {
-                    topology.request_refresh();
-                    Some(Classification::retry().server_fault(false))
-                }
-                _ => match &error.clone().try_into() {
-                    Ok(server) => classify_reply(&self.inner.rules, server).map(|(c, _)| c),
-                    Err(_) => None,
-                },
-            };
-            let kind = match code {
-                "THROTTLED" => ErrorKind::Throttled,
-                _ => ErrorKind::Server,
-            };
-            return Failure::sent(AttemptError {
-                error: Error::new(kind, Outcome::Failed, format!("server replied {code}"))
-                    .with_source(error),
-                class: class.unwrap_or_else(Classification::fail),
-            });
-        }
-        if error.kind() == redis::ErrorKind::ClusterConnectionNotFound
-            || error.is_connection_refusal()
-        {
-            // Nothing was written: the node has no live connection.
-            if let Some(n) = node {
-                topology.mark_down(n);
-            }
-            topology.request_refresh();
-            return Failure {
-                not_sent: true,
-                attempt: AttemptError {
-                    error: Error::new(
-                        ErrorKind::Unavailable,
-                        Outcome::Failed,
-                        "no connection to the node of the slot",
-                    )
-                    .with_source(error),
-                    class: Classification::retry(),
-                },
-            };
-        }
-        if error.is_io_error() || error.kind() == redis::ErrorKind::Parse {
-            if !error.is_timeout()
-                && let Some(n) = node
-            {
-                topology.mark_down(n);
-            }
-            topology.request_refresh();
-            return Failure::sent(connection_lost(
-                "the connection to the node broke while the request was in flight",
-                Some(error),
-            ));
-        }
-        // A client-side error from redis-rs (never reached the wire).
-        Failure::sent(AttemptError {
-            error: Error::new(ErrorKind::Server, Outcome::Failed, "request failed")
-                .with_source(error),
-            class: Classification::fail(),
-        })
-    }
-
-    /// The health of the cluster: `CLUSTER INFO` and `CLUSTER NODES` from one node, and the
-    /// client's breakers.
-    pub async fn health(&self) -> ClusterHealth {
-        let conn = self.inner.conn.clone();
-        let query = |cmd: Cmd| {
-            let mut conn = conn.clone();
-            async move {
-                tokio::time::timeout(
-                    self.inner.config.response_timeout * 2,
-                    conn.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)),
-                )
-                .await
-                .map_err(|_| "timed out".to_owned())?
-                .and_then(|v| redis::from_redis_value::<String>(v).map_err(RedisError::from))
-                .map_err(|e| e.to_string())
-            }
-        };
-        let mut health = ClusterHealth {
-            healthy: false,
-            reason: None,
-            cluster_state: None,
-            nodes: Vec::new(),
-        };
-        let mut info = redis::cmd("CLUSTER");
-        info.arg("INFO");
-        match query(info).await {
-            Ok(text) => {
-                health.cluster_state =
-                    crate::health::info_field(&text, "cluster_state").map(str::to_owned)
-            }
-            Err(e) => health.reason = Some(format!("CLUSTER INFO: {e}")),
-        }
-        let mut nodes = redis::cmd("CLUSTER");
-        nodes.arg("NODES");
-        match query(nodes).await {
-            Ok(text) => health.nodes = parse_cluster_nodes(&text),
-            Err(e) => {
-                health.reason.get_or_insert(format!("CLUSTER NODES: {e}"));
-            }
-        }
-        for node in &mut health.nodes {
-            node.breaker = match self.breaker(&node.addr) {
-                Some(b) => b.state().as_str().to_owned(),
-                None if self.inner.config.breaker.is_some() => "closed".into(),
-                None => "disabled".into(),
-            };
-        }
-        if health.reason.is_none() {
-            if health.cluster_state.as_deref() != Some("ok") {
-                health.reason = Some(format!(
-                    "cluster_state is {}",
-                    health.cluster_state.as_deref().unwrap_or("unknown")
-                ));
-            } else if let Some(n) = health.nodes.iter().find(|n| n.breaker == "open") {
-                health.reason = Some(format!("circuit breaker of {} is open", n.addr));
-            } else if let Some(n) = health.nodes.iter().find(|n| n.failing()) {
-                health.reason = Some(format!("node {} is failing", n.addr));
-            }
-        }
-        health.healthy = health.reason.is_none();
-        health
-    }
-}
-
-/// What one failed send means, and whether anything was written.
-struct Failure {
-    attempt: AttemptError,
-    not_sent: bool,
-}
-
-impl Failure {
-    fn sent(attempt: AttemptError) -> Failure {
-        Failure {
-            attempt,
-            not_sent: false,
-        }
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Redirect {
-    Moved,
-    Ask,
-}
-
-/// The redirect in an error: kind, node address, slot.
-fn redirect_of(error: &RedisError) -> Option<(Redirect, String, u16)> {
-    let kind = match error.code()? {
-        "MOVED" => Redirect::Moved,
-        "ASK" => Redirect::Ask,
-        _ => return None,
-    };
-    let (addr, slot) = error.redirect_node()?;
-    Some((kind, addr.to_owned(), slot))
 }
 
 fn build_policy(
@@ -1047,485 +802,12 @@ impl fmt::Debug for ClusterClient {
     }
 }
 
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Slot map and topology refresh
-
-/// One row of `CLUSTER SLOTS`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SlotRange {
-    start: u16,
-    end: u16,
-    master: String,
-}
-
-/// The client's view of the cluster: slot owners, nodes known to be down, and the refresher's
-/// wake-up.
-struct Topology {
-    /// Sorted, non-overlapping ranges.
-    slots: RwLock<Vec<SlotRange>>,
-    /// Nodes that failed (connection lost or refused), until they answer again or leave the map.
-    down: Mutex<HashSet<String>>,
-    /// Bumped on every change of `slots` or `down`; waiters watch it.
-    epoch: watch::Sender<u64>,
-    wake: Notify,
-    closed: AtomicBool,
-    refreshes: AtomicU64,
-}
-
-impl Topology {
-    fn new() -> Topology {
-        Topology {
-            slots: RwLock::new(Vec::new()),
-            down: Mutex::new(HashSet::new()),
-            epoch: watch::Sender::new(0),
-            wake: Notify::new(),
-            closed: AtomicBool::new(false),
-            refreshes: AtomicU64::new(0),
-        }
-    }
-
-    fn master_of(&self, slot: u16) -> Option<String> {
-        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
-        range_of(&slots, slot).map(|r| r.master.clone())
-    }
-
-    fn is_down(&self, node: &str) -> bool {
-        lock(&self.down).contains(node)
-    }
-
-    fn mark_down(&self, node: &str) {
-        if lock(&self.down).insert(node.to_owned()) {
-            tracing::info!(
-                node,
-                "cluster node unreachable; its slots wait for a failover or its return"
-            );
-            self.bump();
-        }
-    }
-
-    fn request_refresh(&self) {
-        self.wake.notify_one();
-    }
-
-    /// A `MOVED` says where one slot lives now: use it before the next refresh.
-    fn note_moved(&self, slot: u16, addr: &str) {
-        {
-            let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
-            if range_of(&slots, slot).is_some_and(|r| r.master == addr) {
-                return;
-            }
-            set_slot_owner(&mut slots, slot, addr);
-        }
-        self.bump();
-        self.request_refresh();
-    }
-
-    fn bump(&self) {
-        self.epoch.send_modify(|e| *e += 1);
-    }
-
-    /// Installs a fresh map; forgets down nodes that no longer own slots.
-    fn install(&self, fresh: Vec<SlotRange>) {
-        let changed = {
-            let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
-            let changed = *slots != fresh;
-            if changed {
-                *slots = fresh;
-            }
-            changed
-        };
-        let forgot = {
-            let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
-            let mut down = lock(&self.down);
-            let before = down.len();
-            down.retain(|n| slots.iter().any(|r| &r.master == n));
-            before != down.len()
-        };
-        if changed {
-            tracing::info!("cluster slot map changed");
-        }
-        if changed || forgot {
-            self.bump();
-        }
-    }
-
-    fn mark_up(&self, node: &str) {
-        if lock(&self.down).remove(node) {
-            tracing::info!(node, "cluster node answers again");
-            self.bump();
-        }
-    }
-
-    fn down_nodes(&self) -> Vec<String> {
-        lock(&self.down).iter().cloned().collect()
-    }
-}
-
-fn range_of(slots: &[SlotRange], slot: u16) -> Option<&SlotRange> {
-    let i = slots.partition_point(|r| r.end < slot);
-    slots.get(i).filter(|r| r.start <= slot && slot <= r.end)
-}
-
-/// Gives `slot` to `addr`, splitting its range.
-fn set_slot_owner(slots: &mut Vec<SlotRange>, slot: u16, addr: &str) {
-    let i = slots.partition_point(|r| r.end < slot);
-    let new = SlotRange {
-        start: slot,
-        end: slot,
-        master: addr.to_owned(),
-    };
-    match slots.get(i).cloned() {
-        Some(r) if r.start <= slot && slot <= r.end => {
-            let mut parts = Vec::with_capacity(3);
-            if r.start < slot {
-                parts.push(SlotRange {
-                    end: slot - 1,
-                    ..r.clone()
-                });
-            }
-            parts.push(new);
-            if slot < r.end {
-                parts.push(SlotRange {
-                    start: slot + 1,
-                    ..r
-                });
-            }
-            slots.splice(i..=i, parts);
-        }
-        _ => slots.insert(i, new),
-    }
-}
-
-/// When the next refresh may run: not before `min_interval` after the last one, plus a random
-/// share (`jitter_fraction` in 0..=1) of `jitter`.
-fn next_refresh_at(
-    last: Option<Instant>,
-    now: Instant,
-    min_interval: Duration,
-    jitter: Duration,
-    jitter_fraction: f64,
-) -> Instant {
-    let earliest = last.map_or(now, |l| (l + min_interval).max(now));
-    earliest + jitter.mul_f64(jitter_fraction.clamp(0.0, 1.0))
-}
-
-/// The background task: refreshes on request (rate-limited, jittered), periodically, and keeps
-/// refreshing and probing while a node is down.
-async fn refresher(inner: Weak<Inner>, topology: Arc<Topology>, mut rng: SmallRng) {
-    let mut last: Option<Instant> = Some(Instant::now());
-    loop {
-        let (periodic, min_interval, jitter) = match inner.upgrade() {
-            Some(i) => (
-                i.config.refresh_interval,
-                i.config.min_refresh_interval,
-                i.config.refresh_jitter,
-            ),
-            None => return,
-        };
-        let urgent = !topology.down_nodes().is_empty();
-        if !urgent {
-            let notified = topology.wake.notified();
-            match periodic {
-                Some(p) => {
-                    let _ = tokio::time::timeout(p, notified).await;
-                }
-                None => notified.await,
-            }
-        }
-        if topology.closed.load(Ordering::Relaxed) {
-            return;
-        }
-        let at = next_refresh_at(
-            last,
-            Instant::now(),
-            min_interval,
-            jitter,
-            rng.random::<f64>(),
-        );
-        tokio::time::sleep_until(at).await;
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
-        last = Some(Instant::now());
-        if let Err(e) = refresh_once(&inner).await {
-            tracing::debug!(error = %e, "cluster slot-map refresh failed");
-        }
-        for node in topology.down_nodes() {
-            if probe(&inner, &node).await {
-                topology.mark_up(&node);
-            }
-        }
-    }
-}
-
-/// One `CLUSTER SLOTS` from any node.
-async fn refresh_once(inner: &Inner) -> Result<(), String> {
-    let mut conn = inner.conn.clone();
-    let mut cmd = redis::cmd("CLUSTER");
-    cmd.arg("SLOTS");
-    let value = tokio::time::timeout(
-        inner.config.response_timeout,
-        conn.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)),
-    )
-    .await
-    .map_err(|_| "CLUSTER SLOTS timed out".to_owned())?
-    .map_err(|e| e.to_string())?;
-    let slots = parse_cluster_slots(&value).ok_or("unexpected CLUSTER SLOTS reply")?;
-    inner.topology.refreshes.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!("resilient_redis_cluster_refreshes_total").increment(1);
-    inner.topology.install(slots);
-    Ok(())
-}
-
-/// Whether the node answers PING on the cluster connection.
-async fn probe(inner: &Inner, node: &str) -> bool {
-    let Some((host, port)) = split_addr(node) else {
-        return false;
-    };
-    let mut conn = inner.conn.clone();
-    let ping = conn.route_command(
-        redis::cmd("PING"),
-        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-            host: host.to_owned(),
-            port,
-        }),
-    );
-    matches!(
-        tokio::time::timeout(inner.config.response_timeout, ping).await,
-        Ok(Ok(Value::SimpleString(_)
-            | Value::Okay
-            | Value::BulkString(_)))
-    )
-}
-
-fn split_addr(addr: &str) -> Option<(&str, u16)> {
-    let (host, port) = addr.rsplit_once(':')?;
-    Some((
-        host.trim_start_matches('[').trim_end_matches(']'),
-        port.parse().ok()?,
-    ))
-}
-
-fn parse_cluster_slots(value: &Value) -> Option<Vec<SlotRange>> {
-    let Value::Array(rows) = value else {
-        return None;
-    };
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    };
-    let mut ranges = Vec::with_capacity(rows.len());
-    for row in rows {
-        let Value::Array(items) = row else {
-            return None;
-        };
-        let [Value::Int(start), Value::Int(end), Value::Array(master), ..] = items.as_slice()
-        else {
-            return None;
-        };
-        let host = master.first().and_then(text)?;
-        let Some(Value::Int(port)) = master.get(1) else {
-            return None;
-        };
-        ranges.push(SlotRange {
-            start: u16::try_from(*start).ok()?,
-            end: u16::try_from(*end).ok()?,
-            master: format!("{host}:{port}"),
-        });
-    }
-    ranges.sort_by_key(|r| r.start);
-    Some(ranges)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Key slots
-
-/// CRC16-XMODEM, as Redis Cluster uses for key slots.
-fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in bytes {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
-
-/// The hash slot of a key (honouring `{hash tags}`).
-fn key_slot(key: &[u8]) -> u16 {
-    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
-        let rest = &key[open + 1..];
-        let close = rest.iter().position(|&b| b == b'}')?;
-        (close > 0).then(|| &rest[..close])
-    });
-    crc16(tagged.unwrap_or(key)) % SLOTS
-}
-
-/// The slot of a command's keys when they all share one slot; `None` for keyless commands,
-/// keys in several slots, or commands whose key position is not known here. Used to pick the
-/// node's breaker and to wait for a down node; redis-rs does its own routing.
-fn command_slot(cmd: &Cmd) -> Option<u16> {
-    let args: Vec<&[u8]> = cmd
-        .args_iter()
-        .filter_map(|a| match a {
-            Arg::Simple(b) => Some(b),
-            _ => None,
-        })
-        .collect();
-    let name = args.first()?.to_ascii_uppercase();
-    let keys: Vec<&[u8]> = match name.as_slice() {
-        b"PING" | b"ECHO" | b"INFO" | b"TIME" | b"DBSIZE" | b"CLUSTER" | b"CONFIG" | b"SCRIPT"
-        | b"FUNCTION" | b"FLUSHALL" | b"FLUSHDB" | b"KEYS" | b"SCAN" | b"RANDOMKEY" | b"CLIENT"
-        | b"COMMAND" | b"LASTSAVE" | b"ROLE" | b"WAIT" | b"PUBLISH" | b"ACL" | b"MEMORY"
-        | b"LATENCY" | b"SLOWLOG" | b"DEBUG" | b"MIGRATE" | b"READONLY" | b"READWRITE"
-        | b"ASKING" | b"AUTH" | b"HELLO" | b"SPUBLISH" => return None,
-        b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" => {
-            let n: usize = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
-            args.get(3..3 + n)?.to_vec()
-        }
-        b"MGET" | b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" | b"SINTER" | b"SUNION" | b"SDIFF"
-        | b"PFCOUNT" => args[1..].to_vec(),
-        b"MSET" | b"MSETNX" => args[1..].iter().step_by(2).copied().collect(),
-        b"OBJECT" | b"XINFO" | b"XGROUP" | b"BITOP" => vec![*args.get(2)?],
-        b"XREAD" | b"XREADGROUP" => {
-            let at = args
-                .iter()
-                .position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
-            let rest = &args[at + 1..];
-            rest[..rest.len() / 2].to_vec()
-        }
-        _ => vec![*args.get(1)?],
-    };
-    let mut slots = keys.iter().map(|k| key_slot(k));
-    let first = slots.next()?;
-    slots.all(|s| s == first).then_some(first)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Health
-
-/// The health of a cluster, as [`ClusterClient::health`] found it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClusterHealth {
-    /// `true` when `cluster_state` is `ok`, no node is flagged failing and no breaker is open.
-    pub healthy: bool,
-    /// Why the cluster is not healthy, when it is not.
-    pub reason: Option<String>,
-    /// `cluster_state` from `CLUSTER INFO` (`ok` or `fail`).
-    pub cluster_state: Option<String>,
-    /// Every node, from `CLUSTER NODES`.
-    pub nodes: Vec<ClusterNodeHealth>,
-}
-
-/// One node of [`ClusterHealth`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterNodeHealth {
-    /// Node id.
-    pub id: String,
-    /// `host:port` for clients.
-    pub addr: String,
-    /// `master` or `replica`.
-    pub role: String,
-    /// The flags of `CLUSTER NODES` (`myself`, `master`, `slave`, `fail?`, `fail`, ...).
-    pub flags: Vec<String>,
-    /// For a replica, the id of its master.
-    pub master_id: Option<String>,
-    /// `connected` or `disconnected` (the cluster bus link, as the answering node sees it).
-    pub link_state: String,
-    /// Number of slots the node serves.
-    pub slots: u32,
-    /// The client's circuit breaker for this node (`closed`, `open`, `half_open`, `disabled`).
-    pub breaker: String,
-}
-
-impl ClusterNodeHealth {
-    /// Whether the node is flagged failing (`fail` or `fail?`).
-    pub fn failing(&self) -> bool {
-        self.flags.iter().any(|f| f == "fail" || f == "fail?")
-    }
-}
-
-fn parse_cluster_nodes(text: &str) -> Vec<ClusterNodeHealth> {
-    let mut nodes: Vec<ClusterNodeHealth> = text
-        .lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 8 {
-                return None;
-            }
-            let addr = f[1].split(['@', ',']).next().unwrap_or(f[1]).to_owned();
-            let flags: Vec<String> = f[2].split(',').map(str::to_owned).collect();
-            let slots = f[8..]
-                .iter()
-                .filter(|s| !s.starts_with('['))
-                .map(|s| match s.split_once('-') {
-                    Some((a, b)) => match (a.parse::<u32>(), b.parse::<u32>()) {
-                        (Ok(a), Ok(b)) if b >= a => b - a + 1,
-                        _ => 0,
-                    },
-                    None => u32::from(s.parse::<u32>().is_ok()),
-                })
-                .sum();
-            Some(ClusterNodeHealth {
-                id: f[0].to_owned(),
-                addr,
-                role: if flags.iter().any(|x| x == "master") {
-                    "master".into()
-                } else {
-                    "replica".into()
-                },
-                master_id: (f[3] != "-").then(|| f[3].to_owned()),
-                flags,
-                link_state: f[7].to_owned(),
-                slots,
-                breaker: String::new(),
-            })
-        })
-        .collect();
-    nodes.sort_by(|a, b| b.role.cmp(&a.role).reverse().then(a.addr.cmp(&b.addr)));
-    nodes
-}
-
-impl fmt::Display for ClusterHealth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "healthy:       {}",
-            if self.healthy { "yes" } else { "no" }
-        )?;
-        if let Some(r) = &self.reason {
-            writeln!(f, "reason:        {r}")?;
-        }
-        writeln!(
-            f,
-            "cluster_state: {}",
-            self.cluster_state.as_deref().unwrap_or("-")
-        )?;
-        write!(f, "nodes:         {}", self.nodes.len())?;
-        for n in &self.nodes {
-            write!(
-                f,
-                "\n  {:<21} {:<7} slots {:>5}  link {:<12} breaker {:<9} flags {}",
-                n.addr,
-                n.role,
-                n.slots,
-                n.link_state,
-                n.breaker,
-                n.flags.join(",")
-            )?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -1533,156 +815,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn key_slots_match_redis() {
-        assert_eq!(crc16(b"123456789"), 0x31C3);
-        assert_eq!(key_slot(b"foo"), 12182);
-        assert_eq!(key_slot(b"bar"), 5061);
-        assert_eq!(key_slot(b"{a}"), 15495);
-        assert_eq!(key_slot(b"{a}:7"), 15495);
-        // An empty tag hashes the whole key.
-        assert_eq!(key_slot(b"{}foo"), crc16(b"{}foo") % SLOTS);
-    }
-
-    #[test]
-    fn command_slot_finds_the_key() {
-        let get = redis::cmd("GET").arg("foo").clone();
-        assert_eq!(command_slot(&get), Some(12182));
-        assert_eq!(command_slot(redis::cmd("PING").arg("x")), None);
-        let same = redis::cmd("MGET").arg("{a}1").arg("{a}2").clone();
-        assert_eq!(command_slot(&same), Some(15495));
-        let split = redis::cmd("MGET").arg("foo").arg("bar").clone();
-        assert_eq!(command_slot(&split), None);
-        let eval = redis::cmd("EVAL").arg("return 1").arg(1).arg("bar").clone();
-        assert_eq!(command_slot(&eval), Some(5061));
-        let xread = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(1)
-            .arg("STREAMS")
-            .arg("foo")
-            .arg("0")
-            .clone();
-        assert_eq!(command_slot(&xread), Some(12182));
-    }
-
-    #[test]
-    fn slot_map_parses_and_follows_moved() {
-        let node = |host: &str, port: i64| {
-            Value::Array(vec![
-                Value::BulkString(host.as_bytes().to_vec()),
-                Value::Int(port),
-                Value::BulkString(b"id".to_vec()),
-            ])
-        };
-        let reply = Value::Array(vec![
-            Value::Array(vec![
-                Value::Int(5461),
-                Value::Int(16383),
-                node("127.0.0.1", 7001),
-                node("127.0.0.1", 7004),
-            ]),
-            Value::Array(vec![
-                Value::Int(0),
-                Value::Int(5460),
-                node("127.0.0.1", 7000),
-            ]),
-        ]);
-        let mut slots = parse_cluster_slots(&reply).unwrap();
-        assert_eq!(slots[0].master, "127.0.0.1:7000");
-        assert_eq!(range_of(&slots, 5460).unwrap().master, "127.0.0.1:7000");
-        assert_eq!(range_of(&slots, 5461).unwrap().master, "127.0.0.1:7001");
-        set_slot_owner(&mut slots, 6000, "127.0.0.1:7002");
-        let owners: Vec<(u16, u16, &str)> = slots
-            .iter()
-            .map(|r| (r.start, r.end, r.master.as_str()))
-            .collect();
-        assert_eq!(
-            owners,
-            vec![
-                (0, 5460, "127.0.0.1:7000"),
-                (5461, 5999, "127.0.0.1:7001"),
-                (6000, 6000, "127.0.0.1:7002"),
-                (6001, 16383, "127.0.0.1:7001"),
-            ]
-        );
-        assert!(parse_cluster_slots(&Value::Nil).is_none());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn refreshes_are_rate_limited_and_jittered() {
-        let now = Instant::now();
-        let min = Duration::from_millis(100);
-        let jitter = Duration::from_millis(100);
-        assert_eq!(next_refresh_at(None, now, min, jitter, 0.0), now);
-        let last = now - Duration::from_millis(30);
-        assert_eq!(
-            next_refresh_at(Some(last), now, min, jitter, 0.0),
-            now + Duration::from_millis(70)
-        );
-        assert_eq!(
-            next_refresh_at(Some(last), now, min, jitter, 0.5),
-            now + Duration::from_millis(120)
-        );
-        let long_ago = now - Duration::from_secs(1);
-        assert_eq!(
-            next_refresh_at(Some(long_ago), now, min, jitter, 1.0),
-            now + jitter
-        );
-        // The same seed gives the same jitter sequence.
-        let draw = |seed| {
-            let mut rng = SmallRng::seed_from_u64(seed);
-            (0..4)
-                .map(|_| next_refresh_at(None, now, min, jitter, rng.random::<f64>()))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(draw(7), draw(7));
-        assert_ne!(draw(7), draw(8));
-    }
-
-    #[test]
-    fn cluster_nodes_are_parsed() {
-        let text = "\
-07c3 127.0.0.1:30004@40004 slave e7d1 0 1426238317239 4 connected
-67ed 127.0.0.1:30002@40002,host master - 0 1426238316232 2 connected 5461-10922
-e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460 [5461->-67ed]
-6ec2 127.0.0.1:30005@40005 master,fail - 1426238316232 1426238315232 5 disconnected
-";
-        let nodes = parse_cluster_nodes(text);
-        assert_eq!(nodes.len(), 4);
-        let m = nodes.iter().find(|n| n.addr == "127.0.0.1:30002").unwrap();
-        assert_eq!((m.role.as_str(), m.slots), ("master", 5462));
-        let me = nodes.iter().find(|n| n.addr == "127.0.0.1:30001").unwrap();
-        assert_eq!(me.slots, 5461);
-        let r = nodes.iter().find(|n| n.addr == "127.0.0.1:30004").unwrap();
-        assert_eq!(r.role, "replica");
-        assert_eq!(r.master_id.as_deref(), Some("e7d1"));
-        assert!(nodes.iter().any(|n| n.failing()));
-    }
-
-    #[test]
-    fn config_is_validated() {
-        assert!(ClusterConfig::from_urls(&["redis://127.0.0.1:7000"]).is_ok());
-        let err = ClusterConfig::from_urls(&["http://x"]).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
-        let c = ClusterConfig {
-            max_attempts: 0,
-            ..ClusterConfig::default()
-        };
-        assert!(
-            c.validate()
+    fn redirects_are_read_from_errors() {
+        let error = |text: &str| {
+            redis::parse_redis_value(text.as_bytes())
+                .unwrap()
+                .extract_error()
                 .unwrap_err()
-                .to_string()
-                .contains("max_attempts")
-        );
-        let c = ClusterConfig {
-            min_refresh_interval: Duration::ZERO,
-            ..ClusterConfig::default()
         };
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("min_refresh")
+        assert_eq!(
+            redirect_of(&error("-MOVED 3999 127.0.0.1:7001\r\n")),
+            Some((Redirect::Moved, "127.0.0.1:7001".to_owned(), 3999))
         );
+        assert_eq!(
+            redirect_of(&error("-ASK 12 127.0.0.1:7002\r\n")),
+            Some((Redirect::Ask, "127.0.0.1:7002".to_owned(), 12))
+        );
+        assert_eq!(redirect_of(&error("-TRYAGAIN later\r\n")), None);
+        assert_eq!(split_addr("127.0.0.1:7001"), Some(("127.0.0.1", 7001)));
+        assert_eq!(split_addr("[::1]:7001"), Some(("::1", 7001)));
+        assert_eq!(split_addr("nope"), None);
     }
 
     #[test]
