@@ -17,9 +17,10 @@ use crate::{
     config::ClientConfig,
     connection::{Lease, LeaseId, Pool, StallVerdict},
     error::{Error, ErrorKind, Outcome},
+    request::{Reply, Request},
     retry::{
-        AttemptError, build_policy, classify_reply, connection_lost, deadline_in_flight,
-        give_up_error,
+        AttemptError, PolicyParts, build_policy, classify_reply, connection_lost,
+        deadline_in_flight, give_up_error,
     },
 };
 
@@ -80,6 +81,23 @@ struct Inner {
     call_duration: [metrics::Histogram; 4],
 }
 
+impl Inner {
+    fn policy_parts(&self, deadline: Duration) -> PolicyParts<'_> {
+        PolicyParts {
+            name: "resilient_redis",
+            max_attempts: self.config.max_attempts,
+            backoff: self.config.retry_backoff,
+            deadline,
+            // Every attempt returns by its deadline on its own (`send_on` bounds its one timer
+            // by it), so the policy registers no second timer per call.
+            cut_attempts: false,
+            budget: self.budget.as_ref(),
+            breaker: self.breaker.as_ref(),
+            rng_seed: self.config.rng_seed,
+        }
+    }
+}
+
 const KINDS: [&str; 4] = ["read", "idempotent_write", "write", "blocking"];
 
 fn kind_index(safety: CommandSafety) -> usize {
@@ -115,22 +133,6 @@ pub struct ClientStats {
     pub failed: u64,
     /// Successful reconnections.
     pub reconnects: u64,
-}
-
-/// One request: a command or a pipeline.
-#[derive(Clone, Copy)]
-enum Request<'a> {
-    Cmd(&'a Cmd),
-    Pipeline {
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    },
-}
-
-enum Reply {
-    One(Value),
-    Many(Vec<Value>),
 }
 
 impl Client {
@@ -173,12 +175,7 @@ impl Client {
                 |kind| metrics::histogram!("resilient_redis_call_duration_seconds", "kind" => kind),
             ),
         });
-        let policy = build_policy(
-            &inner.config,
-            inner.budget.as_ref(),
-            inner.breaker.as_ref(),
-            inner.config.deadline,
-        )?;
+        let policy = build_policy(inner.policy_parts(inner.config.deadline))?;
         Ok(Client {
             inner,
             policy,
@@ -209,12 +206,7 @@ impl Client {
         }
         Ok(Client {
             inner: self.inner.clone(),
-            policy: build_policy(
-                &self.inner.config,
-                self.inner.budget.as_ref(),
-                self.inner.breaker.as_ref(),
-                deadline,
-            )?,
+            policy: build_policy(self.inner.policy_parts(deadline))?,
             call: self.call,
         })
     }
@@ -259,41 +251,24 @@ impl Client {
     /// Runs one command and returns its reply value, with the client's error type. Server error
     /// replies that are not retried come back as `Ok(Value::ServerError(..))`, as redis-rs does.
     pub async fn send(&self, cmd: &Cmd) -> Result<Value, Error> {
-        match self.execute(Request::Cmd(cmd)).await? {
-            Reply::One(v) => Ok(v),
-            Reply::Many(mut v) => Ok(v.pop().unwrap_or(Value::Nil)),
-        }
+        Ok(self.execute(Request::Cmd(cmd)).await?.into_value())
     }
 
     /// Runs a pipeline (plain or atomic) and returns the replies, with the client's error type.
     pub async fn send_pipeline(&self, pipeline: &Pipeline) -> Result<Vec<Value>, Error> {
-        let (offset, count) = if pipeline.is_transaction() {
-            (pipeline.len() + 1, 1)
-        } else {
-            (0, pipeline.len())
-        };
-        match self
-            .execute(Request::Pipeline {
-                pipeline,
-                offset,
-                count,
-            })
+        Ok(self
+            .execute(Request::pipeline(pipeline))
             .await?
-        {
-            Reply::Many(v) => Ok(v),
-            Reply::One(v) => Ok(vec![v]),
-        }
+            .into_values())
     }
 
     async fn execute(&self, request: Request<'_>) -> Result<Reply, Error> {
         let stats = &self.inner.stats;
         stats.calls.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let safety = match request {
-            Request::Cmd(cmd) => commands::command_safety(cmd),
-            Request::Pipeline { pipeline, .. } => commands::pipeline_safety(pipeline),
-        }
-        .map_err(|why| Error::new(ErrorKind::Refused, Outcome::Failed, why))?;
+        let safety = request
+            .safety()
+            .map_err(|why| Error::new(ErrorKind::Refused, Outcome::Failed, why))?;
         let result = if safety == CommandSafety::Blocking {
             // Boxed: the rare path keeps its (large) connect future out of every call's future.
             Box::pin(self.execute_blocking(request)).await
@@ -667,8 +642,7 @@ impl ConnectionLike for Client {
                 })
                 .await
             {
-                Ok(Reply::Many(v)) => Ok(v),
-                Ok(Reply::One(v)) => Ok(vec![v]),
+                Ok(reply) => Ok(reply.into_values()),
                 Err(e) => Err(e.into_redis()),
             }
         })

@@ -83,6 +83,7 @@ mod connection;
 mod error;
 mod health;
 mod pubsub;
+mod request;
 mod retry;
 mod topology;
 

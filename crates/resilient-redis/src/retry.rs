@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use redis::{RedisError, ServerError};
 use resilience::{
-    CircuitBreaker, Classification, GiveUp, RetryBudget, RetryConfig, RetryError, RetryPolicy,
+    Backoff, CircuitBreaker, Classification, GiveUp, RetryBudget, RetryConfig, RetryError,
+    RetryPolicy,
 };
 
 use crate::{
@@ -81,32 +82,40 @@ pub(crate) fn connection_lost(message: &str, source: Option<RedisError>) -> Atte
     }
 }
 
-pub(crate) fn build_policy(
-    config: &ClientConfig,
-    budget: Option<&RetryBudget>,
-    breaker: Option<&CircuitBreaker>,
-    deadline: Duration,
-) -> Result<RetryPolicy, Error> {
+/// What a topology's retry policy is made of.
+pub(crate) struct PolicyParts<'a> {
+    pub(crate) name: &'static str,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) deadline: Duration,
+    /// `false` when every attempt returns by its deadline on its own (the policy then
+    /// registers no timer of its own per call).
+    pub(crate) cut_attempts: bool,
+    pub(crate) budget: Option<&'a RetryBudget>,
+    pub(crate) breaker: Option<&'a CircuitBreaker>,
+    pub(crate) rng_seed: Option<u64>,
+}
+
+/// The retry policy of a client: backoff, deadline, budget and breaker shared by its clones.
+pub(crate) fn build_policy(parts: PolicyParts<'_>) -> Result<RetryPolicy, Error> {
     let retry = RetryConfig {
-        max_attempts: config.max_attempts,
-        backoff: config.retry_backoff,
-        deadline: Some(deadline),
+        max_attempts: parts.max_attempts,
+        backoff: parts.backoff,
+        deadline: Some(parts.deadline),
         attempt_timeout: None,
         max_hint: Duration::from_secs(5),
         reject_hint_above: Duration::from_secs(300),
-        name: "resilient_redis".into(),
-        // Every attempt returns by its deadline on its own (`send_on` bounds its one timer by
-        // it), so the policy registers no second timer per call.
-        cut_attempts: false,
+        name: parts.name.into(),
+        cut_attempts: parts.cut_attempts,
     };
     let mut policy = RetryPolicy::new(retry).map_err(|e| Error::config(e.to_string()))?;
-    if let Some(b) = budget {
+    if let Some(b) = parts.budget {
         policy = policy.with_budget(b.clone());
     }
-    if let Some(b) = breaker {
+    if let Some(b) = parts.breaker {
         policy = policy.with_breaker(b.clone());
     }
-    if let Some(seed) = config.rng_seed {
+    if let Some(seed) = parts.rng_seed {
         policy = policy.with_rng_seed(seed);
     }
     Ok(policy)

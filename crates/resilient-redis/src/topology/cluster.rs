@@ -46,16 +46,16 @@ use redis::{
     cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
 };
 use resilience::{
-    Attempt, BreakerConfig, CircuitBreaker, Classification, Idempotency, RetryBudget, RetryConfig,
-    RetryPolicy,
+    Attempt, BreakerConfig, CircuitBreaker, Classification, Idempotency, RetryBudget, RetryPolicy,
 };
 use tokio::time::Instant;
 
 use crate::{
     ClientConfig,
-    commands::{self, CommandSafety},
+    commands::CommandSafety,
     error::{Error, ErrorKind, Outcome},
-    retry::{AttemptError, connection_lost, give_up_error},
+    request::{Reply, Request},
+    retry::{AttemptError, PolicyParts, build_policy, connection_lost, give_up_error},
 };
 
 mod classify;
@@ -220,21 +220,6 @@ pub struct ClusterStats {
     pub refreshes: u64,
 }
 
-#[derive(Clone, Copy)]
-enum Request<'a> {
-    Cmd(&'a Cmd),
-    Pipeline {
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    },
-}
-
-enum Reply {
-    One(Value),
-    Many(Vec<Value>),
-}
-
 /// Where an attempt sends.
 #[derive(Clone, PartialEq, Eq, Debug)]
 enum Target {
@@ -324,7 +309,11 @@ impl ClusterClient {
             tracing::warn!(error = %e, "first slot-map load failed; redis-rs routes meanwhile");
         }
         tokio::spawn(refresher(Arc::downgrade(&inner), topology, rng));
-        let policy = build_policy(&inner.config, inner.budget.as_ref(), inner.config.deadline)?;
+        let policy = build_policy(policy_parts(
+            &inner.config,
+            inner.budget.as_ref(),
+            inner.config.deadline,
+        ))?;
         Ok(ClusterClient {
             inner,
             policy,
@@ -354,7 +343,11 @@ impl ClusterClient {
             return Err(Error::config("deadline must be greater than zero"));
         }
         Ok(ClusterClient {
-            policy: build_policy(&self.inner.config, self.inner.budget.as_ref(), deadline)?,
+            policy: build_policy(policy_parts(
+                &self.inner.config,
+                self.inner.budget.as_ref(),
+                deadline,
+            ))?,
             ..self.clone()
         })
     }
@@ -398,41 +391,24 @@ impl ClusterClient {
     /// Runs one command, with the client's error type. Error replies that are not retried come
     /// back as `Ok(Value::ServerError(..))`, as redis-rs does.
     pub async fn send(&self, cmd: &Cmd) -> Result<Value, Error> {
-        match self.execute(Request::Cmd(cmd)).await? {
-            Reply::One(v) => Ok(v),
-            Reply::Many(mut v) => Ok(v.pop().unwrap_or(Value::Nil)),
-        }
+        Ok(self.execute(Request::Cmd(cmd)).await?.into_value())
     }
 
     /// Runs a pipeline (plain or atomic; all its keys in one slot) with the client's error type.
     pub async fn send_pipeline(&self, pipeline: &Pipeline) -> Result<Vec<Value>, Error> {
-        let (offset, count) = if pipeline.is_transaction() {
-            (pipeline.len() + 1, 1)
-        } else {
-            (0, pipeline.len())
-        };
-        match self
-            .execute(Request::Pipeline {
-                pipeline,
-                offset,
-                count,
-            })
+        Ok(self
+            .execute(Request::pipeline(pipeline))
             .await?
-        {
-            Reply::Many(v) => Ok(v),
-            Reply::One(v) => Ok(vec![v]),
-        }
+            .into_values())
     }
 
     async fn execute(&self, request: Request<'_>) -> Result<Reply, Error> {
         let stats = &self.inner.stats;
         stats.calls.fetch_add(1, Ordering::Relaxed);
-        let (safety, slot) = match request {
-            Request::Cmd(cmd) => (commands::command_safety(cmd), command_slot(cmd)),
-            Request::Pipeline { pipeline, .. } => (
-                commands::pipeline_safety(pipeline),
-                pipeline.cmd_iter().find_map(command_slot),
-            ),
+        let safety = request.safety();
+        let slot = match request {
+            Request::Cmd(cmd) => command_slot(cmd),
+            Request::Pipeline { pipeline, .. } => pipeline.cmd_iter().find_map(command_slot),
         };
         let safety = safety.map_err(|why| Error::new(ErrorKind::Refused, Outcome::Failed, why))?;
         if safety == CommandSafety::Blocking {
@@ -735,30 +711,22 @@ impl ClusterClient {
     }
 }
 
-fn build_policy(
+fn policy_parts<'a>(
     config: &ClusterConfig,
-    budget: Option<&RetryBudget>,
+    budget: Option<&'a RetryBudget>,
     deadline: Duration,
-) -> Result<RetryPolicy, Error> {
-    let retry = RetryConfig {
+) -> PolicyParts<'a> {
+    PolicyParts {
+        name: "resilient_redis_cluster",
         max_attempts: config.max_attempts,
         backoff: config.retry_backoff,
-        deadline: Some(deadline),
-        attempt_timeout: None,
-        max_hint: Duration::from_secs(5),
-        reject_hint_above: Duration::from_secs(300),
-        name: "resilient_redis_cluster".into(),
-        // (lead) New field in resilience: the policy cuts attempts at the deadline.
+        deadline,
+        // The breakers are per node (checked in the attempt), so the policy gets none.
         cut_attempts: true,
-    };
-    let mut policy = RetryPolicy::new(retry).map_err(|e| Error::config(e.to_string()))?;
-    if let Some(b) = budget {
-        policy = policy.with_budget(b.clone());
+        budget,
+        breaker: None,
+        rng_seed: config.rng_seed,
     }
-    if let Some(seed) = config.rng_seed {
-        policy = policy.with_rng_seed(seed);
-    }
-    Ok(policy)
 }
 
 impl ConnectionLike for ClusterClient {
@@ -781,8 +749,7 @@ impl ConnectionLike for ClusterClient {
                 })
                 .await
             {
-                Ok(Reply::Many(v)) => Ok(v),
-                Ok(Reply::One(v)) => Ok(vec![v]),
+                Ok(reply) => Ok(reply.into_values()),
                 Err(e) => Err(e.into_redis()),
             }
         })
