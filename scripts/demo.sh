@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# Runs the demo: a local Redis topology, a workload, faults injected one after another.
+# Runs the demo: a local Redis topology (Sentinel: 1 master, 2 replicas, 3 sentinels), the
+# resilient and the raw client under load, SIGKILL of the master, what each client saw.
+# Installs redis-server and redis-sentinel when missing (apt-get, with sudo when not root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null; then
+missing=""
+for binary in redis-server redis-sentinel; do
+  command -v "$binary" >/dev/null || missing="$missing $binary"
+done
+if [ -n "$missing" ]; then
   pkgs="redis-server redis-sentinel redis-tools"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "redis-server is missing: installing $pkgs with apt-get"
+    echo "missing:$missing; installing $pkgs with apt-get"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs
   elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then
-    echo "redis-server is missing: installing $pkgs with sudo apt-get (you may be asked for your password)"
+    echo "missing:$missing; installing $pkgs with sudo apt-get (you may be asked for your password)"
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs
   else
-    echo "error: redis-server is missing; install it (Debian/Ubuntu: apt-get install $pkgs)" >&2
+    echo "error: missing:$missing; install them (Debian/Ubuntu: apt-get install $pkgs)" >&2
     exit 2
   fi
   # The Debian packages start system services on the default ports; the demo does not need them.

@@ -1,6 +1,10 @@
 //! `resilient-redis health`: connect, ask the client for its health, print it.
 //!
 //! # Behavior
+//! - The target is `--url`, `--sentinel ... --master NAME` or `--cluster ...` (exactly one).
+//! - With Sentinel the report adds the topology: the master the client follows, the replicas
+//!   and the sentinels; with a cluster, `cluster_state` and every node with its role, flags,
+//!   link state, slots and the client's breaker for it.
 //! - Exit 0 when healthy, 1 when not (the reason goes to stderr and into the output), 2 on a
 //!   usage error such as a malformed URL.
 //! - An unreachable server is reported as unhealthy (same output shape), not as a crash.
@@ -11,15 +15,15 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use crate::client::connect_resilient;
+use crate::client::{connect_cluster, connect_resilient};
 use crate::error::CliError;
+use crate::target::{Target, TargetArgs};
 
 /// Arguments of `resilient-redis health`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct HealthArgs {
-    /// Redis URL, e.g. redis://127.0.0.1:6379
-    #[arg(long)]
-    url: String,
+    #[command(flatten)]
+    target: TargetArgs,
     /// Print one JSON object instead of the human listing.
     #[arg(long)]
     json: bool,
@@ -29,6 +33,7 @@ pub(crate) struct HealthArgs {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub(crate) struct HealthReport {
     url: String,
+    topology: &'static str,
     healthy: bool,
     reason: Option<String>,
     ping_rtt_ms: Option<f64>,
@@ -40,12 +45,36 @@ pub(crate) struct HealthReport {
     connections_up: Option<usize>,
     connections_total: Option<usize>,
     last_error: Option<String>,
+    /// Sentinel: the master the client follows.
+    master: Option<String>,
+    /// Sentinel: the replicas the sentinels report healthy.
+    replicas: Option<Vec<String>>,
+    /// Sentinel: the sentinels the client knows.
+    sentinels: Option<Vec<String>>,
+    /// Cluster: `cluster_state` (`ok` or `fail`).
+    cluster_state: Option<String>,
+    /// Cluster: every node.
+    nodes: Option<Vec<NodeReport>>,
+}
+
+/// One cluster node in the report.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub(crate) struct NodeReport {
+    addr: String,
+    role: String,
+    /// `ok`, or `failing` when flagged `fail`/`fail?`.
+    state: &'static str,
+    flags: Vec<String>,
+    link_state: String,
+    slots: u32,
+    breaker: String,
 }
 
 impl HealthReport {
-    fn from_health(url: &str, health: resilient_redis::Health) -> HealthReport {
+    fn from_health(target: &Target, health: resilient_redis::Health) -> HealthReport {
         HealthReport {
-            url: url.to_owned(),
+            url: target.describe(),
+            topology: target.kind(),
             healthy: health.healthy,
             reason: health.reason,
             ping_rtt_ms: health.ping_rtt.map(millis),
@@ -57,12 +86,43 @@ impl HealthReport {
             connections_up: Some(health.connections_up),
             connections_total: Some(health.connections_total),
             last_error: health.last_error,
+            master: health.master,
+            replicas: health.replicas,
+            sentinels: health.sentinels,
+            cluster_state: None,
+            nodes: None,
         }
     }
 
-    fn unreachable(url: &str, reason: String) -> HealthReport {
+    fn from_cluster(target: &Target, health: resilient_redis::ClusterHealth) -> HealthReport {
+        let nodes = health
+            .nodes
+            .iter()
+            .map(|node| NodeReport {
+                addr: node.addr.clone(),
+                role: node.role.clone(),
+                state: if node.failing() { "failing" } else { "ok" },
+                flags: node.flags.clone(),
+                link_state: node.link_state.clone(),
+                slots: node.slots,
+                breaker: node.breaker.clone(),
+            })
+            .collect();
         HealthReport {
-            url: url.to_owned(),
+            url: target.describe(),
+            topology: target.kind(),
+            healthy: health.healthy,
+            reason: health.reason,
+            cluster_state: health.cluster_state,
+            nodes: Some(nodes),
+            ..HealthReport::default()
+        }
+    }
+
+    fn unreachable(target: &Target, reason: String) -> HealthReport {
+        HealthReport {
+            url: target.describe(),
+            topology: target.kind(),
             healthy: false,
             reason: Some(reason),
             ..HealthReport::default()
@@ -108,8 +168,38 @@ impl HealthReport {
             connections.map(|(up, total)| format!("{up}/{total}")),
         );
         line(&mut out, "last error", self.last_error.clone());
+        line(&mut out, "master", self.master.clone());
+        line(
+            &mut out,
+            "replicas",
+            self.replicas.as_ref().map(|r| list_or_none(r)),
+        );
+        line(
+            &mut out,
+            "sentinels",
+            self.sentinels.as_ref().map(|s| list_or_none(s)),
+        );
+        line(&mut out, "cluster state", self.cluster_state.clone());
+        for node in self.nodes.iter().flatten() {
+            line(
+                &mut out,
+                "node",
+                Some(format!(
+                    "{:<21} {:<7} {:<7} link {:<12} slots {:<5} breaker {}",
+                    node.addr, node.role, node.state, node.link_state, node.slots, node.breaker
+                )),
+            );
+        }
         out.pop();
         out
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
     }
 }
 
@@ -119,9 +209,20 @@ fn millis(duration: Duration) -> f64 {
 
 /// Runs the health check and prints the result.
 pub(crate) async fn run(args: HealthArgs) -> Result<ExitCode, CliError> {
-    let report = match connect_resilient(&args.url, None).await {
-        Ok(client) => HealthReport::from_health(&args.url, client.health().await),
-        Err(CliError::Runtime(reason)) => HealthReport::unreachable(&args.url, reason),
+    let target = args.target.target()?;
+    let connected = match &target {
+        Target::Cluster { urls } => match connect_cluster(urls, None).await {
+            Ok(client) => Ok(HealthReport::from_cluster(&target, client.health().await)),
+            Err(err) => Err(err),
+        },
+        _ => match connect_resilient(&target, None).await {
+            Ok(client) => Ok(HealthReport::from_health(&target, client.health().await)),
+            Err(err) => Err(err),
+        },
+    };
+    let report = match connected {
+        Ok(report) => report,
+        Err(CliError::Runtime(reason)) => HealthReport::unreachable(&target, reason),
         Err(usage) => return Err(usage),
     };
     if args.json {
@@ -148,7 +249,10 @@ mod tests {
 
     #[test]
     fn unreachable_report_is_unhealthy_with_the_reason() {
-        let report = HealthReport::unreachable("redis://127.0.0.1:1", "connection refused".into());
+        let target = Target::Standalone {
+            url: "redis://127.0.0.1:1".into(),
+        };
+        let report = HealthReport::unreachable(&target, "connection refused".into());
         let json = serde_json::to_value(&report).expect("serializes");
         assert_eq!(json["healthy"], false);
         assert_eq!(json["reason"], "connection refused");

@@ -11,6 +11,7 @@ mod demo;
 mod error;
 mod health;
 mod lab_server;
+mod target;
 mod units;
 mod workload;
 
@@ -34,10 +35,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start a local redis-server, run the resilient and the raw client side by side, inject
-    /// faults one after another and show what each client saw (under a minute).
+    /// Start a local Redis topology (Sentinel when redis-sentinel is installed), run the resilient
+    /// and the raw client side by side, inject faults and show what each client saw (under a
+    /// minute).
     Demo(demo::DemoArgs),
-    /// Closed-loop benchmark of one client against a server.
+    /// Closed-loop benchmark of one client against a server, a Sentinel master or a cluster.
     Bench(bench::BenchArgs),
     /// Connect, check the server and print the client's health; exit 1 when unhealthy.
     Health(health::HealthArgs),

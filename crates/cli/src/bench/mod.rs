@@ -1,6 +1,9 @@
-//! `resilient-redis bench`: closed-loop load from N tasks against one server, for either client.
+//! `resilient-redis bench`: closed-loop load from N tasks against one server, a Sentinel master
+//! or a cluster, for either client.
 //!
 //! # Behavior
+//! - The target is `--url`, `--sentinel ... --master NAME` or `--cluster ...` (exactly one; see
+//!   [`crate::target`]). The report has the same fields whatever the target.
 //! - Each of `--concurrency` tasks sends one call at a time until `--duration` has passed.
 //! - `get-set` alternates SET and GET of keys drawn uniformly from `bench:0 .. bench:{keys-1}`
 //!   with a seeded RNG (`--seed`); `incr` INCRs `--key` from every task.
@@ -23,8 +26,12 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use tokio::time::{Duration, Instant};
 
-use crate::client::{AppClient, ClientKind, RawClient, connect_resilient, preflight};
+use crate::client::{
+    AppClient, ClientKind, RawClient, RawCluster, connect_cluster, connect_resilient, preflight,
+    sentinel_master_url,
+};
 use crate::error::CliError;
+use crate::target::{Target, TargetArgs};
 use crate::units::{parse_millis, parse_seconds};
 use crate::workload::{Tally, Workload, timed_call};
 use report::BenchReport;
@@ -35,9 +42,8 @@ const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// Arguments of `resilient-redis bench`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct BenchArgs {
-    /// Redis URL, e.g. redis://127.0.0.1:6379
-    #[arg(long)]
-    url: String,
+    #[command(flatten)]
+    target: TargetArgs,
     /// Which client to drive.
     #[arg(long, value_enum, default_value_t = ClientKind::Resilient)]
     client: ClientKind,
@@ -74,14 +80,24 @@ pub(crate) struct BenchArgs {
 
 /// Runs the bench and prints its report.
 pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
-    let report = match args.client {
-        ClientKind::Resilient => {
-            let client = connect_resilient(&args.url, args.deadline_ms).await?;
-            bench(client, &args).await?
+    let target = args.target.target()?;
+    let deadline = args.deadline_ms;
+    let report = match (&target, args.client) {
+        (Target::Cluster { urls }, ClientKind::Resilient) => {
+            bench(connect_cluster(urls, deadline).await?, &args, &target).await?
         }
-        ClientKind::Raw => {
-            let client = RawClient::connect(&args.url, args.deadline_ms).await?;
-            bench(client, &args).await?
+        (Target::Cluster { urls }, ClientKind::Raw) => {
+            bench(RawCluster::connect(urls, deadline).await?, &args, &target).await?
+        }
+        (_, ClientKind::Resilient) => {
+            bench(connect_resilient(&target, deadline).await?, &args, &target).await?
+        }
+        (Target::Standalone { url }, ClientKind::Raw) => {
+            bench(RawClient::connect(url, deadline).await?, &args, &target).await?
+        }
+        (Target::Sentinel { sentinels, master }, ClientKind::Raw) => {
+            let url = sentinel_master_url(sentinels, master).await?;
+            bench(RawClient::connect(&url, deadline).await?, &args, &target).await?
         }
     };
     if args.json {
@@ -117,8 +133,12 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| unreachable!())
 }
 
-async fn bench<C: AppClient>(mut client: C, args: &BenchArgs) -> Result<BenchReport, CliError> {
-    preflight(&mut client, &args.url).await?;
+async fn bench<C: AppClient>(
+    mut client: C,
+    args: &BenchArgs,
+    target: &Target,
+) -> Result<BenchReport, CliError> {
+    preflight(&mut client, &target.describe()).await?;
     let before = client.counters();
     let concurrency = args.concurrency as usize;
     let start = Instant::now();

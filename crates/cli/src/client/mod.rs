@@ -1,13 +1,18 @@
 //! The two clients the CLI drives, behind one small trait so the workload loops are written once.
 //!
-//! - `resilient`: [`resilient_redis::Client`] with its defaults (or `--deadline-ms`).
+//! - `resilient`: [`resilient_redis::Client`] with its defaults (or `--deadline-ms`), for one
+//!   server or through Sentinel; [`resilient_redis::ClusterClient`] for a cluster.
 //! - `raw`: the baseline, a plain redis-rs `MultiplexedConnection` with redis-rs defaults and no
 //!   retries. A broken `MultiplexedConnection` stays broken forever, so — as a hand-written app
 //!   would — a raw worker that sees an unrecoverable error (dropped connection, I/O failure) asks
 //!   for a new connection before its next call. The error itself is still counted: nothing is
 //!   retried. Concurrent workers share one replacement connection (one reconnect per breakage).
+//!   With Sentinel the raw client connects to the master the sentinels name at start and stays
+//!   on that address (what a naive app does); for a cluster it is redis-rs's async cluster
+//!   connection with its defaults ([`RawCluster`]).
 
 mod raw;
+mod raw_cluster;
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,8 +22,10 @@ use redis::RedisError;
 use redis::aio::ConnectionLike;
 
 use crate::error::CliError;
+use crate::target::{Target, sentinel_url};
 
-pub(crate) use raw::RawClient;
+pub(crate) use raw::{RawClient, sentinel_master_url};
+pub(crate) use raw_cluster::RawCluster;
 
 /// Which client a run uses (`--client`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -91,13 +98,46 @@ impl AppClient for resilient_redis::Client {
     }
 }
 
-/// Connects the resilient client, overriding its total deadline when `deadline` is set.
+impl AppClient for resilient_redis::ClusterClient {
+    type Conn = resilient_redis::ClusterClient;
+
+    fn conn(&mut self) -> &mut Self::Conn {
+        self
+    }
+
+    async fn after_error(&mut self, _err: &RedisError) {}
+
+    /// `reconnects` counts slot-map refreshes: how the cluster client follows the topology.
+    fn counters(&self) -> ClientCounters {
+        let stats = self.stats();
+        ClientCounters {
+            retries: stats.retries,
+            reconnects: stats.refreshes,
+        }
+    }
+}
+
+/// Connects the resilient client to a standalone or Sentinel `target`, overriding its total
+/// deadline when `deadline` is set.
+///
+/// # Errors
+/// [`CliError::Usage`] for a malformed target or a cluster target (see [`connect_cluster`]),
+/// [`CliError::Runtime`] when it cannot connect within [`PREFLIGHT_TIMEOUT`].
 pub(crate) async fn connect_resilient(
-    url: &str,
+    target: &Target,
     deadline: Option<Duration>,
 ) -> Result<resilient_redis::Client, CliError> {
-    let mut config = resilient_redis::ClientConfig::from_url(url)
-        .map_err(|err| CliError::usage(format!("invalid --url {url:?}: {err}")))?;
+    let (url, flag) = match target {
+        Target::Standalone { url } => (url.clone(), "--url"),
+        Target::Sentinel { sentinels, master } => (sentinel_url(sentinels, master), "--sentinel"),
+        Target::Cluster { .. } => {
+            return Err(CliError::usage(
+                "a cluster needs the cluster client (internal error)",
+            ));
+        }
+    };
+    let mut config = resilient_redis::ClientConfig::from_url(&url)
+        .map_err(|err| CliError::usage(format!("invalid {flag} {url:?}: {err}")))?;
     if let Some(deadline) = deadline {
         config.deadline = deadline;
     }
@@ -112,6 +152,40 @@ pub(crate) async fn connect_resilient(
         Ok(Err(err)) => Err(CliError::runtime(err.to_string())),
         Err(_) => Err(CliError::runtime(format!(
             "cannot connect to {url}: no connection within {} s",
+            PREFLIGHT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Connects the resilient cluster client to the seed `urls`, overriding its total deadline when
+/// `deadline` is set.
+///
+/// # Errors
+/// [`CliError::Usage`] for a malformed URL, [`CliError::Runtime`] when no seed answers within
+/// [`PREFLIGHT_TIMEOUT`].
+pub(crate) async fn connect_cluster(
+    urls: &[String],
+    deadline: Option<Duration>,
+) -> Result<resilient_redis::ClusterClient, CliError> {
+    let mut config = resilient_redis::ClusterConfig::from_urls(urls)
+        .map_err(|err| CliError::usage(format!("invalid --cluster {urls:?}: {err}")))?;
+    if let Some(deadline) = deadline {
+        config.deadline = deadline;
+    }
+    match tokio::time::timeout(
+        PREFLIGHT_TIMEOUT,
+        resilient_redis::ClusterClient::with_config(config),
+    )
+    .await
+    {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(err)) => Err(CliError::runtime(format!(
+            "cannot connect to cluster {}: {err}",
+            urls.join(",")
+        ))),
+        Err(_) => Err(CliError::runtime(format!(
+            "cannot connect to cluster {}: no connection within {} s",
+            urls.join(","),
             PREFLIGHT_TIMEOUT.as_secs()
         ))),
     }

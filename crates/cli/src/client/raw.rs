@@ -101,6 +101,38 @@ impl RawClient {
     }
 }
 
+/// Asks the sentinels in turn for `master`'s address (`SENTINEL GET-MASTER-ADDR-BY-NAME`) and
+/// returns it as a `redis://HOST:PORT` URL: where the raw baseline connects, once, at start.
+///
+/// # Errors
+/// [`CliError::Runtime`] when no sentinel names a master within [`super::PREFLIGHT_TIMEOUT`].
+pub(crate) async fn sentinel_master_url(
+    sentinels: &[(String, u16)],
+    master: &str,
+) -> Result<String, CliError> {
+    let mut last = String::from("no sentinel given");
+    for (host, port) in sentinels {
+        let ask = async {
+            let client = redis::Client::open(format!("redis://{host}:{port}"))?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(master)
+                .query_async::<Option<(String, u16)>>(&mut conn)
+                .await
+        };
+        match tokio::time::timeout(super::PREFLIGHT_TIMEOUT, ask).await {
+            Ok(Ok(Some((ip, master_port)))) => return Ok(format!("redis://{ip}:{master_port}")),
+            Ok(Ok(None)) => last = format!("{host}:{port} does not know {master:?}"),
+            Ok(Err(err)) => last = format!("{host}:{port}: {err}"),
+            Err(_) => last = format!("{host}:{port}: no answer"),
+        }
+    }
+    Err(CliError::runtime(format!(
+        "cannot find master {master:?} through the sentinels: {last}"
+    )))
+}
+
 impl AppClient for RawClient {
     type Conn = MultiplexedConnection;
 

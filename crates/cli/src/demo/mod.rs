@@ -1,27 +1,34 @@
-//! `resilient-redis demo`: a local redis-server, the resilient and the raw client side by side,
+//! `resilient-redis demo`: a local Redis topology, the resilient and the raw client side by side,
 //! faults injected one after another, a live view, a table per fault and a chart.
 //!
 //! # Behavior
-//! - Starts a redis-server on a free loopback port through `redis-lab` (if `redis-server` is
-//!   missing, says how to install it and exits 1).
+//! - `--topology` picks the demo (see [`Topology`]); without it the Sentinel demo runs when
+//!   `redis-sentinel` is installed, else the standalone one (saying why).
+//! - Standalone: starts a redis-server on a free loopback port through `redis-lab` (if
+//!   `redis-server` is missing, says how to install it and exits 1) and injects [`Fault`]s.
+//! - Sentinel and cluster: see [`topologies`] (SIGKILL of the master under load, the failover
+//!   shown as phases of the live view, marked on the chart).
 //! - Runs `--tasks` workers per client (default 50), each doing SET then GET on its own keys
 //!   (`demo:{client}:{task}:{n}`), one call at a time. A worker that sees an error pauses 10 ms
 //!   before its next call (as an app logging the error would), so a dead server does not turn
 //!   into a busy loop that starves the machine. The raw client replaces a broken connection after
 //!   an error (see [`crate::client`]); nothing is retried for it.
-//! - Phases: a baseline, then each [`Fault`] in order; each phase lasts while the fault is active
-//!   and `--settle-ms` after it ends. About 20 s in all with the defaults.
+//! - Phases: a baseline, then each fault in order; each phase lasts while the fault is active
+//!   and `--settle-ms` after it ends. About 20 s in all with the defaults for standalone, about
+//!   10 s (plus 2 to 3 s to start the topology) for Sentinel and cluster.
 //! - Prints a live view every 250 ms, then a table per fault, then writes
 //!   `resilient-redis-demo.svg` into `--out` and prints its path.
 //! - The table's "first ok after" column is the time from the end of each fault (for the restart:
-//!   the lab saw the new server answer PING) to the client's first successful call.
+//!   the lab saw the new server answer PING; for Sentinel: the demo received `+switch-master`;
+//!   for cluster: another master serves the slot) to the client's first successful call.
 //! - Exit 0 when the resilient client saw zero errors, else 1; Ctrl-C stops the demo and its
-//!   server (exit 130).
+//!   servers (exit 130).
 
 mod faults;
 mod live;
 mod table;
 mod timeline;
+mod topologies;
 
 use std::future::Future;
 use std::io::IsTerminal as _;
@@ -30,12 +37,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use tokio::time::{Duration, Instant};
 
 use crate::chart::{self, ChartData, FaultMark, Series};
 use crate::client::{AppClient, ClientCounters, RawClient, connect_resilient, preflight};
 use crate::error::CliError;
+use crate::target::Target;
 use crate::units::parse_millis;
 use crate::workload::timed_call;
 use faults::Fault;
@@ -55,6 +63,10 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Arguments of `resilient-redis demo`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct DemoArgs {
+    /// Which deployment to run (default: sentinel when redis-sentinel is installed, else
+    /// standalone).
+    #[arg(long, value_enum, value_name = "KIND")]
+    topology: Option<Topology>,
     /// Directory the chart is written to.
     #[arg(long, default_value = ".", value_name = "DIR")]
     out: PathBuf,
@@ -69,30 +81,78 @@ pub(crate) struct DemoArgs {
     bucket_ms: Duration,
 }
 
-/// Runs the demo; Ctrl-C stops it and the lab server with it (exit 130).
+/// The deployment the demo runs (`--topology`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Topology {
+    /// One redis-server: client kill, stall, restart, busy script.
+    Standalone,
+    /// 1 master, 2 replicas, 3 sentinels (down-after 1000 ms): SIGKILL of the master.
+    Sentinel,
+    /// 3 masters + 3 replicas (cluster-node-timeout 1000 ms): SIGKILL of one master.
+    Cluster,
+}
+
+impl Topology {
+    /// `--topology` when given; else sentinel if `redis-sentinel` is on `path`, else standalone
+    /// with the reason to print.
+    fn resolve(
+        chosen: Option<Topology>,
+        path: Option<&std::ffi::OsStr>,
+    ) -> (Topology, Option<String>) {
+        match chosen {
+            Some(topology) => (topology, None),
+            None => match redis_lab::find_binary_in("redis-sentinel", path) {
+                Ok(_) => (Topology::Sentinel, None),
+                Err(_) => (
+                    Topology::Standalone,
+                    Some(format!(
+                        "redis-sentinel is not installed: running the standalone demo \
+                         (for the failover demo: {})",
+                        redis_lab::INSTALL_HINT
+                    )),
+                ),
+            },
+        }
+    }
+}
+
+/// Runs the demo; Ctrl-C stops it and the lab servers with it (exit 130).
 pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
+    let path = std::env::var_os("PATH");
+    let (topology, why) = Topology::resolve(args.topology, path.as_deref());
+    if let Some(why) = why {
+        println!("{why}");
+    }
+    let demo = async {
+        std::fs::create_dir_all(&args.out).map_err(|err| {
+            CliError::runtime(format!("cannot create --out {}: {err}", args.out.display()))
+        })?;
+        match topology {
+            Topology::Standalone => run_standalone(&args).await,
+            Topology::Sentinel => topologies::run_sentinel(&args).await,
+            Topology::Cluster => topologies::run_cluster(&args).await,
+        }
+    };
     tokio::select! {
-        result = run_demo(args) => result,
+        result = demo => result,
         _ = tokio::signal::ctrl_c() => {
-            // Dropping `run_demo` dropped the lab server, which kills its redis-server.
-            eprintln!("\ninterrupted: the demo's redis-server has been stopped");
+            // Dropping the demo dropped the lab topology, which kills its processes.
+            eprintln!("\ninterrupted: the demo's redis processes have been stopped");
             Ok(ExitCode::from(130))
         }
     }
 }
 
-async fn run_demo(args: DemoArgs) -> Result<ExitCode, CliError> {
+async fn run_standalone(args: &DemoArgs) -> Result<ExitCode, CliError> {
     redis_lab::require_binaries(false).map_err(|err| CliError::runtime(err.to_string()))?;
-    std::fs::create_dir_all(&args.out).map_err(|err| {
-        CliError::runtime(format!("cannot create --out {}: {err}", args.out.display()))
-    })?;
     let mut server = redis_lab::RedisServer::start()
         .await
         .map_err(|err| CliError::runtime(format!("cannot start redis-server: {err}")))?;
     let url = server.url();
     println!("redis-server started at {url}");
 
-    let mut resilient = connect_resilient(&url, None).await?;
+    let target = Target::Standalone { url: url.clone() };
+    let mut resilient = connect_resilient(&target, None).await?;
     preflight(&mut resilient, &url).await?;
     let mut raw = RawClient::connect(&url, None).await?;
     preflight(&mut raw, &url).await?;
@@ -103,76 +163,185 @@ async fn run_demo(args: DemoArgs) -> Result<ExitCode, CliError> {
             .iter()
             .map(|fault| fault.expected_length() + args.settle_ms)
             .sum::<Duration>();
-    // Room for slow restarts: calls past the last bucket are clamped into it.
-    let buckets = (planned * 2).as_nanos().div_ceil(args.bucket_ms.as_nanos()) as usize;
-    let start = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut dashboard = Dashboard::new(start);
-    let resilient_recorder = Arc::new(Recorder::new(start, args.bucket_ms, buckets));
-    let raw_recorder = Arc::new(Recorder::new(start, args.bucket_ms, buckets));
-    let mut workers = spawn_workers(
-        &resilient,
-        "resilient",
-        args.tasks,
-        &resilient_recorder,
-        &stop,
-    );
-    workers.extend(spawn_workers(&raw, "raw", args.tasks, &raw_recorder, &stop));
-    dashboard.watch("resilient", &resilient_recorder, resilient.clone());
-    dashboard.watch("raw", &raw_recorder, raw.clone());
-
-    let mut rows = Vec::new();
-    let mut marks = Vec::new();
-    let baseline = dashboard.snapshot();
-    dashboard
-        .observe("baseline", tokio::time::sleep(args.settle_ms))
-        .await;
-    rows.push(PhaseRow::between(
-        "baseline (no fault)".to_owned(),
-        &baseline,
-        &dashboard.snapshot(),
-    ));
-    let mut fault_error = None;
+    let mut session = Session::start(args, &resilient, &raw, planned);
+    session.baseline().await;
     for fault in schedule {
-        let before = dashboard.snapshot();
         let label = fault.label();
-        let injected_at = start.elapsed();
-        let result = dashboard.observe(&label, fault.inject(&mut server)).await;
-        dashboard.arm_recovery();
-        let over_at = start.elapsed();
-        marks.push(FaultMark {
-            start: injected_at,
-            end: over_at,
-            label: fault.short_label(),
-        });
-        dashboard
-            .observe(&label, tokio::time::sleep(args.settle_ms))
-            .await;
-        let row = PhaseRow::between(label, &before, &dashboard.snapshot());
-        rows.push(row.with_first_ok_after(dashboard.recovery()));
-        if let Err(err) = result {
-            fault_error = Some(err);
-            break;
+        let inject = async {
+            fault.inject(&mut server).await?;
+            Ok(None)
+        };
+        session.fault(label, fault.short_label(), inject).await?;
+    }
+    session.finish(server).await
+}
+
+/// What a fault leaves behind: the label of the phase that follows (watched for `--settle-ms`)
+/// and the short label of a chart mark at the fault's end (e.g. a failover's switch).
+pub(crate) type AfterFault = Option<(String, &'static str)>;
+
+/// One demo run: both clients' workers, the dashboard, the rows of the table and the chart marks.
+pub(crate) struct Session {
+    args: DemoArgs,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    dashboard: Dashboard,
+    recorders: [Arc<Recorder>; 2],
+    /// The resilient client's workers, then the raw client's.
+    workers: [Vec<tokio::task::JoinHandle<()>>; 2],
+    rows: Vec<PhaseRow>,
+    marks: Vec<FaultMark>,
+    failure: Option<CliError>,
+}
+
+impl Session {
+    /// Starts `--tasks` workers per client; `planned` is the expected length of the whole run.
+    pub(crate) fn start<R: AppClient, W: AppClient>(
+        args: &DemoArgs,
+        resilient: &R,
+        raw: &W,
+        planned: Duration,
+    ) -> Session {
+        // Room for slow phases: calls past the last bucket are clamped into it.
+        let buckets = (planned * 2).as_nanos().div_ceil(args.bucket_ms.as_nanos()) as usize;
+        let start = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut dashboard = Dashboard::new(start);
+        let recorders = [(); 2].map(|()| Arc::new(Recorder::new(start, args.bucket_ms, buckets)));
+        let workers = [
+            spawn_workers(resilient, "resilient", args.tasks, &recorders[0], &stop),
+            spawn_workers(raw, "raw", args.tasks, &recorders[1], &stop),
+        ];
+        dashboard.watch("resilient", &recorders[0], resilient.clone());
+        dashboard.watch("raw", &recorders[1], raw.clone());
+        Session {
+            args: args.clone(),
+            start,
+            stop,
+            dashboard,
+            recorders,
+            workers,
+            rows: Vec::new(),
+            marks: Vec::new(),
+            failure: None,
         }
     }
-    dashboard.view.detach();
-    let elapsed = start.elapsed();
 
-    stop.store(true, Ordering::Relaxed);
-    let finished = tokio::time::timeout(STOP_GRACE, futures::future::join_all(workers)).await;
-    drop(server);
-    if let Some(err) = fault_error {
-        return Err(err);
-    }
-    if finished.is_err() {
-        return Err(CliError::runtime(format!(
-            "workers still waiting on a call {} s after the demo ended: a client hung",
-            STOP_GRACE.as_secs()
-        )));
+    /// The baseline phase: `--settle-ms` without fault.
+    pub(crate) async fn baseline(&mut self) {
+        let before = self.dashboard.snapshot();
+        self.dashboard
+            .observe("baseline", tokio::time::sleep(self.args.settle_ms))
+            .await;
+        self.rows.push(PhaseRow::between(
+            "baseline (no fault)".to_owned(),
+            &before,
+            &self.dashboard.snapshot(),
+        ));
     }
 
-    let recorders = [("resilient", &*resilient_recorder), ("raw", &*raw_recorder)];
-    report(&args, &rows, marks, elapsed, recorders)
+    /// Runs one fault: `inject` is watched under `label` until it returns (the fault is over),
+    /// then the phase it names (or `label`) is watched for `--settle-ms`. The chart marks the
+    /// fault's interval with `short`, and the end with the second label of [`AfterFault`].
+    ///
+    /// # Errors
+    /// The fault's own error, after its phase was recorded; later faults are skipped.
+    pub(crate) async fn fault<F>(
+        &mut self,
+        label: String,
+        short: &'static str,
+        inject: F,
+    ) -> Result<(), CliError>
+    where
+        F: Future<Output = Result<AfterFault, CliError>>,
+    {
+        if self.failure.is_some() {
+            return Ok(());
+        }
+        let before = self.dashboard.snapshot();
+        let injected_at = self.start.elapsed();
+        let result = self.dashboard.observe(&label, inject).await;
+        self.dashboard.arm_recovery();
+        let over_at = self.start.elapsed();
+        self.marks.push(FaultMark {
+            start: injected_at,
+            end: over_at,
+            label: short,
+        });
+        let (phase, row_label) = match &result {
+            Ok(Some((after, end_mark))) => {
+                self.marks.push(FaultMark {
+                    start: over_at,
+                    end: over_at,
+                    label: end_mark,
+                });
+                (after.clone(), format!("{label}, then {after}"))
+            }
+            _ => (label.clone(), label),
+        };
+        self.dashboard
+            .observe(&phase, tokio::time::sleep(self.args.settle_ms))
+            .await;
+        let row = PhaseRow::between(row_label, &before, &self.dashboard.snapshot());
+        self.rows
+            .push(row.with_first_ok_after(self.dashboard.recovery()));
+        if let Err(err) = result {
+            self.failure = Some(err);
+        }
+        Ok(())
+    }
+
+    /// Stops the workers, then the lab `topology` (dropped here), and prints the table, the
+    /// chart's path and the verdict: exit 0 iff the resilient client saw no error.
+    ///
+    /// # Behavior
+    /// Workers get [`STOP_GRACE`] to finish their last call. Raw workers still waiting then are
+    /// aborted and reported as hung (redis-rs's cluster connection has no response timeout by
+    /// default); resilient workers still waiting fail the demo.
+    ///
+    /// # Errors
+    /// A fault that could not be injected, or resilient workers that did not finish in time.
+    pub(crate) async fn finish<T>(mut self, topology: T) -> Result<ExitCode, CliError> {
+        self.dashboard.view.detach();
+        let elapsed = self.start.elapsed();
+        self.stop.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + STOP_GRACE;
+        let mut hung = [0usize; 2];
+        for (index, handles) in std::mem::take(&mut self.workers).into_iter().enumerate() {
+            let aborts: Vec<_> = handles.iter().map(|h| h.abort_handle()).collect();
+            if tokio::time::timeout_at(deadline, futures::future::join_all(handles))
+                .await
+                .is_err()
+            {
+                hung[index] = aborts.iter().filter(|a| !a.is_finished()).count();
+                aborts.iter().for_each(tokio::task::AbortHandle::abort);
+            }
+        }
+        drop(topology);
+        if let Some(err) = self.failure.take() {
+            return Err(err);
+        }
+        if hung[0] > 0 {
+            return Err(CliError::runtime(format!(
+                "{} resilient workers still waiting on a call {} s after the demo ended: \
+                 the resilient client hung",
+                hung[0],
+                STOP_GRACE.as_secs()
+            )));
+        }
+        if hung[1] > 0 {
+            println!(
+                "raw: {} workers still waiting on a call {} s after the demo ended (hung; aborted)",
+                hung[1],
+                STOP_GRACE.as_secs()
+            );
+        }
+        let recorders = [
+            ("resilient", &*self.recorders[0]),
+            ("raw", &*self.recorders[1]),
+        ];
+        report(&self.args, &self.rows, self.marks, elapsed, recorders)
+    }
 }
 
 /// Prints the table per fault, writes the chart and the verdict; exit 0 iff the resilient client
@@ -374,5 +543,31 @@ impl Dashboard {
             .collect();
         self.view
             .draw(now.duration_since(self.start), phase, &lines);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_topology_is_sentinel_only_when_redis_sentinel_is_installed() {
+        assert_eq!(
+            Topology::resolve(Some(Topology::Cluster), None),
+            (Topology::Cluster, None)
+        );
+        let (topology, why) = Topology::resolve(None, None);
+        assert_eq!(topology, Topology::Standalone);
+        assert!(why.is_some_and(|why| why.contains("redis-sentinel")));
+
+        let dir = std::env::temp_dir().join(format!("cli-demo-topology-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let fake = dir.join("redis-sentinel");
+        std::fs::write(&fake, "#!/bin/sh\n").expect("fake binary");
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let resolved = Topology::resolve(None, Some(dir.as_os_str()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(resolved, (Topology::Sentinel, None));
     }
 }

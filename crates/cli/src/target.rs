@@ -1,0 +1,215 @@
+//! Where `bench` and `health` send their calls: one server (`--url`), a Sentinel deployment
+//! (`--sentinel HOST:PORT,... --master NAME`) or a Redis Cluster (`--cluster URL,...`).
+//!
+//! # Behavior
+//! - Exactly one of `--url`, `--sentinel`, `--cluster` must be given; `--master` goes with
+//!   `--sentinel` and only with it. Anything else is a one-line usage error (exit 2).
+//! - The values are checked here, once, before any connection is tried.
+
+use clap::Args;
+
+use crate::error::CliError;
+
+/// The target flags shared by `bench` and `health`.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct TargetArgs {
+    /// Redis URL of one server, e.g. redis://127.0.0.1:6379
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// Sentinel addresses, e.g. 127.0.0.1:26379,127.0.0.1:26380 (needs --master)
+    #[arg(long, value_name = "HOST:PORT,...")]
+    sentinel: Option<String>,
+    /// The master name the sentinels monitor (with --sentinel)
+    #[arg(long, value_name = "NAME")]
+    master: Option<String>,
+    /// Seed URLs of Redis Cluster nodes, e.g. redis://127.0.0.1:7000,redis://127.0.0.1:7001
+    #[arg(long, value_name = "URL,...")]
+    cluster: Option<String>,
+}
+
+/// A checked target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// One server.
+    Standalone {
+        /// Its URL.
+        url: String,
+    },
+    /// A master found through sentinels.
+    Sentinel {
+        /// The sentinels, in the order given.
+        sentinels: Vec<(String, u16)>,
+        /// The monitored master's name.
+        master: String,
+    },
+    /// A Redis Cluster.
+    Cluster {
+        /// Seed node URLs.
+        urls: Vec<String>,
+    },
+}
+
+impl TargetArgs {
+    /// Checks the flags and returns the target they name.
+    ///
+    /// # Errors
+    /// [`CliError::Usage`] when no target or several are given, `--master` is missing or
+    /// misplaced, or a value is malformed.
+    pub(crate) fn target(&self) -> Result<Target, CliError> {
+        let given = [&self.url, &self.sentinel, &self.cluster]
+            .iter()
+            .filter(|flag| flag.is_some())
+            .count();
+        if given != 1 {
+            return Err(CliError::usage(format!(
+                "give exactly one of --url, --sentinel (with --master) or --cluster ({given} given)"
+            )));
+        }
+        if self.master.is_some() && self.sentinel.is_none() {
+            return Err(CliError::usage("--master goes with --sentinel"));
+        }
+        if let Some(url) = &self.url {
+            return Ok(Target::Standalone { url: url.clone() });
+        }
+        if let Some(list) = &self.sentinel {
+            let Some(master) = self.master.clone().filter(|m| !m.is_empty()) else {
+                return Err(CliError::usage("--sentinel needs --master NAME"));
+            };
+            let sentinels = parse_host_ports(list)?;
+            return Ok(Target::Sentinel { sentinels, master });
+        }
+        let list = self.cluster.as_deref().unwrap_or_default();
+        let urls: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if urls.is_empty() {
+            return Err(CliError::usage("--cluster needs at least one node URL"));
+        }
+        Ok(Target::Cluster { urls })
+    }
+}
+
+impl Target {
+    /// How the target is named in messages and reports.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Target::Standalone { url } => url.clone(),
+            Target::Sentinel { sentinels, master } => self::sentinel_url(sentinels, master),
+            Target::Cluster { urls } => format!("cluster {}", urls.join(",")),
+        }
+    }
+
+    /// The topology's name in reports (`standalone`, `sentinel`, `cluster`).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Target::Standalone { .. } => "standalone",
+            Target::Sentinel { .. } => "sentinel",
+            Target::Cluster { .. } => "cluster",
+        }
+    }
+}
+
+/// The `redis+sentinel://h1:p1,h2:p2/MASTER` URL of a Sentinel deployment.
+pub(crate) fn sentinel_url(sentinels: &[(String, u16)], master: &str) -> String {
+    let hosts: Vec<String> = sentinels
+        .iter()
+        .map(|(host, port)| format!("{host}:{port}"))
+        .collect();
+    format!("redis+sentinel://{}/{master}", hosts.join(","))
+}
+
+fn parse_host_ports(list: &str) -> Result<Vec<(String, u16)>, CliError> {
+    let invalid = |item: &str| {
+        CliError::usage(format!(
+            "invalid --sentinel {list:?}: {item:?} is not HOST:PORT"
+        ))
+    };
+    let mut out = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (host, port) = item.rsplit_once(':').ok_or_else(|| invalid(item))?;
+        let port: u16 = port.parse().map_err(|_| invalid(item))?;
+        if host.is_empty() || port == 0 {
+            return Err(invalid(item));
+        }
+        out.push((host.to_owned(), port));
+    }
+    if out.is_empty() {
+        return Err(CliError::usage(
+            "--sentinel needs at least one HOST:PORT".to_owned(),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(url: Option<&str>, sentinel: Option<&str>, master: Option<&str>) -> TargetArgs {
+        TargetArgs {
+            url: url.map(str::to_owned),
+            sentinel: sentinel.map(str::to_owned),
+            master: master.map(str::to_owned),
+            cluster: None,
+        }
+    }
+
+    #[test]
+    fn exactly_one_target_is_accepted() {
+        assert_eq!(
+            args(Some("redis://h:1"), None, None).target().ok(),
+            Some(Target::Standalone {
+                url: "redis://h:1".into()
+            })
+        );
+        let sentinel = args(None, Some("a:1, b:2"), Some("mymaster"))
+            .target()
+            .expect("valid");
+        assert_eq!(
+            sentinel,
+            Target::Sentinel {
+                sentinels: vec![("a".into(), 1), ("b".into(), 2)],
+                master: "mymaster".into()
+            }
+        );
+        assert_eq!(
+            sentinel.describe(),
+            "redis+sentinel://a:1,b:2/mymaster".to_owned()
+        );
+        let cluster = TargetArgs {
+            cluster: Some("redis://a:1,redis://b:2".into()),
+            ..TargetArgs::default()
+        };
+        assert_eq!(
+            cluster.target().ok(),
+            Some(Target::Cluster {
+                urls: vec!["redis://a:1".into(), "redis://b:2".into()]
+            })
+        );
+    }
+
+    #[test]
+    fn conflicting_missing_or_malformed_targets_are_usage_errors() {
+        for bad in [
+            args(None, None, None),
+            args(Some("redis://h:1"), Some("a:1"), Some("m")),
+            args(None, Some("a:1"), None),
+            args(Some("redis://h:1"), None, Some("m")),
+            args(None, Some("a"), Some("m")),
+            args(None, Some("a:x"), Some("m")),
+            args(None, Some(","), Some("m")),
+            TargetArgs {
+                cluster: Some(" , ".into()),
+                ..TargetArgs::default()
+            },
+        ] {
+            assert!(
+                matches!(bad.target(), Err(CliError::Usage(_))),
+                "{bad:?} accepted"
+            );
+        }
+    }
+}
