@@ -11,6 +11,7 @@ mod demo;
 mod error;
 mod health;
 mod lab_server;
+mod proxy;
 mod target;
 mod units;
 mod workload;
@@ -43,6 +44,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Connect, check the server and print the client's health; exit 1 when unhealthy.
     Health(health::HealthArgs),
+    /// A fault-injecting TCP proxy in front of a Redis server, to test your own application:
+    /// latency, throttling (`-THROTTLED`), dropped connections, a black hole. Prints its counters
+    /// on exit.
+    Proxy(proxy::ProxyArgs),
     /// Start a throwaway lab redis-server, print its URL, keep it up until stdin closes or Ctrl-C.
     #[command(hide = true)]
     LabServer,
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Health(args) => health::run(args).await,
+            Command::Proxy(args) => proxy::run(args).await,
             Command::LabServer => lab_server::run().await,
         }
     });

@@ -718,3 +718,152 @@ async fn cluster_demo_shows_the_kill_and_the_promotion() {
     )
     .await;
 }
+
+/// A running `resilient-redis proxy`: closing its stdin stops it.
+struct ProxyProcess {
+    child: tokio::process::Child,
+    /// The stdout lines after the first, read in the background so the pipe never fills.
+    output: tokio::task::JoinHandle<Vec<String>>,
+}
+
+/// Starts `resilient-redis proxy` in front of `upstream` with `extra` flags; returns the process
+/// and the address it listens on.
+async fn start_proxy(upstream: std::net::SocketAddr, extra: &[&str]) -> (ProxyProcess, String) {
+    use tokio::io::AsyncBufReadExt as _;
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args([
+            "proxy",
+            "--listen",
+            &listen,
+            "--upstream",
+            &upstream.to_string(),
+            "--json",
+            "--until-stdin-closes",
+        ])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("the proxy says it listens")
+        .unwrap()
+        .unwrap_or_default();
+    assert!(first.contains("proxy listening on"), "{first}");
+    // Keep reading stdout in the background so the proxy never blocks on a full pipe.
+    let rest = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            all.push(line);
+        }
+        all
+    });
+    (
+        ProxyProcess {
+            child,
+            output: rest,
+        },
+        listen,
+    )
+}
+
+/// Stops the proxy and returns the counters it printed.
+async fn stop_proxy(proxy: ProxyProcess) -> Value {
+    let ProxyProcess { mut child, output } = proxy;
+    drop(child.stdin.take());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the proxy exits")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let lines = output.await.unwrap();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    serde_json::from_str(&lines[0]).expect("counters as JSON")
+}
+
+#[tokio::test]
+async fn proxy_forwards_and_throttles_and_prints_its_counters() {
+    let server = RedisServer::start().await.expect("redis-server");
+    // Plain forwarding.
+    let (child, listen) = start_proxy(server.addr(), &[]).await;
+    let mut conn = redis::Client::open(format!("redis://{listen}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let v: String = redis::cmd("GET")
+        .arg("k")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(v, "v");
+    drop(conn);
+    let counters = stop_proxy(child).await;
+    assert!(
+        counters["commands_forwarded"].as_u64().unwrap() >= 2,
+        "{counters}"
+    );
+    assert_eq!(counters["commands_throttled"].as_u64(), Some(0));
+
+    // Throttled: 200 pipelined PINGs against 10 ops/s get THROTTLED replies, in order.
+    let (child, listen) = start_proxy(server.addr(), &["--throttle-ops-per-sec", "10"]).await;
+    let mut conn = redis::Client::open(format!("redis://{listen}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut pipe = redis::pipe();
+    for _ in 0..200 {
+        pipe.cmd("PING");
+    }
+    let replies: Vec<redis::Value> = pipe.ignore_errors().query_async(&mut conn).await.unwrap();
+    let throttled = replies
+        .iter()
+        .filter(|r| matches!(r, redis::Value::ServerError(e) if e.code() == "THROTTLED"))
+        .count();
+    assert!(throttled > 150, "{throttled} of 200 throttled");
+    drop(conn);
+    let counters = stop_proxy(child).await;
+    assert!(
+        counters["commands_throttled"].as_u64().unwrap() >= throttled as u64,
+        "{counters}"
+    );
+}
+
+#[tokio::test]
+async fn proxy_rejects_bad_flags() {
+    let out = run(
+        &["proxy", "--listen", "nowhere", "--upstream", "127.0.0.1:1"],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = run(
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:1",
+            "--drop-every",
+            "0",
+        ],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
