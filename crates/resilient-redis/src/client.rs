@@ -2,7 +2,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -61,6 +61,10 @@ pub struct Client {
     inner: Arc<Inner>,
     policy: RetryPolicy,
     call: CallOptions,
+    /// The connection this handle used last. Calls through [`ConnectionLike`] (`&mut self`)
+    /// reuse it while it is still the pool's live one: no lock and no clone per call, as with a
+    /// bare `MultiplexedConnection` held by one task.
+    cached: Option<Lease>,
 }
 
 /// Per-handle overrides, set with [`Client::idempotent`] and friends.
@@ -180,6 +184,7 @@ impl Client {
             inner,
             policy,
             call: CallOptions::default(),
+            cached: None,
         })
     }
 
@@ -208,6 +213,7 @@ impl Client {
             inner: self.inner.clone(),
             policy: build_policy(self.inner.policy_parts(deadline))?,
             call: self.call,
+            cached: None,
         })
     }
 
@@ -251,18 +257,25 @@ impl Client {
     /// Runs one command and returns its reply value, with the client's error type. Server error
     /// replies that are not retried come back as `Ok(Value::ServerError(..))`, as redis-rs does.
     pub async fn send(&self, cmd: &Cmd) -> Result<Value, Error> {
-        Ok(self.execute(Request::Cmd(cmd)).await?.into_value())
+        Ok(self
+            .execute(Request::Cmd(cmd), &mut None)
+            .await?
+            .into_value())
     }
 
     /// Runs a pipeline (plain or atomic) and returns the replies, with the client's error type.
     pub async fn send_pipeline(&self, pipeline: &Pipeline) -> Result<Vec<Value>, Error> {
         Ok(self
-            .execute(Request::pipeline(pipeline))
+            .execute(Request::pipeline(pipeline), &mut None)
             .await?
             .into_values())
     }
 
-    async fn execute(&self, request: Request<'_>) -> Result<Reply, Error> {
+    async fn execute(
+        &self,
+        request: Request<'_>,
+        cached: &mut Option<Lease>,
+    ) -> Result<Reply, Error> {
         let stats = &self.inner.stats;
         stats.calls.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
@@ -273,7 +286,7 @@ impl Client {
             // Boxed: the rare path keeps its (large) connect future out of every call's future.
             Box::pin(self.execute_blocking(request)).await
         } else {
-            self.execute_retrying(request, safety).await
+            self.execute_retrying(request, safety, cached).await
         };
         self.inner.call_duration[kind_index(safety)].record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
@@ -295,6 +308,7 @@ impl Client {
         &self,
         request: Request<'_>,
         safety: CommandSafety,
+        cached: &mut Option<Lease>,
     ) -> Result<Reply, Error> {
         let idempotency = match self.call.idempotent {
             Some(true) => Idempotency::Idempotent,
@@ -303,18 +317,19 @@ impl Client {
             None => Idempotency::NotIdempotent,
         };
         let retry_safe = idempotency == Idempotency::Idempotent;
+        // [sentinel] `read_only` routes the call to a replica with ReadFrom.
+        let read_only = safety == CommandSafety::ReadOnly;
+        // The handle's cached connection, lent to the attempts and given back after.
+        let slot = Mutex::new(cached.take());
         let result = self
             .policy
             .run(
                 idempotency,
                 |e: &AttemptError| e.class,
-                |attempt: Attempt| {
-                    // [sentinel] `read_only` routes the call to a replica with ReadFrom.
-                    let read_only = safety == CommandSafety::ReadOnly;
-                    self.attempt(request, attempt, retry_safe, read_only)
-                },
+                |attempt: Attempt| self.attempt(request, attempt, retry_safe, read_only, &slot),
             )
             .await;
+        *cached = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
         result.map_err(give_up_error)
     }
 
@@ -324,6 +339,7 @@ impl Client {
         attempt: Attempt,
         retry_safe: bool,
         read_only: bool,
+        cached: &Mutex<Option<Lease>>,
     ) -> Result<Reply, AttemptError> {
         let stats = &self.inner.stats;
         stats.attempts.fetch_add(1, Ordering::Relaxed);
@@ -331,7 +347,12 @@ impl Client {
             stats.retries.fetch_add(1, Ordering::Relaxed);
         }
         let pool = &self.inner.pool;
-        let lease = match pool.try_acquire_for(read_only) {
+        let reusable = cached
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .filter(|l| pool.is_current(l) && !(read_only && pool.routes_reads_elsewhere()));
+        let mut lease = match reusable.or_else(|| pool.try_acquire_for(read_only)) {
             Some(lease) => lease,
             // No live connection: wait for the reconnection (boxed, off the fast path).
             None => Box::pin(pool.acquire_for(read_only, attempt.deadline))
@@ -345,8 +366,11 @@ impl Client {
         // [sentinel] Remembered for the READONLY check below.
         let lease_id = lease.id();
         let result = self
-            .send_on(lease, request, retry_safe, attempt.deadline)
+            .send_on(&mut lease, request, retry_safe, attempt.deadline)
             .await;
+        if result.is_ok() {
+            *cached.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease);
+        }
         // [sentinel] A READONLY reply: the node was demoted. Replace this connection (the next
         // one goes to the master, checked with ROLE) and rediscover; the policy retries.
         if let Err(e) = &result
@@ -373,17 +397,20 @@ impl Client {
     /// Sends on a leased connection, diagnosing late replies instead of re-sending.
     async fn send_on(
         &self,
-        lease: Lease,
+        lease: &mut Lease,
         request: Request<'_>,
         retry_safe: bool,
         deadline: Option<Instant>,
     ) -> Result<Reply, AttemptError> {
         let Lease {
-            mut conn,
+            conn,
             slot,
             generation,
         } = lease;
-        let lease = LeaseId { slot, generation };
+        let lease = LeaseId {
+            slot: *slot,
+            generation: *generation,
+        };
         let pool = &self.inner.pool;
         let window = self.inner.config.response_timeout;
         let fut = async move {
@@ -624,7 +651,12 @@ impl Client {
 
 impl ConnectionLike for Client {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move { self.send(cmd).await.map_err(Error::into_redis) })
+        Box::pin(async move {
+            let mut cached = self.cached.take();
+            let result = self.execute(Request::Cmd(cmd), &mut cached).await;
+            self.cached = cached;
+            result.map(Reply::into_value).map_err(Error::into_redis)
+        })
     }
 
     fn req_packed_commands<'a>(
@@ -634,17 +666,15 @@ impl ConnectionLike for Client {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            match self
-                .execute(Request::Pipeline {
-                    pipeline,
-                    offset,
-                    count,
-                })
-                .await
-            {
-                Ok(reply) => Ok(reply.into_values()),
-                Err(e) => Err(e.into_redis()),
-            }
+            let mut cached = self.cached.take();
+            let request = Request::Pipeline {
+                pipeline,
+                offset,
+                count,
+            };
+            let result = self.execute(request, &mut cached).await;
+            self.cached = cached;
+            result.map(Reply::into_values).map_err(Error::into_redis)
         })
     }
 

@@ -78,6 +78,9 @@ struct Live {
 
 struct Slot {
     live: RwLock<Option<Live>>,
+    /// Generation of the live connection, 0 when there is none: lets a caller check a cached
+    /// lease with one atomic load instead of the lock and a clone.
+    current: AtomicU64,
     /// A reply arrived since the last idle check. A flag, not a timestamp: the request path
     /// then reads no clock, and writes the cache line only once per check interval.
     replied: AtomicBool,
@@ -160,6 +163,7 @@ impl Pool {
             .map(|_| Slot {
                 live: RwLock::new(None),
                 replied: AtomicBool::new(false),
+                current: AtomicU64::new(0),
             })
             .collect();
         let changes = endpoint.changes();
@@ -258,6 +262,7 @@ impl Pool {
             let mut live = slot.live.write().expect("slot lock");
             if live.as_ref().is_some_and(|l| l.epoch != epoch) {
                 *live = None;
+                slot.current.store(0, Ordering::Release);
                 dropped += 1;
             }
         }
@@ -305,6 +310,9 @@ impl Pool {
             generation,
             epoch,
         });
+        self.slots[slot]
+            .current
+            .store(generation, Ordering::Release);
         self.touch(slot);
         if slot < self.masters {
             let mut down = self.down.lock().expect("down lock");
@@ -376,6 +384,17 @@ impl Pool {
         }
     }
 
+    /// Whether `lease` is still the live connection of its slot (one atomic load).
+    pub(crate) fn is_current(&self, lease: &Lease) -> bool {
+        self.slots[lease.slot].current.load(Ordering::Acquire) == lease.generation
+    }
+
+    /// Whether read-only calls may go elsewhere than the master connections (replica routing);
+    /// a cached master lease is then not used for them.
+    pub(crate) fn routes_reads_elsewhere(&self) -> bool {
+        !matches!(self.read_from, ReadFrom::Master)
+    }
+
     /// The connection [`Pool::acquire_for`] would pick right now, without waiting. The request
     /// path tries this first so that its future stays small (the waiting path is boxed).
     pub(crate) fn try_acquire_for(&self, read_only: bool) -> Option<Lease> {
@@ -445,6 +464,7 @@ impl Pool {
         let mut live = self.slots[lease.slot].live.write().expect("slot lock");
         if live.as_ref().map(|l| l.generation) == Some(lease.generation) {
             *live = None;
+            self.slots[lease.slot].current.store(0, Ordering::Release);
             drop(live);
             tracing::debug!(slot = lease.slot, why, "connection marked broken");
             self.note_down(why);

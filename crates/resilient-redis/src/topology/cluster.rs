@@ -61,11 +61,13 @@ use crate::{
 mod classify;
 mod config;
 mod health;
+mod nodes;
 mod slots;
 
 use classify::{Redirect, redirect_of};
 pub use config::ClusterConfig;
 pub use health::{ClusterHealth, ClusterNodeHealth};
+use nodes::Nodes;
 use slots::{Topology, command_slot, refresh_once, refresher, split_addr};
 
 /// A Redis Cluster client that survives failovers and resharding, and never reports an
@@ -137,6 +139,8 @@ struct Inner {
     conn: RwLock<(ClusterConnection, u64)>,
     /// One replacement at a time.
     replacing: tokio::sync::Mutex<()>,
+    /// The client's own connection to each node: keyed calls, slot-map refreshes and probes.
+    nodes: Nodes,
     topology: Arc<Topology>,
     budget: Option<RetryBudget>,
     breakers: RwLock<HashMap<String, CircuitBreaker>>,
@@ -294,12 +298,14 @@ impl ClusterClient {
             None => rand::make_rng(),
         };
         let topology = Arc::new(Topology::new());
+        let nodes = Nodes::new(&config)?;
         let inner = Arc::new(Inner {
             rules: config.reply_rules(),
             config,
             client,
             conn: RwLock::new((conn, 0)),
             replacing: tokio::sync::Mutex::new(()),
+            nodes,
             topology: topology.clone(),
             budget,
             breakers: RwLock::new(HashMap::new()),
@@ -503,25 +509,42 @@ impl ClusterClient {
                 })?),
                 None => None,
             };
-            let (conn, generation) = inner.conn();
             let stuck_after = inner.config.response_timeout * 2 + Duration::from_millis(500);
-            let result = match tokio::time::timeout(
-                stuck_after,
-                self.send_to(conn, request, &target),
-            )
-            .await
-            {
-                Ok(result) => result,
-                Err(_) => {
+            let result = if let Some(addr) = node.as_deref() {
+                // The client's own connection to the node: bounded by the connect and response
+                // timeouts, and a dead node holds up nothing but its own requests.
+                let asking = matches!(target, Target::Asking(_));
+                match tokio::time::timeout(
+                    stuck_after,
+                    self.send_to_node(addr, request, asking),
+                )
+                .await
+                {
+                    Ok(result) => result,
+                    Err(_) => {
+                        drop(permit);
+                        return Err(connection_lost(
+                            "no answer from the node within twice the response timeout",
+                            None,
+                        ));
+                    }
+                }
+            } else {
+                let (conn, generation) = inner.conn();
+                match tokio::time::timeout(stuck_after, self.send_to(conn, request)).await
+                {
+                    Ok(result) => result,
+                    Err(_) => {
                     // Every node request is cut by the response timeout, so a call this late
                     // is stuck inside redis-rs's connection task: check it, replace it if it
                     // is stuck, and retry the call if it is safe to repeat.
                     drop(permit);
-                    inner.check_driver(generation).await;
-                    return Err(connection_lost(
-                        "the cluster connection stopped answering while the request was in flight",
-                        None,
-                    ));
+                        inner.check_driver(generation).await;
+                        return Err(connection_lost(
+                            "the cluster connection stopped answering while the request was in flight",
+                            None,
+                        ));
+                    }
                 }
             };
             let error = match result {
@@ -654,46 +677,20 @@ impl ClusterClient {
         Some(b)
     }
 
-    async fn send_to(
+    /// Sends on the client's own connection to `addr`; `ASKING` first when `asking`.
+    async fn send_to_node(
         &self,
-        mut conn: ClusterConnection,
+        addr: &str,
         request: Request<'_>,
-        target: &Target,
+        asking: bool,
     ) -> RedisResult<Reply> {
-        let by_address = |addr: &str| -> RedisResult<SingleNodeRoutingInfo> {
-            let (host, port) = split_addr(addr).ok_or_else(|| {
-                RedisError::from((
-                    redis::ErrorKind::Client,
-                    "bad node address",
-                    addr.to_owned(),
-                ))
-            })?;
-            Ok(SingleNodeRoutingInfo::ByAddress {
-                host: host.to_owned(),
-                port,
-            })
-        };
-        match (request, target) {
-            (Request::Cmd(cmd), Target::Slot) => conn.req_packed_command(cmd).await.map(Reply::One),
-            (
-                Request::Pipeline {
-                    pipeline,
-                    offset,
-                    count,
-                },
-                Target::Slot,
-            ) => conn
-                .req_packed_commands(pipeline, offset, count)
-                .await
-                .map(Reply::Many),
-            (Request::Cmd(cmd), Target::Moved(addr)) => conn
-                .route_command(cmd.clone(), RoutingInfo::SingleNode(by_address(addr)?))
-                .await
-                .map(Reply::One),
-            (Request::Cmd(cmd), Target::Asking(addr)) => {
-                let mut asking = redis::pipe();
-                asking.cmd("ASKING").add_command(cmd.clone());
-                let mut replies = conn.route_pipeline(asking, 1, 1, by_address(addr)?).await?;
+        let (mut conn, id) = self.inner.nodes.get(addr).await?;
+        let result = match (request, asking) {
+            (Request::Cmd(cmd), false) => conn.req_packed_command(cmd).await.map(Reply::One),
+            (Request::Cmd(cmd), true) => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ASKING").add_command(cmd.clone());
+                let mut replies = conn.req_packed_commands(&pipe, 1, 1).await?;
                 Ok(Reply::One(replies.pop().unwrap_or(Value::Nil)))
             }
             (
@@ -702,9 +699,31 @@ impl ClusterClient {
                     offset,
                     count,
                 },
-                Target::Moved(addr) | Target::Asking(addr),
+                _,
             ) => conn
-                .route_pipeline(pipeline.clone(), offset, count, by_address(addr)?)
+                .req_packed_commands(pipeline, offset, count)
+                .await
+                .map(Reply::Many),
+        };
+        if let Err(e) = &result
+            && ((e.is_io_error() && !e.is_timeout()) || e.kind() == redis::ErrorKind::Parse)
+        {
+            self.inner.nodes.forget(addr, id);
+        }
+        result
+    }
+
+    /// Sends through redis-rs's cluster connection, routed by redis-rs: for calls whose slot
+    /// the client cannot name (keyless commands, an empty slot map).
+    async fn send_to(&self, mut conn: ClusterConnection, request: Request<'_>) -> RedisResult<Reply> {
+        match request {
+            Request::Cmd(cmd) => conn.req_packed_command(cmd).await.map(Reply::One),
+            Request::Pipeline {
+                pipeline,
+                offset,
+                count,
+            } => conn
+                .req_packed_commands(pipeline, offset, count)
                 .await
                 .map(Reply::Many),
         }

@@ -11,10 +11,7 @@ use std::{
 };
 
 use rand::{RngExt, rngs::SmallRng};
-use redis::{
-    Arg, Cmd, Value,
-    cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
-};
+use redis::{Arg, Cmd, Value, aio::ConnectionLike};
 use tokio::{
     sync::{Notify, watch},
     time::Instant,
@@ -248,18 +245,39 @@ pub(super) async fn refresher(inner: Weak<Inner>, topology: Arc<Topology>, mut r
     }
 }
 
-/// One `CLUSTER SLOTS` from any node.
+/// One `CLUSTER SLOTS`, from the first node that answers: the masters of the slot map not
+/// known to be down, then the seeds. Sent on the client's own node connections, never through
+/// redis-rs's cluster connection (whose task can stop answering while a node is down).
 pub(super) async fn refresh_once(inner: &Inner) -> Result<(), String> {
-    let (mut conn, _) = inner.conn();
-    let mut cmd = redis::cmd("CLUSTER");
-    cmd.arg("SLOTS");
-    let value = tokio::time::timeout(
-        inner.config.response_timeout,
-        conn.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)),
-    )
-    .await
-    .map_err(|_| "CLUSTER SLOTS timed out".to_owned())?
-    .map_err(|e| e.to_string())?;
+    let mut candidates: Vec<String> = {
+        let slots = inner.topology.slots.read().unwrap_or_else(|p| p.into_inner());
+        slots.iter().map(|r| r.master.to_string()).collect()
+    };
+    candidates.retain(|n| !inner.topology.is_down(n));
+    candidates.extend(inner.nodes.seeds().iter().cloned());
+    let mut seen = HashSet::new();
+    candidates.retain(|n| seen.insert(n.clone()));
+    let limit = inner.config.connect_timeout + inner.config.response_timeout;
+    let mut last = "no node to ask".to_owned();
+    let mut value = None;
+    for node in &candidates {
+        let ask = async {
+            let (mut conn, _) = inner.nodes.get(node).await?;
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("SLOTS");
+            conn.req_packed_command(&cmd).await
+        };
+        match tokio::time::timeout(limit, ask).await {
+            Ok(Ok(v @ Value::Array(_))) => {
+                value = Some(v);
+                break;
+            }
+            Ok(Ok(other)) => last = format!("{node}: unexpected CLUSTER SLOTS reply {other:?}"),
+            Ok(Err(e)) => last = format!("{node}: {e}"),
+            Err(_) => last = format!("{node}: CLUSTER SLOTS timed out"),
+        }
+    }
+    let value = value.ok_or(last)?;
     let slots = parse_cluster_slots(&value).ok_or("unexpected CLUSTER SLOTS reply")?;
     inner.topology.refreshes.fetch_add(1, Ordering::Relaxed);
     metrics::counter!("resilient_redis_cluster_refreshes_total").increment(1);
@@ -267,21 +285,19 @@ pub(super) async fn refresh_once(inner: &Inner) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether the node answers PING on the cluster connection.
+/// Whether the node answers PING on the client's own connection to it.
 async fn probe(inner: &Inner, node: &str) -> bool {
-    let Some((host, port)) = split_addr(node) else {
-        return false;
+    let ping = async {
+        let (mut conn, id) = inner.nodes.get(node).await?;
+        let reply = conn.req_packed_command(&redis::cmd("PING")).await;
+        if reply.is_err() {
+            inner.nodes.forget(node, id);
+        }
+        reply
     };
-    let (mut conn, _) = inner.conn();
-    let ping = conn.route_command(
-        redis::cmd("PING"),
-        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-            host: host.to_owned(),
-            port,
-        }),
-    );
+    let limit = inner.config.connect_timeout + inner.config.response_timeout;
     matches!(
-        tokio::time::timeout(inner.config.response_timeout, ping).await,
+        tokio::time::timeout(limit, ping).await,
         Ok(Ok(Value::SimpleString(_)
             | Value::Okay
             | Value::BulkString(_)))
