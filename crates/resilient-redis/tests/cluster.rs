@@ -1,5 +1,5 @@
 //! The cluster client against real Redis Clusters (3 masters, 3 replicas,
-//! `cluster-node-timeout 1000`): a master killed with SIGKILL under load, a slot migrated under
+//! `cluster-node-timeout 1000`): a master killed with SIGKILL under load (twice), a slot migrated under
 //! load, and the API. Each fault also runs against a raw redis-rs cluster connection with its
 //! default settings, to show what the fault costs without the resilient client.
 
@@ -375,6 +375,12 @@ async fn master_killed_under_load_costs_no_errors_and_spares_other_shards() {
         assert_eq!(err.kind(), ErrorKind::ConnectionLost, "{err}");
     }
     eprintln!("resilient stats: {:?}", client.stats());
+    // A second kill, on another shard, with the same client: the stall this guards against
+    // (every shard's calls held by redis-rs's cluster connection task after a node died) showed
+    // in about 1 run in 3 to 5, so each run of the test kills twice.
+    let again = failover_under_load(&mut cluster, client.clone(), 2).await;
+    report("resilient (second kill)", &again);
+    eprintln!("resilient stats: {:?}", client.stats());
 
     // The raw redis-rs baseline (default settings) on the next shard.
     let raw = redis::cluster::ClusterClient::new(cluster.urls())
@@ -391,14 +397,22 @@ async fn master_killed_under_load_costs_no_errors_and_spares_other_shards() {
         "application-visible errors: {:?}",
         &resilient.run.errors[..resilient.run.errors.len().min(5)]
     );
-    assert_eq!(resilient.run.wrong, 0);
-    assert!(resilient.recovered_after < Duration::from_secs(10));
-    assert!(
-        resilient.failover_p99.0 <= resilient.healthy_p99.0 * 3,
-        "other shards slowed down: p99 {:?} during the failover vs {:?} healthy",
-        resilient.failover_p99.0,
-        resilient.healthy_p99.0
-    );
+    for run in [&resilient, &again] {
+        assert_eq!(
+            run.run.errors(),
+            0,
+            "application-visible errors: {:?}",
+            &run.run.errors[..run.run.errors.len().min(5)]
+        );
+        assert_eq!(run.run.wrong, 0);
+        assert!(run.recovered_after < Duration::from_secs(10));
+        assert!(
+            run.failover_p99.0 <= run.healthy_p99.0 * 3,
+            "other shards slowed down: p99 {:?} during the failover vs {:?} healthy",
+            run.failover_p99.0,
+            run.healthy_p99.0
+        );
+    }
     let health = client.health().await;
     eprintln!("{health}");
     assert!(health.nodes.iter().any(|n| n.failing()), "{health}");

@@ -1,5 +1,5 @@
-//! [`ClusterClient`]: the resilient client for Redis Cluster, on redis-rs's async cluster
-//! connection with the policy core on top.
+//! [`ClusterClient`]: the resilient client for Redis Cluster: its own slot map and one
+//! redis-rs multiplexed connection per node, with the policy core on top.
 //!
 //! # How a call flows
 //! 1. The command table gives the call its safety (as for [`Client`](crate::Client)); blocking
@@ -10,16 +10,29 @@
 //!    node answers again. Waiting sends nothing and spends no retry budget.
 //! 3. The node's own circuit breaker admits the attempt (one breaker per node: a failing shard
 //!    does not block the others).
-//! 4. redis-rs routes and sends. `MOVED` and `ASK` are followed at once inside the attempt: no
-//!    backoff, no retry budget (`ASK` is sent as `ASKING` + the command in one pipeline, so no
-//!    other request can slip between them on the shared connection).
+//! 4. The request goes out on the client's own connection to that node (opened on first use,
+//!    bounded by `connect_timeout` and `response_timeout`, dropped when it breaks). `MOVED` and
+//!    `ASK` are followed at once inside the attempt: no backoff, no retry budget (`ASK` is sent
+//!    as `ASKING` + the command in one pipeline, so no other request can slip between them on
+//!    the shared connection). Only calls whose slot the client cannot name (keyless commands,
+//!    or before the first slot map) go through redis-rs's cluster connection.
 //! 5. Failures are classified as for the standalone client: `TRYAGAIN`, `CLUSTERDOWN`,
 //!    `READONLY`, `LOADING`, ... are retried with jittered backoff within the budget and the
 //!    deadline; a connection lost mid-flight is ambiguous and retried only for commands safe to
 //!    repeat; `CROSSSLOT` and other replies come back unchanged, never retried.
 //!
+//! # Why not redis-rs's cluster connection for keyed calls
+//! redis-rs 1.8's cluster connection drives every node's requests from one task, and that task
+//! stops polling all in-flight requests while it refreshes its slot map or reconnects to the
+//! seeds (`poll_flush` polls only the recovery future; `refresh_slots` holds the connection
+//! map's write lock across network I/O). After a master's SIGKILL under load this held every
+//! shard's requests for over 3 s in about 1 run in 3 to 5, until a watchdog replaced the
+//! connection; with per-node connections a dead node fails only its own requests, and slot-map
+//! refreshes and probes of down nodes use those connections too.
+//!
 //! # redis-rs's own retries are off
-//! redis-rs's cluster connection retries internally (16 times by default) and re-sends a request
+//! redis-rs's cluster connection (still used for keyless calls and [`ClusterClient::health`])
+//! retries internally (16 times by default) and re-sends a request
 //! after an I/O error *whatever the command*: an `INCR` whose connection broke after it was
 //! written is sent again, and the caller never learns that it may have run twice. Its waits
 //! (at least 1.28 s after `TRYAGAIN`/`CLUSTERDOWN`) are not bounded by a deadline either. The
@@ -40,7 +53,7 @@ use std::{
 
 use rand::{SeedableRng, rngs::SmallRng};
 use redis::{
-    Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value,
+    Cmd, Pipeline, RedisFuture, RedisResult, Value,
     aio::ConnectionLike,
     cluster_async::ClusterConnection,
     cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
@@ -68,7 +81,7 @@ use classify::{Redirect, redirect_of};
 pub use config::ClusterConfig;
 pub use health::{ClusterHealth, ClusterNodeHealth};
 use nodes::Nodes;
-use slots::{Topology, command_slot, refresh_once, refresher, split_addr};
+use slots::{Topology, command_slot, refresh_once, refresher};
 
 /// A Redis Cluster client that survives failovers and resharding, and never reports an
 /// ambiguous write as a plain failure.
@@ -95,14 +108,17 @@ use slots::{Topology, command_slot, refresh_once, refresher, split_addr};
 ///   they would hold up every other request to that node.
 /// - A pipeline that meets `ASK` (its slot is being migrated) is retried with backoff when it is
 ///   safe to repeat, and fails as ambiguous otherwise: its commands may have run on either node.
-/// - A call that gets no answer within 2 x `response_timeout` + 500 ms is stuck inside redis-rs's
-///   connection task (every node request is cut by `response_timeout`): the client PINGs through
-///   it, replaces the connection if that is stuck too, and retries the call if it is safe to
-///   repeat (ambiguous otherwise).
+/// - Keyed calls go out on the client's own connection to the slot's node (one multiplexed
+///   connection per node): a dead or slow node holds up only the calls for its slots.
+/// - A keyless call (sent through redis-rs's cluster connection) that gets no answer within
+///   2 x `response_timeout` + 500 ms is stuck inside redis-rs's connection task: the client PINGs
+///   through it, replaces the connection if that is stuck too, and retries the call if it is
+///   safe to repeat (ambiguous otherwise).
 ///
 /// # redis-rs underneath
-/// The client drives redis-rs's async cluster connection built with `retries(0)` and no overall
-/// response timeout. redis-rs's own retries would re-send a request after an I/O error whatever
+/// Keyed calls use one redis-rs [`MultiplexedConnection`](redis::aio::MultiplexedConnection)
+/// per node, routed by the client's own slot map. Keyless calls and `health` use redis-rs's
+/// async cluster connection, built with `retries(0)` and no overall response timeout. redis-rs's own retries would re-send a request after an I/O error whatever
 /// the command (an `INCR` could run twice and the caller would never know), follow `ASK` with a
 /// separate `ASKING` that another request can overtake, and wait at least 1.28 s after
 /// `TRYAGAIN`/`CLUSTERDOWN` regardless of any deadline; with `retries(0)` every failure, redirects
@@ -514,11 +530,8 @@ impl ClusterClient {
                 // The client's own connection to the node: bounded by the connect and response
                 // timeouts, and a dead node holds up nothing but its own requests.
                 let asking = matches!(target, Target::Asking(_));
-                match tokio::time::timeout(
-                    stuck_after,
-                    self.send_to_node(addr, request, asking),
-                )
-                .await
+                match tokio::time::timeout(stuck_after, self.send_to_node(addr, request, asking))
+                    .await
                 {
                     Ok(result) => result,
                     Err(_) => {
@@ -531,14 +544,13 @@ impl ClusterClient {
                 }
             } else {
                 let (conn, generation) = inner.conn();
-                match tokio::time::timeout(stuck_after, self.send_to(conn, request)).await
-                {
+                match tokio::time::timeout(stuck_after, self.send_to(conn, request)).await {
                     Ok(result) => result,
                     Err(_) => {
-                    // Every node request is cut by the response timeout, so a call this late
-                    // is stuck inside redis-rs's connection task: check it, replace it if it
-                    // is stuck, and retry the call if it is safe to repeat.
-                    drop(permit);
+                        // Every node request is cut by the response timeout, so a call this late
+                        // is stuck inside redis-rs's connection task: check it, replace it if it
+                        // is stuck, and retry the call if it is safe to repeat.
+                        drop(permit);
                         inner.check_driver(generation).await;
                         return Err(connection_lost(
                             "the cluster connection stopped answering while the request was in flight",
@@ -715,7 +727,11 @@ impl ClusterClient {
 
     /// Sends through redis-rs's cluster connection, routed by redis-rs: for calls whose slot
     /// the client cannot name (keyless commands, an empty slot map).
-    async fn send_to(&self, mut conn: ClusterConnection, request: Request<'_>) -> RedisResult<Reply> {
+    async fn send_to(
+        &self,
+        mut conn: ClusterConnection,
+        request: Request<'_>,
+    ) -> RedisResult<Reply> {
         match request {
             Request::Cmd(cmd) => conn.req_packed_command(cmd).await.map(Reply::One),
             Request::Pipeline {
@@ -798,6 +814,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use super::slots::split_addr;
     use super::*;
 
     #[test]

@@ -87,7 +87,8 @@ impl Nodes {
                 detail,
             ))
         };
-        let (host, port) = split_addr(addr).ok_or_else(|| not_found(format!("{addr}: bad address")))?;
+        let (host, port) =
+            split_addr(addr).ok_or_else(|| not_found(format!("{addr}: bad address")))?;
         let info = self
             .template
             .clone()

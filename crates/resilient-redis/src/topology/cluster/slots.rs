@@ -245,18 +245,23 @@ pub(super) async fn refresher(inner: Weak<Inner>, topology: Arc<Topology>, mut r
     }
 }
 
-/// One `CLUSTER SLOTS`, from the first node that answers: the masters of the slot map not
-/// known to be down, then the seeds. Sent on the client's own node connections, never through
+/// One `CLUSTER SLOTS`, from the first node that answers: the masters of the slot map, then
+/// the seeds, nodes known to be down last. Sent on the client's own node connections, never through
 /// redis-rs's cluster connection (whose task can stop answering while a node is down).
 pub(super) async fn refresh_once(inner: &Inner) -> Result<(), String> {
     let mut candidates: Vec<String> = {
-        let slots = inner.topology.slots.read().unwrap_or_else(|p| p.into_inner());
+        let slots = inner
+            .topology
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         slots.iter().map(|r| r.master.to_string()).collect()
     };
-    candidates.retain(|n| !inner.topology.is_down(n));
     candidates.extend(inner.nodes.seeds().iter().cloned());
     let mut seen = HashSet::new();
     candidates.retain(|n| seen.insert(n.clone()));
+    // Nodes known to be down last: they are asked only when no other answers.
+    candidates.sort_by_key(|n| inner.topology.is_down(n));
     let limit = inner.config.connect_timeout + inner.config.response_timeout;
     let mut last = "no node to ask".to_owned();
     let mut value = None;
@@ -375,7 +380,7 @@ fn key_slot(key: &[u8]) -> u16 {
 
 /// The slot of a command's keys when they all share one slot; `None` for keyless commands,
 /// keys in several slots, or commands whose key position is not known here. Used to pick the
-/// node's breaker and to wait for a down node; redis-rs does its own routing.
+/// node, its breaker and to wait for a down node; `None` goes through redis-rs's routing.
 pub(super) fn command_slot(cmd: &Cmd) -> Option<u16> {
     let mut iter = cmd.args_iter().filter_map(simple_arg);
     let name = iter.next()?;
