@@ -22,6 +22,7 @@ use crate::{
         AttemptError, PolicyParts, build_policy, classify_reply, connection_lost,
         deadline_in_flight, give_up_error,
     },
+    striped::StripedCounter,
 };
 
 /// A Redis client that survives dropped connections, restarts, stalls and throttling, and never
@@ -115,8 +116,8 @@ fn kind_index(safety: CommandSafety) -> usize {
 
 #[derive(Default)]
 struct Counters {
-    calls: AtomicU64,
-    attempts: AtomicU64,
+    calls: StripedCounter,
+    attempts: StripedCounter,
     retries: AtomicU64,
     ambiguous: AtomicU64,
     failed: AtomicU64,
@@ -226,8 +227,8 @@ impl Client {
     pub fn stats(&self) -> ClientStats {
         let s = &self.inner.stats;
         ClientStats {
-            calls: s.calls.load(Ordering::Relaxed),
-            attempts: s.attempts.load(Ordering::Relaxed),
+            calls: s.calls.get(),
+            attempts: s.attempts.get(),
             retries: s.retries.load(Ordering::Relaxed),
             ambiguous: s.ambiguous.load(Ordering::Relaxed),
             failed: s.failed.load(Ordering::Relaxed),
@@ -277,7 +278,7 @@ impl Client {
         cached: &mut Option<Lease>,
     ) -> Result<Reply, Error> {
         let stats = &self.inner.stats;
-        stats.calls.fetch_add(1, Ordering::Relaxed);
+        stats.calls.add(1);
         let started = Instant::now();
         let safety = request
             .safety()
@@ -342,7 +343,7 @@ impl Client {
         cached: &Mutex<Option<Lease>>,
     ) -> Result<Reply, AttemptError> {
         let stats = &self.inner.stats;
-        stats.attempts.fetch_add(1, Ordering::Relaxed);
+        stats.attempts.add(1);
         if attempt.number > 1 {
             stats.retries.fetch_add(1, Ordering::Relaxed);
         }
@@ -584,7 +585,7 @@ impl Client {
                 "blocking commands cannot be pipelined through the client",
             ));
         };
-        self.inner.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        self.inner.stats.attempts.add(1);
         let config = &self.inner.config;
         let connect_deadline = Instant::now() + config.deadline;
         let conn = loop {

@@ -85,6 +85,7 @@ mod health;
 mod pubsub;
 mod request;
 mod retry;
+mod striped;
 mod topology;
 
 pub use client::{Client, ClientStats};
