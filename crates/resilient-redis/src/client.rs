@@ -20,7 +20,7 @@ use crate::{
     request::{Reply, Request},
     retry::{
         AttemptError, PolicyParts, build_policy, classify_reply, connection_lost,
-        deadline_in_flight, give_up_error,
+        deadline_in_flight, give_up_error, record_failure,
     },
     striped::StripedCounter,
 };
@@ -291,16 +291,7 @@ impl Client {
         };
         self.inner.call_duration[kind_index(safety)].record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
-            let counter = if e.is_ambiguous() {
-                &stats.ambiguous
-            } else {
-                &stats.failed
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("resilient_redis_call_failures_total", "kind" => e.kind().as_str(), "outcome" => if e.is_ambiguous() { "ambiguous" } else { "failed" }).increment(1);
-            if e.is_ambiguous() {
-                tracing::warn!(error = %e, "call failed with an ambiguous outcome");
-            }
+            record_failure(e, &stats.ambiguous, &stats.failed);
         }
         result
     }

@@ -192,3 +192,24 @@ pub(crate) fn give_up_error(e: RetryError<AttemptError>) -> Error {
     }
     err
 }
+
+/// Records a failed call: the client's counter for its outcome, the
+/// `resilient_redis_call_failures_total{kind, outcome}` metric, and a `warn` event when the
+/// command may have been applied. Shared by every topology.
+pub(crate) fn record_failure(
+    err: &Error,
+    ambiguous: &std::sync::atomic::AtomicU64,
+    failed: &std::sync::atomic::AtomicU64,
+) {
+    let (counter, outcome) = if err.is_ambiguous() {
+        (ambiguous, "ambiguous")
+    } else {
+        (failed, "failed")
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics::counter!("resilient_redis_call_failures_total", "kind" => err.kind().as_str(), "outcome" => outcome)
+        .increment(1);
+    if err.is_ambiguous() {
+        tracing::warn!(error = %err, "call failed with an ambiguous outcome");
+    }
+}

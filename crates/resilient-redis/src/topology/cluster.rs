@@ -68,7 +68,9 @@ use crate::{
     commands::CommandSafety,
     error::{Error, ErrorKind, Outcome},
     request::{Reply, Request},
-    retry::{AttemptError, PolicyParts, build_policy, connection_lost, give_up_error},
+    retry::{
+        AttemptError, PolicyParts, build_policy, connection_lost, give_up_error, record_failure,
+    },
 };
 
 mod classify;
@@ -466,15 +468,7 @@ impl ClusterClient {
                 }
             });
         if let Err(e) = &result {
-            let counter = if e.is_ambiguous() {
-                &stats.ambiguous
-            } else {
-                &stats.failed
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            if e.is_ambiguous() {
-                tracing::warn!(error = %e, "cluster call failed with an ambiguous outcome");
-            }
+            record_failure(e, &stats.ambiguous, &stats.failed);
         }
         result
     }
