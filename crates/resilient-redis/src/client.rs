@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use rand::{RngExt, SeedableRng, rngs::SmallRng};
+use rand::{SeedableRng, rngs::SmallRng};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value, aio::ConnectionLike};
 use resilience::{
     Attempt, CircuitBreaker, Classification, Idempotency, RetryBudget, RetryPolicy, ThrottleTotals,
@@ -24,7 +24,7 @@ use crate::{
     request::{Reply, Request},
     retry::{
         AttemptError, PolicyParts, build_policy, classify_reply, connection_lost,
-        deadline_in_flight, give_up_error, record_failure,
+        deadline_in_flight, give_up_error, is_overload_refusal, record_failure, throttle_admit,
     },
     striped::StripedCounter,
 };
@@ -135,30 +135,12 @@ impl Inner {
 
     #[cold]
     fn admit_engaged(&self, throttle: &TotalsThrottle) -> Result<(), AttemptError> {
-        let p = throttle.reject_probability_at(Instant::now(), || self.throttle_totals());
-        if p <= 0.0 {
-            return Ok(());
-        }
-        let draw: f64 = self
-            .throttle_rng
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .random();
-        if draw >= p {
-            return Ok(());
-        }
-        self.stats.rejected_locally.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("resilient_redis_rejected_locally_total").increment(1);
-        Err(AttemptError {
-            error: Error::new(
-                ErrorKind::RejectedLocally,
-                Outcome::Failed,
-                format!(
-                    "rejected locally: the server is refusing work (adaptive throttling, p = {p:.2})"
-                ),
-            ),
-            class: Classification::fail().server_fault(false),
-        })
+        throttle_admit(
+            throttle,
+            || self.throttle_totals(),
+            &self.throttle_rng,
+            &self.stats.rejected_locally,
+        )
     }
 
     /// Records an overload refusal (`THROTTLED`, `BUSY`, `LOADING`, a `RetryAfter` rule).
@@ -169,15 +151,6 @@ impl Inner {
             t.refused_at(Instant::now());
         }
     }
-}
-
-/// Whether a failed attempt was the server refusing work for overload.
-fn is_overload_refusal(e: &AttemptError) -> bool {
-    e.error.kind() == ErrorKind::Throttled
-        || matches!(
-            e.error.redis_error().and_then(|s| s.code()),
-            Some("BUSY" | "LOADING")
-        )
 }
 
 /// Feeds the adaptive throttle's snapshots once per bucket, for as long as the client lives.
