@@ -608,7 +608,33 @@ async fn cluster_tokens_share_the_slot_of_the_keys() {
         xo.send(&publish).await.unwrap_err().kind(),
         ErrorKind::Refused
     );
-    let _: () = admin.set("done", 1).await.unwrap();
+    // A key the placement table does not know (SORT .. STORE's destination) in another slot of
+    // the same node: the strict cluster script makes Redis refuse it, and nothing is written.
+    let mut same_node = None;
+    'search: for i in 0..200 {
+        let src = format!("src{i}");
+        let src_slot = slot_of(src.clone()).await;
+        for j in 0..200 {
+            let dst = format!("dst{j}");
+            let dst_slot = slot_of(dst.clone()).await;
+            if dst_slot != src_slot
+                && client.master_for_slot(src_slot as u16)
+                    == client.master_for_slot(dst_slot as u16)
+            {
+                same_node = Some((src, dst));
+                break 'search;
+            }
+        }
+    }
+    let (src, dst) = same_node.expect("two slots on one node");
+    let () = admin.rpush(&src, 1).await.unwrap();
+    let sort = redis::cmd("SORT").arg(&src).arg("STORE").arg(&dst).clone();
+    match xo.send(&sort).await.unwrap() {
+        Value::ServerError(e) => eprintln!("SORT .. STORE across slots: {e:?}"),
+        other => panic!("a command touching another slot ran: {other:?}"),
+    }
+    let exists: bool = admin.exists(&dst).await.unwrap();
+    assert!(!exists, "the refused command wrote {dst}");
 }
 
 /// Throughput of exactly-once INCR against plain INCR, 50 tasks, 3 s each, no faults. Ignored:
