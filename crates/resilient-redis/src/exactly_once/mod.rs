@@ -24,9 +24,12 @@
 //!   connection-state commands are refused by the client as always.
 //! - Redis Cluster: the token key is put in the slot of the command's keys (with a short hash
 //!   tag such as `{a3}` chosen for that slot); a command or pipeline whose keys are in several
-//!   slots, or that names no key, is refused with [`ErrorKind::Refused`]. The cluster script is
-//!   declared strict (`#!lua`, Redis >= 7.0): Redis itself refuses a command that would touch
-//!   another slot than the token's.
+//!   slots, or that names no key, is refused with [`ErrorKind::Refused`]. The command's keys are
+//!   declared to Redis next to the token key, so a slot being migrated answers `TRYAGAIN` (the
+//!   token is new, the keys are still on the source: retried with backoff) instead of sending the
+//!   write to the importing node, where it would create a key the migration then cannot move.
+//!   The cluster script is declared strict (`#!lua`, Redis >= 7.0): Redis itself refuses a
+//!   command that would touch a key of another slot than the token's.
 //!
 //! # Cost
 //! - One round trip per call, as without it: `EVALSHA` with the script's SHA1 (computed once);
@@ -454,15 +457,15 @@ impl Shared {
             self.reads.add(1);
             return backend.command(cmd).await;
         }
-        let placement = if self.cluster {
-            slot::placement(cmd)
+        let keys = if self.cluster {
+            slot::command_keys(cmd)
         } else {
-            Placement::Keyless
+            Vec::new()
         };
         let key = self
-            .token_key(token, placement)
+            .token_key(token, slot::placement_of(&keys))
             .map_err(Error::into_redis)?;
-        self.invoke(backend, &key, Commands::One(cmd)).await
+        self.invoke(backend, &key, &keys, Commands::One(cmd)).await
     }
 
     async fn group(
@@ -474,11 +477,11 @@ impl Shared {
         token: Token<'_>,
     ) -> RedisResult<Vec<Value>> {
         let mut safety = CommandSafety::ReadOnly;
-        let mut placement = Placement::Keyless;
+        let mut keys = Vec::new();
         for cmd in pipeline.cmd_iter() {
             safety = safety.max(check_command(cmd).map_err(Error::into_redis)?);
             if self.cluster {
-                placement = placement.combine(slot::placement(cmd));
+                keys.extend(slot::command_keys(cmd));
             }
         }
         if safety == CommandSafety::ReadOnly {
@@ -486,10 +489,10 @@ impl Shared {
             return backend.pipeline(pipeline, offset, count).await;
         }
         let key = self
-            .token_key(token, placement)
+            .token_key(token, slot::placement_of(&keys))
             .map_err(Error::into_redis)?;
         let results = match self
-            .invoke(backend, &key, Commands::Group(pipeline))
+            .invoke(backend, &key, &keys, Commands::Group(pipeline))
             .await?
         {
             Value::Array(results) => results,
@@ -500,12 +503,13 @@ impl Shared {
         Ok(wire_replies(pipeline, results, offset, count))
     }
 
-    /// Sends the script for `commands` under `token_key`, once more with `EVAL` after
-    /// `NOSCRIPT`, and returns the command's reply.
+    /// Sends the script for `commands` under `token_key` (with the commands' `keys` declared
+    /// too, in a cluster), once more with `EVAL` after `NOSCRIPT`, and returns the reply.
     async fn invoke(
         &self,
         backend: &mut Backend,
         token_key: &[u8],
+        keys: &[&[u8]],
         commands: Commands<'_>,
     ) -> RedisResult<Value> {
         let shared = self;
@@ -516,6 +520,7 @@ impl Shared {
                 &shared.script,
                 how,
                 token_key,
+                keys,
                 shared.ttl_ms.as_bytes(),
                 commands,
             );

@@ -2,7 +2,8 @@
 //! and the code that invokes it and reads its answer.
 //!
 //! # The script
-//! `KEYS[1]` is the token key; `ARGV[1]` the token's TTL in milliseconds; `ARGV[2]` is `s` for
+//! `KEYS[1]` is the token key (in Redis Cluster the command's keys follow it in `KEYS`, unused by
+//! the script but declared, so Redis routes and checks the call by all of them); `ARGV[1]` the token's TTL in milliseconds; `ARGV[2]` is `s` for
 //! one command (its arguments follow) or `g` for a group (each command as its argument count,
 //! then its arguments).
 //! 1. If the token key exists, its recorded reply is returned, marked as a replay: nothing runs.
@@ -103,6 +104,7 @@ pub(super) fn invocation(
     script: &Script,
     how: Invoke,
     token_key: &[u8],
+    keys: &[&[u8]],
     ttl_ms: &[u8],
     commands: Commands<'_>,
 ) -> Cmd {
@@ -127,7 +129,11 @@ pub(super) fn invocation(
         }
     }
     let mut c = Cmd::with_capacity(argc, bytes);
-    c.arg(name).arg(head).arg(1).arg(token_key).arg(ttl_ms);
+    c.arg(name).arg(head).arg(1 + keys.len()).arg(token_key);
+    for key in keys {
+        c.arg(*key);
+    }
+    c.arg(ttl_ms);
     match commands {
         Commands::One(cmd) => {
             c.arg("s");
@@ -197,6 +203,7 @@ mod tests {
             &script,
             Invoke::Sha,
             b"xo:t1",
+            &[],
             b"60000",
             Commands::One(&incr),
         );
@@ -218,6 +225,7 @@ mod tests {
             &script,
             Invoke::Body,
             b"xo:t1",
+            &[],
             b"60000",
             Commands::One(&incr),
         );
@@ -230,9 +238,17 @@ mod tests {
         assert!(script.body.starts_with("#!lua\n"));
         let mut p = redis::pipe();
         p.atomic().incr("a", 2).get("b");
-        let c = invocation(&script, Invoke::Sha, b"k", b"1000", Commands::Group(&p));
+        let c = invocation(
+            &script,
+            Invoke::Sha,
+            b"k",
+            &[b"a", b"b"],
+            b"1000",
+            Commands::Group(&p),
+        );
+        assert_eq!(args(&c)[2..5], ["3", "k", "a"].map(str::to_owned));
         assert_eq!(
-            args(&c)[5..],
+            args(&c)[7..],
             ["g", "3", "INCRBY", "a", "2", "2", "GET", "b"].map(str::to_owned)
         );
     }

@@ -3,9 +3,10 @@
 //!
 //! The key positions follow the command table of the cluster client (`topology/cluster/slots.rs`);
 //! here a keyless command and a command whose keys span slots must be told apart, which that
-//! function does not do. A command whose keys this table misplaces is still safe: in cluster
-//! mode the script is declared strict (`#!lua`), so Redis refuses, without running it, a command
-//! that touches a slot other than the token's.
+//! function does not do, and the keys themselves are needed (they are declared to Redis next to
+//! the token key). A command whose keys this table misses is still safe: in cluster mode the
+//! script is declared strict (`#!lua`), so Redis refuses, without running it, a command that
+//! touches a key of another slot than the token's.
 
 use std::sync::OnceLock;
 
@@ -62,8 +63,21 @@ pub(super) fn key_slot(key: &[u8]) -> u16 {
     crc16(tagged.unwrap_or(key)) % SLOTS
 }
 
+/// The placement of some keys.
+pub(super) fn placement_of(keys: &[&[u8]]) -> Placement {
+    keys.iter()
+        .map(|k| Placement::Slot(key_slot(k)))
+        .fold(Placement::Keyless, Placement::combine)
+}
+
 /// The placement of one command's keys.
-pub(super) fn placement(cmd: &Cmd) -> Placement {
+#[cfg(test)]
+fn placement(cmd: &Cmd) -> Placement {
+    placement_of(&command_keys(cmd))
+}
+
+/// The keys of one command, by the command's key positions (first argument by default).
+pub(super) fn command_keys(cmd: &Cmd) -> Vec<&[u8]> {
     let args: Vec<&[u8]> = cmd
         .args_iter()
         .filter_map(|a| match a {
@@ -72,7 +86,7 @@ pub(super) fn placement(cmd: &Cmd) -> Placement {
         })
         .collect();
     let Some(name) = args.first() else {
-        return Placement::Keyless;
+        return Vec::new();
     };
     let name = name.to_ascii_uppercase();
     let rest = &args[1..];
@@ -114,9 +128,7 @@ pub(super) fn placement(cmd: &Cmd) -> Placement {
         }
         _ => rest.iter().take(1).copied().collect(),
     };
-    keys.iter()
-        .map(|k| Placement::Slot(key_slot(k)))
-        .fold(Placement::Keyless, Placement::combine)
+    keys
 }
 
 /// A hash tag (`{..}`) whose keys land in `slot`: the shortest tag found for it, from a table of
