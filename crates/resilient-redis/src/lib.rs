@@ -74,7 +74,7 @@
 //! let n: i64 = xo.incr("counter", 1).await?; // never applied twice, never "may have been applied"
 //! # let _ = n; Ok(()) }
 //! ```
-//! Cost: one `EVALSHA` round trip per write, and about 120 bytes of server memory per write for
+//! Cost: one `EVALSHA` round trip per write, and about 170 bytes of server memory per write for
 //! the token's TTL. See [`exactly_once`] for the rules, limits and figures.
 //!
 //! # Metrics and events

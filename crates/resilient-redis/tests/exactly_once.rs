@@ -477,6 +477,38 @@ async fn tokens_expire_with_the_configured_ttl_and_scripts_reload() {
         tokens[0],
         tokens[0].len()
     );
+    // Memory per write: 10,000 INCRs of one key, each leaving its token for the TTL.
+    let used = |admin: redis::aio::MultiplexedConnection| async move {
+        let mut admin = admin;
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .unwrap()
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    let before = used(admin.clone()).await;
+    let mut tasks = JoinSet::new();
+    for _ in 0..20 {
+        let mut xo = xo.clone();
+        tasks.spawn(async move {
+            for _ in 0..500 {
+                let _: i64 = xo.incr("m", 1).await.unwrap();
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let per_write = (used(admin.clone()).await - before) / 10_000;
+    eprintln!(
+        "server memory per exactly-once INCR: {per_write} bytes (key {} bytes)",
+        tokens[0].len()
+    );
+    assert!(per_write <= 200, "{per_write} bytes per write");
     // The script cache is flushed (as by a restart): the next write reloads it once.
     let () = redis::cmd("SCRIPT")
         .arg("FLUSH")

@@ -39,11 +39,12 @@
 //!   5 to 7 µs of server CPU per write (`INFO commandstats`, Redis 7.0) where an `INCR` alone takes
 //!   0.3 µs; most of it is creating the token key with its expiry (and, later, expiring it).
 //! - Storage: one key per write, alive for [`ExactlyOnceConfig::token_ttl`]. The key is the
-//!   prefix, (in a cluster) a hash tag of 3 to 5 bytes, and 32 + 1 + up to 16 bytes of token:
-//!   about 55 bytes with the default prefix; the record is the reply in MessagePack (2 to 9
-//!   bytes for an integer). Redis adds about 60 bytes per key with an expiry: count about
-//!   **120 bytes per write for an `INCR`**, held for the TTL, so `writes per second x TTL x
-//!   120 B` in total (10,000 writes/s with the default 60 s TTL: about 72 MB).
+//!   prefix, (in a cluster) a hash tag of 3 to 5 bytes, and 32 + 1 + up to 16 bytes of token
+//!   (about 40 to 55 bytes with the default prefix); the record is the reply in MessagePack (2 to
+//!   9 bytes for an integer). With Redis's per-key and expiry overhead this measured **167 bytes
+//!   of `used_memory` per `INCR`** (Redis 7.0, 40-byte keys), held for the TTL: plan on
+//!   `writes per second x TTL x ~170 B` (10,000 writes/s with the default 60 s TTL: about 100 MB).
+//!   A shorter TTL (down to the client's deadline) or prefix reduces it.
 //!
 //! # Tokens never collide
 //! A token is a random 128-bit instance id, drawn from the operating system once per
@@ -389,7 +390,7 @@ impl ExactlyOnce {
     /// `key` runs it; every call with the same key (from any client with the same prefix) within
     /// the TTL returns the first call's reply without running anything. As for a payment API's
     /// idempotency key, the key names one logical operation: reusing it for another command
-    /// returns the first one's reply.
+    /// returns the first one's reply. A read-only command is sent as it is (nothing recorded).
     ///
     /// # Errors
     /// As [`ExactlyOnce::send`]; [`ErrorKind::InvalidConfig`] for an empty key.
