@@ -60,6 +60,7 @@ pub mod http;
 mod observe;
 mod policy;
 mod throttle;
+mod totals_throttle;
 #[cfg(feature = "tower")]
 pub mod tower;
 
@@ -70,4 +71,5 @@ pub use classify::{Classification, RetryAction};
 pub use error::ConfigError;
 pub use event::{Event, Listener};
 pub use policy::{Attempt, GiveUp, Idempotency, RetryConfig, RetryError, RetryPolicy};
-pub use throttle::{AdaptiveThrottle, AdaptiveThrottleConfig};
+pub use throttle::{AdaptiveThrottle, AdaptiveThrottleConfig, reject_probability};
+pub use totals_throttle::{ThrottleTotals, TotalsThrottle};

@@ -45,6 +45,49 @@ impl Default for AdaptiveThrottleConfig {
     }
 }
 
+impl AdaptiveThrottleConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// `k` below 1 or not finite, a zero window, or `buckets` outside 1..=1000.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let config = self;
+        if !(config.k.is_finite() && config.k >= 1.0) {
+            return Err(ConfigError::new(
+                "AdaptiveThrottleConfig::k",
+                format!("must be a finite number >= 1, got {}", config.k),
+            ));
+        }
+        if config.window.is_zero() {
+            return Err(ConfigError::new(
+                "AdaptiveThrottleConfig::window",
+                "must be greater than zero",
+            ));
+        }
+        if !(1..=1000).contains(&config.buckets) {
+            return Err(ConfigError::new(
+                "AdaptiveThrottleConfig::buckets",
+                format!("must be from 1 to 1000, got {}", config.buckets),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The SRE book's local rejection probability: `max(0, (requests - k * accepts) / (requests + 1))`.
+pub fn reject_probability(requests: u64, accepts: u64, k: f64) -> f64 {
+    let requests = requests as f64;
+    ((requests - k * accepts as f64) / (requests + 1.0)).clamp(0.0, 1.0)
+}
+
+pub(crate) fn bucket_width(config: &AdaptiveThrottleConfig) -> Duration {
+    (config.window / config.buckets).max(Duration::from_micros(1))
+}
+
+pub(crate) fn slot_of(origin: Instant, width: Duration, now: Instant) -> u64 {
+    (now.saturating_duration_since(origin).as_nanos() / width.as_nanos().max(1)) as u64
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Bucket {
     /// Index of the time slot this bucket holds (`elapsed / bucket_width`).
@@ -96,26 +139,8 @@ impl AdaptiveThrottle {
     /// # Errors
     /// `k` below 1 or not finite, a zero window, or `buckets` outside 1..=1000.
     pub fn new(config: AdaptiveThrottleConfig) -> Result<Self, ConfigError> {
-        if !(config.k.is_finite() && config.k >= 1.0) {
-            return Err(ConfigError::new(
-                "AdaptiveThrottleConfig::k",
-                format!("must be a finite number >= 1, got {}", config.k),
-            ));
-        }
-        if config.window.is_zero() {
-            return Err(ConfigError::new(
-                "AdaptiveThrottleConfig::window",
-                "must be greater than zero",
-            ));
-        }
-        if !(1..=1000).contains(&config.buckets) {
-            return Err(ConfigError::new(
-                "AdaptiveThrottleConfig::buckets",
-                format!("must be from 1 to 1000, got {}", config.buckets),
-            ));
-        }
-        let width = config.window / config.buckets;
-        let width = width.max(Duration::from_micros(1));
+        config.validate()?;
+        let width = bucket_width(&config);
         Ok(Self {
             inner: Arc::new(Inner {
                 buckets: Mutex::new(vec![Bucket::default(); config.buckets as usize]),
@@ -132,8 +157,7 @@ impl AdaptiveThrottle {
     }
 
     fn slot_at(&self, now: Instant) -> u64 {
-        (now.saturating_duration_since(self.inner.origin).as_nanos()
-            / self.inner.width.as_nanos().max(1)) as u64
+        slot_of(self.inner.origin, self.inner.width, now)
     }
 
     /// Applies `f` to the bucket of `now`, resetting it if it held an older slot.
@@ -173,9 +197,7 @@ impl AdaptiveThrottle {
     /// The probability of rejecting a new request locally, at `now`.
     pub fn reject_probability_at(&self, now: Instant) -> f64 {
         let (requests, accepts) = self.counts_at(now);
-        let requests = requests as f64;
-        let p = (requests - self.inner.config.k * accepts as f64) / (requests + 1.0);
-        p.clamp(0.0, 1.0)
+        reject_probability(requests, accepts, self.inner.config.k)
     }
 
     /// The probability of rejecting a new request locally, now.

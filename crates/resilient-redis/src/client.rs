@@ -8,8 +8,12 @@ use std::{
     time::Duration,
 };
 
+use rand::{SeedableRng, rngs::SmallRng};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value, aio::ConnectionLike};
-use resilience::{Attempt, CircuitBreaker, Classification, Idempotency, RetryBudget, RetryPolicy};
+use resilience::{
+    Attempt, CircuitBreaker, Classification, Idempotency, RetryBudget, RetryPolicy, ThrottleTotals,
+    TotalsThrottle,
+};
 use tokio::time::Instant;
 
 use crate::{
@@ -20,7 +24,7 @@ use crate::{
     request::{Reply, Request},
     retry::{
         AttemptError, PolicyParts, build_policy, classify_reply, connection_lost,
-        deadline_in_flight, give_up_error, record_failure,
+        deadline_in_flight, give_up_error, is_overload_refusal, record_failure, throttle_admit,
     },
     striped::StripedCounter,
 };
@@ -79,6 +83,10 @@ struct Inner {
     pool: Arc<Pool>,
     budget: Option<RetryBudget>,
     breaker: Option<CircuitBreaker>,
+    /// Adaptive client-side throttling over [`Counters`]; see [`Inner::admit`].
+    throttle: Option<TotalsThrottle>,
+    /// Draws the local rejections (only while the throttle is engaged).
+    throttle_rng: Mutex<SmallRng>,
     stats: Counters,
     db: i64,
     /// `resilient_redis_call_duration_seconds` by command kind, registered once (the success path
@@ -103,6 +111,68 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// The totals the adaptive throttle works on: every attempt sent or rejected locally is a
+    /// request; every attempt the server did not refuse for overload is an accept.
+    fn throttle_totals(&self) -> ThrottleTotals {
+        let s = &self.stats;
+        let attempts = s.attempts.get();
+        ThrottleTotals {
+            requests: attempts + s.rejected_locally.load(Ordering::Relaxed),
+            accepts: attempts.saturating_sub(s.refused.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Decides, while the server refuses work, whether to send an attempt. One relaxed load
+    /// while the server accepts everything.
+    #[inline]
+    fn admit(&self) -> Result<(), AttemptError> {
+        match &self.throttle {
+            Some(t) if t.is_engaged() => self.admit_engaged(t),
+            _ => Ok(()),
+        }
+    }
+
+    #[cold]
+    fn admit_engaged(&self, throttle: &TotalsThrottle) -> Result<(), AttemptError> {
+        throttle_admit(
+            throttle,
+            || self.throttle_totals(),
+            &self.throttle_rng,
+            &self.stats.rejected_locally,
+        )
+    }
+
+    /// Records an overload refusal (`THROTTLED`, `BUSY`, `LOADING`, a `RetryAfter` rule).
+    #[cold]
+    fn refused(&self) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = &self.throttle {
+            t.refused_at(Instant::now());
+        }
+    }
+}
+
+/// Feeds the adaptive throttle's snapshots once per bucket, for as long as the client lives.
+fn spawn_throttle_ticker(inner: &Arc<Inner>) {
+    let Some(throttle) = &inner.throttle else {
+        return;
+    };
+    let every = throttle.tick_interval();
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(inner) = weak.upgrade() else { return };
+            if let Some(t) = &inner.throttle {
+                t.tick_at(Instant::now(), inner.throttle_totals());
+            }
+        }
+    });
+}
+
 const KINDS: [&str; 4] = ["read", "idempotent_write", "write", "blocking"];
 
 fn kind_index(safety: CommandSafety) -> usize {
@@ -121,6 +191,9 @@ struct Counters {
     retries: AtomicU64,
     ambiguous: AtomicU64,
     failed: AtomicU64,
+    rejected_locally: AtomicU64,
+    /// Overload refusals from the server (`THROTTLED`, `BUSY`, `LOADING`, ...).
+    refused: AtomicU64,
 }
 
 /// Cumulative counters of a client (shared by its clones) since it was created.
@@ -128,9 +201,10 @@ struct Counters {
 pub struct ClientStats {
     /// Calls made (commands and pipelines).
     pub calls: u64,
-    /// Attempts that were sent (or tried to be), retries included.
+    /// Attempts sent to the server, retries included (a call that fails while waiting for a
+    /// connection, or is rejected locally, makes none).
     pub attempts: u64,
-    /// Attempts after the first of a call.
+    /// Attempts sent after the first of a call.
     pub retries: u64,
     /// Calls that failed with an ambiguous outcome.
     pub ambiguous: u64,
@@ -138,6 +212,10 @@ pub struct ClientStats {
     pub failed: u64,
     /// Successful reconnections.
     pub reconnects: u64,
+    /// Calls rejected locally by adaptive throttling (never sent; also counted in `failed`).
+    pub rejected_locally: u64,
+    /// Attempts the server refused for overload (`THROTTLED`, `BUSY`, `LOADING`, ...).
+    pub refused: u64,
 }
 
 impl Client {
@@ -168,12 +246,25 @@ impl Client {
             ),
             None => None,
         };
+        let throttle = match &config.adaptive_throttle {
+            Some(t) => Some(
+                TotalsThrottle::new(t.clone())
+                    .map_err(|e| Error::config(format!("adaptive_throttle: {e}")))?,
+            ),
+            None => None,
+        };
+        let throttle_rng = Mutex::new(match config.rng_seed {
+            Some(seed) => SmallRng::seed_from_u64(seed ^ 0x7468_726f_7474_6c65),
+            None => rand::make_rng(),
+        });
         let pool = Pool::start(&config).await?;
         let inner = Arc::new(Inner {
             config,
             pool,
             budget,
             breaker,
+            throttle,
+            throttle_rng,
             stats: Counters::default(),
             db,
             call_duration: KINDS.map(
@@ -181,6 +272,7 @@ impl Client {
             ),
         });
         let policy = build_policy(inner.policy_parts(inner.config.deadline))?;
+        spawn_throttle_ticker(&inner);
         Ok(Client {
             inner,
             policy,
@@ -233,6 +325,8 @@ impl Client {
             ambiguous: s.ambiguous.load(Ordering::Relaxed),
             failed: s.failed.load(Ordering::Relaxed),
             reconnects: self.inner.pool.reconnects.load(Ordering::Relaxed),
+            rejected_locally: s.rejected_locally.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
         }
     }
 
@@ -333,11 +427,7 @@ impl Client {
         read_only: bool,
         cached: &Mutex<Option<Lease>>,
     ) -> Result<Reply, AttemptError> {
-        let stats = &self.inner.stats;
-        stats.attempts.add(1);
-        if attempt.number > 1 {
-            stats.retries.fetch_add(1, Ordering::Relaxed);
-        }
+        self.inner.admit()?;
         let pool = &self.inner.pool;
         let reusable = cached
             .lock()
@@ -346,6 +436,13 @@ impl Client {
             .filter(|l| pool.is_current(l) && !(read_only && pool.routes_reads_elsewhere()));
         let mut lease = match reusable.or_else(|| pool.try_acquire_for(read_only)) {
             Some(lease) => lease,
+            // The server has been unreachable for a while: fail at once, without waiting.
+            None if let Some(error) = pool.failing_fast() => {
+                return Err(AttemptError {
+                    error,
+                    class: Classification::fail().server_fault(false),
+                });
+            }
             // No live connection: wait for the reconnection (boxed, off the fast path).
             None => Box::pin(pool.acquire_for(read_only, attempt.deadline))
                 .await
@@ -355,6 +452,12 @@ impl Client {
                     class: Classification::fail().server_fault(false),
                 })?,
         };
+        // Counted once there is a connection to send on: waiting is not an attempt.
+        let stats = &self.inner.stats;
+        stats.attempts.add(1);
+        if attempt.number > 1 {
+            stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
         // [sentinel] Remembered for the READONLY check below.
         let lease_id = lease.id();
         let result = self
@@ -365,10 +468,13 @@ impl Client {
         }
         // [sentinel] A READONLY reply: the node was demoted. Replace this connection (the next
         // one goes to the master, checked with ROLE) and rediscover; the policy retries.
-        if let Err(e) = &result
-            && e.error.redis_error().and_then(|s| s.code()) == Some("READONLY")
-        {
-            self.inner.pool.on_readonly(lease_id);
+        if let Err(e) = &result {
+            if e.error.redis_error().and_then(|s| s.code()) == Some("READONLY") {
+                self.inner.pool.on_readonly(lease_id);
+            }
+            if is_overload_refusal(e) {
+                self.inner.refused();
+            }
         }
         if let Err(e) = &result
             && let Some(source) = e.error.redis_error()

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use resilience::{Backoff, BreakerConfig, Jitter, RetryBudgetConfig};
+use resilience::{AdaptiveThrottleConfig, Backoff, BreakerConfig, Jitter, RetryBudgetConfig};
 
 use crate::error::Error;
 
@@ -112,6 +112,7 @@ const SENTINEL_PORT: u16 = 26379;
 /// | `tcp_keepalive` | 10 s | |
 /// | `idle_check_interval` | 1 s | an idle connection is PINGed so a dead one is replaced before a caller needs it |
 /// | `throttle_delay` | 100 ms | minimum wait after a `THROTTLED` reply |
+/// | `adaptive_throttle` | K = 2 over 10 s (10 buckets of 1 s) | the SRE book's default: while the server refuses work (`THROTTLED`, `BUSY`, `LOADING`), about twice what it accepts is still sent and the rest fails fast as [`ErrorKind::RejectedLocally`](crate::ErrorKind::RejectedLocally) |
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// The server: `redis://[[user]:password@]host[:port][/db]`, or a Sentinel deployment:
@@ -151,6 +152,13 @@ pub struct ClientConfig {
     pub idle_check_interval: Option<Duration>,
     /// Minimum wait before retrying after a `THROTTLED` reply.
     pub throttle_delay: Duration,
+    /// Adaptive client-side throttling (Google SRE book, "Handling Overload"): while the server
+    /// refuses work with overload replies (`THROTTLED`, `BUSY`, `LOADING`, or a
+    /// [`ErrorRule::RetryAfter`] code), attempts are rejected locally with probability
+    /// `max(0, (requests - K x accepts) / (requests + 1))` over the window, so a saturated server
+    /// is not sent work it would refuse. `None` disables it. Costs one atomic load per attempt
+    /// while the server accepts everything.
+    pub adaptive_throttle: Option<AdaptiveThrottleConfig>,
     /// Extra rules for server error codes, by code (`"MYVENDORBUSY"` -> [`ErrorRule::Retry`]).
     /// They take precedence over the built-in rules.
     pub error_rules: HashMap<String, ErrorRule>,
@@ -196,6 +204,7 @@ impl Default for ClientConfig {
             tcp_keepalive: Some(Duration::from_secs(10)),
             idle_check_interval: Some(Duration::from_secs(1)),
             throttle_delay: Duration::from_millis(100),
+            adaptive_throttle: Some(AdaptiveThrottleConfig::default()),
             error_rules: HashMap::new(),
             rng_seed: None,
             connect_lazily: false,
@@ -252,6 +261,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "retry budget: tokens per success, 0..=1",
     ),
     ("RESILIENT_REDIS_BREAKER", "circuit breaker: on | off"),
+    (
+        "RESILIENT_REDIS_THROTTLE_K",
+        "adaptive throttling: K >= 1 (requests allowed per accepted request), or off",
+    ),
     (
         "RESILIENT_REDIS_BREAKER_FAILURES",
         "circuit breaker: consecutive failures to open",
@@ -414,6 +427,26 @@ impl ClientConfig {
         if switch("RESILIENT_REDIS_BREAKER")? == Some(false) {
             c.breaker = None;
         }
+        if let Some(v) = lookup("RESILIENT_REDIS_THROTTLE_K") {
+            let v = v.trim();
+            c.adaptive_throttle = if v == "off" {
+                None
+            } else {
+                let k = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|k| k.is_finite() && *k >= 1.0)
+                    .ok_or_else(|| {
+                        Error::config(format!(
+                            "RESILIENT_REDIS_THROTTLE_K={v:?}: expected a number >= 1, or off"
+                        ))
+                    })?;
+                Some(AdaptiveThrottleConfig {
+                    k,
+                    ..AdaptiveThrottleConfig::default()
+                })
+            };
+        }
         if let Some(n) = count("RESILIENT_REDIS_BREAKER_FAILURES")?
             && let Some(b) = c.breaker.as_mut()
         {
@@ -456,6 +489,10 @@ impl ClientConfig {
         }
         if let Some(d) = self.tcp_keepalive {
             positive("tcp_keepalive", d)?;
+        }
+        if let Some(t) = &self.adaptive_throttle {
+            t.validate()
+                .map_err(|e| Error::config(format!("adaptive_throttle: {e}")))?;
         }
         if let Some(s) = self.sentinel_config()? {
             if s.sentinels.is_empty() {

@@ -126,7 +126,11 @@ pub(crate) struct Pool {
     generation: AtomicU64,
     ready: watch::Sender<u64>,
     wake: Arc<Notify>,
-    down: Mutex<Down>,
+    down: RwLock<Down>,
+    /// `Down::since` as nanoseconds after `origin`, plus one; 0 while a master connection is
+    /// live. Lets a call fail fast without taking a lock.
+    down_since: AtomicU64,
+    origin: Instant,
     probe: Mutex<Option<ProbeFuture>>,
     busy_gate: Mutex<Option<Shared<futures::future::BoxFuture<'static, ()>>>>,
     /// Idle dedicated connections for blocking commands, reused so a consumer looping on BLPOP
@@ -180,10 +184,12 @@ impl Pool {
             generation: AtomicU64::new(0),
             ready: watch::channel(0).0,
             wake: Arc::new(Notify::new()),
-            down: Mutex::new(Down {
+            down: RwLock::new(Down {
                 since: Some(Instant::now()),
                 last_error: None,
             }),
+            down_since: AtomicU64::new(1),
+            origin: Instant::now(),
             probe: Mutex::new(None),
             busy_gate: Mutex::new(None),
             blocking_idle: Mutex::new(Vec::new()),
@@ -315,8 +321,9 @@ impl Pool {
             .store(generation, Ordering::Release);
         self.touch(slot);
         if slot < self.masters {
-            let mut down = self.down.lock().expect("down lock");
+            let mut down = self.down.write().expect("down lock");
             down.since = None;
+            self.down_since.store(0, Ordering::Relaxed);
         }
         self.ready.send_modify(|g| *g = generation);
         true
@@ -384,6 +391,25 @@ impl Pool {
         }
     }
 
+    /// The error for a call made while the server has been unreachable for longer than
+    /// `unavailable_after`, found without a lock or a wait: the fail-fast path of an outage.
+    #[inline]
+    pub(crate) fn failing_fast(&self) -> Option<Error> {
+        let since = self.down_since.load(Ordering::Relaxed);
+        if since == 0 {
+            return None;
+        }
+        let down_for = self
+            .origin
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(since - 1));
+        if down_for < self.unavailable_after {
+            return None;
+        }
+        let last = self.down.read().expect("down lock").last_error.clone();
+        Some(unavailable(down_for, last.as_deref()))
+    }
+
     /// Whether `lease` is still the live connection of its slot (one atomic load).
     pub(crate) fn is_current(&self, lease: &Lease) -> bool {
         self.slots[lease.slot].current.load(Ordering::Acquire) == lease.generation
@@ -426,28 +452,32 @@ impl Pool {
                 return Ok(lease);
             }
             let (since, last_error) = {
-                let down = self.down.lock().expect("down lock");
+                let down = self.down.read().expect("down lock");
                 (down.since, down.last_error.clone())
             };
-            let last = last_error.unwrap_or_else(|| "no connection yet".to_owned());
             if let Some(since) = since
                 && since.elapsed() >= self.unavailable_after
             {
-                return Err(Error::new(
-                    ErrorKind::Unavailable,
-                    Outcome::Failed,
-                    format!(
-                        "server unreachable for {:.1} s (last error: {last}); failing fast until it is back",
-                        since.elapsed().as_secs_f64()
-                    ),
-                ));
+                return Err(unavailable(since.elapsed(), last_error.as_deref()));
             }
+            let last = last_error.unwrap_or_else(|| "no connection yet".to_owned());
             self.wake.notify_one();
             let changed = ready.changed();
-            let waited = match deadline {
+            // Wait for a reconnection, up to the deadline, or until the outage has lasted
+            // `unavailable_after` (then every waiting call fails fast too, not only new ones).
+            let give_up_at = since.map(|s| s + self.unavailable_after);
+            let wait_until = match (deadline, give_up_at) {
+                (Some(d), Some(g)) => Some(d.min(g)),
+                (d, g) => d.or(g),
+            };
+            let waited = match wait_until {
                 Some(d) => tokio::time::timeout_at(d, changed).await.ok(),
                 None => Some(changed.await),
             };
+            if waited.is_none() && give_up_at.is_some() && wait_until == give_up_at {
+                // The outage is now long: the check at the top of the loop fails the call.
+                continue;
+            }
             if waited.is_none() {
                 return Err(Error::new(
                     ErrorKind::Unavailable,
@@ -477,9 +507,12 @@ impl Pool {
         let any_live = self.slots[..self.masters]
             .iter()
             .any(|s| s.live.read().expect("slot lock").is_some());
-        let mut down = self.down.lock().expect("down lock");
+        let mut down = self.down.write().expect("down lock");
         if !any_live && down.since.is_none() {
-            down.since = Some(Instant::now());
+            let now = Instant::now();
+            down.since = Some(now);
+            let nanos = now.saturating_duration_since(self.origin).as_nanos() as u64;
+            self.down_since.store(nanos + 1, Ordering::Relaxed);
         }
         down.last_error = Some(why.to_owned());
     }
@@ -495,7 +528,7 @@ impl Pool {
 
     /// The last connection error, if any.
     pub(crate) fn last_error(&self) -> Option<String> {
-        self.down.lock().expect("down lock").last_error.clone()
+        self.down.read().expect("down lock").last_error.clone()
     }
 
     /// Diagnoses a late reply: PING on a fresh connection. One probe at a time is shared by all
@@ -710,6 +743,19 @@ async fn reconnector(
             }
         }
     }
+}
+
+/// The error of a call that fails fast because the server is known to be down.
+fn unavailable(down_for: Duration, last_error: Option<&str>) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        Outcome::Failed,
+        format!(
+            "server unreachable for {:.1} s (last error: {}); failing fast until it is back",
+            down_for.as_secs_f64(),
+            last_error.unwrap_or("no connection yet")
+        ),
+    )
 }
 
 /// Resolves when the master changes; never for a fixed server.

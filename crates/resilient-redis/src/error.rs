@@ -77,6 +77,11 @@ pub enum ErrorKind {
     Throttled,
     /// The client refuses this command on a shared connection (`SELECT`, `MULTI`, `SUBSCRIBE`, ...).
     Refused,
+    /// Not sent: the server has been refusing work (`THROTTLED`, `BUSY`, `LOADING`), and adaptive
+    /// throttling rejected the call locally to keep from flooding it (see
+    /// [`ClientConfig::adaptive_throttle`](crate::ClientConfig::adaptive_throttle)). Definite
+    /// failure: the server never saw the call. Retry later, or shed the work.
+    RejectedLocally,
 }
 
 impl ErrorKind {
@@ -93,6 +98,7 @@ impl ErrorKind {
             ErrorKind::Server => "server",
             ErrorKind::Throttled => "throttled",
             ErrorKind::Refused => "refused",
+            ErrorKind::RejectedLocally => "rejected_locally",
         }
     }
 }

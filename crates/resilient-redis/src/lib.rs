@@ -59,11 +59,42 @@
 //! `down-after-milliseconds 1000` (about 2.3 s). See [`SentinelConfig`] and [`ResilientPubSub`]
 //! (which messages can be missed). [`Client::health`] reports the master, replicas and sentinels.
 //!
+//! # Overload
+//! Retries are dangerous when a server is overloaded, so the client bounds them three ways:
+//! - **Retry budget**: retries (attempts after the first) are limited to 10 % of successful
+//!   calls plus 10/s, shared by all clones; `THROTTLED` replies are retried no sooner than
+//!   [`ClientConfig::throttle_delay`] and never count against the circuit breaker (the server
+//!   is busy, not broken).
+//! - **Adaptive throttling** (Google SRE book): while the server refuses work (`THROTTLED`,
+//!   `BUSY`, `LOADING`), attempts are rejected locally with probability
+//!   `max(0, (requests - 2 x accepts) / (requests + 1))` over the last 10 s, so about twice what
+//!   the server accepts still reaches it and the rest fails fast with
+//!   [`ErrorKind::RejectedLocally`] (definitely not applied). See
+//!   [`ClientConfig::adaptive_throttle`]; per node for [`ClusterClient`].
+//! - **Fail fast in outages**: once the server has been unreachable for
+//!   [`ClientConfig::unavailable_after`] (5 s), calls, including those already waiting, fail at
+//!   once with [`ErrorKind::Unavailable`] (a few microseconds, no lock) until the single
+//!   background reconnection finds it back.
+//!
+//! For fleets of hundreds of processes, widen the reconnection spread, at the cost of a slower
+//! reconnection after a short outage (see the README's thundering-herd figures):
+//! ```
+//! use std::time::Duration;
+//! use resilience::{Backoff, Jitter};
+//! let config = resilient_redis::ClientConfig {
+//!     reconnect_backoff: Backoff::exponential(Duration::from_millis(100), 2.0, Duration::from_millis(1500))?
+//!         .with_jitter(Jitter::Equal),
+//!     ..Default::default()
+//! };
+//! # let _ = config; Ok::<(), resilience::ConfigError>(())
+//! ```
+//!
 //! # Metrics and events
 //! | name | kind | labels |
 //! |---|---|---|
 //! | `resilient_redis_call_duration_seconds` | histogram | `kind` = read, idempotent_write, write, blocking |
 //! | `resilient_redis_call_failures_total` | counter | `kind` ([`ErrorKind::as_str`]), `outcome` = failed, ambiguous |
+//! | `resilient_redis_rejected_locally_total` | counter | calls refused by adaptive throttling while the server refuses work |
 //! | `resilient_redis_reconnects_total` | counter | |
 //! | `resilient_redis_reconnect_failures_total` | counter | |
 //! | `resilient_redis_master_switches_total` | counter | (Sentinel) the master changed |

@@ -59,6 +59,53 @@ pub(crate) fn classify_reply(
     }
 }
 
+/// Whether a failed attempt was the server refusing work for overload (`THROTTLED`, a
+/// [`ErrorRule::RetryAfter`] code, `BUSY`, `LOADING`): what adaptive throttling counts.
+pub(crate) fn is_overload_refusal(e: &AttemptError) -> bool {
+    e.error.kind() == ErrorKind::Throttled
+        || matches!(
+            e.error.redis_error().and_then(|s| s.code()),
+            Some("BUSY" | "LOADING")
+        )
+}
+
+/// Adaptive throttling's decision for one attempt while `throttle` is engaged: `Err` rejects
+/// it locally. `totals` is read only if needed; `rejected` counts rejections.
+#[cold]
+pub(crate) fn throttle_admit(
+    throttle: &resilience::TotalsThrottle,
+    totals: impl Fn() -> resilience::ThrottleTotals,
+    rng: &std::sync::Mutex<rand::rngs::SmallRng>,
+    rejected: &std::sync::atomic::AtomicU64,
+) -> Result<(), AttemptError> {
+    use rand::RngExt;
+    let now = tokio::time::Instant::now();
+    throttle.tick_at(now, totals());
+    let p = throttle.reject_probability_at(now, &totals);
+    if p <= 0.0 {
+        return Ok(());
+    }
+    let draw: f64 = rng
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .random();
+    if draw >= p {
+        return Ok(());
+    }
+    rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics::counter!("resilient_redis_rejected_locally_total").increment(1);
+    Err(AttemptError {
+        error: Error::new(
+            ErrorKind::RejectedLocally,
+            Outcome::Failed,
+            format!(
+                "rejected locally: the server is refusing work (adaptive throttling, p = {p:.2})"
+            ),
+        ),
+        class: Classification::fail().server_fault(false),
+    })
+}
+
 /// The call's deadline passed while the request was in flight.
 pub(crate) fn deadline_in_flight() -> AttemptError {
     AttemptError {

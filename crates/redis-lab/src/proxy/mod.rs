@@ -54,6 +54,9 @@ pub(crate) struct Counters {
 const NO_LATENCY: u64 = u64::MAX;
 
 /// State shared by the accept loop, every connection and the [`FaultProxy`] handle.
+/// How many accept times a proxy remembers.
+const MAX_ACCEPT_TIMES: usize = 1_000_000;
+
 #[derive(Debug)]
 pub(crate) struct Shared {
     upstream: Mutex<SocketAddr>,
@@ -65,6 +68,9 @@ pub(crate) struct Shared {
     blackhole: AtomicBool,
     throttle: Mutex<Option<TokenBucket>>,
     pub(crate) counters: Counters,
+    /// When each connection was accepted (since start or the last `reset_stats`), up to
+    /// [`MAX_ACCEPT_TIMES`].
+    accept_times: Mutex<Vec<Instant>>,
     /// Bumped by `drop_all`; every connection closes when it changes.
     generation: watch::Sender<u64>,
 }
@@ -154,6 +160,7 @@ impl FaultProxy {
             blackhole: AtomicBool::new(false),
             throttle: Mutex::new(None),
             counters: Counters::default(),
+            accept_times: Mutex::new(Vec::new()),
             generation: watch::Sender::new(0),
         });
         let accept_task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
@@ -250,8 +257,24 @@ impl FaultProxy {
         }
     }
 
-    /// Sets every counter to zero.
+    /// When each connection was accepted, oldest first, since the proxy started or the last
+    /// [`reset_stats`](Self::reset_stats) (at most the first 1,000,000). For measuring how
+    /// reconnections spread over time (thundering herds).
+    pub fn accept_times(&self) -> Vec<Instant> {
+        self.shared
+            .accept_times
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sets every counter to zero and forgets the accept times.
     pub fn reset_stats(&self) {
+        self.shared
+            .accept_times
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let c = &self.shared.counters;
         for counter in [
             &c.connections_accepted,
@@ -281,6 +304,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => {
                     shared.counters.connections_accepted.fetch_add(1, Ordering::Relaxed);
+                    {
+                        let mut times = shared.accept_times.lock().unwrap_or_else(|p| p.into_inner());
+                        if times.len() < MAX_ACCEPT_TIMES {
+                            times.push(Instant::now());
+                        }
+                    }
                     let seq = shared.accept_seq.fetch_add(1, Ordering::Relaxed) + 1;
                     let every = shared.drop_every.load(Ordering::Relaxed);
                     let cut = every > 0 && seq.is_multiple_of(every);

@@ -60,6 +60,7 @@ use redis::{
 };
 use resilience::{
     Attempt, BreakerConfig, CircuitBreaker, Classification, Idempotency, RetryBudget, RetryPolicy,
+    ThrottleTotals, TotalsThrottle,
 };
 use tokio::time::Instant;
 
@@ -69,7 +70,8 @@ use crate::{
     error::{Error, ErrorKind, Outcome},
     request::{Reply, Request},
     retry::{
-        AttemptError, PolicyParts, build_policy, connection_lost, give_up_error, record_failure,
+        AttemptError, PolicyParts, build_policy, connection_lost, give_up_error,
+        is_overload_refusal, record_failure, throttle_admit,
     },
 };
 
@@ -162,7 +164,28 @@ struct Inner {
     topology: Arc<Topology>,
     budget: Option<RetryBudget>,
     breakers: RwLock<HashMap<String, CircuitBreaker>>,
+    /// Adaptive throttling, one per node.
+    throttles: RwLock<HashMap<String, Arc<NodeThrottle>>>,
+    throttle_rng: Mutex<SmallRng>,
     stats: Counters,
+}
+
+/// A node's adaptive throttle and the counts it works on.
+struct NodeThrottle {
+    throttle: TotalsThrottle,
+    attempts: AtomicU64,
+    refused: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl NodeThrottle {
+    fn totals(&self) -> ThrottleTotals {
+        let attempts = self.attempts.load(Ordering::Relaxed);
+        ThrottleTotals {
+            requests: attempts + self.rejected.load(Ordering::Relaxed),
+            accepts: attempts.saturating_sub(self.refused.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 impl Inner {
@@ -217,6 +240,8 @@ struct Counters {
     replaced: AtomicU64,
     ambiguous: AtomicU64,
     failed: AtomicU64,
+    rejected_locally: AtomicU64,
+    refused: AtomicU64,
 }
 
 /// Cumulative counters of a [`ClusterClient`] (shared by its clones).
@@ -240,6 +265,10 @@ pub struct ClusterStats {
     pub failed: u64,
     /// Slot-map refreshes done.
     pub refreshes: u64,
+    /// Calls rejected locally by a node's adaptive throttle (never sent; also in `failed`).
+    pub rejected_locally: u64,
+    /// Attempts a node refused for overload (`THROTTLED`, `BUSY`, `LOADING`, ...).
+    pub refused: u64,
 }
 
 /// Where an attempt sends.
@@ -315,6 +344,10 @@ impl ClusterClient {
             Some(seed) => SmallRng::seed_from_u64(seed ^ 0x5eed),
             None => rand::make_rng(),
         };
+        let throttle_rng = match config.rng_seed {
+            Some(seed) => SmallRng::seed_from_u64(seed ^ 0x7468_726f),
+            None => rand::make_rng(),
+        };
         let topology = Arc::new(Topology::new());
         let nodes = Nodes::new(&config)?;
         let inner = Arc::new(Inner {
@@ -327,6 +360,8 @@ impl ClusterClient {
             topology: topology.clone(),
             budget,
             breakers: RwLock::new(HashMap::new()),
+            throttles: RwLock::new(HashMap::new()),
+            throttle_rng: Mutex::new(throttle_rng),
             stats: Counters::default(),
         });
         if let Err(e) = refresh_once(&inner).await {
@@ -409,6 +444,8 @@ impl ClusterClient {
             ambiguous: s.ambiguous.load(Ordering::Relaxed),
             failed: s.failed.load(Ordering::Relaxed),
             refreshes: self.inner.topology.refreshes.load(Ordering::Relaxed),
+            rejected_locally: s.rejected_locally.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
         }
     }
 
@@ -502,6 +539,16 @@ impl ClusterClient {
                     Some(Arc::from(addr.as_str()))
                 }
             };
+            let throttle = node.as_deref().and_then(|n| self.node_throttle(n));
+            if let Some(t) = &throttle {
+                if t.throttle.is_engaged() {
+                    throttle_admit(&t.throttle, || t.totals(), &inner.throttle_rng, &t.rejected)
+                        .inspect_err(|_| {
+                            inner.stats.rejected_locally.fetch_add(1, Ordering::Relaxed);
+                        })?;
+                }
+                t.attempts.fetch_add(1, Ordering::Relaxed);
+            }
             let breaker = node.as_deref().and_then(|n| self.node_breaker(n));
             let permit = match &breaker {
                 Some(b) => Some(b.try_acquire().map_err(|open| AttemptError {
@@ -605,6 +652,13 @@ impl ClusterClient {
                 continue;
             }
             let failure = self.classify(error, node.as_deref());
+            if is_overload_refusal(&failure.attempt) {
+                inner.stats.refused.fetch_add(1, Ordering::Relaxed);
+                if let Some(t) = &throttle {
+                    t.refused.fetch_add(1, Ordering::Relaxed);
+                    t.throttle.refused_at(Instant::now());
+                }
+            }
             if let Some(p) = permit {
                 if failure.attempt.class.server_fault {
                     p.failure();
@@ -659,6 +713,31 @@ impl ClusterClient {
                 });
             }
         }
+    }
+
+    /// The adaptive throttle of `node`, created on first use.
+    fn node_throttle(&self, node: &str) -> Option<Arc<NodeThrottle>> {
+        let config = self.inner.config.adaptive_throttle.as_ref()?;
+        if let Some(t) = read(&self.inner.throttles).get(node) {
+            return Some(t.clone());
+        }
+        let mut throttles = self
+            .inner
+            .throttles
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = throttles.get(node) {
+            return Some(t.clone());
+        }
+        let t = Arc::new(NodeThrottle {
+            // Validated with the configuration: cannot fail here.
+            throttle: TotalsThrottle::new(config.clone()).ok()?,
+            attempts: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+        });
+        throttles.insert(node.to_owned(), t.clone());
+        Some(t)
     }
 
     fn node_breaker(&self, node: &str) -> Option<CircuitBreaker> {

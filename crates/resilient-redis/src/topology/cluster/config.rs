@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use resilience::{Backoff, BreakerConfig, Jitter, RetryBudgetConfig};
+use resilience::{AdaptiveThrottleConfig, Backoff, BreakerConfig, Jitter, RetryBudgetConfig};
 
 use crate::{ClientConfig, config::ErrorRule, error::Error};
 
@@ -25,6 +25,7 @@ use crate::{ClientConfig, config::ErrorRule, error::Error};
 /// | `refresh_interval` | 10 s | background refresh when nothing happens |
 /// | `tcp_keepalive` | 10 s | |
 /// | `throttle_delay` | 100 ms | |
+/// | `adaptive_throttle` | K = 2 over 10 s, per node | see [`ClientConfig::adaptive_throttle`]; one node refusing work does not throttle calls to the others |
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     /// Seed nodes: `redis://[[user]:password@]host:port`.
@@ -56,6 +57,9 @@ pub struct ClusterConfig {
     pub tcp_keepalive: Option<Duration>,
     /// Minimum wait before retrying after a `THROTTLED` reply.
     pub throttle_delay: Duration,
+    /// Adaptive client-side throttling, one per node (see
+    /// [`ClientConfig::adaptive_throttle`]); `None` disables it.
+    pub adaptive_throttle: Option<AdaptiveThrottleConfig>,
     /// Extra rules for server error codes (see [`ClientConfig::error_rules`]).
     pub error_rules: HashMap<String, ErrorRule>,
     /// Seed for the jitter of retries and refreshes (deterministic tests); `None` seeds from
@@ -90,6 +94,7 @@ impl Default for ClusterConfig {
             refresh_interval: Some(Duration::from_secs(10)),
             tcp_keepalive: client.tcp_keepalive,
             throttle_delay: client.throttle_delay,
+            adaptive_throttle: client.adaptive_throttle,
             error_rules: HashMap::new(),
             rng_seed: None,
         }
@@ -118,6 +123,10 @@ impl ClusterConfig {
     pub fn validate(&self) -> Result<(), Error> {
         if self.urls.is_empty() {
             return Err(Error::config("urls: at least one seed node is needed"));
+        }
+        if let Some(t) = &self.adaptive_throttle {
+            t.validate()
+                .map_err(|e| Error::config(format!("adaptive_throttle: {e}")))?;
         }
         for url in &self.urls {
             ClientConfig {
