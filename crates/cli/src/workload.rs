@@ -9,7 +9,7 @@ use rand::{RngExt, SeedableRng};
 use redis::{Cmd, RedisError, Value};
 use tokio::time::{Duration, Instant};
 
-use resilient_redis::Outcome;
+use resilient_redis::{ErrorKind, Outcome};
 
 use crate::client::AppClient;
 
@@ -139,9 +139,7 @@ impl CallOutcome {
 
     /// Whether the client refused the call locally (adaptive throttling) without sending it.
     pub(crate) fn is_rejected_locally(&self) -> bool {
-        // TODO(issue 5): compare with `ErrorKind::RejectedLocally.as_str()` once the library's
-        // adaptive throttle is on main; until then no call can be refused locally.
-        false
+        matches!(self, CallOutcome::Failed(kind) if kind == ErrorKind::RejectedLocally.as_str())
     }
 }
 
@@ -237,10 +235,16 @@ mod tests {
         assert_eq!(tally.errors_by_kind.get("io"), Some(&2));
         assert_eq!(tally.errors_by_kind.get("BUSY"), Some(&1));
 
+        tally.record(CallOutcome::Failed(
+            ErrorKind::RejectedLocally.as_str().into(),
+        ));
+        assert_eq!((tally.failed, tally.rejected_locally), (2, 1));
+        assert!(!CallOutcome::Ambiguous("rejected_locally".into()).is_rejected_locally());
+
         let mut total = Tally::default();
         total.merge(&tally);
         total.merge(&tally);
-        assert_eq!(total.ops(), 10);
+        assert_eq!((total.ops(), total.rejected_locally), (12, 2));
         assert_eq!(total.errors_by_kind.get("io"), Some(&4));
     }
 

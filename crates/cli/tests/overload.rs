@@ -148,13 +148,14 @@ fn figures(report: &Value, proxy_saw: u64) -> String {
     let offered = count(report, "offered") as f64;
     format!(
         "{:<9} goodput {:>6.0}/s ({:.2} x capacity)  attempts/offered {:.2}  dropped {:>5}  \
-         failed {:>5}  ambiguous {}  p99 {} ms  proxy saw {proxy_saw}",
+         failed {:>5} (rejected locally {:>5})  ambiguous {}  p99 {} ms  proxy saw {proxy_saw}",
         report["client"].as_str().unwrap_or("?"),
         report["goodput_per_sec"].as_f64().unwrap_or(0.0),
         report["goodput_per_sec"].as_f64().unwrap_or(0.0) / f64::from(CAPACITY),
         count(report, "attempts") as f64 / offered,
         count(report, "dropped"),
         count(report, "failed"),
+        count(report, "rejected_locally"),
         count(report, "ambiguous"),
         report["latency_us"]["p99"].as_u64().unwrap_or(0) / 1000,
     )

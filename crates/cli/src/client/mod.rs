@@ -115,9 +115,7 @@ impl AppClient for resilient_redis::Client {
             retries: stats.retries,
             reconnects: stats.reconnects,
             attempts: Some(stats.attempts),
-            // TODO(issue 5): `stats.rejected_locally` once the library's adaptive throttle
-            // (ClientStats::rejected_locally) is on main.
-            rejected_locally: 0,
+            rejected_locally: stats.rejected_locally,
         }
     }
 }
@@ -138,8 +136,7 @@ impl AppClient for resilient_redis::ClusterClient {
             retries: stats.retries,
             reconnects: stats.refreshes,
             attempts: Some(stats.attempts),
-            // TODO(issue 5): the cluster client's `rejected_locally` once it is on main.
-            rejected_locally: 0,
+            rejected_locally: stats.rejected_locally,
         }
     }
 }

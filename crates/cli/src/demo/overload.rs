@@ -329,12 +329,13 @@ pub(crate) fn render_table(figures: &[[StepFigures; 3]], capacity: u32) -> Strin
             };
             let c = &figures.counts;
             out.push_str(&format!(
-                "{step:<6} {offered:>10}  {:<10} {:>10.0} {:>17.2} {:>9} {:>9} {:>10} {:>10.1}\n",
+                "{step:<6} {offered:>10}  {:<10} {:>10.0} {:>17.2} {:>9} {:>9} {:>9} {:>10} {:>10.1}\n",
                 CLIENTS[index],
                 figures.goodput,
                 figures.amplification,
                 c.dropped,
                 c.failed,
+                c.rejected_locally,
                 c.ambiguous,
                 figures.p99_ms
             ));
@@ -382,15 +383,20 @@ fn redraw(view: &mut LiveView, timelines: &[Arc<Timeline>; 3], step: Duration, c
             let mut block = vec![
                 header.clone(),
                 format!(
-                    "  {:<10} {:>10} {:>10} {:>11} {:>17} {:>8}",
-                    "client", "offered/s", "goodput/s", "attempts/s", "attempts/offered",
-                    "dropped"
+                    "  {:<10} {:>10} {:>10} {:>11} {:>17} {:>8} {:>11}",
+                    "client",
+                    "offered/s",
+                    "goodput/s",
+                    "attempts/s",
+                    "attempts/offered",
+                    "dropped",
+                    "rejected/s"
                 ),
             ];
             for (name, c, amplification) in &lines {
                 block.push(format!(
-                    "  {name:<10} {:>10} {:>10} {:>11} {amplification:>17} {:>8}",
-                    c.offered, c.ok, c.attempts, c.dropped
+                    "  {name:<10} {:>10} {:>10} {:>11} {amplification:>17} {:>8} {:>11}",
+                    c.offered, c.ok, c.attempts, c.dropped, c.rejected_locally
                 ));
             }
             block
@@ -400,8 +406,8 @@ fn redraw(view: &mut LiveView, timelines: &[Arc<Timeline>; 3], step: Duration, c
                 .iter()
                 .map(|(name, c, amplification)| {
                     format!(
-                        "{name} {} ok/s, {} attempts/s, {amplification} attempts/offered, {} dropped",
-                        c.ok, c.attempts, c.dropped
+                        "{name} {} ok/s, {} attempts/s, {amplification} attempts/offered, {} dropped, {} rejected/s",
+                        c.ok, c.attempts, c.dropped, c.rejected_locally
                     )
                 })
                 .collect();
