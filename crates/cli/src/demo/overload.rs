@@ -305,7 +305,7 @@ fn panels(timelines: &[Arc<Timeline>; 3], used: usize, capacity: u32) -> [Panel;
 /// The per-step table.
 pub(crate) fn render_table(figures: &[[StepFigures; 3]], capacity: u32) -> String {
     let mut out = format!(
-        "{:<6} {:>10}  {:<10} {:>10} {:>17} {:>9} {:>9} {:>10} {:>10}\n",
+        "{:<6} {:>10}  {:<10} {:>10} {:>17} {:>9} {:>9} {:>9} {:>10} {:>10}\n",
         "step",
         "offered/s",
         "client",
@@ -313,10 +313,11 @@ pub(crate) fn render_table(figures: &[[StepFigures; 3]], capacity: u32) -> Strin
         "attempts/offered",
         "dropped",
         "failed",
+        "rejected",
         "ambiguous",
         "p99 ms"
     );
-    out.push_str(&format!("{}\n", "-".repeat(100)));
+    out.push_str(&format!("{}\n", "-".repeat(110)));
     for ((multiple, label), row) in STEPS.iter().zip(figures) {
         for (index, figures) in row.iter().enumerate() {
             let (step, offered) = if index == 0 {
@@ -466,6 +467,11 @@ mod tests {
         let row = [0, 1, 2].map(|_| StepFigures::of(counts(10, 5, 11), Duration::from_secs(1), 0));
         let table = render_table(&[row.clone(), row.clone(), row.clone(), row], 2000);
         assert_eq!(table.lines().count(), 2 + 12);
+        let widths: Vec<usize> = table.lines().map(str::len).collect();
+        assert!(
+            widths.iter().all(|&w| w == widths[0]),
+            "ragged table:\n{table}"
+        );
         assert!(
             table.lines().nth(2).is_some_and(|l| l.starts_with("0.5x")),
             "{table}"
