@@ -8,6 +8,11 @@ if ! command -v redis-server >/dev/null || ! command -v redis-sentinel >/dev/nul
   echo "       install them with: sudo apt-get install redis-server redis-sentinel redis-tools" >&2
   exit 2
 fi
+if ! command -v openssl >/dev/null; then
+  echo "error: openssl is needed by the TLS tests (they generate a throwaway CA)." >&2
+  echo "       install it with: sudo apt-get install openssl" >&2
+  exit 2
+fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

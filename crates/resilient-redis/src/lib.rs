@@ -89,6 +89,24 @@
 //! # let _ = config; Ok::<(), resilience::ConfigError>(())
 //! ```
 //!
+//! # Exactly-once writes
+//! An `INCR` whose connection broke mid-flight can only be reported as ambiguous. With
+//! [`Client::exactly_once`] (or [`ClusterClient::exactly_once`]) each write carries an
+//! idempotency token that a server-side script checks: retries after an ambiguous failure become
+//! safe, and the caller sees a success. Pipelines and transactions are one token each.
+//! ```no_run
+//! use redis::AsyncCommands;
+//! use resilient_redis::{Client, ExactlyOnceConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::connect("redis://127.0.0.1:6379").await?;
+//! let mut xo = client.exactly_once(ExactlyOnceConfig::default())?; // token TTL 60 s
+//! let n: i64 = xo.incr("counter", 1).await?; // never applied twice, never "may have been applied"
+//! # let _ = n; Ok(()) }
+//! ```
+//! Cost: one `EVALSHA` round trip per write, and about 170 bytes of server memory per write for
+//! the token's TTL. See [`exactly_once`] for the rules, limits and figures.
+//!
 //! # Metrics and events
 //! | name | kind | labels |
 //! |---|---|---|
@@ -99,6 +117,7 @@
 //! | `resilient_redis_reconnect_failures_total` | counter | |
 //! | `resilient_redis_master_switches_total` | counter | (Sentinel) the master changed |
 //! | `resilient_redis_sentinel_discoveries_total` | counter | (Sentinel) rounds of asking the sentinels |
+//! | `resilient_redis_exactly_once_replays_total` | counter | retries answered from a recorded reply ([`ExactlyOnce`]) |
 //! | `resilience_*` | | retries, give-ups, budget and breaker, from the [`resilience`] crate |
 //!
 //! Install the `metrics` recorder before creating clients: the call-duration histograms are
@@ -112,6 +131,7 @@ pub mod commands;
 mod config;
 mod connection;
 mod error;
+pub mod exactly_once;
 mod health;
 mod pubsub;
 mod request;
@@ -123,6 +143,7 @@ pub use client::{Client, ClientStats};
 pub use commands::{CommandSafety, safety_of};
 pub use config::{ClientConfig, ENV_VARS, ErrorRule, ReadFrom, SentinelConfig};
 pub use error::{Error, ErrorKind, Outcome, error_kind_name};
+pub use exactly_once::{ExactlyOnce, ExactlyOnceConfig, ExactlyOnceStats};
 pub use health::Health;
 pub use pubsub::ResilientPubSub;
 pub use resilience;

@@ -1,0 +1,277 @@
+//! The server-side half: one Lua script that runs a command (or a group) at most once per token,
+//! and the code that invokes it and reads its answer.
+//!
+//! # The script
+//! `KEYS[1]` is the token key (in Redis Cluster the command's keys follow it in `KEYS`, unused by
+//! the script but declared, so Redis routes and checks the call by all of them); `ARGV[1]` the token's TTL in milliseconds; `ARGV[2]` is `s` for
+//! one command (its arguments follow) or `g` for a group (each command as its argument count,
+//! then its arguments).
+//! 1. If the token key exists, its recorded reply is returned, marked as a replay: nothing runs.
+//! 2. Otherwise the command runs with `redis.pcall`. A single command that fails (`WRONGTYPE`,
+//!    `OOM`, a syntax error, ...) did not apply: its error is returned and nothing is recorded,
+//!    so the call can be corrected and the same token used again.
+//! 3. A group runs every command, as `MULTI`/`EXEC` does after a runtime error: the replies,
+//!    error entries included, are recorded (some commands applied, so a retry must not run any
+//!    of them again).
+//! 4. The reply is recorded with `cmsgpack` (binary-safe; integers, bulk strings, nil, status
+//!    and error replies and nested arrays round-trip) under the token key with `PSETEX` (the same
+//!    as `SET .. PX`, without option parsing: measurably cheaper inside the script), and returned.
+//!
+//! The script's answer is `{0, reply}` (ran now) or `{1, reply}` (replayed); the client returns
+//! `reply`, so the caller sees what the plain command returns.
+//!
+//! Every attempt checks the token, the first one included, although skipping the `GET` on a
+//! first attempt would save about 1 µs of server time: a first attempt given up on (its
+//! connection declared dead) can still be read and run by the server *after* its retry, and
+//! only the check makes that order harmless.
+
+use redis::{Arg, Cmd, Pipeline, Value};
+
+/// The script body. Version it in the text if the recorded format ever changes: a new text has a
+/// new SHA1, and old tokens expire on their own.
+const BODY: &str = r#"-- resilient-redis exactly-once v1
+local rec = redis.call('GET', KEYS[1])
+if rec then
+  return {1, cmsgpack.unpack(rec)}
+end
+local r
+if ARGV[2] == 's' then
+  r = redis.pcall(unpack(ARGV, 3))
+  if type(r) == 'table' and r.err then
+    return r
+  end
+else
+  r = {}
+  local i, n, j = 3, #ARGV, 0
+  while i <= n do
+    local c = tonumber(ARGV[i])
+    j = j + 1
+    r[j] = redis.pcall(unpack(ARGV, i + 1, i + c))
+    i = i + c + 1
+  end
+end
+redis.call('PSETEX', KEYS[1], ARGV[1], cmsgpack.pack(r))
+return {0, r}
+"#;
+
+/// At most this many arguments per command: Lua's `unpack` is bounded by its C stack (8000
+/// slots in Redis's Lua 5.1). Checked before sending, so a group never fails half-way.
+pub(super) const MAX_ARGS: usize = 7_000;
+
+/// The script text and its SHA1 (computed once).
+pub(super) struct Script {
+    body: String,
+    sha: String,
+}
+
+impl Script {
+    /// The script for standalone servers (any Redis with Lua and `cmsgpack`), or for Redis
+    /// Cluster: there it starts with `#!lua` (Redis >= 7.0), which makes Redis refuse a command
+    /// that touches a slot other than the token key's instead of running it.
+    pub(super) fn new(cluster: bool) -> Script {
+        let body = if cluster {
+            format!("#!lua\n{BODY}")
+        } else {
+            BODY.to_owned()
+        };
+        let sha = redis::Script::new(&body).get_hash().to_owned();
+        Script { body, sha }
+    }
+}
+
+/// What the script runs.
+#[derive(Clone, Copy)]
+pub(super) enum Commands<'a> {
+    One(&'a Cmd),
+    Group(&'a Pipeline),
+}
+
+/// How the script is named in the request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Invoke {
+    /// `EVALSHA` (the hot path).
+    Sha,
+    /// `EVAL` with the whole text, after `NOSCRIPT` (it also loads the script).
+    Body,
+}
+
+fn simple(arg: Arg<&[u8]>) -> &[u8] {
+    match arg {
+        Arg::Simple(b) => b,
+        // Cursors are refused before (see `check_command`).
+        _ => b"",
+    }
+}
+
+/// The request that runs `commands` under `token_key`: one allocation for the arguments and one
+/// for their bytes, sized up front.
+pub(super) fn invocation(
+    script: &Script,
+    how: Invoke,
+    token_key: &[u8],
+    keys: &[&[u8]],
+    ttl_ms: &[u8],
+    commands: Commands<'_>,
+) -> Cmd {
+    let (name, head): (&str, &str) = match how {
+        Invoke::Sha => ("EVALSHA", &script.sha),
+        Invoke::Body => ("EVAL", &script.body),
+    };
+    let (mut argc, mut bytes) = (
+        6,
+        name.len() + head.len() + token_key.len() + ttl_ms.len() + 2,
+    );
+    match commands {
+        Commands::One(cmd) => {
+            argc += cmd.args_iter().len();
+            bytes += cmd.args_iter().map(|a| simple(a).len()).sum::<usize>();
+        }
+        Commands::Group(p) => {
+            for cmd in p.cmd_iter() {
+                argc += cmd.args_iter().len() + 1;
+                bytes += cmd.args_iter().map(|a| simple(a).len()).sum::<usize>() + 4;
+            }
+        }
+    }
+    let mut c = Cmd::with_capacity(argc, bytes);
+    c.arg(name).arg(head).arg(1 + keys.len()).arg(token_key);
+    for key in keys {
+        c.arg(*key);
+    }
+    c.arg(ttl_ms);
+    match commands {
+        Commands::One(cmd) => {
+            c.arg("s");
+            for a in cmd.args_iter() {
+                c.arg(simple(a));
+            }
+        }
+        Commands::Group(p) => {
+            c.arg("g");
+            for cmd in p.cmd_iter() {
+                c.arg(cmd.args_iter().len());
+                for a in cmd.args_iter() {
+                    c.arg(simple(a));
+                }
+            }
+        }
+    }
+    c
+}
+
+/// What the script answered.
+#[derive(Debug)]
+pub(super) enum Answer {
+    /// The command's reply: run now, or replayed from the record.
+    Reply { value: Value, replayed: bool },
+    /// The server does not have the script cached: it did not run.
+    NoScript,
+    /// An error reply: a single command's own error (nothing recorded), or an error raised by
+    /// the script itself (nothing ran).
+    Error(Value),
+    /// Anything else: not an answer of this script.
+    Unexpected(Value),
+}
+
+pub(super) fn read_answer(value: Value) -> Answer {
+    match value {
+        Value::Array(mut pair) if pair.len() == 2 => {
+            let replayed = match pair[0] {
+                Value::Int(0) => false,
+                Value::Int(1) => true,
+                _ => return Answer::Unexpected(Value::Array(pair)),
+            };
+            let value = pair.pop().unwrap_or(Value::Nil);
+            Answer::Reply { value, replayed }
+        }
+        Value::ServerError(e) if e.code() == "NOSCRIPT" => Answer::NoScript,
+        Value::ServerError(e) => Answer::Error(Value::ServerError(e)),
+        other => Answer::Unexpected(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(c: &Cmd) -> Vec<String> {
+        c.args_iter()
+            .map(|a| String::from_utf8_lossy(simple(a)).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn single_command_invocation() {
+        let script = Script::new(false);
+        let incr = redis::cmd("INCR").arg("counter").clone();
+        let c = invocation(
+            &script,
+            Invoke::Sha,
+            b"xo:t1",
+            &[],
+            b"60000",
+            Commands::One(&incr),
+        );
+        assert_eq!(
+            args(&c),
+            [
+                "EVALSHA",
+                &script.sha,
+                "1",
+                "xo:t1",
+                "60000",
+                "s",
+                "INCR",
+                "counter"
+            ]
+        );
+        assert_eq!(script.sha.len(), 40);
+        let c = invocation(
+            &script,
+            Invoke::Body,
+            b"xo:t1",
+            &[],
+            b"60000",
+            Commands::One(&incr),
+        );
+        assert_eq!(args(&c)[..2], ["EVAL".to_owned(), script.body.clone()]);
+    }
+
+    #[test]
+    fn group_invocation_counts_each_command() {
+        let script = Script::new(true);
+        assert!(script.body.starts_with("#!lua\n"));
+        let mut p = redis::pipe();
+        p.atomic().incr("a", 2).get("b");
+        let c = invocation(
+            &script,
+            Invoke::Sha,
+            b"k",
+            &[b"a", b"b"],
+            b"1000",
+            Commands::Group(&p),
+        );
+        assert_eq!(args(&c)[2..5], ["3", "k", "a"].map(str::to_owned));
+        assert_eq!(
+            args(&c)[7..],
+            ["g", "3", "INCRBY", "a", "2", "2", "GET", "b"].map(str::to_owned)
+        );
+    }
+
+    #[test]
+    fn answers_are_read() {
+        let a = read_answer(Value::Array(vec![Value::Int(1), Value::Int(7)]));
+        assert!(matches!(
+            a,
+            Answer::Reply {
+                value: Value::Int(7),
+                replayed: true
+            }
+        ));
+        let noscript = redis::parse_redis_value(b"-NOSCRIPT No matching script.\r\n").unwrap();
+        assert!(matches!(read_answer(noscript), Answer::NoScript));
+        let wrongtype = redis::parse_redis_value(b"-WRONGTYPE bad\r\n").unwrap();
+        assert!(matches!(read_answer(wrongtype), Answer::Error(_)));
+        assert!(matches!(read_answer(Value::Int(3)), Answer::Unexpected(_)));
+    }
+}

@@ -1,0 +1,265 @@
+//! Where a token key goes in Redis Cluster: the slot of a command's keys, and a short hash tag
+//! for every slot so the token key can be put in it.
+//!
+//! The key positions follow the command table of the cluster client (`topology/cluster/slots.rs`);
+//! here a keyless command and a command whose keys span slots must be told apart, which that
+//! function does not do, and the keys themselves are needed (they are declared to Redis next to
+//! the token key). A command whose keys this table misses is still safe: in cluster mode the
+//! script is declared strict (`#!lua`), so Redis refuses, without running it, a command that
+//! touches a key of another slot than the token's.
+
+use std::sync::OnceLock;
+
+use redis::{Arg, Cmd};
+
+const SLOTS: u16 = 16384;
+
+/// Where a command's keys are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Placement {
+    /// The command names no key.
+    Keyless,
+    /// Every key is in this slot.
+    Slot(u16),
+    /// The keys are in several slots.
+    CrossSlot,
+}
+
+impl Placement {
+    /// The placement of a group: the common slot of its keyed commands.
+    pub(super) fn combine(self, other: Placement) -> Placement {
+        match (self, other) {
+            (Placement::CrossSlot, _) | (_, Placement::CrossSlot) => Placement::CrossSlot,
+            (Placement::Keyless, p) | (p, Placement::Keyless) => p,
+            (Placement::Slot(a), Placement::Slot(b)) if a == b => Placement::Slot(a),
+            _ => Placement::CrossSlot,
+        }
+    }
+}
+
+/// CRC16/XMODEM, as Redis Cluster uses it.
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The slot of `key`, honouring a `{hash tag}`.
+pub(super) fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16(tagged.unwrap_or(key)) % SLOTS
+}
+
+/// The placement of some keys.
+pub(super) fn placement_of(keys: &[&[u8]]) -> Placement {
+    keys.iter()
+        .map(|k| Placement::Slot(key_slot(k)))
+        .fold(Placement::Keyless, Placement::combine)
+}
+
+/// The placement of one command's keys.
+#[cfg(test)]
+fn placement(cmd: &Cmd) -> Placement {
+    placement_of(&command_keys(cmd))
+}
+
+/// The keys of one command, by the command's key positions (first argument by default).
+pub(super) fn command_keys(cmd: &Cmd) -> Vec<&[u8]> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|a| match a {
+            Arg::Simple(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    let Some(name) = args.first() else {
+        return Vec::new();
+    };
+    let name = name.to_ascii_uppercase();
+    let rest = &args[1..];
+    let count_at =
+        |i: usize| -> Option<usize> { std::str::from_utf8(rest.get(i)?).ok()?.parse().ok() };
+    let keys: Vec<&[u8]> = match name.as_slice() {
+        b"PING" | b"ECHO" | b"INFO" | b"TIME" | b"DBSIZE" | b"FLUSHALL" | b"FLUSHDB" | b"KEYS"
+        | b"SCAN" | b"RANDOMKEY" | b"LASTSAVE" | b"PUBLISH" | b"CONFIG" | b"CLUSTER" | b"ACL"
+        | b"LATENCY" | b"SLOWLOG" | b"COMMAND" | b"DEBUG" | b"SWAPDB" => Vec::new(),
+        b"MSET" | b"MSETNX" => rest.iter().step_by(2).copied().collect(),
+        b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" | b"MGET" | b"SINTER" | b"SUNION" | b"SDIFF"
+        | b"SINTERSTORE" | b"SUNIONSTORE" | b"SDIFFSTORE" | b"PFCOUNT" | b"PFMERGE" => {
+            rest.to_vec()
+        }
+        b"RENAME" | b"RENAMENX" | b"SMOVE" | b"LMOVE" | b"RPOPLPUSH" | b"COPY" | b"LCS"
+        | b"GEOSEARCHSTORE" | b"ZRANGESTORE" => rest.iter().take(2).copied().collect(),
+        b"ZUNIONSTORE" | b"ZINTERSTORE" | b"ZDIFFSTORE" => {
+            let n = count_at(1).unwrap_or(0);
+            let mut keys: Vec<&[u8]> = rest.iter().take(1).copied().collect();
+            keys.extend(rest.iter().skip(2).take(n).copied());
+            keys
+        }
+        b"ZUNION" | b"ZINTER" | b"ZDIFF" | b"SINTERCARD" | b"ZINTERCARD" | b"LMPOP" | b"ZMPOP" => {
+            let n = count_at(0).unwrap_or(0);
+            rest.iter().skip(1).take(n).copied().collect()
+        }
+        b"BITOP" => rest.iter().skip(1).copied().collect(),
+        b"OBJECT" | b"XINFO" | b"XGROUP" | b"MEMORY" => {
+            rest.iter().skip(1).take(1).copied().collect()
+        }
+        b"XREAD" | b"XREADGROUP" => {
+            match rest.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS")) {
+                Some(at) => {
+                    let streams = &rest[at + 1..];
+                    streams[..streams.len() / 2].to_vec()
+                }
+                None => Vec::new(),
+            }
+        }
+        _ => rest.iter().take(1).copied().collect(),
+    };
+    keys
+}
+
+/// A hash tag (`{..}`) whose keys land in `slot`: the shortest tag found for it, from a table of
+/// 16384 tags built on first use (a few milliseconds, once per process).
+pub(super) fn tag_for_slot(slot: u16) -> &'static [u8] {
+    static TAGS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    let tags = TAGS.get_or_init(build_tags);
+    &tags[usize::from(slot % SLOTS)]
+}
+
+/// For every slot, a tag `{x}`, `{xy}`, `{xyz}`, ... over `[0-9A-Za-z]` whose content hashes to it.
+fn build_tags() -> Vec<Vec<u8>> {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut tags: Vec<Vec<u8>> = vec![Vec::new(); usize::from(SLOTS)];
+    let mut missing = usize::from(SLOTS);
+    let mut len = 1;
+    // 62^3 candidates cover every slot; the loop goes on to longer tags should one be missing.
+    while missing > 0 {
+        let mut digits = vec![0usize; len];
+        'candidates: loop {
+            let content: Vec<u8> = digits.iter().map(|&d| ALPHABET[d]).collect();
+            let slot = usize::from(crc16(&content) % SLOTS);
+            if tags[slot].is_empty() {
+                let mut tag = Vec::with_capacity(len + 2);
+                tag.push(b'{');
+                tag.extend_from_slice(&content);
+                tag.push(b'}');
+                tags[slot] = tag;
+                missing -= 1;
+                if missing == 0 {
+                    break 'candidates;
+                }
+            }
+            // Next candidate of this length (odometer).
+            let mut i = 0;
+            loop {
+                if i == len {
+                    break 'candidates;
+                }
+                digits[i] += 1;
+                if digits[i] < ALPHABET.len() {
+                    break;
+                }
+                digits[i] = 0;
+                i += 1;
+            }
+        }
+        len += 1;
+    }
+    tags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(parts: &[&str]) -> Cmd {
+        let mut c = redis::cmd(parts[0]);
+        for p in &parts[1..] {
+            c.arg(*p);
+        }
+        c
+    }
+
+    #[test]
+    fn slots_match_redis() {
+        // Values from CLUSTER KEYSLOT.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{a}1"), 15495);
+        assert_eq!(key_slot(b"{}foo"), crc16(b"{}foo") % SLOTS);
+        assert_eq!(key_slot(b"x{foo}y{bar}"), 12182);
+    }
+
+    #[test]
+    fn placement_of_commands() {
+        assert_eq!(placement(&cmd(&["INCR", "foo"])), Placement::Slot(12182));
+        assert_eq!(
+            placement(&cmd(&["MSET", "{a}1", "x", "{a}2", "y"])),
+            Placement::Slot(15495)
+        );
+        assert_eq!(
+            placement(&cmd(&["MSET", "foo", "x", "bar", "y"])),
+            Placement::CrossSlot
+        );
+        // Values are not keys.
+        assert_eq!(
+            placement(&cmd(&["MSET", "{a}1", "foo", "{a}2", "bar"])),
+            Placement::Slot(15495)
+        );
+        assert_eq!(placement(&cmd(&["PING"])), Placement::Keyless);
+        assert_eq!(placement(&cmd(&["FLUSHALL"])), Placement::Keyless);
+        assert_eq!(
+            placement(&cmd(&[
+                "ZUNIONSTORE",
+                "{a}d",
+                "2",
+                "{a}1",
+                "{a}2",
+                "WEIGHTS",
+                "1",
+                "2"
+            ])),
+            Placement::Slot(15495)
+        );
+        assert_eq!(
+            placement(&cmd(&["RENAME", "foo", "bar"])),
+            Placement::CrossSlot
+        );
+        assert_eq!(
+            Placement::Slot(1).combine(Placement::Keyless),
+            Placement::Slot(1)
+        );
+        assert_eq!(
+            Placement::Slot(1).combine(Placement::Slot(2)),
+            Placement::CrossSlot
+        );
+    }
+
+    #[test]
+    fn every_slot_has_a_short_tag_that_maps_to_it() {
+        for slot in 0..SLOTS {
+            let tag = tag_for_slot(slot);
+            assert!(tag.len() <= 5, "tag {tag:?} of slot {slot}");
+            assert_eq!(tag[0], b'{');
+            assert_eq!(key_slot(tag), slot);
+            // A token key: prefix, tag, then anything (braces included) keeps the tag's slot.
+            let mut key = b"xo:".to_vec();
+            key.extend_from_slice(tag);
+            key.extend_from_slice(b"k:{user}key");
+            assert_eq!(key_slot(&key), slot);
+        }
+    }
+}
