@@ -11,6 +11,7 @@ mod demo;
 mod error;
 mod health;
 mod lab_server;
+mod open_loop;
 mod proxy;
 mod target;
 mod units;
@@ -38,9 +39,11 @@ struct Cli {
 enum Command {
     /// Start a local Redis topology (Sentinel when redis-sentinel is installed), run the resilient
     /// and the raw client side by side, inject faults and show what each client saw (under a
-    /// minute).
+    /// minute). `--scenario overload`: the resilient, naive and raw clients against a
+    /// capacity-limited server, offered load stepping up to 2x its capacity.
     Demo(demo::DemoArgs),
-    /// Closed-loop benchmark of one client against a server, a Sentinel master or a cluster.
+    /// Benchmark of one client against a server, a Sentinel master or a cluster: closed-loop, or
+    /// open-loop at a fixed offered rate with --rate.
     Bench(bench::BenchArgs),
     /// Connect, check the server and print the client's health; exit 1 when unhealthy.
     Health(health::HealthArgs),

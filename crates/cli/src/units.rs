@@ -1,5 +1,6 @@
 //! Parsers that turn unit-suffixed flags (`--duration` seconds, `--deadline-ms`) into `Duration`s
-//! at the CLI edge, rejecting zero, negative and non-finite values as usage errors.
+//! at the CLI edge, and `--rate` into calls per second, rejecting zero, negative and non-finite
+//! values as usage errors.
 
 use std::time::Duration;
 
@@ -13,6 +14,20 @@ pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?} must be a positive number of seconds"));
     }
     Duration::try_from_secs_f64(seconds).map_err(|err| format!("{text:?}: {err}"))
+}
+
+/// Parses a positive rate in calls per second (fractions allowed), at most ten million.
+pub(crate) fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of calls per second"))?;
+    if !rate.is_finite() || rate <= 0.0 || rate > 10_000_000.0 {
+        return Err(format!(
+            "{text:?} must be a positive number of calls per second, at most 10000000"
+        ));
+    }
+    Ok(rate)
 }
 
 /// Parses a positive whole number of milliseconds.
@@ -40,6 +55,15 @@ mod tests {
         assert!(parse_seconds("inf").is_err());
         assert!(parse_seconds("NaN").is_err());
         assert!(parse_seconds("ten").is_err());
+    }
+
+    #[test]
+    fn rates_are_positive_and_bounded() {
+        assert_eq!(parse_rate("2000"), Ok(2000.0));
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "inf", "NaN", "fast", "20000000"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

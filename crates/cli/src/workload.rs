@@ -1,12 +1,15 @@
 //! What one application-level call is, and how its result is counted (shared by bench and demo).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use clap::ValueEnum;
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 use redis::{Cmd, RedisError, Value};
 use tokio::time::{Duration, Instant};
 
-use resilient_redis::Outcome;
+use resilient_redis::{ErrorKind, Outcome};
 
 use crate::client::AppClient;
 
@@ -25,6 +28,79 @@ impl Workload {
         match self {
             Workload::GetSet => "get-set",
             Workload::Incr => "incr",
+        }
+    }
+}
+
+/// What the calls of a run are made of (`--workload`, `--keys`, `--value-size`, `--key`, `--seed`).
+#[derive(Clone, Debug)]
+pub(crate) struct Mix {
+    /// The command mix.
+    pub(crate) workload: Workload,
+    /// Size of the get-set key space.
+    pub(crate) keys: u64,
+    /// The SET value.
+    pub(crate) value: Vec<u8>,
+    /// The key every INCR goes to.
+    pub(crate) counter_key: String,
+    /// Seed of the key-choice RNGs.
+    pub(crate) seed: u64,
+}
+
+/// The calls of one task, in order: get-set alternates SET and GET of keys drawn uniformly from
+/// `bench:0 .. bench:{keys-1}` with an RNG seeded from the mix's seed and the task's index;
+/// incr INCRs the counter key.
+pub(crate) struct Commands {
+    mix: std::sync::Arc<Mix>,
+    rng: SmallRng,
+    key: String,
+    set_next: bool,
+    incr: Cmd,
+    current: Cmd,
+}
+
+impl Commands {
+    /// The calls of task number `index`.
+    pub(crate) fn new(mix: std::sync::Arc<Mix>, index: u64) -> Commands {
+        let rng = SmallRng::seed_from_u64(
+            mix.seed
+                .wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        );
+        let mut incr = redis::cmd("INCR");
+        incr.arg(&mix.counter_key);
+        Commands {
+            mix,
+            rng,
+            key: String::with_capacity(32),
+            set_next: true,
+            incr,
+            current: Cmd::new(),
+        }
+    }
+
+    /// The next call.
+    pub(crate) fn next_cmd(&mut self) -> &Cmd {
+        match self.mix.workload {
+            Workload::Incr => &self.incr,
+            Workload::GetSet => {
+                self.key.clear();
+                let _ = write!(
+                    self.key,
+                    "bench:{}",
+                    self.rng.random_range(0..self.mix.keys)
+                );
+                self.current = if self.set_next {
+                    let mut set = redis::cmd("SET");
+                    set.arg(&self.key).arg(&self.mix.value);
+                    set
+                } else {
+                    let mut get = redis::cmd("GET");
+                    get.arg(&self.key);
+                    get
+                };
+                self.set_next = !self.set_next;
+                &self.current
+            }
         }
     }
 }
@@ -60,6 +136,11 @@ impl CallOutcome {
     pub(crate) fn is_error(&self) -> bool {
         !matches!(self, CallOutcome::Ok)
     }
+
+    /// Whether the client refused the call locally (adaptive throttling) without sending it.
+    pub(crate) fn is_rejected_locally(&self) -> bool {
+        matches!(self, CallOutcome::Failed(kind) if kind == ErrorKind::RejectedLocally.as_str())
+    }
 }
 
 /// Counts of completed calls by outcome.
@@ -73,6 +154,8 @@ pub(crate) struct Tally {
     pub(crate) failed: u64,
     /// Calls that failed and may have been applied.
     pub(crate) ambiguous: u64,
+    /// Of the failed calls, those the client refused locally (adaptive throttling).
+    pub(crate) rejected_locally: u64,
     /// Failed and ambiguous calls by error kind.
     pub(crate) errors_by_kind: BTreeMap<String, u64>,
 }
@@ -80,6 +163,9 @@ pub(crate) struct Tally {
 impl Tally {
     /// Counts one call.
     pub(crate) fn record(&mut self, outcome: CallOutcome) {
+        if outcome.is_rejected_locally() {
+            self.rejected_locally += 1;
+        }
         match outcome {
             CallOutcome::Ok => self.ok += 1,
             CallOutcome::Failed(kind) => {
@@ -98,6 +184,7 @@ impl Tally {
         self.ok += other.ok;
         self.failed += other.failed;
         self.ambiguous += other.ambiguous;
+        self.rejected_locally += other.rejected_locally;
         for (kind, count) in &other.errors_by_kind {
             *self.errors_by_kind.entry(kind.clone()).or_default() += count;
         }
@@ -113,13 +200,20 @@ impl Tally {
 /// error (the raw baseline replaces a broken connection) before returning.
 pub(crate) async fn timed_call<C: AppClient>(client: &mut C, cmd: &Cmd) -> (CallOutcome, Duration) {
     let start = Instant::now();
+    let (outcome, done) = call(client, cmd).await;
+    (outcome, done.duration_since(start))
+}
+
+/// Sends `cmd` on the worker's client and classifies the result; returns when the call completed
+/// (before the client reacts to an error, e.g. the raw baseline replacing its connection).
+pub(crate) async fn call<C: AppClient>(client: &mut C, cmd: &Cmd) -> (CallOutcome, Instant) {
     let result = cmd.query_async::<Value>(client.conn()).await;
-    let latency = start.elapsed();
+    let done = Instant::now();
     let outcome = CallOutcome::of(&result);
     if let Err(err) = &result {
         client.after_error(err).await;
     }
-    (outcome, latency)
+    (outcome, done)
 }
 
 #[cfg(test)]
@@ -141,10 +235,16 @@ mod tests {
         assert_eq!(tally.errors_by_kind.get("io"), Some(&2));
         assert_eq!(tally.errors_by_kind.get("BUSY"), Some(&1));
 
+        tally.record(CallOutcome::Failed(
+            ErrorKind::RejectedLocally.as_str().into(),
+        ));
+        assert_eq!((tally.failed, tally.rejected_locally), (2, 1));
+        assert!(!CallOutcome::Ambiguous("rejected_locally".into()).is_rejected_locally());
+
         let mut total = Tally::default();
         total.merge(&tally);
         total.merge(&tally);
-        assert_eq!(total.ops(), 10);
+        assert_eq!((total.ops(), total.rejected_locally), (12, 2));
         assert_eq!(total.errors_by_kind.get("io"), Some(&4));
     }
 

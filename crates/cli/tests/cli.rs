@@ -80,11 +80,22 @@ async fn help_lists_the_subcommands() {
         "--value-size",
         "--key",
         "--deadline-ms",
+        "--rate",
+        "--series",
         "--json",
     ] {
         assert!(
             stdout(&output).contains(flag),
             "bench --help does not mention {flag}"
+        );
+    }
+    assert!(stdout(&output).contains("naive"), "--client naive missing");
+    let output = run(&["demo", "--help"], Duration::from_secs(10)).await;
+    assert!(output.status.success());
+    for word in ["--scenario", "overload", "faults", "--capacity-ops-per-sec"] {
+        assert!(
+            stdout(&output).contains(word),
+            "demo --help does not mention {word}"
         );
     }
 }
@@ -156,6 +167,19 @@ async fn bad_flags_are_usage_errors() {
             "--deadline-ms",
             "0",
         ],
+        &["bench", "--url", "redis://127.0.0.1:6379", "--rate", "0"],
+        &["bench", "--url", "redis://127.0.0.1:6379", "--rate", "-5"],
+        &["bench", "--url", "redis://127.0.0.1:6379", "--series"],
+        &[
+            "bench",
+            "--cluster",
+            "redis://127.0.0.1:6379",
+            "--client",
+            "naive",
+        ],
+        &["demo", "--scenario", "overload", "--topology", "cluster"],
+        &["demo", "--scenario", "overload", "--step-secs", "0"],
+        &["demo", "--scenario", "nope"],
         &["bench"],
         &["nonsense"],
     ] {

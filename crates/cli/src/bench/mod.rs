@@ -1,10 +1,15 @@
-//! `resilient-redis bench`: closed-loop load from N tasks against one server, a Sentinel master
-//! or a cluster, for either client.
+//! `resilient-redis bench`: load from N tasks against one server, a Sentinel master or a cluster,
+//! for any client (`resilient`, `raw`, `naive`; `naive` drives one server, not a cluster).
 //!
 //! # Behavior
 //! - The target is `--url`, `--sentinel ... --master NAME` or `--cluster ...` (exactly one; see
 //!   [`crate::target`]). The report has the same fields whatever the target.
-//! - Each of `--concurrency` tasks sends one call at a time until `--duration` has passed.
+//! - Closed loop (default): each of `--concurrency` tasks sends one call at a time until
+//!   `--duration` has passed.
+//! - Open loop (`--rate R`): calls are offered at `R` per second for `--duration` and handed to
+//!   `--concurrency` callers; a call that finds every caller busy is dropped (counted as offered
+//!   and dropped, never as a success); latency counts from each call's due time. See
+//!   [`crate::open_loop`]. `--series` adds per-second figures.
 //! - `get-set` alternates SET and GET of keys drawn uniformly from `bench:0 .. bench:{keys-1}`
 //!   with a seeded RNG (`--seed`); `incr` INCRs `--key` from every task.
 //! - Every completed call is counted once as ok, failed or ambiguous, and its latency goes into
@@ -14,7 +19,6 @@
 
 mod report;
 
-use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,19 +26,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use clap::Args;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rand::rngs::SmallRng;
-use rand::{RngExt, SeedableRng};
 use tokio::time::{Duration, Instant};
 
 use crate::client::{
-    AppClient, ClientKind, RawClient, RawCluster, connect_cluster, connect_resilient, preflight,
-    sentinel_master_url,
+    AppClient, ClientKind, NaiveClient, RawClient, RawCluster, connect_cluster, connect_resilient,
+    preflight, sentinel_master_url,
 };
 use crate::error::CliError;
+use crate::open_loop::{self, Step, Timeline};
 use crate::target::{Target, TargetArgs};
-use crate::units::{parse_millis, parse_seconds};
-use crate::workload::{Tally, Workload, timed_call};
-use report::BenchReport;
+use crate::units::{parse_millis, parse_rate, parse_seconds};
+use crate::workload::{Commands, Mix, Tally, Workload, timed_call};
+use report::{BenchReport, OpenLoopFigures};
 
 /// Extra time given to calls in flight at the end of the run before the client is declared hung.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -50,7 +53,7 @@ pub(crate) struct BenchArgs {
     /// Command mix.
     #[arg(long, value_enum, default_value_t = Workload::GetSet)]
     workload: Workload,
-    /// Number of concurrent tasks, each with one call in flight.
+    /// Number of concurrent tasks (callers with --rate), each with one call in flight.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     concurrency: u32,
     /// Run time in seconds (fractions allowed).
@@ -67,9 +70,17 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value = "bench:counter", value_name = "NAME")]
     key: String,
     /// Total deadline per call in ms (resilient: overrides the client's default deadline;
-    /// raw: sets redis-rs's response timeout, default 500 ms).
+    /// naive: how long it keeps retrying, default 5000; raw: sets redis-rs's response timeout,
+    /// default 500 ms).
     #[arg(long, value_parser = parse_millis, value_name = "MS")]
     deadline_ms: Option<Duration>,
+    /// Open loop: offer this many calls per second, whatever the latency (calls that find all
+    /// --concurrency callers busy are dropped and counted). Without it the bench is closed-loop.
+    #[arg(long, value_parser = parse_rate, value_name = "OPS_PER_SEC")]
+    rate: Option<f64>,
+    /// With --rate: add per-second figures (`series`) to the report.
+    #[arg(long, requires = "rate")]
+    series: bool,
     /// Seed of the key-choice RNG.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -99,6 +110,18 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
             let url = sentinel_master_url(sentinels, master).await?;
             bench(RawClient::connect(&url, deadline).await?, &args, &target).await?
         }
+        (Target::Standalone { url }, ClientKind::Naive) => {
+            bench(NaiveClient::connect(url, deadline).await?, &args, &target).await?
+        }
+        (Target::Sentinel { sentinels, master }, ClientKind::Naive) => {
+            let url = sentinel_master_url(sentinels, master).await?;
+            bench(NaiveClient::connect(&url, deadline).await?, &args, &target).await?
+        }
+        (Target::Cluster { .. }, ClientKind::Naive) => {
+            return Err(CliError::usage(
+                "--client naive drives one server: give --url or --sentinel",
+            ));
+        }
     };
     if args.json {
         let json = serde_json::to_string(&report)
@@ -110,13 +133,9 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What every worker needs to build its calls.
+/// What every closed-loop worker needs to build its calls.
 struct Plan {
-    workload: Workload,
-    keys: u64,
-    value: Vec<u8>,
-    counter_key: String,
-    seed: u64,
+    mix: Arc<Mix>,
     end: Instant,
 }
 
@@ -128,9 +147,14 @@ struct Progress {
 }
 
 /// A histogram of latencies in µs, 1 µs .. 1 h, 3 significant digits.
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // The bounds are constants known to be valid (low >= 1, high >= 2 * low, sigfig <= 5).
     Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| unreachable!())
+}
+
+/// How long calls in flight at the end may take before the client is declared hung.
+fn drain_limit(args: &BenchArgs) -> Duration {
+    args.deadline_ms.unwrap_or(Duration::from_secs(30)) + DRAIN_GRACE
 }
 
 async fn bench<C: AppClient>(
@@ -140,23 +164,100 @@ async fn bench<C: AppClient>(
 ) -> Result<BenchReport, CliError> {
     preflight(&mut client, &target.describe()).await?;
     let before = client.counters();
-    let concurrency = args.concurrency as usize;
-    let start = Instant::now();
-    let plan = Arc::new(Plan {
+    let mix = Arc::new(Mix {
         workload: args.workload,
         keys: args.keys,
         value: vec![b'x'; args.value_size as usize],
         counter_key: args.key.clone(),
         seed: args.seed,
+    });
+    let header = (
+        args.client.name(),
+        args.workload.name(),
+        args.concurrency as usize,
+    );
+    match args.rate {
+        None => {
+            let (tally, histogram, elapsed) = closed_loop(&client, args, mix).await?;
+            let counters = client.counters().since(before);
+            Ok(BenchReport::new(
+                header,
+                elapsed.as_secs_f64(),
+                &tally,
+                counters,
+                &histogram,
+            ))
+        }
+        Some(rate) => {
+            let bucket = Duration::from_secs(1);
+            let drain = drain_limit(args);
+            let buckets = (args.duration + drain).as_secs() as usize + 2;
+            let timeline = Arc::new(Timeline::new(Instant::now(), bucket, buckets));
+            let ticker = (!args.json).then(|| {
+                tokio::spawn(show_open_progress(
+                    args.clone(),
+                    rate,
+                    Arc::clone(&timeline),
+                ))
+            });
+            let steps = [Step {
+                length: args.duration,
+                rate,
+            }];
+            let run = open_loop::run(
+                &client,
+                mix,
+                &steps,
+                args.concurrency as usize,
+                Arc::clone(&timeline),
+                drain,
+                new_histogram,
+            )
+            .await;
+            if let Some(ticker) = ticker {
+                ticker.abort();
+                let _ = ticker.await;
+            }
+            let run = run?;
+            let counters = client.counters().since(before);
+            let report = BenchReport::new(
+                header,
+                run.elapsed.as_secs_f64(),
+                &run.tally,
+                counters,
+                &run.histogram,
+            )
+            .with_open_loop(OpenLoopFigures {
+                rate_per_sec: rate,
+                offered: run.offered,
+                dropped: run.dropped,
+                series: args
+                    .series
+                    .then(|| timeline.report(timeline.used(Instant::now()))),
+            });
+            Ok(report)
+        }
+    }
+}
+
+/// Closed loop: each of `--concurrency` workers sends one call at a time until `--duration`.
+async fn closed_loop<C: AppClient>(
+    client: &C,
+    args: &BenchArgs,
+    mix: Arc<Mix>,
+) -> Result<(Tally, Histogram<u64>, Duration), CliError> {
+    let start = Instant::now();
+    let plan = Arc::new(Plan {
+        mix,
         end: start + args.duration,
     });
     let progress = Arc::new(Progress::default());
-    let workers: Vec<_> = (0..concurrency)
+    let workers: Vec<_> = (0..args.concurrency)
         .map(|index| {
             tokio::spawn(worker(
                 client.clone(),
                 Arc::clone(&plan),
-                index as u64,
+                u64::from(index),
                 Arc::clone(&progress),
             ))
         })
@@ -164,7 +265,7 @@ async fn bench<C: AppClient>(
     let ticker = (!args.json)
         .then(|| tokio::spawn(show_progress(args.clone(), start, Arc::clone(&progress))));
 
-    let drain = args.deadline_ms.unwrap_or(Duration::from_secs(30)) + DRAIN_GRACE;
+    let drain = drain_limit(args);
     let joined =
         tokio::time::timeout_at(plan.end + drain, futures::future::join_all(workers)).await;
     let elapsed = start.elapsed();
@@ -189,14 +290,7 @@ async fn bench<C: AppClient>(
             .add(&worker_histogram)
             .map_err(|err| CliError::runtime(format!("cannot merge latencies: {err}")))?;
     }
-    let retries = client.counters().since(before).retries;
-    Ok(BenchReport::new(
-        (args.client.name(), args.workload.name(), concurrency),
-        elapsed.as_secs_f64(),
-        &tally,
-        retries,
-        &histogram,
-    ))
+    Ok((tally, histogram, elapsed))
 }
 
 async fn worker<C: AppClient>(
@@ -205,37 +299,11 @@ async fn worker<C: AppClient>(
     index: u64,
     progress: Arc<Progress>,
 ) -> (Tally, Histogram<u64>) {
-    let mut rng = SmallRng::seed_from_u64(
-        plan.seed
-            .wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-    );
+    let mut commands = Commands::new(Arc::clone(&plan.mix), index);
     let mut tally = Tally::default();
     let mut histogram = new_histogram();
-    let mut key = String::with_capacity(32);
-    let mut set_next = true;
-    let mut incr = redis::cmd("INCR");
-    incr.arg(&plan.counter_key);
     while Instant::now() < plan.end {
-        let get_or_set;
-        let cmd = match plan.workload {
-            Workload::Incr => &incr,
-            Workload::GetSet => {
-                key.clear();
-                let _ = write!(key, "bench:{}", rng.random_range(0..plan.keys));
-                get_or_set = if set_next {
-                    let mut set = redis::cmd("SET");
-                    set.arg(&key).arg(&plan.value);
-                    set
-                } else {
-                    let mut get = redis::cmd("GET");
-                    get.arg(&key);
-                    get
-                };
-                set_next = !set_next;
-                &get_or_set
-            }
-        };
-        let (outcome, latency) = timed_call(&mut client, cmd).await;
+        let (outcome, latency) = timed_call(&mut client, commands.next_cmd()).await;
         histogram.saturating_record(
             u64::try_from(latency.as_micros())
                 .unwrap_or(u64::MAX)
@@ -276,6 +344,36 @@ async fn show_progress(args: BenchArgs, start: Instant, progress: Arc<Progress>)
             ops,
             rate,
             progress.errors.load(Ordering::Relaxed),
+        ));
+        bar.tick();
+    }
+}
+
+/// Redraws the open-loop progress line on stderr every 250 ms until aborted.
+async fn show_open_progress(args: BenchArgs, rate: f64, timeline: Arc<Timeline>) {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let _clear = ClearOnDrop(bar.clone());
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let elapsed = timeline.start().elapsed();
+        let total = timeline.sum(0, usize::MAX);
+        bar.set_message(format!(
+            "{} {} rate {rate:.0}/s c={}  {:.1}/{:.1} s  offered {}  ok {}  errors {}  dropped {}  attempts {}",
+            args.client.name(),
+            args.workload.name(),
+            args.concurrency,
+            elapsed.as_secs_f64(),
+            args.duration.as_secs_f64(),
+            total.offered,
+            total.ok,
+            total.failed + total.ambiguous,
+            total.dropped,
+            total.attempts,
         ));
         bar.tick();
     }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::client::ClientCounters;
+use crate::open_loop::BucketReport;
 use crate::workload::Tally;
 
 /// Latency percentiles in microseconds.
@@ -37,10 +39,11 @@ impl LatencyUs {
 
 /// One bench run, as printed by `bench --json`.
 ///
-/// `ops = ok + failed + ambiguous` counts completed application-level calls.
+/// `ops = ok + failed + ambiguous` counts completed application-level calls. With `--rate`,
+/// `offered = ops + dropped` as well.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct BenchReport {
-    /// `"resilient"` or `"raw"`.
+    /// `"resilient"`, `"raw"` or `"naive"`.
     pub(crate) client: &'static str,
     /// `"get-set"` or `"incr"`.
     pub(crate) workload: &'static str,
@@ -58,25 +61,65 @@ pub(crate) struct BenchReport {
     pub(crate) ambiguous: u64,
     /// Attempts the client repeated on its own during the run.
     pub(crate) retries: u64,
+    /// Requests actually sent to the server, retries included (resilient and naive: counted by
+    /// the client; raw: one per call sent).
+    pub(crate) attempts: u64,
+    /// Calls the client refused locally without sending them (adaptive throttling); they are
+    /// also counted in `failed`.
+    pub(crate) rejected_locally: u64,
     /// `ops / duration_s`.
     pub(crate) ops_per_sec: f64,
-    /// Latency of completed calls.
+    /// Successful calls per second: `ok / duration_s`.
+    pub(crate) goodput_per_sec: f64,
+    /// Latency of completed calls (with `--rate`: from each call's due time).
     pub(crate) latency_us: LatencyUs,
     /// Failed and ambiguous calls by error kind.
     pub(crate) errors_by_kind: BTreeMap<String, u64>,
+    /// With `--rate`: the offered rate asked for, in calls per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rate_per_sec: Option<f64>,
+    /// With `--rate`: calls offered (due during the run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) offered: Option<u64>,
+    /// With `--rate`: offered calls that found every caller busy and were not sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dropped: Option<u64>,
+    /// With `--series`: per-second figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) series: Option<Vec<BucketReport>>,
+}
+
+/// What an open-loop run adds to the report.
+#[derive(Clone, Debug)]
+pub(crate) struct OpenLoopFigures {
+    /// The offered rate asked for.
+    pub(crate) rate_per_sec: f64,
+    /// Calls offered.
+    pub(crate) offered: u64,
+    /// Calls dropped.
+    pub(crate) dropped: u64,
+    /// Per-second figures, when asked for.
+    pub(crate) series: Option<Vec<BucketReport>>,
 }
 
 impl BenchReport {
-    /// Assembles the report from the merged counts.
+    /// Assembles the report from the merged counts and the client's counters over the run.
     pub(crate) fn new(
         header: (&'static str, &'static str, usize),
         duration_s: f64,
         tally: &Tally,
-        retries: u64,
+        counters: ClientCounters,
         histogram: &Histogram<u64>,
     ) -> BenchReport {
         let (client, workload, concurrency) = header;
         let ops = tally.ops();
+        let per_sec = |count: u64| {
+            if duration_s > 0.0 {
+                count as f64 / duration_s
+            } else {
+                0.0
+            }
+        };
         BenchReport {
             client,
             workload,
@@ -86,14 +129,28 @@ impl BenchReport {
             ok: tally.ok,
             failed: tally.failed,
             ambiguous: tally.ambiguous,
-            retries,
-            ops_per_sec: if duration_s > 0.0 {
-                ops as f64 / duration_s
-            } else {
-                0.0
-            },
+            retries: counters.retries,
+            attempts: counters.attempts.unwrap_or(ops),
+            rejected_locally: tally.rejected_locally,
+            ops_per_sec: per_sec(ops),
+            goodput_per_sec: per_sec(tally.ok),
             latency_us: LatencyUs::of(histogram),
             errors_by_kind: tally.errors_by_kind.clone(),
+            rate_per_sec: None,
+            offered: None,
+            dropped: None,
+            series: None,
+        }
+    }
+
+    /// The same report with the figures of an open-loop run.
+    pub(crate) fn with_open_loop(self, figures: OpenLoopFigures) -> BenchReport {
+        BenchReport {
+            rate_per_sec: Some(figures.rate_per_sec),
+            offered: Some(figures.offered),
+            dropped: Some(figures.dropped),
+            series: figures.series,
+            ..self
         }
     }
 
@@ -119,6 +176,19 @@ impl BenchReport {
             self.latency_us.p999,
             self.latency_us.max,
         );
+        if let (Some(rate), Some(offered), Some(dropped)) =
+            (self.rate_per_sec, self.offered, self.dropped)
+        {
+            let amplification = if offered > 0 {
+                self.attempts as f64 / offered as f64
+            } else {
+                0.0
+            };
+            out.push_str(&format!(
+                "\noffered {offered} at {rate:.0}/s  dropped {dropped}  attempts {} ({amplification:.2} per offered call)  rejected locally {}\ngoodput {:.0} ok/s",
+                self.attempts, self.rejected_locally, self.goodput_per_sec
+            ));
+        }
         if !self.errors_by_kind.is_empty() {
             let kinds: Vec<String> = self
                 .errors_by_kind
@@ -148,7 +218,13 @@ mod tests {
         for us in 1..=100 {
             histogram.record(us).expect("in range");
         }
-        let report = BenchReport::new(("raw", "get-set", 4), 2.0, &tally, 0, &histogram);
+        let report = BenchReport::new(
+            ("raw", "get-set", 4),
+            2.0,
+            &tally,
+            ClientCounters::default(),
+            &histogram,
+        );
         let json = serde_json::to_value(&report).expect("serializes");
         let object = json.as_object().expect("an object");
         let keys: Vec<&str> = object.keys().map(String::as_str).collect();
@@ -162,7 +238,10 @@ mod tests {
             "failed",
             "ambiguous",
             "retries",
+            "attempts",
+            "rejected_locally",
             "ops_per_sec",
+            "goodput_per_sec",
             "latency_us",
             "errors_by_kind",
         ];
@@ -175,5 +254,21 @@ mod tests {
         assert_eq!(json["latency_us"]["p50"], 50);
         assert_eq!(json["latency_us"]["max"], 100);
         assert_eq!(json["errors_by_kind"]["io"], 1);
+        assert_eq!(json["attempts"], 9, "raw: one attempt per call sent");
+        assert_eq!(json["goodput_per_sec"], 3.5);
+
+        let open = report.with_open_loop(OpenLoopFigures {
+            rate_per_sec: 6.0,
+            offered: 12,
+            dropped: 3,
+            series: Some(Vec::new()),
+        });
+        let json = serde_json::to_value(&open).expect("serializes");
+        assert_eq!(
+            (&json["offered"], &json["dropped"], &json["rate_per_sec"]),
+            (&12.into(), &3.into(), &6.0.into())
+        );
+        assert!(json["series"].is_array());
+        assert!(open.human().contains("dropped 3"), "{}", open.human());
     }
 }

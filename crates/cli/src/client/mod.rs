@@ -2,6 +2,9 @@
 //!
 //! - `resilient`: [`resilient_redis::Client`] with its defaults (or `--deadline-ms`), for one
 //!   server or through Sentinel; [`resilient_redis::ClusterClient`] for a cluster.
+//! - `naive`: the usual hand-written retry loop, kept as the anti-pattern to compare against
+//!   (see [`NaiveClient`]): it retries every connection error and `THROTTLED` on a fixed
+//!   exponential schedule, with no jitter and no budget, until the call's deadline.
 //! - `raw`: the baseline, a plain redis-rs `MultiplexedConnection` with redis-rs defaults and no
 //!   retries. A broken `MultiplexedConnection` stays broken forever, so — as a hand-written app
 //!   would — a raw worker that sees an unrecoverable error (dropped connection, I/O failure) asks
@@ -11,6 +14,7 @@
 //!   on that address (what a naive app does); for a cluster it is redis-rs's async cluster
 //!   connection with its defaults ([`RawCluster`]).
 
+mod naive;
 mod raw;
 mod raw_cluster;
 
@@ -24,6 +28,7 @@ use redis::aio::ConnectionLike;
 use crate::error::CliError;
 use crate::target::{Target, sentinel_url};
 
+pub(crate) use naive::NaiveClient;
 pub(crate) use raw::{RawClient, sentinel_master_url};
 pub(crate) use raw_cluster::RawCluster;
 
@@ -34,14 +39,18 @@ pub(crate) enum ClientKind {
     Resilient,
     /// Baseline: a plain redis-rs MultiplexedConnection, no retries (replaced after it breaks).
     Raw,
+    /// Anti-pattern: a MultiplexedConnection that retries every connection error and THROTTLED
+    /// after 10, 20, 40 ... ms (capped at 1 s), no jitter, no budget, until --deadline-ms.
+    Naive,
 }
 
 impl ClientKind {
-    /// The name used in reports (`"resilient"` / `"raw"`).
+    /// The name used in reports (`"resilient"` / `"raw"` / `"naive"`).
     pub(crate) fn name(self) -> &'static str {
         match self {
             ClientKind::Resilient => "resilient",
             ClientKind::Raw => "raw",
+            ClientKind::Naive => "naive",
         }
     }
 }
@@ -53,6 +62,11 @@ pub(crate) struct ClientCounters {
     pub(crate) retries: u64,
     /// New connections opened after a breakage.
     pub(crate) reconnects: u64,
+    /// Attempts sent to the server, retries included; `None` when the client does not count
+    /// them because it sends each call exactly once (raw: attempts = calls sent).
+    pub(crate) attempts: Option<u64>,
+    /// Calls the client refused locally (adaptive throttling) without sending them.
+    pub(crate) rejected_locally: u64,
 }
 
 impl ClientCounters {
@@ -61,6 +75,12 @@ impl ClientCounters {
         ClientCounters {
             retries: self.retries.saturating_sub(earlier.retries),
             reconnects: self.reconnects.saturating_sub(earlier.reconnects),
+            attempts: self
+                .attempts
+                .map(|now| now.saturating_sub(earlier.attempts.unwrap_or(0))),
+            rejected_locally: self
+                .rejected_locally
+                .saturating_sub(earlier.rejected_locally),
         }
     }
 }
@@ -94,6 +114,8 @@ impl AppClient for resilient_redis::Client {
         ClientCounters {
             retries: stats.retries,
             reconnects: stats.reconnects,
+            attempts: Some(stats.attempts),
+            rejected_locally: stats.rejected_locally,
         }
     }
 }
@@ -113,6 +135,8 @@ impl AppClient for resilient_redis::ClusterClient {
         ClientCounters {
             retries: stats.retries,
             reconnects: stats.refreshes,
+            attempts: Some(stats.attempts),
+            rejected_locally: stats.rejected_locally,
         }
     }
 }

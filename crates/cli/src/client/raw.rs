@@ -61,6 +61,11 @@ impl RawClient {
         })
     }
 
+    /// The connection this handle uses now (without picking up a replacement).
+    pub(super) fn current(&self) -> &MultiplexedConnection {
+        &self.conn
+    }
+
     /// Picks up a replacement connection another worker opened.
     fn refresh(&mut self) {
         let generation = self.shared.generation.load(Ordering::Acquire);
@@ -76,7 +81,7 @@ impl RawClient {
     }
 
     /// Replaces the shared connection unless another worker already did since we last looked.
-    async fn reconnect(&mut self) {
+    pub(super) async fn reconnect(&mut self) {
         let shared = Arc::clone(&self.shared);
         {
             let _guard = shared.reconnecting.lock().await;
@@ -151,6 +156,8 @@ impl AppClient for RawClient {
         ClientCounters {
             retries: 0,
             reconnects: self.shared.reconnects.load(Ordering::Relaxed),
+            attempts: None,
+            rejected_locally: 0,
         }
     }
 }
@@ -181,7 +188,9 @@ mod tests {
             first.counters(),
             ClientCounters {
                 retries: 0,
-                reconnects: 1
+                reconnects: 1,
+                attempts: None,
+                rejected_locally: 0,
             }
         );
         assert_eq!(timed_call(&mut first, &ping).await.0, CallOutcome::Ok);

@@ -47,9 +47,23 @@ impl LiveView {
 
     /// Shows the state at `elapsed` into the demo.
     pub(crate) fn draw(&mut self, elapsed: Duration, phase: &str, clients: &[ClientLine]) {
+        self.show(
+            elapsed,
+            || render_block(elapsed, phase, clients),
+            || render_plain(elapsed, phase, clients),
+        );
+    }
+
+    /// Shows any view: `block` on a terminal, `plain` otherwise (each rendered only if shown).
+    pub(crate) fn show(
+        &mut self,
+        elapsed: Duration,
+        block: impl FnOnce() -> Vec<String>,
+        plain: impl FnOnce() -> String,
+    ) {
         let mut out = std::io::stdout().lock();
         if self.tty {
-            let lines = render_block(elapsed, phase, clients);
+            let lines = block();
             if self.drawn > 0 {
                 let _ = write!(out, "\x1b[{}A", self.drawn);
             }
@@ -65,7 +79,7 @@ impl LiveView {
                 return;
             }
             self.last_plain = Some(elapsed);
-            let _ = writeln!(out, "{}", render_plain(elapsed, phase, clients));
+            let _ = writeln!(out, "{}", plain());
         }
         let _ = out.flush();
     }

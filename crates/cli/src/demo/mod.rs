@@ -2,6 +2,8 @@
 //! faults injected one after another, a live view, a table per fault and a chart.
 //!
 //! # Behavior
+//! - `--scenario` picks what is shown: `faults` (the default, everything below) or `overload`
+//!   (see [`overload`]: three clients against a capacity-limited server, load stepping to 2x).
 //! - `--topology` picks the demo (see [`Topology`]); without it the Sentinel demo runs when
 //!   `redis-sentinel` is installed, else the standalone one (saying why).
 //! - Standalone: starts a redis-server on a free loopback port through `redis-lab` (if
@@ -26,6 +28,7 @@
 
 mod faults;
 mod live;
+mod overload;
 mod table;
 mod timeline;
 mod topologies;
@@ -63,8 +66,11 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Arguments of `resilient-redis demo`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct DemoArgs {
-    /// Which deployment to run (default: sentinel when redis-sentinel is installed, else
-    /// standalone).
+    /// What the demo shows: faults injected under load, or overload.
+    #[arg(long, value_enum, default_value_t = Scenario::Faults)]
+    scenario: Scenario,
+    /// Which deployment to run for the faults scenario (default: sentinel when redis-sentinel is
+    /// installed, else standalone).
     #[arg(long, value_enum, value_name = "KIND")]
     topology: Option<Topology>,
     /// Directory the chart is written to.
@@ -76,9 +82,39 @@ pub(crate) struct DemoArgs {
     /// Baseline length, and how long each fault is watched after it ends, in ms.
     #[arg(long, default_value = "2500", value_parser = parse_millis, value_name = "MS")]
     settle_ms: Duration,
-    /// Width of the chart's time buckets in ms.
+    /// Width of the chart's time buckets in ms (faults scenario; overload uses 1 s).
     #[arg(long, default_value = "250", value_parser = parse_millis, value_name = "MS")]
     bucket_ms: Duration,
+    /// Overload: the capacity of the server (each client's proxy), in commands per second.
+    #[arg(long, default_value_t = 2000, value_name = "OPS_PER_SEC",
+          value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
+    capacity_ops_per_sec: u32,
+    /// Overload: length of each load step (0.5x, 1x, 1.5x, 2x the capacity), whole seconds.
+    #[arg(long, default_value = "5", value_parser = parse_whole_seconds, value_name = "SECS")]
+    step_secs: Duration,
+    /// Overload: concurrent callers per client.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    callers: u32,
+}
+
+/// What the demo shows (`--scenario`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Scenario {
+    /// Faults injected under load (client kill, stall, restart, busy script, or a failover).
+    Faults,
+    /// A capacity-limited server, offered load stepping to 2x its capacity; resilient, naive and
+    /// raw clients side by side.
+    Overload,
+}
+
+/// Parses a whole number of seconds from 1 to 60.
+fn parse_whole_seconds(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(secs @ 1..=60) => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "{text:?} is not a whole number of seconds from 1 to 60"
+        )),
+    }
 }
 
 /// The deployment the demo runs (`--topology`).
@@ -118,19 +154,27 @@ impl Topology {
 
 /// Runs the demo; Ctrl-C stops it and the lab servers with it (exit 130).
 pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
+    if args.scenario == Scenario::Overload && args.topology.is_some() {
+        return Err(CliError::usage(
+            "--topology goes with --scenario faults (overload runs one server)",
+        ));
+    }
     let path = std::env::var_os("PATH");
     let (topology, why) = Topology::resolve(args.topology, path.as_deref());
-    if let Some(why) = why {
+    if let Some(why) = why
+        && args.scenario == Scenario::Faults
+    {
         println!("{why}");
     }
     let demo = async {
         std::fs::create_dir_all(&args.out).map_err(|err| {
             CliError::runtime(format!("cannot create --out {}: {err}", args.out.display()))
         })?;
-        match topology {
-            Topology::Standalone => run_standalone(&args).await,
-            Topology::Sentinel => topologies::run_sentinel(&args).await,
-            Topology::Cluster => topologies::run_cluster(&args).await,
+        match (args.scenario, topology) {
+            (Scenario::Overload, _) => overload::run(&args).await,
+            (Scenario::Faults, Topology::Standalone) => run_standalone(&args).await,
+            (Scenario::Faults, Topology::Sentinel) => topologies::run_sentinel(&args).await,
+            (Scenario::Faults, Topology::Cluster) => topologies::run_cluster(&args).await,
         }
     };
     tokio::select! {

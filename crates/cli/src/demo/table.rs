@@ -92,6 +92,7 @@ mod tests {
             ClientCounters {
                 retries: 1,
                 reconnects: 0,
+                ..ClientCounters::default()
             },
         )];
         let after = vec![(
@@ -104,6 +105,7 @@ mod tests {
             ClientCounters {
                 retries: 4,
                 reconnects: 1,
+                ..ClientCounters::default()
             },
         )];
         let row = PhaseRow::between("kill".to_owned(), &before, &after);
@@ -118,7 +120,8 @@ mod tests {
                 },
                 ClientCounters {
                     retries: 3,
-                    reconnects: 1
+                    reconnects: 1,
+                    ..ClientCounters::default()
                 }
             )]
         );

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Overload benchmark: each client (resilient, naive, raw) offered 2x the capacity of a throttling
+# proxy (open loop, 200 callers), one fresh proxy per client in front of the same lab server.
+# Prints goodput, attempts per offered call, dropped calls and p99 per client, with the proxy's
+# own counts, and checks the resilient client's targets (goodput >= 0.9 x capacity,
+# attempts/offered <= 1.1). Exit 1 if a target is missed.
+#
+#   scripts/bench-overload.sh                      # capacity 1000/s, 20 s per client
+#   CAPACITY=2000 SECS=10 CLIENTS="resilient naive" scripts/bench-overload.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CAPACITY=${CAPACITY:-1000}
+SECS=${SECS:-20}
+CALLERS=${CALLERS:-200}
+CLIENTS=${CLIENTS:-"resilient naive raw"}
+RATE=$((2 * CAPACITY))
+
+echo "==> building (release)" >&2
+cargo build --release --quiet -p resilient-redis-cli
+bin="${CARGO_TARGET_DIR:-target}/release/resilient-redis"
+
+# A lab redis-server that lives as long as this script holds the pipe to its stdin.
+coproc LAB { exec "$bin" lab-server; }
+lab_pid=$LAB_PID lab_in=${LAB[1]} lab_out=${LAB[0]}
+work=$(mktemp -d)
+cleanup() { exec {lab_in}>&- 2>/dev/null || true; wait "$lab_pid" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+read -r url <&"$lab_out"
+upstream=${url#redis://}
+echo "==> lab server at $url; capacity $CAPACITY/s, offered $RATE/s, $CALLERS callers, $SECS s per client" >&2
+
+field() { sed -E "s/.*\"$1\":([0-9.eE+-]+).*/\1/" <<<"$2"; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+printf '%-10s %10s %12s %17s %8s %8s %9s %10s %10s\n' client "goodput/s" "x capacity" "attempts/offered" dropped failed "p99 ms" forwarded throttled
+status=0
+for client in $CLIENTS; do
+  # A fresh proxy per client; it stops (printing its counters) when its stdin closes.
+  listen="127.0.0.1:$(free_port)"
+  rm -f "$work/in" && mkfifo "$work/in"
+  "$bin" proxy --listen "$listen" --upstream "$upstream" --throttle-ops-per-sec "$CAPACITY" \
+    --json --until-stdin-closes <"$work/in" >"$work/out" &
+  proxy_pid=$!
+  exec {proxy_in}>"$work/in"
+  for _ in $(seq 100); do grep -q listening "$work/out" && break; sleep 0.1; done
+  grep -q listening "$work/out" || { echo "error: the proxy did not start" >&2; exit 1; }
+  json=$("$bin" bench --url "redis://$listen" --client "$client" --rate "$RATE" \
+    --concurrency "$CALLERS" --duration "$SECS" --json)
+  exec {proxy_in}>&-
+  wait "$proxy_pid"
+  counters=$(tail -n 1 "$work/out")
+  line=$(awk -v c="$client" -v cap="$CAPACITY" \
+    -v g="$(field goodput_per_sec "$json")" -v a="$(field attempts "$json")" \
+    -v o="$(field offered "$json")" -v d="$(field dropped "$json")" -v f="$(field failed "$json")" \
+    -v p="$(field p99 "$json")" -v fw="$(field commands_forwarded "$counters")" \
+    -v th="$(field commands_throttled "$counters")" 'BEGIN {
+      printf "%-10s %10.0f %12.2f %17.3f %8d %8d %9.1f %10d %10d", c, g, g / cap, a / o, d, f, p / 1000, fw, th
+      if (c == "resilient") printf "  %s", (g >= 0.9 * cap && a / o <= 1.1) ? "ok" : "MISSED"
+      printf "\n"
+    }')
+  echo "$line"
+  [[ $line == *MISSED ]] && status=1
+done
+echo "(targets for resilient: goodput >= 0.9 x capacity, attempts/offered <= 1.1; naive and raw are shown for comparison)"
+exit $status
