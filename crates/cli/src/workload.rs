@@ -18,8 +18,10 @@ use crate::client::AppClient;
 pub(crate) enum Workload {
     /// Each task alternates SET and GET of random keys.
     GetSet,
-    /// Every task INCRs the same key.
+    /// Every task INCRs the same key (`--key`).
     Incr,
+    /// Every task LPUSHes the value (`--value-size` bytes) onto the same list (`--key`).
+    Lpush,
 }
 
 impl Workload {
@@ -28,6 +30,7 @@ impl Workload {
         match self {
             Workload::GetSet => "get-set",
             Workload::Incr => "incr",
+            Workload::Lpush => "lpush",
         }
     }
 }
@@ -49,13 +52,14 @@ pub(crate) struct Mix {
 
 /// The calls of one task, in order: get-set alternates SET and GET of keys drawn uniformly from
 /// `bench:0 .. bench:{keys-1}` with an RNG seeded from the mix's seed and the task's index;
-/// incr INCRs the counter key.
+/// incr INCRs the counter key; lpush LPUSHes the value onto it.
 pub(crate) struct Commands {
     mix: std::sync::Arc<Mix>,
     rng: SmallRng,
     key: String,
     set_next: bool,
-    incr: Cmd,
+    /// The one command of the single-key workloads (INCR or LPUSH).
+    fixed: Cmd,
     current: Cmd,
 }
 
@@ -66,14 +70,24 @@ impl Commands {
             mix.seed
                 .wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         );
-        let mut incr = redis::cmd("INCR");
-        incr.arg(&mix.counter_key);
+        let fixed = match mix.workload {
+            Workload::Lpush => {
+                let mut lpush = redis::cmd("LPUSH");
+                lpush.arg(&mix.counter_key).arg(&mix.value);
+                lpush
+            }
+            _ => {
+                let mut incr = redis::cmd("INCR");
+                incr.arg(&mix.counter_key);
+                incr
+            }
+        };
         Commands {
             mix,
             rng,
             key: String::with_capacity(32),
             set_next: true,
-            incr,
+            fixed,
             current: Cmd::new(),
         }
     }
@@ -81,7 +95,7 @@ impl Commands {
     /// The next call.
     pub(crate) fn next_cmd(&mut self) -> &Cmd {
         match self.mix.workload {
-            Workload::Incr => &self.incr,
+            Workload::Incr | Workload::Lpush => &self.fixed,
             Workload::GetSet => {
                 self.key.clear();
                 let _ = write!(

@@ -343,6 +343,66 @@ async fn bench_json_is_one_object_with_the_fields() {
     );
 }
 
+/// `--exactly-once` with the incr and lpush workloads: the server's count equals the successes,
+/// and the mode is refused for other clients.
+#[tokio::test]
+async fn bench_exactly_once_counts_each_write_once() {
+    let server = RedisServer::start().await.expect("lab server");
+    let url = server.url();
+    let mut admin = server.admin().await.expect("admin connection");
+    for (workload, key, count) in [("incr", "xo:counter", "GET"), ("lpush", "xo:list", "LLEN")] {
+        let output = run(
+            &[
+                "bench",
+                "--url",
+                &url,
+                "--workload",
+                workload,
+                "--key",
+                key,
+                "--exactly-once",
+                "--concurrency",
+                "4",
+                "--duration",
+                "1",
+                "--json",
+            ],
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(output.status.success(), "{workload}: {}", stderr(&output));
+        let report = one_json_object(&output);
+        assert_bench_report(&report, "resilient", workload, 4);
+        assert_eq!(report["exactly_once"], Value::Bool(true));
+        let value: u64 = redis::cmd(count)
+            .arg(key)
+            .query_async(&mut admin)
+            .await
+            .expect("count");
+        assert_eq!(value, report["ok"].as_u64().expect("ok"), "{workload}");
+    }
+    let output = run(
+        &[
+            "bench",
+            "--url",
+            &url,
+            "--client",
+            "raw",
+            "--exactly-once",
+            "--duration",
+            "1",
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--exactly-once"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[tokio::test]
 async fn health_json_exit_codes_follow_the_server() {
     let mut server = RedisServer::start().await.expect("lab server");

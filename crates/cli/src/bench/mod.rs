@@ -29,8 +29,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::{Duration, Instant};
 
 use crate::client::{
-    AppClient, ClientKind, NaiveClient, RawClient, RawCluster, connect_cluster, connect_resilient,
-    preflight, sentinel_master_url,
+    AppClient, ClientKind, ExactlyOnceApp, NaiveClient, RawClient, RawCluster, connect_cluster,
+    connect_resilient, preflight, sentinel_master_url,
 };
 use crate::error::CliError;
 use crate::open_loop::{self, Step, Timeline};
@@ -78,6 +78,10 @@ pub(crate) struct BenchArgs {
     /// --concurrency callers busy are dropped and counted). Without it the bench is closed-loop.
     #[arg(long, value_parser = parse_rate, value_name = "OPS_PER_SEC")]
     rate: Option<f64>,
+    /// Resilient client only: send every call through idempotency tokens checked by a
+    /// server-side script (exactly-once writes; see resilient_redis::ExactlyOnce).
+    #[arg(long)]
+    exactly_once: bool,
     /// With --rate: add per-second figures (`series`) to the report.
     #[arg(long, requires = "rate")]
     series: bool,
@@ -93,7 +97,30 @@ pub(crate) struct BenchArgs {
 pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     let target = args.target.target()?;
     let deadline = args.deadline_ms;
+    if args.exactly_once && args.client != ClientKind::Resilient {
+        return Err(CliError::usage(
+            "--exactly-once needs --client resilient (it is a mode of the resilient client)",
+        ));
+    }
     let report = match (&target, args.client) {
+        (Target::Cluster { urls }, ClientKind::Resilient) if args.exactly_once => {
+            let client = connect_cluster(urls, deadline).await?;
+            bench(
+                ExactlyOnceApp::<resilient_redis::ClusterClient>::new(client)?,
+                &args,
+                &target,
+            )
+            .await?
+        }
+        (_, ClientKind::Resilient) if args.exactly_once => {
+            let client = connect_resilient(&target, deadline).await?;
+            bench(
+                ExactlyOnceApp::<resilient_redis::Client>::new(client)?,
+                &args,
+                &target,
+            )
+            .await?
+        }
         (Target::Cluster { urls }, ClientKind::Resilient) => {
             bench(connect_cluster(urls, deadline).await?, &args, &target).await?
         }
@@ -122,6 +149,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
                 "--client naive drives one server: give --url or --sentinel",
             ));
         }
+    };
+    let report = BenchReport {
+        exactly_once: args.exactly_once,
+        ..report
     };
     if args.json {
         let json = serde_json::to_string(&report)

@@ -45,8 +45,10 @@ impl LatencyUs {
 pub(crate) struct BenchReport {
     /// `"resilient"`, `"raw"` or `"naive"`.
     pub(crate) client: &'static str,
-    /// `"get-set"` or `"incr"`.
+    /// `"get-set"`, `"incr"` or `"lpush"`.
     pub(crate) workload: &'static str,
+    /// Whether the calls went through exactly-once idempotency tokens (`--exactly-once`).
+    pub(crate) exactly_once: bool,
     /// Number of concurrent tasks.
     pub(crate) concurrency: usize,
     /// Measured wall time of the run, in seconds.
@@ -123,6 +125,7 @@ impl BenchReport {
         BenchReport {
             client,
             workload,
+            exactly_once: false,
             concurrency,
             duration_s,
             ops,
@@ -157,11 +160,16 @@ impl BenchReport {
     /// The human-readable summary (several lines, no trailing newline).
     pub(crate) fn human(&self) -> String {
         let mut out = format!(
-            "client {}  workload {}  concurrency {}  duration {:.2} s\n\
+            "client {}{}  workload {}  concurrency {}  duration {:.2} s\n\
              ops {}  ok {}  failed {}  ambiguous {}  retries {}\n\
              throughput {:.0} ops/s\n\
              latency µs  p50 {}  p99 {}  p99.9 {}  max {}",
             self.client,
+            if self.exactly_once {
+                " (exactly-once)"
+            } else {
+                ""
+            },
             self.workload,
             self.concurrency,
             self.duration_s,

@@ -120,6 +120,48 @@ impl AppClient for resilient_redis::Client {
     }
 }
 
+/// A resilient client whose calls go through [`resilient_redis::ExactlyOnce`] (`bench
+/// --exactly-once`): every write carries an idempotency token checked by a server-side script.
+#[derive(Clone)]
+pub(crate) struct ExactlyOnceApp<C> {
+    client: C,
+    xo: resilient_redis::ExactlyOnce,
+}
+
+impl ExactlyOnceApp<resilient_redis::Client> {
+    /// Wraps `client` with the default exactly-once settings.
+    pub(crate) fn new(client: resilient_redis::Client) -> Result<Self, CliError> {
+        let xo = client
+            .exactly_once(resilient_redis::ExactlyOnceConfig::default())
+            .map_err(|e| CliError::usage(format!("--exactly-once: {e}")))?;
+        Ok(ExactlyOnceApp { client, xo })
+    }
+}
+
+impl ExactlyOnceApp<resilient_redis::ClusterClient> {
+    /// Wraps `client` with the default exactly-once settings.
+    pub(crate) fn new(client: resilient_redis::ClusterClient) -> Result<Self, CliError> {
+        let xo = client
+            .exactly_once(resilient_redis::ExactlyOnceConfig::default())
+            .map_err(|e| CliError::usage(format!("--exactly-once: {e}")))?;
+        Ok(ExactlyOnceApp { client, xo })
+    }
+}
+
+impl<C: AppClient> AppClient for ExactlyOnceApp<C> {
+    type Conn = resilient_redis::ExactlyOnce;
+
+    fn conn(&mut self) -> &mut Self::Conn {
+        &mut self.xo
+    }
+
+    async fn after_error(&mut self, _err: &RedisError) {}
+
+    fn counters(&self) -> ClientCounters {
+        self.client.counters()
+    }
+}
+
 impl AppClient for resilient_redis::ClusterClient {
     type Conn = resilient_redis::ClusterClient;
 
