@@ -24,7 +24,7 @@ use crate::ConfigError;
 /// Configuration of an [`AdaptiveThrottle`].
 ///
 /// # Default
-/// `k` 2.0, a 10 s window in 10 buckets of 1 s.
+/// `k` 2.0, a 10 s window in 10 buckets of 1 s, a probe at least every 20 ms.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdaptiveThrottleConfig {
     /// The multiplier `K`: how many requests per accepted request may still be sent. At least 1.
@@ -33,6 +33,11 @@ pub struct AdaptiveThrottleConfig {
     pub window: Duration,
     /// How many buckets the window is divided into (its time resolution). From 1 to 1000.
     pub buckets: u32,
+    /// While requests are being rejected, one is let through at least this often whatever the
+    /// formula says, so a window that holds no accepts (the backend refused a burst, then the
+    /// application kept calling in a tight loop) still probes the backend and recovers within
+    /// a second instead of starving itself. `None`: the formula alone.
+    pub probe_interval: Option<Duration>,
 }
 
 impl Default for AdaptiveThrottleConfig {
@@ -41,6 +46,7 @@ impl Default for AdaptiveThrottleConfig {
             k: 2.0,
             window: Duration::from_secs(10),
             buckets: 10,
+            probe_interval: Some(Duration::from_millis(20)),
         }
     }
 }
@@ -68,6 +74,12 @@ impl AdaptiveThrottleConfig {
             return Err(ConfigError::new(
                 "AdaptiveThrottleConfig::buckets",
                 format!("must be from 1 to 1000, got {}", config.buckets),
+            ));
+        }
+        if config.probe_interval.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new(
+                "AdaptiveThrottleConfig::probe_interval",
+                "must be greater than zero (None disables probes)",
             ));
         }
         Ok(())
@@ -102,6 +114,8 @@ struct Inner {
     origin: Instant,
     width: Duration,
     buckets: Mutex<Vec<Bucket>>,
+    /// When a request was last sent, in ns after `origin`.
+    last_admit: std::sync::atomic::AtomicU64,
 }
 
 /// Adaptive client-side throttling over a sliding window. Cheap to clone: clones share counts.
@@ -147,6 +161,7 @@ impl AdaptiveThrottle {
                 config,
                 origin: Instant::now(),
                 width,
+                last_admit: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -208,9 +223,23 @@ impl AdaptiveThrottle {
     /// Records one request at `now` and decides whether to send it (`true`) or reject it
     /// locally (`false`).
     pub fn admit_at<R: Rng + ?Sized>(&self, now: Instant, rng: &mut R) -> bool {
+        use std::sync::atomic::Ordering;
         let p = self.reject_probability_at(now);
         self.with_bucket(now, |b| b.requests += 1);
-        p <= 0.0 || rng.random::<f64>() >= p
+        let nanos = now.saturating_duration_since(self.inner.origin).as_nanos() as u64;
+        let last = &self.inner.last_admit;
+        if p <= 0.0 || rng.random::<f64>() >= p {
+            last.fetch_max(nanos, Ordering::Relaxed);
+            return true;
+        }
+        // A probe: one request per `probe_interval` goes through whatever the formula says.
+        let previous = last.load(Ordering::Relaxed);
+        self.inner.config.probe_interval.is_some_and(|every| {
+            nanos.saturating_sub(previous) >= every.as_nanos() as u64
+                && last
+                    .compare_exchange(previous, nanos, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+        })
     }
 
     /// Records one request and decides whether to send it (`true`) or reject it locally.

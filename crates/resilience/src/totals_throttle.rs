@@ -14,6 +14,7 @@ use std::sync::PoisonError;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use rand::{Rng, RngExt};
 use tokio::time::Instant;
 
 use crate::ConfigError;
@@ -71,6 +72,8 @@ pub struct TotalsThrottle {
     last_refusal: AtomicU64,
     /// Slot of the newest snapshot, plus one (0: none yet).
     newest: AtomicU64,
+    /// When a request was last let through while engaged, in ns after `origin`.
+    last_admit: AtomicU64,
     snapshots: Mutex<Vec<Option<Snapshot>>>,
 }
 
@@ -89,6 +92,7 @@ impl TotalsThrottle {
             engaged: AtomicBool::new(false),
             last_refusal: AtomicU64::new(0),
             newest: AtomicU64::new(0),
+            last_admit: AtomicU64::new(0),
         })
     }
 
@@ -163,6 +167,41 @@ impl TotalsThrottle {
             current.accepts.saturating_sub(start.accepts),
             self.config.k,
         )
+    }
+
+    /// Decides, at `now` and with `rng`, whether to send a request (`Ok`) or reject it locally
+    /// (`Err(p)`, the rejection probability). Records the bucket snapshot and disengages as
+    /// [`TotalsThrottle::tick_at`] does; lets one request through per
+    /// [`AdaptiveThrottleConfig::probe_interval`] whatever the formula says. The caller counts
+    /// the request (sent or rejected) in its totals.
+    pub fn admit_at<R: Rng + ?Sized>(
+        &self,
+        now: Instant,
+        totals: impl Fn() -> ThrottleTotals,
+        rng: &mut R,
+    ) -> Result<(), f64> {
+        if !self.is_engaged() {
+            return Ok(());
+        }
+        self.tick_at(now, totals());
+        let p = self.reject_probability_at(now, &totals);
+        let nanos = now.saturating_duration_since(self.origin).as_nanos() as u64;
+        if p <= 0.0 || rng.random::<f64>() >= p {
+            self.last_admit.fetch_max(nanos, Ordering::Relaxed);
+            return Ok(());
+        }
+        if let Some(every) = self.config.probe_interval {
+            let last = self.last_admit.load(Ordering::Relaxed);
+            if nanos.saturating_sub(last) >= every.as_nanos() as u64
+                && self
+                    .last_admit
+                    .compare_exchange(last, nanos, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        Err(p)
     }
 
     fn slot_at(&self, now: Instant) -> u64 {
@@ -266,6 +305,53 @@ mod tests {
         assert_eq!(
             t.reject_probability_at(Instant::now(), || totals(1000, 900)),
             0.0
+        );
+    }
+
+    /// A window with no accepts at all (a refused burst, then a tight loop of calls) would
+    /// reject nearly everything forever by the formula alone; the probes let the backend's
+    /// accepts back in and the admitted rate climbs to about K x what it accepts.
+    #[tokio::test(start_paused = true)]
+    async fn probes_recover_a_window_without_accepts() {
+        use rand::SeedableRng;
+        let t = throttle();
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+        let (mut attempts, mut refused, mut rejected) = (100u64, 100u64, 0u64);
+        t.tick_at(Instant::now(), totals(attempts, attempts - refused));
+        t.refused_at(Instant::now());
+        // The backend accepts up to 50 per 100 ms; the application offers 10,000 per 100 ms.
+        let mut sent_last_second = 0;
+        for step in 0..30 {
+            let mut accepted = 0;
+            for _ in 0..10_000 {
+                let now = Instant::now();
+                let admitted = t.admit_at(
+                    now,
+                    || totals(attempts + rejected, attempts - refused),
+                    &mut rng,
+                );
+                match admitted {
+                    Ok(()) => {
+                        attempts += 1;
+                        if accepted < 50 {
+                            accepted += 1;
+                        } else {
+                            refused += 1;
+                            t.refused_at(now);
+                        }
+                        if step >= 20 {
+                            sent_last_second += 1;
+                        }
+                    }
+                    Err(_) => rejected += 1,
+                }
+                tokio::time::advance(Duration::from_micros(10)).await;
+            }
+        }
+        // About K x 500/s accepted: 1,000 sent in the last second.
+        assert!(
+            (700..=1400).contains(&sent_last_second),
+            "sent {sent_last_second} in the last second"
         );
     }
 

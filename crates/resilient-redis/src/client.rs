@@ -247,10 +247,13 @@ impl Client {
             None => None,
         };
         let throttle = match &config.adaptive_throttle {
-            Some(t) => Some(
-                TotalsThrottle::new(t.clone())
-                    .map_err(|e| Error::config(format!("adaptive_throttle: {e}")))?,
-            ),
+            Some(t) => {
+                let throttle = TotalsThrottle::new(t.clone())
+                    .map_err(|e| Error::config(format!("adaptive_throttle: {e}")))?;
+                // The window starts now, with nothing counted (the ticker may start later).
+                throttle.tick_at(Instant::now(), ThrottleTotals::default());
+                Some(throttle)
+            }
             None => None,
         };
         let throttle_rng = Mutex::new(match config.rng_seed {

@@ -78,20 +78,16 @@ pub(crate) fn throttle_admit(
     rng: &std::sync::Mutex<rand::rngs::SmallRng>,
     rejected: &std::sync::atomic::AtomicU64,
 ) -> Result<(), AttemptError> {
-    use rand::RngExt;
-    let now = tokio::time::Instant::now();
-    throttle.tick_at(now, totals());
-    let p = throttle.reject_probability_at(now, &totals);
-    if p <= 0.0 {
+    let decision = throttle.admit_at(
+        tokio::time::Instant::now(),
+        totals,
+        &mut *rng
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let Err(p) = decision else {
         return Ok(());
-    }
-    let draw: f64 = rng
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .random();
-    if draw >= p {
-        return Ok(());
-    }
+    };
     rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     metrics::counter!("resilient_redis_rejected_locally_total").increment(1);
     Err(AttemptError {
