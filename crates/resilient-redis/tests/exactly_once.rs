@@ -738,6 +738,8 @@ struct Measured {
     p99_us: u64,
     client_us_per_op: f64,
     server_us_per_op: f64,
+    /// Context switches of the client's threads per operation: how often they went to sleep.
+    client_switches_per_op: f64,
     commandstats: String,
 }
 
@@ -747,6 +749,20 @@ fn process_cpu() -> Duration {
     let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     Duration::from_millis(ticks * 10)
+}
+
+/// Context switches of this process's threads so far.
+fn context_switches() -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    total
 }
 
 async fn server_cpu(server: &RedisServer) -> f64 {
@@ -763,6 +779,7 @@ async fn measure(server: &RedisServer, bench: Bench, window: Duration) -> Measur
         .await
         .unwrap();
     let (client_before, server_before) = (process_cpu(), server_cpu(server).await);
+    let switches_before = context_switches();
     let stop = Arc::new(AtomicBool::new(false));
     let mut set = JoinSet::new();
     for _ in 0..TASKS {
@@ -800,6 +817,7 @@ async fn measure(server: &RedisServer, bench: Bench, window: Duration) -> Measur
     }
     let ops = latency.len() as f64;
     let client_cpu = (process_cpu() - client_before).as_secs_f64();
+    let switches = context_switches() - switches_before;
     let server_cpu = server_cpu(server).await - server_before;
     let stats: String = redis::cmd("INFO")
         .arg("commandstats")
@@ -828,6 +846,7 @@ async fn measure(server: &RedisServer, bench: Bench, window: Duration) -> Measur
         p99_us: latency.value_at_quantile(0.99),
         client_us_per_op: client_cpu * 1e6 / ops,
         server_us_per_op: server_cpu * 1e6 / ops,
+        client_switches_per_op: switches as f64 / ops,
         commandstats,
     }
 }
@@ -864,11 +883,12 @@ async fn exactly_once_incr_throughput_is_at_least_half_of_plain() {
             ("script floor", &floor),
         ] {
             eprintln!(
-                "round {round} {name:>12}: {:>7.0} ops/s  p50 {:>5} us  p99 {:>6} us  client {:>5.2} us/op  server {:>5.2} us/op  ({})",
+                "round {round} {name:>12}: {:>7.0} ops/s  p50 {:>5} us  p99 {:>6} us  client {:>5.2} us/op {:.3} switches/op  server {:>5.2} us/op  ({})",
                 m.ops_per_sec,
                 m.p50_us,
                 m.p99_us,
                 m.client_us_per_op,
+                m.client_switches_per_op,
                 m.server_us_per_op,
                 m.commandstats
             );
