@@ -3,22 +3,31 @@
 //!
 //! # The script
 //! `KEYS[1]` is the token key (in Redis Cluster the command's keys follow it in `KEYS`, unused by
-//! the script but declared, so Redis routes and checks the call by all of them); `ARGV[1]` the token's TTL in milliseconds; `ARGV[2]` is `s` for
-//! one command (its arguments follow) or `g` for a group (each command as its argument count,
-//! then its arguments).
+//! the script but declared, so Redis routes and checks the call by all of them); `ARGV[1]` the
+//! token's TTL in milliseconds; `ARGV[2]` is `s` for one command (its arguments follow) or `g`
+//! for a group (each command as its argument count, then its arguments).
 //! 1. If the token key exists, its recorded reply is returned, marked as a replay: nothing runs.
 //! 2. Otherwise the command runs with `redis.pcall`. A single command that fails (`WRONGTYPE`,
 //!    `OOM`, a syntax error, ...) did not apply: its error is returned and nothing is recorded,
-//!    so the call can be corrected and the same token used again.
+//!    so the call can be corrected and the same token used again. (`redis.call` would record
+//!    nothing either, and costs the same for a command that succeeds, but Redis appends the
+//!    script's name to the error's text: `pcall` returns the command's error unchanged.)
 //! 3. A group runs every command, as `MULTI`/`EXEC` does after a runtime error: the replies,
 //!    error entries included, are recorded (some commands applied, so a retry must not run any
 //!    of them again).
-//! 4. The reply is recorded with `cmsgpack` (binary-safe; integers, bulk strings, nil, status
-//!    and error replies and nested arrays round-trip) under the token key with `PSETEX` (the same
-//!    as `SET .. PX`, without option parsing: measurably cheaper inside the script), and returned.
+//! 4. The reply is recorded under the token key with `PSETEX` (the same as `SET .. PX`, without
+//!    option parsing: measurably cheaper inside the script). The record is a one-byte type tag
+//!    and the reply: `i` and the integer in decimal, `b` and the bulk string, `s` and the status,
+//!    `n` for nil; arrays and groups (rarer, and nested) as `m` and the reply in `cmsgpack`
+//!    (binary-safe; integers, bulk strings, nil, status and error replies and nested arrays
+//!    round-trip). No table is built, and nothing is encoded, for the common replies.
 //!
-//! The script's answer is `{0, reply}` (ran now) or `{1, reply}` (replayed); the client returns
-//! `reply`, so the caller sees what the plain command returns.
+//! # Its answer
+//! A reply that ran now comes back bare when it is not an array (an integer, a bulk string,
+//! nil, a status, an error): what the command itself returns, with nothing to unwrap. Everything
+//! else is a two-element array: `{0, reply}` for an array reply (or a group's replies) that ran
+//! now, `{1, reply}` for a replay. A bare answer is never an array, and every array is one of
+//! these pairs, so a fresh reply cannot be taken for a replay.
 //!
 //! Every attempt checks the token, the first one included, although skipping the `GET` on a
 //! first attempt would save about 1 µs of server time: a first attempt given up on (its
@@ -27,17 +36,41 @@
 
 use redis::{Arg, Cmd, Pipeline, Value};
 
-/// The script body. Version it in the text if the recorded format ever changes: a new text has a
-/// new SHA1, and old tokens expire on their own.
-const BODY: &str = r#"-- resilient-redis exactly-once v1
+/// The script body. Its first line is its version: a new text has a new SHA1, so a client never
+/// runs a script whose record format it does not know, and records of an older version (under
+/// other token keys) expire on their own.
+const BODY: &str = r#"-- resilient-redis exactly-once v2
 local rec = redis.call('GET', KEYS[1])
 if rec then
-  return {1, cmsgpack.unpack(rec)}
+  local tag, body = string.sub(rec, 1, 1), string.sub(rec, 2)
+  if tag == 'i' then
+    return {1, tonumber(body)}
+  elseif tag == 'b' then
+    return {1, body}
+  elseif tag == 's' then
+    return {1, {ok = body}}
+  elseif tag == 'n' then
+    return {1, false}
+  end
+  return {1, cmsgpack.unpack(body)}
 end
 local r
 if ARGV[2] == 's' then
   r = redis.pcall(unpack(ARGV, 3))
-  if type(r) == 'table' and r.err then
+  local t = type(r)
+  if t == 'number' then
+    redis.call('PSETEX', KEYS[1], ARGV[1], string.format('i%d', r))
+    return r
+  elseif t == 'string' then
+    redis.call('PSETEX', KEYS[1], ARGV[1], 'b' .. r)
+    return r
+  elseif t == 'boolean' then
+    redis.call('PSETEX', KEYS[1], ARGV[1], 'n')
+    return r
+  elseif r.err then
+    return r
+  elseif r.ok then
+    redis.call('PSETEX', KEYS[1], ARGV[1], 's' .. r.ok)
     return r
   end
 else
@@ -50,7 +83,7 @@ else
     i = i + c + 1
   end
 end
-redis.call('PSETEX', KEYS[1], ARGV[1], cmsgpack.pack(r))
+redis.call('PSETEX', KEYS[1], ARGV[1], 'm' .. cmsgpack.pack(r))
 return {0, r}
 "#;
 
@@ -175,6 +208,15 @@ pub(super) enum Answer {
 
 pub(super) fn read_answer(value: Value) -> Answer {
     match value {
+        // A reply that ran now, bare (see the module docs).
+        Value::Int(_)
+        | Value::BulkString(_)
+        | Value::Nil
+        | Value::Okay
+        | Value::SimpleString(_) => Answer::Reply {
+            value,
+            replayed: false,
+        },
         Value::Array(mut pair) if pair.len() == 2 => {
             let replayed = match pair[0] {
                 Value::Int(0) => false,
@@ -272,6 +314,29 @@ mod tests {
         assert!(matches!(read_answer(noscript), Answer::NoScript));
         let wrongtype = redis::parse_redis_value(b"-WRONGTYPE bad\r\n").unwrap();
         assert!(matches!(read_answer(wrongtype), Answer::Error(_)));
-        assert!(matches!(read_answer(Value::Int(3)), Answer::Unexpected(_)));
+        // Fresh scalars come back bare; fresh arrays wrapped.
+        for bare in [
+            Value::Int(3),
+            Value::BulkString(b"v".to_vec()),
+            Value::Nil,
+            Value::Okay,
+            Value::SimpleString("PONG".into()),
+        ] {
+            assert!(
+                matches!(read_answer(bare.clone()), Answer::Reply { value, replayed: false } if value == bare)
+            );
+        }
+        let fresh_array = Value::Array(vec![Value::Int(1), Value::Int(2)]);
+        assert!(matches!(
+            read_answer(Value::Array(vec![Value::Int(0), fresh_array.clone()])),
+            Answer::Reply { value, replayed: false } if value == fresh_array
+        ));
+        for odd in [
+            Value::Array(vec![Value::Int(2), Value::Nil]),
+            Value::Array(vec![Value::Int(0)]),
+            Value::Boolean(true),
+        ] {
+            assert!(matches!(read_answer(odd), Answer::Unexpected(_)));
+        }
     }
 }
