@@ -106,6 +106,46 @@ impl TlsConfig {
         Transport::tls(Some(self), false).map(drop)
     }
 
+    /// The certificates named by `RESILIENT_REDIS_TLS_CA_FILE`, `RESILIENT_REDIS_TLS_CERT_FILE`
+    /// and `RESILIENT_REDIS_TLS_KEY_FILE`, read now; `None` when none is set. Errors name the
+    /// variable and the file.
+    pub(crate) fn from_lookup(
+        lookup: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<TlsConfig>, Error> {
+        let files = [
+            "RESILIENT_REDIS_TLS_CA_FILE",
+            "RESILIENT_REDIS_TLS_CERT_FILE",
+            "RESILIENT_REDIS_TLS_KEY_FILE",
+        ]
+        .map(|name| lookup(name).map(|v| (name, std::path::PathBuf::from(v.trim()))));
+        if files.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let read = |i: usize| -> Result<Option<Vec<u8>>, Error> {
+            let Some((name, path)) = &files[i] else {
+                return Ok(None);
+            };
+            std::fs::read(path).map(Some).map_err(|e| {
+                Error::config(format!("{name}={}: cannot read it: {e}", path.display()))
+            })
+        };
+        let tls = TlsConfig {
+            ca_cert_pem: read(0)?,
+            client_cert_pem: read(1)?,
+            client_key_pem: read(2)?,
+            insecure_skip_verify: false,
+        };
+        tls.validate().map_err(|e| {
+            let named: Vec<String> = files
+                .iter()
+                .flatten()
+                .map(|(name, path)| format!("{name}={}", path.display()))
+                .collect();
+            Error::config(format!("{e} ({})", named.join(", ")))
+        })?;
+        Ok(Some(tls))
+    }
+
     /// The certificates in redis-rs's form; `None` when there are none (system roots).
     pub(crate) fn certificates(&self) -> Result<Option<redis::TlsCertificates>, Error> {
         let client_tls = match (&self.client_cert_pem, &self.client_key_pem) {
