@@ -338,6 +338,17 @@ impl ClientConfig {
     /// assert_eq!(sentinel.sentinels[1], ("10.0.0.2".to_owned(), 26379));
     /// # Ok::<(), resilient_redis::Error>(())
     /// ```
+    ///
+    /// TLS: `rediss://` (and `rediss+sentinel://`, which also sets
+    /// [`SentinelConfig::sentinel_tls`]); the server is verified against the system roots unless
+    /// [`ClientConfig::tls`] names a CA (see [`TlsConfig`] for a private CA and mutual TLS):
+    /// ```
+    /// let config = resilient_redis::ClientConfig::from_url("rediss://:secret@10.0.0.1:6380/0")?;
+    /// assert!(config.tls.is_none());
+    /// let config = resilient_redis::ClientConfig::from_url("rediss+sentinel://10.0.0.1/mymaster")?;
+    /// assert!(config.sentinel.unwrap().sentinel_tls);
+    /// # Ok::<(), resilient_redis::Error>(())
+    /// ```
     pub fn from_url(url: &str) -> Result<Self, Error> {
         let mut config = ClientConfig {
             url: url.to_owned(),
