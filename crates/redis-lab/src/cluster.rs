@@ -6,7 +6,8 @@ use std::time::Duration;
 use redis::Value;
 
 use crate::error::LabError;
-use crate::server::{RedisServer, topology_server_config};
+use crate::server::{RedisServer, ServerConfig, topology_server_config};
+use crate::tls::LabTls;
 use crate::util::{Poll, info_value, loopback};
 
 /// Number of hash slots in Redis Cluster.
@@ -31,6 +32,8 @@ pub struct ClusterConfig {
     pub ready_timeout: Duration,
     /// Extra directives for every node (written after the cluster ones).
     pub extra: Vec<(String, String)>,
+    /// Every node on TLS only, with `tls-cluster yes` (see [`LabTls`]).
+    pub tls: Option<LabTls>,
 }
 
 impl Default for ClusterConfig {
@@ -41,6 +44,7 @@ impl Default for ClusterConfig {
             node_timeout: Duration::from_millis(1000),
             ready_timeout: Duration::from_secs(30),
             extra: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -116,7 +120,11 @@ impl RedisCluster {
         directives.extend(config.extra.iter().map(|(k, v)| (k.as_str(), v.clone())));
         let mut starting = tokio::task::JoinSet::new();
         for index in 0..total {
-            let launch = topology_server_config(&directives).into_launch(true);
+            let launch = ServerConfig {
+                tls: config.tls.clone(),
+                ..topology_server_config(&directives)
+            }
+            .into_launch(true);
             starting.spawn(async move { (index, RedisServer::launch(launch).await) });
         }
         let mut slots: Vec<Option<RedisServer>> = (0..total).map(|_| None).collect();

@@ -18,6 +18,16 @@ pub enum LabError {
         /// The missing binary, e.g. `redis-server`.
         binary: String,
     },
+    /// A tool other than Redis (the `openssl` CLI, for TLS labs) is not on the `PATH`.
+    #[error("{tool} not found on PATH ({needed_for}): install it with `{install}`")]
+    ToolNotFound {
+        /// The missing tool, e.g. `openssl`.
+        tool: String,
+        /// What needs it.
+        needed_for: String,
+        /// The command that installs it.
+        install: String,
+    },
     /// A configuration value is out of range; nothing was started.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),

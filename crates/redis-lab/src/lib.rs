@@ -15,6 +15,9 @@
 //! - [`FaultProxy`]: a TCP proxy that adds latency, cuts connections (all now, or every Nth in
 //!   the middle of a reply), blackholes, or throttles commands with `-THROTTLED`.
 //! - [`require_binaries`]: fail early with an install hint when Redis is missing.
+//! - [`TlsCerts`] and [`LabTls`]: TLS-only servers and topologies with a throwaway CA and
+//!   client certificate (`ServerConfig::tls`, `SentinelConfig::tls`, `ClusterConfig::tls`;
+//!   needs the `openssl` CLI).
 //!
 //! Everything async needs a Tokio runtime (any flavour); use real time, not paused time, with
 //! real servers. Every topology waits by polling a condition with a bounded timeout, never by
@@ -41,6 +44,7 @@ mod error;
 mod proxy;
 mod sentinel;
 mod server;
+mod tls;
 mod util;
 
 pub use binaries::{find_binary_in, require_binaries, require_binaries_in};
@@ -49,3 +53,4 @@ pub use error::{INSTALL_HINT, LabError};
 pub use proxy::{FaultProxy, ProxyStats};
 pub use sentinel::{SentinelConfig, SentinelTopology};
 pub use server::{RedisServer, ServerConfig};
+pub use tls::{LabTls, TlsCerts, require_openssl};

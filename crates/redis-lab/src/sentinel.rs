@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::error::LabError;
-use crate::server::{Kind, Launch, RedisServer, topology_server_config};
+use crate::server::{Kind, Launch, RedisServer, ServerConfig, topology_server_config};
+use crate::tls::LabTls;
 use crate::util::{Poll, loopback};
 
 /// How a [`SentinelTopology`] is built.
@@ -29,6 +30,9 @@ pub struct SentinelConfig {
     pub failover_timeout: Duration,
     /// How long [`SentinelTopology::start`] waits for replication and sentinel agreement.
     pub ready_timeout: Duration,
+    /// Every server and sentinel on TLS only (see [`LabTls`]); sentinels and replicas talk
+    /// TLS to each other (`tls-replication yes`).
+    pub tls: Option<LabTls>,
 }
 
 impl Default for SentinelConfig {
@@ -41,6 +45,7 @@ impl Default for SentinelConfig {
             quorum: 2,
             failover_timeout: Duration::from_millis(3000),
             ready_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -123,13 +128,15 @@ impl SentinelTopology {
         crate::require_binaries(true)?;
         let poll_for = |what: &str| Poll::new(what.to_owned(), config.ready_timeout);
 
-        let master = RedisServer::start_with(topology_server_config(&[])).await?;
+        let data_config = |extra: &[(&str, String)]| ServerConfig {
+            tls: config.tls.clone(),
+            ..topology_server_config(extra)
+        };
+        let master = RedisServer::start_with(data_config(&[])).await?;
         let mut servers = vec![master];
         for _ in 0..config.replicas {
             let replicaof = format!("127.0.0.1 {}", servers[0].port());
-            let replica =
-                RedisServer::start_with(topology_server_config(&[("replicaof", replicaof)]))
-                    .await?;
+            let replica = RedisServer::start_with(data_config(&[("replicaof", replicaof)])).await?;
             servers.push(replica);
         }
         let mut topology = Self {
@@ -165,6 +172,7 @@ impl SentinelTopology {
                     format!("sentinel parallel-syncs {name} 1"),
                 ],
                 start_timeout: Duration::from_secs(10),
+                tls: config.tls.clone(),
             };
             topology.sentinels.push(RedisServer::launch(launch).await?);
         }

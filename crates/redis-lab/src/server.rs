@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::binaries::find_binary;
 use crate::error::LabError;
+use crate::tls::LabTls;
 use crate::util::{Poll, connect, free_port, info_value, loopback, quote, tail};
 
 /// How a [`RedisServer`] is started.
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     pub start_timeout: Duration,
     /// `busy-reply-threshold`: how long a script runs before other clients get `-BUSY`.
     pub busy_reply_threshold: Duration,
+    /// Listen on TLS only (see [`LabTls`]); [`RedisServer::url`] is then `rediss://`.
+    pub tls: Option<LabTls>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +51,7 @@ impl Default for ServerConfig {
             extra: Vec::new(),
             start_timeout: Duration::from_secs(10),
             busy_reply_threshold: Duration::from_millis(100),
+            tls: None,
         }
     }
 }
@@ -73,6 +77,7 @@ impl ServerConfig {
             password: self.password,
             directives,
             start_timeout: self.start_timeout,
+            tls: self.tls,
         }
     }
 }
@@ -118,6 +123,8 @@ pub(crate) struct Launch {
     /// Directives after the base ones, already formatted as `name value`.
     pub(crate) directives: Vec<String>,
     pub(crate) start_timeout: Duration,
+    /// TLS only, on the port.
+    pub(crate) tls: Option<LabTls>,
 }
 
 /// How many times a start is retried with fresh ports when the chosen port was taken meanwhile.
@@ -147,6 +154,7 @@ pub struct RedisServer {
     port: u16,
     bus_port: Option<u16>,
     password: Option<String>,
+    tls: Option<LabTls>,
     conf_path: PathBuf,
     log_path: PathBuf,
     start_timeout: Duration,
@@ -207,6 +215,7 @@ impl RedisServer {
             port: 0,
             bus_port: None,
             password: launch.password.clone(),
+            tls: launch.tls.clone(),
             conf_path,
             log_path,
             start_timeout: launch.start_timeout,
@@ -319,7 +328,7 @@ impl RedisServer {
     /// Checks that the process listening on our port answers and is *our* child (another
     /// process may hold the port while ours is failing to bind it).
     async fn ping(&self, response_timeout: Duration) -> Result<(), String> {
-        let mut conn = connect(&self.url(), response_timeout)
+        let mut conn = connect(&self.url(), self.tls.as_ref(), response_timeout)
             .await
             .map_err(|e| e.to_string())?;
         let info: String = redis::cmd("INFO")
@@ -351,16 +360,27 @@ impl RedisServer {
         self.bus_port
     }
 
-    /// `redis://127.0.0.1:PORT`, or `redis://:PASSWORD@127.0.0.1:PORT` with a password.
+    /// `redis://127.0.0.1:PORT`, or `redis://:PASSWORD@127.0.0.1:PORT` with a password;
+    /// `rediss://` for a TLS server.
     pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         match &self.password {
             Some(password) => format!(
-                "redis://:{}@127.0.0.1:{}",
+                "{scheme}://:{}@127.0.0.1:{}",
                 percent_encode(password),
                 self.port
             ),
-            None => format!("redis://127.0.0.1:{}", self.port),
+            None => format!("{scheme}://127.0.0.1:{}", self.port),
         }
+    }
+
+    /// The TLS settings of a TLS-only server ([`ServerConfig::tls`]).
+    pub fn tls(&self) -> Option<&LabTls> {
+        self.tls.as_ref()
     }
 
     /// The password set with [`ServerConfig::password`].
@@ -395,7 +415,7 @@ impl RedisServer {
         &self,
         response_timeout: Duration,
     ) -> Result<MultiplexedConnection, LabError> {
-        connect(&self.url(), response_timeout)
+        connect(&self.url(), self.tls.as_ref(), response_timeout)
             .await
             .map_err(|e| LabError::redis(format!("connecting to {}", self.describe()), e))
     }
@@ -610,14 +630,21 @@ fn render_config(
     port: u16,
     bus_port: Option<u16>,
 ) -> String {
-    let mut lines = vec![
-        format!("port {port}"),
+    let mut lines = match &launch.tls {
+        None => vec![format!("port {port}")],
+        Some(tls) => {
+            let mut tls_lines = vec!["port 0".to_owned(), format!("tls-port {port}")];
+            tls_lines.extend(tls.directives(bus_port.is_some()));
+            tls_lines
+        }
+    };
+    lines.extend([
         "bind 127.0.0.1".to_owned(),
         format!("dir {}", quote(&dir.display().to_string())),
         format!("logfile {}", quote(&log_path.display().to_string())),
         "daemonize no".to_owned(),
         "protected-mode no".to_owned(),
-    ];
+    ]);
     if launch.kind == Kind::Server {
         lines.extend([
             "save \"\"".to_owned(),

@@ -10,6 +10,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 
 use crate::error::LabError;
+use crate::tls::{LabTls, install_crypto_provider};
 
 /// Ports this process has handed out recently; never handed out twice while they are in the set.
 static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
@@ -47,12 +48,20 @@ pub(crate) fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
-/// Opens a multiplexed connection to `url` with the given response timeout.
+/// Opens a multiplexed connection to `url` (with the lab's certificates for a TLS server) with
+/// the given response timeout.
 pub(crate) async fn connect(
     url: &str,
+    tls: Option<&LabTls>,
     response_timeout: Duration,
 ) -> Result<MultiplexedConnection, redis::RedisError> {
-    let client = redis::Client::open(url)?;
+    let client = match tls {
+        None => redis::Client::open(url)?,
+        Some(tls) => {
+            install_crypto_provider();
+            redis::Client::build_with_tls(url, tls.client_certificates())?
+        }
+    };
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(response_timeout));

@@ -215,3 +215,44 @@ async fn info_field_reads_counters() {
         Err(LabError::Topology(_))
     ));
 }
+
+#[tokio::test]
+async fn tls_server_listens_on_tls_only() {
+    let certs = redis_lab::TlsCerts::generate().unwrap();
+    let server = RedisServer::start_with(ServerConfig {
+        tls: Some(redis_lab::LabTls {
+            certs: certs.clone(),
+            require_client_cert: true,
+        }),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        server.url(),
+        format!("rediss://127.0.0.1:{}", server.port())
+    );
+    // The lab's own connections use TLS with the client certificate.
+    let mut admin = server.admin().await.unwrap();
+    let port: (String, String) = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("port")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(port.1, "0");
+    server.client_kill_normal().await.unwrap();
+    // A plain connection to the TLS port gets nowhere.
+    let plain = redis::Client::open(format!("redis://127.0.0.1:{}", server.port())).unwrap();
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)));
+    assert!(
+        plain
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .is_err()
+    );
+    assert!(certs.ca_pem().starts_with(b"-----BEGIN CERTIFICATE-----"));
+    assert!(certs.server_cert().exists() && certs.client_key().exists());
+}

@@ -7,6 +7,13 @@ use resilience::{AdaptiveThrottleConfig, Backoff, BreakerConfig, Jitter, RetryBu
 
 use crate::error::Error;
 
+mod sentinel_url;
+mod tls;
+
+use sentinel_url::parse_sentinel_url;
+pub use tls::TlsConfig;
+pub(crate) use tls::Transport;
+
 /// What to do with a server error code the built-in rules do not cover (a cloud vendor's own
 /// throttling or maintenance codes, for example). See [`ClientConfig::error_rules`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +64,8 @@ impl ReadFrom {
 ///
 /// # Default
 /// No sentinels, master name `mymaster`, no sentinel password, [`ReadFrom::Master`],
-/// `rediscover_interval` 100 ms.
+/// `rediscover_interval` 100 ms, plain TCP to the sentinels (`sentinel_tls` false; a
+/// `rediss+sentinel://` URL sets it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SentinelConfig {
     /// Sentinel addresses (host, port) to ask first; the client also learns the others the
@@ -68,6 +76,12 @@ pub struct SentinelConfig {
     /// Password of the sentinels themselves (`requirepass` in sentinel.conf), if any. The data
     /// nodes' credentials come from [`ClientConfig::url`].
     pub sentinel_password: Option<String>,
+    /// Connect to the sentinels themselves over TLS (sentinels with a `tls-port`), with the
+    /// certificates of [`ClientConfig::tls`] (or the system roots). Independent of the data
+    /// nodes, which use TLS when the URL is `rediss+sentinel://` (or `rediss://`): deployments
+    /// differ. A `rediss+sentinel://` URL sets it; clear it for plain-TCP sentinels in front of
+    /// TLS data nodes.
+    pub sentinel_tls: bool,
     /// Where replica-safe reads go.
     pub read_from: ReadFrom,
     /// Minimum time between two rediscoveries triggered by failures (a dead connection, a
@@ -83,6 +97,7 @@ impl Default for SentinelConfig {
             sentinels: Vec::new(),
             master_name: "mymaster".to_owned(),
             sentinel_password: None,
+            sentinel_tls: false,
             read_from: ReadFrom::Master,
             rediscover_interval: Duration::from_millis(100),
         }
@@ -99,6 +114,7 @@ const SENTINEL_PORT: u16 = 26379;
 /// |---|---|---|
 /// | `url` | `redis://127.0.0.1:6379` | |
 /// | `sentinel` | `None` (set by a `redis+sentinel://` URL) | see [`SentinelConfig`] |
+/// | `tls` | `None`: a `rediss://` URL verifies the server against the system roots | see [`TlsConfig`] |
 /// | `connect_timeout` | 1 s | a healthy server on a LAN answers a connect in milliseconds |
 /// | `response_timeout` | 500 ms | redis-rs's default; past it the client checks whether the server or the connection is at fault (it does not re-send at once) |
 /// | `deadline` | 5 s | total for one call, waits and retries included: rides out a restart, `DEBUG SLEEP 3`, or a Sentinel failover (about 2.5 s with `down-after-milliseconds 1000`) |
@@ -120,11 +136,21 @@ pub struct ClientConfig {
     /// `redis+sentinel://[[user]:password@]host1:port1[,host2:port2,...]/MASTERNAME[/db]`
     /// (sentinel ports default to 26379; user and password are those of the master and replicas,
     /// percent-encoded; the sentinels' own password is [`SentinelConfig::sentinel_password`]).
+    ///
+    /// TLS: `rediss://` and `rediss+sentinel://` (TLS to the data nodes and, unless
+    /// [`SentinelConfig::sentinel_tls`] is cleared, to the sentinels). The server certificate is
+    /// verified against [`ClientConfig::tls`]'s CA or the system roots; a `#insecure` fragment
+    /// (`rediss://host:6380/#insecure`) turns verification off (see
+    /// [`TlsConfig::insecure_skip_verify`] for why not to).
     pub url: String,
     /// Follow a Sentinel deployment instead of one fixed server. [`ClientConfig::from_url`] fills
     /// it from a `redis+sentinel://` URL. When it is set and `url` is a `redis://` URL, only the
     /// credentials and database of `url` are used (its host is ignored).
     pub sentinel: Option<SentinelConfig>,
+    /// Certificates for TLS: a private CA, a client certificate (mutual TLS). Only used with a
+    /// `rediss://` or `rediss+sentinel://` URL (or [`SentinelConfig::sentinel_tls`]); setting it
+    /// with a plain URL is an error, so a typo cannot silently send passwords in clear.
+    pub tls: Option<TlsConfig>,
     /// Time allowed to open one connection (TCP connect and handshake).
     pub connect_timeout: Duration,
     /// Time to wait for a reply before checking, on a fresh connection, whether the server or this
@@ -178,6 +204,7 @@ impl Default for ClientConfig {
         ClientConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
             sentinel: None,
+            tls: None,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_millis(500),
             deadline: Duration::from_secs(5),
@@ -238,7 +265,23 @@ fn default_breaker() -> BreakerConfig {
 pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "RESILIENT_REDIS_URL",
-        "server URL: redis://... or redis+sentinel://...",
+        "server URL: redis://, rediss:// (TLS), redis+sentinel:// or rediss+sentinel://",
+    ),
+    (
+        "RESILIENT_REDIS_TLS_CA_FILE",
+        "PEM file of the CA(s) that sign the server certificates (instead of the system roots)",
+    ),
+    (
+        "RESILIENT_REDIS_TLS_CERT_FILE",
+        "PEM client certificate for mutual TLS (with RESILIENT_REDIS_TLS_KEY_FILE)",
+    ),
+    (
+        "RESILIENT_REDIS_TLS_KEY_FILE",
+        "PEM private key of the client certificate",
+    ),
+    (
+        "RESILIENT_REDIS_SENTINEL_TLS",
+        "TLS to the sentinels themselves: on | off (default: on with rediss+sentinel://)",
     ),
     (
         "RESILIENT_REDIS_SENTINEL_PASSWORD",
@@ -297,6 +340,17 @@ impl ClientConfig {
     /// let sentinel = config.sentinel.as_ref().unwrap();
     /// assert_eq!(sentinel.master_name, "mymaster");
     /// assert_eq!(sentinel.sentinels[1], ("10.0.0.2".to_owned(), 26379));
+    /// # Ok::<(), resilient_redis::Error>(())
+    /// ```
+    ///
+    /// TLS: `rediss://` (and `rediss+sentinel://`, which also sets
+    /// [`SentinelConfig::sentinel_tls`]); the server is verified against the system roots unless
+    /// [`ClientConfig::tls`] names a CA (see [`TlsConfig`] for a private CA and mutual TLS):
+    /// ```
+    /// let config = resilient_redis::ClientConfig::from_url("rediss://:secret@10.0.0.1:6380/0")?;
+    /// assert!(config.tls.is_none());
+    /// let config = resilient_redis::ClientConfig::from_url("rediss+sentinel://10.0.0.1/mymaster")?;
+    /// assert!(config.sentinel.unwrap().sentinel_tls);
     /// # Ok::<(), resilient_redis::Error>(())
     /// ```
     pub fn from_url(url: &str) -> Result<Self, Error> {
@@ -378,6 +432,19 @@ impl ClientConfig {
                     ));
                 }
             }
+        }
+        if let Some(on) = switch("RESILIENT_REDIS_SENTINEL_TLS")? {
+            match c.sentinel.as_mut() {
+                Some(s) => s.sentinel_tls = on,
+                None => {
+                    return Err(Error::config(
+                        "RESILIENT_REDIS_SENTINEL_TLS is set but RESILIENT_REDIS_URL is not a redis+sentinel:// or rediss+sentinel:// URL",
+                    ));
+                }
+            }
+        }
+        if let Some(tls) = TlsConfig::from_lookup(&lookup)? {
+            c.tls = Some(tls);
         }
         if let Some(v) = lookup("RESILIENT_REDIS_READ_FROM") {
             let read_from = ReadFrom::parse(&v).ok_or_else(|| {
@@ -508,14 +575,37 @@ impl ClientConfig {
                 return Err(Error::config("sentinel.master_name must not be empty"));
             }
             positive("sentinel.rediscover_interval", s.rediscover_interval)?;
+            if self.tls.is_some()
+                && !s.sentinel_tls
+                && !Transport::of(self.connection_info()?.addr()).is_tls()
+            {
+                return Err(Error::config(
+                    "tls is set but neither the data nodes (rediss+sentinel://) nor the sentinels (sentinel.sentinel_tls) use TLS",
+                ));
+            }
+            self.sentinel_transport(&s)?;
         }
         Ok(())
+    }
+
+    /// How the client connects to the sentinels: TLS with [`ClientConfig::tls`] if
+    /// [`SentinelConfig::sentinel_tls`], plain TCP otherwise. A `#insecure` URL applies to the
+    /// sentinels too.
+    pub(crate) fn sentinel_transport(&self, s: &SentinelConfig) -> Result<Transport, Error> {
+        if !s.sentinel_tls {
+            return Ok(Transport::plain());
+        }
+        let insecure = matches!(
+            self.connection_info()?.addr(),
+            redis::ConnectionAddr::TcpTls { insecure: true, .. }
+        );
+        Transport::tls(self.tls.as_ref(), insecure)
     }
 
     /// The redis-rs connection info for the URL, with the TCP settings of this config.
     /// With Sentinel, the address is a placeholder that the client replaces with the master's.
     pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo, Error> {
-        use redis::IntoConnectionInfo;
+        use redis::{ConnectionAddr, IntoConnectionInfo};
         let data_url = parse_sentinel_url(&self.url)?.map(|(_, data_url)| data_url);
         let url = data_url.as_deref().unwrap_or(&self.url).trim();
         if !(url.starts_with("redis://")
@@ -527,14 +617,27 @@ impl ClientConfig {
                 "invalid URL {url:?}: expected redis://[[user]:password@]host[:port][/db]"
             )));
         }
-        if url.starts_with("rediss://") {
-            return Err(Error::config(format!(
-                "invalid URL {url:?}: TLS (rediss://) is not enabled in this build"
-            )));
-        }
         let info = url
             .into_connection_info()
             .map_err(|e| Error::config(format!("invalid URL {url:?}: {e}")).with_source(e))?;
+        let tls_addr = match info.addr() {
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                ..
+            } => Some(Transport::tls(self.tls.as_ref(), *insecure)?.addr(host, *port)),
+            _ if self.tls.is_some() && data_url.is_none() && self.sentinel.is_none() => {
+                return Err(Error::config(format!(
+                    "tls is set but the URL {url:?} is not a rediss:// URL: use rediss:// for TLS"
+                )));
+            }
+            _ => None,
+        };
+        let info = match tls_addr {
+            Some(addr) => info.set_addr(addr),
+            None => info,
+        };
         let mut tcp = redis::io::tcp::TcpSettings::default().set_nodelay(self.tcp_nodelay);
         if let Some(idle) = self.tcp_keepalive {
             tcp = tcp.set_keepalive(
@@ -545,79 +648,6 @@ impl ClientConfig {
         }
         Ok(info.set_tcp_settings(tcp))
     }
-}
-
-const SENTINEL_URL_FORM: &str =
-    "redis+sentinel://[[user]:password@]host1:port1[,host2:port2,...]/MASTERNAME[/db]";
-
-/// Parses a `redis+sentinel://` URL into the Sentinel settings and a `redis://` URL carrying the
-/// data nodes' credentials and database (with a placeholder host). `None` for other schemes.
-fn parse_sentinel_url(url: &str) -> Result<Option<(SentinelConfig, String)>, Error> {
-    let Some(rest) = url.trim().strip_prefix("redis+sentinel://") else {
-        return Ok(None);
-    };
-    let invalid = |why: &str| {
-        Error::config(format!(
-            "invalid URL {url:?}: {why}; expected {SENTINEL_URL_FORM}"
-        ))
-    };
-    let (authority, path) = rest
-        .split_once('/')
-        .ok_or_else(|| invalid("no master name"))?;
-    let (credentials, hosts) = match authority.rsplit_once('@') {
-        Some((c, h)) => (Some(c), h),
-        None => (None, authority),
-    };
-    let mut sentinels = Vec::new();
-    for host in hosts.split(',') {
-        let host = host.trim();
-        if host.is_empty() {
-            return Err(invalid("empty sentinel address"));
-        }
-        let (name, port) = match host.rsplit_once(':') {
-            // `[::1]:26379` or `host:26379`; a bare IPv6 address needs brackets.
-            Some((name, port))
-                if !name.is_empty() && (!name.contains(':') || name.ends_with(']')) =>
-            {
-                let port = port
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|&p| p > 0)
-                    .ok_or_else(|| invalid(&format!("bad port in {host:?}")))?;
-                (name, port)
-            }
-            _ => (host, SENTINEL_PORT),
-        };
-        let name = name.trim_start_matches('[').trim_end_matches(']');
-        if name.is_empty() {
-            return Err(invalid(&format!("bad sentinel address {host:?}")));
-        }
-        sentinels.push((name.to_owned(), port));
-    }
-    let mut parts = path.split('/');
-    let master_name = parts.next().unwrap_or_default();
-    if master_name.is_empty() {
-        return Err(invalid("no master name"));
-    }
-    let db = match parts.next() {
-        None | Some("") => 0,
-        Some(db) => db
-            .parse::<i64>()
-            .ok()
-            .filter(|&d| d >= 0)
-            .ok_or_else(|| invalid(&format!("bad database {db:?}")))?,
-    };
-    if parts.next().is_some() {
-        return Err(invalid("too many path segments"));
-    }
-    let credentials = credentials.map(|c| format!("{c}@")).unwrap_or_default();
-    let data_url = format!("redis://{credentials}127.0.0.1:6379/{db}");
-    let sentinel = SentinelConfig {
-        sentinels,
-        master_name: master_name.to_owned(),
-        ..SentinelConfig::default()
-    };
-    Ok(Some((sentinel, data_url)))
 }
 
 #[cfg(test)]
@@ -659,51 +689,6 @@ mod tests {
         let err =
             ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_URL", "mysql://x")])).unwrap_err();
         assert!(err.to_string().contains("invalid URL"), "{err}");
-    }
-
-    #[test]
-    fn sentinel_url_forms() {
-        let (s, data) = parse_sentinel_url("redis+sentinel://u:p%40ss@h1:1,[::1]:2,h3/m-1/3")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            s.sentinels,
-            vec![
-                ("h1".to_owned(), 1),
-                ("::1".to_owned(), 2),
-                ("h3".to_owned(), SENTINEL_PORT)
-            ]
-        );
-        assert_eq!(s.master_name, "m-1");
-        assert_eq!(data, "redis://u:p%40ss@127.0.0.1:6379/3");
-        let c = ClientConfig::from_url("redis+sentinel://h1/m").unwrap();
-        let info = c.connection_info().unwrap();
-        assert_eq!(info.redis_settings().db(), 0);
-        assert_eq!(
-            c.sentinel.unwrap().sentinels,
-            vec![("h1".to_owned(), SENTINEL_PORT)]
-        );
-        let info = ClientConfig::from_url("redis+sentinel://:pw@h1/m/2")
-            .unwrap()
-            .connection_info()
-            .unwrap();
-        assert_eq!(info.redis_settings().password(), Some("pw"));
-        assert_eq!(info.redis_settings().db(), 2);
-        for bad in [
-            "redis+sentinel://h1",
-            "redis+sentinel://h1/",
-            "redis+sentinel://h1:x/m",
-            "redis+sentinel://h1,,h2/m",
-            "redis+sentinel://h1/m/x",
-            "redis+sentinel://h1/m/1/2",
-        ] {
-            let err = ClientConfig::from_url(bad).unwrap_err();
-            assert!(
-                err.to_string().contains("redis+sentinel://[[user]"),
-                "{bad}: {err}"
-            );
-        }
-        assert!(parse_sentinel_url("redis://h/0").unwrap().is_none());
     }
 
     #[test]

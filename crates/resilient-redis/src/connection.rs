@@ -155,10 +155,10 @@ impl Pool {
             Some(sentinel) => {
                 Endpoint::Sentinel(SentinelResolver::start(config, sentinel, info).await?)
             }
-            None => Endpoint::Fixed(redis::Client::open(info).map_err(|e| {
+            None => Endpoint::Fixed(Box::new(redis::Client::open(info).map_err(|e| {
                 Error::config(format!("invalid connection settings for {}", config.url))
                     .with_source(e)
-            })?),
+            })?)),
         };
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
@@ -645,17 +645,43 @@ impl Pool {
 }
 
 fn connect_error(url: &str, e: redis::RedisError) -> Error {
-    let (kind, what) = match e.kind() {
-        redis::ErrorKind::AuthenticationFailed => (ErrorKind::Auth, "authentication failed"),
+    let tls_url = url.trim_start().starts_with("rediss");
+    let (kind, what, hint) = match e.kind() {
+        redis::ErrorKind::AuthenticationFailed => (ErrorKind::Auth, "authentication failed", ""),
         redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => {
-            (ErrorKind::Auth, "permission denied")
+            (ErrorKind::Auth, "permission denied", "")
         }
         _ if e.code() == Some("WRONGPASS") || e.code() == Some("NOAUTH") => {
-            (ErrorKind::Auth, "authentication failed")
+            (ErrorKind::Auth, "authentication failed", "")
         }
-        _ => (ErrorKind::Unavailable, "cannot connect"),
+        _ if tls_error(&e).is_some() => (ErrorKind::Unavailable, "TLS handshake failed", ""),
+        _ if tls_url && e.is_timeout() => (
+            ErrorKind::Unavailable,
+            "cannot connect",
+            " (no TLS handshake within the connect timeout: does the server speak TLS on this port?)",
+        ),
+        _ if !tls_url && e.is_connection_dropped() && !e.is_connection_refusal() => (
+            ErrorKind::Unavailable,
+            "cannot connect",
+            " (the server closed the connection at once: if it expects TLS, use rediss://)",
+        ),
+        _ => (ErrorKind::Unavailable, "cannot connect", ""),
     };
-    Error::new(kind, Outcome::Failed, format!("{what} to {url}")).with_source(e)
+    Error::new(kind, Outcome::Failed, format!("{what} to {url}{hint}")).with_source(e)
+}
+
+/// The rustls error behind a failed connection (a certificate the client does not trust, a
+/// peer that does not speak TLS, a client certificate the server refused), if that is the
+/// cause.
+pub(crate) fn tls_error(e: &redis::RedisError) -> Option<&rustls::Error> {
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    let source = std::error::Error::source(e)?;
+    // redis-rs keeps an I/O error as `Arc<dyn Error>` and hands out the `Arc` as the source.
+    let io = match source.downcast_ref::<Shared>() {
+        Some(shared) => shared.downcast_ref::<std::io::Error>()?,
+        None => source.downcast_ref::<std::io::Error>()?,
+    };
+    io.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
 /// The background task of a pool: reconnects dead slots, one at a time, and checks idle ones.

@@ -129,7 +129,11 @@ async fn bad_urls_are_rejected_with_a_clear_error() {
         "not a url",
         "http://127.0.0.1:6379",
         "redis://127.0.0.1:notaport",
-        "rediss://127.0.0.1:1",
+        // TLS works (tests/tls.rs), but a malformed TLS URL is still a clear error.
+        "rediss://127.0.0.1:notaport",
+        "rediss://127.0.0.1:6379/#bogus",
+        "rediss+sentinel://127.0.0.1:26379",
+        "redis+sentinel://127.0.0.1:26379/mymaster#insecure",
     ] {
         let err = Client::connect(url).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{url}: {err}");

@@ -303,7 +303,16 @@ impl ClusterClient {
                     .with_interval(idle / 2 + Duration::from_millis(1)),
             );
         }
-        let client = redis::cluster::ClusterClientBuilder::new(config.urls.clone())
+        let mut builder = redis::cluster::ClusterClientBuilder::new(config.urls.clone());
+        if let Some(tls) = &config.tls {
+            if let Some(certificates) = tls.certificates()? {
+                builder = builder.certs(certificates);
+            }
+            if tls.insecure_skip_verify {
+                builder = builder.tls(redis::TlsMode::Insecure);
+            }
+        }
+        let client = builder
             .retries(0)
             .connection_timeout(config.connect_timeout)
             .response_timeout(config.response_timeout)

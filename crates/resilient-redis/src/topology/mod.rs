@@ -14,7 +14,8 @@ pub(crate) use sentinel::{Master, SentinelResolver, TopologyView};
 /// The server behind a pool.
 pub(crate) enum Endpoint {
     /// One server, always at the same address.
-    Fixed(redis::Client),
+    /// (Boxed: with TLS settings a `redis::Client` is large.)
+    Fixed(Box<redis::Client>),
     /// The current master of a Sentinel deployment.
     Sentinel(Arc<SentinelResolver>),
 }

@@ -28,16 +28,14 @@ use std::{
 
 use futures::StreamExt;
 use rand::{RngExt, SeedableRng, rngs::SmallRng};
-use redis::{
-    AsyncConnectionConfig, ConnectionAddr, RedisResult, Value, aio::MultiplexedConnection,
-};
+use redis::{AsyncConnectionConfig, RedisResult, Value, aio::MultiplexedConnection};
 use tokio::{
     sync::{Notify, watch},
     time::Instant,
 };
 
 use crate::{
-    config::{ClientConfig, SentinelConfig},
+    config::{ClientConfig, SentinelConfig, Transport},
     error::{Error, ErrorKind, Outcome},
 };
 
@@ -77,6 +75,10 @@ pub(crate) struct SentinelResolver {
     config: SentinelConfig,
     /// The data nodes' connection settings; the address is replaced by the master's.
     template: redis::ConnectionInfo,
+    /// Plain TCP or TLS to the master and replicas (as the URL says).
+    data_transport: Transport,
+    /// Plain TCP or TLS to the sentinels ([`SentinelConfig::sentinel_tls`]).
+    sentinel_transport: Transport,
     sentinel_conn_config: AsyncConnectionConfig,
     response_timeout: Duration,
     master: watch::Sender<Master>,
@@ -109,6 +111,8 @@ impl SentinelResolver {
             sentinels: sentinel.sentinels.clone(),
             ..Known::default()
         };
+        let sentinel_transport = config.sentinel_transport(&sentinel)?;
+        let data_transport = Transport::of(template.addr());
         let resolver = Arc::new(SentinelResolver {
             sentinel_conn_config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(config.connect_timeout))
@@ -116,6 +120,8 @@ impl SentinelResolver {
             response_timeout: config.response_timeout,
             config: sentinel,
             template,
+            data_transport,
+            sentinel_transport,
             master: watch::channel(Master::default()).0,
             known: Mutex::new(known),
             watched: Mutex::new(HashSet::new()),
@@ -229,7 +235,7 @@ impl SentinelResolver {
         let info = self
             .template
             .clone()
-            .set_addr(ConnectionAddr::Tcp(addr.0.clone(), addr.1));
+            .set_addr(self.data_transport.addr(&addr.0, addr.1));
         let result = redis::Client::open(info)?.get_async_pubsub().await;
         if result.is_err() {
             self.request_rediscovery();
@@ -256,7 +262,7 @@ impl SentinelResolver {
         let info = self
             .template
             .clone()
-            .set_addr(ConnectionAddr::Tcp(addr.0.clone(), addr.1));
+            .set_addr(self.data_transport.addr(&addr.0, addr.1));
         let mut conn = redis::Client::open(info)?
             .get_multiplexed_async_connection_with_config(conn_config)
             .await?;
@@ -423,7 +429,7 @@ impl SentinelResolver {
         let info = self
             .template
             .clone()
-            .set_addr(ConnectionAddr::Tcp(sentinel.0.clone(), sentinel.1))
+            .set_addr(self.sentinel_transport.addr(&sentinel.0, sentinel.1))
             .set_redis_settings(settings);
         redis::Client::open(info)
     }

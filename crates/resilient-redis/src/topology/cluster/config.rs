@@ -4,7 +4,11 @@ use std::{collections::HashMap, time::Duration};
 
 use resilience::{AdaptiveThrottleConfig, Backoff, BreakerConfig, Jitter, RetryBudgetConfig};
 
-use crate::{ClientConfig, config::ErrorRule, error::Error};
+use crate::{
+    ClientConfig,
+    config::{ErrorRule, TlsConfig, Transport},
+    error::Error,
+};
 
 /// Configuration of a [`ClusterClient`](super::ClusterClient).
 ///
@@ -12,6 +16,7 @@ use crate::{ClientConfig, config::ErrorRule, error::Error};
 /// | setting | default | why |
 /// |---|---|---|
 /// | `urls` | `redis://127.0.0.1:7000` | seed nodes; one reachable seed is enough |
+/// | `tls` | `None`: `rediss://` seeds verify the nodes against the system roots | see [`TlsConfig`] |
 /// | `connect_timeout` | 1 s | |
 /// | `response_timeout` | 1 s | a reply later than this fails the attempt as ambiguous |
 /// | `deadline` | 5 s | total per call: covers a failover (about 2 to 3 s with `cluster-node-timeout 1000`) |
@@ -28,8 +33,12 @@ use crate::{ClientConfig, config::ErrorRule, error::Error};
 /// | `adaptive_throttle` | K = 2 over 10 s, per node | see [`ClientConfig::adaptive_throttle`]; one node refusing work does not throttle calls to the others |
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// Seed nodes: `redis://[[user]:password@]host:port`.
+    /// Seed nodes: `redis://[[user]:password@]host:port`, or `rediss://` for TLS (every node,
+    /// with `tls-cluster yes`; all seeds must use the same scheme).
     pub urls: Vec<String>,
+    /// Certificates for `rediss://` seeds (see [`ClientConfig::tls`]); an error with
+    /// `redis://` seeds.
+    pub tls: Option<TlsConfig>,
     /// Time allowed to open one connection to a node.
     pub connect_timeout: Duration,
     /// Time to wait for one reply before the attempt fails (ambiguous: it may have run).
@@ -72,6 +81,7 @@ impl Default for ClusterConfig {
         let client = ClientConfig::default();
         ClusterConfig {
             urls: vec!["redis://127.0.0.1:7000".to_owned()],
+            tls: None,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
             deadline: Duration::from_secs(5),
@@ -128,12 +138,20 @@ impl ClusterConfig {
             t.validate()
                 .map_err(|e| Error::config(format!("adaptive_throttle: {e}")))?;
         }
+        let mut schemes = Vec::new();
         for url in &self.urls {
-            ClientConfig {
+            let info = ClientConfig {
                 url: url.clone(),
+                tls: self.tls.clone(),
                 ..ClientConfig::default()
             }
             .connection_info()?;
+            schemes.push(Transport::of(info.addr()).is_tls());
+        }
+        if schemes.contains(&true) && schemes.contains(&false) {
+            return Err(Error::config(
+                "urls: mixes redis:// and rediss:// seeds; a cluster is all TLS or all plain",
+            ));
         }
         let positive = |name: &str, d: Duration| {
             if d.is_zero() {
@@ -178,6 +196,14 @@ mod tests {
         assert!(ClusterConfig::from_urls(&["redis://127.0.0.1:7000"]).is_ok());
         let err = ClusterConfig::from_urls(&["http://x"]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(ClusterConfig::from_urls(&["rediss://a:1", "rediss://b:2"]).is_ok());
+        let err = ClusterConfig::from_urls(&["rediss://a:1", "redis://b:2"]).unwrap_err();
+        assert!(err.to_string().contains("rediss://"), "{err}");
+        let c = ClusterConfig {
+            tls: Some(TlsConfig::default()),
+            ..ClusterConfig::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("rediss://"));
         let c = ClusterConfig {
             max_attempts: 0,
             ..ClusterConfig::default()

@@ -19,13 +19,15 @@ use redis::{
 };
 
 use super::{config::ClusterConfig, lock, slots::split_addr};
-use crate::{ClientConfig, error::Error};
+use crate::{ClientConfig, config::Transport, error::Error};
 
 /// The connections of the client to the nodes, opened on first use and dropped when broken.
 pub(super) struct Nodes {
     /// Connection settings of the first seed (credentials, database, TCP); the address is
     /// replaced by the node's.
     template: ConnectionInfo,
+    /// Plain TCP or TLS, as the seed URLs say.
+    transport: Transport,
     settings: AsyncConnectionConfig,
     live: Mutex<HashMap<String, (MultiplexedConnection, u64)>>,
     /// One connection attempt per node at a time.
@@ -40,6 +42,7 @@ impl Nodes {
         let template = ClientConfig {
             url: config.urls[0].clone(),
             tcp_keepalive: config.tcp_keepalive,
+            tls: config.tls.clone(),
             ..ClientConfig::default()
         }
         .connection_info()?;
@@ -47,15 +50,20 @@ impl Nodes {
         for url in &config.urls {
             let info = ClientConfig {
                 url: url.clone(),
+                tls: config.tls.clone(),
                 ..ClientConfig::default()
             }
             .connection_info()?;
-            if let ConnectionAddr::Tcp(host, port) = info.addr() {
-                seeds.push(format!("{host}:{port}"));
+            match info.addr() {
+                ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                    seeds.push(format!("{host}:{port}"));
+                }
+                _ => {}
             }
         }
         Ok(Nodes {
             seeds,
+            transport: Transport::of(template.addr()),
             template,
             settings: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(config.connect_timeout))
@@ -92,7 +100,7 @@ impl Nodes {
         let info = self
             .template
             .clone()
-            .set_addr(ConnectionAddr::Tcp(host.to_owned(), port));
+            .set_addr(self.transport.addr(host, port));
         let client = redis::Client::open(info).map_err(|e| not_found(format!("{addr}: {e}")))?;
         let conn = client
             .get_multiplexed_async_connection_with_config(&self.settings)
