@@ -133,11 +133,12 @@ async fn incr_counts_exactly_under_kills_and_cut_replies() {
     let _serial = SERIAL.lock().await;
     let server = RedisServer::start().await.unwrap();
     let proxy = FaultProxy::start(server.addr()).await.unwrap();
-    let xo_client = Client::connect(&proxy.url()).await.unwrap();
+    // Four connections per client, so that the every-50th cut surely happens within the run.
+    let xo_client = client_of(&proxy.url()).await;
     let xo = xo_client
         .exactly_once(ExactlyOnceConfig::default())
         .unwrap();
-    let plain = Client::connect(&proxy.url()).await.unwrap();
+    let plain = client_of(&proxy.url()).await;
     proxy.set_drop_every(Some(50));
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -161,6 +162,10 @@ async fn incr_counts_exactly_under_kills_and_cut_replies() {
     assert!(
         kills >= 25,
         "the fault did not happen: {kills} connections killed"
+    );
+    assert!(
+        proxy.stats().connections_dropped >= 1,
+        "the proxy cut no reply"
     );
     assert_eq!(exact.ambiguous, 0, "ambiguous outcomes: {:?}", exact.errors);
     assert_eq!(exact.failed, 0, "definite failures: {:?}", exact.errors);
