@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use redis::{Arg, Cmd};
 
-const SLOTS: u16 = 16384;
+use crate::topology::cluster::slots::SLOTS;
 
 /// Where a command's keys are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,31 +37,8 @@ impl Placement {
     }
 }
 
-/// CRC16/XMODEM, as Redis Cluster uses it.
-fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in bytes {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
-
-/// The slot of `key`, honouring a `{hash tag}`.
-pub(super) fn key_slot(key: &[u8]) -> u16 {
-    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
-        let rest = &key[open + 1..];
-        let close = rest.iter().position(|&b| b == b'}')?;
-        (close > 0).then(|| &rest[..close])
-    });
-    crc16(tagged.unwrap_or(key)) % SLOTS
-}
+use crate::topology::cluster::slots::crc16;
+pub(super) use crate::topology::cluster::slots::key_slot;
 
 /// The placement of some keys.
 pub(super) fn placement_of(keys: &[&[u8]]) -> Placement {

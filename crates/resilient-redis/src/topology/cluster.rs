@@ -79,7 +79,7 @@ mod classify;
 mod config;
 mod health;
 mod nodes;
-mod slots;
+pub(crate) mod slots;
 
 use classify::{Redirect, redirect_of};
 pub use config::ClusterConfig;

@@ -19,7 +19,7 @@ use tokio::{
 
 use super::{Inner, lock};
 
-const SLOTS: u16 = 16384;
+pub(crate) const SLOTS: u16 = 16384;
 
 /// One row of `CLUSTER SLOTS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,7 +353,7 @@ fn parse_cluster_slots(value: &Value) -> Option<Vec<SlotRange>> {
 // Key slots
 
 /// CRC16-XMODEM, as Redis Cluster uses for key slots.
-fn crc16(bytes: &[u8]) -> u16 {
+pub(crate) fn crc16(bytes: &[u8]) -> u16 {
     let mut crc: u16 = 0;
     for &b in bytes {
         crc ^= u16::from(b) << 8;
@@ -369,7 +369,7 @@ fn crc16(bytes: &[u8]) -> u16 {
 }
 
 /// The hash slot of a key (honouring `{hash tags}`).
-fn key_slot(key: &[u8]) -> u16 {
+pub(crate) fn key_slot(key: &[u8]) -> u16 {
     let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
         let rest = &key[open + 1..];
         let close = rest.iter().position(|&b| b == b'}')?;
