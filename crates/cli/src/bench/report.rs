@@ -239,6 +239,7 @@ mod tests {
         let mut expected = vec![
             "client",
             "workload",
+            "exactly_once",
             "concurrency",
             "duration_s",
             "ops",
