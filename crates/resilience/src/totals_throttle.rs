@@ -183,8 +183,9 @@ impl TotalsThrottle {
         if !self.is_engaged() {
             return Ok(());
         }
-        self.tick_at(now, totals());
-        let p = self.reject_probability_at(now, &totals);
+        let current = totals();
+        self.tick_at(now, current);
+        let p = self.reject_probability_at(now, || current);
         let nanos = now.saturating_duration_since(self.origin).as_nanos() as u64;
         if p <= 0.0 || rng.random::<f64>() >= p {
             self.last_admit.fetch_max(nanos, Ordering::Relaxed);

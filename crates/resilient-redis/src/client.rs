@@ -24,7 +24,8 @@ use crate::{
     request::{Reply, Request},
     retry::{
         AttemptError, PolicyParts, build_policy, classify_reply, connection_lost,
-        deadline_in_flight, give_up_error, is_overload_refusal, record_failure, throttle_admit,
+        deadline_in_flight, give_up_error, idempotency_of, is_overload_refusal, record_failure,
+        throttle_admit,
     },
     striped::StripedCounter,
 };
@@ -403,12 +404,7 @@ impl Client {
         safety: CommandSafety,
         cached: &mut Option<Lease>,
     ) -> Result<Reply, Error> {
-        let idempotency = match self.call.idempotent {
-            Some(true) => Idempotency::Idempotent,
-            Some(false) => Idempotency::NotIdempotent,
-            None if safety.is_retry_safe() => Idempotency::Idempotent,
-            None => Idempotency::NotIdempotent,
-        };
+        let idempotency = idempotency_of(self.call.idempotent, safety);
         let retry_safe = idempotency == Idempotency::Idempotent;
         // [sentinel] `read_only` routes the call to a replica with ReadFrom.
         let read_only = safety == CommandSafety::ReadOnly;

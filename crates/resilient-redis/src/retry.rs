@@ -26,6 +26,20 @@ impl std::fmt::Display for AttemptError {
     }
 }
 
+/// Whether a call may be re-sent after an attempt that may have run: the handle's override
+/// ([`Client::idempotent`](crate::Client::idempotent) and friends) if any, else the command
+/// table's verdict. Shared by every topology.
+pub(crate) fn idempotency_of(
+    override_: Option<bool>,
+    safety: crate::commands::CommandSafety,
+) -> resilience::Idempotency {
+    if override_.unwrap_or_else(|| safety.is_retry_safe()) {
+        resilience::Idempotency::Idempotent
+    } else {
+        resilience::Idempotency::NotIdempotent
+    }
+}
+
 /// What a server error reply means: `None` when it is the caller's to handle.
 pub(crate) fn classify_reply(
     config: &ClientConfig,

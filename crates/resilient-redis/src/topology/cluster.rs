@@ -70,7 +70,7 @@ use crate::{
     error::{Error, ErrorKind, Outcome},
     request::{Reply, Request},
     retry::{
-        AttemptError, PolicyParts, build_policy, connection_lost, give_up_error,
+        AttemptError, PolicyParts, build_policy, connection_lost, give_up_error, idempotency_of,
         is_overload_refusal, record_failure, throttle_admit,
     },
 };
@@ -488,12 +488,7 @@ impl ClusterClient {
                 "blocking commands are not sent through ClusterClient: they would hold up every request to the node; use a dedicated connection",
             ));
         }
-        let idempotency = match self.idempotent {
-            Some(true) => Idempotency::Idempotent,
-            Some(false) => Idempotency::NotIdempotent,
-            None if safety.is_retry_safe() => Idempotency::Idempotent,
-            None => Idempotency::NotIdempotent,
-        };
+        let idempotency = idempotency_of(self.idempotent, safety);
         let retry_safe = idempotency == Idempotency::Idempotent;
         let result = self
             .policy
