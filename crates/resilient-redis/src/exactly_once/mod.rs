@@ -93,6 +93,7 @@
 //! `resilient_redis_exactly_once_replays_total` (counter) and a `debug` event count the retries
 //! answered from a recorded reply; [`ExactlyOnce::stats`] has the same figures.
 
+mod batch;
 mod check;
 mod script;
 mod slot;
@@ -128,6 +129,8 @@ use token::{INSTANCE_LEN, Token, TokenKey};
 /// |---|---|---|
 /// | `token_ttl` | 60 s | well above the client's 5 s deadline: covers every retry of a call, and an application-level retry of a caller-chosen key shortly after |
 /// | `key_prefix` | `xo:` | |
+/// | `max_batch` | 64 | writes that wait together go out in one script call of at most this many (group commit: see the module docs); 1 sends every write alone |
+/// | `batches_in_flight` | 4 | calls outstanding at once before writes wait to share one: a few, so that the client, the network and the server overlap |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExactlyOnceConfig {
     /// How long the record of a write (its token key and reply) is kept. A retry after it expired
@@ -136,6 +139,12 @@ pub struct ExactlyOnceConfig {
     /// The prefix of every token key. It must not contain `{` or `}` (that would change the key's
     /// hash slot) and should not be used by the application's own keys.
     pub key_prefix: String,
+    /// Writes per script call at most, when concurrent writes share one (1 to 1,000; 1 turns
+    /// batching off). Standalone and Sentinel only: in a cluster every write is its own call.
+    pub max_batch: usize,
+    /// Script calls of batched writes outstanding at once (1 to 1,000). More overlap the client,
+    /// the network and the server better on a slow network; fewer make larger batches.
+    pub batches_in_flight: usize,
 }
 
 impl Default for ExactlyOnceConfig {
@@ -143,6 +152,8 @@ impl Default for ExactlyOnceConfig {
         ExactlyOnceConfig {
             token_ttl: Duration::from_secs(60),
             key_prefix: "xo:".to_owned(),
+            max_batch: 64,
+            batches_in_flight: 4,
         }
     }
 }
@@ -151,8 +162,8 @@ impl ExactlyOnceConfig {
     /// Checks the settings on their own (the client's deadline is checked by the constructors).
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidConfig`]: a TTL under 1 s or over 10 years, or a prefix with braces or
-    /// longer than 64 bytes.
+    /// [`ErrorKind::InvalidConfig`]: a TTL under 1 s or over 10 years, a prefix with braces or
+    /// longer than 64 bytes, `max_batch` or `batches_in_flight` outside 1 to 1,000.
     pub fn validate(&self) -> Result<(), Error> {
         if self.token_ttl < Duration::from_secs(1) {
             return Err(Error::config("exactly-once token_ttl must be at least 1 s"));
@@ -172,6 +183,16 @@ impl ExactlyOnceConfig {
                 "exactly-once key_prefix must be at most 64 bytes",
             ));
         }
+        if !(1..=1_000).contains(&self.max_batch) {
+            return Err(Error::config(
+                "exactly-once max_batch must be between 1 and 1000",
+            ));
+        }
+        if !(1..=1_000).contains(&self.batches_in_flight) {
+            return Err(Error::config(
+                "exactly-once batches_in_flight must be between 1 and 1000",
+            ));
+        }
         Ok(())
     }
 }
@@ -188,6 +209,9 @@ pub struct ExactlyOnceStats {
     pub reads: u64,
     /// Times the script was sent whole (`EVAL`) after a `NOSCRIPT` reply.
     pub script_loads: u64,
+    /// Script calls made for the writes: fewer than `writes` when concurrent writes shared
+    /// calls (group commit; retries of a call are not counted again).
+    pub script_calls: u64,
 }
 
 /// The client underneath.
@@ -227,17 +251,26 @@ impl Backend {
 
 struct Shared {
     config: ExactlyOnceConfig,
-    /// `token_ttl` in milliseconds, as the script's argument.
+    /// `token_ttl` in milliseconds, as the script's argument: the TTL of a caller-chosen key.
     ttl_ms: String,
+    /// The TTL of a hash of generated records: `token_ttl` and one period (see `token.rs`).
+    hash_ttl_ms: String,
+    /// When the instance was made: periods count from here.
+    epoch: std::time::Instant,
+    /// The length of a period: a quarter of `token_ttl`.
+    period: Duration,
     /// The instance id (base64): the first part of every generated token.
     instance: [u8; INSTANCE_LEN],
     cluster: bool,
     script: Script,
+    /// The script that runs a batch of writes (see `batch.rs`).
+    batch_script: Script,
     sequence: AtomicU64,
     writes: StripedCounter,
     reads: StripedCounter,
     replays: AtomicU64,
     script_loads: AtomicU64,
+    script_calls: StripedCounter,
     replays_metric: metrics::Counter,
 }
 
@@ -278,6 +311,8 @@ struct Shared {
 pub struct ExactlyOnce {
     backend: Backend,
     shared: Arc<Shared>,
+    /// Outside `Shared`: its worker holds `Shared`, and ends when the last handle is dropped.
+    batcher: Arc<batch::Batcher>,
 }
 
 impl Client {
@@ -353,19 +388,30 @@ impl ExactlyOnce {
         })?;
         let instance = token::instance_id(id);
         let ttl_ms = config.token_ttl.as_millis().to_string();
+        let period = config.token_ttl / 4;
+        let hash_ttl_ms = (config.token_ttl + period).as_millis().to_string();
         Ok(ExactlyOnce {
             backend,
+            batcher: Arc::new(batch::Batcher::new(
+                config.batches_in_flight,
+                config.max_batch,
+            )),
             shared: Arc::new(Shared {
                 config,
                 ttl_ms,
+                hash_ttl_ms,
+                epoch: std::time::Instant::now(),
+                period,
                 instance,
                 cluster,
                 script: Script::new(cluster),
+                batch_script: Script::batch(),
                 sequence: AtomicU64::new(0),
                 writes: StripedCounter::default(),
                 reads: StripedCounter::default(),
                 replays: AtomicU64::new(0),
                 script_loads: AtomicU64::new(0),
+                script_calls: StripedCounter::default(),
                 replays_metric: metrics::counter!("resilient_redis_exactly_once_replays_total"),
             }),
         })
@@ -384,6 +430,7 @@ impl ExactlyOnce {
             replays: s.replays.load(Ordering::Relaxed),
             reads: s.reads.get(),
             script_loads: s.script_loads.load(Ordering::Relaxed),
+            script_calls: s.script_calls.get(),
         }
     }
 
@@ -396,7 +443,7 @@ impl ExactlyOnce {
     pub async fn send(&self, cmd: &Cmd) -> Result<Value, Error> {
         let mut backend = self.backend.clone();
         self.shared
-            .command(&mut backend, cmd, Token::Generated)
+            .command(&self.batcher, &mut backend, cmd, Token::Generated)
             .await
             .map_err(error_of)
     }
@@ -415,7 +462,12 @@ impl ExactlyOnce {
         }
         let mut backend = self.backend.clone();
         self.shared
-            .command(&mut backend, cmd, Token::Caller(key.as_bytes()))
+            .command(
+                &self.batcher,
+                &mut backend,
+                cmd,
+                Token::Caller(key.as_bytes()),
+            )
             .await
             .map_err(error_of)
     }
@@ -464,7 +516,8 @@ impl ExactlyOnce {
 
 impl Shared {
     async fn command(
-        &self,
+        self: &Arc<Self>,
+        batcher: &Arc<batch::Batcher>,
         backend: &mut Backend,
         cmd: &Cmd,
         token: Token<'_>,
@@ -472,6 +525,32 @@ impl Shared {
         if check_command(cmd).map_err(Error::into_redis)? == CommandSafety::ReadOnly {
             self.reads.add(1);
             return backend.command(cmd).await;
+        }
+        if !self.cluster && self.config.max_batch > 1 && matches!(token, Token::Generated) {
+            // Group commit (see `batch.rs`).
+            let record = self
+                .token_key(token, Placement::Keyless)
+                .map_err(Error::into_redis)?;
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let entry = batch::Entry {
+                record,
+                cmd: cmd.clone(),
+                reply,
+            };
+            return match batcher.submit(self, backend, entry) {
+                None => answer.await.unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::Server,
+                        Outcome::Ambiguous,
+                        "exactly-once: the write's batch was dropped (its runtime stopped)",
+                    )
+                    .into_redis())
+                }),
+                Some(entry) => {
+                    self.invoke(backend, &entry.record, &[], Commands::One(&entry.cmd))
+                        .await
+                }
+            };
         }
         let keys = if self.cluster {
             slot::command_keys(cmd)
@@ -481,8 +560,7 @@ impl Shared {
         let key = self
             .token_key(token, slot::placement_of(&keys))
             .map_err(Error::into_redis)?;
-        self.invoke(backend, key.as_bytes(), &keys, Commands::One(cmd))
-            .await
+        self.invoke(backend, &key, &keys, Commands::One(cmd)).await
     }
 
     async fn group(
@@ -509,7 +587,7 @@ impl Shared {
             .token_key(token, slot::placement_of(&keys))
             .map_err(Error::into_redis)?;
         let results = match self
-            .invoke(backend, key.as_bytes(), &keys, Commands::Group(pipeline))
+            .invoke(backend, &key, &keys, Commands::Group(pipeline))
             .await?
         {
             Value::Array(results) => results,
@@ -520,25 +598,32 @@ impl Shared {
         Ok(wire_replies(pipeline, results, offset, count))
     }
 
-    /// Sends the script for `commands` under `token_key` (with the commands' `keys` declared
+    /// Sends the script for `commands` with its `record` (with the commands' `keys` declared
     /// too, in a cluster), once more with `EVAL` after `NOSCRIPT`, and returns the reply.
     async fn invoke(
         &self,
         backend: &mut Backend,
-        token_key: &[u8],
+        record: &TokenKey,
         keys: &[&[u8]],
         commands: Commands<'_>,
     ) -> RedisResult<Value> {
         let shared = self;
         shared.writes.add(1);
+        shared.script_calls.add(1);
+        let ttl_ms = if record.field().is_empty() {
+            &shared.ttl_ms
+        } else {
+            &shared.hash_ttl_ms
+        };
         let mut how = Invoke::Sha;
         loop {
             let request = script::invocation(
                 &shared.script,
                 how,
-                token_key,
+                record.as_bytes(),
+                record.field(),
                 keys,
-                shared.ttl_ms.as_bytes(),
+                ttl_ms.as_bytes(),
                 commands,
             );
             let answer = match backend.command(&request).await {
@@ -549,18 +634,13 @@ impl Shared {
             match answer {
                 Answer::Reply { value, replayed } => {
                     if replayed {
-                        shared.replays.fetch_add(1, Ordering::Relaxed);
-                        shared.replays_metric.increment(1);
-                        tracing::debug!(
-                            token = %String::from_utf8_lossy(token_key),
-                            "exactly-once: the write had already been applied; answered from its recorded reply"
-                        );
+                        shared.replayed(record);
                     }
                     return Ok(value);
                 }
                 Answer::NoScript if how == Invoke::Sha => {
                     // Nothing ran: send the whole script (which also caches it).
-                    shared.script_loads.fetch_add(1, Ordering::Relaxed);
+                    shared.loaded_script();
                     how = Invoke::Body;
                 }
                 Answer::NoScript => return Err(unexpected(Value::Nil)),
@@ -572,6 +652,22 @@ impl Shared {
 }
 
 impl Shared {
+    /// Counts a write answered from its record.
+    fn replayed(&self, record: &TokenKey) {
+        self.replays.fetch_add(1, Ordering::Relaxed);
+        self.replays_metric.increment(1);
+        tracing::debug!(
+            token = %String::from_utf8_lossy(record.as_bytes()),
+            field = %String::from_utf8_lossy(record.field()),
+            "exactly-once: the write had already been applied; answered from its recorded reply"
+        );
+    }
+
+    /// Counts a script sent whole after `NOSCRIPT`.
+    fn loaded_script(&self) {
+        self.script_loads.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The token key of one call (see `token.rs`), in the slot of its keys in a cluster.
     fn token_key(&self, token: Token<'_>, placement: Placement) -> Result<TokenKey, Error> {
         let tag: &[u8] = match (self.cluster, placement) {
@@ -592,12 +688,19 @@ impl Shared {
                 ));
             }
         };
+        let period = match token {
+            Token::Generated => {
+                (self.epoch.elapsed().as_nanos() / self.period.as_nanos().max(1)) as u64
+            }
+            Token::Caller(_) => 0,
+        };
         Ok(TokenKey::new(
             self.config.key_prefix.as_bytes(),
             tag,
             token,
             &self.instance,
             &self.sequence,
+            period,
         ))
     }
 }
@@ -654,8 +757,12 @@ fn error_of(e: RedisError) -> Error {
 impl ConnectionLike for ExactlyOnce {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         // The backend is used in place: it keeps its cached connection between calls.
-        let ExactlyOnce { backend, shared } = self;
-        Box::pin(shared.command(backend, cmd, Token::Generated))
+        let ExactlyOnce {
+            backend,
+            shared,
+            batcher,
+        } = self;
+        Box::pin(shared.command(batcher, backend, cmd, Token::Generated))
     }
 
     fn req_packed_commands<'a>(
@@ -664,7 +771,9 @@ impl ConnectionLike for ExactlyOnce {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        let ExactlyOnce { backend, shared } = self;
+        let ExactlyOnce {
+            backend, shared, ..
+        } = self;
         Box::pin(shared.group(backend, pipeline, offset, count, Token::Generated))
     }
 
@@ -729,14 +838,19 @@ mod tests {
         Shared {
             config: ExactlyOnceConfig::default(),
             ttl_ms: "60000".into(),
+            hash_ttl_ms: "75000".into(),
+            epoch: std::time::Instant::now(),
+            period: Duration::from_secs(15),
             instance: *b"0123456789abcdef012345",
             cluster,
             script: Script::new(cluster),
+            batch_script: Script::batch(),
             sequence: AtomicU64::new(0),
             writes: StripedCounter::default(),
             reads: StripedCounter::default(),
             replays: AtomicU64::new(0),
             script_loads: AtomicU64::new(0),
+            script_calls: StripedCounter::default(),
             replays_metric: metrics::Counter::noop(),
         }
     }
@@ -746,13 +860,22 @@ mod tests {
         let s = shared(false);
         let key = |t| {
             let key = s.token_key(t, Placement::Keyless).unwrap();
-            String::from_utf8(key.as_bytes().to_vec()).unwrap()
+            let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+            (text(key.as_bytes()), text(key.field()))
         };
-        assert_eq!(key(Token::Generated), "xo:0123456789abcdef012345A");
-        assert_eq!(key(Token::Generated), "xo:0123456789abcdef012345B");
+        let hash = "xo:0123456789abcdef012345A.A".to_owned();
+        assert_eq!(key(Token::Generated), (hash.clone(), "A".into()));
+        assert_eq!(key(Token::Generated), (hash, "B".into()));
+        // 0xabc = 42 * 64 + 60: hash 42 (`q`), field 60 (`8`).
         s.sequence.store(0xabc, Ordering::Relaxed);
-        assert_eq!(key(Token::Generated), "xo:0123456789abcdef012345q8");
-        assert_eq!(key(Token::Caller(b"order-1")), "xo:k:order-1");
+        assert_eq!(
+            key(Token::Generated),
+            ("xo:0123456789abcdef012345q.A".into(), "8".into())
+        );
+        assert_eq!(
+            key(Token::Caller(b"order-1")),
+            ("xo:k:order-1".into(), String::new())
+        );
 
         let c = shared(true);
         let slot_of_foo = slot::key_slot(b"foo");

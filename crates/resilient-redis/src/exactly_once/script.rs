@@ -2,11 +2,14 @@
 //! and the code that invokes it and reads its answer.
 //!
 //! # The script
-//! `KEYS[1]` is the token key (in Redis Cluster the command's keys follow it in `KEYS`, unused by
-//! the script but declared, so Redis routes and checks the call by all of them); `ARGV[1]` the
-//! token's TTL in milliseconds; `ARGV[2]` is `s` for one command (its arguments follow) or `g`
-//! for a group (each command as its argument count, then its arguments).
-//! 1. If the token key exists, its recorded reply is returned, marked as a replay: nothing runs.
+//! `KEYS[1]` is the record's key (in Redis Cluster the command's keys follow it in `KEYS`,
+//! unused by the script but declared, so Redis routes and checks the call by all of them);
+//! `ARGV[1]` the record key's TTL in milliseconds; `ARGV[2]` the record's field in that key (a
+//! hash, for a generated token: see `token.rs`), or empty when the record is the key itself (a
+//! caller-chosen key); `ARGV[3]` is `s` for one command (its arguments follow) or `g` for a
+//! group (each command as its argument count, then its arguments).
+//! 1. If the record exists, it is returned, marked as a replay: nothing runs. For a hash, the
+//!    same `HMGET` also tells whether the hash exists (its marker field `.`).
 //! 2. Otherwise the command runs with `redis.pcall`. A single command that fails (`WRONGTYPE`,
 //!    `OOM`, a syntax error, ...) did not apply: its error is returned and nothing is recorded,
 //!    so the call can be corrected and the same token used again. (`redis.call` would record
@@ -15,7 +18,8 @@
 //! 3. A group runs every command, as `MULTI`/`EXEC` does after a runtime error: the replies,
 //!    error entries included, are recorded (some commands applied, so a retry must not run any
 //!    of them again).
-//! 4. The reply is recorded under the token key with `PSETEX` (the same as `SET .. PX`, without
+//! 4. The reply is recorded: `HSET` of the field, and when the hash is new, its marker and its
+//!    expiry (`PEXPIRE`); for a key of its own, `PSETEX` (the same as `SET .. PX`, without
 //!    option parsing: measurably cheaper inside the script). The record is a one-byte type tag
 //!    and the reply: `i` and the integer in decimal, `b` and the bulk string, `s` and the status,
 //!    `n` for nil; arrays and groups (rarer, and nested) as `m` and the reply in `cmsgpack`
@@ -39,8 +43,15 @@ use redis::{Arg, Cmd, Pipeline, Value};
 /// The script body. Its first line is its version: a new text has a new SHA1, so a client never
 /// runs a script whose record format it does not know, and records of an older version (under
 /// other token keys) expire on their own.
-const BODY: &str = r#"-- resilient-redis exactly-once v2
-local rec = redis.call('GET', KEYS[1])
+const BODY: &str = r#"-- resilient-redis exactly-once v3
+local k, f = KEYS[1], ARGV[2]
+local rec, new
+if f == '' then
+  rec = redis.call('GET', k)
+else
+  local got = redis.call('HMGET', k, f, '.')
+  rec, new = got[1], not got[2]
+end
 if rec then
   local tag, body = string.sub(rec, 1, 1), string.sub(rec, 2)
   if tag == 'i' then
@@ -54,28 +65,24 @@ if rec then
   end
   return {1, cmsgpack.unpack(body)}
 end
-local r
-if ARGV[2] == 's' then
-  r = redis.pcall(unpack(ARGV, 3))
+local r, s
+if ARGV[3] == 's' then
+  r = redis.pcall(unpack(ARGV, 4))
   local t = type(r)
   if t == 'number' then
-    redis.call('PSETEX', KEYS[1], ARGV[1], string.format('i%d', r))
-    return r
+    s = string.format('i%d', r)
   elseif t == 'string' then
-    redis.call('PSETEX', KEYS[1], ARGV[1], 'b' .. r)
-    return r
+    s = 'b' .. r
   elseif t == 'boolean' then
-    redis.call('PSETEX', KEYS[1], ARGV[1], 'n')
-    return r
+    s = 'n'
   elseif r.err then
     return r
   elseif r.ok then
-    redis.call('PSETEX', KEYS[1], ARGV[1], 's' .. r.ok)
-    return r
+    s = 's' .. r.ok
   end
 else
   r = {}
-  local i, n, j = 3, #ARGV, 0
+  local i, n, j = 4, #ARGV, 0
   while i <= n do
     local c = tonumber(ARGV[i])
     j = j + 1
@@ -83,7 +90,21 @@ else
     i = i + c + 1
   end
 end
-redis.call('PSETEX', KEYS[1], ARGV[1], 'm' .. cmsgpack.pack(r))
+local bare = s ~= nil
+if not bare then
+  s = 'm' .. cmsgpack.pack(r)
+end
+if f == '' then
+  redis.call('PSETEX', k, ARGV[1], s)
+elseif new then
+  redis.call('HSET', k, f, s, '.', '')
+  redis.call('PEXPIRE', k, ARGV[1])
+else
+  redis.call('HSET', k, f, s)
+end
+if bare then
+  return r
+end
 return {0, r}
 "#;
 
@@ -107,8 +128,25 @@ impl Script {
         } else {
             BODY.to_owned()
         };
+        Script::of(body)
+    }
+
+    /// The batch script (see `batch.rs`), for standalone servers.
+    pub(super) fn batch() -> Script {
+        Script::of(super::batch::BATCH_BODY.to_owned())
+    }
+
+    fn of(body: String) -> Script {
         let sha = redis::Script::new(&body).get_hash().to_owned();
         Script { body, sha }
+    }
+
+    /// The command and its first argument that run the script.
+    pub(super) fn invoke_as(&self, how: Invoke) -> (&'static str, &str) {
+        match how {
+            Invoke::Sha => ("EVALSHA", &self.sha),
+            Invoke::Body => ("EVAL", &self.body),
+        }
     }
 }
 
@@ -136,23 +174,22 @@ fn simple(arg: Arg<&[u8]>) -> &[u8] {
     }
 }
 
-/// The request that runs `commands` under `token_key`: one allocation for the arguments and one
+/// The request that runs `commands` with its record at `field` of `token_key` (or the key
+/// itself when `field` is empty): one allocation for the arguments and one
 /// for their bytes, sized up front.
 pub(super) fn invocation(
     script: &Script,
     how: Invoke,
     token_key: &[u8],
+    field: &[u8],
     keys: &[&[u8]],
     ttl_ms: &[u8],
     commands: Commands<'_>,
 ) -> Cmd {
-    let (name, head): (&str, &str) = match how {
-        Invoke::Sha => ("EVALSHA", &script.sha),
-        Invoke::Body => ("EVAL", &script.body),
-    };
+    let (name, head) = script.invoke_as(how);
     let (mut argc, mut bytes) = (
-        6,
-        name.len() + head.len() + token_key.len() + ttl_ms.len() + 2,
+        7,
+        name.len() + head.len() + token_key.len() + field.len() + ttl_ms.len() + 2,
     );
     match commands {
         Commands::One(cmd) => {
@@ -171,7 +208,7 @@ pub(super) fn invocation(
     for key in keys {
         c.arg(*key);
     }
-    c.arg(ttl_ms);
+    c.arg(ttl_ms).arg(field);
     match commands {
         Commands::One(cmd) => {
             c.arg("s");
@@ -250,6 +287,7 @@ mod tests {
             &script,
             Invoke::Sha,
             b"xo:t1",
+            b"A",
             &[],
             b"60000",
             Commands::One(&incr),
@@ -262,6 +300,7 @@ mod tests {
                 "1",
                 "xo:t1",
                 "60000",
+                "A",
                 "s",
                 "INCR",
                 "counter"
@@ -272,6 +311,7 @@ mod tests {
             &script,
             Invoke::Body,
             b"xo:t1",
+            b"",
             &[],
             b"60000",
             Commands::One(&incr),
@@ -289,13 +329,15 @@ mod tests {
             &script,
             Invoke::Sha,
             b"k",
+            b"",
             &[b"a", b"b"],
             b"1000",
             Commands::Group(&p),
         );
         assert_eq!(args(&c)[2..5], ["3", "k", "a"].map(str::to_owned));
+        assert_eq!(args(&c)[6..8], ["1000", ""].map(str::to_owned));
         assert_eq!(
-            args(&c)[7..],
+            args(&c)[8..],
             ["g", "3", "INCRBY", "a", "2", "2", "GET", "b"].map(str::to_owned)
         );
     }

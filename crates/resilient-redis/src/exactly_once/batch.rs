@@ -1,0 +1,370 @@
+//! Group commit: concurrent exactly-once writes to one server share one script call.
+//!
+//! Most of what an exactly-once write costs is the script call around it, not the command: the
+//! server parses a longer request, sets up the script's arguments, checks the record and writes
+//! it (two more commands inside the script, each with its own dispatch); the client builds and
+//! reads one more request and reply. When many tasks write at once, their writes are collected
+//! and sent as one call of [`BATCH_BODY`], which checks the records of every write with one
+//! `HMGET` per hash, runs each command, and records them with one `HSET` per hash.
+//!
+//! No timer is involved, and nothing waits for a batch to fill: a write goes out at once while
+//! fewer than [`IN_FLIGHT`] calls are outstanding, and writes that arrive while they all are wait
+//! for the first to come back and go out together (at most [`MAX_ENTRIES`] per call). A lone
+//! writer sees the plain script; batches form only under load, where they are needed.
+//!
+//! Each write keeps its own token, and the call as a whole is retried by the client's rules
+//! (with every token unchanged): the same guarantee as for one write. Only single commands with
+//! generated tokens on a standalone server (or a Sentinel-managed one) are batched; groups,
+//! caller-chosen keys and Redis Cluster (whose writes go to different nodes by slot) use the
+//! script one call at a time.
+
+use std::sync::{Arc, Mutex};
+
+use redis::{Cmd, RedisResult, Value};
+use tokio::sync::oneshot;
+
+use super::{
+    Backend, Shared,
+    script::{self, Answer, Commands, Invoke, Script},
+    token::TokenKey,
+    unexpected,
+};
+use crate::error::{Error, ErrorKind, Outcome};
+
+/// Argument bytes per call at most (one write larger than this goes alone).
+const MAX_BYTES: usize = 256 * 1024;
+
+/// The script that runs a batch. `KEYS` are the records' hashes, one per write (in order: writes
+/// of one hash are usually adjacent); `ARGV[1]` is a new hash's TTL in milliseconds; then per
+/// write: its field, its argument count and its arguments. Per run of writes with the same
+/// hash: one `HMGET` of the marker and their fields, each write without a record runs (as in
+/// the single script: its error is returned and nothing recorded), one `HSET` of the new
+/// records (with the marker and a `PEXPIRE` when the hash is new). The answer is an array with
+/// one element per write, each encoded as the single script's answer.
+pub(super) const BATCH_BODY: &str = r#"-- resilient-redis exactly-once batch v1
+local function replay(rec)
+  local tag, body = string.sub(rec, 1, 1), string.sub(rec, 2)
+  if tag == 'i' then
+    return {1, tonumber(body)}
+  elseif tag == 'b' then
+    return {1, body}
+  elseif tag == 's' then
+    return {1, {ok = body}}
+  elseif tag == 'n' then
+    return {1, false}
+  end
+  return {1, cmsgpack.unpack(body)}
+end
+local n, out, i, e = #KEYS, {}, 2, 1
+while e <= n do
+  local k, from = KEYS[e], e
+  local fields, at, last, m = {'.'}, {}, {}, 0
+  while e <= n and KEYS[e] == k do
+    m = m + 1
+    fields[m + 1] = ARGV[i]
+    at[m] = i
+    i = i + 2 + tonumber(ARGV[i + 1])
+    last[m] = i - 1
+    e = e + 1
+  end
+  local got = redis.call('HMGET', k, unpack(fields))
+  local save, w = {}, 0
+  for x = 1, m do
+    local rec, a = got[x + 1], at[x]
+    if rec then
+      out[from + x - 1] = replay(rec)
+    else
+      local r = redis.pcall(unpack(ARGV, a + 2, last[x]))
+      local t, s = type(r), nil
+      if t == 'number' then
+        s = string.format('i%d', r)
+      elseif t == 'string' then
+        s = 'b' .. r
+      elseif t == 'boolean' then
+        s = 'n'
+      elseif r.err then
+        s = nil
+      elseif r.ok then
+        s = 's' .. r.ok
+      else
+        s = 'm' .. cmsgpack.pack(r)
+        r = {0, r}
+      end
+      out[from + x - 1] = r
+      if s then
+        save[w + 1], save[w + 2], w = ARGV[a], s, w + 2
+      end
+    end
+  end
+  if w > 0 then
+    if got[1] then
+      redis.call('HSET', k, unpack(save))
+    else
+      save[w + 1], save[w + 2] = '.', ''
+      redis.call('HSET', k, unpack(save))
+      redis.call('PEXPIRE', k, ARGV[1])
+    end
+  end
+end
+return out
+"#;
+
+/// One write waiting for its batch.
+pub(super) struct Entry {
+    pub(super) record: TokenKey,
+    pub(super) cmd: Cmd,
+    pub(super) reply: oneshot::Sender<RedisResult<Value>>,
+}
+
+impl Entry {
+    fn bytes(&self) -> usize {
+        self.cmd.args_iter().map(|a| arg(a).len()).sum::<usize>() + self.record.as_bytes().len()
+    }
+}
+
+fn arg(a: redis::Arg<&[u8]>) -> &[u8] {
+    match a {
+        redis::Arg::Simple(b) => b,
+        _ => b"",
+    }
+}
+
+/// The writes waiting to go out, and the tasks sending them (shared by the clones of an
+/// [`ExactlyOnce`](super::ExactlyOnce)).
+///
+/// No task runs while nothing is written. A write that finds fewer than `in_flight` tasks
+/// sending starts one for itself (and whatever else is queued); otherwise it is queued, and the
+/// first task to finish its call sends everything queued as its next call. The calls run in
+/// their own tasks, not in a caller's future: a caller that gives up waiting (a timeout, a
+/// dropped future) does not stop the call the other writes in it depend on.
+pub(super) struct Batcher {
+    state: Mutex<State>,
+    /// Calls outstanding at once, at most.
+    in_flight: usize,
+    /// Writes per call, at most.
+    max_batch: usize,
+}
+
+#[derive(Default)]
+struct State {
+    queue: Vec<Entry>,
+    /// Tasks sending batches.
+    running: usize,
+}
+
+impl Batcher {
+    pub(super) fn new(in_flight: usize, max_batch: usize) -> Batcher {
+        Batcher {
+            state: Mutex::default(),
+            in_flight: in_flight.max(1),
+            max_batch: max_batch.max(1),
+        }
+    }
+
+    /// Queues `entry`, starting a task to send it if fewer than `in_flight` run. Gives the entry
+    /// back when there is no Tokio runtime to start one on.
+    pub(super) fn submit(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        backend: &Backend,
+        entry: Entry,
+    ) -> Option<Entry> {
+        let mut state = self.lock();
+        if state.running >= self.in_flight {
+            state.queue.push(entry);
+            return None;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Some(entry);
+        };
+        state.queue.push(entry);
+        let batch = take_batch(&mut state.queue, self.max_batch);
+        state.running += 1;
+        drop(state);
+        let sender = Sender {
+            batcher: self.clone(),
+            shared: shared.clone(),
+            backend: backend.clone(),
+            done: false,
+        };
+        runtime.spawn(sender.send(batch));
+        None
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The writes of the next call: the oldest queued, up to `max` and [`MAX_BYTES`].
+fn take_batch(queue: &mut Vec<Entry>, max: usize) -> Vec<Entry> {
+    let mut bytes = 0;
+    let mut n = 0;
+    for entry in queue.iter() {
+        if n == max || (n > 0 && bytes + entry.bytes() > MAX_BYTES) {
+            break;
+        }
+        bytes += entry.bytes();
+        n += 1;
+    }
+    if n == queue.len() {
+        std::mem::take(queue)
+    } else {
+        queue.drain(..n).collect()
+    }
+}
+
+/// One task sending batches until the queue is empty.
+struct Sender {
+    batcher: Arc<Batcher>,
+    shared: Arc<Shared>,
+    backend: Backend,
+    /// Set when it stops with the queue empty (and has counted itself out).
+    done: bool,
+}
+
+impl Sender {
+    async fn send(mut self, mut batch: Vec<Entry>) {
+        loop {
+            run(&self.shared, &mut self.backend, batch).await;
+            let mut state = self.batcher.lock();
+            if state.queue.is_empty() {
+                state.running -= 1;
+                self.done = true;
+                return;
+            }
+            batch = take_batch(&mut state.queue, self.batcher.max_batch);
+        }
+    }
+}
+
+impl Drop for Sender {
+    /// A task stopped early (a panic, or its runtime shutting down): the writes of its call
+    /// get an error (their reply channels close: ambiguous); it counts itself out, and a new
+    /// task takes over the queue if a runtime is there to run it.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut state = self.batcher.lock();
+        state.running -= 1;
+        if state.queue.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let batch = take_batch(&mut state.queue, self.batcher.max_batch);
+        state.running += 1;
+        drop(state);
+        let sender = Sender {
+            batcher: self.batcher.clone(),
+            shared: self.shared.clone(),
+            backend: self.backend.clone(),
+            done: false,
+        };
+        runtime.spawn(sender.send(batch));
+    }
+}
+
+/// Sends one batch and hands each write its reply.
+async fn run(shared: &Shared, backend: &mut Backend, mut batch: Vec<Entry>) {
+    if batch.len() == 1 {
+        let Some(Entry { record, cmd, reply }) = batch.pop() else {
+            return;
+        };
+        let result = shared
+            .invoke(backend, &record, &[], Commands::One(&cmd))
+            .await;
+        let _ = reply.send(result);
+        return;
+    }
+    shared.writes.add(batch.len() as u64);
+    shared.script_calls.add(1);
+    match call(shared, backend, &batch).await {
+        Ok(answers) => {
+            for (entry, answer) in batch.into_iter().zip(answers) {
+                let result = match answer {
+                    Answer::Reply { value, replayed } => {
+                        if replayed {
+                            shared.replayed(&entry.record);
+                        }
+                        Ok(value)
+                    }
+                    Answer::Error(value) => Ok(value),
+                    Answer::NoScript | Answer::Unexpected(_) => Err(unexpected(Value::Nil)),
+                };
+                let _ = entry.reply.send(result);
+            }
+        }
+        Err(e) => {
+            let error = super::error_of(e);
+            for entry in batch {
+                let _ = entry.reply.send(Err(error.clone().into_redis()));
+            }
+        }
+    }
+}
+
+/// The batch's script call (once more with `EVAL` after `NOSCRIPT`), read into one answer per
+/// write.
+async fn call(shared: &Shared, backend: &mut Backend, batch: &[Entry]) -> RedisResult<Vec<Answer>> {
+    let mut how = Invoke::Sha;
+    loop {
+        let request = invocation(
+            &shared.batch_script,
+            how,
+            shared.hash_ttl_ms.as_bytes(),
+            batch,
+        );
+        let value = match backend.command(&request).await {
+            Err(e) if e.code() == Some("NOSCRIPT") => Value::Nil,
+            Err(e) => return Err(e),
+            Ok(Value::ServerError(e)) if e.code() == "NOSCRIPT" => Value::Nil,
+            Ok(value) => value,
+        };
+        match value {
+            Value::Nil if how == Invoke::Sha => {
+                shared.loaded_script();
+                how = Invoke::Body;
+            }
+            Value::Array(items) if items.len() == batch.len() => {
+                return Ok(items.into_iter().map(script::read_answer).collect());
+            }
+            // The script failed as a whole (some writes may have run before it stopped).
+            Value::ServerError(e) => {
+                return Err(Error::new(
+                    ErrorKind::Server,
+                    Outcome::Ambiguous,
+                    format!("exactly-once: the batch script failed: {e}"),
+                )
+                .into_redis());
+            }
+            other => return Err(unexpected(other)),
+        }
+    }
+}
+
+/// The request that runs `batch`: one allocation for the arguments and one for their bytes.
+fn invocation(script: &Script, how: Invoke, ttl_ms: &[u8], batch: &[Entry]) -> Cmd {
+    let (name, head) = script.invoke_as(how);
+    let mut argc = 4 + batch.len() * 3;
+    let mut bytes = name.len() + head.len() + ttl_ms.len() + 4;
+    for e in batch {
+        argc += e.cmd.args_iter().len();
+        bytes += e.bytes() + e.record.field().len() + 4;
+    }
+    let mut c = Cmd::with_capacity(argc, bytes);
+    c.arg(name).arg(head).arg(batch.len());
+    for e in batch {
+        c.arg(e.record.as_bytes());
+    }
+    c.arg(ttl_ms);
+    for e in batch {
+        c.arg(e.record.field()).arg(e.cmd.args_iter().len());
+        for a in e.cmd.args_iter() {
+            c.arg(arg(a));
+        }
+    }
+    c
+}
