@@ -34,13 +34,14 @@ use crate::error::{Error, ErrorKind, Outcome};
 /// Argument bytes per call at most (one write larger than this goes alone).
 const MAX_BYTES: usize = 256 * 1024;
 
-/// The script that runs a batch. `KEYS` are the records' hashes, one per write (in order: writes
-/// of one hash are usually adjacent); `ARGV[1]` is a new hash's TTL in milliseconds; then per
-/// write: its field, its argument count and its arguments. Per run of writes with the same
-/// hash: one `HMGET` of the marker and their fields, each write without a record runs (as in
-/// the single script: its error is returned and nothing recorded), one `HSET` of the new
-/// records (with the marker and a `PEXPIRE` when the hash is new). The answer is an array with
-/// one element per write, each encoded as the single script's answer.
+/// The script that runs a batch. `KEYS` are the records' hashes, each named once per run of
+/// consecutive writes with that hash (usually one or two per call); `ARGV[1]` is a new hash's
+/// TTL in milliseconds; then per run: its number of writes, and per write: its field, its
+/// argument count and its arguments. Per run: one `HMGET` of the marker and the writes' fields,
+/// each write without a record runs (as in the single script: its error is returned and
+/// nothing recorded), one `HSET` of the new records (with the marker and a `PEXPIRE` when the
+/// hash is new). The answer is an array with one element per write, each encoded as the single
+/// script's answer.
 pub(super) const BATCH_BODY: &str = r#"-- resilient-redis exactly-once batch v1
 local function replay(rec)
   local tag, body = string.sub(rec, 1, 1), string.sub(rec, 2)
@@ -55,24 +56,24 @@ local function replay(rec)
   end
   return {1, cmsgpack.unpack(body)}
 end
-local n, out, i, e = #KEYS, {}, 2, 1
-while e <= n do
-  local k, from = KEYS[e], e
-  local fields, at, last, m = {'.'}, {}, {}, 0
-  while e <= n and KEYS[e] == k do
-    m = m + 1
-    fields[m + 1] = ARGV[i]
-    at[m] = i
+local out, i, o = {}, 2, 0
+for j = 1, #KEYS do
+  local k, m = KEYS[j], tonumber(ARGV[i])
+  i = i + 1
+  local fields, at, last = {'.'}, {}, {}
+  for x = 1, m do
+    fields[x + 1] = ARGV[i]
+    at[x] = i
     i = i + 2 + tonumber(ARGV[i + 1])
-    last[m] = i - 1
-    e = e + 1
+    last[x] = i - 1
   end
   local got = redis.call('HMGET', k, unpack(fields))
   local save, w = {}, 0
   for x = 1, m do
     local rec, a = got[x + 1], at[x]
+    o = o + 1
     if rec then
-      out[from + x - 1] = replay(rec)
+      out[o] = replay(rec)
     else
       local r = redis.pcall(unpack(ARGV, a + 2, last[x]))
       local t, s = type(r), nil
@@ -90,7 +91,7 @@ while e <= n do
         s = 'm' .. cmsgpack.pack(r)
         r = {0, r}
       end
-      out[from + x - 1] = r
+      out[o] = r
       if s then
         save[w + 1], save[w + 2], w = ARGV[a], s, w + 2
       end
@@ -118,7 +119,7 @@ pub(super) struct Entry {
 
 impl Entry {
     fn bytes(&self) -> usize {
-        self.cmd.args_iter().map(|a| arg(a).len()).sum::<usize>() + self.record.as_bytes().len()
+        self.cmd.args_iter().map(|a| arg(a).len()).sum::<usize>()
     }
 }
 
@@ -348,23 +349,89 @@ async fn call(shared: &Shared, backend: &mut Backend, batch: &[Entry]) -> RedisR
 /// The request that runs `batch`: one allocation for the arguments and one for their bytes.
 fn invocation(script: &Script, how: Invoke, ttl_ms: &[u8], batch: &[Entry]) -> Cmd {
     let (name, head) = script.invoke_as(how);
-    let mut argc = 4 + batch.len() * 3;
-    let mut bytes = name.len() + head.len() + ttl_ms.len() + 4;
+    // Runs of consecutive writes with the same hash: (first write, writes).
+    let mut runs: Vec<(usize, usize)> = Vec::with_capacity(2);
+    for (i, e) in batch.iter().enumerate() {
+        match runs.last_mut() {
+            Some((first, n)) if batch[*first].record.as_bytes() == e.record.as_bytes() => *n += 1,
+            _ => runs.push((i, 1)),
+        }
+    }
+    let mut argc = 4 + runs.len() * 2 + batch.len() * 2;
+    let mut bytes = name.len() + head.len() + ttl_ms.len() + 4 + runs.len() * 40;
     for e in batch {
         argc += e.cmd.args_iter().len();
         bytes += e.bytes() + e.record.field().len() + 4;
     }
     let mut c = Cmd::with_capacity(argc, bytes);
-    c.arg(name).arg(head).arg(batch.len());
-    for e in batch {
-        c.arg(e.record.as_bytes());
+    c.arg(name).arg(head).arg(runs.len());
+    for (first, _) in &runs {
+        c.arg(batch[*first].record.as_bytes());
     }
     c.arg(ttl_ms);
-    for e in batch {
-        c.arg(e.record.field()).arg(e.cmd.args_iter().len());
-        for a in e.cmd.args_iter() {
-            c.arg(arg(a));
+    for (first, n) in runs {
+        c.arg(n);
+        for e in &batch[first..first + n] {
+            c.arg(e.record.field()).arg(e.cmd.args_iter().len());
+            for a in e.cmd.args_iter() {
+                c.arg(arg(a));
+            }
         }
     }
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::exactly_once::token::{Token, instance_id};
+
+    #[test]
+    fn a_batch_names_each_run_of_one_hash_once() {
+        let instance = instance_id([7; 16]);
+        let seq = AtomicU64::new(62);
+        let entry = |key: &str| {
+            let record = TokenKey::new(b"xo:", b"", Token::Generated, &instance, &seq, 0);
+            let (reply, _) = oneshot::channel();
+            Entry {
+                record,
+                cmd: redis::cmd("INCR").arg(key).clone(),
+                reply,
+            }
+        };
+        // Sequence numbers 62, 63 (hash 0), 64 (hash 1).
+        let batch = [entry("a"), entry("b"), entry("c")];
+        let script = Script::batch();
+        let c = invocation(&script, Invoke::Sha, b"75000", &batch);
+        let args: Vec<String> = c
+            .args_iter()
+            .map(|a| String::from_utf8_lossy(arg(a)).into_owned())
+            .collect();
+        let id = String::from_utf8_lossy(&instance).into_owned();
+        let expected = [
+            "EVALSHA".to_owned(),
+            script.invoke_as(Invoke::Sha).1.to_owned(),
+            "2".into(),
+            format!("xo:{id}A.A"),
+            format!("xo:{id}B.A"),
+            "75000".into(),
+            "2".into(),
+            "-".into(),
+            "2".into(),
+            "INCR".into(),
+            "a".into(),
+            "_".into(),
+            "2".into(),
+            "INCR".into(),
+            "b".into(),
+            "1".into(),
+            "A".into(),
+            "2".into(),
+            "INCR".into(),
+            "c".into(),
+        ];
+        assert_eq!(args, expected);
+    }
 }

@@ -31,43 +31,50 @@
 //!   The cluster script is declared strict (`#!lua`, Redis >= 7.0): Redis itself refuses a
 //!   command that would touch a key of another slot than the token's.
 //!
+//! # Group commit
+//! Concurrent writes through one [`ExactlyOnce`] (and its clones) to a standalone or
+//! Sentinel-managed server share script calls: a write goes out at once while fewer than
+//! [`ExactlyOnceConfig::batches_in_flight`] calls are outstanding; writes that arrive while they
+//! all are go out together in the next call (up to [`ExactlyOnceConfig::max_batch`]), one
+//! `EVALSHA` that checks and records each write under its own token and answers each with its
+//! own reply. No timer: a lone writer is never delayed, and batches form only under load. The
+//! calls run in their own tasks, so a caller that stops waiting (a timeout) does not cancel the
+//! writes it shares a call with. A call is retried as a whole by the client's rules, every token
+//! unchanged: a write that already ran answers from its record. In a cluster every write is its
+//! own call (writes go to different nodes).
+//!
 //! # Cost
 //! - One round trip per call, as without it: `EVALSHA` with the script's SHA1 (computed once);
 //!   after `NOSCRIPT` (a restarted or failed-over server, `SCRIPT FLUSH`) the call is sent once
 //!   with `EVAL`, which also caches the script. `NOSCRIPT` means nothing ran. The script text
 //!   is versioned (its first line): a new version has a new SHA1, loaded the same way.
-//! - On the client: one request (`EVALSHA`, the token key, the TTL, a marker and the command)
-//!   built in one [`Cmd`]; the generated token key is built on the stack. A reply that is not an
-//!   array comes back as the command's own reply, with nothing to unwrap.
-//! - On the server: a `GET` of the token key, the command, and a `PSETEX` of the record (a type
-//!   byte and the reply; MessagePack only for arrays). Measured with `INFO commandstats` on a
-//!   loaded 2-core box (Redis 7.0, 50 tasks): `EVALSHA` 5 to 9 µs per write, where an `INCRBY`
-//!   alone takes 0.15 µs and `EVALSHA` of a script that only runs the command 1.1 to 1.6 µs.
-//!   Most of it is creating one key (with its expiry) per write: with `redis-benchmark -P 32`
-//!   (one run) the script ran 100 to 160 k writes/s (its v1, with `cmsgpack` for every reply,
-//!   140 k/s), the same script without the `PSETEX` 245 to 290 k/s, only the command in a
-//!   script 325 to 420 k/s, plain `INCRBY` 1.0 to 1.15 M/s. Each record also costs its expiry
-//!   later, after [`ExactlyOnceConfig::token_ttl`].
-//! - On the client: about 0.5 µs more work per call than a plain command (measured: two command
-//!   table lookups of about 0.25 µs each instead of one, the token, a longer request), but a
-//!   slower server makes every operation cost more client CPU: the client's threads go to sleep
-//!   and wake up about twice as often per operation (0.6 to 0.8 context switches per operation
-//!   against 0.3 for plain `INCR`), the same as for a script that only runs the command.
-//! - Throughput: exactly-once `INCR` ran at 0.27 to 0.43 of plain `INCR` over three 2 s rounds
-//!   (0.25 to 0.73 in single rounds) in the ignored test
-//!   `exactly_once_incr_throughput_is_at_least_half_of_plain` (release build, client and
-//!   server sharing two loaded cores: client 8 to 12 µs and server 6 to 10 µs of CPU per write,
-//!   against 4 to 9 µs and 1 to 5 µs for plain `INCR`), with p50 latency 700 to 1,200 µs
-//!   against 180 to 480 µs, p99 3 to 14 ms against 0.6 to 6 ms. The 0.5 the issue asks for was
-//!   not reached there: even a script that only runs the command ran at 0.44 to 1.16 of plain.
-//! - Storage: one key per write, alive for [`ExactlyOnceConfig::token_ttl`]. The key is the
-//!   prefix, (in a cluster) a hash tag of 3 to 5 bytes, then 22 bytes of instance id and 1 to 11
-//!   bytes of sequence number (26 to 30 bytes with the default prefix for the first billion
-//!   writes); the record is a type byte and the reply (2 to 21 bytes for an integer). With
-//!   Redis's per-key and expiry overhead this measured **154 bytes of `used_memory` per `INCR`**
-//!   (Redis 7.0, 27-byte keys), held for the TTL: plan on `writes per second x TTL x ~160 B`
-//!   (10,000 writes/s with the default 60 s TTL: about 100 MB). A shorter TTL (down to the
-//!   client's deadline) or prefix reduces it.
+//! - On the server, per call: the script; per write in it: the command, and its share of one
+//!   `HMGET` (the records) and one `HSET` (the new ones) per hash of records. Measured with
+//!   `INFO commandstats` (Redis 7.0, 2-core box, 50 tasks doing `INCR`): 8 to 16 writes per
+//!   call, `EVALSHA` 2.8 to 4.1 µs per write, where `INCR` alone takes 0.17 µs. Before group
+//!   commit and hashes (one call and one key per write) it was 5 to 9 µs per write, most of it
+//!   creating and later expiring one key per write.
+//! - On the client: about the CPU of a plain call per write (3.3 to 4.3 µs per `INCR` with the
+//!   benchmark's own work, against 3.7 to 4.2 µs plain): a write is queued and gets its reply
+//!   through a channel, and a call's request carries many writes.
+//! - Throughput (`scripts/bench-exactly-once.sh`, release build, client and server sharing two
+//!   cores, 50 tasks): exactly-once `INCR` 0.52 to 0.71 of plain `INCR`, `LPUSH` 0.60 to 0.63;
+//!   p50 latency 340 to 400 µs against 210 µs, p99 0.7 to 1.8 ms against 0.4 to 1.0 ms. At 256
+//!   tasks, about 60 writes per call and 240 to 265 k writes/s.
+//!
+//! # Storage
+//! - A generated token's record is a field of a small hash (see `token.rs`): 64 records per
+//!   hash, one hash per 64 writes of an instance within a period of a quarter of
+//!   [`ExactlyOnceConfig::token_ttl`]. The hash expires the TTL and one period after its first
+//!   record: every record is kept at least the TTL after its write was first sent, and at most
+//!   the TTL, one period and the client's deadline. Redis keeps such a hash as a listpack:
+//!   **14 bytes of `used_memory` per `INCR`** measured (Redis 7.0), against 154 for a key of
+//!   its own: plan on `writes per second x 1.25 x TTL x ~15 B` (10,000 writes/s with the
+//!   default 60 s TTL: about 11 MB). Replies longer than 64 bytes (Redis's
+//!   `hash-max-listpack-value`) turn their hash into a hash table: more memory per record.
+//! - A caller-chosen key's record is a key of its own (`prefix`, the slot's tag in a cluster,
+//!   `k:` and the key), kept exactly the TTL.
+//! - A record is a one-byte type tag and the reply (2 to 21 bytes for an integer).
 //!
 //! # Tokens never collide
 //! A token is a random 128-bit instance id, drawn from the operating system once per
@@ -133,8 +140,10 @@ use token::{INSTANCE_LEN, Token, TokenKey};
 /// | `batches_in_flight` | 4 | calls outstanding at once before writes wait to share one: a few, so that the client, the network and the server overlap |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExactlyOnceConfig {
-    /// How long the record of a write (its token key and reply) is kept. A retry after it expired
-    /// would run the command again: it must be at least the client's deadline, and at least 1 s.
+    /// How long the record of a write (its token and reply) is kept at least: exactly this for a
+    /// caller-chosen key, up to a quarter more for generated tokens (see the module docs'
+    /// Storage). A retry after it expired would run the command again: it must be at least the
+    /// client's deadline, and at least 1 s.
     pub token_ttl: Duration,
     /// The prefix of every token key. It must not contain `{` or `}` (that would change the key's
     /// hash slot) and should not be used by the application's own keys.
