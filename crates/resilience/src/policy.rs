@@ -496,7 +496,10 @@ impl RetryPolicy {
                 deadline,
             }));
             let outcome = match deadline {
-                Some(deadline) if config.cut_attempts => run_until(deadline, fut.as_mut()).await,
+                // Boxed: its timer would otherwise be part of every call's state, cut or not.
+                Some(deadline) if config.cut_attempts => {
+                    Box::pin(run_until(deadline, fut.as_mut())).await
+                }
                 _ => Some(fut.as_mut().await),
             };
 

@@ -517,12 +517,13 @@ impl Client {
         let fut = async move {
             match request {
                 Request::Cmd(cmd) => conn.send_packed_command(cmd).await.map(Reply::One),
+                // Boxed (as redis-rs's own `ConnectionLike` does): the two futures would
+                // otherwise size every call's state by the larger.
                 Request::Pipeline {
                     pipeline,
                     offset,
                     count,
-                } => conn
-                    .send_packed_commands(pipeline, offset, count)
+                } => Box::pin(conn.send_packed_commands(pipeline, offset, count))
                     .await
                     .map(Reply::Many),
             }
