@@ -16,7 +16,9 @@ use tokio::time::Instant;
 
 use crate::event::{Event, Listener};
 use crate::observe::PolicyMetrics;
-use crate::{Backoff, CircuitBreaker, Classification, ConfigError, RetryAction, RetryBudget};
+use crate::{
+    Backoff, BreakerPermit, CircuitBreaker, Classification, ConfigError, RetryAction, RetryBudget,
+};
 
 /// Settings of a [`RetryPolicy`]: plain data; per-call state lives in the call.
 ///
@@ -322,6 +324,13 @@ struct Failure {
     cut: bool,
 }
 
+/// Where the retry loop starts: the first attempt's outcome (a failure) and its context.
+struct First<'p, T, E> {
+    outcome: Option<Result<T, E>>,
+    permit: Option<BreakerPermit<'p>>,
+    call_deadline: Option<Instant>,
+}
+
 impl RetryPolicy {
     /// Creates a policy without budget or breaker. The jitter RNG is seeded once from the OS
     /// (use [`RetryPolicy::with_rng_seed`] for reproducible delays).
@@ -451,66 +460,118 @@ impl RetryPolicy {
         E: fmt::Display,
     {
         let inner = &*self.inner;
-        let config = &inner.config;
         // `now` is read only if something needs it before the first attempt; after a failure
         // it is always read.
-        let mut now = inner.needs_clock.then(Instant::now);
-        let call_deadline = match (config.deadline, now) {
+        let now = inner.needs_clock.then(Instant::now);
+        let call_deadline = match (inner.config.deadline, now) {
             (Some(d), Some(start)) => Some(start.checked_add(d).unwrap_or_else(far_future)),
             _ => None,
         };
-        let mut attempts = 0u32;
+        // The first attempt runs here and the retry loop, boxed, only after a failure: the
+        // state of a call that succeeds at once is this attempt and little else.
+        let permit = match self.permit(now) {
+            Ok(permit) => permit,
+            Err(retry_in) => {
+                return Err(self.give_up(GiveUp::BreakerOpen { retry_in }, None, 0, false));
+            }
+        };
+        let deadline = earliest(call_deadline, self.attempt_deadline(now));
+        let outcome = self.attempt(&mut op, 1, deadline).await;
+        if let Some(Ok(value)) = outcome {
+            self.succeeded(permit);
+            return Ok(value);
+        }
+        let first = First {
+            outcome,
+            permit,
+            call_deadline,
+        };
+        Box::pin(self.retry(idempotency, classify, op, first)).await
+    }
+
+    /// A breaker permit for the next attempt (`None` without a breaker); `Err` with the time
+    /// until the open breaker lets a probe through.
+    fn permit(&self, now: Option<Instant>) -> Result<Option<BreakerPermit<'_>>, Duration> {
+        match &self.inner.breaker {
+            None => Ok(None),
+            Some(breaker) => breaker
+                .try_acquire_at(now.unwrap_or_else(Instant::now))
+                .map(Some)
+                .map_err(|open| open.retry_in),
+        }
+    }
+
+    fn attempt_deadline(&self, now: Option<Instant>) -> Option<Instant> {
+        match (self.inner.config.attempt_timeout, now) {
+            (Some(t), Some(now)) => Some(now.checked_add(t).unwrap_or_else(far_future)),
+            _ => None,
+        }
+    }
+
+    /// Runs attempt `number`; `None` when it was cut at `deadline` (`cut_attempts`).
+    async fn attempt<T, E, Op, Fut>(
+        &self,
+        op: &mut Op,
+        number: u32,
+        deadline: Option<Instant>,
+    ) -> Option<Result<T, E>>
+    where
+        Op: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        // Pinned once here and raced by reference: passing the future by value into a helper
+        // would store it twice in this state machine.
+        let mut fut = pin!(op(Attempt { number, deadline }));
+        match deadline {
+            // Boxed: its timer would otherwise be part of every call's state, cut or not.
+            Some(deadline) if self.inner.config.cut_attempts => {
+                Box::pin(run_until(deadline, fut.as_mut())).await
+            }
+            _ => Some(fut.as_mut().await),
+        }
+    }
+
+    fn succeeded(&self, permit: Option<BreakerPermit<'_>>) {
+        if let Some(permit) = permit {
+            permit.success();
+        }
+        if let Some(budget) = &self.inner.budget {
+            budget.deposit();
+        }
+    }
+
+    /// The retry loop, from the first attempt's failure.
+    async fn retry<'p, T, E, Op, Fut, C>(
+        &'p self,
+        idempotency: Idempotency,
+        classify: C,
+        mut op: Op,
+        first: First<'p, T, E>,
+    ) -> Result<T, RetryError<E>>
+    where
+        Op: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: Fn(&E) -> Classification,
+        E: fmt::Display,
+    {
+        let inner = &*self.inner;
+        let config = &inner.config;
+        let First {
+            mut outcome,
+            mut permit,
+            call_deadline,
+        } = first;
+        let mut now: Option<Instant>;
+        let mut attempts = 1u32;
         let mut may_have_applied = false;
         let mut previous: Option<Duration> = None;
         let mut rng: Option<SmallRng> = None;
-        let mut last_error: Option<E> = None;
+        let mut last_error: Option<E>;
 
         loop {
-            let permit = match &inner.breaker {
-                None => None,
-                Some(breaker) => match breaker.try_acquire_at(now.unwrap_or_else(Instant::now)) {
-                    Ok(permit) => Some(permit),
-                    Err(open) => {
-                        // On a retry, report the previous attempt's error.
-                        return Err(self.give_up(
-                            GiveUp::BreakerOpen {
-                                retry_in: open.retry_in,
-                            },
-                            last_error,
-                            attempts,
-                            may_have_applied,
-                        ));
-                    }
-                },
-            };
-            attempts += 1;
-            let timeout = match (config.attempt_timeout, now) {
-                (Some(t), Some(now)) => Some(now.checked_add(t).unwrap_or_else(far_future)),
-                _ => None,
-            };
-            let deadline = earliest(call_deadline, timeout);
-            // Pinned once here and raced by reference: passing the future by value into a
-            // helper would store it twice in this state machine.
-            let mut fut = pin!(op(Attempt {
-                number: attempts,
-                deadline,
-            }));
-            let outcome = match deadline {
-                // Boxed: its timer would otherwise be part of every call's state, cut or not.
-                Some(deadline) if config.cut_attempts => {
-                    Box::pin(run_until(deadline, fut.as_mut())).await
-                }
-                _ => Some(fut.as_mut().await),
-            };
-
             let failure = match outcome {
                 Some(Ok(value)) => {
-                    if let Some(permit) = permit {
-                        permit.success();
-                    }
-                    if let Some(budget) = &inner.budget {
-                        budget.deposit();
-                    }
+                    self.succeeded(permit);
                     return Ok(value);
                 }
                 Some(Err(error)) => {
@@ -626,6 +687,22 @@ impl RetryPolicy {
             tokio::time::sleep_until(wake.unwrap_or_else(far_future)).await;
             now = Some(Instant::now());
             previous = Some(delay);
+
+            permit = match self.permit(now) {
+                Ok(permit) => permit,
+                Err(retry_in) => {
+                    // Report the previous attempt's error.
+                    return Err(self.give_up(
+                        GiveUp::BreakerOpen { retry_in },
+                        last_error,
+                        attempts,
+                        may_have_applied,
+                    ));
+                }
+            };
+            attempts += 1;
+            let deadline = earliest(call_deadline, self.attempt_deadline(now));
+            outcome = self.attempt(&mut op, attempts, deadline).await;
         }
     }
 
