@@ -94,6 +94,11 @@ pub struct Attempt {
     /// When this attempt will be cut: the earlier of the call deadline and the attempt
     /// timeout. `None` if neither is set.
     pub deadline: Option<Instant>,
+    /// When the attempt started, if the policy read the clock for it (it does after a failure,
+    /// and before the first attempt when a deadline, an attempt timeout or
+    /// [`RetryPolicy::run_from`] needs it): an operation can use it instead of reading the
+    /// clock again.
+    pub started: Option<Instant>,
 }
 
 impl Attempt {
@@ -451,6 +456,47 @@ impl RetryPolicy {
         &self,
         idempotency: Idempotency,
         classify: C,
+        op: Op,
+    ) -> Result<T, RetryError<E>>
+    where
+        Op: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: Fn(&E) -> Classification,
+        E: fmt::Display,
+    {
+        // `now` is read only if something needs it before the first attempt; after a failure
+        // it is always read.
+        let now = self.inner.needs_clock.then(Instant::now);
+        self.run_at(now, idempotency, classify, op).await
+    }
+
+    /// [`RetryPolicy::run`] for a call that started at `started` (a clock reading the caller
+    /// already has, for its own latency figures): the deadline counts from there, and the
+    /// policy reads the clock once less.
+    ///
+    /// # Errors
+    /// As [`RetryPolicy::run`].
+    pub async fn run_from<T, E, Op, Fut, C>(
+        &self,
+        started: Instant,
+        idempotency: Idempotency,
+        classify: C,
+        op: Op,
+    ) -> Result<T, RetryError<E>>
+    where
+        Op: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: Fn(&E) -> Classification,
+        E: fmt::Display,
+    {
+        self.run_at(Some(started), idempotency, classify, op).await
+    }
+
+    async fn run_at<T, E, Op, Fut, C>(
+        &self,
+        now: Option<Instant>,
+        idempotency: Idempotency,
+        classify: C,
         mut op: Op,
     ) -> Result<T, RetryError<E>>
     where
@@ -460,9 +506,6 @@ impl RetryPolicy {
         E: fmt::Display,
     {
         let inner = &*self.inner;
-        // `now` is read only if something needs it before the first attempt; after a failure
-        // it is always read.
-        let now = inner.needs_clock.then(Instant::now);
         let call_deadline = match (inner.config.deadline, now) {
             (Some(d), Some(start)) => Some(start.checked_add(d).unwrap_or_else(far_future)),
             _ => None,
@@ -476,7 +519,7 @@ impl RetryPolicy {
             }
         };
         let deadline = earliest(call_deadline, self.attempt_deadline(now));
-        let outcome = self.attempt(&mut op, 1, deadline).await;
+        let outcome = self.attempt(&mut op, 1, deadline, now).await;
         if let Some(Ok(value)) = outcome {
             self.succeeded(permit);
             return Ok(value);
@@ -514,6 +557,7 @@ impl RetryPolicy {
         op: &mut Op,
         number: u32,
         deadline: Option<Instant>,
+        started: Option<Instant>,
     ) -> Option<Result<T, E>>
     where
         Op: FnMut(Attempt) -> Fut,
@@ -521,7 +565,11 @@ impl RetryPolicy {
     {
         // Pinned once here and raced by reference: passing the future by value into a helper
         // would store it twice in this state machine.
-        let mut fut = pin!(op(Attempt { number, deadline }));
+        let mut fut = pin!(op(Attempt {
+            number,
+            deadline,
+            started,
+        }));
         match deadline {
             // Boxed: its timer would otherwise be part of every call's state, cut or not.
             Some(deadline) if self.inner.config.cut_attempts => {
@@ -702,7 +750,7 @@ impl RetryPolicy {
             };
             attempts += 1;
             let deadline = earliest(call_deadline, self.attempt_deadline(now));
-            outcome = self.attempt(&mut op, attempts, deadline).await;
+            outcome = self.attempt(&mut op, attempts, deadline, now).await;
         }
     }
 

@@ -389,7 +389,8 @@ impl Client {
             // Boxed: the rare path keeps its (large) connect future out of every call's future.
             Box::pin(self.execute_blocking(request)).await
         } else {
-            self.execute_retrying(request, safety, cached).await
+            self.execute_retrying(request, safety, cached, started)
+                .await
         };
         self.inner.call_duration[kind_index(safety)].record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
@@ -403,6 +404,7 @@ impl Client {
         request: Request<'_>,
         safety: CommandSafety,
         cached: &mut Option<Lease>,
+        started: Instant,
     ) -> Result<Reply, Error> {
         let idempotency = idempotency_of(self.call.idempotent, safety);
         let retry_safe = idempotency == Idempotency::Idempotent;
@@ -412,7 +414,8 @@ impl Client {
         let slot = Mutex::new(cached.take());
         let result = self
             .policy
-            .run(
+            .run_from(
+                started,
                 idempotency,
                 |e: &AttemptError| e.class,
                 |attempt: Attempt| self.attempt(request, attempt, retry_safe, read_only, &slot),
@@ -437,6 +440,8 @@ impl Client {
             .unwrap_or_else(PoisonError::into_inner)
             .take()
             .filter(|l| pool.is_current(l) && !(read_only && pool.routes_reads_elsewhere()));
+        // The policy's clock reading for this attempt, unless it waited for a connection.
+        let mut started = attempt.started;
         let mut lease = match reusable.or_else(|| pool.try_acquire_for(read_only)) {
             Some(lease) => lease,
             // The server has been unreachable for a while: fail at once, without waiting.
@@ -447,13 +452,17 @@ impl Client {
                 });
             }
             // No live connection: wait for the reconnection (boxed, off the fast path).
-            None => Box::pin(pool.acquire_for(read_only, attempt.deadline))
-                .await
-                .map_err(|error| AttemptError {
-                    error,
-                    // Not sent: nothing to undo, nothing gained by retrying before the deadline.
-                    class: Classification::fail().server_fault(false),
-                })?,
+            None => {
+                started = None;
+                Box::pin(pool.acquire_for(read_only, attempt.deadline))
+                    .await
+                    .map_err(|error| AttemptError {
+                        error,
+                        // Not sent: nothing to undo, nothing gained by retrying before the
+                        // deadline.
+                        class: Classification::fail().server_fault(false),
+                    })?
+            }
         };
         // Counted once there is a connection to send on: waiting is not an attempt.
         let stats = &self.inner.stats;
@@ -464,7 +473,7 @@ impl Client {
         // [sentinel] Remembered for the READONLY check below.
         let lease_id = lease.id();
         let result = self
-            .send_on(&mut lease, request, retry_safe, attempt.deadline)
+            .send_on(&mut lease, request, retry_safe, attempt.deadline, started)
             .await;
         if result.is_ok() {
             *cached.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease);
@@ -502,6 +511,7 @@ impl Client {
         request: Request<'_>,
         retry_safe: bool,
         deadline: Option<Instant>,
+        started: Option<Instant>,
     ) -> Result<Reply, AttemptError> {
         let Lease {
             conn,
@@ -531,7 +541,8 @@ impl Client {
         tokio::pin!(fut);
         // Fast path: the reply comes within the response timeout. This is the only timer of a
         // call: it is also bounded by the call's deadline.
-        let window_end = Instant::now() + window;
+        // The attempt's start when known (a connection was at hand: it is a few µs old).
+        let window_end = started.unwrap_or_else(Instant::now) + window;
         let limit = deadline.map_or(window_end, |d| d.min(window_end));
         let outcome = match tokio::time::timeout_at(limit, &mut fut).await {
             Ok(result) => result,
