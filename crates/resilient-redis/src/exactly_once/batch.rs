@@ -42,21 +42,10 @@ const MAX_BYTES: usize = 256 * 1024;
 /// nothing recorded), one `HSET` of the new records (with the marker and a `PEXPIRE` when the
 /// hash is new). The answer is an array with one element per write, each encoded as the single
 /// script's answer.
-pub(super) const BATCH_BODY: &str = r#"-- resilient-redis exactly-once batch v1
-local function replay(rec)
-  local tag, body = string.sub(rec, 1, 1), string.sub(rec, 2)
-  if tag == 'i' then
-    return {1, tonumber(body)}
-  elseif tag == 'b' then
-    return {1, body}
-  elseif tag == 's' then
-    return {1, {ok = body}}
-  elseif tag == 'n' then
-    return {1, false}
-  end
-  return {1, cmsgpack.unpack(body)}
-end
-local out, i, o = {}, 2, 0
+pub(super) const BATCH_BODY: &str = concat!(
+    "-- resilient-redis exactly-once batch v1\n",
+    script::prelude!(),
+    r#"local out, i, o = {}, 2, 0
 for j = 1, #KEYS do
   local k, m = KEYS[j], tonumber(ARGV[i])
   i = i + 1
@@ -75,23 +64,8 @@ for j = 1, #KEYS do
     if rec then
       out[o] = replay(rec)
     else
-      local r = redis.pcall(unpack(ARGV, a + 2, last[x]))
-      local t, s = type(r), nil
-      if t == 'number' then
-        s = string.format('i%d', r)
-      elseif t == 'string' then
-        s = 'b' .. r
-      elseif t == 'boolean' then
-        s = 'n'
-      elseif r.err then
-        s = nil
-      elseif r.ok then
-        s = 's' .. r.ok
-      else
-        s = 'm' .. cmsgpack.pack(r)
-        r = {0, r}
-      end
-      out[o] = r
+      local answer, s = encode(redis.pcall(unpack(ARGV, a + 2, last[x])))
+      out[o] = answer
       if s then
         save[w + 1], save[w + 2], w = ARGV[a], s, w + 2
       end
@@ -108,7 +82,8 @@ for j = 1, #KEYS do
   end
 end
 return out
-"#;
+"#
+);
 
 /// One write waiting for its batch.
 pub(super) struct Entry {

@@ -40,19 +40,12 @@
 
 use redis::{Arg, Cmd, Pipeline, Value};
 
-/// The script body. Its first line is its version: a new text has a new SHA1, so a client never
-/// runs a script whose record format it does not know, and records of an older version (under
-/// other token keys) expire on their own.
-const BODY: &str = r#"-- resilient-redis exactly-once v3
-local k, f = KEYS[1], ARGV[2]
-local rec, new
-if f == '' then
-  rec = redis.call('GET', k)
-else
-  local got = redis.call('HMGET', k, f, '.')
-  rec, new = got[1], not got[2]
-end
-if rec then
+/// The Lua both scripts share: reading a record back (`replay`: the answer to a retry) and
+/// recording a reply (`encode`: the answer to send now and the record to keep, none for a
+/// single command's error).
+macro_rules! prelude {
+    () => {
+        r#"local function replay(rec)
   local tag, body = string.sub(rec, 1, 1), string.sub(rec, 2)
   if tag == 'i' then
     return {1, tonumber(body)}
@@ -65,21 +58,46 @@ if rec then
   end
   return {1, cmsgpack.unpack(body)}
 end
-local r, s
-if ARGV[3] == 's' then
-  r = redis.pcall(unpack(ARGV, 4))
+local function encode(r)
   local t = type(r)
   if t == 'number' then
-    s = string.format('i%d', r)
+    return r, string.format('i%d', r)
   elseif t == 'string' then
-    s = 'b' .. r
+    return r, 'b' .. r
   elseif t == 'boolean' then
-    s = 'n'
+    return r, 'n'
   elseif r.err then
-    return r
+    return r, nil
   elseif r.ok then
-    s = 's' .. r.ok
+    return r, 's' .. r.ok
   end
+  return {0, r}, 'm' .. cmsgpack.pack(r)
+end
+"#
+    };
+}
+pub(super) use prelude;
+
+/// The script body. Its first line is its version: a new text has a new SHA1, so a client never
+/// runs a script whose record format it does not know, and records of an older version (under
+/// other token keys) expire on their own.
+const BODY: &str = concat!(
+    "-- resilient-redis exactly-once v3\n",
+    prelude!(),
+    r#"local k, f = KEYS[1], ARGV[2]
+local rec, new
+if f == '' then
+  rec = redis.call('GET', k)
+else
+  local got = redis.call('HMGET', k, f, '.')
+  rec, new = got[1], not got[2]
+end
+if rec then
+  return replay(rec)
+end
+local r
+if ARGV[3] == 's' then
+  r = redis.pcall(unpack(ARGV, 4))
 else
   r = {}
   local i, n, j = 4, #ARGV, 0
@@ -90,9 +108,9 @@ else
     i = i + c + 1
   end
 end
-local bare = s ~= nil
-if not bare then
-  s = 'm' .. cmsgpack.pack(r)
+local answer, s = encode(r)
+if not s then
+  return answer
 end
 if f == '' then
   redis.call('PSETEX', k, ARGV[1], s)
@@ -102,11 +120,9 @@ elseif new then
 else
   redis.call('HSET', k, f, s)
 end
-if bare then
-  return r
-end
-return {0, r}
-"#;
+return answer
+"#
+);
 
 /// At most this many arguments per command: Lua's `unpack` is bounded by its C stack (8000
 /// slots in Redis's Lua 5.1). Checked before sending, so a group never fails half-way.
