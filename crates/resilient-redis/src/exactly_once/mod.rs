@@ -51,16 +51,16 @@
 //! - On the server, per call: the script; per write in it: the command, and its share of one
 //!   `HMGET` (the records) and one `HSET` (the new ones) per hash of records. Measured with
 //!   `INFO commandstats` (Redis 7.0, 2-core box, 50 tasks doing `INCR`): 8 to 16 writes per
-//!   call, `EVALSHA` 2.8 to 4.1 µs per write, where `INCR` alone takes 0.17 µs. Before group
+//!   call, `EVALSHA` 2.5 to 4.1 µs per write, where `INCR` alone takes 0.17 µs. Before group
 //!   commit and hashes (one call and one key per write) it was 5 to 9 µs per write, most of it
 //!   creating and later expiring one key per write.
 //! - On the client: about the CPU of a plain call per write (3.3 to 4.3 µs per `INCR` with the
 //!   benchmark's own work, against 3.7 to 4.2 µs plain): a write is queued and gets its reply
 //!   through a channel, and a call's request carries many writes.
 //! - Throughput (`scripts/bench-exactly-once.sh`, release build, client and server sharing two
-//!   cores, 50 tasks): exactly-once `INCR` 0.52 to 0.71 of plain `INCR`, `LPUSH` 0.60 to 0.63;
-//!   p50 latency 340 to 400 µs against 210 µs, p99 0.7 to 1.8 ms against 0.4 to 1.0 ms. At 256
-//!   tasks, about 60 writes per call and 240 to 265 k writes/s.
+//!   cores, 50 tasks): exactly-once `INCR` 0.52 to 0.62 of plain `INCR`, `LPUSH` 0.60 to 0.66
+//!   (six runs); p50 latency 250 to 400 µs against 170 to 215 µs, p99 0.5 to 1.8 ms against
+//!   0.3 to 1.0 ms. At 256 tasks, about 60 writes per call and 240 to 265 k writes/s.
 //!
 //! # Storage
 //! - A generated token's record is a field of a small hash (see `token.rs`): 64 records per
