@@ -319,6 +319,14 @@ impl Client {
         &self.inner.config
     }
 
+    /// This handle's total deadline per call (see [`Client::with_deadline`]).
+    pub(crate) fn call_deadline(&self) -> Duration {
+        self.policy
+            .config()
+            .deadline
+            .unwrap_or(self.inner.config.deadline)
+    }
+
     /// Counters since the client was created (shared by all clones).
     pub fn stats(&self) -> ClientStats {
         let s = &self.inner.stats;

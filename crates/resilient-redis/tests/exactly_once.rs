@@ -1051,3 +1051,76 @@ async fn abandoned_writes_do_not_stop_the_others() {
         .expect("a write after the abandoned ones");
     assert_eq!(n, 1);
 }
+
+/// Writes queued behind calls that cannot finish (the server holds every write: `CLIENT PAUSE`)
+/// still answer within their deadline: those never sent fail as definite failures, and nothing
+/// counts twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_writes_answer_within_their_deadline() {
+    let _serial = SERIAL.lock().await;
+    let server = RedisServer::start().await.unwrap();
+    let deadline = Duration::from_secs(1);
+    let config = ClientConfig {
+        deadline,
+        ..ClientConfig::from_url(&server.url()).unwrap()
+    };
+    let client = Client::with_config(config).await.unwrap();
+    let xo = client.exactly_once(ExactlyOnceConfig::default()).unwrap();
+    let mut admin = server.admin().await.unwrap();
+    // Load the scripts first, so the pause holds the writes themselves.
+    assert_eq!(
+        xo.send(redis::cmd("INCR").arg("c")).await.unwrap(),
+        Value::Int(1)
+    );
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2_500)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let mut tasks = JoinSet::new();
+    for _ in 0..40 {
+        let xo = xo.clone();
+        tasks.spawn(async move {
+            let started = Instant::now();
+            let result = xo.send(redis::cmd("INCR").arg("c")).await;
+            (started.elapsed(), result)
+        });
+    }
+    let (mut ok, mut ambiguous, mut not_sent, mut slowest) = (0u64, 0u64, 0u64, Duration::ZERO);
+    while let Some(r) = tasks.join_next().await {
+        let (elapsed, result) = r.unwrap();
+        slowest = slowest.max(elapsed);
+        match result {
+            Ok(_) => ok += 1,
+            Err(e) if e.outcome() == Outcome::Failed => {
+                assert_eq!(e.kind(), ErrorKind::DeadlineExceeded, "{e}");
+                not_sent += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.outcome(), Outcome::Ambiguous, "{e}");
+                ambiguous += 1;
+            }
+        }
+    }
+    let () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    eprintln!("ok={ok} ambiguous={ambiguous} not sent={not_sent} slowest={slowest:?}");
+    // Without the queue's deadline the last writes would wait for the first calls (1 s), then
+    // for their own (1 s more).
+    assert!(
+        slowest < deadline + Duration::from_millis(400),
+        "a write waited {slowest:?}"
+    );
+    assert!(not_sent > 0, "no write waited in the queue");
+    // Writes given up on in flight may run once the pause ends; the others never.
+    let final_value: u64 = admin.get("c").await.unwrap();
+    assert!(
+        (1 + ok..=1 + ok + ambiguous).contains(&final_value),
+        "final {final_value}, ok {ok}, ambiguous {ambiguous}"
+    );
+}

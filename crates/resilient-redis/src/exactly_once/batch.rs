@@ -18,10 +18,13 @@
 //! caller-chosen keys and Redis Cluster (whose writes go to different nodes by slot) use the
 //! script one call at a time.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use redis::{Cmd, RedisResult, Value};
-use tokio::sync::oneshot;
+use tokio::{sync::oneshot, time::Instant};
 
 use super::{
     Backend, Shared,
@@ -89,7 +92,10 @@ return out
 pub(super) struct Entry {
     pub(super) record: TokenKey,
     pub(super) cmd: Cmd,
-    pub(super) reply: oneshot::Sender<RedisResult<Value>>,
+    /// Taken when answered early (see `run`).
+    pub(super) reply: Option<oneshot::Sender<RedisResult<Value>>>,
+    /// When the caller queued it: its deadline counts from here.
+    pub(super) queued_at: Instant,
 }
 
 impl Entry {
@@ -244,15 +250,57 @@ impl Drop for Sender {
 }
 
 /// Sends one batch and hands each write its reply.
+///
+/// Deadlines count from when each write was queued: a write whose deadline passed in the queue
+/// fails without being sent (`DeadlineExceeded`, definitely not applied), and a call whose
+/// writes waited is sent with what is left of the earliest one's deadline, so that no caller
+/// waits longer than its deadline, whatever the queue.
 async fn run(shared: &Shared, backend: &mut Backend, mut batch: Vec<Entry>) {
+    let deadline = backend.deadline();
+    let now = Instant::now();
+    batch.retain_mut(|entry| {
+        if now.saturating_duration_since(entry.queued_at) < deadline {
+            return true;
+        }
+        let error = Error::new(
+            ErrorKind::DeadlineExceeded,
+            Outcome::Failed,
+            "exactly-once: the deadline passed while the write waited for its turn (not sent)",
+        );
+        if let Some(reply) = entry.reply.take() {
+            let _ = reply.send(Err(error.into_redis()));
+        }
+        false
+    });
+    let Some(oldest) = batch.iter().map(|e| e.queued_at).min() else {
+        return;
+    };
+    let left = deadline.saturating_sub(now.saturating_duration_since(oldest));
+    let mut shortened;
+    let backend = if left < deadline.mul_f64(0.9) {
+        match backend.with_deadline(left.max(Duration::from_millis(1))) {
+            Ok(b) => {
+                shortened = b;
+                &mut shortened
+            }
+            Err(_) => backend,
+        }
+    } else {
+        backend
+    };
     if batch.len() == 1 {
-        let Some(Entry { record, cmd, reply }) = batch.pop() else {
+        let Some(Entry {
+            record, cmd, reply, ..
+        }) = batch.pop()
+        else {
             return;
         };
         let result = shared
             .invoke(backend, &record, &[], Commands::One(&cmd))
             .await;
-        let _ = reply.send(result);
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
+        }
         return;
     }
     shared.writes.add(batch.len() as u64);
@@ -270,13 +318,17 @@ async fn run(shared: &Shared, backend: &mut Backend, mut batch: Vec<Entry>) {
                     Answer::Error(value) => Ok(value),
                     Answer::NoScript | Answer::Unexpected(_) => Err(unexpected(Value::Nil)),
                 };
-                let _ = entry.reply.send(result);
+                if let Some(reply) = entry.reply {
+                    let _ = reply.send(result);
+                }
             }
         }
         Err(e) => {
             let error = super::error_of(e);
             for entry in batch {
-                let _ = entry.reply.send(Err(error.clone().into_redis()));
+                if let Some(reply) = entry.reply {
+                    let _ = reply.send(Err(error.clone().into_redis()));
+                }
             }
         }
     }
@@ -373,7 +425,8 @@ mod tests {
             Entry {
                 record,
                 cmd: redis::cmd("INCR").arg(key).clone(),
-                reply,
+                reply: Some(reply),
+                queued_at: Instant::now(),
             }
         };
         // Sequence numbers 62, 63 (hash 0), 64 (hash 1).

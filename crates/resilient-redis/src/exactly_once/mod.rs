@@ -39,9 +39,13 @@
 //! `EVALSHA` that checks and records each write under its own token and answers each with its
 //! own reply. No timer: a lone writer is never delayed, and batches form only under load. The
 //! calls run in their own tasks, so a caller that stops waiting (a timeout) does not cancel the
-//! writes it shares a call with. A call is retried as a whole by the client's rules, every token
-//! unchanged: a write that already ran answers from its record. In a cluster every write is its
-//! own call (writes go to different nodes).
+//! writes it shares a call with (its own write may still run, as a request already sent may). A
+//! call is retried as a whole by the client's rules, every token unchanged: a write that already
+//! ran answers from its record. A write's deadline counts from when it was queued: one whose
+//! deadline passes in the queue fails without being sent ([`ErrorKind::DeadlineExceeded`], a
+//! definite failure), and a call is sent with what is left of its oldest write's deadline, so no
+//! caller waits past its deadline. In a cluster every write is its own call (writes go to
+//! different nodes).
 //!
 //! # Cost
 //! - One round trip per call, as without it: `EVALSHA` with the script's SHA1 (computed once);
@@ -58,8 +62,8 @@
 //!   benchmark's own work, against 3.7 to 4.2 µs plain): a write is queued and gets its reply
 //!   through a channel, and a call's request carries many writes.
 //! - Throughput (`scripts/bench-exactly-once.sh`, release build, client and server sharing two
-//!   cores, 50 tasks): exactly-once `INCR` 0.52 to 0.62 of plain `INCR`, `LPUSH` 0.60 to 0.66
-//!   (six runs); p50 latency 250 to 400 µs against 170 to 215 µs, p99 0.5 to 1.8 ms against
+//!   cores, 50 tasks): exactly-once `INCR` 0.52 to 0.62 of plain `INCR`, `LPUSH` 0.55 to 0.66
+//!   (seven runs); p50 latency 250 to 400 µs against 170 to 215 µs, p99 0.5 to 1.8 ms against
 //!   0.3 to 1.0 ms. At 256 tasks, about 60 writes per call and 240 to 265 k writes/s.
 //!
 //! # Storage
@@ -256,6 +260,22 @@ impl Backend {
             Backend::Cluster(c) => c.get_db(),
         }
     }
+
+    /// The total deadline of a call.
+    fn deadline(&self) -> Duration {
+        match self {
+            Backend::Standalone(c) => c.call_deadline(),
+            Backend::Cluster(c) => c.call_deadline(),
+        }
+    }
+
+    /// The same backend with another deadline per call.
+    fn with_deadline(&self, deadline: Duration) -> Result<Backend, Error> {
+        Ok(match self {
+            Backend::Standalone(c) => Backend::Standalone(c.with_deadline(deadline)?),
+            Backend::Cluster(c) => Backend::Cluster(c.with_deadline(deadline)?),
+        })
+    }
 }
 
 struct Shared {
@@ -334,7 +354,7 @@ impl Client {
     /// no randomness for the instance id.
     pub fn exactly_once(&self, config: ExactlyOnceConfig) -> Result<ExactlyOnce, Error> {
         let protocol = self.config().connection_info()?.redis_settings().protocol();
-        check_client(&config, self.config().deadline, protocol)?;
+        check_client(&config, self.call_deadline(), protocol)?;
         ExactlyOnce::new(Backend::Standalone(self.idempotent()), config, false)
     }
 }
@@ -357,7 +377,7 @@ impl ClusterClient {
                 protocol = info.redis_settings().protocol();
             }
         }
-        check_client(&config, self.config().deadline, protocol)?;
+        check_client(&config, self.call_deadline(), protocol)?;
         ExactlyOnce::new(Backend::Cluster(self.idempotent()), config, true)
     }
 }
@@ -544,7 +564,8 @@ impl Shared {
             let entry = batch::Entry {
                 record,
                 cmd: cmd.clone(),
-                reply,
+                reply: Some(reply),
+                queued_at: tokio::time::Instant::now(),
             };
             return match batcher.submit(self, backend, entry) {
                 None => answer.await.unwrap_or_else(|_| {

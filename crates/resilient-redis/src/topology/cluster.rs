@@ -425,6 +425,14 @@ impl ClusterClient {
         &self.inner.config
     }
 
+    /// This handle's total deadline per call (see [`ClusterClient::with_deadline`]).
+    pub(crate) fn call_deadline(&self) -> Duration {
+        self.policy
+            .config()
+            .deadline
+            .unwrap_or(self.inner.config.deadline)
+    }
+
     /// The retry budget, if enabled.
     pub fn budget(&self) -> Option<&RetryBudget> {
         self.inner.budget.as_ref()
