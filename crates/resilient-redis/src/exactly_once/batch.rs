@@ -183,10 +183,11 @@ fn take_batch(queue: &mut Vec<Entry>, max: usize) -> Vec<Entry> {
     let mut bytes = 0;
     let mut n = 0;
     for entry in queue.iter() {
-        if n == max || (n > 0 && bytes + entry.bytes() > MAX_BYTES) {
+        let size = entry.bytes();
+        if n == max || (n > 0 && bytes + size > MAX_BYTES) {
             break;
         }
-        bytes += entry.bytes();
+        bytes += size;
         n += 1;
     }
     if n == queue.len() {

@@ -120,6 +120,7 @@ use std::{
 
 use rand::TryRng;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value, aio::ConnectionLike};
+use tokio::time::Instant;
 
 use crate::{
     client::Client,
@@ -285,7 +286,7 @@ struct Shared {
     /// The TTL of a hash of generated records: `token_ttl` and one period (see `token.rs`).
     hash_ttl_ms: String,
     /// When the instance was made: periods count from here.
-    epoch: std::time::Instant,
+    epoch: Instant,
     /// The length of a period: a quarter of `token_ttl`.
     period: Duration,
     /// The instance id (base64): the first part of every generated token.
@@ -416,33 +417,18 @@ impl ExactlyOnce {
             )
         })?;
         let instance = token::instance_id(id);
-        let ttl_ms = config.token_ttl.as_millis().to_string();
-        let period = config.token_ttl / 4;
-        let hash_ttl_ms = (config.token_ttl + period).as_millis().to_string();
         Ok(ExactlyOnce {
             backend,
             batcher: Arc::new(batch::Batcher::new(
                 config.batches_in_flight,
                 config.max_batch,
             )),
-            shared: Arc::new(Shared {
+            shared: Arc::new(Shared::new(
                 config,
-                ttl_ms,
-                hash_ttl_ms,
-                epoch: std::time::Instant::now(),
-                period,
                 instance,
                 cluster,
-                script: Script::new(cluster),
-                batch_script: Script::batch(),
-                sequence: AtomicU64::new(0),
-                writes: StripedCounter::default(),
-                reads: StripedCounter::default(),
-                replays: AtomicU64::new(0),
-                script_loads: AtomicU64::new(0),
-                script_calls: StripedCounter::default(),
-                replays_metric: metrics::counter!("resilient_redis_exactly_once_replays_total"),
-            }),
+                metrics::counter!("resilient_redis_exactly_once_replays_total"),
+            )),
         })
     }
 
@@ -557,15 +543,17 @@ impl Shared {
         }
         if !self.cluster && self.config.max_batch > 1 && matches!(token, Token::Generated) {
             // Group commit (see `batch.rs`).
+            // One clock reading: the token's period and the write's place in the queue.
+            let now = Instant::now();
             let record = self
-                .token_key(token, Placement::Keyless)
+                .token_key(token, Placement::Keyless, now)
                 .map_err(Error::into_redis)?;
             let (reply, answer) = tokio::sync::oneshot::channel();
             let entry = batch::Entry {
                 record,
                 cmd: cmd.clone(),
                 reply: Some(reply),
-                queued_at: tokio::time::Instant::now(),
+                queued_at: now,
             };
             return match batcher.submit(self, backend, entry) {
                 None => answer.await.unwrap_or_else(|_| {
@@ -588,7 +576,7 @@ impl Shared {
             Vec::new()
         };
         let key = self
-            .token_key(token, slot::placement_of(&keys))
+            .token_key(token, slot::placement_of(&keys), Instant::now())
             .map_err(Error::into_redis)?;
         self.invoke(backend, &key, &keys, Commands::One(cmd)).await
     }
@@ -614,7 +602,7 @@ impl Shared {
             return backend.pipeline(pipeline, offset, count).await;
         }
         let key = self
-            .token_key(token, slot::placement_of(&keys))
+            .token_key(token, slot::placement_of(&keys), Instant::now())
             .map_err(Error::into_redis)?;
         let results = match self
             .invoke(backend, &key, &keys, Commands::Group(pipeline))
@@ -682,6 +670,33 @@ impl Shared {
 }
 
 impl Shared {
+    fn new(
+        config: ExactlyOnceConfig,
+        instance: [u8; INSTANCE_LEN],
+        cluster: bool,
+        replays_metric: metrics::Counter,
+    ) -> Shared {
+        let period = config.token_ttl / 4;
+        Shared {
+            ttl_ms: config.token_ttl.as_millis().to_string(),
+            hash_ttl_ms: (config.token_ttl + period).as_millis().to_string(),
+            epoch: Instant::now(),
+            period,
+            instance,
+            cluster,
+            script: Script::new(cluster),
+            batch_script: Script::batch(),
+            sequence: AtomicU64::new(0),
+            writes: StripedCounter::default(),
+            reads: StripedCounter::default(),
+            replays: AtomicU64::new(0),
+            script_loads: AtomicU64::new(0),
+            script_calls: StripedCounter::default(),
+            replays_metric,
+            config,
+        }
+    }
+
     /// Counts a write answered from its record.
     fn replayed(&self, record: &TokenKey) {
         self.replays.fetch_add(1, Ordering::Relaxed);
@@ -699,7 +714,12 @@ impl Shared {
     }
 
     /// The token key of one call (see `token.rs`), in the slot of its keys in a cluster.
-    fn token_key(&self, token: Token<'_>, placement: Placement) -> Result<TokenKey, Error> {
+    fn token_key(
+        &self,
+        token: Token<'_>,
+        placement: Placement,
+        now: Instant,
+    ) -> Result<TokenKey, Error> {
         let tag: &[u8] = match (self.cluster, placement) {
             (false, _) => b"",
             (true, Placement::Slot(slot)) => slot::tag_for_slot(slot),
@@ -720,7 +740,8 @@ impl Shared {
         };
         let period = match token {
             Token::Generated => {
-                (self.epoch.elapsed().as_nanos() / self.period.as_nanos().max(1)) as u64
+                (now.saturating_duration_since(self.epoch).as_nanos()
+                    / self.period.as_nanos().max(1)) as u64
             }
             Token::Caller(_) => 0,
         };
@@ -865,31 +886,19 @@ mod tests {
     }
 
     fn shared(cluster: bool) -> Shared {
-        Shared {
-            config: ExactlyOnceConfig::default(),
-            ttl_ms: "60000".into(),
-            hash_ttl_ms: "75000".into(),
-            epoch: std::time::Instant::now(),
-            period: Duration::from_secs(15),
-            instance: *b"0123456789abcdef012345",
+        Shared::new(
+            ExactlyOnceConfig::default(),
+            *b"0123456789abcdef012345",
             cluster,
-            script: Script::new(cluster),
-            batch_script: Script::batch(),
-            sequence: AtomicU64::new(0),
-            writes: StripedCounter::default(),
-            reads: StripedCounter::default(),
-            replays: AtomicU64::new(0),
-            script_loads: AtomicU64::new(0),
-            script_calls: StripedCounter::default(),
-            replays_metric: metrics::Counter::noop(),
-        }
+            metrics::Counter::noop(),
+        )
     }
 
     #[test]
     fn token_keys_are_unique_per_call_and_placed_in_the_slot() {
         let s = shared(false);
         let key = |t| {
-            let key = s.token_key(t, Placement::Keyless).unwrap();
+            let key = s.token_key(t, Placement::Keyless, Instant::now()).unwrap();
             let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
             (text(key.as_bytes()), text(key.field()))
         };
@@ -910,15 +919,23 @@ mod tests {
         let c = shared(true);
         let slot_of_foo = slot::key_slot(b"foo");
         let k = c
-            .token_key(Token::Generated, Placement::Slot(slot_of_foo))
+            .token_key(
+                Token::Generated,
+                Placement::Slot(slot_of_foo),
+                Instant::now(),
+            )
             .unwrap();
         assert_eq!(slot::key_slot(k.as_bytes()), slot_of_foo);
         let k = c
-            .token_key(Token::Caller(b"{odd}key"), Placement::Slot(slot_of_foo))
+            .token_key(
+                Token::Caller(b"{odd}key"),
+                Placement::Slot(slot_of_foo),
+                Instant::now(),
+            )
             .unwrap();
         assert_eq!(slot::key_slot(k.as_bytes()), slot_of_foo);
         for bad in [Placement::CrossSlot, Placement::Keyless] {
-            let Err(e) = c.token_key(Token::Generated, bad) else {
+            let Err(e) = c.token_key(Token::Generated, bad, Instant::now()) else {
                 panic!("{bad:?} accepted");
             };
             assert_eq!(e.kind(), ErrorKind::Refused);
