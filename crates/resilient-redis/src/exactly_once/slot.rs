@@ -1,16 +1,17 @@
 //! Where a token key goes in Redis Cluster: the slot of a command's keys, and a short hash tag
 //! for every slot so the token key can be put in it.
 //!
-//! The key positions follow the command table of the cluster client (`topology/cluster/slots.rs`);
-//! here a keyless command and a command whose keys span slots must be told apart, which that
-//! function does not do, and the keys themselves are needed (they are declared to Redis next to
-//! the token key). A command whose keys this table misses is still safe: in cluster mode the
-//! script is declared strict (`#!lua`), so Redis refuses, without running it, a command that
-//! touches a key of another slot than the token's.
+//! The key positions are the cluster client's table (`command_keys` in
+//! `topology/cluster/slots.rs`); here a keyless command and a command whose keys span slots must
+//! be told apart, and the keys themselves are needed (they are declared to Redis next to the
+//! token key). A command whose keys the table misses is still safe: in cluster mode the script is
+//! declared strict (`#!lua`), so Redis refuses, without running it, a command that touches a key
+//! of another slot than the token's.
 
 use std::sync::OnceLock;
 
-use redis::{Arg, Cmd};
+#[cfg(test)]
+use redis::Cmd;
 
 use crate::topology::cluster::slots::SLOTS;
 
@@ -38,7 +39,7 @@ impl Placement {
 }
 
 use crate::topology::cluster::slots::crc16;
-pub(super) use crate::topology::cluster::slots::key_slot;
+pub(super) use crate::topology::cluster::slots::{command_keys, key_slot};
 
 /// The placement of some keys.
 pub(super) fn placement_of(keys: &[&[u8]]) -> Placement {
@@ -51,61 +52,6 @@ pub(super) fn placement_of(keys: &[&[u8]]) -> Placement {
 #[cfg(test)]
 fn placement(cmd: &Cmd) -> Placement {
     placement_of(&command_keys(cmd))
-}
-
-/// The keys of one command, by the command's key positions (first argument by default).
-pub(super) fn command_keys(cmd: &Cmd) -> Vec<&[u8]> {
-    let args: Vec<&[u8]> = cmd
-        .args_iter()
-        .filter_map(|a| match a {
-            Arg::Simple(b) => Some(b),
-            _ => None,
-        })
-        .collect();
-    let Some(name) = args.first() else {
-        return Vec::new();
-    };
-    let name = name.to_ascii_uppercase();
-    let rest = &args[1..];
-    let count_at =
-        |i: usize| -> Option<usize> { std::str::from_utf8(rest.get(i)?).ok()?.parse().ok() };
-    let keys: Vec<&[u8]> = match name.as_slice() {
-        b"PING" | b"ECHO" | b"INFO" | b"TIME" | b"DBSIZE" | b"FLUSHALL" | b"FLUSHDB" | b"KEYS"
-        | b"SCAN" | b"RANDOMKEY" | b"LASTSAVE" | b"PUBLISH" | b"CONFIG" | b"CLUSTER" | b"ACL"
-        | b"LATENCY" | b"SLOWLOG" | b"COMMAND" | b"DEBUG" | b"SWAPDB" => Vec::new(),
-        b"MSET" | b"MSETNX" => rest.iter().step_by(2).copied().collect(),
-        b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" | b"MGET" | b"SINTER" | b"SUNION" | b"SDIFF"
-        | b"SINTERSTORE" | b"SUNIONSTORE" | b"SDIFFSTORE" | b"PFCOUNT" | b"PFMERGE" => {
-            rest.to_vec()
-        }
-        b"RENAME" | b"RENAMENX" | b"SMOVE" | b"LMOVE" | b"RPOPLPUSH" | b"COPY" | b"LCS"
-        | b"GEOSEARCHSTORE" | b"ZRANGESTORE" => rest.iter().take(2).copied().collect(),
-        b"ZUNIONSTORE" | b"ZINTERSTORE" | b"ZDIFFSTORE" => {
-            let n = count_at(1).unwrap_or(0);
-            let mut keys: Vec<&[u8]> = rest.iter().take(1).copied().collect();
-            keys.extend(rest.iter().skip(2).take(n).copied());
-            keys
-        }
-        b"ZUNION" | b"ZINTER" | b"ZDIFF" | b"SINTERCARD" | b"ZINTERCARD" | b"LMPOP" | b"ZMPOP" => {
-            let n = count_at(0).unwrap_or(0);
-            rest.iter().skip(1).take(n).copied().collect()
-        }
-        b"BITOP" => rest.iter().skip(1).copied().collect(),
-        b"OBJECT" | b"XINFO" | b"XGROUP" | b"MEMORY" => {
-            rest.iter().skip(1).take(1).copied().collect()
-        }
-        b"XREAD" | b"XREADGROUP" => {
-            match rest.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS")) {
-                Some(at) => {
-                    let streams = &rest[at + 1..];
-                    streams[..streams.len() / 2].to_vec()
-                }
-                None => Vec::new(),
-            }
-        }
-        _ => rest.iter().take(1).copied().collect(),
-    };
-    keys
 }
 
 /// A hash tag (`{..}`) whose keys land in `slot`: the shortest tag found for it, from a table of

@@ -394,34 +394,67 @@ pub(super) fn command_slot(cmd: &Cmd) -> Option<u16> {
             return iter.next().map(key_slot);
         }
     }
-    let args: Vec<&[u8]> = cmd.args_iter().filter_map(simple_arg).collect();
-    let name = name.to_ascii_uppercase();
-    let keys: Vec<&[u8]> = match name.as_slice() {
-        b"PING" | b"ECHO" | b"INFO" | b"TIME" | b"DBSIZE" | b"CLUSTER" | b"CONFIG" | b"SCRIPT"
-        | b"FUNCTION" | b"FLUSHALL" | b"FLUSHDB" | b"KEYS" | b"SCAN" | b"RANDOMKEY" | b"CLIENT"
-        | b"COMMAND" | b"LASTSAVE" | b"ROLE" | b"WAIT" | b"PUBLISH" | b"ACL" | b"MEMORY"
-        | b"LATENCY" | b"SLOWLOG" | b"DEBUG" | b"MIGRATE" | b"READONLY" | b"READWRITE"
-        | b"ASKING" | b"AUTH" | b"HELLO" | b"SPUBLISH" => return None,
-        b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" => {
-            let n: usize = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
-            args.get(3..3 + n)?.to_vec()
-        }
-        b"MGET" | b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" | b"SINTER" | b"SUNION" | b"SDIFF"
-        | b"PFCOUNT" => args[1..].to_vec(),
-        b"MSET" | b"MSETNX" => args[1..].iter().step_by(2).copied().collect(),
-        b"OBJECT" | b"XINFO" | b"XGROUP" | b"BITOP" => vec![*args.get(2)?],
-        b"XREAD" | b"XREADGROUP" => {
-            let at = args
-                .iter()
-                .position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
-            let rest = &args[at + 1..];
-            rest[..rest.len() / 2].to_vec()
-        }
-        _ => vec![*args.get(1)?],
-    };
+    let keys = command_keys(cmd);
     let mut slots = keys.iter().map(|k| key_slot(k));
     let first = slots.next()?;
     slots.all(|s| s == first).then_some(first)
+}
+
+/// The keys of one command, by its key positions (the first argument unless the table says
+/// otherwise); empty for a keyless command. The one table of key positions: the cluster client
+/// routes by it ([`command_slot`]), and exactly-once writes place their token by it.
+pub(crate) fn command_keys(cmd: &Cmd) -> Vec<&[u8]> {
+    let args: Vec<&[u8]> = cmd.args_iter().filter_map(simple_arg).collect();
+    let Some(name) = args.first() else {
+        return Vec::new();
+    };
+    let name = name.to_ascii_uppercase();
+    let rest = &args[1..];
+    let count_at =
+        |i: usize| -> Option<usize> { std::str::from_utf8(rest.get(i)?).ok()?.parse().ok() };
+    match name.as_slice() {
+        b"PING" | b"ECHO" | b"INFO" | b"TIME" | b"DBSIZE" | b"CLUSTER" | b"CONFIG" | b"SCRIPT"
+        | b"FUNCTION" | b"FLUSHALL" | b"FLUSHDB" | b"KEYS" | b"SCAN" | b"RANDOMKEY" | b"CLIENT"
+        | b"COMMAND" | b"LASTSAVE" | b"ROLE" | b"WAIT" | b"PUBLISH" | b"ACL" | b"LATENCY"
+        | b"SLOWLOG" | b"DEBUG" | b"MIGRATE" | b"READONLY" | b"READWRITE" | b"ASKING" | b"AUTH"
+        | b"HELLO" | b"SPUBLISH" | b"SWAPDB" => Vec::new(),
+        b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" => {
+            let n = count_at(1).unwrap_or(0);
+            rest.iter().skip(2).take(n).copied().collect()
+        }
+        b"MSET" | b"MSETNX" => rest.iter().step_by(2).copied().collect(),
+        b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" | b"MGET" | b"SINTER" | b"SUNION" | b"SDIFF"
+        | b"SINTERSTORE" | b"SUNIONSTORE" | b"SDIFFSTORE" | b"PFCOUNT" | b"PFMERGE" => {
+            rest.to_vec()
+        }
+        b"RENAME" | b"RENAMENX" | b"SMOVE" | b"LMOVE" | b"RPOPLPUSH" | b"COPY" | b"LCS"
+        | b"GEOSEARCHSTORE" | b"ZRANGESTORE" => rest.iter().take(2).copied().collect(),
+        b"ZUNIONSTORE" | b"ZINTERSTORE" | b"ZDIFFSTORE" => {
+            let n = count_at(1).unwrap_or(0);
+            let mut keys: Vec<&[u8]> = rest.iter().take(1).copied().collect();
+            keys.extend(rest.iter().skip(2).take(n).copied());
+            keys
+        }
+        b"ZUNION" | b"ZINTER" | b"ZDIFF" | b"SINTERCARD" | b"ZINTERCARD" | b"LMPOP" | b"ZMPOP" => {
+            let n = count_at(0).unwrap_or(0);
+            rest.iter().skip(1).take(n).copied().collect()
+        }
+        b"BITOP" => rest.iter().skip(1).copied().collect(),
+        // Subcommand first: `OBJECT ENCODING key`, `MEMORY USAGE key`, `XINFO STREAM key`.
+        b"OBJECT" | b"XINFO" | b"XGROUP" | b"MEMORY" => {
+            rest.iter().skip(1).take(1).copied().collect()
+        }
+        b"XREAD" | b"XREADGROUP" => {
+            match rest.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS")) {
+                Some(at) => {
+                    let streams = &rest[at + 1..];
+                    streams[..streams.len() / 2].to_vec()
+                }
+                None => Vec::new(),
+            }
+        }
+        _ => rest.iter().take(1).copied().collect(),
+    }
 }
 
 fn simple_arg(a: Arg<&[u8]>) -> Option<&[u8]> {
