@@ -436,17 +436,23 @@ pub(crate) fn blocking_timeout(cmd: &Cmd) -> Option<std::time::Duration> {
     }
 }
 
+/// A command from its words, for tests.
+#[cfg(test)]
+pub(crate) fn cmd_of(parts: &[&str]) -> Cmd {
+    let mut c = redis::cmd(parts[0]);
+    for p in &parts[1..] {
+        c.arg(*p);
+    }
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use CommandSafety::*;
 
     fn safety(parts: &[&str]) -> Result<CommandSafety, &'static str> {
-        let mut c = redis::cmd(parts[0]);
-        for p in &parts[1..] {
-            c.arg(*p);
-        }
-        command_safety(&c)
+        command_safety(&cmd_of(parts))
     }
 
     #[test]

@@ -572,11 +572,8 @@ async fn commands_a_script_cannot_run_are_refused() {
     assert_eq!(xo.stats().writes, 0);
 }
 
-/// Redis Cluster: writes and groups of one slot run exactly once with their token in that slot;
-/// keys in several slots and keyless writes are refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_tokens_share_the_slot_of_the_keys() {
-    let _serial = SERIAL.lock().await;
+/// A cluster of three masters, a client of it, and exactly-once writes through that client.
+async fn three_masters() -> (RedisCluster, ClusterClient, resilient_redis::ExactlyOnce) {
     let cluster = RedisCluster::start(LabConfig {
         masters: 3,
         replicas_per_master: 0,
@@ -586,6 +583,15 @@ async fn cluster_tokens_share_the_slot_of_the_keys() {
     .unwrap();
     let client = ClusterClient::connect(&cluster.urls()).await.unwrap();
     let xo = client.exactly_once(ExactlyOnceConfig::default()).unwrap();
+    (cluster, client, xo)
+}
+
+/// Redis Cluster: writes and groups of one slot run exactly once with their token in that slot;
+/// keys in several slots and keyless writes are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_tokens_share_the_slot_of_the_keys() {
+    let _serial = SERIAL.lock().await;
+    let (cluster, client, xo) = three_masters().await;
     let mut xo_conn = xo.clone();
     for expected in 1..=3 {
         let n: i64 = xo_conn.incr("{user1}:n", 1).await.unwrap();
@@ -697,15 +703,7 @@ async fn cluster_tokens_share_the_slot_of_the_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_counter_stays_exact_while_its_slot_migrates() {
     let _serial = SERIAL.lock().await;
-    let cluster = RedisCluster::start(LabConfig {
-        masters: 3,
-        replicas_per_master: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let client = ClusterClient::connect(&cluster.urls()).await.unwrap();
-    let xo = client.exactly_once(ExactlyOnceConfig::default()).unwrap();
+    let (cluster, client, xo) = three_masters().await;
     let mut admin = client.clone();
     let slot: i64 = redis::cmd("CLUSTER")
         .arg("KEYSLOT")

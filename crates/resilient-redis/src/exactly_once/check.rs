@@ -75,13 +75,7 @@ pub(super) fn check_command(cmd: &Cmd) -> Result<CommandSafety, Error> {
 mod tests {
     use super::*;
 
-    fn cmd(parts: &[&str]) -> Cmd {
-        let mut c = redis::cmd(parts[0]);
-        for p in &parts[1..] {
-            c.arg(*p);
-        }
-        c
-    }
+    use crate::commands::cmd_of as cmd;
 
     #[test]
     fn commands_that_cannot_run_in_a_script_are_refused() {

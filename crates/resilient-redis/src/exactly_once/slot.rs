@@ -108,13 +108,7 @@ fn build_tags() -> Vec<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn cmd(parts: &[&str]) -> Cmd {
-        let mut c = redis::cmd(parts[0]);
-        for p in &parts[1..] {
-            c.arg(*p);
-        }
-        c
-    }
+    use crate::commands::cmd_of as cmd;
 
     #[test]
     fn slots_match_redis() {
