@@ -15,20 +15,12 @@ TASKS=${TASKS:-50}
 WORKLOADS=${WORKLOADS:-"incr lpush"}
 MIN_RATIO=0.5
 
-echo "==> building (release)" >&2
-cargo build --release --quiet -p resilient-redis-cli
-bin="${CARGO_TARGET_DIR:-target}/release/resilient-redis"
-
-coproc LAB { exec "$bin" lab-server; }
-lab_pid=$LAB_PID lab_in=${LAB[1]} lab_out=${LAB[0]}
-cleanup() { exec {lab_in}>&- 2>/dev/null || true; wait "$lab_pid" 2>/dev/null || true; rm -f "${results:-}"; }
-trap cleanup EXIT
-read -r url <&"$lab_out"
+source scripts/bench-lib.sh
 echo "==> lab server at $url; $ROUNDS rounds x $SECS s, $TASKS tasks" >&2
 
-field() { sed -E "s/.*\"$1\":([0-9.eE+-]+).*/\1/" <<<"$2"; }
 
 results=$(mktemp)
+BENCH_TMP=$results
 for w in $WORKLOADS; do
   for ((round = 1; round <= ROUNDS; round++)); do
     if ((round % 2)); then order="plain once"; else order="once plain"; fi

@@ -15,22 +15,12 @@ CONCURRENCY=${CONCURRENCY:-"1 50 256"}
 MIN_THROUGHPUT_RATIO=0.97
 MAX_P99_RATIO=1.05
 
-echo "==> building (release)" >&2
-cargo build --release --quiet -p resilient-redis-cli
-bin="${CARGO_TARGET_DIR:-target}/release/resilient-redis"
-
-# A lab redis-server that lives as long as this script holds the pipe to its stdin.
-coproc LAB { exec "$bin" lab-server; }
-lab_pid=$LAB_PID lab_in=${LAB[1]} lab_out=${LAB[0]}
-# Closing the pipe stops the lab server (and its redis-server); wait until it has.
-cleanup() { exec {lab_in}>&- 2>/dev/null || true; wait "$lab_pid" 2>/dev/null || true; rm -f "${results:-}"; }
-trap cleanup EXIT
-read -r url <&"$lab_out"
+source scripts/bench-lib.sh
 echo "==> lab server at $url; $ROUNDS rounds x $SECS s per client and concurrency" >&2
 
-field() { sed -E "s/.*\"$1\":([0-9.eE+-]+).*/\1/" <<<"$2"; }
 
 results=$(mktemp)
+BENCH_TMP=$results
 for c in $CONCURRENCY; do
   for ((round = 1; round <= ROUNDS; round++)); do
     if ((round % 2)); then order="raw resilient"; else order="resilient raw"; fi

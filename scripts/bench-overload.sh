@@ -16,21 +16,12 @@ CALLERS=${CALLERS:-200}
 CLIENTS=${CLIENTS:-"resilient naive raw"}
 RATE=$((2 * CAPACITY))
 
-echo "==> building (release)" >&2
-cargo build --release --quiet -p resilient-redis-cli
-bin="${CARGO_TARGET_DIR:-target}/release/resilient-redis"
-
-# A lab redis-server that lives as long as this script holds the pipe to its stdin.
-coproc LAB { exec "$bin" lab-server; }
-lab_pid=$LAB_PID lab_in=${LAB[1]} lab_out=${LAB[0]}
-work=$(mktemp -d)
-cleanup() { exec {lab_in}>&- 2>/dev/null || true; wait "$lab_pid" 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-read -r url <&"$lab_out"
+source scripts/bench-lib.sh
+BENCH_TMP=$(mktemp -d)
+work=$BENCH_TMP
 upstream=${url#redis://}
 echo "==> lab server at $url; capacity $CAPACITY/s, offered $RATE/s, $CALLERS callers, $SECS s per client" >&2
 
-field() { sed -E "s/.*\"$1\":([0-9.eE+-]+).*/\1/" <<<"$2"; }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 printf '%-10s %10s %12s %17s %8s %8s %9s %10s %10s\n' client "goodput/s" "x capacity" "attempts/offered" dropped failed "p99 ms" forwarded throttled

@@ -1,0 +1,21 @@
+# Shared by the bench-*.sh scripts (sourced from the repository root): builds the CLI in release
+# mode (`$bin`), starts a lab redis-server (`$url`) that lives as long as the script holds the
+# pipe to its stdin, stops it on exit and removes `$BENCH_TMP` (a file or folder the script may
+# set), and reads fields of the bench's JSON (`field NAME JSON`).
+
+echo "==> building (release)" >&2
+cargo build --release --quiet -p resilient-redis-cli
+bin="${CARGO_TARGET_DIR:-target}/release/resilient-redis"
+
+coproc LAB { exec "$bin" lab-server; }
+lab_pid=$LAB_PID lab_in=${LAB[1]} lab_out=${LAB[0]}
+# Closing the pipe stops the lab server (and its redis-server); wait until it has.
+bench_cleanup() {
+  exec {lab_in}>&- 2>/dev/null || true
+  wait "$lab_pid" 2>/dev/null || true
+  if [[ -n ${BENCH_TMP:-} ]]; then rm -rf "$BENCH_TMP"; fi
+}
+trap bench_cleanup EXIT
+read -r url <&"$lab_out"
+
+field() { sed -E "s/.*\"$1\":([0-9.eE+-]+).*/\1/" <<<"$2"; }
