@@ -284,51 +284,33 @@ fn assert_bench_report(report: &Value, client: &str, workload: &str, concurrency
     );
 }
 
+/// `bench --url URL ARGS --duration 1 --json`, which must succeed: its one JSON object.
+async fn bench_for_a_second(url: &str, args: &[&str]) -> Value {
+    let mut all = vec!["bench", "--url", url];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--duration", "1", "--json"]);
+    let output = run(&all, Duration::from_secs(30)).await;
+    assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    one_json_object(&output)
+}
+
 #[tokio::test]
 async fn bench_json_is_one_object_with_the_fields() {
     let server = RedisServer::start().await.expect("lab server");
     let url = server.url();
     for client in ["resilient", "raw"] {
-        let output = run(
-            &[
-                "bench",
-                "--url",
-                &url,
-                "--client",
-                client,
-                "--concurrency",
-                "8",
-                "--duration",
-                "1",
-                "--json",
-            ],
-            Duration::from_secs(30),
-        )
-        .await;
-        assert!(output.status.success(), "{client}: {}", stderr(&output));
-        let report = one_json_object(&output);
+        let report = bench_for_a_second(&url, &["--client", client, "--concurrency", "8"]).await;
         assert_bench_report(&report, client, "get-set", 8);
     }
-    let output = run(
-        &[
-            "bench",
-            "--url",
-            &url,
-            "--workload",
-            "incr",
-            "--key",
-            "it:counter",
-            "--concurrency",
-            "4",
-            "--duration",
-            "1",
-            "--json",
-        ],
-        Duration::from_secs(30),
-    )
-    .await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    let report = one_json_object(&output);
+    let args = [
+        "--workload",
+        "incr",
+        "--key",
+        "it:counter",
+        "--concurrency",
+        "4",
+    ];
+    let report = bench_for_a_second(&url, &args).await;
     assert_bench_report(&report, "resilient", "incr", 4);
     let mut admin = server.admin().await.expect("admin connection");
     let value: u64 = redis::cmd("GET")
@@ -351,27 +333,16 @@ async fn bench_exactly_once_counts_each_write_once() {
     let url = server.url();
     let mut admin = server.admin().await.expect("admin connection");
     for (workload, key, count) in [("incr", "xo:counter", "GET"), ("lpush", "xo:list", "LLEN")] {
-        let output = run(
-            &[
-                "bench",
-                "--url",
-                &url,
-                "--workload",
-                workload,
-                "--key",
-                key,
-                "--exactly-once",
-                "--concurrency",
-                "4",
-                "--duration",
-                "1",
-                "--json",
-            ],
-            Duration::from_secs(30),
-        )
-        .await;
-        assert!(output.status.success(), "{workload}: {}", stderr(&output));
-        let report = one_json_object(&output);
+        let args = [
+            "--workload",
+            workload,
+            "--key",
+            key,
+            "--exactly-once",
+            "--concurrency",
+            "4",
+        ];
+        let report = bench_for_a_second(&url, &args).await;
         assert_bench_report(&report, "resilient", workload, 4);
         assert_eq!(report["exactly_once"], Value::Bool(true));
         let value: u64 = redis::cmd(count)
