@@ -426,10 +426,7 @@ async fn pipelines_and_transactions_match_the_plain_client() {
 /// WRONGTYPE comes back unchanged and records nothing: the same key works once the type is right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_command_records_nothing() {
-    let server = RedisServer::start().await.unwrap();
-    let client = Client::connect(&server.url()).await.unwrap();
-    let mut admin = server.admin().await.unwrap();
-    let xo = client.exactly_once(ExactlyOnceConfig::default()).unwrap();
+    let (_server, _client, mut admin, xo) = one_server().await;
     let () = admin.rpush("k", "x").await.unwrap();
     let incr = redis::cmd("INCR").arg("k").clone();
     match xo.send_with_key("op-1", &incr).await.unwrap() {
@@ -570,6 +567,20 @@ async fn commands_a_script_cannot_run_are_refused() {
         ErrorKind::Refused
     );
     assert_eq!(xo.stats().writes, 0);
+}
+
+/// A lab server, a client of it, an admin connection, and exactly-once writes through the client.
+async fn one_server() -> (
+    RedisServer,
+    Client,
+    redis::aio::MultiplexedConnection,
+    resilient_redis::ExactlyOnce,
+) {
+    let server = RedisServer::start().await.unwrap();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let xo = client.exactly_once(ExactlyOnceConfig::default()).unwrap();
+    (server, client, admin, xo)
 }
 
 /// A cluster of three masters, a client of it, and exactly-once writes through that client.
@@ -999,10 +1010,7 @@ async fn concurrent_writes_share_calls_and_keep_their_own_replies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_writes_do_not_stop_the_others() {
     let _serial = SERIAL.lock().await;
-    let server = RedisServer::start().await.unwrap();
-    let client = Client::connect(&server.url()).await.unwrap();
-    let mut admin = server.admin().await.unwrap();
-    let xo = client.exactly_once(ExactlyOnceConfig::default()).unwrap();
+    let (_server, _client, mut admin, xo) = one_server().await;
     let mut tasks = JoinSet::new();
     for t in 0..TASKS {
         let xo = xo.clone();
