@@ -244,7 +244,8 @@ fn name_is(name: &[u8], table: &[&str]) -> bool {
     table.binary_search_by(|t| t.as_bytes().cmp(name)).is_ok()
 }
 
-fn arg_bytes(arg: Arg<&[u8]>) -> Option<&[u8]> {
+/// The bytes of a plain argument; `None` for a cursor argument (`Arg::Cursor`).
+pub(crate) fn arg_bytes(arg: Arg<&[u8]>) -> Option<&[u8]> {
     match arg {
         Arg::Simple(bytes) => Some(bytes),
         _ => None,

@@ -28,7 +28,7 @@ use tokio::{sync::oneshot, time::Instant};
 
 use super::{
     Backend, Shared,
-    script::{self, Answer, Commands, Invoke, Script},
+    script::{self, Answer, Commands, Invoke, Script, simple},
     token::TokenKey,
     unexpected,
 };
@@ -100,14 +100,7 @@ pub(super) struct Entry {
 
 impl Entry {
     fn bytes(&self) -> usize {
-        self.cmd.args_iter().map(|a| arg(a).len()).sum::<usize>()
-    }
-}
-
-fn arg(a: redis::Arg<&[u8]>) -> &[u8] {
-    match a {
-        redis::Arg::Simple(b) => b,
-        _ => b"",
+        self.cmd.args_iter().map(|a| simple(a).len()).sum::<usize>()
     }
 }
 
@@ -402,7 +395,7 @@ fn invocation(script: &Script, how: Invoke, ttl_ms: &[u8], batch: &[Entry]) -> C
         for e in &batch[first..first + n] {
             c.arg(e.record.field()).arg(e.cmd.args_iter().len());
             for a in e.cmd.args_iter() {
-                c.arg(arg(a));
+                c.arg(simple(a));
             }
         }
     }
@@ -436,7 +429,7 @@ mod tests {
         let c = invocation(&script, Invoke::Sha, b"75000", &batch);
         let args: Vec<String> = c
             .args_iter()
-            .map(|a| String::from_utf8_lossy(arg(a)).into_owned())
+            .map(|a| String::from_utf8_lossy(simple(a)).into_owned())
             .collect();
         let id = String::from_utf8_lossy(&instance).into_owned();
         let expected = [

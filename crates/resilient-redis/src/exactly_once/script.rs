@@ -182,12 +182,9 @@ pub(super) enum Invoke {
     Body,
 }
 
-fn simple(arg: Arg<&[u8]>) -> &[u8] {
-    match arg {
-        Arg::Simple(b) => b,
-        // Cursors are refused before (see `check_command`).
-        _ => b"",
-    }
+/// The bytes of an argument (cursors are refused before: see `check_command`).
+pub(super) fn simple(arg: Arg<&[u8]>) -> &[u8] {
+    crate::commands::arg_bytes(arg).unwrap_or_default()
 }
 
 /// The request that runs `commands` with its record at `field` of `token_key` (or the key

@@ -11,13 +11,14 @@ use std::{
 };
 
 use rand::{RngExt, rngs::SmallRng};
-use redis::{Arg, Cmd, Value, aio::ConnectionLike};
+use redis::{Cmd, Value, aio::ConnectionLike};
 use tokio::{
     sync::{Notify, watch},
     time::Instant,
 };
 
 use super::{Inner, lock};
+use crate::commands::arg_bytes;
 
 pub(crate) const SLOTS: u16 = 16384;
 
@@ -382,7 +383,7 @@ pub(crate) fn key_slot(key: &[u8]) -> u16 {
 /// keys in several slots, or commands whose key position is not known here. Used to pick the
 /// node, its breaker and to wait for a down node; `None` goes through redis-rs's routing.
 pub(super) fn command_slot(cmd: &Cmd) -> Option<u16> {
-    let mut iter = cmd.args_iter().filter_map(simple_arg);
+    let mut iter = cmd.args_iter().filter_map(arg_bytes);
     let name = iter.next()?;
     // The common case without allocating: a short name whose key is the first argument.
     let mut upper = [0u8; 16];
@@ -404,7 +405,7 @@ pub(super) fn command_slot(cmd: &Cmd) -> Option<u16> {
 /// otherwise); empty for a keyless command. The one table of key positions: the cluster client
 /// routes by it ([`command_slot`]), and exactly-once writes place their token by it.
 pub(crate) fn command_keys(cmd: &Cmd) -> Vec<&[u8]> {
-    let args: Vec<&[u8]> = cmd.args_iter().filter_map(simple_arg).collect();
+    let args: Vec<&[u8]> = cmd.args_iter().filter_map(arg_bytes).collect();
     let Some(name) = args.first() else {
         return Vec::new();
     };
@@ -454,13 +455,6 @@ pub(crate) fn command_keys(cmd: &Cmd) -> Vec<&[u8]> {
             }
         }
         _ => rest.iter().take(1).copied().collect(),
-    }
-}
-
-fn simple_arg(a: Arg<&[u8]>) -> Option<&[u8]> {
-    match a {
-        Arg::Simple(b) => Some(b),
-        _ => None,
     }
 }
 
