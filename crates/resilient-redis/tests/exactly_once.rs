@@ -1068,6 +1068,9 @@ async fn queued_writes_answer_within_their_deadline() {
     let deadline = Duration::from_secs(1);
     let config = ClientConfig {
         deadline,
+        // The calls in flight wait out their deadline (no stall diagnosis, which could end them
+        // early and let the queue go out in time): the writes behind them wait in the queue.
+        response_timeout: Duration::from_secs(2),
         ..ClientConfig::from_url(&server.url()).unwrap()
     };
     let client = Client::with_config(config).await.unwrap();
