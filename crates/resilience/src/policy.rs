@@ -735,6 +735,16 @@ impl RetryPolicy {
             tokio::time::sleep_until(wake.unwrap_or_else(far_future)).await;
             now = Some(Instant::now());
             previous = Some(delay);
+            // Timers wake late (Tokio rounds a sleep up to its next millisecond): no attempt
+            // starts at or after the deadline.
+            if past_deadline(now) {
+                return Err(self.give_up(
+                    GiveUp::DeadlineExceeded,
+                    last_error,
+                    attempts,
+                    may_have_applied,
+                ));
+            }
 
             permit = match self.permit(now) {
                 Ok(permit) => permit,
