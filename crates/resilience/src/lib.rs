@@ -70,6 +70,6 @@ pub use budget::{RetryBudget, RetryBudgetConfig};
 pub use classify::{Classification, RetryAction};
 pub use error::ConfigError;
 pub use event::{Event, Listener};
-pub use policy::{Attempt, GiveUp, Idempotency, RetryConfig, RetryError, RetryPolicy};
+pub use policy::{Attempt, Call, GiveUp, Idempotency, RetryConfig, RetryError, RetryPolicy};
 pub use throttle::{AdaptiveThrottle, AdaptiveThrottleConfig, reject_probability};
 pub use totals_throttle::{ThrottleTotals, TotalsThrottle};

@@ -329,11 +329,47 @@ struct Failure {
     cut: bool,
 }
 
-/// Where the retry loop starts: the first attempt's outcome (a failure) and its context.
-struct First<'p, T, E> {
-    outcome: Option<Result<T, E>>,
+/// A call whose first attempt the caller runs itself, on a path of its own (see
+/// [`RetryPolicy::start`]); the policy takes over only if that attempt fails.
+///
+/// This is [`RetryPolicy::run`] cut in two for a caller whose success path must be as lean as
+/// a bare call (one state machine, no closure): the decisions are the same.
+///
+/// # Example
+/// ```
+/// use resilience::{Classification, Idempotency, RetryConfig, RetryPolicy};
+/// # async fn get(_: Option<std::time::Duration>) -> Result<u32, std::io::Error> { Ok(7) }
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let policy = RetryPolicy::new(RetryConfig::default())?;
+/// let classify = |_: &std::io::Error| Classification::retry();
+/// let call = policy.start::<std::io::Error>(tokio::time::Instant::now())?;
+/// let value = match get(call.attempt().remaining()).await {
+///     Ok(value) => {
+///         call.succeeded();
+///         value
+///     }
+///     Err(error) => {
+///         call.retry(Idempotency::Idempotent, classify, |a| get(a.remaining()), error)
+///             .await?
+///     }
+/// };
+/// # assert_eq!(value, 7); Ok(()) }
+/// ```
+#[must_use = "a call must end with `succeeded` or `retry`"]
+pub struct Call<'p> {
+    policy: &'p RetryPolicy,
     permit: Option<BreakerPermit<'p>>,
     call_deadline: Option<Instant>,
+    first: Attempt,
+}
+
+impl fmt::Debug for Call<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Call")
+            .field("call_deadline", &self.call_deadline)
+            .field("first", &self.first)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RetryPolicy {
@@ -505,31 +541,52 @@ impl RetryPolicy {
         C: Fn(&E) -> Classification,
         E: fmt::Display,
     {
-        let inner = &*self.inner;
-        let call_deadline = match (inner.config.deadline, now) {
+        let call = self.begin(now)?;
+        // The first attempt runs here and the retry loop, boxed, only after a failure: the
+        // state of a call that succeeds at once is this attempt and little else.
+        let Attempt {
+            number,
+            deadline,
+            started,
+        } = call.first;
+        let outcome = self.attempt(&mut op, number, deadline, started).await;
+        if let Some(Ok(value)) = outcome {
+            call.succeeded();
+            return Ok(value);
+        }
+        Box::pin(call.resume(idempotency, classify, op, outcome)).await
+    }
+
+    /// Starts a call whose first attempt the caller runs itself (see [`Call`]): the call's
+    /// deadline counts from `started`, and the breaker is asked for a permit now.
+    ///
+    /// # Errors
+    /// [`GiveUp::BreakerOpen`] when the breaker refuses the first attempt (no attempt runs).
+    pub fn start<E: fmt::Display>(&self, started: Instant) -> Result<Call<'_>, RetryError<E>> {
+        self.begin(Some(started))
+    }
+
+    fn begin<E: fmt::Display>(&self, now: Option<Instant>) -> Result<Call<'_>, RetryError<E>> {
+        let call_deadline = match (self.inner.config.deadline, now) {
             (Some(d), Some(start)) => Some(start.checked_add(d).unwrap_or_else(far_future)),
             _ => None,
         };
-        // The first attempt runs here and the retry loop, boxed, only after a failure: the
-        // state of a call that succeeds at once is this attempt and little else.
         let permit = match self.permit(now) {
             Ok(permit) => permit,
             Err(retry_in) => {
                 return Err(self.give_up(GiveUp::BreakerOpen { retry_in }, None, 0, false));
             }
         };
-        let deadline = earliest(call_deadline, self.attempt_deadline(now));
-        let outcome = self.attempt(&mut op, 1, deadline, now).await;
-        if let Some(Ok(value)) = outcome {
-            self.succeeded(permit);
-            return Ok(value);
-        }
-        let first = First {
-            outcome,
+        Ok(Call {
+            policy: self,
             permit,
             call_deadline,
-        };
-        Box::pin(self.retry(idempotency, classify, op, first)).await
+            first: Attempt {
+                number: 1,
+                deadline: earliest(call_deadline, self.attempt_deadline(now)),
+                started: now,
+            },
+        })
     }
 
     /// A breaker permit for the next attempt (`None` without a breaker); `Err` with the time
@@ -587,14 +644,33 @@ impl RetryPolicy {
             budget.deposit();
         }
     }
+}
 
-    /// The retry loop, from the first attempt's failure.
-    async fn retry<'p, T, E, Op, Fut, C>(
-        &'p self,
+impl<'p> Call<'p> {
+    /// The first attempt's context: number 1, its deadline (the earlier of the call deadline
+    /// and the attempt timeout) and its start. The caller's attempt must end by
+    /// [`Attempt::deadline`] on its own: the policy does not cut it.
+    pub fn attempt(&self) -> Attempt {
+        self.first
+    }
+
+    /// The first attempt succeeded: credits the breaker and the budget, as
+    /// [`RetryPolicy::run`] does.
+    pub fn succeeded(self) {
+        self.policy.succeeded(self.permit);
+    }
+
+    /// The first attempt failed with `error`: classifies it and retries with `op` as
+    /// [`RetryPolicy::run`] would have (attempt numbers go on from 2).
+    ///
+    /// # Errors
+    /// As [`RetryPolicy::run`].
+    pub async fn retry<T, E, Op, Fut, C>(
+        self,
         idempotency: Idempotency,
         classify: C,
-        mut op: Op,
-        first: First<'p, T, E>,
+        op: Op,
+        error: E,
     ) -> Result<T, RetryError<E>>
     where
         Op: FnMut(Attempt) -> Fut,
@@ -602,13 +678,33 @@ impl RetryPolicy {
         C: Fn(&E) -> Classification,
         E: fmt::Display,
     {
-        let inner = &*self.inner;
+        self.resume(idempotency, classify, op, Some(Err(error)))
+            .await
+    }
+
+    /// The retry loop, from the first attempt's failure (`None`: it was cut).
+    async fn resume<T, E, Op, Fut, C>(
+        self,
+        idempotency: Idempotency,
+        classify: C,
+        mut op: Op,
+        first: Option<Result<T, E>>,
+    ) -> Result<T, RetryError<E>>
+    where
+        Op: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: Fn(&E) -> Classification,
+        E: fmt::Display,
+    {
+        let policy: &'p RetryPolicy = self.policy;
+        let inner = &*policy.inner;
         let config = &inner.config;
-        let First {
-            mut outcome,
+        let Call {
             mut permit,
             call_deadline,
-        } = first;
+            ..
+        } = self;
+        let mut outcome = first;
         let mut now: Option<Instant>;
         let mut attempts = 1u32;
         let mut may_have_applied = false;
@@ -619,7 +715,7 @@ impl RetryPolicy {
         loop {
             let failure = match outcome {
                 Some(Ok(value)) => {
-                    self.succeeded(permit);
+                    policy.succeeded(permit);
                     return Ok(value);
                 }
                 Some(Err(error)) => {
@@ -679,7 +775,7 @@ impl RetryPolicy {
                 None
             };
             if let Some(reason) = stop {
-                return Err(self.give_up(reason, last_error, attempts, may_have_applied));
+                return Err(policy.give_up(reason, last_error, attempts, may_have_applied));
             }
 
             let rng = rng.get_or_insert_with(|| {
@@ -692,7 +788,7 @@ impl RetryPolicy {
             }
             let wake = now_at.checked_add(delay);
             if past_deadline(wake) {
-                return Err(self.give_up(
+                return Err(policy.give_up(
                     GiveUp::DeadlineExceeded,
                     last_error,
                     attempts,
@@ -709,7 +805,7 @@ impl RetryPolicy {
                         attempt: attempts,
                     });
                 }
-                return Err(self.give_up(
+                return Err(policy.give_up(
                     GiveUp::BudgetExhausted,
                     last_error,
                     attempts,
@@ -738,7 +834,7 @@ impl RetryPolicy {
             // Timers wake late (Tokio rounds a sleep up to its next millisecond): no attempt
             // starts at or after the deadline.
             if past_deadline(now) {
-                return Err(self.give_up(
+                return Err(policy.give_up(
                     GiveUp::DeadlineExceeded,
                     last_error,
                     attempts,
@@ -746,11 +842,11 @@ impl RetryPolicy {
                 ));
             }
 
-            permit = match self.permit(now) {
+            permit = match policy.permit(now) {
                 Ok(permit) => permit,
                 Err(retry_in) => {
                     // Report the previous attempt's error.
-                    return Err(self.give_up(
+                    return Err(policy.give_up(
                         GiveUp::BreakerOpen { retry_in },
                         last_error,
                         attempts,
@@ -759,11 +855,13 @@ impl RetryPolicy {
                 }
             };
             attempts += 1;
-            let deadline = earliest(call_deadline, self.attempt_deadline(now));
-            outcome = self.attempt(&mut op, attempts, deadline, now).await;
+            let deadline = earliest(call_deadline, policy.attempt_deadline(now));
+            outcome = policy.attempt(&mut op, attempts, deadline, now).await;
         }
     }
+}
 
+impl RetryPolicy {
     #[cold]
     fn give_up<E: fmt::Display>(
         &self,

@@ -672,3 +672,82 @@ async fn attempts_that_own_their_deadline_are_not_cut() {
     assert_eq!(log.times().len(), 1);
     assert_eq!(err.error, Some(Boom("late")));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_started_by_the_caller_retries_as_run_does() {
+    let deadline = ms(1000);
+    let p = policy(RetryConfig {
+        deadline: Some(deadline),
+        ..config(5, Backoff::exponential(ms(10), 2.0, ms(1000)).unwrap())
+    });
+    let started = Instant::now();
+    let call = p.start::<Boom>(started).unwrap();
+    let first = call.attempt();
+    assert_eq!(first.number, 1);
+    assert_eq!(first.started, Some(started));
+    assert_eq!(first.deadline, Some(started + deadline));
+    // The caller's own first attempt failed; the policy goes on from attempt 2.
+    let log = Log::new();
+    let r = call
+        .retry(
+            Idempotency::Idempotent,
+            |_: &Boom| Classification::retry(),
+            |a| {
+                let n = log.hit() + 1;
+                assert_eq!(a.number, n);
+                assert_eq!(a.deadline, Some(started + deadline), "one call deadline");
+                async move { if n < 3 { Err(Boom("down")) } else { Ok(n) } }
+            },
+            Boom("first"),
+        )
+        .await;
+    assert_eq!(r.unwrap(), 3);
+    assert_eq!(
+        log.times(),
+        vec![ms(10), ms(30)],
+        "the same backoff as `run`"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_started_by_the_caller_credits_and_respects_the_breaker() {
+    let breaker = CircuitBreaker::new(BreakerConfig {
+        consecutive_failures: Some(1),
+        failure_rate: None,
+        open_duration: Duration::from_secs(5),
+        ..BreakerConfig::default()
+    })
+    .unwrap();
+    let budget = RetryBudget::new(RetryBudgetConfig {
+        retry_ratio: 0.5,
+        min_retries_per_sec: 0.0,
+        max_tokens: 10,
+    })
+    .unwrap();
+    let p = policy(config(1, Backoff::constant(ms(10))))
+        .with_breaker(breaker.clone())
+        .with_budget(budget.clone());
+    let before = budget.available();
+    p.start::<Boom>(Instant::now()).unwrap().succeeded();
+    assert_eq!(budget.available(), before + 0.5, "a success deposits");
+    let err = p
+        .start::<Boom>(Instant::now())
+        .unwrap()
+        .retry(
+            Idempotency::Idempotent,
+            |_: &Boom| Classification::retry(),
+            |_| async { Ok::<(), Boom>(()) },
+            Boom("down"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason, GiveUp::AttemptsExhausted);
+    assert_eq!(err.error, Some(Boom("down")));
+    assert!(
+        matches!(breaker.state(), BreakerState::Open { .. }),
+        "the failure counted"
+    );
+    let refused = p.start::<Boom>(Instant::now()).unwrap_err();
+    assert_eq!(refused.reason, GiveUp::BreakerOpen { retry_in: ms(5000) });
+    assert_eq!(refused.attempts, 0);
+}

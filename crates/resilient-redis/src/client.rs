@@ -1,20 +1,23 @@
 //! [`Client`]: the request path.
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
+    task::{Context, Poll},
     time::Duration,
 };
 
 use rand::{SeedableRng, rngs::SmallRng};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value, aio::ConnectionLike};
 use resilience::{
-    Attempt, CircuitBreaker, Classification, Idempotency, RetryBudget, RetryPolicy, ThrottleTotals,
-    TotalsThrottle,
+    Attempt, Call, CircuitBreaker, Classification, Idempotency, RetryBudget, RetryPolicy,
+    ThrottleTotals, TotalsThrottle,
 };
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::{
     commands::{self, CommandSafety},
@@ -64,13 +67,79 @@ use crate::{
 /// ```
 #[derive(Clone)]
 pub struct Client {
+    handle: Handle,
+    /// What calls through [`ConnectionLike`] (`&mut self`) keep from one call to the next.
+    /// Apart from [`Handle`] so that a call can borrow both at once without a wrapping future.
+    local: Local,
+}
+
+/// A handle's own state, reused from call to call.
+#[derive(Default)]
+struct Local {
+    /// The connection this handle used last, reused while it is still the pool's live one: no
+    /// lock and no clone per call, as with a bare `MultiplexedConnection` held by one task.
+    cached: Option<Lease>,
+    /// The response-window timer (see [`arm`]): one per handle instead of one per call, so a
+    /// call neither registers nor removes a timer in the runtime's timer wheel.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Clone for Local {
+    fn clone(&self) -> Self {
+        Local {
+            cached: self.cached.clone(),
+            timer: None,
+        }
+    }
+}
+
+/// Points `timer` at `limit` for a call that started at `now`, and returns it. A timer still
+/// set for an earlier call's window (before `limit`, not yet passed) is left alone: it may
+/// fire early, and [`ReplyOrLimit`] then sets it again. So a stream of calls resets it about
+/// once per window, not once per call.
+fn arm(timer: &mut Option<Pin<Box<Sleep>>>, limit: Instant, now: Instant) -> Pin<&mut Sleep> {
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(limit)));
+    let set = timer.deadline();
+    if set <= now || set > limit {
+        timer.as_mut().reset(limit);
+    }
+    timer.as_mut()
+}
+
+/// A reply, or `None` when `limit` passed first; `timer` was [`arm`]ed for it.
+struct ReplyOrLimit<'a, F> {
+    reply: Pin<&'a mut F>,
+    timer: Pin<&'a mut Sleep>,
+    limit: Instant,
+}
+
+impl<F: Future> Future for ReplyOrLimit<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Poll::Ready(reply) = self.reply.as_mut().poll(cx) {
+            return Poll::Ready(Some(reply));
+        }
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // Fired: at `limit`, or earlier when it was still set for an earlier call.
+            if self.timer.deadline() >= self.limit {
+                return Poll::Ready(None);
+            }
+            let limit = self.limit;
+            self.timer.as_mut().reset(limit);
+        }
+    }
+}
+
+/// What a call needs besides the cached connection: the request path lives here.
+#[derive(Clone)]
+struct Handle {
     inner: Arc<Inner>,
     policy: RetryPolicy,
     call: CallOptions,
-    /// The connection this handle used last. Calls through [`ConnectionLike`] (`&mut self`)
-    /// reuse it while it is still the pool's live one: no lock and no clone per call, as with a
-    /// bare `MultiplexedConnection` held by one task.
-    cached: Option<Lease>,
 }
 
 /// Per-handle overrides, set with [`Client::idempotent`] and friends.
@@ -278,10 +347,12 @@ impl Client {
         let policy = build_policy(inner.policy_parts(inner.config.deadline))?;
         spawn_throttle_ticker(&inner);
         Ok(Client {
-            inner,
-            policy,
-            call: CallOptions::default(),
-            cached: None,
+            handle: Handle {
+                inner,
+                policy,
+                call: CallOptions::default(),
+            },
+            local: Local::default(),
         })
     }
 
@@ -289,7 +360,7 @@ impl Client {
     /// a script you know is idempotent, for example). Shares everything with `self`.
     pub fn idempotent(&self) -> Client {
         let mut c = self.clone();
-        c.call.idempotent = Some(true);
+        c.handle.call.idempotent = Some(true);
         c
     }
 
@@ -297,7 +368,7 @@ impl Client {
     /// table says. Shares everything with `self`.
     pub fn non_idempotent(&self) -> Client {
         let mut c = self.clone();
-        c.call.idempotent = Some(false);
+        c.handle.call.idempotent = Some(false);
         c
     }
 
@@ -307,36 +378,39 @@ impl Client {
             return Err(Error::config("deadline must be greater than zero"));
         }
         Ok(Client {
-            inner: self.inner.clone(),
-            policy: build_policy(self.inner.policy_parts(deadline))?,
-            call: self.call,
-            cached: None,
+            handle: Handle {
+                inner: self.handle.inner.clone(),
+                policy: build_policy(self.handle.inner.policy_parts(deadline))?,
+                call: self.handle.call,
+            },
+            local: Local::default(),
         })
     }
 
     /// The configuration the client was built with.
     pub fn config(&self) -> &ClientConfig {
-        &self.inner.config
+        &self.handle.inner.config
     }
 
     /// This handle's total deadline per call (see [`Client::with_deadline`]).
     pub(crate) fn call_deadline(&self) -> Duration {
-        self.policy
+        self.handle
+            .policy
             .config()
             .deadline
-            .unwrap_or(self.inner.config.deadline)
+            .unwrap_or(self.handle.inner.config.deadline)
     }
 
     /// Counters since the client was created (shared by all clones).
     pub fn stats(&self) -> ClientStats {
-        let s = &self.inner.stats;
+        let s = &self.handle.inner.stats;
         ClientStats {
             calls: s.calls.get(),
             attempts: s.attempts.get(),
             retries: s.retries.load(Ordering::Relaxed),
             ambiguous: s.ambiguous.load(Ordering::Relaxed),
             failed: s.failed.load(Ordering::Relaxed),
-            reconnects: self.inner.pool.reconnects.load(Ordering::Relaxed),
+            reconnects: self.handle.inner.pool.reconnects.load(Ordering::Relaxed),
             rejected_locally: s.rejected_locally.load(Ordering::Relaxed),
             refused: s.refused.load(Ordering::Relaxed),
         }
@@ -344,89 +418,200 @@ impl Client {
 
     /// Live connections in the pool, and the pool's size.
     pub fn connections(&self) -> (usize, usize) {
-        self.inner.pool.connections()
+        self.handle.inner.pool.connections()
     }
 
     /// The circuit breaker, if enabled.
     pub fn breaker(&self) -> Option<&CircuitBreaker> {
-        self.inner.breaker.as_ref()
+        self.handle.inner.breaker.as_ref()
     }
 
     /// The retry budget, if enabled.
     pub fn budget(&self) -> Option<&RetryBudget> {
-        self.inner.budget.as_ref()
+        self.handle.inner.budget.as_ref()
     }
 
     pub(crate) fn pool(&self) -> &Arc<Pool> {
-        &self.inner.pool
+        &self.handle.inner.pool
     }
 
     /// Runs one command and returns its reply value, with the client's error type. Server error
     /// replies that are not retried come back as `Ok(Value::ServerError(..))`, as redis-rs does.
     pub async fn send(&self, cmd: &Cmd) -> Result<Value, Error> {
-        Ok(self
-            .execute(Request::Cmd(cmd), &mut None)
-            .await?
-            .into_value())
+        self.handle
+            .execute(Request::Cmd(cmd), &mut Local::default(), |r| {
+                r.map(Reply::into_value)
+            })
+            .await
     }
 
     /// Runs a pipeline (plain or atomic) and returns the replies, with the client's error type.
     pub async fn send_pipeline(&self, pipeline: &Pipeline) -> Result<Vec<Value>, Error> {
-        Ok(self
-            .execute(Request::pipeline(pipeline), &mut None)
-            .await?
-            .into_values())
+        self.handle
+            .execute(Request::pipeline(pipeline), &mut Local::default(), |r| {
+                r.map(Reply::into_values)
+            })
+            .await
     }
+}
 
-    async fn execute(
+impl Handle {
+    /// Runs one call and hands its outcome to `finish` (which converts it for the caller:
+    /// taking it here spares a wrapping future that would move this one when done).
+    async fn execute<T>(
         &self,
         request: Request<'_>,
-        cached: &mut Option<Lease>,
-    ) -> Result<Reply, Error> {
+        local: &mut Local,
+        finish: impl FnOnce(Result<Reply, Error>) -> T,
+    ) -> T {
+        let Local { cached, timer } = local;
         let stats = &self.inner.stats;
         stats.calls.add(1);
         let started = Instant::now();
-        let safety = request
-            .safety()
-            .map_err(|why| Error::new(ErrorKind::Refused, Outcome::Failed, why))?;
-        let result = if let Some(error) = self.inner.pool.failing_fast() {
-            // The server has been unreachable for a while: fail at once (one atomic load while
-            // it is up), without the retry policy's machinery.
-            Err(error)
-        } else if safety == CommandSafety::Blocking {
-            // Boxed: the rare path keeps its (large) connect future out of every call's future.
-            Box::pin(self.execute_blocking(request)).await
-        } else {
-            self.execute_retrying(request, safety, cached, started)
-                .await
+        let safety = match request.safety() {
+            Ok(safety) => safety,
+            Err(why) => return finish(Err(Error::new(ErrorKind::Refused, Outcome::Failed, why))),
+        };
+        let result = 'call: {
+            if let Some(error) = self.inner.pool.failing_fast() {
+                // The server has been unreachable for a while: fail at once (one atomic load
+                // while it is up), without the retry policy's machinery.
+                break 'call Err(error);
+            }
+            if safety == CommandSafety::Blocking {
+                // Boxed: the rare path keeps its (large) connect future out of every call's.
+                break 'call Box::pin(self.execute_blocking(request)).await;
+            }
+            // The first attempt runs here, in this one state machine; the retry policy takes
+            // over (boxed) only after a failure. Written out rather than as nested helpers: at
+            // a few µs per call, each nested future's dispatch and copy shows. (Values kept
+            // across an await are kept small: they make the call's state.)
+            let idempotency = idempotency_of(self.call.idempotent, safety);
+            let retry_safe = idempotency == Idempotency::Idempotent;
+            // [sentinel] `read_only` routes the call to a replica with ReadFrom.
+            let read_only = safety == CommandSafety::ReadOnly;
+            let call = match self.policy.start(started) {
+                Ok(call) => call,
+                Err(e) => break 'call Err(give_up_error(e)),
+            };
+            let deadline = call.attempt().deadline;
+            let first = if let Err(e) = self.inner.admit() {
+                Err((e, None))
+            } else if let Request::Cmd(cmd) = request
+                && let Some(lease) = self.lease_in(cached, read_only)
+            {
+                // A single command and a connection at hand: send it.
+                stats.attempts.add(1);
+                let id = lease.id();
+                let fut = lease.conn.send_packed_command(cmd);
+                tokio::pin!(fut);
+                let (limit, cut) = self.reply_limit(deadline, started);
+                let waiting = ReplyOrLimit {
+                    reply: fut.as_mut(),
+                    timer: arm(timer, limit, started),
+                    limit,
+                };
+                let outcome = match waiting.await {
+                    Some(result) => Ok(result.map(Reply::One)),
+                    None => Box::pin(self.late_reply(fut, id, deadline, cut))
+                        .await
+                        .map(|late| late.map(Reply::One)),
+                };
+                outcome
+                    .and_then(|o| self.settle(o, id, retry_safe))
+                    .map_err(|e| (e, Some(id)))
+            } else {
+                // A pipeline, or no connection at hand: the general attempt.
+                let slot = Mutex::new(cached.take());
+                let attempt = call.attempt();
+                let result =
+                    Box::pin(self.attempt(request, attempt, retry_safe, read_only, &slot)).await;
+                *cached = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
+                result.map_err(|e| (e, None))
+            };
+            match first {
+                Ok(reply) => {
+                    call.succeeded();
+                    Ok(reply)
+                }
+                Err((error, sent_on)) => {
+                    let retried = self.retry_call(
+                        call,
+                        request,
+                        idempotency,
+                        read_only,
+                        cached,
+                        error,
+                        sent_on,
+                    );
+                    Box::pin(retried).await
+                }
+            }
         };
         self.inner.call_duration[kind_index(safety)].record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
             record_failure(e, &stats.ambiguous, &stats.failed);
         }
-        result
+        finish(result)
     }
 
-    async fn execute_retrying(
+    /// The handle's cached connection if it is still the pool's live one for this call, else
+    /// one from the pool without waiting; `None` if there is none.
+    #[inline]
+    fn ready_lease(&self, cached: Option<Lease>, read_only: bool) -> Option<Lease> {
+        cached
+            .filter(|l| self.usable(l, read_only))
+            .or_else(|| self.inner.pool.try_acquire_for(read_only))
+    }
+
+    /// Whether a cached lease may carry this call: still the pool's live connection, and not a
+    /// read that the pool sends to a replica.
+    #[inline]
+    fn usable(&self, lease: &Lease, read_only: bool) -> bool {
+        let pool = &self.inner.pool;
+        pool.is_current(lease) && !(read_only && pool.routes_reads_elsewhere())
+    }
+
+    /// [`Handle::ready_lease`] kept in `cached`, where the call borrows it.
+    #[inline]
+    fn lease_in<'c>(
         &self,
+        cached: &'c mut Option<Lease>,
+        read_only: bool,
+    ) -> Option<&'c mut Lease> {
+        // The common case moves nothing: the cached lease is still good.
+        if !cached.as_ref().is_some_and(|l| self.usable(l, read_only)) {
+            *cached = self.inner.pool.try_acquire_for(read_only);
+        }
+        cached.as_mut()
+    }
+
+    /// The policy's retries after the first attempt failed with `error`. `sent_on`: the
+    /// connection the fast path sent it on, whose failure is not handled yet.
+    #[allow(clippy::too_many_arguments)]
+    async fn retry_call(
+        &self,
+        call: Call<'_>,
         request: Request<'_>,
-        safety: CommandSafety,
+        idempotency: Idempotency,
+        read_only: bool,
         cached: &mut Option<Lease>,
-        started: Instant,
+        error: AttemptError,
+        sent_on: Option<LeaseId>,
     ) -> Result<Reply, Error> {
-        let idempotency = idempotency_of(self.call.idempotent, safety);
+        if let Some(lease) = sent_on {
+            self.after_failure(&error, lease, call.attempt().deadline)
+                .await;
+        }
         let retry_safe = idempotency == Idempotency::Idempotent;
-        // [sentinel] `read_only` routes the call to a replica with ReadFrom.
-        let read_only = safety == CommandSafety::ReadOnly;
         // The handle's cached connection, lent to the attempts and given back after.
         let slot = Mutex::new(cached.take());
-        let result = self
-            .policy
-            .run_from(
-                started,
+        let result = call
+            .retry(
                 idempotency,
                 |e: &AttemptError| e.class,
                 |attempt: Attempt| self.attempt(request, attempt, retry_safe, read_only, &slot),
+                error,
             )
             .await;
         *cached = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
@@ -441,16 +626,15 @@ impl Client {
         read_only: bool,
         cached: &Mutex<Option<Lease>>,
     ) -> Result<Reply, AttemptError> {
-        self.inner.admit()?;
+        // The first attempt was admitted by `execute`.
+        if attempt.number > 1 {
+            self.inner.admit()?;
+        }
         let pool = &self.inner.pool;
-        let reusable = cached
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .filter(|l| pool.is_current(l) && !(read_only && pool.routes_reads_elsewhere()));
+        let reusable = cached.lock().unwrap_or_else(PoisonError::into_inner).take();
         // The policy's clock reading for this attempt, unless it waited for a connection.
         let mut started = attempt.started;
-        let mut lease = match reusable.or_else(|| pool.try_acquire_for(read_only)) {
+        let mut lease = match self.ready_lease(reusable, read_only) {
             Some(lease) => lease,
             // The server has been unreachable for a while: fail at once, without waiting.
             None if let Some(error) = pool.failing_fast() => {
@@ -478,38 +662,39 @@ impl Client {
         if attempt.number > 1 {
             stats.retries.fetch_add(1, Ordering::Relaxed);
         }
-        // [sentinel] Remembered for the READONLY check below.
         let lease_id = lease.id();
         let result = self
             .send_on(&mut lease, request, retry_safe, attempt.deadline, started)
             .await;
-        if result.is_ok() {
-            *cached.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease);
+        match &result {
+            Ok(_) => *cached.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease),
+            Err(e) => self.after_failure(e, lease_id, attempt.deadline).await,
         }
+        result
+    }
+
+    /// What a failed attempt on connection `lease` teaches: a demoted node, an overloaded
+    /// server. Returns when the attempt may be retried.
+    async fn after_failure(&self, e: &AttemptError, lease: LeaseId, deadline: Option<Instant>) {
+        let code = e.error.redis_error().and_then(|s| s.code());
         // [sentinel] A READONLY reply: the node was demoted. Replace this connection (the next
         // one goes to the master, checked with ROLE) and rediscover; the policy retries.
-        if let Err(e) = &result {
-            if e.error.redis_error().and_then(|s| s.code()) == Some("READONLY") {
-                self.inner.pool.on_readonly(lease_id);
-            }
-            if is_overload_refusal(e) {
-                self.inner.refused();
-            }
+        if code == Some("READONLY") {
+            self.inner.pool.on_readonly(lease);
         }
-        if let Err(e) = &result
-            && let Some(source) = e.error.redis_error()
-            && matches!(source.code(), Some("BUSY" | "LOADING"))
-        {
+        if is_overload_refusal(e) {
+            self.inner.refused();
+        }
+        if matches!(code, Some("BUSY" | "LOADING")) {
             // Waiting is not retrying: hold the retry until the server can take it.
             let gate = Box::pin(self.inner.pool.wait_until_not_busy());
-            match attempt.deadline {
+            match deadline {
                 Some(d) => {
                     let _ = tokio::time::timeout_at(d, gate).await;
                 }
                 None => gate.await,
             }
         }
-        result
     }
 
     /// Sends on a leased connection, diagnosing late replies instead of re-sending.
@@ -521,17 +706,8 @@ impl Client {
         deadline: Option<Instant>,
         started: Option<Instant>,
     ) -> Result<Reply, AttemptError> {
-        let Lease {
-            conn,
-            slot,
-            generation,
-        } = lease;
-        let lease = LeaseId {
-            slot: *slot,
-            generation: *generation,
-        };
-        let pool = &self.inner.pool;
-        let window = self.inner.config.response_timeout;
+        let id = lease.id();
+        let conn = &mut lease.conn;
         let fut = async move {
             match request {
                 Request::Cmd(cmd) => conn.send_packed_command(cmd).await.map(Reply::One),
@@ -547,16 +723,54 @@ impl Client {
             }
         };
         tokio::pin!(fut);
-        // Fast path: the reply comes within the response timeout. This is the only timer of a
-        // call: it is also bounded by the call's deadline.
         // The attempt's start when known (a connection was at hand: it is a few µs old).
-        let window_end = started.unwrap_or_else(Instant::now) + window;
-        let limit = deadline.map_or(window_end, |d| d.min(window_end));
+        let (limit, cut) = self.reply_limit(deadline, started.unwrap_or_else(Instant::now));
         let outcome = match tokio::time::timeout_at(limit, &mut fut).await {
             Ok(result) => result,
-            Err(_) if limit < window_end => return Err(deadline_in_flight()),
-            Err(_) => Box::pin(self.wait_late_reply(fut, lease, deadline)).await?,
+            Err(_) => Box::pin(self.late_reply(fut, id, deadline, cut)).await?,
         };
+        self.settle(outcome, id, retry_safe)
+    }
+
+    /// When a request sent at `sent` stops waiting for its reply: the response window's end or
+    /// the deadline, whichever is first (`true`: the deadline). This is the only timer of an
+    /// attempt that gets its reply in time.
+    #[inline]
+    fn reply_limit(&self, deadline: Option<Instant>, sent: Instant) -> (Instant, bool) {
+        let window_end = sent + self.inner.config.response_timeout;
+        match deadline {
+            Some(d) if d < window_end => (d, true),
+            _ => (window_end, false),
+        }
+    }
+
+    /// A reply did not come by [`Client::reply_limit`]: the deadline passed (`cut`), or the
+    /// response window did and the late reply is diagnosed.
+    async fn late_reply<F, T>(
+        &self,
+        fut: std::pin::Pin<&mut F>,
+        lease: LeaseId,
+        deadline: Option<Instant>,
+        cut: bool,
+    ) -> Result<redis::RedisResult<T>, AttemptError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if cut {
+            return Err(deadline_in_flight());
+        }
+        self.wait_late_reply(fut, lease, deadline).await
+    }
+
+    /// An attempt's outcome from redis-rs's: a broken connection is marked and its request is
+    /// ambiguous; a retryable error reply becomes an attempt error.
+    fn settle(
+        &self,
+        outcome: redis::RedisResult<Reply>,
+        lease: LeaseId,
+        retry_safe: bool,
+    ) -> Result<Reply, AttemptError> {
+        let pool = &self.inner.pool;
         match outcome {
             Ok(reply) => {
                 pool.touch(lease.slot);
@@ -584,14 +798,14 @@ impl Client {
     /// The slow path of [`Client::send_on`]: a reply is late. Finds out whether the server is
     /// stalled (keep waiting: re-sending would only queue the request twice) or the connection
     /// is dead (give up on it; the caller retries if the request is safe to repeat).
-    async fn wait_late_reply<F>(
+    async fn wait_late_reply<F, T>(
         &self,
         fut: std::pin::Pin<&mut F>,
         lease: LeaseId,
         deadline: Option<Instant>,
-    ) -> Result<redis::RedisResult<Reply>, AttemptError>
+    ) -> Result<redis::RedisResult<T>, AttemptError>
     where
-        F: std::future::Future<Output = redis::RedisResult<Reply>>,
+        F: std::future::Future<Output = redis::RedisResult<T>>,
     {
         match deadline {
             Some(d) => tokio::time::timeout_at(d, self.diagnose_late_reply(fut, lease))
@@ -601,13 +815,13 @@ impl Client {
         }
     }
 
-    async fn diagnose_late_reply<F>(
+    async fn diagnose_late_reply<F, T>(
         &self,
         mut fut: std::pin::Pin<&mut F>,
         lease: LeaseId,
-    ) -> Result<redis::RedisResult<Reply>, AttemptError>
+    ) -> Result<redis::RedisResult<T>, AttemptError>
     where
-        F: std::future::Future<Output = redis::RedisResult<Reply>>,
+        F: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let pool = &self.inner.pool;
         let window = self.inner.config.response_timeout;
@@ -771,13 +985,13 @@ impl Client {
 }
 
 impl ConnectionLike for Client {
+    // The call's future is boxed as is (no wrapping future): it borrows the handle and the
+    // cached connection side by side.
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let mut cached = self.cached.take();
-            let result = self.execute(Request::Cmd(cmd), &mut cached).await;
-            self.cached = cached;
-            result.map(Reply::into_value).map_err(Error::into_redis)
-        })
+        let Client { handle, local } = self;
+        Box::pin(handle.execute(Request::Cmd(cmd), local, |r| {
+            r.map(Reply::into_value).map_err(Error::into_redis)
+        }))
     }
 
     fn req_packed_commands<'a>(
@@ -786,31 +1000,114 @@ impl ConnectionLike for Client {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let mut cached = self.cached.take();
-            let request = Request::Pipeline {
-                pipeline,
-                offset,
-                count,
-            };
-            let result = self.execute(request, &mut cached).await;
-            self.cached = cached;
-            result.map(Reply::into_values).map_err(Error::into_redis)
-        })
+        let Client { handle, local } = self;
+        let request = Request::Pipeline {
+            pipeline,
+            offset,
+            count,
+        };
+        Box::pin(handle.execute(request, local, |r| {
+            r.map(Reply::into_values).map_err(Error::into_redis)
+        }))
     }
 
     fn get_db(&self) -> i64 {
-        self.inner.db
+        self.handle.inner.db
     }
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (up, total) = self.inner.pool.connections();
+        let (up, total) = self.handle.inner.pool.connections();
         f.debug_struct("Client")
-            .field("url", &self.inner.config.url)
+            .field("url", &self.handle.inner.config.url)
             .field("connections_up", &up)
             .field("connections_total", &total)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{future::pending, time::Duration};
+
+    use tokio::time::{Instant, advance};
+
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Polls `fut` once, without waiting.
+    fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Pin::new(fut).poll(&mut cx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_left_from_an_earlier_call_does_not_end_the_window_early() {
+        let mut timer = None;
+        let t0 = Instant::now();
+        // An earlier call's window: until t0 + 100 ms.
+        arm(&mut timer, t0 + 100 * MS, t0);
+        advance(50 * MS).await;
+        // This call's window ends at t0 + 250 ms: the timer is left set for t0 + 100 ms.
+        let limit = t0 + 250 * MS;
+        let never = pending::<()>();
+        tokio::pin!(never);
+        let mut waiting = ReplyOrLimit {
+            reply: never.as_mut(),
+            timer: arm(&mut timer, limit, Instant::now()),
+            limit,
+        };
+        assert_eq!(
+            waiting.timer.deadline(),
+            t0 + 100 * MS,
+            "not reset per call"
+        );
+        assert!(poll_once(&mut waiting).is_pending());
+        advance(60 * MS).await; // t0 + 110 ms: the old timer fired
+        assert!(
+            poll_once(&mut waiting).is_pending(),
+            "the window is not over"
+        );
+        assert_eq!(waiting.timer.deadline(), limit, "set again for this call");
+        advance(139 * MS).await; // t0 + 249 ms
+        assert!(poll_once(&mut waiting).is_pending());
+        advance(2 * MS).await;
+        assert_eq!(
+            poll_once(&mut waiting),
+            Poll::Ready(None),
+            "the window is over"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_set_too_late_or_already_passed_is_set_again() {
+        let mut timer = None;
+        let t0 = Instant::now();
+        arm(&mut timer, t0 + 500 * MS, t0);
+        // A shorter window (a call with little deadline left): the timer comes earlier.
+        assert_eq!(arm(&mut timer, t0 + 20 * MS, t0).deadline(), t0 + 20 * MS);
+        advance(30 * MS).await;
+        // Passed: a new call's window starts from scratch.
+        let now = Instant::now();
+        assert_eq!(
+            arm(&mut timer, now + 500 * MS, now).deadline(),
+            now + 500 * MS
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_wins_over_the_timer() {
+        let mut timer = None;
+        let now = Instant::now();
+        let ready = std::future::ready(7);
+        tokio::pin!(ready);
+        let mut waiting = ReplyOrLimit {
+            reply: ready.as_mut(),
+            timer: arm(&mut timer, now, now),
+            limit: now,
+        };
+        assert_eq!(poll_once(&mut waiting), Poll::Ready(Some(7)));
     }
 }
