@@ -93,12 +93,16 @@ impl TargetArgs {
 }
 
 impl Target {
-    /// How the target is named in messages and reports.
+    /// How the target is named in messages and reports (passwords shown as `***`).
     pub(crate) fn describe(&self) -> String {
+        use resilient_redis::redact_url;
         match self {
-            Target::Standalone { url } => url.clone(),
+            Target::Standalone { url } => redact_url(url).into_owned(),
             Target::Sentinel { sentinels, master } => self::sentinel_url(sentinels, master),
-            Target::Cluster { urls } => format!("cluster {}", urls.join(",")),
+            Target::Cluster { urls } => {
+                let urls: Vec<_> = urls.iter().map(|u| redact_url(u)).collect();
+                format!("cluster {}", urls.join(","))
+            }
         }
     }
 

@@ -1020,7 +1020,7 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (up, total) = self.handle.inner.pool.connections();
         f.debug_struct("Client")
-            .field("url", &self.handle.inner.config.url)
+            .field("url", &crate::redact_url(&self.handle.inner.config.url))
             .field("connections_up", &up)
             .field("connections_total", &total)
             .finish()

@@ -1,15 +1,17 @@
 //! Client configuration: a plain struct with [`Default`], typed durations, and constructors from a
 //! URL or from environment variables. Every value is checked once, when the client is built.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, fmt, time::Duration};
 
 use resilience::{AdaptiveThrottleConfig, Backoff, BreakerConfig, Jitter, RetryBudgetConfig};
 
 use crate::error::Error;
 
+mod redact;
 mod sentinel_url;
 mod tls;
 
+pub use redact::redact_url;
 use sentinel_url::parse_sentinel_url;
 pub use tls::TlsConfig;
 pub(crate) use tls::Transport;
@@ -66,7 +68,7 @@ impl ReadFrom {
 /// No sentinels, master name `mymaster`, no sentinel password, [`ReadFrom::Master`],
 /// `rediscover_interval` 100 ms, plain TCP to the sentinels (`sentinel_tls` false; a
 /// `rediss+sentinel://` URL sets it).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct SentinelConfig {
     /// Sentinel addresses (host, port) to ask first; the client also learns the others the
     /// sentinels know (`SENTINEL SENTINELS`).
@@ -130,7 +132,7 @@ const SENTINEL_PORT: u16 = 26379;
 /// | `idle_check_interval` | 1 s | an idle connection is PINGed so a dead one is replaced before a caller needs it |
 /// | `throttle_delay` | 100 ms | minimum wait after a `THROTTLED` reply |
 /// | `adaptive_throttle` | K = 2 over 10 s (10 buckets of 1 s) | the SRE book's default: while the server refuses work (`THROTTLED`, `BUSY`, `LOADING`), about twice what it accepts is still sent and the rest fails fast as [`ErrorKind::RejectedLocally`](crate::ErrorKind::RejectedLocally) |
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientConfig {
     /// The server: `redis://[[user]:password@]host[:port][/db]`, or a Sentinel deployment:
     /// `redis+sentinel://[[user]:password@]host1:port1[,host2:port2,...]/MASTERNAME[/db]`
@@ -613,13 +615,15 @@ impl ClientConfig {
             || url.starts_with("unix://")
             || url.starts_with("redis+unix://"))
         {
+            let shown = redact_url(url);
             return Err(Error::config(format!(
-                "invalid URL {url:?}: expected redis://[[user]:password@]host[:port][/db]"
+                "invalid URL {shown:?}: expected redis://[[user]:password@]host[:port][/db]"
             )));
         }
-        let info = url
-            .into_connection_info()
-            .map_err(|e| Error::config(format!("invalid URL {url:?}: {e}")).with_source(e))?;
+        let info = url.into_connection_info().map_err(|e| {
+            let shown = redact_url(url);
+            Error::config(format!("invalid URL {shown:?}: {e}")).with_source(e)
+        })?;
         let tls_addr = match info.addr() {
             ConnectionAddr::TcpTls {
                 host,
@@ -647,6 +651,52 @@ impl ClientConfig {
             );
         }
         Ok(info.set_tcp_settings(tcp))
+    }
+}
+
+/// Shows everything but the password in the URL (see [`redact_url`]).
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("url", &redact_url(&self.url))
+            .field("sentinel", &self.sentinel)
+            .field("tls", &self.tls)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("deadline", &self.deadline)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("reconnect_backoff", &self.reconnect_backoff)
+            .field("unavailable_after", &self.unavailable_after)
+            .field("budget", &self.budget)
+            .field("breaker", &self.breaker)
+            .field("pool_size", &self.pool_size)
+            .field("tcp_keepalive", &self.tcp_keepalive)
+            .field("tcp_nodelay", &self.tcp_nodelay)
+            .field("idle_check_interval", &self.idle_check_interval)
+            .field("throttle_delay", &self.throttle_delay)
+            .field("adaptive_throttle", &self.adaptive_throttle)
+            .field("error_rules", &self.error_rules)
+            .field("rng_seed", &self.rng_seed)
+            .field("connect_lazily", &self.connect_lazily)
+            .finish()
+    }
+}
+
+/// Shows whether there is a sentinel password, not the password.
+impl fmt::Debug for SentinelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentinelConfig")
+            .field("sentinels", &self.sentinels)
+            .field("master_name", &self.master_name)
+            .field(
+                "sentinel_password",
+                &self.sentinel_password.as_ref().map(|_| "***"),
+            )
+            .field("sentinel_tls", &self.sentinel_tls)
+            .field("read_from", &self.read_from)
+            .field("rediscover_interval", &self.rediscover_interval)
+            .finish()
     }
 }
 
@@ -737,5 +787,39 @@ mod tests {
             ..ClientConfig::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("deadline"));
+    }
+
+    #[test]
+    fn debug_output_shows_no_password() {
+        let mut c = ClientConfig::from_url("redis://app:s3cret@127.0.0.1:6379/0").unwrap();
+        c.sentinel = Some(SentinelConfig {
+            sentinel_password: Some("t0psecret".into()),
+            ..SentinelConfig::default()
+        });
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("t0psecret"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("redis://app:***@127.0.0.1:6379/0"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn errors_about_a_url_show_no_password() {
+        for url in [
+            "http://app:s3cret@127.0.0.1:6379",
+            "redis://app:s3cret@127.0.0.1:notaport",
+            "redis+sentinel://app:s3cret@h:x/m",
+        ] {
+            let err = ClientConfig::from_url(url)
+                .and_then(|c| c.validate())
+                .expect_err(url)
+                .to_string();
+            assert!(!err.contains("s3cret"), "{err}");
+            assert!(err.contains("***"), "{err}");
+        }
     }
 }

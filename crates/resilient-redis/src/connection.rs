@@ -156,8 +156,8 @@ impl Pool {
                 Endpoint::Sentinel(SentinelResolver::start(config, sentinel, info).await?)
             }
             None => Endpoint::Fixed(Box::new(redis::Client::open(info).map_err(|e| {
-                Error::config(format!("invalid connection settings for {}", config.url))
-                    .with_source(e)
+                let shown = crate::redact_url(&config.url);
+                Error::config(format!("invalid connection settings for {shown}")).with_source(e)
             })?)),
         };
         let conn_config = AsyncConnectionConfig::new()
@@ -667,6 +667,7 @@ fn connect_error(url: &str, e: redis::RedisError) -> Error {
         ),
         _ => (ErrorKind::Unavailable, "cannot connect", ""),
     };
+    let url = crate::redact_url(url);
     Error::new(kind, Outcome::Failed, format!("{what} to {url}{hint}")).with_source(e)
 }
 

@@ -151,11 +151,16 @@ async fn unreachable_server_fails_fast_at_connect() {
         l.local_addr().unwrap().port()
     };
     let started = Instant::now();
-    let err = Client::connect(&format!("redis://127.0.0.1:{port}"))
+    let err = Client::connect(&format!("redis://app:s3cret@127.0.0.1:{port}"))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.to_string().contains("cannot connect"), "{err}");
+    assert!(
+        err.to_string().contains("redis://app:***@127.0.0.1"),
+        "the URL is shown without its password: {err}"
+    );
+    assert!(!format!("{err:?}").contains("s3cret"), "{err:?}");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "took {:?}",
@@ -174,6 +179,10 @@ async fn wrong_password_is_an_auth_error() {
     let url = format!("redis://:wrong@127.0.0.1:{}", server.port());
     let err = Client::connect(&url).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    assert!(
+        !format!("{err} {err:?}").contains("wrong"),
+        "password shown: {err}"
+    );
     let url = format!("redis://127.0.0.1:{}", server.port());
     let mut client = Client::connect(&url).await;
     // No password at all: redis-rs connects, then commands fail with NOAUTH (not retried).

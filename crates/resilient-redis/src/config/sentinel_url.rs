@@ -19,8 +19,9 @@ pub(super) fn parse_sentinel_url(url: &str) -> Result<Option<(SentinelConfig, St
         (None, None) => return Ok(None),
     };
     let invalid = |why: &str| {
+        let shown = super::redact_url(url);
         Error::config(format!(
-            "invalid URL {url:?}: {why}; expected {SENTINEL_URL_FORM}"
+            "invalid URL {shown:?}: {why}; expected {SENTINEL_URL_FORM}"
         ))
     };
     let (rest, fragment) = match rest.split_once('#') {

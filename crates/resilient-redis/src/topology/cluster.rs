@@ -883,7 +883,16 @@ impl ConnectionLike for ClusterClient {
 impl fmt::Debug for ClusterClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterClient")
-            .field("seeds", &self.inner.config.urls)
+            .field(
+                "seeds",
+                &self
+                    .inner
+                    .config
+                    .urls
+                    .iter()
+                    .map(|u| crate::redact_url(u))
+                    .collect::<Vec<_>>(),
+            )
             .field("stats", &self.stats())
             .finish()
     }
