@@ -177,6 +177,45 @@ async fn bad_flags_are_usage_errors() {
             "--client",
             "naive",
         ],
+        &[
+            "bench",
+            "--url",
+            "redis://127.0.0.1:6379",
+            "--slice-ms",
+            "100",
+        ],
+        &[
+            "bench",
+            "--url",
+            "redis://127.0.0.1:6379",
+            "--paired-with",
+            "raw",
+            "--slice-ms",
+            "0",
+        ],
+        &[
+            "bench",
+            "--url",
+            "redis://127.0.0.1:6379",
+            "--paired-with",
+            "naive",
+        ],
+        &[
+            "bench",
+            "--url",
+            "redis://127.0.0.1:6379",
+            "--paired-with",
+            "raw",
+            "--rate",
+            "100",
+        ],
+        &[
+            "bench",
+            "--cluster",
+            "redis://127.0.0.1:6379",
+            "--paired-with",
+            "raw",
+        ],
         &["demo", "--scenario", "overload", "--topology", "cluster"],
         &["demo", "--scenario", "overload", "--step-secs", "0"],
         &["demo", "--scenario", "nope"],
@@ -323,6 +362,63 @@ async fn bench_json_is_one_object_with_the_fields() {
         report["ok"].as_u64().expect("ok"),
         "every successful INCR counted once"
     );
+}
+
+/// `--paired-with`: both clients in one run, taking turns; every call is counted once (the
+/// server's SET and GET counts equal the two reports' calls).
+#[tokio::test]
+async fn paired_bench_reports_both_clients_from_one_run() {
+    let server = RedisServer::start().await.expect("lab server");
+    let url = server.url();
+    let args = [
+        "bench",
+        "--url",
+        &url,
+        "--client",
+        "resilient",
+        "--paired-with",
+        "raw",
+        "--slice-ms",
+        "100",
+        "--concurrency",
+        "8",
+        "--duration",
+        "2",
+        "--json",
+    ];
+    let output = run(&args, Duration::from_secs(30)).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = one_json_object(&output);
+    assert_eq!(report["slice_ms"], 100, "{report}");
+    let slices = report["slices"].as_u64().expect("slices");
+    assert!(slices >= 2 && slices.is_multiple_of(2), "{report}");
+    let reports = report["reports"].as_array().expect("reports");
+    assert_eq!(reports.len(), 2, "{report}");
+    assert_bench_report(&reports[0], "resilient", "get-set", 8);
+    assert_bench_report(&reports[1], "raw", "get-set", 8);
+    let time = |i: usize| reports[i]["duration_s"].as_f64().expect("duration_s");
+    assert!(
+        (time(0) - time(1)).abs() < 0.5,
+        "turns of equal length: {report}"
+    );
+    let ops: u64 = reports
+        .iter()
+        .map(|r| r["ops"].as_u64().expect("ops"))
+        .sum();
+    let mut admin = server.admin().await.expect("admin connection");
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut admin)
+        .await
+        .expect("INFO");
+    let calls = |name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().expect("calls"))
+    };
+    assert_eq!(calls("set") + calls("get"), ops, "{stats}");
 }
 
 /// `--exactly-once` with the incr and lpush workloads: the server's count equals the successes,

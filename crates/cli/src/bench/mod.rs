@@ -17,6 +17,7 @@
 //! - A progress line goes to stderr unless `--json`; with `--json` stdout gets exactly one JSON
 //!   object (see [`report::BenchReport`]).
 
+mod paired;
 mod report;
 
 use std::process::ExitCode;
@@ -37,6 +38,7 @@ use crate::open_loop::{self, Step, Timeline};
 use crate::target::{Target, TargetArgs};
 use crate::units::{parse_millis, parse_rate, parse_seconds};
 use crate::workload::{Commands, Mix, Tally, Workload, timed_call};
+use paired::PairedReport;
 use report::{BenchReport, OpenLoopFigures};
 
 /// Extra time given to calls in flight at the end of the run before the client is declared hung.
@@ -82,6 +84,15 @@ pub(crate) struct BenchArgs {
     /// server-side script (exactly-once writes; see resilient_redis::ExactlyOnce).
     #[arg(long)]
     exactly_once: bool,
+    /// Closed loop against one server or a Sentinel master: also run this client, taking turns
+    /// with --client in slices of --slice-ms within one run, and report both (the machine's
+    /// noise then hits both alike). --duration is the whole run, about half for each.
+    #[arg(long, value_enum, value_name = "CLIENT")]
+    paired_with: Option<ClientKind>,
+    /// With --paired-with: the length of one client's turn.
+    #[arg(long, default_value = "200", value_parser = parse_millis, value_name = "MS",
+          requires = "paired_with")]
+    slice_ms: Duration,
     /// With --rate: add per-second figures (`series`) to the report.
     #[arg(long, requires = "rate")]
     series: bool,
@@ -101,6 +112,17 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         return Err(CliError::usage(
             "--exactly-once needs --client resilient (it is a mode of the resilient client)",
         ));
+    }
+    if let Some(other) = args.paired_with {
+        let report = paired_bench(&args, &target, other).await?;
+        if args.json {
+            let json = serde_json::to_string(&report)
+                .map_err(|err| CliError::runtime(format!("cannot encode the report: {err}")))?;
+            println!("{json}");
+        } else {
+            println!("{}", report.human());
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let report = match (&target, args.client) {
         (Target::Cluster { urls }, ClientKind::Resilient) if args.exactly_once => {
@@ -195,13 +217,7 @@ async fn bench<C: AppClient>(
 ) -> Result<BenchReport, CliError> {
     preflight(&mut client, &target.describe()).await?;
     let before = client.counters();
-    let mix = Arc::new(Mix {
-        workload: args.workload,
-        keys: args.keys,
-        value: vec![b'x'; args.value_size as usize],
-        counter_key: args.key.clone(),
-        seed: args.seed,
-    });
+    let mix = mix_of(args);
     let header = (
         args.client.name(),
         args.workload.name(),
@@ -269,6 +285,87 @@ async fn bench<C: AppClient>(
             Ok(report)
         }
     }
+}
+
+/// The calls the workers make.
+fn mix_of(args: &BenchArgs) -> Arc<Mix> {
+    Arc::new(Mix {
+        workload: args.workload,
+        keys: args.keys,
+        value: vec![b'x'; args.value_size as usize],
+        counter_key: args.key.clone(),
+        seed: args.seed,
+    })
+}
+
+/// `--paired-with`: connects both clients and runs them in turns (see [`paired`]).
+async fn paired_bench(
+    args: &BenchArgs,
+    target: &Target,
+    other: ClientKind,
+) -> Result<PairedReport, CliError> {
+    if args.rate.is_some() || args.exactly_once {
+        return Err(CliError::usage(
+            "--paired-with runs a closed loop of plain calls: drop --rate and --exactly-once",
+        ));
+    }
+    let deadline = args.deadline_ms;
+    let raw_url = match target {
+        Target::Standalone { url } => url.clone(),
+        Target::Sentinel { sentinels, master } => sentinel_master_url(sentinels, master).await?,
+        Target::Cluster { .. } => {
+            return Err(CliError::usage(
+                "--paired-with drives one server or a Sentinel master: give --url or --sentinel",
+            ));
+        }
+    };
+    match (args.client, other) {
+        (ClientKind::Resilient, ClientKind::Raw) => {
+            let a = connect_resilient(target, deadline).await?;
+            let b = RawClient::connect(&raw_url, deadline).await?;
+            paired_run(a, b, args, target, other).await
+        }
+        (ClientKind::Raw, ClientKind::Resilient) => {
+            let a = RawClient::connect(&raw_url, deadline).await?;
+            let b = connect_resilient(target, deadline).await?;
+            paired_run(a, b, args, target, other).await
+        }
+        _ => Err(CliError::usage(
+            "--paired-with pairs the resilient and the raw client (one each)",
+        )),
+    }
+}
+
+async fn paired_run<A: AppClient, B: AppClient>(
+    mut a: A,
+    mut b: B,
+    args: &BenchArgs,
+    target: &Target,
+    other: ClientKind,
+) -> Result<PairedReport, CliError> {
+    preflight(&mut a, &target.describe()).await?;
+    preflight(&mut b, &target.describe()).await?;
+    let before = (a.counters(), b.counters());
+    let (sides, slices) = paired::run(&a, &b, args, args.slice_ms, mix_of(args)).await?;
+    let [side_a, side_b] = sides;
+    let concurrency = args.concurrency as usize;
+    let report = |name, side: paired::Side, counters| {
+        BenchReport::new(
+            (name, args.workload.name(), concurrency),
+            side.elapsed.as_secs_f64(),
+            &side.tally,
+            counters,
+            &side.histogram,
+        )
+    };
+    Ok(PairedReport {
+        slice_ms: u64::try_from(args.slice_ms.as_millis()).unwrap_or(u64::MAX),
+        slices,
+        reports: [
+            report(args.client.name(), side_a, a.counters().since(before.0)),
+            report(other.name(), side_b, b.counters().since(before.1)),
+        ],
+    })
 }
 
 /// Closed loop: each of `--concurrency` workers sends one call at a time until `--duration`.

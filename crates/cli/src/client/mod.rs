@@ -202,11 +202,10 @@ pub(crate) async fn connect_resilient(
             ));
         }
     };
-    let mut config = resilient_redis::ClientConfig::from_url(&url)
-        .map_err(|err| {
-            let shown = resilient_redis::redact_url(&url);
-            CliError::usage(format!("invalid {flag} {shown:?}: {err}"))
-        })?;
+    let mut config = resilient_redis::ClientConfig::from_url(&url).map_err(|err| {
+        let shown = resilient_redis::redact_url(&url);
+        CliError::usage(format!("invalid {flag} {shown:?}: {err}"))
+    })?;
     if let Some(deadline) = deadline {
         config.deadline = deadline;
     }
