@@ -7,13 +7,13 @@
 # Prints throughput and p99 ratios per concurrency (medians of per-round ratios) and checks the
 # targets (resilient >= 0.97 x raw throughput, p99 <= 1.05 x raw). Exit 1 if a target is missed.
 #
-#   scripts/bench-healthy.sh                       # 7 rounds x 6 s at concurrency 1, 50, 256
+#   scripts/bench-healthy.sh                       # 15 paired runs x 4 s at concurrency 1, 50, 256
 #   ROUNDS=9 SECS=10 CONCURRENCY="50" scripts/bench-healthy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=${ROUNDS:-7}
-SECS=${SECS:-6}
+ROUNDS=${ROUNDS:-15}
+SECS=${SECS:-4}
 SLICE_MS=${SLICE_MS:-200}
 CONCURRENCY=${CONCURRENCY:-"1 50 256"}
 MIN_THROUGHPUT_RATIO=0.97

@@ -96,7 +96,7 @@ pub struct Attempt {
     pub deadline: Option<Instant>,
     /// When the attempt started, if the policy read the clock for it (it does after a failure,
     /// and before the first attempt when a deadline, an attempt timeout or
-    /// [`RetryPolicy::run_from`] needs it): an operation can use it instead of reading the
+    /// [`RetryPolicy::start`] gave it): an operation can use it instead of reading the
     /// clock again.
     pub started: Option<Instant>,
 }
@@ -492,7 +492,7 @@ impl RetryPolicy {
         &self,
         idempotency: Idempotency,
         classify: C,
-        op: Op,
+        mut op: Op,
     ) -> Result<T, RetryError<E>>
     where
         Op: FnMut(Attempt) -> Fut,
@@ -503,44 +503,6 @@ impl RetryPolicy {
         // `now` is read only if something needs it before the first attempt; after a failure
         // it is always read.
         let now = self.inner.needs_clock.then(Instant::now);
-        self.run_at(now, idempotency, classify, op).await
-    }
-
-    /// [`RetryPolicy::run`] for a call that started at `started` (a clock reading the caller
-    /// already has, for its own latency figures): the deadline counts from there, and the
-    /// policy reads the clock once less.
-    ///
-    /// # Errors
-    /// As [`RetryPolicy::run`].
-    pub async fn run_from<T, E, Op, Fut, C>(
-        &self,
-        started: Instant,
-        idempotency: Idempotency,
-        classify: C,
-        op: Op,
-    ) -> Result<T, RetryError<E>>
-    where
-        Op: FnMut(Attempt) -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-        C: Fn(&E) -> Classification,
-        E: fmt::Display,
-    {
-        self.run_at(Some(started), idempotency, classify, op).await
-    }
-
-    async fn run_at<T, E, Op, Fut, C>(
-        &self,
-        now: Option<Instant>,
-        idempotency: Idempotency,
-        classify: C,
-        mut op: Op,
-    ) -> Result<T, RetryError<E>>
-    where
-        Op: FnMut(Attempt) -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-        C: Fn(&E) -> Classification,
-        E: fmt::Display,
-    {
         let call = self.begin(now)?;
         // The first attempt runs here and the retry loop, boxed, only after a failure: the
         // state of a call that succeeds at once is this attempt and little else.
