@@ -225,13 +225,7 @@ pub(crate) async fn run(args: HealthArgs) -> Result<ExitCode, CliError> {
         Err(CliError::Runtime(reason)) => HealthReport::unreachable(&target, reason),
         Err(usage) => return Err(usage),
     };
-    if args.json {
-        let json = serde_json::to_string(&report)
-            .map_err(|err| CliError::runtime(format!("cannot encode the report: {err}")))?;
-        println!("{json}");
-    } else {
-        println!("{}", report.human());
-    }
+    crate::output::print_report(&report, args.json, || report.human())?;
     if report.healthy {
         Ok(ExitCode::SUCCESS)
     } else {

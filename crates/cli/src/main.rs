@@ -12,6 +12,7 @@ mod error;
 mod health;
 mod lab_server;
 mod open_loop;
+mod output;
 mod proxy;
 mod target;
 mod units;

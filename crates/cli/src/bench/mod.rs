@@ -115,13 +115,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     }
     if let Some(other) = args.paired_with {
         let report = paired_bench(&args, &target, other).await?;
-        if args.json {
-            let json = serde_json::to_string(&report)
-                .map_err(|err| CliError::runtime(format!("cannot encode the report: {err}")))?;
-            println!("{json}");
-        } else {
-            println!("{}", report.human());
-        }
+        crate::output::print_report(&report, args.json, || report.human())?;
         return Ok(ExitCode::SUCCESS);
     }
     let report = match (&target, args.client) {
@@ -176,13 +170,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         exactly_once: args.exactly_once,
         ..report
     };
-    if args.json {
-        let json = serde_json::to_string(&report)
-            .map_err(|err| CliError::runtime(format!("cannot encode the report: {err}")))?;
-        println!("{json}");
-    } else {
-        println!("{}", report.human());
-    }
+    crate::output::print_report(&report, args.json, || report.human())?;
     Ok(ExitCode::SUCCESS)
 }
 
