@@ -29,7 +29,7 @@ use tokio::time::{Duration, Instant};
 
 use crate::client::AppClient;
 use crate::error::CliError;
-use crate::workload::{CallOutcome, Commands, Mix, Tally, call};
+use crate::workload::{CallOutcome, Commands, Mix, Tally, call, micros};
 
 /// A stretch of the schedule at one rate.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -261,12 +261,6 @@ impl Timeline {
             .div_ceil(self.bucket.as_nanos().max(1)) as usize)
             .clamp(1, self.cells.len())
     }
-}
-
-fn micros(latency: Duration) -> u64 {
-    u64::try_from(latency.as_micros())
-        .unwrap_or(u64::MAX)
-        .max(1)
 }
 
 /// What an open-loop run produced, besides its [`Timeline`].

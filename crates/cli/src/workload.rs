@@ -210,6 +210,13 @@ impl Tally {
     }
 }
 
+/// A call's latency in whole µs for a histogram (at least 1: HdrHistogram's lowest value).
+pub(crate) fn micros(latency: Duration) -> u64 {
+    u64::try_from(latency.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 /// Sends `cmd` on the worker's client, times it and classifies it; lets the client react to an
 /// error (the raw baseline replaces a broken connection) before returning.
 pub(crate) async fn timed_call<C: AppClient>(client: &mut C, cmd: &Cmd) -> (CallOutcome, Duration) {

@@ -513,7 +513,8 @@ impl Handle {
                 };
                 let outcome = match waiting.await {
                     Some(result) => Ok(result.map(Reply::One)),
-                    None => Box::pin(self.late_reply(fut, id, deadline, cut))
+                    None if cut => Err(deadline_in_flight()),
+                    None => Box::pin(self.wait_late_reply(fut, id, deadline))
                         .await
                         .map(|late| late.map(Reply::One)),
                 };
@@ -558,30 +559,25 @@ impl Handle {
     /// The handle's cached connection if it is still the pool's live one for this call, else
     /// one from the pool without waiting; `None` if there is none.
     #[inline]
-    fn ready_lease(&self, cached: Option<Lease>, read_only: bool) -> Option<Lease> {
+    fn ready_lease(&self, mut cached: Option<Lease>, read_only: bool) -> Option<Lease> {
+        self.lease_in(&mut cached, read_only);
         cached
-            .filter(|l| self.usable(l, read_only))
-            .or_else(|| self.inner.pool.try_acquire_for(read_only))
     }
 
-    /// Whether a cached lease may carry this call: still the pool's live connection, and not a
-    /// read that the pool sends to a replica.
-    #[inline]
-    fn usable(&self, lease: &Lease, read_only: bool) -> bool {
-        let pool = &self.inner.pool;
-        pool.is_current(lease) && !(read_only && pool.routes_reads_elsewhere())
-    }
-
-    /// [`Handle::ready_lease`] kept in `cached`, where the call borrows it.
+    /// [`Handle::ready_lease`] kept in `cached`, where the call borrows it. The common case
+    /// moves nothing: the cached lease is still the pool's live connection, and the call is not
+    /// a read that the pool sends to a replica.
     #[inline]
     fn lease_in<'c>(
         &self,
         cached: &'c mut Option<Lease>,
         read_only: bool,
     ) -> Option<&'c mut Lease> {
-        // The common case moves nothing: the cached lease is still good.
-        if !cached.as_ref().is_some_and(|l| self.usable(l, read_only)) {
-            *cached = self.inner.pool.try_acquire_for(read_only);
+        let pool = &self.inner.pool;
+        let usable =
+            |l: &Lease| pool.is_current(l) && !(read_only && pool.routes_reads_elsewhere());
+        if !cached.as_ref().is_some_and(usable) {
+            *cached = pool.try_acquire_for(read_only);
         }
         cached.as_mut()
     }
@@ -727,7 +723,8 @@ impl Handle {
         let (limit, cut) = self.reply_limit(deadline, started.unwrap_or_else(Instant::now));
         let outcome = match tokio::time::timeout_at(limit, &mut fut).await {
             Ok(result) => result,
-            Err(_) => Box::pin(self.late_reply(fut, id, deadline, cut)).await?,
+            Err(_) if cut => return Err(deadline_in_flight()),
+            Err(_) => Box::pin(self.wait_late_reply(fut, id, deadline)).await?,
         };
         self.settle(outcome, id, retry_safe)
     }
@@ -742,24 +739,6 @@ impl Handle {
             Some(d) if d < window_end => (d, true),
             _ => (window_end, false),
         }
-    }
-
-    /// A reply did not come by [`Client::reply_limit`]: the deadline passed (`cut`), or the
-    /// response window did and the late reply is diagnosed.
-    async fn late_reply<F, T>(
-        &self,
-        fut: std::pin::Pin<&mut F>,
-        lease: LeaseId,
-        deadline: Option<Instant>,
-        cut: bool,
-    ) -> Result<redis::RedisResult<T>, AttemptError>
-    where
-        F: std::future::Future<Output = redis::RedisResult<T>>,
-    {
-        if cut {
-            return Err(deadline_in_flight());
-        }
-        self.wait_late_reply(fut, lease, deadline).await
     }
 
     /// An attempt's outcome from redis-rs's: a broken connection is marked and its request is
@@ -795,7 +774,7 @@ impl Handle {
         }
     }
 
-    /// The slow path of [`Client::send_on`]: a reply is late. Finds out whether the server is
+    /// The slow path of [`Handle::send_on`]: a reply is late. Finds out whether the server is
     /// stalled (keep waiting: re-sending would only queue the request twice) or the connection
     /// is dead (give up on it; the caller retries if the request is safe to repeat).
     async fn wait_late_reply<F, T>(

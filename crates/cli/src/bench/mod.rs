@@ -37,7 +37,7 @@ use crate::error::CliError;
 use crate::open_loop::{self, Step, Timeline};
 use crate::target::{Target, TargetArgs};
 use crate::units::{parse_millis, parse_rate, parse_seconds};
-use crate::workload::{Commands, Mix, Tally, Workload, timed_call};
+use crate::workload::{CallOutcome, Commands, Mix, Tally, Workload, micros, timed_call};
 use paired::PairedReport;
 use report::{BenchReport, OpenLoopFigures};
 
@@ -193,6 +193,40 @@ pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| unreachable!())
 }
 
+/// What workers' calls came to: outcomes and latencies.
+pub(crate) struct Totals {
+    pub(crate) tally: Tally,
+    pub(crate) histogram: Histogram<u64>,
+}
+
+impl Totals {
+    pub(crate) fn new() -> Totals {
+        Totals {
+            tally: Tally::default(),
+            histogram: new_histogram(),
+        }
+    }
+
+    /// Counts one call.
+    pub(crate) fn record(&mut self, outcome: CallOutcome, latency: Duration) {
+        self.histogram.saturating_record(micros(latency));
+        self.tally.record(outcome);
+    }
+
+    /// Adds a worker's totals.
+    pub(crate) fn merge(&mut self, worker: Totals) -> Result<(), CliError> {
+        self.tally.merge(&worker.tally);
+        self.histogram
+            .add(&worker.histogram)
+            .map_err(|err| CliError::runtime(format!("cannot merge latencies: {err}")))
+    }
+}
+
+/// What a bench task returned, or why it did not.
+pub(crate) fn task_result<T>(result: Result<T, tokio::task::JoinError>) -> Result<T, CliError> {
+    result.map_err(|err| CliError::runtime(format!("a bench task failed: {err}")))
+}
+
 /// How long calls in flight at the end may take before the client is declared hung.
 fn drain_limit(args: &BenchArgs) -> Duration {
     args.deadline_ms.unwrap_or(Duration::from_secs(30)) + DRAIN_GRACE
@@ -341,9 +375,9 @@ async fn paired_run<A: AppClient, B: AppClient>(
         BenchReport::new(
             (name, args.workload.name(), concurrency),
             side.elapsed.as_secs_f64(),
-            &side.tally,
+            &side.totals.tally,
             counters,
-            &side.histogram,
+            &side.totals.histogram,
         )
     };
     Ok(PairedReport {
@@ -396,17 +430,11 @@ async fn closed_loop<C: AppClient>(
         ))
     })?;
 
-    let mut tally = Tally::default();
-    let mut histogram = new_histogram();
+    let mut totals = Totals::new();
     for result in results {
-        let (worker_tally, worker_histogram) =
-            result.map_err(|err| CliError::runtime(format!("a bench task failed: {err}")))?;
-        tally.merge(&worker_tally);
-        histogram
-            .add(&worker_histogram)
-            .map_err(|err| CliError::runtime(format!("cannot merge latencies: {err}")))?;
+        totals.merge(task_result(result)?)?;
     }
-    Ok((tally, histogram, elapsed))
+    Ok((totals.tally, totals.histogram, elapsed))
 }
 
 async fn worker<C: AppClient>(
@@ -414,24 +442,18 @@ async fn worker<C: AppClient>(
     plan: Arc<Plan>,
     index: u64,
     progress: Arc<Progress>,
-) -> (Tally, Histogram<u64>) {
+) -> Totals {
     let mut commands = Commands::new(Arc::clone(&plan.mix), index);
-    let mut tally = Tally::default();
-    let mut histogram = new_histogram();
+    let mut totals = Totals::new();
     while Instant::now() < plan.end {
         let (outcome, latency) = timed_call(&mut client, commands.next_cmd()).await;
-        histogram.saturating_record(
-            u64::try_from(latency.as_micros())
-                .unwrap_or(u64::MAX)
-                .max(1),
-        );
         progress.ops.fetch_add(1, Ordering::Relaxed);
         if outcome.is_error() {
             progress.errors.fetch_add(1, Ordering::Relaxed);
         }
-        tally.record(outcome);
+        totals.record(outcome, latency);
     }
-    (tally, histogram)
+    totals
 }
 
 /// Redraws the progress line on stderr every 250 ms until aborted.

@@ -14,16 +14,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering, fence};
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio::time::{Duration, Instant};
 
-use super::{BenchArgs, new_histogram};
+use super::{BenchArgs, Totals, task_result};
 use crate::bench::report::BenchReport;
 use crate::client::AppClient;
 use crate::error::CliError;
-use crate::workload::{Commands, Mix, Tally, timed_call};
+use crate::workload::{Commands, Mix, timed_call};
 
 /// The turn value that ends the run.
 const STOP: usize = 2;
@@ -82,10 +81,9 @@ impl Turns {
     }
 }
 
-/// What each side's run produced: its tally, its latencies and the time it had.
+/// What each side's run produced: its calls and the time it had.
 pub(crate) struct Side {
-    pub(crate) tally: Tally,
-    pub(crate) histogram: Histogram<u64>,
+    pub(crate) totals: Totals,
     pub(crate) elapsed: Duration,
 }
 
@@ -149,35 +147,23 @@ pub(crate) async fn run<A: AppClient, B: AppClient>(
     }
     // The workers' `wait_for` fails once the sender is gone: they return.
     drop(turn);
-    let mut sides = [
-        (Tally::default(), new_histogram()),
-        (Tally::default(), new_histogram()),
-    ];
+    let mut totals = [Totals::new(), Totals::new()];
     for result in futures::future::join_all(workers).await {
-        let (side, tally, histogram) =
-            result.map_err(|err| CliError::runtime(format!("a bench task failed: {err}")))?;
-        sides[side].0.merge(&tally);
-        sides[side]
-            .1
-            .add(&histogram)
-            .map_err(|err| CliError::runtime(format!("cannot merge latencies: {err}")))?;
+        let (side, worker) = task_result(result)?;
+        totals[side].merge(worker)?;
     }
-    let [(tally_a, histogram_a), (tally_b, histogram_b)] = sides;
-    Ok((
-        [
-            Side {
-                tally: tally_a,
-                histogram: histogram_a,
-                elapsed: elapsed[0],
-            },
-            Side {
-                tally: tally_b,
-                histogram: histogram_b,
-                elapsed: elapsed[1],
-            },
-        ],
-        slices,
-    ))
+    let [a, b] = totals;
+    let sides = [
+        Side {
+            totals: a,
+            elapsed: elapsed[0],
+        },
+        Side {
+            totals: b,
+            elapsed: elapsed[1],
+        },
+    ];
+    Ok((sides, slices))
 }
 
 /// One worker of `side`: sends calls while it is `side`'s turn, waits otherwise.
@@ -188,10 +174,9 @@ async fn worker<C: AppClient>(
     turns: Arc<Turns>,
     mix: Arc<Mix>,
     index: u64,
-) -> (usize, Tally, Histogram<u64>) {
+) -> (usize, Totals) {
     let mut commands = Commands::new(mix, index);
-    let mut tally = Tally::default();
-    let mut histogram = new_histogram();
+    let mut totals = Totals::new();
     loop {
         // Waits for this side's turn; ends when the controller is gone.
         if turn.wait_for(|t| *t == side).await.is_err() {
@@ -200,16 +185,11 @@ async fn worker<C: AppClient>(
         turns.active[side].fetch_add(1, Ordering::SeqCst);
         while *turn.borrow() == side {
             let (outcome, latency) = timed_call(&mut client, commands.next_cmd()).await;
-            histogram.saturating_record(
-                u64::try_from(latency.as_micros())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
-            );
-            tally.record(outcome);
+            totals.record(outcome, latency);
         }
         if turns.active[side].fetch_sub(1, Ordering::SeqCst) == 1 {
             turns.drained.notify_waiters();
         }
     }
-    (side, tally, histogram)
+    (side, totals)
 }
