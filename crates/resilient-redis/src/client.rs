@@ -26,7 +26,7 @@ use crate::{
     error::{Error, ErrorKind, Outcome},
     request::{Reply, Request},
     retry::{
-        AttemptError, PolicyParts, build_policy, classify_reply, connection_lost,
+        AttemptError, PolicyParts, build_policy, classify_reply, connection_lost, cooperate,
         deadline_in_flight, give_up_error, idempotency_of, is_overload_refusal, record_failure,
         throttle_admit,
     },
@@ -470,7 +470,10 @@ impl Handle {
         let started = Instant::now();
         let safety = match request.safety() {
             Ok(safety) => safety,
-            Err(why) => return finish(Err(Error::new(ErrorKind::Refused, Outcome::Failed, why))),
+            Err(why) => {
+                cooperate().await;
+                return finish(Err(Error::new(ErrorKind::Refused, Outcome::Failed, why)));
+            }
         };
         let result = 'call: {
             if let Some(error) = self.inner.pool.failing_fast() {
@@ -552,6 +555,7 @@ impl Handle {
         self.inner.call_duration[kind_index(safety)].record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
             record_failure(e, &stats.ambiguous, &stats.failed);
+            cooperate().await;
         }
         finish(result)
     }

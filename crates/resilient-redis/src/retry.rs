@@ -40,6 +40,26 @@ pub(crate) fn idempotency_of(
     }
 }
 
+/// Gives the scheduler its turn after a call that failed. A failure can come back without
+/// waiting for anything (an outage's fail-fast answer, an open breaker, a local rejection, a
+/// refused command), and a caller that calls again at once would then keep its worker thread
+/// from everything else: the reconnection, the timers that end other calls at their deadline,
+/// the other tasks. This spends one unit of tokio's cooperative budget, and yields once the
+/// task has spent it all (128 units per turn): a failure costs a counter decrement, and a task
+/// that only fails gives up its thread every 128 calls. Every public call path runs it on error.
+pub(crate) async fn cooperate() {
+    tokio::task::consume_budget().await;
+}
+
+/// Awaits `call`, then [`cooperate`]s if it failed.
+pub(crate) async fn cooperating<T, E>(call: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+    let result = call.await;
+    if result.is_err() {
+        cooperate().await;
+    }
+    result
+}
+
 /// What a server error reply means: `None` when it is the caller's to handle.
 pub(crate) fn classify_reply(
     config: &ClientConfig,

@@ -126,6 +126,7 @@ use crate::{
     client::Client,
     commands::CommandSafety,
     error::{Error, ErrorKind, Outcome},
+    retry::cooperating,
     striped::StripedCounter,
     topology::cluster::ClusterClient,
 };
@@ -530,7 +531,19 @@ impl ExactlyOnce {
 }
 
 impl Shared {
+    /// [`Shared::write_or_read`], giving the scheduler its turn after a failure (see
+    /// [`crate::retry::cooperate`]): a refused command fails without waiting for anything.
     async fn command(
+        self: &Arc<Self>,
+        batcher: &Arc<batch::Batcher>,
+        backend: &mut Backend,
+        cmd: &Cmd,
+        token: Token<'_>,
+    ) -> RedisResult<Value> {
+        cooperating(self.write_or_read(batcher, backend, cmd, token)).await
+    }
+
+    async fn write_or_read(
         self: &Arc<Self>,
         batcher: &Arc<batch::Batcher>,
         backend: &mut Backend,
@@ -581,7 +594,19 @@ impl Shared {
         self.invoke(backend, &key, &keys, Commands::One(cmd)).await
     }
 
+    /// [`Shared::group_once`], giving the scheduler its turn after a failure.
     async fn group(
+        &self,
+        backend: &mut Backend,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+        token: Token<'_>,
+    ) -> RedisResult<Vec<Value>> {
+        cooperating(self.group_once(backend, pipeline, offset, count, token)).await
+    }
+
+    async fn group_once(
         &self,
         backend: &mut Backend,
         pipeline: &Pipeline,

@@ -70,8 +70,8 @@ use crate::{
     error::{Error, ErrorKind, Outcome},
     request::{Reply, Request},
     retry::{
-        AttemptError, PolicyParts, build_policy, connection_lost, give_up_error, idempotency_of,
-        is_overload_refusal, record_failure, throttle_admit,
+        AttemptError, PolicyParts, build_policy, connection_lost, cooperate, give_up_error,
+        idempotency_of, is_overload_refusal, record_failure, throttle_admit,
     },
 };
 
@@ -481,6 +481,15 @@ impl ClusterClient {
     }
 
     async fn execute(&self, request: Request<'_>) -> Result<Reply, Error> {
+        let result = self.execute_once(request).await;
+        if let Err(e) = &result {
+            record_failure(e, &self.inner.stats.ambiguous, &self.inner.stats.failed);
+            cooperate().await;
+        }
+        result
+    }
+
+    async fn execute_once(&self, request: Request<'_>) -> Result<Reply, Error> {
         let stats = &self.inner.stats;
         stats.calls.fetch_add(1, Ordering::Relaxed);
         let safety = request.safety();
@@ -498,8 +507,7 @@ impl ClusterClient {
         }
         let idempotency = idempotency_of(self.idempotent, safety);
         let retry_safe = idempotency == Idempotency::Idempotent;
-        let result = self
-            .policy
+        self.policy
             .run(
                 idempotency,
                 |e: &AttemptError| e.class,
@@ -515,11 +523,7 @@ impl ClusterClient {
                     }
                     _ => give_up_error(e),
                 }
-            });
-        if let Err(e) = &result {
-            record_failure(e, &stats.ambiguous, &stats.failed);
-        }
-        result
+            })
     }
 
     /// One attempt: wait for a live node, send, follow redirects.
