@@ -365,6 +365,14 @@ impl ClientConfig {
         Ok(config)
     }
 
+    /// What these settings add to the [reply table](crate::replies).
+    pub(crate) fn reply_rules(&self) -> crate::replies::Rules<'_> {
+        crate::replies::Rules {
+            custom: &self.error_rules,
+            throttle_delay: self.throttle_delay,
+        }
+    }
+
     /// The Sentinel settings: [`ClientConfig::sentinel`], or those of a `redis+sentinel://` URL.
     pub(crate) fn sentinel_config(&self) -> Result<Option<SentinelConfig>, Error> {
         if let Some(s) = &self.sentinel {

@@ -41,6 +41,7 @@ use tokio::{
 use crate::{
     config::{ClientConfig, ReadFrom},
     error::{Error, ErrorKind, Outcome},
+    replies::Code,
     topology::{Endpoint, Master, SentinelResolver, TopologyView},
 };
 
@@ -575,8 +576,7 @@ impl Pool {
                             drop(pool);
                             let ping = redis::cmd("PING");
                             match lease.conn.send_packed_command(&ping).await {
-                                Ok(redis::Value::ServerError(e))
-                                    if matches!(e.code(), "BUSY" | "LOADING") => {}
+                                Ok(redis::Value::ServerError(e)) if Code::of(&e).is_busy() => {}
                                 _ => return,
                             }
                         }

@@ -134,6 +134,7 @@ mod error;
 pub mod exactly_once;
 mod health;
 mod pubsub;
+mod replies;
 mod request;
 mod retry;
 mod striped;

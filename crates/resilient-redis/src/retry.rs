@@ -10,14 +10,42 @@ use resilience::{
 };
 
 use crate::{
-    config::{ClientConfig, ErrorRule},
     error::{Error, ErrorKind, Outcome},
+    replies::{Hints, Meaning},
 };
 
 /// A failed attempt with what it means.
 pub(crate) struct AttemptError {
     pub(crate) error: Error,
     pub(crate) class: Classification,
+    /// What the server's error reply asks of the client, when a reply caused the failure.
+    pub(crate) reply: Option<Hints>,
+}
+
+impl AttemptError {
+    /// The failure a server error reply makes, per the [reply table](crate::replies):
+    /// `pipelined` when it was one command's reply in a pipeline (the others may have run).
+    pub(crate) fn from_reply(err: &ServerError, meaning: Meaning, pipelined: bool) -> AttemptError {
+        let (outcome, message, class) = if pipelined {
+            (
+                Outcome::Ambiguous,
+                format!("a pipelined command got {}", err.code()),
+                meaning.class.ambiguous(),
+            )
+        } else {
+            (
+                Outcome::Failed,
+                format!("server replied {}", err.code()),
+                meaning.class,
+            )
+        };
+        AttemptError {
+            error: Error::new(meaning.kind, outcome, message)
+                .with_source(RedisError::from(err.clone())),
+            class,
+            reply: Some(meaning.hints),
+        }
+    }
 }
 
 impl std::fmt::Display for AttemptError {
@@ -60,47 +88,10 @@ pub(crate) async fn cooperating<T, E>(call: impl Future<Output = Result<T, E>>) 
     result
 }
 
-/// What a server error reply means: `None` when it is the caller's to handle.
-pub(crate) fn classify_reply(
-    config: &ClientConfig,
-    err: &ServerError,
-) -> Option<(Classification, ErrorKind)> {
-    let code = err.code();
-    if let Some(rule) = config.error_rules.get(code) {
-        return match rule {
-            ErrorRule::Retry => Some((
-                Classification::retry().server_fault(true),
-                ErrorKind::Server,
-            )),
-            ErrorRule::RetryAfter(d) => Some((
-                Classification::retry_after(*d).server_fault(false),
-                ErrorKind::Throttled,
-            )),
-            ErrorRule::Fail => None,
-        };
-    }
-    match code {
-        "LOADING" | "BUSY" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN"
-        | "NOREPLICAS" => Some((
-            Classification::retry().server_fault(true),
-            ErrorKind::Server,
-        )),
-        "THROTTLED" => Some((
-            Classification::retry_after(config.throttle_delay).server_fault(false),
-            ErrorKind::Throttled,
-        )),
-        _ => None,
-    }
-}
-
 /// Whether a failed attempt was the server refusing work for overload (`THROTTLED`, a
 /// [`ErrorRule::RetryAfter`] code, `BUSY`, `LOADING`): what adaptive throttling counts.
 pub(crate) fn is_overload_refusal(e: &AttemptError) -> bool {
-    e.error.kind() == ErrorKind::Throttled
-        || matches!(
-            e.error.redis_error().and_then(|s| s.code()),
-            Some("BUSY" | "LOADING")
-        )
+    e.reply.is_some_and(|h| h.overload)
 }
 
 /// Adaptive throttling's decision for one attempt while `throttle` is engaged: `Err` rejects
@@ -133,6 +124,7 @@ pub(crate) fn throttle_admit(
             ),
         ),
         class: Classification::fail().server_fault(false),
+        reply: None,
     })
 }
 
@@ -145,6 +137,7 @@ pub(crate) fn deadline_in_flight() -> AttemptError {
             "deadline exceeded while waiting for the reply",
         ),
         class: Classification::fail().ambiguous().server_fault(true),
+        reply: None,
     }
 }
 
@@ -156,6 +149,7 @@ pub(crate) fn connection_lost(message: &str, source: Option<RedisError>) -> Atte
     AttemptError {
         error,
         class: Classification::retry().ambiguous().server_fault(true),
+        reply: None,
     }
 }
 

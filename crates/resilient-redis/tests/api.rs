@@ -123,6 +123,33 @@ async fn blocking_commands_are_not_cut_and_do_not_stall_others() {
     assert_eq!(waiter.await.unwrap(), Some(("q2".into(), "job".into())));
 }
 
+/// A blocking command waits for a connection no longer than its handle's deadline
+/// (`with_deadline`), not the configuration's 5 s.
+#[tokio::test]
+async fn a_blocking_command_keeps_its_handles_deadline_while_the_server_is_down() {
+    let mut server = RedisServer::start().await.unwrap();
+    let client = Client::connect(&server.url()).await.unwrap();
+    assert_eq!(client.config().deadline, Duration::from_secs(5));
+    server.stop().await.unwrap();
+    let mut short = client.with_deadline(Duration::from_millis(100)).unwrap();
+    let started = Instant::now();
+    let err = short
+        .blpop::<_, Option<(String, String)>>("queue", 1.0)
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(
+        resilient_redis::error_kind_name(&err),
+        ErrorKind::Unavailable.as_str(),
+        "{err}"
+    );
+    // Far below the configuration's 5 s deadline, which it used to wait out.
+    assert!(
+        took < Duration::from_secs(2),
+        "BLPOP waited {took:?} for a connection with a 100 ms deadline"
+    );
+}
+
 #[tokio::test]
 async fn bad_urls_are_rejected_with_a_clear_error() {
     for url in [

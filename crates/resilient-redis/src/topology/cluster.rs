@@ -579,6 +579,7 @@ impl ClusterClient {
                     )
                     .with_retry_in(open.retry_in),
                     class: Classification::fail(),
+                    reply: None,
                 })?),
                 None => None,
             };
@@ -647,6 +648,7 @@ impl ClusterClient {
                         )
                         .with_source(error),
                         class: Classification::retry().ambiguous().server_fault(false),
+                        reply: None,
                     });
                 }
                 if hops > inner.config.max_redirects {
@@ -659,6 +661,7 @@ impl ClusterClient {
                         )
                         .with_source(error),
                         class: Classification::retry().server_fault(false),
+                        reply: None,
                     });
                 }
                 target = match kind {
@@ -667,7 +670,8 @@ impl ClusterClient {
                 };
                 continue;
             }
-            let failure = self.classify(error, node.as_deref());
+            let pipelined = matches!(request, Request::Pipeline { .. });
+            let failure = self.classify(error, node.as_deref(), pipelined);
             if is_overload_refusal(&failure.attempt) {
                 inner.stats.refused.fetch_add(1, Ordering::Relaxed);
                 if let Some(t) = &throttle {
@@ -726,6 +730,7 @@ impl ClusterClient {
                         ),
                     ),
                     class: Classification::fail(),
+                    reply: None,
                 });
             }
         }

@@ -1,24 +1,31 @@
 //! What a failed send means: redirects, retryable replies, lost connections.
 
-use redis::{RedisError, Value};
+use redis::{RedisError, ServerError, ServerErrorKind, Value};
 use resilience::Classification;
 
 use super::{ClusterClient, Reply};
 use crate::{
     error::{Error, ErrorKind, Outcome},
-    retry::{AttemptError, classify_reply, connection_lost},
+    replies::{self, Deployment, Meaning, TopologyHint},
+    retry::{AttemptError, connection_lost},
 };
 
 impl ClusterClient {
-    /// Turns retryable error replies into errors; every other reply goes back as is.
+    /// What a server error reply means here ([the reply table](crate::replies), Cluster column).
+    fn meaning(&self, err: &ServerError) -> Option<Meaning> {
+        replies::meaning(err, Deployment::Cluster, self.inner.rules.reply_rules())
+    }
+
+    /// Turns error replies that the table gives a meaning (redirects, retryable replies) into
+    /// errors; every other reply goes back as is.
     pub(super) fn check_reply(&self, reply: Reply, retry_safe: bool) -> Result<Reply, RedisError> {
         match &reply {
-            Reply::One(Value::ServerError(err)) if self.reply_is_retryable(err) => {
+            Reply::One(Value::ServerError(err)) if self.meaning(err).is_some() => {
                 Err(RedisError::from(err.clone()))
             }
             Reply::Many(values) if retry_safe => {
                 match values.iter().find_map(|v| match v {
-                    Value::ServerError(err) if self.reply_is_retryable(err) => Some(err),
+                    Value::ServerError(err) if self.meaning(err).is_some() => Some(err),
                     _ => None,
                 }) {
                     Some(err) => Err(RedisError::from(err.clone())),
@@ -29,35 +36,35 @@ impl ClusterClient {
         }
     }
 
-    fn reply_is_retryable(&self, err: &redis::ServerError) -> bool {
-        matches!(err.code(), "MOVED" | "ASK") || classify_reply(&self.inner.rules, err).is_some()
-    }
-
-    /// What a failed send means.
-    pub(super) fn classify(&self, error: RedisError, node: Option<&str>) -> Failure {
+    /// What a failed send means; `pipelined`: the error was one command's in a pipeline (the
+    /// others may have run).
+    pub(super) fn classify(
+        &self,
+        error: RedisError,
+        node: Option<&str>,
+        pipelined: bool,
+    ) -> Failure {
         let topology = &self.inner.topology;
-        let code = error.code().map(str::to_owned);
-        if let Some(code) = code.as_deref() {
-            let class = match code {
-                // The cluster is reconfiguring: not the node's fault.
-                "TRYAGAIN" | "CLUSTERDOWN" => Some(Classification::retry().server_fault(false)),
-                "READONLY" => {
-                    topology.request_refresh();
-                    Some(Classification::retry().server_fault(false))
+        if error.code().is_some() {
+            let server = ServerError::try_from(error.clone()).ok();
+            let meaning = server.as_ref().and_then(|s| Some((s, self.meaning(s)?)));
+            return Failure::sent(match meaning {
+                Some((server, m)) => {
+                    if m.hints.topology == TopologyHint::Demoted {
+                        topology.request_refresh();
+                    }
+                    AttemptError::from_reply(server, m, pipelined)
                 }
-                _ => match &error.clone().try_into() {
-                    Ok(server) => classify_reply(&self.inner.rules, server).map(|(c, _)| c),
-                    Err(_) => None,
-                },
-            };
-            let kind = match code {
-                "THROTTLED" => ErrorKind::Throttled,
-                _ => ErrorKind::Server,
-            };
-            return Failure::sent(AttemptError {
-                error: Error::new(kind, Outcome::Failed, format!("server replied {code}"))
+                None => AttemptError {
+                    error: Error::new(
+                        ErrorKind::Server,
+                        Outcome::Failed,
+                        format!("server replied {}", error.code().unwrap_or_default()),
+                    )
                     .with_source(error),
-                class: class.unwrap_or_else(Classification::fail),
+                    class: Classification::fail(),
+                    reply: None,
+                },
             });
         }
         if error.kind() == redis::ErrorKind::ClusterConnectionNotFound
@@ -78,6 +85,7 @@ impl ClusterClient {
                     )
                     .with_source(error),
                     class: Classification::retry(),
+                    reply: None,
                 },
             };
         }
@@ -98,6 +106,7 @@ impl ClusterClient {
             error: Error::new(ErrorKind::Server, Outcome::Failed, "request failed")
                 .with_source(error),
             class: Classification::fail(),
+            reply: None,
         })
     }
 }
@@ -125,9 +134,9 @@ pub(super) enum Redirect {
 
 /// The redirect in an error: kind, node address, slot.
 pub(super) fn redirect_of(error: &RedisError) -> Option<(Redirect, String, u16)> {
-    let kind = match error.code()? {
-        "MOVED" => Redirect::Moved,
-        "ASK" => Redirect::Ask,
+    let kind = match error.kind() {
+        redis::ErrorKind::Server(ServerErrorKind::Moved) => Redirect::Moved,
+        redis::ErrorKind::Server(ServerErrorKind::Ask) => Redirect::Ask,
         _ => return None,
     };
     let (addr, slot) = error.redirect_node()?;

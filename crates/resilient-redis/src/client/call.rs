@@ -1,0 +1,391 @@
+//! The request path: one call, its first attempt in its own state machine, then the retry
+//! policy.
+
+use std::{
+    sync::{Mutex, PoisonError, atomic::Ordering},
+    time::Duration,
+};
+
+use redis::Value;
+use resilience::{Attempt, Call, Classification, Idempotency};
+use tokio::time::Instant;
+
+use super::{
+    Handle, Local,
+    stats::kind_index,
+    timer::{ReplyOrLimit, arm},
+};
+use crate::{
+    commands::CommandSafety,
+    connection::{Lease, LeaseId},
+    error::{Error, ErrorKind, Outcome},
+    replies::{self, TopologyHint},
+    request::{Reply, Request},
+    retry::{
+        AttemptError, connection_lost, cooperate, deadline_in_flight, give_up_error,
+        idempotency_of, record_failure,
+    },
+};
+
+impl Handle {
+    /// This handle's total deadline per call.
+    pub(super) fn deadline(&self) -> Duration {
+        self.policy
+            .config()
+            .deadline
+            .unwrap_or(self.inner.config.deadline)
+    }
+
+    /// Runs one call and hands its outcome to `finish` (which converts it for the caller:
+    /// taking it here spares a wrapping future that would move this one when done).
+    pub(super) async fn execute<T>(
+        &self,
+        request: Request<'_>,
+        local: &mut Local,
+        finish: impl FnOnce(Result<Reply, Error>) -> T,
+    ) -> T {
+        let Local { cached, timer } = local;
+        let stats = &self.inner.stats;
+        stats.calls.add(1);
+        let started = Instant::now();
+        let safety = match request.safety() {
+            Ok(safety) => safety,
+            Err(why) => {
+                cooperate().await;
+                return finish(Err(Error::new(ErrorKind::Refused, Outcome::Failed, why)));
+            }
+        };
+        let result = 'call: {
+            if let Some(error) = self.inner.pool.failing_fast() {
+                // The server has been unreachable for a while: fail at once (one atomic load
+                // while it is up), without the retry policy's machinery.
+                break 'call Err(error);
+            }
+            if safety == CommandSafety::Blocking {
+                // Boxed: the rare path keeps its (large) connect future out of every call's.
+                break 'call Box::pin(self.execute_blocking(request)).await;
+            }
+            // The first attempt runs here, in this one state machine; the retry policy takes
+            // over (boxed) only after a failure. Written out rather than as nested helpers: at
+            // a few µs per call, each nested future's dispatch and copy shows. (Values kept
+            // across an await are kept small: they make the call's state.)
+            let idempotency = idempotency_of(self.call.idempotent, safety);
+            let retry_safe = idempotency == Idempotency::Idempotent;
+            // [sentinel] `read_only` routes the call to a replica with ReadFrom.
+            let read_only = safety == CommandSafety::ReadOnly;
+            let call = match self.policy.start(started) {
+                Ok(call) => call,
+                Err(e) => break 'call Err(give_up_error(e)),
+            };
+            let deadline = call.attempt().deadline;
+            let first = if let Err(e) = self.inner.admit() {
+                Err((e, None))
+            } else if let Request::Cmd(cmd) = request
+                && let Some(lease) = self.lease_in(cached, read_only)
+            {
+                // A single command and a connection at hand: send it.
+                stats.attempts.add(1);
+                let id = lease.id();
+                let fut = lease.conn.send_packed_command(cmd);
+                tokio::pin!(fut);
+                let (limit, cut) = self.reply_limit(deadline, started);
+                let waiting = ReplyOrLimit {
+                    reply: fut.as_mut(),
+                    timer: arm(timer, limit, started),
+                    limit,
+                };
+                let outcome = match waiting.await {
+                    Some(result) => Ok(result.map(Reply::One)),
+                    None if cut => Err(deadline_in_flight()),
+                    None => Box::pin(self.wait_late_reply(fut, id, deadline))
+                        .await
+                        .map(|late| late.map(Reply::One)),
+                };
+                outcome
+                    .and_then(|o| self.settle(o, id, retry_safe))
+                    .map_err(|e| (e, Some(id)))
+            } else {
+                // A pipeline, or no connection at hand: the general attempt.
+                let slot = Mutex::new(cached.take());
+                let attempt = call.attempt();
+                let result =
+                    Box::pin(self.attempt(request, attempt, retry_safe, read_only, &slot)).await;
+                *cached = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
+                result.map_err(|e| (e, None))
+            };
+            match first {
+                Ok(reply) => {
+                    call.succeeded();
+                    Ok(reply)
+                }
+                Err((error, sent_on)) => {
+                    let retried = self.retry_call(
+                        call,
+                        request,
+                        idempotency,
+                        read_only,
+                        cached,
+                        error,
+                        sent_on,
+                    );
+                    Box::pin(retried).await
+                }
+            }
+        };
+        self.inner.call_duration[kind_index(safety)].record(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            record_failure(e, &stats.ambiguous, &stats.failed);
+            cooperate().await;
+        }
+        finish(result)
+    }
+
+    /// The handle's cached connection if it is still the pool's live one for this call, else
+    /// one from the pool without waiting; `None` if there is none.
+    #[inline]
+    fn ready_lease(&self, mut cached: Option<Lease>, read_only: bool) -> Option<Lease> {
+        self.lease_in(&mut cached, read_only);
+        cached
+    }
+
+    /// [`Handle::ready_lease`] kept in `cached`, where the call borrows it. The common case
+    /// moves nothing: the cached lease is still the pool's live connection, and the call is not
+    /// a read that the pool sends to a replica.
+    #[inline]
+    fn lease_in<'c>(
+        &self,
+        cached: &'c mut Option<Lease>,
+        read_only: bool,
+    ) -> Option<&'c mut Lease> {
+        let pool = &self.inner.pool;
+        let usable =
+            |l: &Lease| pool.is_current(l) && !(read_only && pool.routes_reads_elsewhere());
+        if !cached.as_ref().is_some_and(usable) {
+            *cached = pool.try_acquire_for(read_only);
+        }
+        cached.as_mut()
+    }
+
+    /// The policy's retries after the first attempt failed with `error`. `sent_on`: the
+    /// connection the fast path sent it on, whose failure is not handled yet.
+    #[allow(clippy::too_many_arguments)]
+    async fn retry_call(
+        &self,
+        call: Call<'_>,
+        request: Request<'_>,
+        idempotency: Idempotency,
+        read_only: bool,
+        cached: &mut Option<Lease>,
+        error: AttemptError,
+        sent_on: Option<LeaseId>,
+    ) -> Result<Reply, Error> {
+        if let Some(lease) = sent_on {
+            self.after_failure(&error, lease, call.attempt().deadline)
+                .await;
+        }
+        let retry_safe = idempotency == Idempotency::Idempotent;
+        // The handle's cached connection, lent to the attempts and given back after.
+        let slot = Mutex::new(cached.take());
+        let result = call
+            .retry(
+                idempotency,
+                |e: &AttemptError| e.class,
+                |attempt: Attempt| self.attempt(request, attempt, retry_safe, read_only, &slot),
+                error,
+            )
+            .await;
+        *cached = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
+        result.map_err(give_up_error)
+    }
+
+    async fn attempt(
+        &self,
+        request: Request<'_>,
+        attempt: Attempt,
+        retry_safe: bool,
+        read_only: bool,
+        cached: &Mutex<Option<Lease>>,
+    ) -> Result<Reply, AttemptError> {
+        // The first attempt was admitted by `execute`.
+        if attempt.number > 1 {
+            self.inner.admit()?;
+        }
+        let pool = &self.inner.pool;
+        let reusable = cached.lock().unwrap_or_else(PoisonError::into_inner).take();
+        // The policy's clock reading for this attempt, unless it waited for a connection.
+        let mut started = attempt.started;
+        let mut lease = match self.ready_lease(reusable, read_only) {
+            Some(lease) => lease,
+            // The server has been unreachable for a while: fail at once, without waiting.
+            None if let Some(error) = pool.failing_fast() => {
+                return Err(AttemptError {
+                    error,
+                    class: Classification::fail().server_fault(false),
+                    reply: None,
+                });
+            }
+            // No live connection: wait for the reconnection (boxed, off the fast path).
+            None => {
+                started = None;
+                Box::pin(pool.acquire_for(read_only, attempt.deadline))
+                    .await
+                    .map_err(|error| AttemptError {
+                        error,
+                        // Not sent: nothing to undo, nothing gained by retrying before the
+                        // deadline.
+                        class: Classification::fail().server_fault(false),
+                        reply: None,
+                    })?
+            }
+        };
+        // Counted once there is a connection to send on: waiting is not an attempt.
+        let stats = &self.inner.stats;
+        stats.attempts.add(1);
+        if attempt.number > 1 {
+            stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        let lease_id = lease.id();
+        let result = self
+            .send_on(&mut lease, request, retry_safe, attempt.deadline, started)
+            .await;
+        match &result {
+            Ok(_) => *cached.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease),
+            Err(e) => self.after_failure(e, lease_id, attempt.deadline).await,
+        }
+        result
+    }
+
+    /// What a failed attempt on connection `lease` teaches: a demoted node, an overloaded
+    /// server. Returns when the attempt may be retried.
+    async fn after_failure(&self, e: &AttemptError, lease: LeaseId, deadline: Option<Instant>) {
+        let Some(reply) = e.reply else { return };
+        // [sentinel] A READONLY reply: the node was demoted. Replace this connection (the next
+        // one goes to the master, checked with ROLE) and rediscover; the policy retries.
+        if reply.topology == TopologyHint::Demoted {
+            self.inner.pool.on_readonly(lease);
+        }
+        if reply.overload {
+            self.inner.refused();
+        }
+        if reply.wait_not_busy {
+            // Waiting is not retrying: hold the retry until the server can take it.
+            let gate = Box::pin(self.inner.pool.wait_until_not_busy());
+            match deadline {
+                Some(d) => {
+                    let _ = tokio::time::timeout_at(d, gate).await;
+                }
+                None => gate.await,
+            }
+        }
+    }
+
+    /// Sends on a leased connection, diagnosing late replies instead of re-sending.
+    async fn send_on(
+        &self,
+        lease: &mut Lease,
+        request: Request<'_>,
+        retry_safe: bool,
+        deadline: Option<Instant>,
+        started: Option<Instant>,
+    ) -> Result<Reply, AttemptError> {
+        let id = lease.id();
+        let conn = &mut lease.conn;
+        let fut = async move {
+            match request {
+                Request::Cmd(cmd) => conn.send_packed_command(cmd).await.map(Reply::One),
+                // Boxed (as redis-rs's own `ConnectionLike` does): the two futures would
+                // otherwise size every call's state by the larger.
+                Request::Pipeline {
+                    pipeline,
+                    offset,
+                    count,
+                } => Box::pin(conn.send_packed_commands(pipeline, offset, count))
+                    .await
+                    .map(Reply::Many),
+            }
+        };
+        tokio::pin!(fut);
+        // The attempt's start when known (a connection was at hand: it is a few µs old).
+        let (limit, cut) = self.reply_limit(deadline, started.unwrap_or_else(Instant::now));
+        let outcome = match tokio::time::timeout_at(limit, &mut fut).await {
+            Ok(result) => result,
+            Err(_) if cut => return Err(deadline_in_flight()),
+            Err(_) => Box::pin(self.wait_late_reply(fut, id, deadline)).await?,
+        };
+        self.settle(outcome, id, retry_safe)
+    }
+
+    /// When a request sent at `sent` stops waiting for its reply: the response window's end or
+    /// the deadline, whichever is first (`true`: the deadline). This is the only timer of an
+    /// attempt that gets its reply in time.
+    #[inline]
+    fn reply_limit(&self, deadline: Option<Instant>, sent: Instant) -> (Instant, bool) {
+        let window_end = sent + self.inner.config.response_timeout;
+        match deadline {
+            Some(d) if d < window_end => (d, true),
+            _ => (window_end, false),
+        }
+    }
+
+    /// An attempt's outcome from redis-rs's: a broken connection is marked and its request is
+    /// ambiguous; a retryable error reply becomes an attempt error.
+    fn settle(
+        &self,
+        outcome: redis::RedisResult<Reply>,
+        lease: LeaseId,
+        retry_safe: bool,
+    ) -> Result<Reply, AttemptError> {
+        let pool = &self.inner.pool;
+        match outcome {
+            Ok(reply) => {
+                pool.touch(lease.slot);
+                self.check_reply(reply, retry_safe)
+            }
+            Err(e) => {
+                if e.is_io_error() || e.kind() == redis::ErrorKind::Parse {
+                    pool.mark_broken(lease, &e.to_string());
+                    Err(connection_lost(
+                        "the connection broke while the request was in flight",
+                        Some(e),
+                    ))
+                } else {
+                    // A client-side error from redis-rs (never reached the wire).
+                    Err(AttemptError {
+                        error: Error::new(ErrorKind::Server, Outcome::Failed, "request failed")
+                            .with_source(e),
+                        class: Classification::fail().server_fault(false),
+                        reply: None,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Turns retryable error replies into attempt errors (see [the reply table](crate::replies));
+    /// every other reply goes back as is.
+    fn check_reply(&self, reply: Reply, retry_safe: bool) -> Result<Reply, AttemptError> {
+        let inner = &self.inner;
+        match &reply {
+            Reply::One(Value::ServerError(err)) => {
+                match replies::meaning(err, inner.deployment, inner.config.reply_rules()) {
+                    Some(m) => Err(AttemptError::from_reply(err, m, false)),
+                    None => Ok(reply),
+                }
+            }
+            Reply::Many(values) if retry_safe => {
+                // A pipeline that is safe to repeat is sent again whole when one of its commands
+                // got a retryable reply (the others may have run: that is why it must be safe).
+                for v in values {
+                    if let Value::ServerError(err) = v
+                        && let Some(m) =
+                            replies::meaning(err, inner.deployment, inner.config.reply_rules())
+                    {
+                        return Err(AttemptError::from_reply(err, m, true));
+                    }
+                }
+                Ok(reply)
+            }
+            _ => Ok(reply),
+        }
+    }
+}

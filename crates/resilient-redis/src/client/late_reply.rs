@@ -1,0 +1,86 @@
+//! A late reply is diagnosed, not re-sent: is the server stalled, or the connection dead?
+
+use tokio::time::Instant;
+
+use super::Handle;
+use crate::{
+    connection::{LeaseId, StallVerdict},
+    retry::{AttemptError, connection_lost, deadline_in_flight},
+};
+
+impl Handle {
+    /// The slow path of [`Handle::send_on`]: a reply is late. Finds out whether the server is
+    /// stalled (keep waiting: re-sending would only queue the request twice) or the connection
+    /// is dead (give up on it; the caller retries if the request is safe to repeat).
+    pub(super) async fn wait_late_reply<F, T>(
+        &self,
+        fut: std::pin::Pin<&mut F>,
+        lease: LeaseId,
+        deadline: Option<Instant>,
+    ) -> Result<redis::RedisResult<T>, AttemptError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d, self.diagnose_late_reply(fut, lease))
+                .await
+                .unwrap_or_else(|_| Err(deadline_in_flight())),
+            None => self.diagnose_late_reply(fut, lease).await,
+        }
+    }
+
+    async fn diagnose_late_reply<F, T>(
+        &self,
+        mut fut: std::pin::Pin<&mut F>,
+        lease: LeaseId,
+    ) -> Result<redis::RedisResult<T>, AttemptError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let pool = &self.inner.pool;
+        let window = self.inner.config.response_timeout;
+        let mut server_answered = false;
+        let mut first = true;
+        let outcome = loop {
+            let waited = if first {
+                first = false;
+                Err(())
+            } else {
+                tokio::time::timeout(window, &mut fut).await.map_err(|_| ())
+            };
+            match waited {
+                Ok(result) => break result,
+                Err(_) if server_answered => {
+                    // The server answered a fresh connection a full window ago, and this one is
+                    // still silent: the connection is dead.
+                    pool.mark_broken(lease, "connection stopped answering");
+                    return Err(connection_lost(
+                        "the connection stopped answering while the server answers on a fresh one",
+                        None,
+                    ));
+                }
+                Err(_) => {
+                    let verdict = tokio::select! {
+                        biased;
+                        result = &mut fut => break result,
+                        verdict = pool.diagnose_stall() => verdict,
+                    };
+                    match verdict {
+                        StallVerdict::Answers => server_answered = true,
+                        StallVerdict::Silent => {
+                            tracing::debug!("server stalled: waiting for the reply, not re-sending")
+                        }
+                        StallVerdict::Unreachable(why) => {
+                            pool.mark_broken(lease, &why);
+                            return Err(connection_lost(
+                                "the server became unreachable while the request was in flight",
+                                None,
+                            ));
+                        }
+                    }
+                }
+            }
+        };
+        Ok(outcome)
+    }
+}

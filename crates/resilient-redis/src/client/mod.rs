@@ -1,0 +1,413 @@
+//! [`Client`]: the handle callers hold, and its shared state. The request path is in
+//! [`call`], with the slow paths beside it: a late reply ([`late_reply`]), blocking commands
+//! ([`blocking`]); the response-window timer is [`timer`]'s, the counters [`stats`]'.
+
+mod blocking;
+mod call;
+mod late_reply;
+mod stats;
+mod timer;
+
+use std::{
+    pin::Pin,
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::Duration,
+};
+
+use rand::{SeedableRng, rngs::SmallRng};
+use redis::{Cmd, Pipeline, RedisFuture, Value, aio::ConnectionLike};
+use resilience::{CircuitBreaker, RetryBudget, RetryPolicy, ThrottleTotals, TotalsThrottle};
+use tokio::time::{Instant, Sleep};
+
+use crate::{
+    config::ClientConfig,
+    connection::{Lease, Pool},
+    error::Error,
+    replies::Deployment,
+    request::{Reply, Request},
+    retry::{AttemptError, PolicyParts, build_policy, throttle_admit},
+};
+pub use stats::ClientStats;
+use stats::{Counters, KINDS};
+
+/// A Redis client that survives dropped connections, restarts, stalls and throttling, and never
+/// reports an ambiguous write as a plain failure.
+///
+/// `Client` is cheap to clone (clones share connections, retry budget and circuit breaker) and
+/// implements [`redis::aio::ConnectionLike`], so every [`redis::AsyncCommands`] method,
+/// [`redis::pipe()`] (plain and atomic) and [`redis::Script`] work unchanged.
+///
+/// # Behavior
+/// - A call waits (up to its deadline) while the connection is being re-established, then is sent
+///   once: waiting costs the server nothing and spends no retry budget.
+/// - A reply that is late (past `response_timeout`) is not re-sent: the client asks a fresh
+///   connection whether the server answers. A stalled server is waited for; a dead connection is
+///   replaced, and the call is retried if it is safe to repeat.
+/// - Failures where the server surely did not run the command (`LOADING`, `BUSY`, `MASTERDOWN`,
+///   `READONLY`, `TRYAGAIN`, `CLUSTERDOWN`, `NOREPLICAS`, `THROTTLED`, no connection) are retried
+///   with jittered backoff, within the retry budget and the call's deadline.
+/// - Failures after the request may have been written (a connection lost mid-flight) are retried
+///   only when the command is safe to repeat (see [`crate::commands`]); otherwise the call fails
+///   with an [`Outcome::Ambiguous`] error.
+/// - Other error replies (`WRONGTYPE`, `NOSCRIPT`, syntax errors, ...) come back unchanged.
+///
+/// # Example
+/// ```no_run
+/// use redis::AsyncCommands;
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut client = resilient_redis::Client::connect("redis://127.0.0.1:6379").await?;
+/// let _: () = client.set("greeting", "hello").await?;
+/// let value: String = client.get("greeting").await?;
+/// // INCR is not safe to repeat: after a broken connection it may fail as "ambiguous".
+/// let n: i64 = client.incr("visits", 1).await?;
+/// # let _ = (value, n); Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    handle: Handle,
+    /// What calls through [`ConnectionLike`] (`&mut self`) keep from one call to the next.
+    /// Apart from [`Handle`] so that a call can borrow both at once without a wrapping future.
+    local: Local,
+}
+
+/// A handle's own state, reused from call to call.
+#[derive(Default)]
+struct Local {
+    /// The connection this handle used last, reused while it is still the pool's live one: no
+    /// lock and no clone per call, as with a bare `MultiplexedConnection` held by one task.
+    cached: Option<Lease>,
+    /// The response-window timer (see [`arm`]): one per handle instead of one per call, so a
+    /// call neither registers nor removes a timer in the runtime's timer wheel.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Clone for Local {
+    fn clone(&self) -> Self {
+        Local {
+            cached: self.cached.clone(),
+            timer: None,
+        }
+    }
+}
+
+/// What a call needs besides the cached connection: the request path lives here.
+#[derive(Clone)]
+struct Handle {
+    inner: Arc<Inner>,
+    policy: RetryPolicy,
+    call: CallOptions,
+}
+
+/// Per-handle overrides, set with [`Client::idempotent`] and friends.
+#[derive(Clone, Copy, Debug, Default)]
+struct CallOptions {
+    idempotent: Option<bool>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    pool: Arc<Pool>,
+    budget: Option<RetryBudget>,
+    breaker: Option<CircuitBreaker>,
+    /// Adaptive client-side throttling over [`Counters`]; see [`Inner::admit`].
+    throttle: Option<TotalsThrottle>,
+    /// Draws the local rejections (only while the throttle is engaged).
+    throttle_rng: Mutex<SmallRng>,
+    stats: Counters,
+    /// The column of the reply table this client reads.
+    deployment: Deployment,
+    db: i64,
+    /// `resilient_redis_call_duration_seconds` by command kind, registered once (the success path
+    /// only records).
+    call_duration: [metrics::Histogram; 4],
+}
+
+impl Inner {
+    fn policy_parts(&self, deadline: Duration) -> PolicyParts<'_> {
+        PolicyParts {
+            name: "resilient_redis",
+            max_attempts: self.config.max_attempts,
+            backoff: self.config.retry_backoff,
+            deadline,
+            // Every attempt returns by its deadline on its own (`send_on` bounds its one timer
+            // by it), so the policy registers no second timer per call.
+            cut_attempts: false,
+            budget: self.budget.as_ref(),
+            breaker: self.breaker.as_ref(),
+            rng_seed: self.config.rng_seed,
+        }
+    }
+}
+
+impl Inner {
+    /// The totals the adaptive throttle works on: every attempt sent or rejected locally is a
+    /// request; every attempt the server did not refuse for overload is an accept.
+    fn throttle_totals(&self) -> ThrottleTotals {
+        let s = &self.stats;
+        let attempts = s.attempts.get();
+        ThrottleTotals {
+            requests: attempts + s.rejected_locally.load(Ordering::Relaxed),
+            accepts: attempts.saturating_sub(s.refused.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Decides, while the server refuses work, whether to send an attempt. One relaxed load
+    /// while the server accepts everything.
+    #[inline]
+    fn admit(&self) -> Result<(), AttemptError> {
+        match &self.throttle {
+            Some(t) if t.is_engaged() => self.admit_engaged(t),
+            _ => Ok(()),
+        }
+    }
+
+    #[cold]
+    fn admit_engaged(&self, throttle: &TotalsThrottle) -> Result<(), AttemptError> {
+        throttle_admit(
+            throttle,
+            || self.throttle_totals(),
+            &self.throttle_rng,
+            &self.stats.rejected_locally,
+        )
+    }
+
+    /// Records an overload refusal (`THROTTLED`, `BUSY`, `LOADING`, a `RetryAfter` rule).
+    #[cold]
+    fn refused(&self) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = &self.throttle {
+            t.refused_at(Instant::now());
+        }
+    }
+}
+
+/// Feeds the adaptive throttle's snapshots once per bucket, for as long as the client lives.
+fn spawn_throttle_ticker(inner: &Arc<Inner>) {
+    let Some(throttle) = &inner.throttle else {
+        return;
+    };
+    let every = throttle.tick_interval();
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(inner) = weak.upgrade() else { return };
+            if let Some(t) = &inner.throttle {
+                t.tick_at(Instant::now(), inner.throttle_totals());
+            }
+        }
+    });
+}
+
+impl Client {
+    /// Connects with the default configuration (see [`ClientConfig`]) to `url`.
+    ///
+    /// # Errors
+    /// A malformed URL or unknown scheme ([`ErrorKind::InvalidConfig`]), a server that cannot be
+    /// reached within the connect timeout ([`ErrorKind::Unavailable`]), or rejected credentials
+    /// ([`ErrorKind::Auth`]).
+    pub async fn connect(url: &str) -> Result<Client, Error> {
+        Client::with_config(ClientConfig::from_url(url)?).await
+    }
+
+    /// Connects with `config`, checked first.
+    pub async fn with_config(config: ClientConfig) -> Result<Client, Error> {
+        config.validate()?;
+        let db = config.connection_info()?.redis_settings().db();
+        let budget = match &config.budget {
+            Some(b) => Some(
+                RetryBudget::new(b.clone()).map_err(|e| Error::config(format!("budget: {e}")))?,
+            ),
+            None => None,
+        };
+        let breaker = match &config.breaker {
+            Some(b) => Some(
+                CircuitBreaker::new(b.clone())
+                    .map_err(|e| Error::config(format!("breaker: {e}")))?,
+            ),
+            None => None,
+        };
+        let throttle = match &config.adaptive_throttle {
+            Some(t) => {
+                let throttle = TotalsThrottle::new(t.clone())
+                    .map_err(|e| Error::config(format!("adaptive_throttle: {e}")))?;
+                // The window starts now, with nothing counted (the ticker may start later).
+                throttle.tick_at(Instant::now(), ThrottleTotals::default());
+                Some(throttle)
+            }
+            None => None,
+        };
+        let throttle_rng = Mutex::new(match config.rng_seed {
+            Some(seed) => SmallRng::seed_from_u64(seed ^ 0x7468_726f_7474_6c65),
+            None => rand::make_rng(),
+        });
+        let deployment = match config.sentinel_config()? {
+            Some(_) => Deployment::Sentinel,
+            None => Deployment::Standalone,
+        };
+        let pool = Pool::start(&config).await?;
+        let inner = Arc::new(Inner {
+            deployment,
+            config,
+            pool,
+            budget,
+            breaker,
+            throttle,
+            throttle_rng,
+            stats: Counters::default(),
+            db,
+            call_duration: KINDS.map(
+                |kind| metrics::histogram!("resilient_redis_call_duration_seconds", "kind" => kind),
+            ),
+        });
+        let policy = build_policy(inner.policy_parts(inner.config.deadline))?;
+        spawn_throttle_ticker(&inner);
+        Ok(Client {
+            handle: Handle {
+                inner,
+                policy,
+                call: CallOptions::default(),
+            },
+            local: Local::default(),
+        })
+    }
+
+    /// A handle whose calls are treated as safe to repeat, whatever the command table says (for
+    /// a script you know is idempotent, for example). Shares everything with `self`.
+    pub fn idempotent(&self) -> Client {
+        let mut c = self.clone();
+        c.handle.call.idempotent = Some(true);
+        c
+    }
+
+    /// A handle whose calls are never re-sent after an ambiguous failure, whatever the command
+    /// table says. Shares everything with `self`.
+    pub fn non_idempotent(&self) -> Client {
+        let mut c = self.clone();
+        c.handle.call.idempotent = Some(false);
+        c
+    }
+
+    /// A handle with another total deadline per call. Shares everything with `self`.
+    pub fn with_deadline(&self, deadline: Duration) -> Result<Client, Error> {
+        if deadline.is_zero() {
+            return Err(Error::config("deadline must be greater than zero"));
+        }
+        Ok(Client {
+            handle: Handle {
+                inner: self.handle.inner.clone(),
+                policy: build_policy(self.handle.inner.policy_parts(deadline))?,
+                call: self.handle.call,
+            },
+            local: Local::default(),
+        })
+    }
+
+    /// The configuration the client was built with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.handle.inner.config
+    }
+
+    /// This handle's total deadline per call (see [`Client::with_deadline`]).
+    pub(crate) fn call_deadline(&self) -> Duration {
+        self.handle.deadline()
+    }
+
+    /// Counters since the client was created (shared by all clones).
+    pub fn stats(&self) -> ClientStats {
+        let s = &self.handle.inner.stats;
+        ClientStats {
+            calls: s.calls.get(),
+            attempts: s.attempts.get(),
+            retries: s.retries.load(Ordering::Relaxed),
+            ambiguous: s.ambiguous.load(Ordering::Relaxed),
+            failed: s.failed.load(Ordering::Relaxed),
+            reconnects: self.handle.inner.pool.reconnects.load(Ordering::Relaxed),
+            rejected_locally: s.rejected_locally.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Live connections in the pool, and the pool's size.
+    pub fn connections(&self) -> (usize, usize) {
+        self.handle.inner.pool.connections()
+    }
+
+    /// The circuit breaker, if enabled.
+    pub fn breaker(&self) -> Option<&CircuitBreaker> {
+        self.handle.inner.breaker.as_ref()
+    }
+
+    /// The retry budget, if enabled.
+    pub fn budget(&self) -> Option<&RetryBudget> {
+        self.handle.inner.budget.as_ref()
+    }
+
+    pub(crate) fn pool(&self) -> &Arc<Pool> {
+        &self.handle.inner.pool
+    }
+
+    /// Runs one command and returns its reply value, with the client's error type. Server error
+    /// replies that are not retried come back as `Ok(Value::ServerError(..))`, as redis-rs does.
+    pub async fn send(&self, cmd: &Cmd) -> Result<Value, Error> {
+        self.handle
+            .execute(Request::Cmd(cmd), &mut Local::default(), |r| {
+                r.map(Reply::into_value)
+            })
+            .await
+    }
+
+    /// Runs a pipeline (plain or atomic) and returns the replies, with the client's error type.
+    pub async fn send_pipeline(&self, pipeline: &Pipeline) -> Result<Vec<Value>, Error> {
+        self.handle
+            .execute(Request::pipeline(pipeline), &mut Local::default(), |r| {
+                r.map(Reply::into_values)
+            })
+            .await
+    }
+}
+
+impl ConnectionLike for Client {
+    // The call's future is boxed as is (no wrapping future): it borrows the handle and the
+    // cached connection side by side.
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let Client { handle, local } = self;
+        Box::pin(handle.execute(Request::Cmd(cmd), local, |r| {
+            r.map(Reply::into_value).map_err(Error::into_redis)
+        }))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let Client { handle, local } = self;
+        let request = Request::Pipeline {
+            pipeline,
+            offset,
+            count,
+        };
+        Box::pin(handle.execute(request, local, |r| {
+            r.map(Reply::into_values).map_err(Error::into_redis)
+        }))
+    }
+
+    fn get_db(&self) -> i64 {
+        self.handle.inner.db
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (up, total) = self.handle.inner.pool.connections();
+        f.debug_struct("Client")
+            .field("url", &crate::redact_url(&self.handle.inner.config.url))
+            .field("connections_up", &up)
+            .field("connections_total", &total)
+            .finish()
+    }
+}

@@ -1,0 +1,50 @@
+//! What a client counts: calls, attempts, outcomes.
+
+use std::sync::atomic::AtomicU64;
+
+use crate::{commands::CommandSafety, striped::StripedCounter};
+
+pub(super) const KINDS: [&str; 4] = ["read", "idempotent_write", "write", "blocking"];
+
+pub(super) fn kind_index(safety: CommandSafety) -> usize {
+    match safety {
+        CommandSafety::ReadOnly => 0,
+        CommandSafety::Idempotent => 1,
+        CommandSafety::NonIdempotent => 2,
+        CommandSafety::Blocking => 3,
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) calls: StripedCounter,
+    pub(super) attempts: StripedCounter,
+    pub(super) retries: AtomicU64,
+    pub(super) ambiguous: AtomicU64,
+    pub(super) failed: AtomicU64,
+    pub(super) rejected_locally: AtomicU64,
+    /// Overload refusals from the server (`THROTTLED`, `BUSY`, `LOADING`, ...).
+    pub(super) refused: AtomicU64,
+}
+
+/// Cumulative counters of a client (shared by its clones) since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Calls made (commands and pipelines).
+    pub calls: u64,
+    /// Attempts sent to the server, retries included (a call that fails while waiting for a
+    /// connection, or is rejected locally, makes none).
+    pub attempts: u64,
+    /// Attempts sent after the first of a call.
+    pub retries: u64,
+    /// Calls that failed with an ambiguous outcome.
+    pub ambiguous: u64,
+    /// Calls that failed with a definite outcome.
+    pub failed: u64,
+    /// Successful reconnections.
+    pub reconnects: u64,
+    /// Calls rejected locally by adaptive throttling (never sent; also counted in `failed`).
+    pub rejected_locally: u64,
+    /// Attempts the server refused for overload (`THROTTLED`, `BUSY`, `LOADING`, ...).
+    pub refused: u64,
+}

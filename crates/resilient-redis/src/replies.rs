@@ -1,0 +1,361 @@
+//! What a server error reply means to the client: one table for every deployment.
+//!
+//! A reply's code is read once, into [`Code`]: redis-rs's typed [`ServerErrorKind`] where it has
+//! one, a small enum for the codes it has none for (`BUSY`, `THROTTLED`, `NOREPLICAS`), and the
+//! caller's own [`ErrorRule`]s, which come first. [`meaning`] then answers, for a deployment
+//! ([`Deployment`]: the table's one column), whether the command surely did not run and may be
+//! retried, whether that is the server's fault (the circuit breaker counts it), whether it is an
+//! overload refusal (adaptive throttling counts it), and what it says about the topology.
+//!
+//! | code | meaning, every deployment | differs by deployment |
+//! |---|---|---|
+//! | caller's [`ErrorRule`] | as the rule says | no |
+//! | `LOADING`, `BUSY` | not run; server fault; overload; wait until the server takes work | no |
+//! | `MASTERDOWN`, `NOREPLICAS` | not run; server fault | no |
+//! | `TRYAGAIN`, `CLUSTERDOWN` | not run; the cluster is reconfiguring, not the node's fault | no |
+//! | `READONLY` | not run; the node was demoted (not its fault: it answers) | no |
+//! | `THROTTLED` | not run; retry after [`ClientConfig::throttle_delay`](crate::ClientConfig::throttle_delay); overload, not a fault | no |
+//! | `MOVED`, `ASK` | | Cluster: a redirect; elsewhere the caller's reply |
+//! | any other (`WRONGTYPE`, `NOSCRIPT`, `OOM`, ...) | the caller's reply, never retried | no |
+
+use std::{collections::HashMap, time::Duration};
+
+use redis::{ServerError, ServerErrorKind};
+use resilience::Classification;
+
+use crate::{config::ErrorRule, error::ErrorKind};
+
+/// The kind of deployment a client follows: the one column of the reply table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Deployment {
+    /// One server at a fixed address.
+    Standalone,
+    /// The master a Sentinel deployment names.
+    Sentinel,
+    /// A Redis Cluster.
+    Cluster,
+}
+
+/// A server error code, read once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Code {
+    /// A code redis-rs has a kind for.
+    Kind(ServerErrorKind),
+    /// `BUSY`: a script or function has run past `busy-reply-threshold`.
+    Busy,
+    /// `THROTTLED`: a proxy or managed service asks the client to slow down.
+    Throttled,
+    /// `NOREPLICAS`: not enough replicas for `min-replicas-to-write`.
+    NoReplicas,
+    /// Any other code.
+    Other,
+}
+
+impl Code {
+    /// The code of `err`.
+    pub(crate) fn of(err: &ServerError) -> Code {
+        if let Some(kind) = err.kind() {
+            return Code::Kind(kind);
+        }
+        match err.code() {
+            "BUSY" => Code::Busy,
+            "THROTTLED" => Code::Throttled,
+            "NOREPLICAS" => Code::NoReplicas,
+            _ => Code::Other,
+        }
+    }
+
+    /// `BUSY` or `LOADING`: the server takes no work for now.
+    pub(crate) fn is_busy(self) -> bool {
+        matches!(self, Code::Busy | Code::Kind(ServerErrorKind::BusyLoading))
+    }
+}
+
+/// What a reply says about the deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TopologyHint {
+    /// Nothing.
+    None,
+    /// The node is no longer a master (`READONLY`).
+    Demoted,
+    /// The cluster is changing its configuration (`TRYAGAIN`, `CLUSTERDOWN`).
+    Reconfiguring,
+    /// The slot lives on another node from now on (`MOVED`).
+    Moved,
+    /// The slot is being migrated: ask the other node this once (`ASK`).
+    Ask,
+}
+
+/// What a server error reply means, when it is not simply the caller's reply.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Meaning {
+    /// Retry or not, after what, and whether the server is at fault.
+    pub(crate) class: Classification,
+    /// The client's error kind if the call ends with this reply.
+    pub(crate) kind: ErrorKind,
+    /// What the client does about it besides retrying (kept with the failed attempt).
+    pub(crate) hints: Hints,
+}
+
+/// What a reply asks of the client besides a retry: small, so a failed attempt can carry it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Hints {
+    /// The server refused work for overload: adaptive throttling counts it.
+    pub(crate) overload: bool,
+    /// Hold the retry until the server takes work again (`BUSY`, `LOADING`).
+    pub(crate) wait_not_busy: bool,
+    /// What the reply says about the topology.
+    pub(crate) topology: TopologyHint,
+}
+
+impl Meaning {
+    /// The command did not run: retry with backoff; `server_fault` says whether the breaker
+    /// counts it.
+    fn not_run(server_fault: bool) -> Meaning {
+        Meaning {
+            class: Classification::retry().server_fault(server_fault),
+            kind: ErrorKind::Server,
+            hints: Hints {
+                overload: false,
+                wait_not_busy: false,
+                topology: TopologyHint::None,
+            },
+        }
+    }
+
+    /// The command did not run and the server asks to slow down: retry after `delay`.
+    fn slow_down(delay: Duration) -> Meaning {
+        Meaning {
+            class: Classification::retry_after(delay).server_fault(false),
+            kind: ErrorKind::Throttled,
+            hints: Hints {
+                overload: true,
+                ..Meaning::not_run(false).hints
+            },
+        }
+    }
+
+    fn hint(mut self, topology: TopologyHint) -> Meaning {
+        self.hints.topology = topology;
+        self
+    }
+}
+
+/// What the client's settings add to the table.
+#[derive(Clone, Copy)]
+pub(crate) struct Rules<'a> {
+    /// The caller's own rules, by code: they come first.
+    pub(crate) custom: &'a HashMap<String, ErrorRule>,
+    /// Minimum wait after `THROTTLED`.
+    pub(crate) throttle_delay: Duration,
+}
+
+/// What `err` means in `deployment`; `None` when it is the caller's reply (returned as is, never
+/// retried).
+pub(crate) fn meaning(
+    err: &ServerError,
+    deployment: Deployment,
+    rules: Rules<'_>,
+) -> Option<Meaning> {
+    if !rules.custom.is_empty()
+        && let Some(rule) = rules.custom.get(err.code())
+    {
+        return match *rule {
+            ErrorRule::Retry => Some(Meaning::not_run(true)),
+            ErrorRule::RetryAfter(delay) => Some(Meaning::slow_down(delay)),
+            ErrorRule::Fail => None,
+        };
+    }
+    table(Code::of(err), deployment, rules.throttle_delay)
+}
+
+/// The built-in table.
+fn table(code: Code, deployment: Deployment, throttle_delay: Duration) -> Option<Meaning> {
+    use ServerErrorKind as K;
+    match code {
+        Code::Kind(K::BusyLoading) | Code::Busy => Some(Meaning {
+            hints: Hints {
+                overload: true,
+                wait_not_busy: true,
+                topology: TopologyHint::None,
+            },
+            ..Meaning::not_run(true)
+        }),
+        Code::Kind(K::MasterDown) | Code::NoReplicas => Some(Meaning::not_run(true)),
+        Code::Kind(K::TryAgain | K::ClusterDown) => {
+            Some(Meaning::not_run(false).hint(TopologyHint::Reconfiguring))
+        }
+        Code::Kind(K::ReadOnly) => Some(Meaning::not_run(false).hint(TopologyHint::Demoted)),
+        Code::Throttled => Some(Meaning::slow_down(throttle_delay)),
+        Code::Kind(K::Moved) if deployment == Deployment::Cluster => {
+            Some(Meaning::not_run(false).hint(TopologyHint::Moved))
+        }
+        Code::Kind(K::Ask) if deployment == Deployment::Cluster => {
+            Some(Meaning::not_run(false).hint(TopologyHint::Ask))
+        }
+        Code::Kind(
+            K::ResponseError
+            | K::ExecAbort
+            | K::NoScript
+            | K::Moved
+            | K::Ask
+            | K::CrossSlot
+            | K::NotBusy
+            | K::NoSub
+            | K::NoPerm,
+        )
+        | Code::Other => None,
+        // redis-rs may add kinds: the caller's reply until the table says otherwise.
+        Code::Kind(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEPLOYMENTS: [Deployment; 3] = [
+        Deployment::Standalone,
+        Deployment::Sentinel,
+        Deployment::Cluster,
+    ];
+
+    /// Every code the table or redis-rs knows, and a few it does not.
+    const CODES: &[&str] = &[
+        "ERR",
+        "EXECABORT",
+        "LOADING",
+        "NOSCRIPT",
+        "MOVED",
+        "ASK",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "CROSSSLOT",
+        "MASTERDOWN",
+        "READONLY",
+        "NOTBUSY",
+        "NOSUB",
+        "NOPERM",
+        "BUSY",
+        "THROTTLED",
+        "NOREPLICAS",
+        "WRONGTYPE",
+        "OOM",
+        "NOAUTH",
+        "WRONGPASS",
+        "MYVENDORBUSY",
+    ];
+
+    /// The only codes whose meaning may depend on the deployment.
+    const DIFFER_BY_DEPLOYMENT: &[&str] = &["MOVED", "ASK"];
+
+    fn reply(code: &str) -> ServerError {
+        let detail = match code {
+            "MOVED" | "ASK" => " 3999 127.0.0.1:6381",
+            _ => " something",
+        };
+        let parsed = redis::parse_redis_value(format!("-{code}{detail}\r\n").as_bytes())
+            .expect("an error reply parses");
+        match parsed {
+            redis::Value::ServerError(e) => e,
+            other => panic!("not an error reply: {other:?}"),
+        }
+    }
+
+    fn rules(custom: &HashMap<String, ErrorRule>) -> Rules<'_> {
+        Rules {
+            custom,
+            throttle_delay: Duration::from_millis(100),
+        }
+    }
+
+    #[test]
+    fn a_code_means_the_same_in_every_deployment_unless_the_table_says_otherwise() {
+        let none = HashMap::new();
+        for code in CODES {
+            let err = reply(code);
+            assert_eq!(err.code(), *code);
+            let [standalone, sentinel, cluster] =
+                DEPLOYMENTS.map(|d| meaning(&err, d, rules(&none)));
+            assert_eq!(standalone, sentinel, "{code}: standalone vs sentinel");
+            if DIFFER_BY_DEPLOYMENT.contains(code) {
+                assert_eq!(standalone, None, "{code} is the caller's reply off Cluster");
+                assert!(
+                    cluster.is_some_and(|m| matches!(
+                        m.hints.topology,
+                        TopologyHint::Moved | TopologyHint::Ask
+                    )),
+                    "{code} is a redirect in Cluster"
+                );
+            } else {
+                assert_eq!(standalone, cluster, "{code}: standalone vs cluster");
+            }
+        }
+    }
+
+    #[test]
+    fn the_table() {
+        let none = HashMap::new();
+        let m = |code: &str| meaning(&reply(code), Deployment::Standalone, rules(&none));
+        for code in ["LOADING", "BUSY"] {
+            let m = m(code).unwrap();
+            assert!(
+                m.class.server_fault && m.hints.overload && m.hints.wait_not_busy,
+                "{code}"
+            );
+            assert_eq!(m.class, Classification::retry().server_fault(true));
+        }
+        for code in ["MASTERDOWN", "NOREPLICAS"] {
+            assert_eq!(m(code), Some(Meaning::not_run(true)), "{code}");
+        }
+        for code in ["TRYAGAIN", "CLUSTERDOWN"] {
+            let m = m(code).unwrap();
+            assert!(
+                !m.class.server_fault,
+                "{code}: reconfiguring is not a fault"
+            );
+            assert_eq!(m.hints.topology, TopologyHint::Reconfiguring);
+        }
+        let readonly = m("READONLY").unwrap();
+        assert!(!readonly.class.server_fault, "a demoted node still answers");
+        assert_eq!(readonly.hints.topology, TopologyHint::Demoted);
+        let throttled = m("THROTTLED").unwrap();
+        assert_eq!(
+            throttled.class,
+            Classification::retry_after(Duration::from_millis(100)).server_fault(false)
+        );
+        assert_eq!(throttled.kind, ErrorKind::Throttled);
+        assert!(throttled.hints.overload);
+        for code in [
+            "ERR",
+            "WRONGTYPE",
+            "NOSCRIPT",
+            "OOM",
+            "NOAUTH",
+            "CROSSSLOT",
+            "EXECABORT",
+        ] {
+            assert_eq!(m(code), None, "{code} is the caller's reply");
+        }
+    }
+
+    #[test]
+    fn the_callers_rules_come_first_in_every_deployment() {
+        let custom = HashMap::from([
+            (
+                "MYVENDORBUSY".to_owned(),
+                ErrorRule::RetryAfter(Duration::from_secs(1)),
+            ),
+            ("TRYAGAIN".to_owned(), ErrorRule::Fail),
+            ("WRONGTYPE".to_owned(), ErrorRule::Retry),
+        ]);
+        for d in DEPLOYMENTS {
+            let m = |code: &str| meaning(&reply(code), d, rules(&custom));
+            let vendor = m("MYVENDORBUSY").unwrap();
+            assert_eq!(vendor.kind, ErrorKind::Throttled);
+            assert!(vendor.hints.overload && !vendor.class.server_fault);
+            assert_eq!(m("TRYAGAIN"), None, "{d:?}: the rule overrides the table");
+            assert_eq!(m("WRONGTYPE"), Some(Meaning::not_run(true)), "{d:?}");
+        }
+    }
+}
