@@ -7,11 +7,16 @@ use resilience::{AdaptiveThrottleConfig, Backoff, BreakerConfig, Jitter, RetryBu
 
 use crate::error::Error;
 
+mod env;
 mod redact;
+mod sentinel;
 mod sentinel_url;
 mod tls;
 
+pub use env::ENV_VARS;
 pub use redact::redact_url;
+use sentinel::SENTINEL_PORT;
+pub use sentinel::{ReadFrom, SentinelConfig};
 use sentinel_url::parse_sentinel_url;
 pub use tls::TlsConfig;
 pub(crate) use tls::Transport;
@@ -28,86 +33,6 @@ pub enum ErrorRule {
     /// Do not retry: return the reply to the caller.
     Fail,
 }
-
-/// Where read-only commands go when the client follows a Sentinel deployment.
-///
-/// Only commands the command table marks read-only (and pipelines made only of them) are
-/// routed; everything else goes to the master. Replicas replicate asynchronously: a read from
-/// a replica may not see a write the client just made.
-///
-/// # Default
-/// [`ReadFrom::Master`]: every command goes to the master.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ReadFrom {
-    /// Every command goes to the master.
-    #[default]
-    Master,
-    /// Reads go to a replica when one is connected, to the master otherwise. Reads go on
-    /// during a failover as long as a replica answers.
-    PreferReplica,
-    /// Reads go only to replicas; they wait (up to their deadline) for one when none is
-    /// connected.
-    Replica,
-}
-
-impl ReadFrom {
-    /// Parses `master`, `prefer-replica` or `replica`.
-    pub fn parse(s: &str) -> Option<ReadFrom> {
-        match s.trim() {
-            "master" => Some(ReadFrom::Master),
-            "prefer-replica" => Some(ReadFrom::PreferReplica),
-            "replica" => Some(ReadFrom::Replica),
-            _ => None,
-        }
-    }
-}
-
-/// How to find the master through Redis Sentinel. See [`ClientConfig::sentinel`].
-///
-/// # Default
-/// No sentinels, master name `mymaster`, no sentinel password, [`ReadFrom::Master`],
-/// `rediscover_interval` 100 ms, plain TCP to the sentinels (`sentinel_tls` false; a
-/// `rediss+sentinel://` URL sets it).
-#[derive(Clone, PartialEq)]
-pub struct SentinelConfig {
-    /// Sentinel addresses (host, port) to ask first; the client also learns the others the
-    /// sentinels know (`SENTINEL SENTINELS`).
-    pub sentinels: Vec<(String, u16)>,
-    /// The name the sentinels monitor the master under.
-    pub master_name: String,
-    /// Password of the sentinels themselves (`requirepass` in sentinel.conf), if any. The data
-    /// nodes' credentials come from [`ClientConfig::url`].
-    pub sentinel_password: Option<String>,
-    /// Connect to the sentinels themselves over TLS (sentinels with a `tls-port`), with the
-    /// certificates of [`ClientConfig::tls`] (or the system roots). Independent of the data
-    /// nodes, which use TLS when the URL is `rediss+sentinel://` (or `rediss://`): deployments
-    /// differ. A `rediss+sentinel://` URL sets it; clear it for plain-TCP sentinels in front of
-    /// TLS data nodes.
-    pub sentinel_tls: bool,
-    /// Where replica-safe reads go.
-    pub read_from: ReadFrom,
-    /// Minimum time between two rediscoveries triggered by failures (a dead connection, a
-    /// `READONLY` reply, a timeout); a random extra of up to the same time is added so many
-    /// clients do not ask the sentinels at once. A `+switch-master` announcement is followed at
-    /// once, whatever this says.
-    pub rediscover_interval: Duration,
-}
-
-impl Default for SentinelConfig {
-    fn default() -> Self {
-        SentinelConfig {
-            sentinels: Vec::new(),
-            master_name: "mymaster".to_owned(),
-            sentinel_password: None,
-            sentinel_tls: false,
-            read_from: ReadFrom::Master,
-            rediscover_interval: Duration::from_millis(100),
-        }
-    }
-}
-
-/// The default port of a sentinel.
-const SENTINEL_PORT: u16 = 26379;
 
 /// Configuration of a [`Client`](crate::Client).
 ///
@@ -263,67 +188,6 @@ fn default_breaker() -> BreakerConfig {
     }
 }
 
-/// The environment variables [`ClientConfig::from_env`] reads.
-pub const ENV_VARS: &[(&str, &str)] = &[
-    (
-        "RESILIENT_REDIS_URL",
-        "server URL: redis://, rediss:// (TLS), redis+sentinel:// or rediss+sentinel://",
-    ),
-    (
-        "RESILIENT_REDIS_TLS_CA_FILE",
-        "PEM file of the CA(s) that sign the server certificates (instead of the system roots)",
-    ),
-    (
-        "RESILIENT_REDIS_TLS_CERT_FILE",
-        "PEM client certificate for mutual TLS (with RESILIENT_REDIS_TLS_KEY_FILE)",
-    ),
-    (
-        "RESILIENT_REDIS_TLS_KEY_FILE",
-        "PEM private key of the client certificate",
-    ),
-    (
-        "RESILIENT_REDIS_SENTINEL_TLS",
-        "TLS to the sentinels themselves: on | off (default: on with rediss+sentinel://)",
-    ),
-    (
-        "RESILIENT_REDIS_SENTINEL_PASSWORD",
-        "password of the sentinels (with a redis+sentinel:// URL)",
-    ),
-    (
-        "RESILIENT_REDIS_READ_FROM",
-        "reads with Sentinel: master | prefer-replica | replica",
-    ),
-    ("RESILIENT_REDIS_CONNECT_TIMEOUT_MS", "connect timeout, ms"),
-    (
-        "RESILIENT_REDIS_RESPONSE_TIMEOUT_MS",
-        "response timeout, ms",
-    ),
-    (
-        "RESILIENT_REDIS_DEADLINE_MS",
-        "total deadline of one call, ms",
-    ),
-    ("RESILIENT_REDIS_MAX_ATTEMPTS", "attempts per call, >= 1"),
-    ("RESILIENT_REDIS_POOL_SIZE", "multiplexed connections, >= 1"),
-    ("RESILIENT_REDIS_BUDGET", "retry budget: on | off"),
-    (
-        "RESILIENT_REDIS_BUDGET_RATIO",
-        "retry budget: tokens per success, 0..=1",
-    ),
-    ("RESILIENT_REDIS_BREAKER", "circuit breaker: on | off"),
-    (
-        "RESILIENT_REDIS_THROTTLE_K",
-        "adaptive throttling: K >= 1 (requests allowed per accepted request), or off",
-    ),
-    (
-        "RESILIENT_REDIS_BREAKER_FAILURES",
-        "circuit breaker: consecutive failures to open",
-    ),
-    (
-        "RESILIENT_REDIS_BREAKER_OPEN_MS",
-        "circuit breaker: time open before probing, ms",
-    ),
-];
-
 impl ClientConfig {
     /// The defaults with this server URL. The URL is checked here.
     ///
@@ -371,175 +235,6 @@ impl ClientConfig {
             custom: &self.error_rules,
             throttle_delay: self.throttle_delay,
         }
-    }
-
-    /// The Sentinel settings: [`ClientConfig::sentinel`], or those of a `redis+sentinel://` URL.
-    pub(crate) fn sentinel_config(&self) -> Result<Option<SentinelConfig>, Error> {
-        if let Some(s) = &self.sentinel {
-            return Ok(Some(s.clone()));
-        }
-        Ok(parse_sentinel_url(&self.url)?.map(|(s, _)| s))
-    }
-
-    /// The defaults, overridden by the environment variables listed in [`ENV_VARS`]. A variable
-    /// that is set but invalid is an error naming it.
-    pub fn from_env() -> Result<Self, Error> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Like [`ClientConfig::from_env`], reading variables through `lookup` (for tests and for
-    /// other configuration sources).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let mut c = ClientConfig::default();
-        let ms = |name: &str| -> Result<Option<Duration>, Error> {
-            match lookup(name) {
-                None => Ok(None),
-                Some(v) => v
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .map(|n| Some(Duration::from_millis(n)))
-                    .ok_or_else(|| {
-                        Error::config(format!(
-                            "{name}={v:?}: expected a positive whole number of milliseconds"
-                        ))
-                    }),
-            }
-        };
-        let count = |name: &str| -> Result<Option<u32>, Error> {
-            match lookup(name) {
-                None => Ok(None),
-                Some(v) => v
-                    .trim()
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .map(Some)
-                    .ok_or_else(|| {
-                        Error::config(format!("{name}={v:?}: expected a whole number >= 1"))
-                    }),
-            }
-        };
-        let switch = |name: &str| -> Result<Option<bool>, Error> {
-            match lookup(name).as_deref().map(str::trim) {
-                None => Ok(None),
-                Some("on" | "true" | "1" | "yes") => Ok(Some(true)),
-                Some("off" | "false" | "0" | "no") => Ok(Some(false)),
-                Some(v) => Err(Error::config(format!("{name}={v:?}: expected on or off"))),
-            }
-        };
-        if let Some(url) = lookup("RESILIENT_REDIS_URL") {
-            c.sentinel = parse_sentinel_url(&url)?.map(|(s, _)| s);
-            c.url = url;
-        }
-        if let Some(password) = lookup("RESILIENT_REDIS_SENTINEL_PASSWORD") {
-            match c.sentinel.as_mut() {
-                Some(s) => s.sentinel_password = Some(password),
-                None => {
-                    return Err(Error::config(
-                        "RESILIENT_REDIS_SENTINEL_PASSWORD is set but RESILIENT_REDIS_URL is not a redis+sentinel:// URL",
-                    ));
-                }
-            }
-        }
-        if let Some(on) = switch("RESILIENT_REDIS_SENTINEL_TLS")? {
-            match c.sentinel.as_mut() {
-                Some(s) => s.sentinel_tls = on,
-                None => {
-                    return Err(Error::config(
-                        "RESILIENT_REDIS_SENTINEL_TLS is set but RESILIENT_REDIS_URL is not a redis+sentinel:// or rediss+sentinel:// URL",
-                    ));
-                }
-            }
-        }
-        if let Some(tls) = TlsConfig::from_lookup(&lookup)? {
-            c.tls = Some(tls);
-        }
-        if let Some(v) = lookup("RESILIENT_REDIS_READ_FROM") {
-            let read_from = ReadFrom::parse(&v).ok_or_else(|| {
-                Error::config(format!(
-                    "RESILIENT_REDIS_READ_FROM={v:?}: expected master, prefer-replica or replica"
-                ))
-            })?;
-            match c.sentinel.as_mut() {
-                Some(s) => s.read_from = read_from,
-                None if read_from == ReadFrom::Master => {}
-                None => {
-                    return Err(Error::config(
-                        "RESILIENT_REDIS_READ_FROM needs a redis+sentinel:// RESILIENT_REDIS_URL",
-                    ));
-                }
-            }
-        }
-        if let Some(d) = ms("RESILIENT_REDIS_CONNECT_TIMEOUT_MS")? {
-            c.connect_timeout = d;
-        }
-        if let Some(d) = ms("RESILIENT_REDIS_RESPONSE_TIMEOUT_MS")? {
-            c.response_timeout = d;
-        }
-        if let Some(d) = ms("RESILIENT_REDIS_DEADLINE_MS")? {
-            c.deadline = d;
-        }
-        if let Some(n) = count("RESILIENT_REDIS_MAX_ATTEMPTS")? {
-            c.max_attempts = n;
-        }
-        if let Some(n) = count("RESILIENT_REDIS_POOL_SIZE")? {
-            c.pool_size = n as usize;
-        }
-        if switch("RESILIENT_REDIS_BUDGET")? == Some(false) {
-            c.budget = None;
-        }
-        if let Some(v) = lookup("RESILIENT_REDIS_BUDGET_RATIO") {
-            let ratio = v
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|r| (0.0..=1.0).contains(r))
-                .ok_or_else(|| {
-                    Error::config(format!(
-                        "RESILIENT_REDIS_BUDGET_RATIO={v:?}: expected a number from 0 to 1"
-                    ))
-                })?;
-            if let Some(b) = c.budget.as_mut() {
-                b.retry_ratio = ratio;
-            }
-        }
-        if switch("RESILIENT_REDIS_BREAKER")? == Some(false) {
-            c.breaker = None;
-        }
-        if let Some(v) = lookup("RESILIENT_REDIS_THROTTLE_K") {
-            let v = v.trim();
-            c.adaptive_throttle = if v == "off" {
-                None
-            } else {
-                let k = v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|k| k.is_finite() && *k >= 1.0)
-                    .ok_or_else(|| {
-                        Error::config(format!(
-                            "RESILIENT_REDIS_THROTTLE_K={v:?}: expected a number >= 1, or off"
-                        ))
-                    })?;
-                Some(AdaptiveThrottleConfig {
-                    k,
-                    ..AdaptiveThrottleConfig::default()
-                })
-            };
-        }
-        if let Some(n) = count("RESILIENT_REDIS_BREAKER_FAILURES")?
-            && let Some(b) = c.breaker.as_mut()
-        {
-            b.consecutive_failures = Some(n);
-        }
-        if let Some(d) = ms("RESILIENT_REDIS_BREAKER_OPEN_MS")?
-            && let Some(b) = c.breaker.as_mut()
-        {
-            b.open_duration = d;
-        }
-        c.validate()?;
-        Ok(c)
     }
 
     /// Checks every setting; the error names the first invalid one.
@@ -596,20 +291,6 @@ impl ClientConfig {
             self.sentinel_transport(&s)?;
         }
         Ok(())
-    }
-
-    /// How the client connects to the sentinels: TLS with [`ClientConfig::tls`] if
-    /// [`SentinelConfig::sentinel_tls`], plain TCP otherwise. A `#insecure` URL applies to the
-    /// sentinels too.
-    pub(crate) fn sentinel_transport(&self, s: &SentinelConfig) -> Result<Transport, Error> {
-        if !s.sentinel_tls {
-            return Ok(Transport::plain());
-        }
-        let insecure = matches!(
-            self.connection_info()?.addr(),
-            redis::ConnectionAddr::TcpTls { insecure: true, .. }
-        );
-        Transport::tls(self.tls.as_ref(), insecure)
     }
 
     /// The redis-rs connection info for the URL, with the TCP settings of this config.
@@ -691,97 +372,9 @@ impl fmt::Debug for ClientConfig {
     }
 }
 
-/// Shows whether there is a sentinel password, not the password.
-impl fmt::Debug for SentinelConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SentinelConfig")
-            .field("sentinels", &self.sentinels)
-            .field("master_name", &self.master_name)
-            .field(
-                "sentinel_password",
-                &self.sentinel_password.as_ref().map(|_| "***"),
-            )
-            .field("sentinel_tls", &self.sentinel_tls)
-            .field("read_from", &self.read_from)
-            .field("rediscover_interval", &self.rediscover_interval)
-            .finish()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn env_overrides_and_names_the_bad_variable() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
-        let c = ClientConfig::from_lookup(env(&[
-            ("RESILIENT_REDIS_URL", "redis://10.0.0.1:7000"),
-            ("RESILIENT_REDIS_DEADLINE_MS", "2500"),
-            ("RESILIENT_REDIS_BREAKER", "off"),
-        ]))
-        .unwrap();
-        assert_eq!(c.url, "redis://10.0.0.1:7000");
-        assert_eq!(c.deadline, Duration::from_millis(2500));
-        assert!(c.breaker.is_none());
-
-        let err =
-            ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_DEADLINE_MS", "soon")])).unwrap_err();
-        assert!(
-            err.to_string().contains("RESILIENT_REDIS_DEADLINE_MS"),
-            "{err}"
-        );
-        let err =
-            ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_MAX_ATTEMPTS", "0")])).unwrap_err();
-        assert!(
-            err.to_string().contains("RESILIENT_REDIS_MAX_ATTEMPTS"),
-            "{err}"
-        );
-        let err =
-            ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_URL", "mysql://x")])).unwrap_err();
-        assert!(err.to_string().contains("invalid URL"), "{err}");
-    }
-
-    #[test]
-    fn sentinel_env_vars() {
-        let env = |k: &str| match k {
-            "RESILIENT_REDIS_URL" => Some("redis+sentinel://h1:5000,h2:5001/main".to_owned()),
-            "RESILIENT_REDIS_SENTINEL_PASSWORD" => Some("s3cret".to_owned()),
-            "RESILIENT_REDIS_READ_FROM" => Some("prefer-replica".to_owned()),
-            _ => None,
-        };
-        let c = ClientConfig::from_lookup(env).unwrap();
-        let s = c.sentinel.unwrap();
-        assert_eq!(s.sentinel_password.as_deref(), Some("s3cret"));
-        assert_eq!(s.read_from, ReadFrom::PreferReplica);
-        assert_eq!(s.sentinels.len(), 2);
-        let err = ClientConfig::from_lookup(|k: &str| {
-            (k == "RESILIENT_REDIS_SENTINEL_PASSWORD").then(|| "x".to_owned())
-        })
-        .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("RESILIENT_REDIS_SENTINEL_PASSWORD"),
-            "{err}"
-        );
-        let c = ClientConfig {
-            sentinel: Some(SentinelConfig::default()),
-            ..ClientConfig::default()
-        };
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("sentinel.sentinels")
-        );
-    }
 
     #[test]
     fn validate_names_the_setting() {

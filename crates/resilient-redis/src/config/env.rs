@@ -1,0 +1,309 @@
+//! Configuration from `RESILIENT_REDIS_*` environment variables.
+
+use std::time::Duration;
+
+use resilience::AdaptiveThrottleConfig;
+
+use super::{ClientConfig, ReadFrom, TlsConfig, sentinel_url::parse_sentinel_url};
+use crate::error::Error;
+
+/// The environment variables [`ClientConfig::from_env`] reads.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    (
+        "RESILIENT_REDIS_URL",
+        "server URL: redis://, rediss:// (TLS), redis+sentinel:// or rediss+sentinel://",
+    ),
+    (
+        "RESILIENT_REDIS_TLS_CA_FILE",
+        "PEM file of the CA(s) that sign the server certificates (instead of the system roots)",
+    ),
+    (
+        "RESILIENT_REDIS_TLS_CERT_FILE",
+        "PEM client certificate for mutual TLS (with RESILIENT_REDIS_TLS_KEY_FILE)",
+    ),
+    (
+        "RESILIENT_REDIS_TLS_KEY_FILE",
+        "PEM private key of the client certificate",
+    ),
+    (
+        "RESILIENT_REDIS_SENTINEL_TLS",
+        "TLS to the sentinels themselves: on | off (default: on with rediss+sentinel://)",
+    ),
+    (
+        "RESILIENT_REDIS_SENTINEL_PASSWORD",
+        "password of the sentinels (with a redis+sentinel:// URL)",
+    ),
+    (
+        "RESILIENT_REDIS_READ_FROM",
+        "reads with Sentinel: master | prefer-replica | replica",
+    ),
+    ("RESILIENT_REDIS_CONNECT_TIMEOUT_MS", "connect timeout, ms"),
+    (
+        "RESILIENT_REDIS_RESPONSE_TIMEOUT_MS",
+        "response timeout, ms",
+    ),
+    (
+        "RESILIENT_REDIS_DEADLINE_MS",
+        "total deadline of one call, ms",
+    ),
+    ("RESILIENT_REDIS_MAX_ATTEMPTS", "attempts per call, >= 1"),
+    ("RESILIENT_REDIS_POOL_SIZE", "multiplexed connections, >= 1"),
+    ("RESILIENT_REDIS_BUDGET", "retry budget: on | off"),
+    (
+        "RESILIENT_REDIS_BUDGET_RATIO",
+        "retry budget: tokens per success, 0..=1",
+    ),
+    ("RESILIENT_REDIS_BREAKER", "circuit breaker: on | off"),
+    (
+        "RESILIENT_REDIS_THROTTLE_K",
+        "adaptive throttling: K >= 1 (requests allowed per accepted request), or off",
+    ),
+    (
+        "RESILIENT_REDIS_BREAKER_FAILURES",
+        "circuit breaker: consecutive failures to open",
+    ),
+    (
+        "RESILIENT_REDIS_BREAKER_OPEN_MS",
+        "circuit breaker: time open before probing, ms",
+    ),
+];
+
+impl ClientConfig {
+    /// The defaults, overridden by the environment variables listed in [`ENV_VARS`]. A variable
+    /// that is set but invalid is an error naming it.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`ClientConfig::from_env`], reading variables through `lookup` (for tests and for
+    /// other configuration sources).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let mut c = ClientConfig::default();
+        let ms = |name: &str| -> Result<Option<Duration>, Error> {
+            match lookup(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .map(|n| Some(Duration::from_millis(n)))
+                    .ok_or_else(|| {
+                        Error::config(format!(
+                            "{name}={v:?}: expected a positive whole number of milliseconds"
+                        ))
+                    }),
+            }
+        };
+        let count = |name: &str| -> Result<Option<u32>, Error> {
+            match lookup(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        Error::config(format!("{name}={v:?}: expected a whole number >= 1"))
+                    }),
+            }
+        };
+        let switch = |name: &str| -> Result<Option<bool>, Error> {
+            match lookup(name).as_deref().map(str::trim) {
+                None => Ok(None),
+                Some("on" | "true" | "1" | "yes") => Ok(Some(true)),
+                Some("off" | "false" | "0" | "no") => Ok(Some(false)),
+                Some(v) => Err(Error::config(format!("{name}={v:?}: expected on or off"))),
+            }
+        };
+        if let Some(url) = lookup("RESILIENT_REDIS_URL") {
+            c.sentinel = parse_sentinel_url(&url)?.map(|(s, _)| s);
+            c.url = url;
+        }
+        if let Some(password) = lookup("RESILIENT_REDIS_SENTINEL_PASSWORD") {
+            match c.sentinel.as_mut() {
+                Some(s) => s.sentinel_password = Some(password),
+                None => {
+                    return Err(Error::config(
+                        "RESILIENT_REDIS_SENTINEL_PASSWORD is set but RESILIENT_REDIS_URL is not a redis+sentinel:// URL",
+                    ));
+                }
+            }
+        }
+        if let Some(on) = switch("RESILIENT_REDIS_SENTINEL_TLS")? {
+            match c.sentinel.as_mut() {
+                Some(s) => s.sentinel_tls = on,
+                None => {
+                    return Err(Error::config(
+                        "RESILIENT_REDIS_SENTINEL_TLS is set but RESILIENT_REDIS_URL is not a redis+sentinel:// or rediss+sentinel:// URL",
+                    ));
+                }
+            }
+        }
+        if let Some(tls) = TlsConfig::from_lookup(&lookup)? {
+            c.tls = Some(tls);
+        }
+        if let Some(v) = lookup("RESILIENT_REDIS_READ_FROM") {
+            let read_from = ReadFrom::parse(&v).ok_or_else(|| {
+                Error::config(format!(
+                    "RESILIENT_REDIS_READ_FROM={v:?}: expected master, prefer-replica or replica"
+                ))
+            })?;
+            match c.sentinel.as_mut() {
+                Some(s) => s.read_from = read_from,
+                None if read_from == ReadFrom::Master => {}
+                None => {
+                    return Err(Error::config(
+                        "RESILIENT_REDIS_READ_FROM needs a redis+sentinel:// RESILIENT_REDIS_URL",
+                    ));
+                }
+            }
+        }
+        if let Some(d) = ms("RESILIENT_REDIS_CONNECT_TIMEOUT_MS")? {
+            c.connect_timeout = d;
+        }
+        if let Some(d) = ms("RESILIENT_REDIS_RESPONSE_TIMEOUT_MS")? {
+            c.response_timeout = d;
+        }
+        if let Some(d) = ms("RESILIENT_REDIS_DEADLINE_MS")? {
+            c.deadline = d;
+        }
+        if let Some(n) = count("RESILIENT_REDIS_MAX_ATTEMPTS")? {
+            c.max_attempts = n;
+        }
+        if let Some(n) = count("RESILIENT_REDIS_POOL_SIZE")? {
+            c.pool_size = n as usize;
+        }
+        if switch("RESILIENT_REDIS_BUDGET")? == Some(false) {
+            c.budget = None;
+        }
+        if let Some(v) = lookup("RESILIENT_REDIS_BUDGET_RATIO") {
+            let ratio = v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "RESILIENT_REDIS_BUDGET_RATIO={v:?}: expected a number from 0 to 1"
+                    ))
+                })?;
+            if let Some(b) = c.budget.as_mut() {
+                b.retry_ratio = ratio;
+            }
+        }
+        if switch("RESILIENT_REDIS_BREAKER")? == Some(false) {
+            c.breaker = None;
+        }
+        if let Some(v) = lookup("RESILIENT_REDIS_THROTTLE_K") {
+            let v = v.trim();
+            c.adaptive_throttle = if v == "off" {
+                None
+            } else {
+                let k = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|k| k.is_finite() && *k >= 1.0)
+                    .ok_or_else(|| {
+                        Error::config(format!(
+                            "RESILIENT_REDIS_THROTTLE_K={v:?}: expected a number >= 1, or off"
+                        ))
+                    })?;
+                Some(AdaptiveThrottleConfig {
+                    k,
+                    ..AdaptiveThrottleConfig::default()
+                })
+            };
+        }
+        if let Some(n) = count("RESILIENT_REDIS_BREAKER_FAILURES")?
+            && let Some(b) = c.breaker.as_mut()
+        {
+            b.consecutive_failures = Some(n);
+        }
+        if let Some(d) = ms("RESILIENT_REDIS_BREAKER_OPEN_MS")?
+            && let Some(b) = c.breaker.as_mut()
+        {
+            b.open_duration = d;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SentinelConfig;
+
+    #[test]
+    fn env_overrides_and_names_the_bad_variable() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = ClientConfig::from_lookup(env(&[
+            ("RESILIENT_REDIS_URL", "redis://10.0.0.1:7000"),
+            ("RESILIENT_REDIS_DEADLINE_MS", "2500"),
+            ("RESILIENT_REDIS_BREAKER", "off"),
+        ]))
+        .unwrap();
+        assert_eq!(c.url, "redis://10.0.0.1:7000");
+        assert_eq!(c.deadline, Duration::from_millis(2500));
+        assert!(c.breaker.is_none());
+
+        let err =
+            ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_DEADLINE_MS", "soon")])).unwrap_err();
+        assert!(
+            err.to_string().contains("RESILIENT_REDIS_DEADLINE_MS"),
+            "{err}"
+        );
+        let err =
+            ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_MAX_ATTEMPTS", "0")])).unwrap_err();
+        assert!(
+            err.to_string().contains("RESILIENT_REDIS_MAX_ATTEMPTS"),
+            "{err}"
+        );
+        let err =
+            ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_URL", "mysql://x")])).unwrap_err();
+        assert!(err.to_string().contains("invalid URL"), "{err}");
+    }
+
+    #[test]
+    fn sentinel_env_vars() {
+        let env = |k: &str| match k {
+            "RESILIENT_REDIS_URL" => Some("redis+sentinel://h1:5000,h2:5001/main".to_owned()),
+            "RESILIENT_REDIS_SENTINEL_PASSWORD" => Some("s3cret".to_owned()),
+            "RESILIENT_REDIS_READ_FROM" => Some("prefer-replica".to_owned()),
+            _ => None,
+        };
+        let c = ClientConfig::from_lookup(env).unwrap();
+        let s = c.sentinel.unwrap();
+        assert_eq!(s.sentinel_password.as_deref(), Some("s3cret"));
+        assert_eq!(s.read_from, ReadFrom::PreferReplica);
+        assert_eq!(s.sentinels.len(), 2);
+        let err = ClientConfig::from_lookup(|k: &str| {
+            (k == "RESILIENT_REDIS_SENTINEL_PASSWORD").then(|| "x".to_owned())
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("RESILIENT_REDIS_SENTINEL_PASSWORD"),
+            "{err}"
+        );
+        let c = ClientConfig {
+            sentinel: Some(SentinelConfig::default()),
+            ..ClientConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("sentinel.sentinels")
+        );
+    }
+}
