@@ -45,7 +45,7 @@ const MAX_BYTES: usize = 256 * 1024;
 /// nothing recorded), one `HSET` of the new records (with the marker and a `PEXPIRE` when the
 /// hash is new). The answer is an array with one element per write, each encoded as the single
 /// script's answer.
-pub(super) const BATCH_BODY: &str = concat!(
+const BATCH_BODY: &str = concat!(
     "-- resilient-redis exactly-once batch v1\n",
     script::prelude!(),
     r#"local out, i, o = {}, 2, 0
@@ -87,6 +87,13 @@ end
 return out
 "#
 );
+
+impl Script {
+    /// The script that runs a batch ([`BATCH_BODY`]), for standalone servers.
+    pub(super) fn batch() -> Script {
+        Script::of(BATCH_BODY.to_owned())
+    }
+}
 
 /// One write waiting for its batch.
 pub(super) struct Entry {
