@@ -27,10 +27,11 @@ use redis::{Cmd, RedisResult, Value};
 use tokio::{sync::oneshot, time::Instant};
 
 use super::{
-    Backend, Shared,
+    backend::Backend,
+    errors::{error_of, unexpected},
     script::{self, Answer, Commands, Invoke, Script, simple},
+    shared::Shared,
     token::TokenKey,
-    unexpected,
 };
 use crate::error::{Error, ErrorKind, Outcome};
 
@@ -325,7 +326,7 @@ async fn run(shared: &Shared, backend: &mut Backend, mut batch: Vec<Entry>) {
             }
         }
         Err(e) => {
-            let error = super::error_of(e);
+            let error = error_of(e);
             for entry in batch {
                 if let Some(reply) = entry.reply {
                     let _ = reply.send(Err(error.clone().into_redis()));
