@@ -6,29 +6,18 @@
 //! clients' figures are printed beside it (run with `--nocapture` to see them); for them only the
 //! consistency of the report is asserted. The proxy's own counters cross-check `attempts`.
 
+mod common;
+
 use std::process::Output;
 use std::time::Duration;
 
 use redis_lab::{FaultProxy, ProxyStats, RedisServer};
 use serde_json::Value;
-use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_resilient-redis");
+use common::run;
+
 /// The proxy's capacity in commands per second.
 const CAPACITY: u32 = 1000;
-
-/// Runs the binary with `args`, failing the test if it does not exit within `limit`.
-async fn run(args: &[&str], limit: Duration) -> Output {
-    let mut command = Command::new(BIN);
-    command.args(args).kill_on_drop(true);
-    match tokio::time::timeout(limit, command.output()).await {
-        Ok(output) => output.expect("the binary runs"),
-        Err(_) => panic!(
-            "`resilient-redis {}` did not exit within {limit:?}",
-            args.join(" ")
-        ),
-    }
-}
 
 /// Parses stdout as exactly one JSON object.
 fn one_json_object(output: &Output) -> Value {

@@ -40,6 +40,7 @@
 
 mod binaries;
 mod cluster;
+mod conf;
 mod error;
 mod proxy;
 mod sentinel;

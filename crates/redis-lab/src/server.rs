@@ -10,9 +10,10 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::binaries::find_binary;
+use crate::conf::quote;
 use crate::error::LabError;
 use crate::tls::LabTls;
-use crate::util::{Poll, connect, free_port, info_value, loopback, quote, tail};
+use crate::util::{Poll, connect, free_port, info_value, loopback, tail};
 
 /// How a [`RedisServer`] is started.
 ///

@@ -70,7 +70,7 @@ impl LabTls {
     /// The `redis.conf` directives (after `port 0` and `tls-port`).
     pub(crate) fn directives(&self, cluster: bool) -> Vec<String> {
         let c = &self.certs;
-        let path = |p: PathBuf| crate::util::quote(&p.display().to_string());
+        let path = |p: PathBuf| crate::conf::quote(&p.display().to_string());
         let mut lines = vec![
             format!("tls-cert-file {}", path(c.server_cert())),
             format!("tls-key-file {}", path(c.server_key())),

@@ -118,23 +118,6 @@ pub(crate) fn info_value(info: &str, field: &str) -> Option<String> {
     })
 }
 
-/// Quotes a value for a redis.conf line (double quotes, backslash escapes).
-pub(crate) fn quote(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// The last `lines` lines of a file, or a note that it could not be read.
 pub(crate) fn tail(path: &std::path::Path, lines: usize) -> String {
     match std::fs::read_to_string(path) {

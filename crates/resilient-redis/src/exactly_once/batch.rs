@@ -27,10 +27,11 @@ use redis::{Cmd, RedisResult, Value};
 use tokio::{sync::oneshot, time::Instant};
 
 use super::{
-    Backend, Shared,
+    backend::Backend,
+    errors::{error_of, unexpected},
     script::{self, Answer, Commands, Invoke, Script, simple},
+    shared::Shared,
     token::TokenKey,
-    unexpected,
 };
 use crate::error::{Error, ErrorKind, Outcome};
 
@@ -45,7 +46,7 @@ const MAX_BYTES: usize = 256 * 1024;
 /// nothing recorded), one `HSET` of the new records (with the marker and a `PEXPIRE` when the
 /// hash is new). The answer is an array with one element per write, each encoded as the single
 /// script's answer.
-pub(super) const BATCH_BODY: &str = concat!(
+const BATCH_BODY: &str = concat!(
     "-- resilient-redis exactly-once batch v1\n",
     script::prelude!(),
     r#"local out, i, o = {}, 2, 0
@@ -87,6 +88,13 @@ end
 return out
 "#
 );
+
+impl Script {
+    /// The script that runs a batch ([`BATCH_BODY`]), for standalone servers.
+    pub(super) fn batch() -> Script {
+        Script::of(BATCH_BODY.to_owned())
+    }
+}
 
 /// One write waiting for its batch.
 pub(super) struct Entry {
@@ -318,7 +326,7 @@ async fn run(shared: &Shared, backend: &mut Backend, mut batch: Vec<Entry>) {
             }
         }
         Err(e) => {
-            let error = super::error_of(e);
+            let error = error_of(e);
             for entry in batch {
                 if let Some(reply) = entry.reply {
                     let _ = reply.send(Err(error.clone().into_redis()));

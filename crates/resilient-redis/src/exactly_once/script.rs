@@ -147,12 +147,8 @@ impl Script {
         Script::of(body)
     }
 
-    /// The batch script (see `batch.rs`), for standalone servers.
-    pub(super) fn batch() -> Script {
-        Script::of(super::batch::BATCH_BODY.to_owned())
-    }
-
-    fn of(body: String) -> Script {
+    /// A script of `body` (the batch script is made this way in `batch.rs`).
+    pub(super) fn of(body: String) -> Script {
         let sha = redis::Script::new(&body).get_hash().to_owned();
         Script { body, sha }
     }

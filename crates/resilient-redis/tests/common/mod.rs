@@ -1,6 +1,8 @@
 //! Shared helpers for the client's tests against real servers.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod exactly_once;
+
 use std::{
     sync::{
         Arc,

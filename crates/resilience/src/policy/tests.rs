@@ -1,7 +1,12 @@
 use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::*;
-use crate::{BreakerConfig, BreakerState, Jitter, RetryBudgetConfig};
+use crate::{
+    Backoff, BreakerConfig, BreakerState, Classification, Event, Jitter, RetryBudgetConfig,
+};
 
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)

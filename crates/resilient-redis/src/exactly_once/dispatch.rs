@@ -1,0 +1,136 @@
+//! Where a call goes: a read straight to the client; a write to the batcher (group commit)
+//! or to its own script call; a pipeline or transaction as one group under one token.
+
+use std::sync::Arc;
+
+use redis::{Cmd, Pipeline, RedisResult, Value};
+use tokio::time::Instant;
+
+use super::{
+    backend::Backend,
+    batch,
+    check::check_command,
+    errors::unexpected,
+    pipeline::wire_replies,
+    script::Commands,
+    shared::Shared,
+    slot::{self, Placement},
+    token::Token,
+};
+use crate::{
+    commands::CommandSafety,
+    error::{Error, ErrorKind, Outcome},
+    retry::cooperating,
+};
+
+impl Shared {
+    /// [`Shared::write_or_read`], giving the scheduler its turn after a failure (see
+    /// [`crate::retry::cooperate`]): a refused command fails without waiting for anything.
+    pub(super) async fn command(
+        self: &Arc<Self>,
+        batcher: &Arc<batch::Batcher>,
+        backend: &mut Backend,
+        cmd: &Cmd,
+        token: Token<'_>,
+    ) -> RedisResult<Value> {
+        cooperating(self.write_or_read(batcher, backend, cmd, token)).await
+    }
+
+    async fn write_or_read(
+        self: &Arc<Self>,
+        batcher: &Arc<batch::Batcher>,
+        backend: &mut Backend,
+        cmd: &Cmd,
+        token: Token<'_>,
+    ) -> RedisResult<Value> {
+        if check_command(cmd).map_err(Error::into_redis)? == CommandSafety::ReadOnly {
+            self.reads.add(1);
+            return backend.command(cmd).await;
+        }
+        if !self.cluster && self.config.max_batch > 1 && matches!(token, Token::Generated) {
+            // Group commit (see `batch.rs`).
+            // One clock reading: the token's period and the write's place in the queue.
+            let now = Instant::now();
+            let record = self
+                .token_key(token, Placement::Keyless, now)
+                .map_err(Error::into_redis)?;
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let entry = batch::Entry {
+                record,
+                cmd: cmd.clone(),
+                reply: Some(reply),
+                queued_at: now,
+            };
+            return match batcher.submit(self, backend, entry) {
+                None => answer.await.unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::Server,
+                        Outcome::Ambiguous,
+                        "exactly-once: the write's batch was dropped (its runtime stopped)",
+                    )
+                    .into_redis())
+                }),
+                Some(entry) => {
+                    self.invoke(backend, &entry.record, &[], Commands::One(&entry.cmd))
+                        .await
+                }
+            };
+        }
+        let keys = if self.cluster {
+            slot::command_keys(cmd)
+        } else {
+            Vec::new()
+        };
+        let key = self
+            .token_key(token, slot::placement_of(&keys), Instant::now())
+            .map_err(Error::into_redis)?;
+        self.invoke(backend, &key, &keys, Commands::One(cmd)).await
+    }
+
+    /// [`Shared::group_once`], giving the scheduler its turn after a failure.
+    pub(super) async fn group(
+        &self,
+        backend: &mut Backend,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+        token: Token<'_>,
+    ) -> RedisResult<Vec<Value>> {
+        cooperating(self.group_once(backend, pipeline, offset, count, token)).await
+    }
+
+    async fn group_once(
+        &self,
+        backend: &mut Backend,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+        token: Token<'_>,
+    ) -> RedisResult<Vec<Value>> {
+        let mut safety = CommandSafety::ReadOnly;
+        let mut keys = Vec::new();
+        for cmd in pipeline.cmd_iter() {
+            safety = safety.max(check_command(cmd).map_err(Error::into_redis)?);
+            if self.cluster {
+                keys.extend(slot::command_keys(cmd));
+            }
+        }
+        if safety == CommandSafety::ReadOnly {
+            self.reads.add(1);
+            return backend.pipeline(pipeline, offset, count).await;
+        }
+        let key = self
+            .token_key(token, slot::placement_of(&keys), Instant::now())
+            .map_err(Error::into_redis)?;
+        let results = match self
+            .invoke(backend, &key, &keys, Commands::Group(pipeline))
+            .await?
+        {
+            Value::Array(results) => results,
+            // The script failed as a whole (nothing ran): the pipeline's error.
+            Value::ServerError(e) => return Err(e.into()),
+            other => return Err(unexpected(other)),
+        };
+        Ok(wire_replies(pipeline, results, offset, count))
+    }
+}
