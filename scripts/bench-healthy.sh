@@ -7,8 +7,12 @@
 # Prints throughput and p99 ratios per concurrency (medians of per-round ratios) and checks the
 # targets (resilient >= 0.97 x raw throughput, p99 <= 1.05 x raw). Exit 1 if a target is missed.
 #
+# With TOPOLOGY=cluster, the same on a lab cluster of 3 masters: the resilient client against
+# redis-rs's cluster connection (keys spread over every shard).
+#
 #   scripts/bench-healthy.sh                       # 15 paired runs x 4 s at concurrency 1, 50, 256
 #   ROUNDS=9 SECS=10 CONCURRENCY="50" scripts/bench-healthy.sh
+#   TOPOLOGY=cluster scripts/bench-healthy.sh      # against redis-rs's cluster connection
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,9 +22,15 @@ SLICE_MS=${SLICE_MS:-200}
 CONCURRENCY=${CONCURRENCY:-"1 50 256"}
 MIN_THROUGHPUT_RATIO=0.97
 MAX_P99_RATIO=1.05
+TOPOLOGY=${TOPOLOGY:-standalone}
 
+case $TOPOLOGY in
+  standalone) LAB_ARGS="" target_flag=--url ;;
+  cluster) LAB_ARGS="--cluster" target_flag=--cluster ;;
+  *) echo "TOPOLOGY must be standalone or cluster" >&2; exit 2 ;;
+esac
 source scripts/bench-lib.sh
-echo "==> lab server at $url; $ROUNDS paired runs x $SECS s per concurrency" >&2
+echo "==> lab $TOPOLOGY at $url; $ROUNDS paired runs x $SECS s per concurrency" >&2
 
 
 results=$(mktemp)
@@ -29,7 +39,7 @@ for c in $CONCURRENCY; do
   for ((round = 1; round <= ROUNDS; round++)); do
     # The first client of a pair starts each pair of turns: alternate it between rounds.
     if ((round % 2)); then first=raw second=resilient; else first=resilient second=raw; fi
-    json=$("$bin" bench --url "$url" --client "$first" --paired-with "$second" \
+    json=$("$bin" bench "$target_flag" "$url" --client "$first" --paired-with "$second" \
       --slice-ms "$SLICE_MS" --workload get-set --value-size 64 \
       --concurrency "$c" --duration "$SECS" --json)
     # One report per client: split the object before each `{"client":`.
@@ -70,5 +80,5 @@ for c in $CONCURRENCY; do
   [[ $line == *MISSED ]] && status=1
 done
 rm -f "$results"
-echo "(medians over $ROUNDS paired runs of $SECS s, turns of $SLICE_MS ms; ratios per run; targets: throughput ratio >= $MIN_THROUGHPUT_RATIO, p99 ratio <= $MAX_P99_RATIO, no errors)"
+echo "($TOPOLOGY; medians over $ROUNDS paired runs of $SECS s, turns of $SLICE_MS ms; ratios per run; targets: throughput ratio >= $MIN_THROUGHPUT_RATIO, p99 ratio <= $MAX_P99_RATIO, no errors)"
 exit $status

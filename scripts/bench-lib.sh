@@ -7,7 +7,9 @@ echo "==> building (release)" >&2
 cargo build --release --quiet -p resilient-redis-cli
 bin="${CARGO_TARGET_DIR:-target}/release/resilient-redis"
 
-coproc LAB { exec "$bin" lab-server; }
+# LAB_ARGS="--cluster" starts a cluster of 3 masters instead (`$url` is then its node URLs,
+# comma-separated).
+coproc LAB { exec "$bin" lab-server ${LAB_ARGS:-}; }
 lab_pid=$LAB_PID lab_in=${LAB[1]} lab_out=${LAB[0]}
 # Closing the pipe stops the lab server (and its redis-server); wait until it has.
 bench_cleanup() {

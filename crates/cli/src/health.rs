@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use crate::client::{connect_cluster, connect_resilient};
+use crate::client::connect_resilient;
 use crate::error::CliError;
 use crate::target::{Target, TargetArgs};
 
@@ -210,15 +210,15 @@ fn millis(duration: Duration) -> f64 {
 /// Runs the health check and prints the result.
 pub(crate) async fn run(args: HealthArgs) -> Result<ExitCode, CliError> {
     let target = args.target.target()?;
-    let connected = match &target {
-        Target::Cluster { urls } => match connect_cluster(urls, None).await {
-            Ok(client) => Ok(HealthReport::from_cluster(&target, client.health().await)),
-            Err(err) => Err(err),
-        },
-        _ => match connect_resilient(&target, None).await {
-            Ok(client) => Ok(HealthReport::from_health(&target, client.health().await)),
-            Err(err) => Err(err),
-        },
+    let connected = match connect_resilient(&target, None).await {
+        Ok(client) => {
+            let mut health = client.health().await;
+            Ok(match health.cluster.take() {
+                Some(cluster) => HealthReport::from_cluster(&target, cluster),
+                None => HealthReport::from_health(&target, health),
+            })
+        }
+        Err(err) => Err(err),
     };
     let report = match connected {
         Ok(report) => report,

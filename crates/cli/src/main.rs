@@ -52,9 +52,10 @@ enum Command {
     /// latency, throttling (`-THROTTLED`), dropped connections, a black hole. Prints its counters
     /// on exit.
     Proxy(proxy::ProxyArgs),
-    /// Start a throwaway lab redis-server, print its URL, keep it up until stdin closes or Ctrl-C.
+    /// Start a throwaway lab redis-server (or with --cluster a cluster of 3 masters), print its
+    /// URL (the comma-separated node URLs), keep it up until stdin closes or Ctrl-C.
     #[command(hide = true)]
-    LabServer,
+    LabServer(lab_server::LabServerArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,7 +77,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Health(args) => health::run(args).await,
             Command::Proxy(args) => proxy::run(args).await,
-            Command::LabServer => lab_server::run().await,
+            Command::LabServer(args) => lab_server::run(args).await,
         }
     });
     match result {

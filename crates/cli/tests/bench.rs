@@ -388,6 +388,34 @@ async fn cluster_bench_and_health_report_the_nodes() {
         assert!(output.status.success(), "{client}: {}", stderr(&output));
         assert_bench_report(&one_json_object(&output), client, "get-set", 8);
     }
+    // The healthy-path comparison on a cluster: the resilient client and redis-rs's cluster
+    // connection in turns, in one run.
+    let output = run(
+        &[
+            "bench",
+            "--cluster",
+            &urls,
+            "--client",
+            "resilient",
+            "--paired-with",
+            "raw",
+            "--slice-ms",
+            "100",
+            "--concurrency",
+            "8",
+            "--duration",
+            "2",
+            "--json",
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = one_json_object(&output);
+    let reports = report["reports"].as_array().expect("reports");
+    assert_eq!(reports.len(), 2, "{report}");
+    assert_bench_report(&reports[0], "resilient", "get-set", 8);
+    assert_bench_report(&reports[1], "raw", "get-set", 8);
 
     let output = run(
         &["health", "--cluster", &urls, "--json"],

@@ -170,13 +170,6 @@ async fn bad_flags_are_usage_errors() {
             "--rate",
             "100",
         ],
-        &[
-            "bench",
-            "--cluster",
-            "redis://127.0.0.1:6379",
-            "--paired-with",
-            "raw",
-        ],
         &["demo", "--scenario", "overload", "--topology", "cluster"],
         &["demo", "--scenario", "overload", "--step-secs", "0"],
         &["demo", "--scenario", "nope"],

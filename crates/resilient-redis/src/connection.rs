@@ -42,7 +42,7 @@ use crate::{
     config::{ClientConfig, ReadFrom},
     error::{Error, ErrorKind, Outcome},
     replies::Code,
-    topology::{Endpoint, Master, SentinelResolver, TopologyView},
+    routing::{Endpoint, Master, SentinelResolver, TopologyView},
 };
 
 /// A connection lent to one attempt.
@@ -98,6 +98,10 @@ pub(crate) enum StallVerdict {
     Unreachable(String),
 }
 
+/// Connection generations, unique in the process: a lease of one pool never passes for the
+/// live connection of another (a cluster's clients hold one pool per node).
+static GENERATIONS: AtomicU64 = AtomicU64::new(0);
+
 /// Minimum pause after a failed replica connection.
 const REPLICA_RETRY: Duration = Duration::from_millis(500);
 
@@ -124,7 +128,6 @@ pub(crate) struct Pool {
     unavailable_after: Duration,
     slots: Box<[Slot]>,
     next: AtomicUsize,
-    generation: AtomicU64,
     ready: watch::Sender<u64>,
     wake: Arc<Notify>,
     down: RwLock<Down>,
@@ -147,11 +150,6 @@ impl Pool {
         let info = config.connection_info()?;
         let sentinel = config.sentinel_config()?;
         let read_from = sentinel.as_ref().map(|s| s.read_from).unwrap_or_default();
-        let replicas = if read_from == ReadFrom::Master {
-            0
-        } else {
-            config.pool_size
-        };
         let endpoint = match sentinel {
             Some(sentinel) => {
                 Endpoint::Sentinel(SentinelResolver::start(config, sentinel, info).await?)
@@ -160,6 +158,50 @@ impl Pool {
                 let shown = crate::redact_url(&config.url);
                 Error::config(format!("invalid connection settings for {shown}")).with_source(e)
             })?)),
+        };
+        Pool::with_endpoint(config, endpoint, read_from, config.connect_lazily).await
+    }
+
+    /// A pool for one node of a cluster, at `info`'s address: it connects in the background
+    /// (the first caller waits for it, within its deadline).
+    pub(crate) fn start_node(
+        config: &ClientConfig,
+        info: redis::ConnectionInfo,
+    ) -> Result<Arc<Pool>, Error> {
+        let client = redis::Client::open(info).map_err(|e| {
+            Error::config("invalid connection settings for a cluster node").with_source(e)
+        })?;
+        let pool = Pool::build(config, Endpoint::Fixed(Box::new(client)), ReadFrom::Master);
+        pool.run_in_background(config);
+        Ok(pool)
+    }
+
+    async fn with_endpoint(
+        config: &ClientConfig,
+        endpoint: Endpoint,
+        read_from: ReadFrom,
+        lazily: bool,
+    ) -> Result<Arc<Pool>, Error> {
+        let pool = Pool::build(config, endpoint, read_from);
+        if !lazily {
+            let (conn, epoch) = pool
+                .endpoint
+                .open(&pool.conn_config)
+                .await
+                .map_err(|e| connect_error(&config.url, e))?;
+            pool.install(0, conn, epoch);
+            // (A master switch during this first connection is followed by the background task.)
+        }
+        pool.run_in_background(config);
+        Ok(pool)
+    }
+
+    /// The pool, with no connection yet.
+    fn build(config: &ClientConfig, endpoint: Endpoint, read_from: ReadFrom) -> Arc<Pool> {
+        let replicas = if read_from == ReadFrom::Master {
+            0
+        } else {
+            config.pool_size
         };
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
@@ -171,8 +213,7 @@ impl Pool {
                 current: AtomicU64::new(0),
             })
             .collect();
-        let changes = endpoint.changes();
-        let pool = Arc::new(Pool {
+        Arc::new(Pool {
             endpoint,
             masters: config.pool_size,
             read_from,
@@ -182,7 +223,6 @@ impl Pool {
             unavailable_after: config.unavailable_after,
             slots,
             next: AtomicUsize::new(0),
-            generation: AtomicU64::new(0),
             ready: watch::channel(0).0,
             wake: Arc::new(Notify::new()),
             down: RwLock::new(Down {
@@ -195,30 +235,25 @@ impl Pool {
             busy_gate: Mutex::new(None),
             blocking_idle: Mutex::new(Vec::new()),
             reconnects: AtomicU64::new(0),
-        });
-        if !config.connect_lazily {
-            let (conn, epoch) = pool
-                .endpoint
-                .open(&pool.conn_config)
-                .await
-                .map_err(|e| connect_error(&config.url, e))?;
-            pool.install(0, conn, epoch);
-            // (A master switch during this first connection is followed by the background task.)
-        }
+        })
+    }
+
+    /// Starts the background task that (re)connects, checks idle connections and follows
+    /// master changes, and wakes it.
+    fn run_in_background(self: &Arc<Self>, config: &ClientConfig) {
         let rng = match config.rng_seed {
             Some(seed) => SmallRng::seed_from_u64(seed),
             None => rand::make_rng(),
         };
         tokio::spawn(reconnector(
-            Arc::downgrade(&pool),
-            pool.wake.clone(),
+            Arc::downgrade(self),
+            self.wake.clone(),
             config.reconnect_backoff,
             config.idle_check_interval,
-            changes,
+            self.endpoint.changes(),
             rng,
         ));
-        pool.wake.notify_one();
-        Ok(pool)
+        self.wake.notify_one();
     }
 
     /// Opens one new multiplexed connection.
@@ -311,7 +346,7 @@ impl Pool {
         if epoch != self.endpoint.epoch() {
             return false;
         }
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let generation = GENERATIONS.fetch_add(1, Ordering::Relaxed) + 1;
         *self.slots[slot].live.write().expect("slot lock") = Some(Live {
             conn,
             generation,
@@ -413,7 +448,15 @@ impl Pool {
 
     /// Whether `lease` is still the live connection of its slot (one atomic load).
     pub(crate) fn is_current(&self, lease: &Lease) -> bool {
-        self.slots[lease.slot].current.load(Ordering::Acquire) == lease.generation
+        self.slots
+            .get(lease.slot)
+            .is_some_and(|s| s.current.load(Ordering::Acquire) == lease.generation)
+    }
+
+    /// Whether the pool has no live connection to the master (or the server) since a
+    /// connection broke or could not be opened.
+    pub(crate) fn is_down(&self) -> bool {
+        self.down_since.load(Ordering::Relaxed) != 0
     }
 
     /// Whether read-only calls may go elsewhere than the master connections (replica routing);

@@ -4,7 +4,10 @@ use std::{fmt, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::Client;
+use crate::{
+    Client,
+    routing::{Router, cluster::ClusterHealth},
+};
 
 /// The health of a client and of its server, as [`Client::health`] found it.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +43,8 @@ pub struct Health {
     /// With Sentinel, the sentinels the client knows (configured and discovered, `host:port`);
     /// `None` for a single server.
     pub sentinels: Option<Vec<String>>,
+    /// With Redis Cluster, the cluster's state and nodes; `None` otherwise.
+    pub cluster: Option<ClusterHealth>,
 }
 
 impl fmt::Display for Health {
@@ -52,6 +57,15 @@ impl fmt::Display for Health {
         )?;
         if let Some(r) = &self.reason {
             writeln!(f, "reason:            {r}")?;
+        }
+        if let Some(cluster) = &self.cluster {
+            writeln!(f, "breaker:           {}", self.breaker)?;
+            writeln!(
+                f,
+                "connections:       {}/{} up",
+                self.connections_up, self.connections_total
+            )?;
+            return write!(f, "{cluster}");
         }
         writeln!(
             f,
@@ -116,8 +130,11 @@ impl Client {
     /// Looks at the server (PING, INFO) on the client's own connection and reports, with the
     /// breaker and pool state. Never retries; waits at most the connect timeout for a connection
     /// and twice the response timeout for each reply.
+    ///
+    /// For a cluster, the health of the cluster ([`Health::cluster`]: `CLUSTER INFO` and
+    /// `CLUSTER NODES` from one node, and each node's breaker) decides `healthy`.
     pub async fn health(&self) -> Health {
-        let (connections_up, connections_total) = self.pool().connections();
+        let (connections_up, connections_total) = self.connections();
         let breaker = self
             .breaker()
             .map(|b| b.state().as_str().to_owned())
@@ -133,12 +150,24 @@ impl Client {
             breaker,
             connections_up,
             connections_total,
-            last_error: self.pool().last_error(),
+            last_error: self.pool().and_then(|p| p.last_error()),
             master: None,
             replicas: None,
             sentinels: None,
+            cluster: None,
         };
-        if let Some(view) = self.pool().topology() {
+        let pool = match self.router() {
+            Router::Single(node) => node.pool.clone(),
+            Router::Cluster(c) => {
+                let cluster = c.health().await;
+                health.breaker = "per node".to_owned();
+                health.healthy = cluster.healthy;
+                health.reason = cluster.reason.clone();
+                health.cluster = Some(cluster);
+                return health;
+            }
+        };
+        if let Some(view) = pool.topology() {
             let addrs = |v: &[(String, u16)]| {
                 v.iter()
                     .map(|(h, p)| format!("{h}:{p}"))
@@ -154,8 +183,7 @@ impl Client {
         }
         let config = self.config();
         let wait = config.response_timeout * 2;
-        let lease = match self
-            .pool()
+        let lease = match pool
             .acquire(Some(Instant::now() + config.connect_timeout))
             .await
         {

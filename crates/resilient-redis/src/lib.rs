@@ -59,6 +59,29 @@
 //! `down-after-milliseconds 1000` (about 2.3 s). See [`SentinelConfig`] and [`ResilientPubSub`]
 //! (which messages can be missed). [`Client::health`] reports the master, replicas and sentinels.
 //!
+//! # Redis Cluster
+//! ```no_run
+//! use redis::AsyncCommands;
+//! use resilient_redis::{Client, ClientConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // redis+cluster://[[user]:password@]host1:port1[,host2:port2,...]: seed nodes.
+//! let mut client = Client::connect("redis+cluster://10.0.0.1:7000,10.0.0.2:7000").await?;
+//! let _: () = client.set("{user:1}:name", "ada").await?; // to the master of the key's slot
+//! // The same from a list of seed URLs:
+//! let config = ClientConfig::cluster(&["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])?;
+//! let client = Client::with_config(config).await?;
+//! println!("{}", client.health().await); // the cluster's state, nodes and breakers
+//! # Ok(()) }
+//! ```
+//! The same `Client`, with the same call path: the client keeps its own slot map and one pool,
+//! circuit breaker and adaptive throttle per master, follows `MOVED` and `ASK` inside an
+//! attempt (no backoff, no budget), and makes calls for a shard whose master is down wait,
+//! sending nothing, until a replica takes over; the other shards are not held up.
+//! `CLUSTERDOWN`, `TRYAGAIN` and `READONLY` make a call wait for the next slot-map refresh and
+//! send again, within its deadline. See [`ClusterConfig`]. Blocking commands and `subscribe` are
+//! not sent to a cluster yet.
+//!
 //! # Overload
 //! Retries are dangerous when a server is overloaded, so the client bounds them three ways:
 //! - **Retry budget**: retries (attempts after the first) are limited to 10 % of successful
@@ -70,7 +93,7 @@
 //!   `max(0, (requests - 2 x accepts) / (requests + 1))` over the last 10 s, so about twice what
 //!   the server accepts still reaches it and the rest fails fast with
 //!   [`ErrorKind::RejectedLocally`] (definitely not applied). See
-//!   [`ClientConfig::adaptive_throttle`]; per node for [`ClusterClient`].
+//!   [`ClientConfig::adaptive_throttle`]; per node in a cluster.
 //! - **Fail fast in outages**: once the server has been unreachable for
 //!   [`ClientConfig::unavailable_after`] (5 s), calls, including those already waiting, fail at
 //!   once with [`ErrorKind::Unavailable`] (a few microseconds, no lock) until the single
@@ -91,7 +114,7 @@
 //!
 //! # Exactly-once writes
 //! An `INCR` whose connection broke mid-flight can only be reported as ambiguous. With
-//! [`Client::exactly_once`] (or [`ClusterClient::exactly_once`]) each write carries an
+//! [`Client::exactly_once`] (on any topology) each write carries an
 //! idempotency token that a server-side script checks: retries after an ambiguous failure become
 //! safe, and the caller sees a success. Pipelines and transactions are one token each.
 //! ```no_run
@@ -137,18 +160,18 @@ mod pubsub;
 mod replies;
 mod request;
 mod retry;
+mod routing;
 mod striped;
-mod topology;
 
 pub use client::{Client, ClientStats};
 pub use commands::{CommandSafety, safety_of};
 pub use config::TlsConfig;
-pub use config::{ClientConfig, ENV_VARS, ErrorRule, ReadFrom, SentinelConfig, redact_url};
+pub use config::{
+    ClientConfig, ClusterConfig, ENV_VARS, ErrorRule, ReadFrom, SentinelConfig, redact_url,
+};
 pub use error::{Error, ErrorKind, Outcome, error_kind_name};
 pub use exactly_once::{ExactlyOnce, ExactlyOnceConfig, ExactlyOnceStats};
 pub use health::Health;
 pub use pubsub::ResilientPubSub;
 pub use resilience;
-pub use topology::cluster::{
-    ClusterClient, ClusterConfig, ClusterHealth, ClusterNodeHealth, ClusterStats,
-};
+pub use routing::cluster::{ClusterHealth, ClusterNodeHealth};

@@ -22,7 +22,7 @@ use crate::{
     Client,
     connection::{Pool, master_changed},
     error::{Error, ErrorKind, Outcome},
-    topology::Master,
+    routing::Master,
 };
 
 /// Messages buffered for a slow consumer before the subscription stops reading the socket.
@@ -120,7 +120,13 @@ impl Client {
             channels: channels.iter().map(|c| c.to_string()).collect(),
             patterns: patterns.iter().map(|p| p.to_string()).collect(),
         };
-        let pool = self.pool().clone();
+        let Some(pool) = self.pool().cloned() else {
+            return Err(Error::new(
+                crate::ErrorKind::Refused,
+                crate::Outcome::Failed,
+                "subscribe is not supported on a cluster yet",
+            ));
+        };
         let changes = pool.master_changes();
         let config = self.config();
         let deadline = Instant::now() + config.deadline;

@@ -88,12 +88,6 @@ pub(crate) async fn cooperating<T, E>(call: impl Future<Output = Result<T, E>>) 
     result
 }
 
-/// Whether a failed attempt was the server refusing work for overload (`THROTTLED`, a
-/// [`ErrorRule::RetryAfter`] code, `BUSY`, `LOADING`): what adaptive throttling counts.
-pub(crate) fn is_overload_refusal(e: &AttemptError) -> bool {
-    e.reply.is_some_and(|h| h.overload)
-}
-
 /// Adaptive throttling's decision for one attempt while `throttle` is engaged: `Err` rejects
 /// it locally. `totals` is read only if needed; `rejected` counts rejections.
 #[cold]
@@ -200,6 +194,12 @@ pub(crate) fn give_up_error(e: RetryError<AttemptError>) -> Error {
         Outcome::Failed
     };
     let attempts = e.attempts;
+    if let Some(a) = &e.error
+        && a.error.kind() == ErrorKind::BreakerOpen
+    {
+        // A node's open breaker (cluster) keeps its own message and retry hint.
+        return a.error.clone().with_attempts(attempts);
+    }
     let last = e.error.map(|a| a.error);
     let (kind, message) = match (&e.reason, &last) {
         (GiveUp::NotRetryable, Some(l)) => (l.kind(), l.message().to_owned()),

@@ -13,7 +13,7 @@ use std::{
 
 use redis::{AsyncCommands, aio::ConnectionLike};
 use redis_lab::{ClusterConfig as LabConfig, RedisCluster};
-use resilient_redis::{ClusterClient, CommandSafety, ErrorKind, Outcome, safety_of};
+use resilient_redis::{Client, ClientConfig, CommandSafety, ErrorKind, Outcome, safety_of};
 use tokio::{sync::Mutex, task::JoinSet, time::Instant};
 
 /// The tests share two cores: run them one at a time so latency figures mean something.
@@ -326,6 +326,13 @@ fn report(name: &str, f: &FailoverFigures) {
 }
 
 /// Starts a cluster, or explains why not.
+/// The resilient client of the cluster of these seed URLs.
+async fn connect(urls: &[String]) -> Client {
+    Client::with_config(ClientConfig::cluster(urls).unwrap())
+        .await
+        .unwrap()
+}
+
 async fn cluster(extra: &[(&str, &str)]) -> RedisCluster {
     RedisCluster::start(LabConfig {
         extra: extra
@@ -344,7 +351,7 @@ async fn master_killed_under_load_costs_no_errors_and_spares_other_shards() {
     // The lab's defaults: `cluster-require-full-coverage yes`, so every node answers CLUSTERDOWN
     // between the dead master being flagged FAIL and its replica's promotion.
     let mut cluster = cluster(&[]).await;
-    let client = ClusterClient::connect(&cluster.urls()).await.unwrap();
+    let client = connect(&cluster.urls()).await;
     // Beside the load, one task INCRs a counter on the shard that dies: INCR is not safe to
     // repeat, so a lost connection must surface as ambiguous, never as a plain failure.
     let stop_incr = Arc::new(AtomicBool::new(false));
@@ -413,7 +420,7 @@ async fn master_killed_under_load_costs_no_errors_and_spares_other_shards() {
             run.healthy_p99.0
         );
     }
-    let health = client.health().await;
+    let health = client.health().await.cluster.expect("a cluster's health");
     eprintln!("{health}");
     assert!(health.nodes.iter().any(|n| n.failing()), "{health}");
 }
@@ -422,7 +429,7 @@ async fn master_killed_under_load_costs_no_errors_and_spares_other_shards() {
 async fn slot_migration_under_load_costs_no_errors_and_the_api_works() {
     let _serial = SERIAL.lock().await;
     let cluster = cluster(&[]).await;
-    let mut client = ClusterClient::connect(&cluster.urls()).await.unwrap();
+    let mut client = connect(&cluster.urls()).await;
 
     // The API: commands, single-slot pipelines, CROSSSLOT, refusals, health.
     let () = client.set("{api}:a", "1").await.unwrap();
@@ -461,6 +468,7 @@ async fn slot_migration_under_load_costs_no_errors_and_the_api_works() {
     assert_eq!(safety_of(&redis::cmd("BLPOP")), CommandSafety::Blocking);
     let health = client.health().await;
     assert!(health.healthy, "{health}");
+    let health = health.cluster.expect("a cluster's health");
     assert_eq!(health.cluster_state.as_deref(), Some("ok"));
     assert_eq!(health.nodes.len(), 6);
     assert_eq!(

@@ -17,7 +17,7 @@ use std::{
 use common::exactly_once::{SERIAL, TASKS};
 use redis::{AsyncCommands, RedisResult, Value, aio::ConnectionLike};
 use redis_lab::{ClusterConfig as LabConfig, FaultProxy, RedisCluster, RedisServer};
-use resilient_redis::{Client, ClientConfig, ClusterClient, ErrorKind, ExactlyOnceConfig, Outcome};
+use resilient_redis::{Client, ClientConfig, ErrorKind, ExactlyOnceConfig, Outcome};
 use tokio::{task::JoinSet, time::Instant};
 
 /// What a workload saw.
@@ -226,7 +226,7 @@ async fn lpush_appends_exactly_under_kills_and_cut_replies() {
 }
 
 /// A cluster of three masters, a client of it, and exactly-once writes through that client.
-async fn three_masters() -> (RedisCluster, ClusterClient, resilient_redis::ExactlyOnce) {
+async fn three_masters() -> (RedisCluster, Client, resilient_redis::ExactlyOnce) {
     let cluster = RedisCluster::start(LabConfig {
         masters: 3,
         replicas_per_master: 0,
@@ -234,7 +234,9 @@ async fn three_masters() -> (RedisCluster, ClusterClient, resilient_redis::Exact
     })
     .await
     .unwrap();
-    let client = ClusterClient::connect(&cluster.urls()).await.unwrap();
+    let client = Client::with_config(ClientConfig::cluster(&cluster.urls()).unwrap())
+        .await
+        .unwrap();
     let xo = client.exactly_once(ExactlyOnceConfig::default()).unwrap();
     (cluster, client, xo)
 }

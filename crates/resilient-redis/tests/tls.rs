@@ -15,7 +15,7 @@ use std::{
 use common::{Conn, spawn_set_get};
 use redis::AsyncCommands;
 use redis_lab::{LabTls, RedisServer, ServerConfig, TlsCerts};
-use resilient_redis::{Client, ClientConfig, ClusterClient, ClusterConfig, ErrorKind, TlsConfig};
+use resilient_redis::{Client, ClientConfig, ErrorKind, TlsConfig};
 use tokio::time::Instant;
 
 /// The client trusts the lab's CA (and nothing else).
@@ -260,9 +260,9 @@ async fn cluster_over_tls() {
     .unwrap();
     let urls = cluster.urls();
     assert!(urls[0].starts_with("rediss://"));
-    let mut client = ClusterClient::with_config(ClusterConfig {
+    let mut client = Client::with_config(ClientConfig {
         tls: Some(trusting(&certs)),
-        ..ClusterConfig::from_urls(&urls).unwrap()
+        ..ClientConfig::cluster(&urls).unwrap()
     })
     .await
     .unwrap();
@@ -273,7 +273,7 @@ async fn cluster_over_tls() {
         assert_eq!(client.get::<_, i64>(format!("k{i}")).await.unwrap(), i);
     }
     // Without the lab CA the seeds are not trusted.
-    let Err(err) = ClusterClient::connect(&urls).await else {
+    let Err(err) = Client::with_config(ClientConfig::cluster(&urls).unwrap()).await else {
         panic!("connected to TLS nodes without trusting their CA");
     };
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");

@@ -30,8 +30,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::{Duration, Instant};
 
 use crate::client::{
-    AppClient, ClientKind, ExactlyOnceApp, NaiveClient, RawClient, RawCluster, connect_cluster,
-    connect_resilient, preflight, sentinel_master_url,
+    AppClient, ClientKind, ExactlyOnceApp, NaiveClient, RawClient, RawCluster, connect_resilient,
+    preflight, sentinel_master_url,
 };
 use crate::error::CliError;
 use crate::open_loop::{self, Step, Timeline};
@@ -119,26 +119,9 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         return Ok(ExitCode::SUCCESS);
     }
     let report = match (&target, args.client) {
-        (Target::Cluster { urls }, ClientKind::Resilient) if args.exactly_once => {
-            let client = connect_cluster(urls, deadline).await?;
-            bench(
-                ExactlyOnceApp::<resilient_redis::ClusterClient>::new(client)?,
-                &args,
-                &target,
-            )
-            .await?
-        }
         (_, ClientKind::Resilient) if args.exactly_once => {
             let client = connect_resilient(&target, deadline).await?;
-            bench(
-                ExactlyOnceApp::<resilient_redis::Client>::new(client)?,
-                &args,
-                &target,
-            )
-            .await?
-        }
-        (Target::Cluster { urls }, ClientKind::Resilient) => {
-            bench(connect_cluster(urls, deadline).await?, &args, &target).await?
+            bench(ExactlyOnceApp::new(client)?, &args, &target).await?
         }
         (Target::Cluster { urls }, ClientKind::Raw) => {
             bench(RawCluster::connect(urls, deadline).await?, &args, &target).await?
@@ -335,10 +318,21 @@ async fn paired_bench(
     let raw_url = match target {
         Target::Standalone { url } => url.clone(),
         Target::Sentinel { sentinels, master } => sentinel_master_url(sentinels, master).await?,
-        Target::Cluster { .. } => {
-            return Err(CliError::usage(
-                "--paired-with drives one server or a Sentinel master: give --url or --sentinel",
-            ));
+        Target::Cluster { urls } => {
+            // The raw baseline of a cluster is redis-rs's cluster connection.
+            return match (args.client, other) {
+                (ClientKind::Resilient, ClientKind::Raw) => {
+                    let a = connect_resilient(target, deadline).await?;
+                    let b = RawCluster::connect(urls, deadline).await?;
+                    paired_run(a, b, args, target, other).await
+                }
+                (ClientKind::Raw, ClientKind::Resilient) => {
+                    let a = RawCluster::connect(urls, deadline).await?;
+                    let b = connect_resilient(target, deadline).await?;
+                    paired_run(a, b, args, target, other).await
+                }
+                _ => Err(pair_usage()),
+            };
         }
     };
     match (args.client, other) {
@@ -352,10 +346,12 @@ async fn paired_bench(
             let b = connect_resilient(target, deadline).await?;
             paired_run(a, b, args, target, other).await
         }
-        _ => Err(CliError::usage(
-            "--paired-with pairs the resilient and the raw client (one each)",
-        )),
+        _ => Err(pair_usage()),
     }
+}
+
+fn pair_usage() -> CliError {
+    CliError::usage("--paired-with pairs the resilient and the raw client (one each)")
 }
 
 async fn paired_run<A: AppClient, B: AppClient>(

@@ -1,7 +1,7 @@
 //! The two clients the CLI drives, behind one small trait so the workload loops are written once.
 //!
 //! - `resilient`: [`resilient_redis::Client`] with its defaults (or `--deadline-ms`), for one
-//!   server or through Sentinel; [`resilient_redis::ClusterClient`] for a cluster.
+//!   server, through Sentinel or for a cluster.
 //! - `naive`: the usual hand-written retry loop, kept as the anti-pattern to compare against
 //!   (see [`NaiveClient`]): it retries every connection error and `THROTTLED` on a fixed
 //!   exponential schedule, with no jitter and no budget, until the call's deadline.
@@ -113,7 +113,8 @@ impl AppClient for resilient_redis::Client {
         let stats = self.stats();
         ClientCounters {
             retries: stats.retries,
-            reconnects: stats.reconnects,
+            // In a cluster, following the topology is refreshing the slot map: counted too.
+            reconnects: stats.reconnects + stats.refreshes,
             attempts: Some(stats.attempts),
             rejected_locally: stats.rejected_locally,
         }
@@ -138,16 +139,6 @@ impl ExactlyOnceApp<resilient_redis::Client> {
     }
 }
 
-impl ExactlyOnceApp<resilient_redis::ClusterClient> {
-    /// Wraps `client` with the default exactly-once settings.
-    pub(crate) fn new(client: resilient_redis::ClusterClient) -> Result<Self, CliError> {
-        let xo = client
-            .exactly_once(resilient_redis::ExactlyOnceConfig::default())
-            .map_err(|e| CliError::usage(format!("--exactly-once: {e}")))?;
-        Ok(ExactlyOnceApp { client, xo })
-    }
-}
-
 impl<C: AppClient> AppClient for ExactlyOnceApp<C> {
     type Conn = resilient_redis::ExactlyOnce;
 
@@ -162,33 +153,12 @@ impl<C: AppClient> AppClient for ExactlyOnceApp<C> {
     }
 }
 
-impl AppClient for resilient_redis::ClusterClient {
-    type Conn = resilient_redis::ClusterClient;
-
-    fn conn(&mut self) -> &mut Self::Conn {
-        self
-    }
-
-    async fn after_error(&mut self, _err: &RedisError) {}
-
-    /// `reconnects` counts slot-map refreshes: how the cluster client follows the topology.
-    fn counters(&self) -> ClientCounters {
-        let stats = self.stats();
-        ClientCounters {
-            retries: stats.retries,
-            reconnects: stats.refreshes,
-            attempts: Some(stats.attempts),
-            rejected_locally: stats.rejected_locally,
-        }
-    }
-}
-
-/// Connects the resilient client to a standalone or Sentinel `target`, overriding its total
-/// deadline when `deadline` is set.
+/// Connects the resilient client to `target` (a server, Sentinel or a cluster), overriding its
+/// total deadline when `deadline` is set.
 ///
 /// # Errors
-/// [`CliError::Usage`] for a malformed target or a cluster target (see [`connect_cluster`]),
-/// [`CliError::Runtime`] when it cannot connect within [`PREFLIGHT_TIMEOUT`].
+/// [`CliError::Usage`] for a malformed target, [`CliError::Runtime`] when it cannot connect
+/// within [`PREFLIGHT_TIMEOUT`].
 pub(crate) async fn connect_resilient(
     target: &Target,
     deadline: Option<Duration>,
@@ -196,13 +166,13 @@ pub(crate) async fn connect_resilient(
     let (url, flag) = match target {
         Target::Standalone { url } => (url.clone(), "--url"),
         Target::Sentinel { sentinels, master } => (sentinel_url(sentinels, master), "--sentinel"),
-        Target::Cluster { .. } => {
-            return Err(CliError::usage(
-                "a cluster needs the cluster client (internal error)",
-            ));
-        }
+        Target::Cluster { urls } => (urls.join(","), "--cluster"),
     };
-    let mut config = resilient_redis::ClientConfig::from_url(&url).map_err(|err| {
+    let config = match target {
+        Target::Cluster { urls } => resilient_redis::ClientConfig::cluster(urls),
+        _ => resilient_redis::ClientConfig::from_url(&url),
+    };
+    let mut config = config.map_err(|err| {
         let shown = resilient_redis::redact_url(&url);
         CliError::usage(format!("invalid {flag} {shown:?}: {err}"))
     })?;
@@ -220,40 +190,6 @@ pub(crate) async fn connect_resilient(
         Ok(Err(err)) => Err(CliError::runtime(err.to_string())),
         Err(_) => Err(CliError::runtime(format!(
             "cannot connect to {url}: no connection within {} s",
-            PREFLIGHT_TIMEOUT.as_secs()
-        ))),
-    }
-}
-
-/// Connects the resilient cluster client to the seed `urls`, overriding its total deadline when
-/// `deadline` is set.
-///
-/// # Errors
-/// [`CliError::Usage`] for a malformed URL, [`CliError::Runtime`] when no seed answers within
-/// [`PREFLIGHT_TIMEOUT`].
-pub(crate) async fn connect_cluster(
-    urls: &[String],
-    deadline: Option<Duration>,
-) -> Result<resilient_redis::ClusterClient, CliError> {
-    let mut config = resilient_redis::ClusterConfig::from_urls(urls)
-        .map_err(|err| CliError::usage(format!("invalid --cluster {urls:?}: {err}")))?;
-    if let Some(deadline) = deadline {
-        config.deadline = deadline;
-    }
-    match tokio::time::timeout(
-        PREFLIGHT_TIMEOUT,
-        resilient_redis::ClusterClient::with_config(config),
-    )
-    .await
-    {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(err)) => Err(CliError::runtime(format!(
-            "cannot connect to cluster {}: {err}",
-            urls.join(",")
-        ))),
-        Err(_) => Err(CliError::runtime(format!(
-            "cannot connect to cluster {}: no connection within {} s",
-            urls.join(","),
             PREFLIGHT_TIMEOUT.as_secs()
         ))),
     }

@@ -8,7 +8,7 @@
 //!   the first announcement arrives, then "+switch-master to HOST:PORT" is watched for `--settle-ms`. The chart
 //!   marks the kill-to-switch interval and the switch; "first ok after" counts from the switch.
 //! - Cluster: 3 masters, 3 replicas (`cluster-node-timeout` 1000). The resilient client is
-//!   [`resilient_redis::ClusterClient`]; the raw client redis-rs's async cluster connection with
+//!   [`resilient_redis::Client`] built from the seeds; the raw client redis-rs's async cluster connection with
 //!   its defaults. The master of slot 0 is SIGKILLed; the phase lasts until the cluster names
 //!   another master for slot 0 and every running node reports `cluster_state:ok` again.
 //! - A failover that does not happen within [`FAILOVER_LIMIT`] fails the demo (exit 1).
@@ -19,9 +19,7 @@ use futures::StreamExt as _;
 use tokio::time::{Duration, Instant};
 
 use super::{AfterFault, DemoArgs, Session};
-use crate::client::{
-    RawClient, RawCluster, connect_cluster, connect_resilient, preflight, sentinel_master_url,
-};
+use crate::client::{RawClient, RawCluster, connect_resilient, preflight, sentinel_master_url};
 use crate::error::CliError;
 use crate::target::Target;
 
@@ -158,9 +156,11 @@ pub(crate) async fn run_cluster(args: &DemoArgs) -> Result<ExitCode, CliError> {
     .map_err(lab_failed("cannot start the cluster"))?;
     let urls = cluster.urls();
     println!("cluster nodes {}", urls.join(","));
-    println!("(for the resilient cluster client, \"reconnects\" counts its slot-map refreshes)");
+    println!(
+        "(for the resilient client in a cluster, \"reconnects\" also counts its slot-map refreshes)"
+    );
     let target = Target::Cluster { urls: urls.clone() };
-    let mut resilient = connect_cluster(&urls, None).await?;
+    let mut resilient = connect_resilient(&target, None).await?;
     preflight(&mut resilient, &target.describe()).await?;
     let mut raw = RawCluster::connect(&urls, None).await?;
     preflight(&mut raw, &target.describe()).await?;

@@ -20,17 +20,24 @@ impl Handle {
                 "blocking commands cannot be pipelined through the client",
             ));
         };
+        let Some(node) = self.inner.router.single() else {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                Outcome::Failed,
+                "blocking commands are not sent to a cluster yet",
+            ));
+        };
+        let pool = &node.pool;
         self.inner.stats.attempts.add(1);
         let config = &self.inner.config;
         // The handle's deadline (`with_deadline`), not the configuration's.
         let connect_deadline = Instant::now() + self.deadline();
         let conn = loop {
-            match tokio::time::timeout_at(connect_deadline, self.inner.pool.open_dedicated()).await
-            {
+            match tokio::time::timeout_at(connect_deadline, pool.open_dedicated()).await {
                 Ok(Ok(conn)) => break conn,
                 Ok(Err(e)) if Instant::now() + config.connect_timeout < connect_deadline => {
                     tracing::debug!(error = %e, "blocking connection failed; waiting for the server");
-                    self.inner.pool.acquire(Some(connect_deadline)).await?;
+                    pool.acquire(Some(connect_deadline)).await?;
                 }
                 Ok(Err(e)) => {
                     return Err(Error::new(
@@ -67,7 +74,7 @@ impl Handle {
         };
         match result {
             Ok(v) => {
-                self.inner.pool.return_dedicated(conn);
+                pool.return_dedicated(conn);
                 Ok(Reply::One(v))
             }
             Err(e) if e.is_io_error() => Err(Error::new(

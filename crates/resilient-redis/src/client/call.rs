@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     commands::CommandSafety,
-    connection::{Lease, LeaseId},
+    connection::{Lease, LeaseId, Pool},
     error::{Error, ErrorKind, Outcome},
     replies::{self, TopologyHint},
     request::{Reply, Request},
@@ -25,6 +25,7 @@ use crate::{
         AttemptError, connection_lost, cooperate, deadline_in_flight, give_up_error,
         idempotency_of, record_failure,
     },
+    routing::{Node, Router},
 };
 
 impl Handle {
@@ -56,12 +57,22 @@ impl Handle {
             }
         };
         let result = 'call: {
-            if let Some(error) = self.inner.pool.failing_fast() {
+            let single = self.inner.router.single();
+            if let Some(node) = single
+                && let Some(error) = node.pool.failing_fast()
+            {
                 // The server has been unreachable for a while: fail at once (one atomic load
                 // while it is up), without the retry policy's machinery.
                 break 'call Err(error);
             }
             if safety == CommandSafety::Blocking {
+                if single.is_none() {
+                    break 'call Err(Error::new(
+                        ErrorKind::Refused,
+                        Outcome::Failed,
+                        "blocking commands are not sent to a cluster yet: they would hold up every request to the node; use a dedicated connection",
+                    ));
+                }
                 // Boxed: the rare path keeps its (large) connect future out of every call's.
                 break 'call Box::pin(self.execute_blocking(request)).await;
             }
@@ -81,7 +92,8 @@ impl Handle {
             let first = if let Err(e) = self.inner.admit() {
                 Err((e, None))
             } else if let Request::Cmd(cmd) = request
-                && let Some(lease) = self.lease_in(cached, read_only)
+                && let Some(node) = single
+                && let Some(lease) = self.lease_in(cached, read_only, &node.pool)
             {
                 // A single command and a connection at hand: send it.
                 stats.attempts.add(1);
@@ -97,12 +109,12 @@ impl Handle {
                 let outcome = match waiting.await {
                     Some(result) => Ok(result.map(Reply::One)),
                     None if cut => Err(deadline_in_flight()),
-                    None => Box::pin(self.wait_late_reply(fut, id, deadline))
+                    None => Box::pin(self.wait_late_reply(fut, id, deadline, &node.pool))
                         .await
                         .map(|late| late.map(Reply::One)),
                 };
                 outcome
-                    .and_then(|o| self.settle(o, id, retry_safe))
+                    .and_then(|o| self.settle(o, id, retry_safe, &node.pool))
                     .map_err(|e| (e, Some(id)))
             } else {
                 // A pipeline, or no connection at hand: the general attempt.
@@ -143,8 +155,13 @@ impl Handle {
     /// The handle's cached connection if it is still the pool's live one for this call, else
     /// one from the pool without waiting; `None` if there is none.
     #[inline]
-    fn ready_lease(&self, mut cached: Option<Lease>, read_only: bool) -> Option<Lease> {
-        self.lease_in(&mut cached, read_only);
+    fn ready_lease(
+        &self,
+        mut cached: Option<Lease>,
+        read_only: bool,
+        pool: &Pool,
+    ) -> Option<Lease> {
+        self.lease_in(&mut cached, read_only, pool);
         cached
     }
 
@@ -156,8 +173,8 @@ impl Handle {
         &self,
         cached: &'c mut Option<Lease>,
         read_only: bool,
+        pool: &Pool,
     ) -> Option<&'c mut Lease> {
-        let pool = &self.inner.pool;
         let usable =
             |l: &Lease| pool.is_current(l) && !(read_only && pool.routes_reads_elsewhere());
         if !cached.as_ref().is_some_and(usable) {
@@ -179,8 +196,10 @@ impl Handle {
         error: AttemptError,
         sent_on: Option<LeaseId>,
     ) -> Result<Reply, Error> {
-        if let Some(lease) = sent_on {
-            self.after_failure(&error, lease, call.attempt().deadline)
+        if let Some(lease) = sent_on
+            && let Some(node) = self.inner.router.single()
+        {
+            self.after_failure(&error, node, lease, call.attempt().deadline)
                 .await;
         }
         let retry_safe = idempotency == Idempotency::Idempotent;
@@ -210,11 +229,32 @@ impl Handle {
         if attempt.number > 1 {
             self.inner.admit()?;
         }
-        let pool = &self.inner.pool;
+        match &self.inner.router {
+            Router::Single(node) => {
+                self.attempt_on(node, request, attempt, retry_safe, read_only, cached)
+                    .await
+            }
+            Router::Cluster(cluster) => {
+                Box::pin(self.cluster_attempt(cluster, request, attempt, retry_safe, cached)).await
+            }
+        }
+    }
+
+    /// An attempt on `node`'s pool.
+    async fn attempt_on(
+        &self,
+        node: &Node,
+        request: Request<'_>,
+        attempt: Attempt,
+        retry_safe: bool,
+        read_only: bool,
+        cached: &Mutex<Option<Lease>>,
+    ) -> Result<Reply, AttemptError> {
+        let pool = &node.pool;
         let reusable = cached.lock().unwrap_or_else(PoisonError::into_inner).take();
         // The policy's clock reading for this attempt, unless it waited for a connection.
         let mut started = attempt.started;
-        let mut lease = match self.ready_lease(reusable, read_only) {
+        let mut lease = match self.ready_lease(reusable, read_only, pool) {
             Some(lease) => lease,
             // The server has been unreachable for a while: fail at once, without waiting.
             None if let Some(error) = pool.failing_fast() => {
@@ -246,30 +286,50 @@ impl Handle {
         }
         let lease_id = lease.id();
         let result = self
-            .send_on(&mut lease, request, retry_safe, attempt.deadline, started)
+            .send_on(
+                node,
+                &mut lease,
+                request,
+                retry_safe,
+                attempt.deadline,
+                started,
+            )
             .await;
         match &result {
             Ok(_) => *cached.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease),
-            Err(e) => self.after_failure(e, lease_id, attempt.deadline).await,
+            Err(e) => {
+                self.after_failure(e, node, lease_id, attempt.deadline)
+                    .await
+            }
         }
         result
     }
 
     /// What a failed attempt on connection `lease` teaches: a demoted node, an overloaded
     /// server. Returns when the attempt may be retried.
-    async fn after_failure(&self, e: &AttemptError, lease: LeaseId, deadline: Option<Instant>) {
+    pub(super) async fn after_failure(
+        &self,
+        e: &AttemptError,
+        node: &Node,
+        lease: LeaseId,
+        deadline: Option<Instant>,
+    ) {
         let Some(reply) = e.reply else { return };
         // [sentinel] A READONLY reply: the node was demoted. Replace this connection (the next
         // one goes to the master, checked with ROLE) and rediscover; the policy retries.
         if reply.topology == TopologyHint::Demoted {
-            self.inner.pool.on_readonly(lease);
+            node.pool.on_readonly(lease);
         }
         if reply.overload {
             self.inner.refused();
+            if let Some(t) = &node.throttle {
+                t.refused.fetch_add(1, Ordering::Relaxed);
+                t.throttle.refused_at(Instant::now());
+            }
         }
         if reply.wait_not_busy {
             // Waiting is not retrying: hold the retry until the server can take it.
-            let gate = Box::pin(self.inner.pool.wait_until_not_busy());
+            let gate = Box::pin(node.pool.wait_until_not_busy());
             match deadline {
                 Some(d) => {
                     let _ = tokio::time::timeout_at(d, gate).await;
@@ -280,8 +340,9 @@ impl Handle {
     }
 
     /// Sends on a leased connection, diagnosing late replies instead of re-sending.
-    async fn send_on(
+    pub(super) async fn send_on(
         &self,
+        node: &Node,
         lease: &mut Lease,
         request: Request<'_>,
         retry_safe: bool,
@@ -310,9 +371,9 @@ impl Handle {
         let outcome = match tokio::time::timeout_at(limit, &mut fut).await {
             Ok(result) => result,
             Err(_) if cut => return Err(deadline_in_flight()),
-            Err(_) => Box::pin(self.wait_late_reply(fut, id, deadline)).await?,
+            Err(_) => Box::pin(self.wait_late_reply(fut, id, deadline, &node.pool)).await?,
         };
-        self.settle(outcome, id, retry_safe)
+        self.settle(outcome, id, retry_safe, &node.pool)
     }
 
     /// When a request sent at `sent` stops waiting for its reply: the response window's end or
@@ -334,8 +395,8 @@ impl Handle {
         outcome: redis::RedisResult<Reply>,
         lease: LeaseId,
         retry_safe: bool,
+        pool: &Pool,
     ) -> Result<Reply, AttemptError> {
-        let pool = &self.inner.pool;
         match outcome {
             Ok(reply) => {
                 pool.touch(lease.slot);
@@ -363,7 +424,11 @@ impl Handle {
 
     /// Turns retryable error replies into attempt errors (see [the reply table](crate::replies));
     /// every other reply goes back as is.
-    fn check_reply(&self, reply: Reply, retry_safe: bool) -> Result<Reply, AttemptError> {
+    pub(super) fn check_reply(
+        &self,
+        reply: Reply,
+        retry_safe: bool,
+    ) -> Result<Reply, AttemptError> {
         let inner = &self.inner;
         match &reply {
             Reply::One(Value::ServerError(err)) => {

@@ -1,10 +1,12 @@
 //! A late reply is diagnosed, not re-sent: is the server stalled, or the connection dead?
 
+use std::sync::Arc;
+
 use tokio::time::Instant;
 
 use super::Handle;
 use crate::{
-    connection::{LeaseId, StallVerdict},
+    connection::{LeaseId, Pool, StallVerdict},
     retry::{AttemptError, connection_lost, deadline_in_flight},
 };
 
@@ -17,15 +19,16 @@ impl Handle {
         fut: std::pin::Pin<&mut F>,
         lease: LeaseId,
         deadline: Option<Instant>,
+        pool: &Arc<Pool>,
     ) -> Result<redis::RedisResult<T>, AttemptError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
         match deadline {
-            Some(d) => tokio::time::timeout_at(d, self.diagnose_late_reply(fut, lease))
+            Some(d) => tokio::time::timeout_at(d, self.diagnose_late_reply(fut, lease, pool))
                 .await
                 .unwrap_or_else(|_| Err(deadline_in_flight())),
-            None => self.diagnose_late_reply(fut, lease).await,
+            None => self.diagnose_late_reply(fut, lease, pool).await,
         }
     }
 
@@ -33,11 +36,11 @@ impl Handle {
         &self,
         mut fut: std::pin::Pin<&mut F>,
         lease: LeaseId,
+        pool: &Arc<Pool>,
     ) -> Result<redis::RedisResult<T>, AttemptError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let pool = &self.inner.pool;
         let window = self.inner.config.response_timeout;
         let mut server_answered = false;
         let mut first = true;

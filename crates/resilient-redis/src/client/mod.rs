@@ -4,6 +4,7 @@
 
 mod blocking;
 mod call;
+mod cluster;
 mod late_reply;
 mod stats;
 mod timer;
@@ -26,6 +27,7 @@ use crate::{
     replies::Deployment,
     request::{Reply, Request},
     retry::{AttemptError, PolicyParts, build_policy, throttle_admit},
+    routing::{Node, Router, cluster::ClusterRouter},
 };
 pub use stats::ClientStats;
 use stats::{Counters, KINDS};
@@ -106,7 +108,8 @@ struct CallOptions {
 
 struct Inner {
     config: ClientConfig,
-    pool: Arc<Pool>,
+    /// Which node a request goes to: the part that depends on the deployment.
+    router: Router,
     budget: Option<RetryBudget>,
     breaker: Option<CircuitBreaker>,
     /// Adaptive client-side throttling over [`Counters`]; see [`Inner::admit`].
@@ -133,6 +136,7 @@ impl Inner {
             // by it), so the policy registers no second timer per call.
             cut_attempts: false,
             budget: self.budget.as_ref(),
+            // A cluster's breakers are per node, asked in the attempt.
             breaker: self.breaker.as_ref(),
             rng_seed: self.config.rng_seed,
         }
@@ -243,15 +247,36 @@ impl Client {
             Some(seed) => SmallRng::seed_from_u64(seed ^ 0x7468_726f_7474_6c65),
             None => rand::make_rng(),
         });
-        let deployment = match config.sentinel_config()? {
-            Some(_) => Deployment::Sentinel,
-            None => Deployment::Standalone,
+        let (deployment, router) = if config.cluster.is_some() {
+            (
+                Deployment::Cluster,
+                Router::Cluster(ClusterRouter::start(&config).await?),
+            )
+        } else {
+            let deployment = match config.sentinel_config()? {
+                Some(_) => Deployment::Sentinel,
+                None => Deployment::Standalone,
+            };
+            let pool = Pool::start(&config).await?;
+            let addr = crate::routing::cluster::addr_of(config.connection_info()?.addr())
+                .unwrap_or_default();
+            let node = Node {
+                addr: Arc::from(addr),
+                pool,
+                breaker: None,
+                throttle: None,
+            };
+            (deployment, Router::Single(node))
         };
-        let pool = Pool::start(&config).await?;
+        // A cluster's breakers and throttles are per node (see `routing::cluster`).
+        let (breaker, throttle) = match router {
+            Router::Single(_) => (breaker, throttle),
+            Router::Cluster(_) => (None, None),
+        };
         let inner = Arc::new(Inner {
             deployment,
             config,
-            pool,
+            router,
             budget,
             breaker,
             throttle,
@@ -317,14 +342,29 @@ impl Client {
 
     /// Counters since the client was created (shared by all clones).
     pub fn stats(&self) -> ClientStats {
-        let s = &self.handle.inner.stats;
+        let inner = &self.handle.inner;
+        let s = &inner.stats;
+        let (reconnects, redirects, waits, refreshes, replaced) = match &inner.router {
+            Router::Single(node) => (node.pool.reconnects.load(Ordering::Relaxed), 0, 0, 0, 0),
+            Router::Cluster(c) => (
+                c.reconnects(),
+                c.redirects.load(Ordering::Relaxed),
+                c.waits.load(Ordering::Relaxed),
+                c.refreshes(),
+                c.keyless.replaced.load(Ordering::Relaxed),
+            ),
+        };
         ClientStats {
+            redirects,
+            waits,
+            refreshes,
+            replaced,
             calls: s.calls.get(),
             attempts: s.attempts.get(),
             retries: s.retries.load(Ordering::Relaxed),
             ambiguous: s.ambiguous.load(Ordering::Relaxed),
             failed: s.failed.load(Ordering::Relaxed),
-            reconnects: self.handle.inner.pool.reconnects.load(Ordering::Relaxed),
+            reconnects,
             rejected_locally: s.rejected_locally.load(Ordering::Relaxed),
             refused: s.refused.load(Ordering::Relaxed),
         }
@@ -332,12 +372,31 @@ impl Client {
 
     /// Live connections in the pool, and the pool's size.
     pub fn connections(&self) -> (usize, usize) {
-        self.handle.inner.pool.connections()
+        self.handle.inner.router.connections()
     }
 
-    /// The circuit breaker, if enabled.
+    /// The circuit breaker, if enabled (a cluster has one per node: see
+    /// [`Client::node_breaker`]).
     pub fn breaker(&self) -> Option<&CircuitBreaker> {
         self.handle.inner.breaker.as_ref()
+    }
+
+    /// The circuit breaker of the cluster node at `addr` (`host:port`), once the client has
+    /// sent to it; `None` for a single server (see [`Client::breaker`]).
+    pub fn node_breaker(&self, addr: &str) -> Option<CircuitBreaker> {
+        match &self.handle.inner.router {
+            Router::Cluster(c) => c.node_if_known(addr)?.breaker.clone(),
+            Router::Single(_) => None,
+        }
+    }
+
+    /// In a cluster, the master of `slot` in the client's slot map (`host:port`); `None` if the
+    /// map names none, or for a single server.
+    pub fn master_for_slot(&self, slot: u16) -> Option<String> {
+        match &self.handle.inner.router {
+            Router::Cluster(c) => c.master_addr(slot),
+            Router::Single(_) => None,
+        }
     }
 
     /// The retry budget, if enabled.
@@ -345,8 +404,13 @@ impl Client {
         self.handle.inner.budget.as_ref()
     }
 
-    pub(crate) fn pool(&self) -> &Arc<Pool> {
-        &self.handle.inner.pool
+    /// The pool of a single server or Sentinel deployment; `None` for a cluster.
+    pub(crate) fn pool(&self) -> Option<&Arc<Pool>> {
+        self.handle.inner.router.single().map(|n| &n.pool)
+    }
+
+    pub(crate) fn router(&self) -> &Router {
+        &self.handle.inner.router
     }
 
     /// Runs one command and returns its reply value, with the client's error type. Server error
@@ -403,7 +467,7 @@ impl ConnectionLike for Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (up, total) = self.handle.inner.pool.connections();
+        let (up, total) = self.handle.inner.router.connections();
         f.debug_struct("Client")
             .field("url", &crate::redact_url(&self.handle.inner.config.url))
             .field("connections_up", &up)

@@ -47,4 +47,14 @@ pub struct ClientStats {
     pub rejected_locally: u64,
     /// Attempts the server refused for overload (`THROTTLED`, `BUSY`, `LOADING`, ...).
     pub refused: u64,
+    /// (Cluster) `MOVED` and `ASK` redirects followed (no backoff, no budget).
+    pub redirects: u64,
+    /// (Cluster) Times a call waited for the node of its slot to be replaced or come back, or
+    /// for a reconfiguring cluster (`CLUSTERDOWN`, `TRYAGAIN`).
+    pub waits: u64,
+    /// (Cluster) Slot-map refreshes done.
+    pub refreshes: u64,
+    /// (Cluster) redis-rs cluster connections (keyless calls) replaced because they stopped
+    /// answering.
+    pub replaced: u64,
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use resilience::AdaptiveThrottleConfig;
 
-use super::{ClientConfig, ReadFrom, TlsConfig, sentinel_url::parse_sentinel_url};
+use super::{ClientConfig, ReadFrom, TlsConfig};
 use crate::error::Error;
 
 /// The environment variables [`ClientConfig::from_env`] reads.
@@ -118,7 +118,9 @@ impl ClientConfig {
             }
         };
         if let Some(url) = lookup("RESILIENT_REDIS_URL") {
-            c.sentinel = parse_sentinel_url(&url)?.map(|(s, _)| s);
+            let parsed = ClientConfig::from_url(&url)?;
+            c.sentinel = parsed.sentinel;
+            c.cluster = parsed.cluster;
             c.url = url;
         }
         if let Some(password) = lookup("RESILIENT_REDIS_SENTINEL_PASSWORD") {

@@ -7,19 +7,21 @@ use resilience::{AdaptiveThrottleConfig, Backoff, BreakerConfig, Jitter, RetryBu
 
 use crate::error::Error;
 
+mod cluster;
 mod env;
 mod redact;
 mod sentinel;
-mod sentinel_url;
 mod tls;
+mod url_forms;
 
+pub use cluster::ClusterConfig;
 pub use env::ENV_VARS;
 pub use redact::redact_url;
 use sentinel::SENTINEL_PORT;
 pub use sentinel::{ReadFrom, SentinelConfig};
-use sentinel_url::parse_sentinel_url;
 pub use tls::TlsConfig;
 pub(crate) use tls::Transport;
+use url_forms::{parse_cluster_url, parse_sentinel_url};
 
 /// What to do with a server error code the built-in rules do not cover (a cloud vendor's own
 /// throttling or maintenance codes, for example). See [`ClientConfig::error_rules`].
@@ -41,6 +43,7 @@ pub enum ErrorRule {
 /// |---|---|---|
 /// | `url` | `redis://127.0.0.1:6379` | |
 /// | `sentinel` | `None` (set by a `redis+sentinel://` URL) | see [`SentinelConfig`] |
+/// | `cluster` | `None` (set by a `redis+cluster://` URL) | see [`ClusterConfig`] |
 /// | `tls` | `None`: a `rediss://` URL verifies the server against the system roots | see [`TlsConfig`] |
 /// | `connect_timeout` | 1 s | a healthy server on a LAN answers a connect in milliseconds |
 /// | `response_timeout` | 500 ms | redis-rs's default; past it the client checks whether the server or the connection is at fault (it does not re-send at once) |
@@ -62,9 +65,11 @@ pub struct ClientConfig {
     /// The server: `redis://[[user]:password@]host[:port][/db]`, or a Sentinel deployment:
     /// `redis+sentinel://[[user]:password@]host1:port1[,host2:port2,...]/MASTERNAME[/db]`
     /// (sentinel ports default to 26379; user and password are those of the master and replicas,
-    /// percent-encoded; the sentinels' own password is [`SentinelConfig::sentinel_password`]).
+    /// percent-encoded; the sentinels' own password is [`SentinelConfig::sentinel_password`]),
+    /// or a Redis Cluster: `redis+cluster://[[user]:password@]host1:port1[,host2:port2,...]`
+    /// (seed nodes; one that answers is enough).
     ///
-    /// TLS: `rediss://` and `rediss+sentinel://` (TLS to the data nodes and, unless
+    /// TLS: `rediss://`, `rediss+cluster://` and `rediss+sentinel://` (TLS to the data nodes and, unless
     /// [`SentinelConfig::sentinel_tls`] is cleared, to the sentinels). The server certificate is
     /// verified against [`ClientConfig::tls`]'s CA or the system roots; a `#insecure` fragment
     /// (`rediss://host:6380/#insecure`) turns verification off (see
@@ -74,6 +79,10 @@ pub struct ClientConfig {
     /// it from a `redis+sentinel://` URL. When it is set and `url` is a `redis://` URL, only the
     /// credentials and database of `url` are used (its host is ignored).
     pub sentinel: Option<SentinelConfig>,
+    /// Follow a Redis Cluster instead of one fixed server. [`ClientConfig::from_url`] fills it
+    /// from a `redis+cluster://` URL (see [`ClientConfig::cluster`] for a list of seed URLs).
+    /// The credentials and TLS mode of `url` apply to every node.
+    pub cluster: Option<ClusterConfig>,
     /// Certificates for TLS: a private CA, a client certificate (mutual TLS). Only used with a
     /// `rediss://` or `rediss+sentinel://` URL (or [`SentinelConfig::sentinel_tls`]); setting it
     /// with a plain URL is an error, so a typo cannot silently send passwords in clear.
@@ -131,6 +140,7 @@ impl Default for ClientConfig {
         ClientConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
             sentinel: None,
+            cluster: None,
             tls: None,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_millis(500),
@@ -225,6 +235,10 @@ impl ClientConfig {
             ..ClientConfig::default()
         };
         config.sentinel = parse_sentinel_url(url)?.map(|(sentinel, _)| sentinel);
+        config.cluster = parse_cluster_url(url)?.map(|(seeds, _)| ClusterConfig {
+            seeds,
+            ..ClusterConfig::default()
+        });
         config.connection_info()?;
         Ok(config)
     }
@@ -270,6 +284,9 @@ impl ClientConfig {
             t.validate()
                 .map_err(|e| Error::config(format!("adaptive_throttle: {e}")))?;
         }
+        if let Some(c) = &self.cluster {
+            c.validate(self)?;
+        }
         if let Some(s) = self.sentinel_config()? {
             if s.sentinels.is_empty() {
                 return Err(Error::config(
@@ -297,7 +314,11 @@ impl ClientConfig {
     /// With Sentinel, the address is a placeholder that the client replaces with the master's.
     pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo, Error> {
         use redis::{ConnectionAddr, IntoConnectionInfo};
-        let data_url = parse_sentinel_url(&self.url)?.map(|(_, data_url)| data_url);
+        let sentinel_data_url = parse_sentinel_url(&self.url)?.map(|(_, data_url)| data_url);
+        let data_url = match &sentinel_data_url {
+            Some(_) => sentinel_data_url.clone(),
+            None => parse_cluster_url(&self.url)?.map(|(_, data_url)| data_url),
+        };
         let url = data_url.as_deref().unwrap_or(&self.url).trim();
         if !(url.starts_with("redis://")
             || url.starts_with("rediss://")
@@ -320,7 +341,8 @@ impl ClientConfig {
                 insecure,
                 ..
             } => Some(Transport::tls(self.tls.as_ref(), *insecure)?.addr(host, *port)),
-            _ if self.tls.is_some() && data_url.is_none() && self.sentinel.is_none() => {
+            // With Sentinel, `tls` may be for the sentinels only.
+            _ if self.tls.is_some() && sentinel_data_url.is_none() && self.sentinel.is_none() => {
                 return Err(Error::config(format!(
                     "tls is set but the URL {url:?} is not a rediss:// URL: use rediss:// for TLS"
                 )));
@@ -349,6 +371,7 @@ impl fmt::Debug for ClientConfig {
         f.debug_struct("ClientConfig")
             .field("url", &redact_url(&self.url))
             .field("sentinel", &self.sentinel)
+            .field("cluster", &self.cluster)
             .field("tls", &self.tls)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)

@@ -2,7 +2,7 @@
 
 use std::{fmt, time::Duration};
 
-use super::{ClientConfig, Transport, sentinel_url::parse_sentinel_url};
+use super::{ClientConfig, Transport, url_forms::parse_sentinel_url};
 use crate::error::Error;
 
 /// Where read-only commands go when the client follows a Sentinel deployment.

@@ -23,11 +23,12 @@ use std::{
     time::Duration,
 };
 
-use redis::{Cmd, RedisResult, Value};
+use redis::{Cmd, RedisResult, Value, aio::ConnectionLike};
 use tokio::{sync::oneshot, time::Instant};
 
+use crate::client::Client;
+
 use super::{
-    backend::Backend,
     errors::{error_of, unexpected},
     script::{self, Answer, Commands, Invoke, Script, simple},
     shared::Shared,
@@ -149,7 +150,7 @@ impl Batcher {
     pub(super) fn submit(
         self: &Arc<Self>,
         shared: &Arc<Shared>,
-        backend: &Backend,
+        backend: &Client,
         entry: Entry,
     ) -> Option<Entry> {
         let mut state = self.lock();
@@ -202,7 +203,7 @@ fn take_batch(queue: &mut Vec<Entry>, max: usize) -> Vec<Entry> {
 struct Sender {
     batcher: Arc<Batcher>,
     shared: Arc<Shared>,
-    backend: Backend,
+    backend: Client,
     /// Set when it stops with the queue empty (and has counted itself out).
     done: bool,
 }
@@ -257,8 +258,8 @@ impl Drop for Sender {
 /// fails without being sent (`DeadlineExceeded`, definitely not applied), and a call whose
 /// writes waited is sent with what is left of the earliest one's deadline, so that no caller
 /// waits longer than its deadline, whatever the queue.
-async fn run(shared: &Shared, backend: &mut Backend, mut batch: Vec<Entry>) {
-    let deadline = backend.deadline();
+async fn run(shared: &Shared, backend: &mut Client, mut batch: Vec<Entry>) {
+    let deadline = backend.call_deadline();
     let now = Instant::now();
     batch.retain_mut(|entry| {
         if now.saturating_duration_since(entry.queued_at) < deadline {
@@ -338,7 +339,7 @@ async fn run(shared: &Shared, backend: &mut Backend, mut batch: Vec<Entry>) {
 
 /// The batch's script call (once more with `EVAL` after `NOSCRIPT`), read into one answer per
 /// write.
-async fn call(shared: &Shared, backend: &mut Backend, batch: &[Entry]) -> RedisResult<Vec<Answer>> {
+async fn call(shared: &Shared, backend: &mut Client, batch: &[Entry]) -> RedisResult<Vec<Answer>> {
     let mut how = Invoke::Sha;
     loop {
         let request = invocation(
@@ -347,7 +348,7 @@ async fn call(shared: &Shared, backend: &mut Backend, batch: &[Entry]) -> RedisR
             shared.hash_ttl_ms.as_bytes(),
             batch,
         );
-        let value = match backend.command(&request).await {
+        let value = match backend.req_packed_command(&request).await {
             Err(e) if e.code() == Some("NOSCRIPT") => Value::Nil,
             Err(e) => return Err(e),
             Ok(Value::ServerError(e)) if e.code() == "NOSCRIPT" => Value::Nil,

@@ -7,7 +7,6 @@ use redis::{Cmd, Pipeline, RedisResult, Value};
 use tokio::time::Instant;
 
 use super::{
-    backend::Backend,
     batch,
     check::check_command,
     errors::unexpected,
@@ -18,10 +17,12 @@ use super::{
     token::Token,
 };
 use crate::{
+    client::Client,
     commands::CommandSafety,
     error::{Error, ErrorKind, Outcome},
     retry::cooperating,
 };
+use redis::aio::ConnectionLike;
 
 impl Shared {
     /// [`Shared::write_or_read`], giving the scheduler its turn after a failure (see
@@ -29,7 +30,7 @@ impl Shared {
     pub(super) async fn command(
         self: &Arc<Self>,
         batcher: &Arc<batch::Batcher>,
-        backend: &mut Backend,
+        backend: &mut Client,
         cmd: &Cmd,
         token: Token<'_>,
     ) -> RedisResult<Value> {
@@ -39,13 +40,13 @@ impl Shared {
     async fn write_or_read(
         self: &Arc<Self>,
         batcher: &Arc<batch::Batcher>,
-        backend: &mut Backend,
+        backend: &mut Client,
         cmd: &Cmd,
         token: Token<'_>,
     ) -> RedisResult<Value> {
         if check_command(cmd).map_err(Error::into_redis)? == CommandSafety::ReadOnly {
             self.reads.add(1);
-            return backend.command(cmd).await;
+            return backend.req_packed_command(cmd).await;
         }
         if !self.cluster && self.config.max_batch > 1 && matches!(token, Token::Generated) {
             // Group commit (see `batch.rs`).
@@ -90,7 +91,7 @@ impl Shared {
     /// [`Shared::group_once`], giving the scheduler its turn after a failure.
     pub(super) async fn group(
         &self,
-        backend: &mut Backend,
+        backend: &mut Client,
         pipeline: &Pipeline,
         offset: usize,
         count: usize,
@@ -101,7 +102,7 @@ impl Shared {
 
     async fn group_once(
         &self,
-        backend: &mut Backend,
+        backend: &mut Client,
         pipeline: &Pipeline,
         offset: usize,
         count: usize,
@@ -117,7 +118,7 @@ impl Shared {
         }
         if safety == CommandSafety::ReadOnly {
             self.reads.add(1);
-            return backend.pipeline(pipeline, offset, count).await;
+            return backend.req_packed_commands(pipeline, offset, count).await;
         }
         let key = self
             .token_key(token, slot::placement_of(&keys), Instant::now())

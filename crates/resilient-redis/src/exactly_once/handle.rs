@@ -6,7 +6,6 @@ use rand::TryRng;
 use redis::{Cmd, Pipeline, RedisFuture, Value, aio::ConnectionLike};
 
 use super::{
-    backend::Backend,
     batch,
     config::{ExactlyOnceConfig, check_client},
     errors::error_of,
@@ -17,7 +16,6 @@ use super::{
 use crate::{
     client::Client,
     error::{Error, ErrorKind, Outcome},
-    topology::cluster::ClusterClient,
 };
 
 /// A client whose writes run at most once, whatever the retries: see the [module
@@ -25,7 +23,7 @@ use crate::{
 ///
 /// Cheap to clone (clones share the instance id, the token sequence and the counters) and
 /// implements [`redis::aio::ConnectionLike`]: [`redis::AsyncCommands`] methods, [`redis::pipe()`]
-/// (plain and atomic) go through it. Build it from a [`Client`] or a [`ClusterClient`] with
+/// (plain and atomic) go through it. Build it from a [`Client`] (any topology) with
 /// `exactly_once`, and use it for the writes that must not run twice (or for everything: reads
 /// pass straight through).
 ///
@@ -55,15 +53,16 @@ use crate::{
 /// ```
 #[derive(Clone)]
 pub struct ExactlyOnce {
-    backend: Backend,
+    backend: Client,
     shared: Arc<Shared>,
     /// Outside `Shared`: its worker holds `Shared`, and ends when the last handle is dropped.
     batcher: Arc<batch::Batcher>,
 }
 
 impl Client {
-    /// A handle whose writes run exactly once, with idempotency tokens checked by the server. It
-    /// shares the connections, budget and breaker of `self`; see [`ExactlyOnce`].
+    /// A handle whose writes run exactly once, with idempotency tokens checked by the server
+    /// (Redis >= 7.0 in a cluster). It shares the connections, budget and breakers of `self`;
+    /// see [`ExactlyOnce`].
     ///
     /// # Errors
     /// [`ErrorKind::InvalidConfig`]: an invalid `config`, a `token_ttl` shorter than the client's
@@ -72,35 +71,13 @@ impl Client {
     pub fn exactly_once(&self, config: ExactlyOnceConfig) -> Result<ExactlyOnce, Error> {
         let protocol = self.config().connection_info()?.redis_settings().protocol();
         check_client(&config, self.call_deadline(), protocol)?;
-        ExactlyOnce::new(Backend::Standalone(self.idempotent()), config, false)
-    }
-}
-
-impl ClusterClient {
-    /// A handle whose writes run exactly once, with idempotency tokens checked by the server
-    /// (Redis >= 7.0). It shares the connections, slot map, budget and breakers of `self`; see
-    /// [`ExactlyOnce`].
-    ///
-    /// # Errors
-    /// As [`Client::exactly_once`].
-    pub fn exactly_once(&self, config: ExactlyOnceConfig) -> Result<ExactlyOnce, Error> {
-        use redis::IntoConnectionInfo;
-        let mut protocol = redis::ProtocolVersion::RESP2;
-        for url in &self.config().urls {
-            let info = url.as_str().into_connection_info().map_err(|e| {
-                Error::config(format!("invalid cluster URL {url:?}")).with_source(e)
-            })?;
-            if info.redis_settings().protocol() != redis::ProtocolVersion::RESP2 {
-                protocol = info.redis_settings().protocol();
-            }
-        }
-        check_client(&config, self.call_deadline(), protocol)?;
-        ExactlyOnce::new(Backend::Cluster(self.idempotent()), config, true)
+        let cluster = self.config().cluster.is_some();
+        ExactlyOnce::new(self.idempotent(), config, cluster)
     }
 }
 
 impl ExactlyOnce {
-    fn new(backend: Backend, config: ExactlyOnceConfig, cluster: bool) -> Result<Self, Error> {
+    fn new(backend: Client, config: ExactlyOnceConfig, cluster: bool) -> Result<Self, Error> {
         let mut id = [0u8; 16];
         rand::rngs::SysRng.try_fill_bytes(&mut id).map_err(|e| {
             Error::new(
@@ -265,7 +242,7 @@ impl ConnectionLike for ExactlyOnce {
     }
 
     fn get_db(&self) -> i64 {
-        self.backend.db()
+        self.backend.get_db()
     }
 }
 

@@ -111,9 +111,8 @@
 // How a call flows: `handle.rs` ([`ExactlyOnce`]) hands it to `dispatch.rs`, which refuses what
 // cannot run in a script (`check.rs`), sends reads as they are, and sends a write with its token
 // (`token.rs`, placed by `slot.rs` in a cluster) either to the batcher (`batch.rs`) or as one
-// script call (`shared.rs`, the script itself in `script.rs`). `backend.rs` is the client
-// underneath, `config.rs` the settings, `pipeline.rs` the shape of pipeline replies.
-mod backend;
+// script call (`shared.rs`, the script itself in `script.rs`); `config.rs` holds the
+// settings, `pipeline.rs` the shape of pipeline replies.
 mod batch;
 mod check;
 mod config;

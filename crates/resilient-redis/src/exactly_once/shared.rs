@@ -11,7 +11,6 @@ use redis::{RedisResult, Value};
 use tokio::time::Instant;
 
 use super::{
-    backend::Backend,
     config::ExactlyOnceConfig,
     errors::unexpected,
     script::{self, Answer, Commands, Invoke, Script},
@@ -19,9 +18,11 @@ use super::{
     token::{INSTANCE_LEN, Token, TokenKey},
 };
 use crate::{
+    client::Client,
     error::{Error, ErrorKind, Outcome},
     striped::StripedCounter,
 };
+use redis::aio::ConnectionLike;
 
 /// What the clones of an [`ExactlyOnce`](super::ExactlyOnce) share.
 pub(super) struct Shared {
@@ -139,7 +140,7 @@ impl Shared {
     /// too, in a cluster), once more with `EVAL` after `NOSCRIPT`, and returns the reply.
     pub(super) async fn invoke(
         &self,
-        backend: &mut Backend,
+        backend: &mut Client,
         record: &TokenKey,
         keys: &[&[u8]],
         commands: Commands<'_>,
@@ -163,7 +164,7 @@ impl Shared {
                 ttl_ms.as_bytes(),
                 commands,
             );
-            let answer = match backend.command(&request).await {
+            let answer = match backend.req_packed_command(&request).await {
                 Ok(value) => script::read_answer(value),
                 Err(e) if e.code() == Some("NOSCRIPT") => Answer::NoScript,
                 Err(e) => return Err(e),

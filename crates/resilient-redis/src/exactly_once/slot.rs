@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 #[cfg(test)]
 use redis::Cmd;
 
-use crate::topology::cluster::slots::SLOTS;
+use crate::routing::cluster::SLOTS;
 
 /// Where a command's keys are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +38,8 @@ impl Placement {
     }
 }
 
-use crate::topology::cluster::slots::crc16;
-pub(super) use crate::topology::cluster::slots::{command_keys, key_slot};
+use crate::routing::cluster::crc16;
+pub(super) use crate::routing::cluster::{command_keys, key_slot};
 
 /// The placement of some keys.
 pub(super) fn placement_of(keys: &[&[u8]]) -> Placement {

@@ -1,15 +1,12 @@
-//! Where the pool's connections go: one fixed server, or the master that a Sentinel deployment
-//! names (see [`sentinel`]).
-
-pub(crate) mod cluster;
-pub(crate) mod sentinel;
+//! Where a pool's connections go: one fixed server (a cluster node is one too), or the master
+//! that a Sentinel deployment names (see [`super::sentinel`]).
 
 use std::sync::Arc;
 
 use redis::{AsyncConnectionConfig, RedisResult, aio::MultiplexedConnection};
 use tokio::sync::watch;
 
-pub(crate) use sentinel::{Master, SentinelResolver, TopologyView};
+use super::{Master, SentinelResolver, TopologyView};
 
 /// The server behind a pool.
 pub(crate) enum Endpoint {

@@ -1,41 +1,30 @@
-//! [`ClusterClient::health`]: the cluster's state and nodes, from one node.
+//! [`Client::health`](crate::Client::health) of a cluster: the cluster's state and nodes, from one node.
 
 use std::fmt;
 
-use redis::{
-    Cmd, RedisError,
-    cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
-};
+use redis::{Cmd, RedisError};
 
-use super::ClusterClient;
+use super::ClusterRouter;
 
-impl ClusterClient {
+impl ClusterRouter {
     /// The health of the cluster: `CLUSTER INFO` and `CLUSTER NODES` from one node, and the
     /// client's breakers.
-    pub async fn health(&self) -> ClusterHealth {
-        let (conn, _) = self.inner.conn();
+    pub(crate) async fn health(&self) -> ClusterHealth {
         // A random node each time: a connection to a dead node fails, the next try goes elsewhere.
-        let query = |cmd: Cmd| {
-            let conn = conn.clone();
-            async move {
-                let mut last = String::new();
-                for _ in 0..3 {
-                    let mut conn = conn.clone();
-                    let sent = conn.route_command(
-                        cmd.clone(),
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-                    );
-                    match tokio::time::timeout(self.inner.config.response_timeout * 2, sent).await {
-                        Ok(Ok(v)) => {
-                            return redis::from_redis_value::<String>(v)
-                                .map_err(|e| RedisError::from(e).to_string());
-                        }
-                        Ok(Err(e)) => last = e.to_string(),
-                        Err(_) => last = "timed out".to_owned(),
+        let query = |cmd: Cmd| async move {
+            let mut last = String::new();
+            for _ in 0..3 {
+                let sent = self.keyless.to_any_node(cmd.clone());
+                match tokio::time::timeout(self.config.response_timeout * 2, sent).await {
+                    Ok(Ok(v)) => {
+                        return redis::from_redis_value::<String>(v)
+                            .map_err(|e| RedisError::from(e).to_string());
                     }
+                    Ok(Err(e)) => last = e.to_string(),
+                    Err(_) => last = "timed out".to_owned(),
                 }
-                Err(last)
             }
+            Err(last)
         };
         let mut health = ClusterHealth {
             healthy: false,
@@ -61,9 +50,12 @@ impl ClusterClient {
             }
         }
         for node in &mut health.nodes {
-            node.breaker = match self.breaker(&node.addr) {
+            let breaker = self
+                .node_if_known(&node.addr)
+                .and_then(|n| n.breaker.clone());
+            node.breaker = match breaker {
                 Some(b) => b.state().as_str().to_owned(),
-                None if self.inner.config.breaker.is_some() => "closed".into(),
+                None if self.config.breaker.is_some() => "closed".into(),
                 None => "disabled".into(),
             };
         }
@@ -84,7 +76,8 @@ impl ClusterClient {
     }
 }
 
-/// The health of a cluster, as [`ClusterClient::health`] found it.
+/// The health of a cluster, as [`Client::health`](crate::Client::health) found it (see
+/// [`Health::cluster`](crate::Health::cluster)).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterHealth {
     /// `true` when `cluster_state` is `ok`, no node is flagged failing and no breaker is open.
@@ -166,16 +159,9 @@ fn parse_cluster_nodes(text: &str) -> Vec<ClusterNodeHealth> {
     nodes
 }
 
+/// The cluster's state and its nodes (what [`Health`](crate::Health) shows after its own lines).
 impl fmt::Display for ClusterHealth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "healthy:       {}",
-            if self.healthy { "yes" } else { "no" }
-        )?;
-        if let Some(r) = &self.reason {
-            writeln!(f, "reason:        {r}")?;
-        }
         writeln!(
             f,
             "cluster_state: {}",

@@ -4,20 +4,14 @@
 use std::{
     collections::HashSet,
     sync::{
-        Arc, Mutex, RwLock, Weak,
+        Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    time::Duration,
 };
 
-use rand::{RngExt, rngs::SmallRng};
-use redis::{Cmd, Value, aio::ConnectionLike};
-use tokio::{
-    sync::{Notify, watch},
-    time::Instant,
-};
+use redis::{Cmd, Value};
+use tokio::sync::{Notify, watch};
 
-use super::{Inner, lock};
 use crate::commands::arg_bytes;
 
 pub(crate) const SLOTS: u16 = 16384;
@@ -32,7 +26,7 @@ pub(super) struct SlotRange {
 
 /// The client's view of the cluster: slot owners, nodes known to be down, and the refresher's
 /// wake-up.
-pub(super) struct Topology {
+pub(crate) struct Topology {
     /// Sorted, non-overlapping ranges.
     slots: RwLock<Vec<SlotRange>>,
     /// Nodes that failed (connection lost or refused), until they answer again or leave the map.
@@ -40,7 +34,7 @@ pub(super) struct Topology {
     /// `down.len()`, read without the lock on every call.
     down_count: AtomicUsize,
     /// Bumped on every change of `slots` or `down`; waiters watch it.
-    pub(super) epoch: watch::Sender<u64>,
+    pub(crate) epoch: watch::Sender<u64>,
     pub(super) wake: Notify,
     pub(super) closed: AtomicBool,
     pub(super) refreshes: AtomicU64,
@@ -64,6 +58,11 @@ impl Topology {
         range_of(&slots, slot).map(|r| r.master.clone())
     }
 
+    pub(super) fn has_master(&self, slot: u16) -> bool {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        range_of(&slots, slot).is_some()
+    }
+
     pub(super) fn is_down(&self, node: &str) -> bool {
         self.down_count.load(Ordering::Relaxed) > 0 && lock(&self.down).contains(node)
     }
@@ -84,7 +83,7 @@ impl Topology {
         }
     }
 
-    pub(super) fn request_refresh(&self) {
+    pub(crate) fn request_refresh(&self) {
         self.wake.notify_one();
     }
 
@@ -106,7 +105,7 @@ impl Topology {
     }
 
     /// Installs a fresh map; forgets down nodes that no longer own slots.
-    fn install(&self, fresh: Vec<SlotRange>) {
+    pub(super) fn install(&self, fresh: Vec<SlotRange>) {
         let changed = {
             let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
             let changed = *slots != fresh;
@@ -131,7 +130,7 @@ impl Topology {
         }
     }
 
-    fn mark_up(&self, node: &str) {
+    pub(super) fn mark_up(&self, node: &str) {
         let removed = {
             let mut down = lock(&self.down);
             let removed = down.remove(node);
@@ -144,9 +143,22 @@ impl Topology {
         }
     }
 
-    fn down_nodes(&self) -> Vec<String> {
+    /// The masters of the slot map.
+    pub(super) fn masters(&self) -> Vec<Arc<str>> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        let mut masters: Vec<Arc<str>> = slots.iter().map(|r| r.master.clone()).collect();
+        masters.sort();
+        masters.dedup();
+        masters
+    }
+
+    pub(super) fn down_nodes(&self) -> Vec<String> {
         lock(&self.down).iter().cloned().collect()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn range_of(slots: &[SlotRange], slot: u16) -> Option<&SlotRange> {
@@ -184,141 +196,7 @@ fn set_slot_owner(slots: &mut Vec<SlotRange>, slot: u16, addr: &str) {
     }
 }
 
-/// When the next refresh may run: not before `min_interval` after the last one, plus a random
-/// share (`jitter_fraction` in 0..=1) of `jitter`.
-pub(super) fn next_refresh_at(
-    last: Option<Instant>,
-    now: Instant,
-    min_interval: Duration,
-    jitter: Duration,
-    jitter_fraction: f64,
-) -> Instant {
-    let earliest = last.map_or(now, |l| (l + min_interval).max(now));
-    earliest + jitter.mul_f64(jitter_fraction.clamp(0.0, 1.0))
-}
-
-/// The background task: refreshes on request (rate-limited, jittered), periodically, and keeps
-/// refreshing and probing while a node is down.
-pub(super) async fn refresher(inner: Weak<Inner>, topology: Arc<Topology>, mut rng: SmallRng) {
-    let mut last: Option<Instant> = Some(Instant::now());
-    loop {
-        let (periodic, min_interval, jitter) = match inner.upgrade() {
-            Some(i) => (
-                i.config.refresh_interval,
-                i.config.min_refresh_interval,
-                i.config.refresh_jitter,
-            ),
-            None => return,
-        };
-        let urgent = !topology.down_nodes().is_empty();
-        if !urgent {
-            let notified = topology.wake.notified();
-            match periodic {
-                Some(p) => {
-                    let _ = tokio::time::timeout(p, notified).await;
-                }
-                None => notified.await,
-            }
-        }
-        if topology.closed.load(Ordering::Relaxed) {
-            return;
-        }
-        let at = next_refresh_at(
-            last,
-            Instant::now(),
-            min_interval,
-            jitter,
-            rng.random::<f64>(),
-        );
-        tokio::time::sleep_until(at).await;
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
-        last = Some(Instant::now());
-        if let Err(e) = refresh_once(&inner).await {
-            tracing::debug!(error = %e, "cluster slot-map refresh failed");
-        }
-        for node in topology.down_nodes() {
-            if probe(&inner, &node).await {
-                topology.mark_up(&node);
-            }
-        }
-    }
-}
-
-/// One `CLUSTER SLOTS`, from the first node that answers: the masters of the slot map, then
-/// the seeds, nodes known to be down last. Sent on the client's own node connections, never through
-/// redis-rs's cluster connection (whose task can stop answering while a node is down).
-pub(super) async fn refresh_once(inner: &Inner) -> Result<(), String> {
-    let mut candidates: Vec<String> = {
-        let slots = inner
-            .topology
-            .slots
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        slots.iter().map(|r| r.master.to_string()).collect()
-    };
-    candidates.extend(inner.nodes.seeds().iter().cloned());
-    let mut seen = HashSet::new();
-    candidates.retain(|n| seen.insert(n.clone()));
-    // Nodes known to be down last: they are asked only when no other answers.
-    candidates.sort_by_key(|n| inner.topology.is_down(n));
-    let limit = inner.config.connect_timeout + inner.config.response_timeout;
-    let mut last = "no node to ask".to_owned();
-    let mut value = None;
-    for node in &candidates {
-        let ask = async {
-            let (mut conn, _) = inner.nodes.get(node).await?;
-            let mut cmd = redis::cmd("CLUSTER");
-            cmd.arg("SLOTS");
-            conn.req_packed_command(&cmd).await
-        };
-        match tokio::time::timeout(limit, ask).await {
-            Ok(Ok(v @ Value::Array(_))) => {
-                value = Some(v);
-                break;
-            }
-            Ok(Ok(other)) => last = format!("{node}: unexpected CLUSTER SLOTS reply {other:?}"),
-            Ok(Err(e)) => last = format!("{node}: {e}"),
-            Err(_) => last = format!("{node}: CLUSTER SLOTS timed out"),
-        }
-    }
-    let value = value.ok_or(last)?;
-    let slots = parse_cluster_slots(&value).ok_or("unexpected CLUSTER SLOTS reply")?;
-    inner.topology.refreshes.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!("resilient_redis_cluster_refreshes_total").increment(1);
-    inner.topology.install(slots);
-    Ok(())
-}
-
-/// Whether the node answers PING on the client's own connection to it.
-async fn probe(inner: &Inner, node: &str) -> bool {
-    let ping = async {
-        let (mut conn, id) = inner.nodes.get(node).await?;
-        let reply = conn.req_packed_command(&redis::cmd("PING")).await;
-        if reply.is_err() {
-            inner.nodes.forget(node, id);
-        }
-        reply
-    };
-    let limit = inner.config.connect_timeout + inner.config.response_timeout;
-    matches!(
-        tokio::time::timeout(limit, ping).await,
-        Ok(Ok(Value::SimpleString(_)
-            | Value::Okay
-            | Value::BulkString(_)))
-    )
-}
-
-pub(super) fn split_addr(addr: &str) -> Option<(&str, u16)> {
-    let (host, port) = addr.rsplit_once(':')?;
-    Some((
-        host.trim_start_matches('[').trim_end_matches(']'),
-        port.parse().ok()?,
-    ))
-}
-
-fn parse_cluster_slots(value: &Value) -> Option<Vec<SlotRange>> {
+pub(super) fn parse_cluster_slots(value: &Value) -> Option<Vec<SlotRange>> {
     let Value::Array(rows) = value else {
         return None;
     };
@@ -382,7 +260,7 @@ pub(crate) fn key_slot(key: &[u8]) -> u16 {
 /// The slot of a command's keys when they all share one slot; `None` for keyless commands,
 /// keys in several slots, or commands whose key position is not known here. Used to pick the
 /// node, its breaker and to wait for a down node; `None` goes through redis-rs's routing.
-pub(super) fn command_slot(cmd: &Cmd) -> Option<u16> {
+pub(crate) fn command_slot(cmd: &Cmd) -> Option<u16> {
     let mut iter = cmd.args_iter().filter_map(arg_bytes);
     let name = iter.next()?;
     // The common case without allocating: a short name whose key is the first argument.
@@ -524,7 +402,6 @@ fn multi_key_or_keyless(upper_name: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     #[test]
     fn key_slots_match_redis() {
@@ -628,36 +505,5 @@ mod tests {
         topology.note_moved(42, "c:3");
         assert_eq!(topology.master_of(42).as_deref(), Some("c:3"));
         assert_eq!(topology.master_of(43).as_deref(), Some("b:2"));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn refreshes_are_rate_limited_and_jittered() {
-        let now = Instant::now();
-        let min = Duration::from_millis(100);
-        let jitter = Duration::from_millis(100);
-        assert_eq!(next_refresh_at(None, now, min, jitter, 0.0), now);
-        let last = now - Duration::from_millis(30);
-        assert_eq!(
-            next_refresh_at(Some(last), now, min, jitter, 0.0),
-            now + Duration::from_millis(70)
-        );
-        assert_eq!(
-            next_refresh_at(Some(last), now, min, jitter, 0.5),
-            now + Duration::from_millis(120)
-        );
-        let long_ago = now - Duration::from_secs(1);
-        assert_eq!(
-            next_refresh_at(Some(long_ago), now, min, jitter, 1.0),
-            now + jitter
-        );
-        // The same seed gives the same jitter sequence.
-        let draw = |seed| {
-            let mut rng = SmallRng::seed_from_u64(seed);
-            (0..4)
-                .map(|_| next_refresh_at(None, now, min, jitter, rng.random::<f64>()))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(draw(7), draw(7));
-        assert_ne!(draw(7), draw(8));
     }
 }

@@ -1,0 +1,431 @@
+//! One attempt in a Redis Cluster: the slot's node (waiting while it is down), its breaker and
+//! throttle, the send on its pool, and the hops that are part of the same attempt: `MOVED` and
+//! `ASK` (followed at once) and a reconfiguring cluster (`CLUSTERDOWN`, `TRYAGAIN`, `READONLY`:
+//! sent again after the next slot-map refresh). See [`crate::routing::cluster`].
+
+use std::sync::{Arc, Mutex, PoisonError, atomic::Ordering};
+
+use redis::{RedisError, ServerError, Value};
+use resilience::{Attempt, BreakerPermit, Classification};
+use tokio::time::Instant;
+
+use super::Handle;
+use crate::{
+    connection::Lease,
+    error::{Error, ErrorKind, Outcome},
+    replies::{self, Deployment, TopologyHint},
+    request::{Reply, Request},
+    retry::{AttemptError, connection_lost, throttle_admit},
+    routing::{
+        Node,
+        cluster::{ClusterRouter, RedirectKind, command_slot, redirect_of},
+    },
+};
+
+/// Where the next hop of an attempt goes.
+enum Target {
+    /// The master of the request's slot, from the slot map.
+    Slot(u16),
+    /// A node named by a redirect; `true`: `ASKING` first.
+    Node(Arc<Node>, bool),
+    /// redis-rs's cluster connection (no slot to route by).
+    Keyless,
+}
+
+/// The slot of a request: its command's, or a pipeline's first keyed command's.
+pub(super) fn slot_of(request: Request<'_>) -> Option<u16> {
+    match request {
+        Request::Cmd(cmd) => command_slot(cmd),
+        Request::Pipeline { pipeline, .. } => pipeline.cmd_iter().find_map(command_slot),
+    }
+}
+
+impl Handle {
+    /// One attempt of a call on a cluster.
+    pub(super) async fn cluster_attempt(
+        &self,
+        cluster: &ClusterRouter,
+        request: Request<'_>,
+        attempt: Attempt,
+        retry_safe: bool,
+        cached: &Mutex<Option<Lease>>,
+    ) -> Result<Reply, AttemptError> {
+        let pipelined = matches!(request, Request::Pipeline { .. });
+        let mut target = match slot_of(request) {
+            Some(slot) if cluster.knows(slot) => Target::Slot(slot),
+            _ => Target::Keyless,
+        };
+        let mut hops = 0;
+        let mut counted = false;
+        loop {
+            let (node, asking) = match target {
+                Target::Keyless => {
+                    self.count_attempt(attempt, &mut counted);
+                    return self.keyless_attempt(cluster, request, retry_safe).await;
+                }
+                Target::Node(ref node, asking) => (node.clone(), asking),
+                Target::Slot(slot) => match cluster.master_of(slot) {
+                    Ok(node) => (node, false),
+                    Err(_) => {
+                        self.wait_for_topology(cluster, attempt.deadline, || {
+                            format!("the node of slot {slot} stayed down and no other took over before the deadline")
+                        })
+                        .await?;
+                        continue;
+                    }
+                },
+            };
+            let reusable = cached.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let lease = match reusable.filter(|l| node.pool.is_current(l)) {
+                Some(lease) => Some(lease),
+                None => node.pool.try_acquire_for(false),
+            };
+            let mut lease = match lease {
+                Some(lease) => lease,
+                None => match self.wait_for_node(cluster, &node, attempt.deadline).await? {
+                    Some(lease) => lease,
+                    // The slot map changed while waiting: route again.
+                    None => continue,
+                },
+            };
+            let permit = self.admit_to(&node)?;
+            self.count_attempt(attempt, &mut counted);
+            let id = lease.id();
+            let result = if asking {
+                self.send_asking(&node, &mut lease, request, retry_safe, attempt.deadline)
+                    .await
+            } else {
+                self.send_on(
+                    &node,
+                    &mut lease,
+                    request,
+                    retry_safe,
+                    attempt.deadline,
+                    None,
+                )
+                .await
+            };
+            let e = match result {
+                Ok(reply) => {
+                    if let Some(p) = permit {
+                        p.success();
+                    }
+                    *cached.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease);
+                    return Ok(reply);
+                }
+                Err(e) => e,
+            };
+            let hint = e.reply.map(|h| h.topology);
+            if let Some(redirect) = e.error.redis_error().and_then(redirect_of) {
+                drop(permit);
+                hops += 1;
+                if redirect.kind == RedirectKind::Moved {
+                    cluster.moved(redirect.slot, &redirect.addr);
+                } else {
+                    cluster.redirects.fetch_add(1, Ordering::Relaxed);
+                    if pipelined {
+                        // Some of the pipeline's commands may have run on this node.
+                        return Err(AttemptError {
+                            error: Error::new(
+                                ErrorKind::Server,
+                                Outcome::Ambiguous,
+                                "a pipeline met a slot being migrated (ASK); its commands may have run on either node",
+                            )
+                            .with_source(e.error.redis_error().cloned().unwrap_or_else(|| {
+                                RedisError::from((redis::ErrorKind::Io, "ASK"))
+                            })),
+                            class: Classification::retry().ambiguous().server_fault(false),
+                            reply: None,
+                        });
+                    }
+                }
+                if hops > cluster.cluster.max_redirects {
+                    cluster.request_refresh();
+                    return Err(AttemptError {
+                        error: Error::new(
+                            ErrorKind::Server,
+                            Outcome::Failed,
+                            format!("more than {} redirects", cluster.cluster.max_redirects),
+                        ),
+                        class: Classification::retry().server_fault(false),
+                        reply: None,
+                    });
+                }
+                let to = cluster.node(&redirect.addr).map_err(|error| AttemptError {
+                    error,
+                    class: Classification::fail(),
+                    reply: None,
+                })?;
+                target = Target::Node(to, redirect.kind == RedirectKind::Ask);
+                continue;
+            }
+            if matches!(
+                hint,
+                Some(TopologyHint::Reconfiguring | TopologyHint::Demoted)
+            ) {
+                // The cluster is changing (a failover, a migration): nothing ran; send again
+                // once the slot map may have changed, within the deadline.
+                drop(permit);
+                cluster.request_refresh();
+                self.wait_for_refresh(cluster, attempt.deadline, &e).await?;
+                if let Target::Node(..) = target {
+                    target = match slot_of(request) {
+                        Some(slot) => Target::Slot(slot),
+                        None => Target::Keyless,
+                    };
+                }
+                continue;
+            }
+            if let Some(p) = permit
+                && e.class.server_fault
+            {
+                p.failure();
+            }
+            if e.error.kind() == ErrorKind::ConnectionLost {
+                cluster.node_failed(&node.addr);
+            }
+            self.after_failure(&e, &node, id, attempt.deadline).await;
+            return Err(e);
+        }
+    }
+
+    /// Counts an attempt once per attempt (hops are not attempts).
+    fn count_attempt(&self, attempt: Attempt, counted: &mut bool) {
+        if *counted {
+            return;
+        }
+        *counted = true;
+        self.inner.stats.attempts.add(1);
+        if attempt.number > 1 {
+            self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits, up to `deadline`, for the slot map to change (the node of a slot is down).
+    async fn wait_for_topology(
+        &self,
+        cluster: &ClusterRouter,
+        deadline: Option<Instant>,
+        why: impl FnOnce() -> String,
+    ) -> Result<(), AttemptError> {
+        cluster.waits.fetch_add(1, Ordering::Relaxed);
+        let mut epochs = cluster.topology.epoch.subscribe();
+        epochs.mark_unchanged();
+        cluster.request_refresh();
+        let changed = epochs.changed();
+        let timed_out = match deadline {
+            Some(d) => tokio::time::timeout_at(d, changed).await.is_err(),
+            None => changed.await.is_err(),
+        };
+        if timed_out {
+            return Err(AttemptError {
+                error: Error::new(ErrorKind::Unavailable, Outcome::Failed, why()),
+                class: Classification::fail(),
+                reply: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits for the next slot-map refresh (or `min_refresh_interval`), up to `deadline`,
+    /// after a reply that says the cluster is reconfiguring. At the deadline, the reply's error.
+    async fn wait_for_refresh(
+        &self,
+        cluster: &ClusterRouter,
+        deadline: Option<Instant>,
+        e: &AttemptError,
+    ) -> Result<(), AttemptError> {
+        cluster.waits.fetch_add(1, Ordering::Relaxed);
+        let mut epochs = cluster.topology.epoch.subscribe();
+        epochs.mark_unchanged();
+        let pause = Instant::now() + cluster.cluster.min_refresh_interval;
+        let until = deadline.map_or(pause, |d| d.min(pause));
+        let _ = tokio::time::timeout_at(until, epochs.changed()).await;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(AttemptError {
+                error: e.error.clone(),
+                class: Classification::fail(),
+                reply: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits for a connection to `node`, up to `deadline`; `None` if the slot map changed
+    /// first (the slot may have moved).
+    async fn wait_for_node(
+        &self,
+        cluster: &ClusterRouter,
+        node: &Node,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Lease>, AttemptError> {
+        let failed_before = node.pool.last_error().is_some();
+        if failed_before {
+            cluster.node_failed(&node.addr);
+        }
+        cluster.waits.fetch_add(1, Ordering::Relaxed);
+        let mut epochs = cluster.topology.epoch.subscribe();
+        epochs.mark_unchanged();
+        let waited = tokio::select! {
+            lease = node.pool.acquire_for(false, deadline) => Some(lease),
+            _ = epochs.changed() => None,
+        };
+        match waited {
+            Some(Ok(lease)) => Ok(Some(lease)),
+            None => Ok(None),
+            Some(Err(error)) => {
+                cluster.node_failed(&node.addr);
+                Err(AttemptError {
+                    error,
+                    // Not sent: nothing to undo.
+                    class: Classification::fail().server_fault(false),
+                    reply: None,
+                })
+            }
+        }
+    }
+
+    /// Sends `ASKING` and the command in one pipeline on `lease` (so no other request slips in
+    /// between on the shared connection).
+    async fn send_asking(
+        &self,
+        node: &Node,
+        lease: &mut Lease,
+        request: Request<'_>,
+        retry_safe: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Reply, AttemptError> {
+        let Request::Cmd(cmd) = request else {
+            return self
+                .send_on(node, lease, request, retry_safe, deadline, None)
+                .await;
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("ASKING").add_command(cmd.clone());
+        let asked = Request::Pipeline {
+            pipeline: &pipe,
+            offset: 1,
+            count: 1,
+        };
+        // The ASKING reply is skipped; the command's reply is checked as a single command's.
+        match self
+            .send_on(node, lease, asked, false, deadline, None)
+            .await?
+        {
+            Reply::Many(mut values) => {
+                let reply = Reply::One(values.pop().unwrap_or(Value::Nil));
+                self.check_reply(reply, retry_safe)
+            }
+            one => Ok(one),
+        }
+    }
+
+    /// An attempt through redis-rs's cluster connection (no slot to route by).
+    async fn keyless_attempt(
+        &self,
+        cluster: &ClusterRouter,
+        request: Request<'_>,
+        retry_safe: bool,
+    ) -> Result<Reply, AttemptError> {
+        let pipelined = matches!(request, Request::Pipeline { .. });
+        match cluster.keyless.send(request).await {
+            Some(Ok(reply)) => self.check_reply(reply, retry_safe),
+            Some(Err(error)) => Err(self.keyless_error(error, pipelined)),
+            None => Err(connection_lost(
+                "the cluster connection stopped answering while the request was in flight",
+                None,
+            )),
+        }
+    }
+
+    /// What an error of redis-rs's cluster connection means.
+    fn keyless_error(&self, error: RedisError, pipelined: bool) -> AttemptError {
+        if error.code().is_some() {
+            let server = ServerError::try_from(error.clone()).ok();
+            let rules = self.inner.config.reply_rules();
+            let meaning = server
+                .as_ref()
+                .and_then(|s| Some((s, replies::meaning(s, Deployment::Cluster, rules)?)));
+            return match meaning {
+                Some((server, m)) => AttemptError::from_reply(server, m, pipelined),
+                None => AttemptError {
+                    error: Error::new(
+                        ErrorKind::Server,
+                        Outcome::Failed,
+                        format!("server replied {}", error.code().unwrap_or_default()),
+                    )
+                    .with_source(error),
+                    class: Classification::fail(),
+                    reply: None,
+                },
+            };
+        }
+        if error.kind() == redis::ErrorKind::ClusterConnectionNotFound
+            || error.is_connection_refusal()
+        {
+            return AttemptError {
+                error: Error::new(
+                    ErrorKind::Unavailable,
+                    Outcome::Failed,
+                    "no connection to a cluster node",
+                )
+                .with_source(error),
+                class: Classification::retry(),
+                reply: None,
+            };
+        }
+        if error.is_io_error() || error.kind() == redis::ErrorKind::Parse {
+            return connection_lost(
+                "the connection to the node broke while the request was in flight",
+                Some(error),
+            );
+        }
+        AttemptError {
+            error: Error::new(ErrorKind::Server, Outcome::Failed, "request failed")
+                .with_source(error),
+            class: Classification::fail(),
+            reply: None,
+        }
+    }
+}
+
+impl Handle {
+    /// The node's adaptive throttle and circuit breaker admit an attempt (or refuse it, sending
+    /// nothing).
+    fn admit_to<'n>(&self, node: &'n Node) -> Result<Option<BreakerPermit<'n>>, AttemptError> {
+        if let Some(t) = &node.throttle {
+            if t.throttle.is_engaged() {
+                throttle_admit(
+                    &t.throttle,
+                    || t.totals(),
+                    &self.inner.throttle_rng,
+                    &t.rejected,
+                )
+                .inspect_err(|_| {
+                    self.inner
+                        .stats
+                        .rejected_locally
+                        .fetch_add(1, Ordering::Relaxed);
+                })?;
+            }
+            t.attempts.fetch_add(1, Ordering::Relaxed);
+        }
+        match &node.breaker {
+            Some(b) => b.try_acquire().map(Some).map_err(|open| AttemptError {
+                error: Error::new(
+                    ErrorKind::BreakerOpen,
+                    Outcome::Failed,
+                    format!(
+                        "circuit breaker of node {} open after repeated failures; next probe in {} ms",
+                        node.addr,
+                        open.retry_in.as_millis()
+                    ),
+                )
+                .with_retry_in(open.retry_in),
+                class: Classification::fail(),
+                reply: None,
+            }),
+            None => Ok(None),
+        }
+    }
+}

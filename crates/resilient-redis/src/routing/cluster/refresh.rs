@@ -1,0 +1,170 @@
+//! Keeping the slot map current: `CLUSTER SLOTS` on request (rate-limited and jittered, so
+//! clients do not refresh in step after a failover), periodically, and continuously while a
+//! node is down.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Weak, atomic::Ordering},
+    time::Duration,
+};
+
+use rand::{RngExt, rngs::SmallRng};
+use redis::{Value, aio::ConnectionLike};
+use tokio::time::Instant;
+
+use super::{ClusterRouter, slot_map::Topology, slot_map::parse_cluster_slots};
+
+/// When the next refresh may run: not before `min_interval` after the last one, plus a random
+/// share (`jitter_fraction` in 0..=1) of `jitter`.
+pub(super) fn next_refresh_at(
+    last: Option<Instant>,
+    now: Instant,
+    min_interval: Duration,
+    jitter: Duration,
+    jitter_fraction: f64,
+) -> Instant {
+    let earliest = last.map_or(now, |l| (l + min_interval).max(now));
+    earliest + jitter.mul_f64(jitter_fraction.clamp(0.0, 1.0))
+}
+
+/// The background task: refreshes on request (rate-limited, jittered), periodically, and keeps
+/// refreshing while a node is down; a down node whose pool has reconnected is up again.
+pub(super) async fn refresher(
+    router: Weak<ClusterRouter>,
+    topology: Arc<Topology>,
+    mut rng: SmallRng,
+) {
+    let mut last: Option<Instant> = Some(Instant::now());
+    loop {
+        let (periodic, min_interval, jitter) = match router.upgrade() {
+            Some(r) => (
+                r.cluster.refresh_interval,
+                r.cluster.min_refresh_interval,
+                r.cluster.refresh_jitter,
+            ),
+            None => return,
+        };
+        let urgent = !topology.down_nodes().is_empty();
+        if !urgent {
+            let notified = topology.wake.notified();
+            match periodic {
+                Some(p) => {
+                    let _ = tokio::time::timeout(p, notified).await;
+                }
+                None => notified.await,
+            }
+        }
+        if topology.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let at = next_refresh_at(
+            last,
+            Instant::now(),
+            min_interval,
+            jitter,
+            rng.random::<f64>(),
+        );
+        tokio::time::sleep_until(at).await;
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        last = Some(Instant::now());
+        if let Err(e) = refresh_once(&router).await {
+            tracing::debug!(error = %e, "cluster slot-map refresh failed");
+        }
+        for node in topology.down_nodes() {
+            // The node's pool reconnects on its own: once it has a connection, the node is up.
+            let up = router
+                .nodes()
+                .iter()
+                .any(|n| *n.addr == *node && !n.pool.is_down());
+            if up {
+                topology.mark_up(&node);
+            }
+        }
+    }
+}
+
+/// One `CLUSTER SLOTS`, from the first node that answers: the masters of the slot map (on
+/// their pools' live connections), then the seeds (on a connection of their own), nodes known
+/// to be down last. Never through redis-rs's cluster connection (whose task can stop answering
+/// while a node is down).
+pub(super) async fn refresh_once(router: &ClusterRouter) -> Result<(), String> {
+    let topology = &router.topology;
+    let mut candidates: Vec<String> = topology.masters().iter().map(|m| m.to_string()).collect();
+    candidates.extend(router.seeds.iter().cloned());
+    let mut seen = HashSet::new();
+    candidates.retain(|n| seen.insert(n.clone()));
+    // Nodes known to be down last: they are asked only when no other answers.
+    candidates.sort_by_key(|n| topology.is_down(n));
+    let limit = router.config.connect_timeout + router.config.response_timeout;
+    let mut last = "no node to ask".to_owned();
+    let mut value = None;
+    for node in &candidates {
+        let ask = async {
+            let mut conn = match router
+                .node_if_known(node)
+                .and_then(|n| n.pool.try_acquire_for(false))
+            {
+                Some(lease) => lease.conn,
+                None => router.open_one(node).await?,
+            };
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("SLOTS");
+            conn.req_packed_command(&cmd).await
+        };
+        match tokio::time::timeout(limit, ask).await {
+            Ok(Ok(v @ Value::Array(_))) => {
+                value = Some(v);
+                break;
+            }
+            Ok(Ok(other)) => last = format!("{node}: unexpected CLUSTER SLOTS reply {other:?}"),
+            Ok(Err(e)) => last = format!("{node}: {e}"),
+            Err(_) => last = format!("{node}: CLUSTER SLOTS timed out"),
+        }
+    }
+    let value = value.ok_or(last)?;
+    let slots = parse_cluster_slots(&value).ok_or("unexpected CLUSTER SLOTS reply")?;
+    topology.refreshes.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("resilient_redis_cluster_refreshes_total").increment(1);
+    topology.install(slots);
+    router.forget_nodes_without_slots();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[tokio::test(start_paused = true)]
+    async fn refreshes_are_rate_limited_and_jittered() {
+        let now = Instant::now();
+        let min = Duration::from_millis(100);
+        let jitter = Duration::from_millis(100);
+        assert_eq!(next_refresh_at(None, now, min, jitter, 0.0), now);
+        let last = now - Duration::from_millis(30);
+        assert_eq!(
+            next_refresh_at(Some(last), now, min, jitter, 0.0),
+            now + Duration::from_millis(70)
+        );
+        assert_eq!(
+            next_refresh_at(Some(last), now, min, jitter, 0.5),
+            now + Duration::from_millis(120)
+        );
+        let long_ago = now - Duration::from_secs(1);
+        assert_eq!(
+            next_refresh_at(Some(long_ago), now, min, jitter, 1.0),
+            now + jitter
+        );
+        // The same seed gives the same jitter sequence.
+        let draw = |seed| {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            (0..4)
+                .map(|_| next_refresh_at(None, now, min, jitter, rng.random::<f64>()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+    }
+}
