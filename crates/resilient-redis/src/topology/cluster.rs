@@ -66,7 +66,7 @@ use tokio::time::Instant;
 
 use crate::{
     ClientConfig,
-    commands::CommandSafety,
+    commands::{CommandSafety, command_slot},
     error::{Error, ErrorKind, Outcome},
     request::{Reply, Request},
     retry::{
@@ -79,13 +79,13 @@ mod classify;
 mod config;
 mod health;
 mod nodes;
-pub(crate) mod slots;
+mod slots;
 
 use classify::{Redirect, redirect_of};
 pub use config::ClusterConfig;
 pub use health::{ClusterHealth, ClusterNodeHealth};
 use nodes::Nodes;
-use slots::{Topology, command_slot, refresh_once, refresher};
+use slots::{Topology, refresh_once, refresher};
 
 /// A Redis Cluster client that survives failovers and resharding, and never reports an
 /// ambiguous write as a plain failure.
