@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::Handle;
 use crate::{
+    commands::command_slot,
     connection::Lease,
     error::{Error, ErrorKind, Outcome},
     replies::{self, Deployment, TopologyHint},
@@ -18,7 +19,7 @@ use crate::{
     retry::{AttemptError, connection_lost, throttle_admit},
     routing::{
         Node,
-        cluster::{ClusterRouter, RedirectKind, command_slot, redirect_of},
+        cluster::{ClusterRouter, RedirectKind, redirect_of},
     },
 };
 

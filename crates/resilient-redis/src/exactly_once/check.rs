@@ -8,31 +8,6 @@ use crate::{
     error::{Error, ErrorKind, Outcome},
 };
 
-/// Commands that cannot run inside a script (or must not run twice as scripts do).
-const NOT_IN_SCRIPTS: &[&str] = &[
-    "ACL",
-    "BGREWRITEAOF",
-    "BGSAVE",
-    "CLIENT",
-    "CLUSTER",
-    "CONFIG",
-    "DEBUG",
-    "EVAL",
-    "EVALSHA",
-    "EVALSHA_RO",
-    "EVAL_RO",
-    "FAILOVER",
-    "FCALL",
-    "FCALL_RO",
-    "FUNCTION",
-    "MODULE",
-    "REPLICAOF",
-    "SAVE",
-    "SCRIPT",
-    "SHUTDOWN",
-    "SLAVEOF",
-];
-
 /// The command's safety when it can go through [`ExactlyOnce`]; the reason it cannot otherwise.
 pub(super) fn check_command(cmd: &Cmd) -> Result<CommandSafety, Error> {
     let refused = |why: &str| Error::new(ErrorKind::Refused, Outcome::Failed, why);
@@ -45,15 +20,10 @@ pub(super) fn check_command(cmd: &Cmd) -> Result<CommandSafety, Error> {
             "exactly-once: blocking commands cannot run inside the script (they would not block); send them through the client",
         ));
     }
-    let mut args = cmd.args_iter();
-    let name = match args.next() {
-        Some(Arg::Simple(name)) => name,
-        _ => return Err(refused("exactly-once: a command needs a name")),
+    let Some(name) = commands::command_name(cmd) else {
+        return Err(refused("exactly-once: a command needs a name"));
     };
-    if NOT_IN_SCRIPTS
-        .iter()
-        .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
-    {
+    if !commands::runs_in_scripts(&name) {
         return Err(refused(
             "exactly-once: scripts, functions and server administration cannot run inside the exactly-once script; send them through the client",
         ));
@@ -63,7 +33,7 @@ pub(super) fn check_command(cmd: &Cmd) -> Result<CommandSafety, Error> {
             "exactly-once: more than 7000 arguments in one command (Lua's limit); split it",
         ));
     }
-    if args.any(|a| !matches!(a, Arg::Simple(_))) {
+    if cmd.args_iter().any(|a| !matches!(a, Arg::Simple(_))) {
         return Err(refused(
             "exactly-once: cursor commands only read; send them through the client",
         ));

@@ -78,7 +78,7 @@ impl Shared {
             };
         }
         let keys = if self.cluster {
-            slot::command_keys(cmd)
+            slot::command_keys(cmd).collect()
         } else {
             Vec::new()
         };

@@ -46,7 +46,6 @@ use tokio::time::Instant;
 pub use health::{ClusterHealth, ClusterNodeHealth};
 pub(crate) use keyless::Keyless;
 pub(crate) use redirect::{RedirectKind, redirect_of};
-pub(crate) use slot_map::{SLOTS, command_keys, command_slot, crc16, key_slot};
 
 use super::{Node, NodeThrottle, split_addr};
 use crate::{

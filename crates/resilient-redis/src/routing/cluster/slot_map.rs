@@ -1,5 +1,6 @@
-//! The client's slot map: key slots, `CLUSTER SLOTS`, nodes known to be down, and the
-//! rate-limited, jittered background refresh.
+//! The client's slot map: the masters of `CLUSTER SLOTS`, `MOVED` applied at once, and the nodes
+//! known to be down. (Refreshing it is [`super::refresh`]'s; a key's slot is in
+//! [`crate::commands`].)
 
 use std::{
     collections::HashSet,
@@ -9,12 +10,8 @@ use std::{
     },
 };
 
-use redis::{Cmd, Value};
+use redis::Value;
 use tokio::sync::{Notify, watch};
-
-use crate::commands::arg_bytes;
-
-pub(crate) const SLOTS: u16 = 16384;
 
 /// One row of `CLUSTER SLOTS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,212 +225,9 @@ pub(super) fn parse_cluster_slots(value: &Value) -> Option<Vec<SlotRange>> {
     Some(ranges)
 }
 
-// ---------------------------------------------------------------------------------------------
-// Key slots
-
-/// CRC16-XMODEM, as Redis Cluster uses for key slots.
-pub(crate) fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in bytes {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
-
-/// The hash slot of a key (honouring `{hash tags}`).
-pub(crate) fn key_slot(key: &[u8]) -> u16 {
-    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
-        let rest = &key[open + 1..];
-        let close = rest.iter().position(|&b| b == b'}')?;
-        (close > 0).then(|| &rest[..close])
-    });
-    crc16(tagged.unwrap_or(key)) % SLOTS
-}
-
-/// The slot of a command's keys when they all share one slot; `None` for keyless commands,
-/// keys in several slots, or commands whose key position is not known here. Used to pick the
-/// node, its breaker and to wait for a down node; `None` goes through redis-rs's routing.
-pub(crate) fn command_slot(cmd: &Cmd) -> Option<u16> {
-    let mut iter = cmd.args_iter().filter_map(arg_bytes);
-    let name = iter.next()?;
-    // The common case without allocating: a short name whose key is the first argument.
-    let mut upper = [0u8; 16];
-    if name.len() <= upper.len() {
-        let upper = &mut upper[..name.len()];
-        upper.copy_from_slice(name);
-        upper.make_ascii_uppercase();
-        if !multi_key_or_keyless(upper) {
-            return iter.next().map(key_slot);
-        }
-    }
-    let keys = command_keys(cmd);
-    let mut slots = keys.iter().map(|k| key_slot(k));
-    let first = slots.next()?;
-    slots.all(|s| s == first).then_some(first)
-}
-
-/// The keys of one command, by its key positions (the first argument unless the table says
-/// otherwise); empty for a keyless command. The one table of key positions: the cluster client
-/// routes by it ([`command_slot`]), and exactly-once writes place their token by it.
-pub(crate) fn command_keys(cmd: &Cmd) -> Vec<&[u8]> {
-    let args: Vec<&[u8]> = cmd.args_iter().filter_map(arg_bytes).collect();
-    let Some(name) = args.first() else {
-        return Vec::new();
-    };
-    let name = name.to_ascii_uppercase();
-    let rest = &args[1..];
-    let count_at =
-        |i: usize| -> Option<usize> { std::str::from_utf8(rest.get(i)?).ok()?.parse().ok() };
-    match name.as_slice() {
-        b"PING" | b"ECHO" | b"INFO" | b"TIME" | b"DBSIZE" | b"CLUSTER" | b"CONFIG" | b"SCRIPT"
-        | b"FUNCTION" | b"FLUSHALL" | b"FLUSHDB" | b"KEYS" | b"SCAN" | b"RANDOMKEY" | b"CLIENT"
-        | b"COMMAND" | b"LASTSAVE" | b"ROLE" | b"WAIT" | b"PUBLISH" | b"ACL" | b"LATENCY"
-        | b"SLOWLOG" | b"DEBUG" | b"MIGRATE" | b"READONLY" | b"READWRITE" | b"ASKING" | b"AUTH"
-        | b"HELLO" | b"SPUBLISH" | b"SWAPDB" => Vec::new(),
-        b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" => {
-            let n = count_at(1).unwrap_or(0);
-            rest.iter().skip(2).take(n).copied().collect()
-        }
-        b"MSET" | b"MSETNX" => rest.iter().step_by(2).copied().collect(),
-        b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" | b"MGET" | b"SINTER" | b"SUNION" | b"SDIFF"
-        | b"SINTERSTORE" | b"SUNIONSTORE" | b"SDIFFSTORE" | b"PFCOUNT" | b"PFMERGE" => {
-            rest.to_vec()
-        }
-        b"RENAME" | b"RENAMENX" | b"SMOVE" | b"LMOVE" | b"RPOPLPUSH" | b"COPY" | b"LCS"
-        | b"GEOSEARCHSTORE" | b"ZRANGESTORE" => rest.iter().take(2).copied().collect(),
-        b"ZUNIONSTORE" | b"ZINTERSTORE" | b"ZDIFFSTORE" => {
-            let n = count_at(1).unwrap_or(0);
-            let mut keys: Vec<&[u8]> = rest.iter().take(1).copied().collect();
-            keys.extend(rest.iter().skip(2).take(n).copied());
-            keys
-        }
-        b"ZUNION" | b"ZINTER" | b"ZDIFF" | b"SINTERCARD" | b"ZINTERCARD" | b"LMPOP" | b"ZMPOP" => {
-            let n = count_at(0).unwrap_or(0);
-            rest.iter().skip(1).take(n).copied().collect()
-        }
-        b"BITOP" => rest.iter().skip(1).copied().collect(),
-        // Subcommand first: `OBJECT ENCODING key`, `MEMORY USAGE key`, `XINFO STREAM key`.
-        b"OBJECT" | b"XINFO" | b"XGROUP" | b"MEMORY" => {
-            rest.iter().skip(1).take(1).copied().collect()
-        }
-        b"XREAD" | b"XREADGROUP" => {
-            match rest.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS")) {
-                Some(at) => {
-                    let streams = &rest[at + 1..];
-                    streams[..streams.len() / 2].to_vec()
-                }
-                None => Vec::new(),
-            }
-        }
-        _ => rest.iter().take(1).copied().collect(),
-    }
-}
-
-/// Commands [`command_slot`] must look at closely: keyless ones, and those whose first key is
-/// not their first argument or that take several keys.
-fn multi_key_or_keyless(upper_name: &[u8]) -> bool {
-    matches!(
-        upper_name,
-        b"PING"
-            | b"ECHO"
-            | b"INFO"
-            | b"TIME"
-            | b"DBSIZE"
-            | b"CLUSTER"
-            | b"CONFIG"
-            | b"SCRIPT"
-            | b"FUNCTION"
-            | b"FLUSHALL"
-            | b"FLUSHDB"
-            | b"KEYS"
-            | b"SCAN"
-            | b"RANDOMKEY"
-            | b"CLIENT"
-            | b"COMMAND"
-            | b"LASTSAVE"
-            | b"ROLE"
-            | b"WAIT"
-            | b"PUBLISH"
-            | b"ACL"
-            | b"MEMORY"
-            | b"LATENCY"
-            | b"SLOWLOG"
-            | b"DEBUG"
-            | b"MIGRATE"
-            | b"READONLY"
-            | b"READWRITE"
-            | b"ASKING"
-            | b"AUTH"
-            | b"HELLO"
-            | b"SPUBLISH"
-            | b"EVAL"
-            | b"EVALSHA"
-            | b"EVAL_RO"
-            | b"EVALSHA_RO"
-            | b"FCALL"
-            | b"FCALL_RO"
-            | b"MGET"
-            | b"DEL"
-            | b"UNLINK"
-            | b"EXISTS"
-            | b"TOUCH"
-            | b"SINTER"
-            | b"SUNION"
-            | b"SDIFF"
-            | b"PFCOUNT"
-            | b"MSET"
-            | b"MSETNX"
-            | b"OBJECT"
-            | b"XINFO"
-            | b"XGROUP"
-            | b"BITOP"
-            | b"XREAD"
-            | b"XREADGROUP"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_slots_match_redis() {
-        assert_eq!(crc16(b"123456789"), 0x31C3);
-        assert_eq!(key_slot(b"foo"), 12182);
-        assert_eq!(key_slot(b"bar"), 5061);
-        assert_eq!(key_slot(b"{a}"), 15495);
-        assert_eq!(key_slot(b"{a}:7"), 15495);
-        // An empty tag hashes the whole key.
-        assert_eq!(key_slot(b"{}foo"), crc16(b"{}foo") % SLOTS);
-    }
-
-    #[test]
-    fn command_slot_finds_the_key() {
-        let get = redis::cmd("GET").arg("foo").clone();
-        assert_eq!(command_slot(&get), Some(12182));
-        assert_eq!(command_slot(redis::cmd("PING").arg("x")), None);
-        let same = redis::cmd("MGET").arg("{a}1").arg("{a}2").clone();
-        assert_eq!(command_slot(&same), Some(15495));
-        let split = redis::cmd("MGET").arg("foo").arg("bar").clone();
-        assert_eq!(command_slot(&split), None);
-        let eval = redis::cmd("EVAL").arg("return 1").arg(1).arg("bar").clone();
-        assert_eq!(command_slot(&eval), Some(5061));
-        let xread = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(1)
-            .arg("STREAMS")
-            .arg("foo")
-            .arg("0")
-            .clone();
-        assert_eq!(command_slot(&xread), Some(12182));
-    }
 
     #[test]
     fn slot_map_parses_and_follows_moved() {

@@ -1,27 +1,9 @@
-//! The command table: which commands are safe to send again after an attempt that may have run.
-//!
-//! # The rule
-//! A command may be re-sent after an *ambiguous* failure (the request may have reached the server)
-//! only if running it twice leaves the database in the same state as running it once:
-//!
-//! - [`CommandSafety::ReadOnly`]: reads. Repeating them changes nothing.
-//! - [`CommandSafety::Idempotent`]: writes whose second run leaves the same state (`SET k v`, `MSET`,
-//!   `HSET`, `DEL`, `SADD`, `EXPIREAT`, ...). A repeat can change the *reply* though not the state:
-//!   `SET k v NX` answers `OK` then nil, `DEL k` answers 1 then 0, `SET k v GET` returns the old value
-//!   then `v`, `RENAME a b` succeeds then fails with "no such key". The client returns the reply of the
-//!   attempt that completed, so after a retry such a reply describes the second run. Relative expiries
-//!   (`SET .. EX`, `EXPIRE`) are counted as idempotent: a repeat moves the expiry later by the time
-//!   between the two runs, which is bounded by the call's deadline.
-//! - [`CommandSafety::NonIdempotent`]: a second run changes the state again (`INCR*`, `DECR*`,
-//!   `APPEND`, `LPUSH`/`RPUSH`, pops, `XADD *`, `SPOP`, `GETDEL`, `PUBLISH`, `EVAL`/`EVALSHA`/`FCALL`
-//!   unless the call declares them idempotent, ...). Every command the table does not know is here.
-//! - [`CommandSafety::Blocking`]: blocking commands (`BLPOP`, `XREAD BLOCK`, `WAIT`, ...). They run on
-//!   a dedicated connection, are not cut by the response timeout, and are never re-sent after an
-//!   ambiguous failure (most of them pop).
-//!
-//! A pipeline or a transaction is as safe as its least safe command.
+//! The safety table: which commands may be sent again after an attempt that may have run (see
+//! the module docs of [`crate::commands`]), and which the client refuses.
 
-use redis::{Arg, Cmd, Pipeline};
+use redis::{Cmd, Pipeline};
+
+use super::args::{self, Name};
 
 /// How safe a command is to send again after an attempt that may have run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -232,60 +214,26 @@ const CONNECTION_STATE: &[&str] = &[
 
 /// What the table says of one command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
+enum Verdict {
     /// A normal command of this safety.
     Safety(CommandSafety),
     /// A command that changes connection state: refused, with the reason.
     Refused(&'static str),
 }
 
-/// Whether `name` (upper case) is in `table` (sorted: checked by a unit test).
-fn name_is(name: &[u8], table: &[&str]) -> bool {
-    table.binary_search_by(|t| t.as_bytes().cmp(name)).is_ok()
-}
-
-/// The bytes of a plain argument; `None` for a cursor argument (`Arg::Cursor`).
-pub(crate) fn arg_bytes(arg: Arg<&[u8]>) -> Option<&[u8]> {
-    match arg {
-        Arg::Simple(bytes) => Some(bytes),
-        _ => None,
-    }
-}
-
-/// The longest command name the table knows, with room to spare.
-const MAX_NAME: usize = 24;
-
-/// `bytes` in upper case, in a stack buffer; `None` when longer than any known command name.
-fn upper(bytes: &[u8]) -> Option<([u8; MAX_NAME], usize)> {
-    if bytes.len() > MAX_NAME {
-        return None;
-    }
-    let mut buf = [0u8; MAX_NAME];
-    for (d, s) in buf.iter_mut().zip(bytes) {
-        *d = s.to_ascii_uppercase();
-    }
-    Some((buf, bytes.len()))
-}
-
 /// Classifies one command by its name and, where it matters, its options. Allocation-free: it
 /// runs on every call.
-pub(crate) fn verdict(cmd: &Cmd) -> Verdict {
-    let mut args = cmd.args_iter().filter_map(arg_bytes);
-    let Some(name) = args.next() else {
-        return Verdict::Safety(CommandSafety::NonIdempotent);
-    };
-    let Some((buf, len)) = upper(name) else {
-        return Verdict::Safety(CommandSafety::NonIdempotent);
-    };
-    verdict_of(&buf[..len], args)
+fn verdict(cmd: &Cmd) -> Verdict {
+    match args::split(cmd) {
+        Some((name, rest)) => verdict_of(&name, rest),
+        None => Verdict::Safety(CommandSafety::NonIdempotent),
+    }
 }
 
-fn has_option<'a>(mut rest: impl Iterator<Item = &'a [u8]>, option: &str) -> bool {
-    rest.any(|a| a.eq_ignore_ascii_case(option.as_bytes()))
-}
-
-fn verdict_of<'a>(upper_name: &[u8], rest: impl Iterator<Item = &'a [u8]> + Clone) -> Verdict {
+fn verdict_of<'a>(name: &Name, rest: impl Iterator<Item = &'a [u8]> + Clone) -> Verdict {
     use CommandSafety::*;
+    use args::has_option;
+    let upper_name = name.as_bytes();
     match upper_name {
         b"SELECT" => {
             return Verdict::Refused(
@@ -337,20 +285,20 @@ fn verdict_of<'a>(upper_name: &[u8], rest: impl Iterator<Item = &'a [u8]> + Clon
         // Two-word commands whose safety depends on the subcommand.
         b"SCRIPT" | b"FUNCTION" | b"CONFIG" | b"CLIENT" | b"OBJECT" | b"MEMORY" | b"XINFO"
         | b"CLUSTER" | b"COMMAND" | b"SLOWLOG" | b"LATENCY" | b"ACL" => {
-            let sub = rest.clone().next().and_then(upper);
-            let sub = sub.as_ref().map(|(b, l)| &b[..*l]).unwrap_or(b"");
+            let sub = rest.clone().next().map(Name::of);
+            let sub = sub.as_ref().map_or(&b""[..], Name::as_bytes);
             return Verdict::Safety(subcommand_safety(upper_name, sub));
         }
         _ => {}
     }
-    if name_is(upper_name, CONNECTION_STATE) {
+    if name.is_in(CONNECTION_STATE) {
         return Verdict::Refused("this command changes the state of a shared connection");
     }
-    if name_is(upper_name, READ_ONLY) {
+    if name.is_in(READ_ONLY) {
         Verdict::Safety(ReadOnly)
-    } else if name_is(upper_name, IDEMPOTENT) {
+    } else if name.is_in(IDEMPOTENT) {
         Verdict::Safety(Idempotent)
-    } else if name_is(upper_name, BLOCKING) {
+    } else if name.is_in(BLOCKING) {
         Verdict::Safety(Blocking)
     } else {
         Verdict::Safety(NonIdempotent)
@@ -407,49 +355,10 @@ pub fn safety_of(cmd: &Cmd) -> CommandSafety {
     }
 }
 
-/// How long a blocking command may block on the server, from its arguments, when it says.
-/// `None` means it may block forever (timeout 0) or we cannot tell.
-pub(crate) fn blocking_timeout(cmd: &Cmd) -> Option<std::time::Duration> {
-    let args: Vec<&[u8]> = cmd.args_iter().filter_map(arg_bytes).collect();
-    let name = args.first()?.to_ascii_uppercase();
-    let parse_secs = |a: &[u8]| -> Option<std::time::Duration> {
-        let s = std::str::from_utf8(a).ok()?;
-        let secs: f64 = s.parse().ok()?;
-        (secs > 0.0 && secs.is_finite()).then(|| std::time::Duration::from_secs_f64(secs))
-    };
-    let parse_ms = |a: &[u8]| -> Option<std::time::Duration> {
-        let s = std::str::from_utf8(a).ok()?;
-        let ms: u64 = s.parse().ok()?;
-        (ms > 0).then(|| std::time::Duration::from_millis(ms))
-    };
-    match name.as_slice() {
-        b"BLPOP" | b"BRPOP" | b"BZPOPMIN" | b"BZPOPMAX" | b"BRPOPLPUSH" | b"BLMOVE" => {
-            parse_secs(args.last()?)
-        }
-        b"BLMPOP" | b"BZMPOP" => parse_secs(args.get(1)?),
-        b"WAIT" => parse_ms(args.get(2)?),
-        b"WAITAOF" => parse_ms(args.get(3)?),
-        b"XREAD" | b"XREADGROUP" => {
-            let pos = args.iter().position(|a| a.eq_ignore_ascii_case(b"BLOCK"))?;
-            parse_ms(args.get(pos + 1)?)
-        }
-        _ => None,
-    }
-}
-
-/// A command from its words, for tests.
-#[cfg(test)]
-pub(crate) fn cmd_of(parts: &[&str]) -> Cmd {
-    let mut c = redis::cmd(parts[0]);
-    for p in &parts[1..] {
-        c.arg(*p);
-    }
-    c
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::{args::assert_sorted_names, cmd_of};
     use CommandSafety::*;
 
     fn safety(parts: &[&str]) -> Result<CommandSafety, &'static str> {
@@ -509,17 +418,11 @@ mod tests {
     #[test]
     fn tables_are_sorted_upper_case_and_disjoint() {
         for table in [READ_ONLY, IDEMPOTENT, BLOCKING, CONNECTION_STATE] {
-            for w in table.windows(2) {
-                assert!(w[0] < w[1], "{} must come after {}", w[1], w[0]);
-            }
-            for name in table {
-                assert_eq!(*name, name.to_ascii_uppercase());
-                assert!(name.len() <= MAX_NAME);
-            }
+            assert_sorted_names(table.iter().copied());
         }
         for name in READ_ONLY {
             assert!(
-                !name_is(name.as_bytes(), IDEMPOTENT),
+                !Name::of(name.as_bytes()).is_in(IDEMPOTENT),
                 "{name} is in two tables"
             );
         }
@@ -535,19 +438,5 @@ mod tests {
         let mut t = redis::pipe();
         t.atomic().get("a").get("b");
         assert_eq!(pipeline_safety(&t), Ok(ReadOnly));
-    }
-
-    #[test]
-    fn blocking_timeouts_are_read_from_arguments() {
-        use std::time::Duration;
-        let mut c = redis::cmd("BLPOP");
-        c.arg("q").arg("1.5");
-        assert_eq!(blocking_timeout(&c), Some(Duration::from_millis(1500)));
-        let mut c = redis::cmd("BLPOP");
-        c.arg("q").arg(0);
-        assert_eq!(blocking_timeout(&c), None);
-        let mut c = redis::cmd("XREAD");
-        c.arg("BLOCK").arg(250).arg("STREAMS").arg("s").arg("$");
-        assert_eq!(blocking_timeout(&c), Some(Duration::from_millis(250)));
     }
 }
