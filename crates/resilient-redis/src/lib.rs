@@ -144,7 +144,7 @@ pub use client::{Client, ClientStats};
 pub use commands::{CommandSafety, safety_of};
 pub use config::TlsConfig;
 pub use config::{ClientConfig, ENV_VARS, ErrorRule, ReadFrom, SentinelConfig, redact_url};
-pub use error::{Error, ErrorKind, Outcome, error_kind_name};
+pub use error::{Error, ErrorKind, Failure, Outcome, error_kind_name};
 pub use exactly_once::{ExactlyOnce, ExactlyOnceConfig, ExactlyOnceStats};
 pub use health::Health;
 pub use pubsub::ResilientPubSub;
