@@ -132,6 +132,7 @@ mod config;
 mod connection;
 mod error;
 pub mod exactly_once;
+mod handshake;
 mod health;
 mod pubsub;
 mod replies;
