@@ -314,7 +314,10 @@ impl Error {
     /// if let Err(e) = client.incr::<_, _, i64>("counter", 1).await {
     ///     match resilient_redis::Error::from_redis(&e) {
     ///         Some(err) if err.is_ambiguous() => eprintln!("may have been applied: {err}"),
-    ///         _ => eprintln!("not applied: {e}"),
+    ///         Some(err) => eprintln!("{}: {err}", err.outcome()),
+    ///         // A server reply (WRONGTYPE, ...) or a reply of another type than asked for: see
+    ///         // `Failure::of` for both.
+    ///         None => eprintln!("{}: {e}", resilient_redis::Outcome::of(&e)),
     ///     }
     /// }
     /// # }

@@ -212,6 +212,10 @@ impl Client {
     ///   after how long.
     /// - [`ErrorKind::Auth`]: rejected credentials, or none where the server requires a password
     ///   (the first connection is checked with a `PING`).
+    ///
+    /// [`ErrorKind::InvalidConfig`]: crate::ErrorKind::InvalidConfig
+    /// [`ErrorKind::Unavailable`]: crate::ErrorKind::Unavailable
+    /// [`ErrorKind::Auth`]: crate::ErrorKind::Auth
     pub async fn connect(url: &str) -> Result<Client, Error> {
         Client::with_config(ClientConfig::from_url(url)?).await
     }
