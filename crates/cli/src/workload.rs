@@ -124,7 +124,9 @@ impl Commands {
 pub(crate) enum CallOutcome {
     /// The call succeeded.
     Ok,
-    /// The call failed and surely was not applied; the name is the error kind.
+    /// The call failed and its outcome is known: surely not applied, or (kind `conversion`)
+    /// applied with a reply of another type than the workload asked for; the name is the error
+    /// kind.
     Failed(String),
     /// The call failed and may have been applied; the name is the error kind.
     Ambiguous(String),
@@ -139,7 +141,7 @@ impl CallOutcome {
             Err(err) => {
                 let kind = resilient_redis::error_kind_name(err);
                 match Outcome::of(err) {
-                    Outcome::Failed => CallOutcome::Failed(kind),
+                    Outcome::Failed | Outcome::Applied => CallOutcome::Failed(kind),
                     Outcome::Ambiguous => CallOutcome::Ambiguous(kind),
                 }
             }

@@ -184,11 +184,9 @@ impl Pool {
     ) -> Result<Arc<Pool>, Error> {
         let pool = Pool::build(config, endpoint, read_from);
         if !lazily {
-            let (conn, epoch) = pool
-                .endpoint
-                .open(&pool.conn_config)
-                .await
-                .map_err(|e| connect_error(&config.url, e))?;
+            let (conn, epoch) =
+                crate::handshake::first_connection(&pool.endpoint, &pool.conn_config, config)
+                    .await?;
             pool.install(0, conn, epoch);
             // (A master switch during this first connection is followed by the background task.)
         }
@@ -685,33 +683,6 @@ impl Pool {
             })
             .collect()
     }
-}
-
-fn connect_error(url: &str, e: redis::RedisError) -> Error {
-    let tls_url = url.trim_start().starts_with("rediss");
-    let (kind, what, hint) = match e.kind() {
-        redis::ErrorKind::AuthenticationFailed => (ErrorKind::Auth, "authentication failed", ""),
-        redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => {
-            (ErrorKind::Auth, "permission denied", "")
-        }
-        _ if e.code() == Some("WRONGPASS") || e.code() == Some("NOAUTH") => {
-            (ErrorKind::Auth, "authentication failed", "")
-        }
-        _ if tls_error(&e).is_some() => (ErrorKind::Unavailable, "TLS handshake failed", ""),
-        _ if tls_url && e.is_timeout() => (
-            ErrorKind::Unavailable,
-            "cannot connect",
-            " (no TLS handshake within the connect timeout: does the server speak TLS on this port?)",
-        ),
-        _ if !tls_url && e.is_connection_dropped() && !e.is_connection_refusal() => (
-            ErrorKind::Unavailable,
-            "cannot connect",
-            " (the server closed the connection at once: if it expects TLS, use rediss://)",
-        ),
-        _ => (ErrorKind::Unavailable, "cannot connect", ""),
-    };
-    let url = crate::redact_url(url);
-    Error::new(kind, Outcome::Failed, format!("{what} to {url}{hint}")).with_source(e)
 }
 
 /// The rustls error behind a failed connection (a certificate the client does not trust, a

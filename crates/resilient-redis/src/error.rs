@@ -3,19 +3,24 @@
 //! Every call ends in exactly one of three ways: success, a definite failure ([`Outcome::Failed`]:
 //! the server surely did not apply the command) or an ambiguous failure ([`Outcome::Ambiguous`]: it
 //! may have been applied). An ambiguous failure is never reported as a plain failure, and it is
-//! never retried silently unless the command is safe to repeat.
+//! never retried silently unless the command is safe to repeat. One more case is not a failure of
+//! the call at all: the server ran the command and replied, and redis-rs could not convert the
+//! reply to the type the caller asked for ([`Outcome::Applied`], [`ErrorKind::Conversion`]).
 //!
 //! Through [`redis::aio::ConnectionLike`] the client must return [`redis::RedisError`]. Error
 //! replies that the server sent and that the client did not retry (`WRONGTYPE`, `NOSCRIPT`, syntax
 //! errors, ...) come back unchanged, so redis-rs code keeps working. Every other failure carries a
 //! [`resilient_redis::Error`](Error) inside the `RedisError` (as the source of an I/O-kind error);
-//! [`Error::from_redis`] finds it, and [`Outcome::of`] tells the outcome of any `RedisError`.
+//! [`Error::from_redis`] finds it, and [`Failure::of`] tells the kind and the outcome of any
+//! `RedisError`.
 
 use std::{fmt, io, time::Duration};
 
 use redis::{ErrorKind as RedisKind, RedisError, ServerErrorKind};
 
-/// Whether a failed call may have been applied by the server.
+use crate::commands::CommandSafety;
+
+/// Whether a failed call was applied by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// The server surely did not apply the command.
@@ -23,24 +28,22 @@ pub enum Outcome {
     /// The command may have been applied: the request may have reached the server before the
     /// connection broke or the reply was lost.
     Ambiguous,
+    /// The server ran the command and replied; what failed is the conversion of the reply to the
+    /// type asked for ([`ErrorKind::Conversion`]). A write was applied: do not send it again.
+    Applied,
 }
 
 impl Outcome {
-    /// The outcome of any [`RedisError`], from this client or from a plain redis-rs connection.
+    /// The outcome of any [`RedisError`], from this client or from a plain redis-rs connection:
+    /// [`Failure::of`]`(err).outcome`.
     ///
     /// An error of this client answers with the outcome it recorded. For other errors: a reply
     /// from the server (`-ERR ...`) is [`Outcome::Failed`]; an error before any connection existed
     /// (refused, bad config) is `Failed`; an I/O error or a timeout on a live connection is
-    /// [`Outcome::Ambiguous`], since the request may have been written.
+    /// [`Outcome::Ambiguous`], since the request may have been written; a reply that could not
+    /// be converted to the type asked for is [`Outcome::Applied`].
     pub fn of(err: &RedisError) -> Outcome {
-        if let Some(e) = Error::from_redis(err) {
-            return e.outcome();
-        }
-        match err.kind() {
-            RedisKind::Io if err.is_connection_refusal() => Outcome::Failed,
-            RedisKind::Io | RedisKind::Parse => Outcome::Ambiguous,
-            _ => Outcome::Failed,
-        }
+        Failure::of(err).outcome
     }
 }
 
@@ -49,6 +52,7 @@ impl fmt::Display for Outcome {
         f.write_str(match self {
             Outcome::Failed => "not applied",
             Outcome::Ambiguous => "may have been applied",
+            Outcome::Applied => "applied",
         })
     }
 }
@@ -82,6 +86,10 @@ pub enum ErrorKind {
     /// [`ClientConfig::adaptive_throttle`](crate::ClientConfig::adaptive_throttle)). Definite
     /// failure: the server never saw the call. Retry later, or shed the work.
     RejectedLocally,
+    /// The server replied, but redis-rs could not convert the reply to the type asked for: a
+    /// `GET` of a missing key into `String` (ask for `Option<String>`), `OK` into `i64`. The
+    /// command ran ([`Outcome::Applied`]).
+    Conversion,
 }
 
 impl ErrorKind {
@@ -99,6 +107,7 @@ impl ErrorKind {
             ErrorKind::Throttled => "throttled",
             ErrorKind::Refused => "refused",
             ErrorKind::RejectedLocally => "rejected_locally",
+            ErrorKind::Conversion => "conversion",
         }
     }
 }
@@ -109,6 +118,105 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// What kind of failure a [`RedisError`] is, and whether the command was applied: one answer
+/// for every error a call can return, from this client or from a plain redis-rs connection.
+///
+/// | error | `kind` | `outcome` |
+/// |---|---|---|
+/// | this client's own ([`Error::from_redis`] finds it) | as recorded | as recorded |
+/// | `NOAUTH`, `WRONGPASS`, `NOPERM` reply; redis-rs's `AuthenticationFailed` | [`ErrorKind::Auth`] | [`Outcome::Failed`] |
+/// | any other error reply (`WRONGTYPE`, `ERR ...`, `EXECABORT`, ...) | [`ErrorKind::Server`] | `Failed` |
+/// | connection refused | [`ErrorKind::Unavailable`] | `Failed` |
+/// | other I/O error or timeout; a reply that is not valid RESP | [`ErrorKind::ConnectionLost`] | [`Outcome::Ambiguous`] |
+/// | a reply not convertible to the type asked for | [`ErrorKind::Conversion`] | [`Outcome::Applied`] |
+/// | redis-rs's configuration errors (bad URL, no sentinel, RESP3 unsupported) | [`ErrorKind::InvalidConfig`] | `Failed` |
+/// | Sentinel or Cluster found no node to send to | `Unavailable` | `Failed` |
+/// | any other error redis-rs raises before sending | [`ErrorKind::Refused`] | `Failed` |
+///
+/// A server reply keeps its code in [`RedisError::code`] (`"WRONGTYPE"`); [`error_kind_name`]
+/// gives a stable string for reports.
+///
+/// ```no_run
+/// # async fn f(mut client: resilient_redis::Client) {
+/// use redis::AsyncCommands;
+/// use resilient_redis::{ErrorKind, Failure, Outcome};
+///
+/// if let Err(e) = client.incr::<_, _, i64>("counter", 1).await {
+///     let failure = Failure::of(&e);
+///     match failure.kind {
+///         ErrorKind::Auth | ErrorKind::InvalidConfig => eprintln!("fix the configuration: {e}"),
+///         ErrorKind::Server => eprintln!("the server refused it ({:?}): {e}", e.code()),
+///         _ => eprintln!("{}: {e}", failure.kind),
+///     }
+///     match failure.outcome {
+///         Outcome::Failed => { /* not applied: safe to send again */ }
+///         Outcome::Ambiguous => { /* may have been applied: check before sending again */ }
+///         Outcome::Applied => { /* applied; only reading the reply failed */ }
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Failure {
+    /// What went wrong.
+    pub kind: ErrorKind,
+    /// Whether the command was applied.
+    pub outcome: Outcome,
+}
+
+impl Failure {
+    /// The kind and outcome of `err` (see the table above).
+    pub fn of(err: &RedisError) -> Failure {
+        if let Some(e) = Error::from_redis(err) {
+            return Failure {
+                kind: e.kind(),
+                outcome: e.outcome(),
+            };
+        }
+        let (kind, outcome) = match err.kind() {
+            RedisKind::Server(_) | RedisKind::Extension => {
+                match crate::replies::Code::of_redis(err) {
+                    Some(code) if code.is_auth() => (ErrorKind::Auth, Outcome::Failed),
+                    _ => (ErrorKind::Server, Outcome::Failed),
+                }
+            }
+            RedisKind::AuthenticationFailed => (ErrorKind::Auth, Outcome::Failed),
+            RedisKind::Io if err.is_connection_refusal() => {
+                (ErrorKind::Unavailable, Outcome::Failed)
+            }
+            RedisKind::Io => (ErrorKind::ConnectionLost, Outcome::Ambiguous),
+            RedisKind::Parse if is_wire_parse_error(err) => {
+                (ErrorKind::ConnectionLost, Outcome::Ambiguous)
+            }
+            RedisKind::Parse | RedisKind::UnexpectedReturnType => {
+                (ErrorKind::Conversion, Outcome::Applied)
+            }
+            RedisKind::InvalidClientConfig
+            | RedisKind::EmptySentinelList
+            | RedisKind::RESP3NotSupported => (ErrorKind::InvalidConfig, Outcome::Failed),
+            RedisKind::MasterNameNotFoundBySentinel
+            | RedisKind::NoValidReplicasFoundBySentinel
+            | RedisKind::ClusterConnectionNotFound => (ErrorKind::Unavailable, Outcome::Failed),
+            RedisKind::Client => (ErrorKind::Refused, Outcome::Failed),
+            // redis-rs may add kinds; those it has now are raised before anything is sent.
+            _ => (ErrorKind::Refused, Outcome::Failed),
+        };
+        Failure { kind, outcome }
+    }
+}
+
+/// Whether a `Parse` error of redis-rs is a reply that is not valid RESP (the connection is out
+/// of step: ambiguous) rather than a valid reply that did not convert to the type asked for.
+/// redis-rs gives both the same kind and tells them apart only in the text: its RESP decoder's
+/// errors are those of `combine`, which begin `Parse error at`. This client never returns a wire
+/// error raw (it reports the broken connection as its own error), so this matters only for
+/// errors of plain redis-rs connections.
+fn is_wire_parse_error(err: &RedisError) -> bool {
+    err.detail()
+        .is_some_and(|d| d.trim_start().starts_with("Parse error at"))
+}
+
 /// An error of the resilient client: a kind, an outcome, and the last underlying error.
 #[derive(Debug, Clone)]
 pub struct Error {
@@ -117,6 +225,9 @@ pub struct Error {
     message: String,
     attempts: u32,
     retry_in: Option<Duration>,
+    /// The call was a read ([`CommandSafety::ReadOnly`]): "may have been applied" says nothing
+    /// true about it.
+    read: bool,
     source: Option<RedisError>,
 }
 
@@ -128,6 +239,7 @@ impl Error {
             message: message.into(),
             attempts: 0,
             retry_in: None,
+            read: false,
             source: None,
         }
     }
@@ -143,6 +255,13 @@ impl Error {
 
     pub(crate) fn with_attempts(mut self, attempts: u32) -> Self {
         self.attempts = attempts;
+        self
+    }
+
+    /// Notes what kind of command the call was, for the message: an ambiguous read is not
+    /// described as "may have been applied".
+    pub(crate) fn for_command(mut self, safety: CommandSafety) -> Self {
+        self.read = safety == CommandSafety::ReadOnly;
         self
     }
 
@@ -195,7 +314,10 @@ impl Error {
     /// if let Err(e) = client.incr::<_, _, i64>("counter", 1).await {
     ///     match resilient_redis::Error::from_redis(&e) {
     ///         Some(err) if err.is_ambiguous() => eprintln!("may have been applied: {err}"),
-    ///         _ => eprintln!("not applied: {e}"),
+    ///         Some(err) => eprintln!("{}: {err}", err.outcome()),
+    ///         // A server reply (WRONGTYPE, ...) or a reply of another type than asked for: see
+    ///         // `Failure::of` for both.
+    ///         None => eprintln!("{}: {e}", resilient_redis::Outcome::of(&e)),
     ///     }
     /// }
     /// # }
@@ -238,9 +360,13 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.message)?;
-        if self.outcome == Outcome::Ambiguous {
-            f.write_str(" (outcome unknown: the command may have been applied)")?;
-        }
+        f.write_str(match self.outcome {
+            Outcome::Ambiguous if self.read => {
+                " (the read got no answer; a read changes nothing, so it can be sent again)"
+            }
+            Outcome::Ambiguous => " (outcome unknown: the command may have been applied)",
+            Outcome::Failed | Outcome::Applied => "",
+        })?;
         if let Some(source) = &self.source {
             write!(f, ": {source}")?;
         }
@@ -264,8 +390,9 @@ impl From<Error> for RedisError {
 
 /// A short, stable name for any [`RedisError`]: the client's [`ErrorKind::as_str`] for its own
 /// errors, the server's error code (`"WRONGTYPE"`, `"LOADING"`, ...) for replies, else `"io"`,
-/// `"timeout"`, `"refused"`, `"auth"`, `"parse"` or `"client"`. For reports such as the
-/// benchmark's `errors_by_kind`.
+/// `"timeout"`, `"refused"`, `"auth"`, `"conversion"` (a reply not of the type asked for),
+/// `"parse"` (a reply that is not valid RESP) or `"client"`. For reports such as the
+/// benchmark's `errors_by_kind`; to act on an error, match [`Failure::of`] instead.
 pub fn error_kind_name(err: &RedisError) -> String {
     if let Some(e) = Error::from_redis(err) {
         return e.kind().as_str().to_owned();
@@ -278,7 +405,8 @@ pub fn error_kind_name(err: &RedisError) -> String {
         RedisKind::Io if err.is_connection_refusal() => "refused".into(),
         RedisKind::Io => "io".into(),
         RedisKind::AuthenticationFailed => "auth".into(),
-        RedisKind::Parse | RedisKind::UnexpectedReturnType => "parse".into(),
+        RedisKind::Parse if is_wire_parse_error(err) => "parse".into(),
+        RedisKind::Parse | RedisKind::UnexpectedReturnType => ErrorKind::Conversion.as_str().into(),
         RedisKind::Server(ServerErrorKind::ResponseError) => "ERR".into(),
         _ => "client".into(),
     }
@@ -312,6 +440,84 @@ mod tests {
         assert_eq!(r.code(), Some("WRONGTYPE"));
         assert!(Error::from_redis(&r).is_none());
         assert_eq!(Outcome::of(&r), Outcome::Failed);
+    }
+
+    fn reply(text: &str) -> RedisError {
+        match redis::parse_redis_value(text.as_bytes()).expect("a reply") {
+            redis::Value::ServerError(e) => RedisError::from(e),
+            other => panic!("not an error reply: {other:?}"),
+        }
+    }
+
+    fn failure(kind: ErrorKind, outcome: Outcome) -> Failure {
+        Failure { kind, outcome }
+    }
+
+    #[test]
+    fn a_reply_of_the_wrong_type_was_applied_and_is_not_ambiguous() {
+        // GET of a missing key into `String`: what redis-rs returns after the call succeeded.
+        let nil: RedisError = redis::from_redis_value::<String>(redis::Value::Nil)
+            .expect_err("nil is not a String")
+            .into();
+        assert_eq!(
+            Failure::of(&nil),
+            failure(ErrorKind::Conversion, Outcome::Applied)
+        );
+        assert_eq!(Outcome::of(&nil), Outcome::Applied);
+        assert_eq!(error_kind_name(&nil), "conversion");
+        let okay: RedisError = redis::from_redis_value::<i64>(redis::Value::Okay)
+            .expect_err("OK is not a number")
+            .into();
+        assert_eq!(Outcome::of(&okay), Outcome::Applied);
+    }
+
+    #[test]
+    fn a_reply_that_is_not_resp_is_a_lost_connection() {
+        // The same redis-rs kind (`Parse`) as a conversion, from its RESP decoder.
+        let garbled = redis::parse_redis_value(b"?what\r\n").expect_err("not RESP");
+        assert_eq!(garbled.kind(), RedisKind::Parse);
+        assert_eq!(
+            Failure::of(&garbled),
+            failure(ErrorKind::ConnectionLost, Outcome::Ambiguous)
+        );
+        assert_eq!(error_kind_name(&garbled), "parse");
+    }
+
+    #[test]
+    fn server_replies_have_a_kind_too() {
+        for (text, kind) in [
+            ("-NOAUTH Authentication required.\r\n", ErrorKind::Auth),
+            (
+                "-WRONGPASS invalid username-password pair\r\n",
+                ErrorKind::Auth,
+            ),
+            ("-NOPERM this user has no permissions\r\n", ErrorKind::Auth),
+            ("-WRONGTYPE Operation against a key\r\n", ErrorKind::Server),
+            ("-ERR unknown command\r\n", ErrorKind::Server),
+        ] {
+            let e = reply(text);
+            assert!(Error::from_redis(&e).is_none(), "{text}");
+            assert_eq!(Failure::of(&e), failure(kind, Outcome::Failed), "{text}");
+        }
+        let auth = RedisError::from((RedisKind::AuthenticationFailed, "bad password"));
+        assert_eq!(Failure::of(&auth).kind, ErrorKind::Auth);
+        let config = RedisError::from((RedisKind::InvalidClientConfig, "bad URL"));
+        assert_eq!(Failure::of(&config).kind, ErrorKind::InvalidConfig);
+    }
+
+    #[test]
+    fn an_ambiguous_read_says_what_is_true_for_a_read() {
+        let lost = || Error::new(ErrorKind::ConnectionLost, Outcome::Ambiguous, "lost");
+        let write = lost().for_command(CommandSafety::NonIdempotent).to_string();
+        assert!(write.contains("may have been applied"), "{write}");
+        let read = lost().for_command(CommandSafety::ReadOnly).to_string();
+        assert!(!read.contains("applied"), "{read}");
+        assert!(read.contains("read"), "{read}");
+        // The outcome itself stays honest: nobody knows whether the server ran it.
+        assert_eq!(
+            lost().for_command(CommandSafety::ReadOnly).outcome(),
+            Outcome::Ambiguous
+        );
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub(crate) enum Code {
     Throttled,
     /// `NOREPLICAS`: not enough replicas for `min-replicas-to-write`.
     NoReplicas,
+    /// `NOAUTH`, `WRONGPASS`: the connection is not authenticated, or the credentials are wrong.
+    Auth,
     /// Any other code.
     Other,
 }
@@ -57,12 +59,33 @@ impl Code {
         if let Some(kind) = err.kind() {
             return Code::Kind(kind);
         }
-        match err.code() {
+        Code::without_kind(err.code())
+    }
+
+    /// The code of a server reply carried by a [`RedisError`](redis::RedisError); `None` when
+    /// the error is not a reply.
+    pub(crate) fn of_redis(err: &redis::RedisError) -> Option<Code> {
+        match err.kind() {
+            redis::ErrorKind::Server(kind) => Some(Code::Kind(kind)),
+            _ => err.code().map(Code::without_kind),
+        }
+    }
+
+    /// A code redis-rs has no kind for.
+    fn without_kind(code: &str) -> Code {
+        match code {
             "BUSY" => Code::Busy,
             "THROTTLED" => Code::Throttled,
             "NOREPLICAS" => Code::NoReplicas,
+            "NOAUTH" | "WRONGPASS" => Code::Auth,
             _ => Code::Other,
         }
+    }
+
+    /// A refusal of the connection's credentials or permissions: `NOAUTH`, `WRONGPASS`,
+    /// `NOPERM`.
+    pub(crate) fn is_auth(self) -> bool {
+        matches!(self, Code::Auth | Code::Kind(ServerErrorKind::NoPerm))
     }
 
     /// `BUSY` or `LOADING`: the server takes no work for now.
@@ -204,6 +227,7 @@ fn table(code: Code, deployment: Deployment, throttle_delay: Duration) -> Option
             | K::NoSub
             | K::NoPerm,
         )
+        | Code::Auth
         | Code::Other => None,
         // redis-rs may add kinds: the caller's reply until the table says otherwise.
         Code::Kind(_) => None,

@@ -80,7 +80,11 @@ where
                             }
                             match Outcome::of(&e) {
                                 Outcome::Failed => failed.fetch_add(1, Ordering::Relaxed),
-                                Outcome::Ambiguous => ambiguous.fetch_add(1, Ordering::Relaxed),
+                                // Applied, with a reply not of the type asked for: counted
+                                // where the bound `final <= ok + ambiguous` still holds.
+                                Outcome::Ambiguous | Outcome::Applied => {
+                                    ambiguous.fetch_add(1, Ordering::Relaxed)
+                                }
                             }
                         }
                     };

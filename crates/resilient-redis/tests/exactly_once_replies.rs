@@ -265,50 +265,17 @@ async fn tokens_expire_with_the_configured_ttl_and_scripts_reload() {
     let pttl: i64 = admin.pttl("tok:k:once").await.unwrap();
     assert!((7_000..=8_000).contains(&pttl), "PTTL {pttl}");
     let () = admin.del("tok:k:once").await.unwrap();
-    let bytes: i64 = redis::cmd("MEMORY")
-        .arg("USAGE")
-        .arg(&tokens[0])
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    eprintln!(
-        "token key {:?} ({} bytes): MEMORY USAGE {bytes} bytes",
-        tokens[0],
-        tokens[0].len()
-    );
-    // Memory per write: 10,000 INCRs of one key, each leaving its token for the TTL.
-    let used = |admin: redis::aio::MultiplexedConnection| async move {
-        let mut admin = admin;
-        let info: String = redis::cmd("INFO")
-            .arg("memory")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .unwrap()
-            .trim()
-            .parse::<i64>()
-            .unwrap()
-    };
-    let before = used(admin.clone()).await;
+    // Concurrent writes go out in batches, run by a script of their own.
     let mut tasks = JoinSet::new();
     for _ in 0..20 {
         let mut xo = xo.clone();
         tasks.spawn(async move {
-            for _ in 0..500 {
+            for _ in 0..50 {
                 let _: i64 = xo.incr("m", 1).await.unwrap();
             }
         });
     }
     while tasks.join_next().await.is_some() {}
-    let per_write = (used(admin.clone()).await - before) / 10_000;
-    eprintln!(
-        "server memory per exactly-once INCR: {per_write} bytes (key {} bytes)",
-        tokens[0].len()
-    );
-    // Records in hashes of 64 (listpacks): about 20 bytes each, against ~150 for a key each.
-    assert!(per_write <= 50, "{per_write} bytes per write");
     // The script cache is flushed (as by a restart): the next write reloads it once.
     let loads = xo.stats().script_loads;
     // The first write ever, then the first batch (the server had seen neither script).
@@ -331,6 +298,97 @@ async fn tokens_expire_with_the_configured_ttl_and_scripts_reload() {
         client.exactly_once(short).unwrap_err().kind(),
         ErrorKind::InvalidConfig
     );
+}
+
+/// Server memory per exactly-once write, as the docs state it (README, `lib.rs`, the module
+/// docs): 10,000 `INCR`s of one key from 20 tasks (default config, so group commit and the
+/// default prefix), each leaving its record for the TTL. Measured two ways: the growth of
+/// `INFO memory`'s `used_memory`, and the sum of `MEMORY USAGE` over the records' hashes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_memory_per_write_is_the_documented_figure() {
+    const WRITES: i64 = 10_000;
+    let (_server, _client, mut admin, xo) = one_server().await;
+    let used = |mut admin: redis::aio::MultiplexedConnection| async move {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .unwrap()
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    let writes = |n: i64| {
+        let mut tasks = JoinSet::new();
+        for _ in 0..20 {
+            let mut xo = xo.clone();
+            tasks.spawn(async move {
+                for _ in 0..n / 20 {
+                    let _: i64 = xo.incr("m", 1).await.unwrap();
+                }
+            });
+        }
+        tasks.join_all()
+    };
+    // Warm up (scripts loaded, buffers grown), then start from no records.
+    writes(1_280).await;
+    let warm: Vec<String> = admin.keys("xo:*").await.unwrap();
+    let () = admin.del(warm).await.unwrap();
+    let before = used(admin.clone()).await;
+    writes(WRITES).await;
+    let by_info = (used(admin.clone()).await - before) as f64 / WRITES as f64;
+    let hashes: Vec<String> = admin.keys("xo:*").await.unwrap();
+    let mut usage = 0;
+    for key in &hashes {
+        let bytes: i64 = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        usage += bytes;
+    }
+    let by_usage = usage as f64 / WRITES as f64;
+    let documented = common::exactly_once::documented_bytes_per_write();
+    eprintln!(
+        "server memory per exactly-once INCR: {by_info:.1} B (used_memory), {by_usage:.1} B \
+         (MEMORY USAGE of {} hashes, e.g. {:?}); documented: {documented} B",
+        hashes.len(),
+        hashes.first()
+    );
+    // A caller-chosen key's record is a key of its own (`xo:k:order-NNNNN`).
+    let before_keys = used(admin.clone()).await;
+    let keyed = xo.clone();
+    for i in 0..1_000 {
+        keyed
+            .send_with_key(&format!("order-{i:05}"), redis::cmd("INCR").arg("k"))
+            .await
+            .unwrap();
+    }
+    let per_key = (used(admin.clone()).await - before_keys) as f64 / 1_000.0;
+    eprintln!("server memory per caller-keyed write: {per_key:.1} B (used_memory)");
+    // The module docs say "about 210".
+    assert!(
+        (180.0..=240.0).contains(&per_key),
+        "{per_key:.1} B per keyed write"
+    );
+    // 64 records per hash; one more if the writes straddled a period (a quarter of the TTL).
+    let full = (WRITES + 63) / 64;
+    assert!(
+        (full..=full + 1).contains(&(hashes.len() as i64)),
+        "{hashes:?}"
+    );
+    for measured in [by_info, by_usage] {
+        assert!(
+            (measured - documented as f64).abs() <= 4.0,
+            "measured {measured:.1} B per write, the docs say {documented}"
+        );
+    }
 }
 
 /// Commands that cannot run inside the script are refused before anything is sent.

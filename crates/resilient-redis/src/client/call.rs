@@ -145,6 +145,7 @@ impl Handle {
             }
         };
         self.inner.call_duration[kind_index(safety)].record(started.elapsed().as_secs_f64());
+        let result = result.map_err(|e| e.for_command(safety));
         if let Err(e) = &result {
             record_failure(e, &stats.ambiguous, &stats.failed);
             cooperate().await;

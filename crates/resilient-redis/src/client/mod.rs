@@ -209,9 +209,17 @@ impl Client {
     /// Connects with the default configuration (see [`ClientConfig`]) to `url`.
     ///
     /// # Errors
-    /// A malformed URL or unknown scheme ([`ErrorKind::InvalidConfig`]), a server that cannot be
-    /// reached within the connect timeout ([`ErrorKind::Unavailable`]), or rejected credentials
-    /// ([`ErrorKind::Auth`]).
+    /// - [`ErrorKind::InvalidConfig`]: a malformed URL or unknown scheme (the message names the
+    ///   part at fault: the port, the database), or a database the server does not have (`/99`).
+    /// - [`ErrorKind::Unavailable`]: a server that cannot be reached within the connect timeout;
+    ///   the message says whether the TCP connection or the Redis handshake did not complete, and
+    ///   after how long.
+    /// - [`ErrorKind::Auth`]: rejected credentials, or none where the server requires a password
+    ///   (the first connection is checked with a `PING`).
+    ///
+    /// [`ErrorKind::InvalidConfig`]: crate::ErrorKind::InvalidConfig
+    /// [`ErrorKind::Unavailable`]: crate::ErrorKind::Unavailable
+    /// [`ErrorKind::Auth`]: crate::ErrorKind::Auth
     pub async fn connect(url: &str) -> Result<Client, Error> {
         Client::with_config(ClientConfig::from_url(url)?).await
     }

@@ -11,7 +11,8 @@ use crate::error::Error;
 pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "RESILIENT_REDIS_URL",
-        "server URL: redis://, rediss:// (TLS), redis+sentinel:// or rediss+sentinel://",
+        "server URL: redis://, rediss:// (TLS), redis+sentinel:// or rediss+sentinel://; \
+         unset: redis://127.0.0.1:6379, said in an info log line",
     ),
     (
         "RESILIENT_REDIS_TLS_CA_FILE",
@@ -71,6 +72,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
 impl ClientConfig {
     /// The defaults, overridden by the environment variables listed in [`ENV_VARS`]. A variable
     /// that is set but invalid is an error naming it.
+    ///
+    /// `RESILIENT_REDIS_URL` may be left unset: the server is then the default,
+    /// `redis://127.0.0.1:6379`, and an `info` event of `tracing` says so (a deployment that
+    /// forgot the variable shows it in its log, and its connect error names that URL).
     pub fn from_env() -> Result<Self, Error> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -79,6 +84,13 @@ impl ClientConfig {
     /// other configuration sources).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let mut c = ClientConfig::default();
+        if lookup("RESILIENT_REDIS_URL").is_none() {
+            tracing::info!(
+                url = %c.url,
+                "RESILIENT_REDIS_URL is not set: using the default server {}",
+                c.url
+            );
+        }
         let ms = |name: &str| -> Result<Option<Duration>, Error> {
             match lookup(name) {
                 None => Ok(None),
@@ -237,6 +249,51 @@ impl ClientConfig {
 mod tests {
     use super::*;
     use crate::config::SentinelConfig;
+
+    /// The log lines of `f`, as text.
+    fn logs_of<T>(f: impl FnOnce() -> T) -> (T, String) {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
+        (out, text)
+    }
+
+    #[test]
+    fn an_unset_url_is_said_in_the_log() {
+        let (config, log) = logs_of(|| ClientConfig::from_lookup(|_| None));
+        assert_eq!(config.unwrap().url, "redis://127.0.0.1:6379");
+        assert!(log.contains("INFO"), "{log}");
+        assert!(
+            log.contains(
+                "RESILIENT_REDIS_URL is not set: using the default server redis://127.0.0.1:6379"
+            ),
+            "{log}"
+        );
+        let (config, log) = logs_of(|| {
+            ClientConfig::from_lookup(|name| {
+                (name == "RESILIENT_REDIS_URL").then(|| "redis://10.0.0.1:6380".to_owned())
+            })
+        });
+        assert_eq!(config.unwrap().url, "redis://10.0.0.1:6380");
+        assert!(!log.contains("RESILIENT_REDIS_URL"), "{log}");
+    }
 
     #[test]
     fn env_overrides_and_names_the_bad_variable() {

@@ -12,6 +12,7 @@ mod env;
 mod redact;
 mod sentinel;
 mod tls;
+mod url_check;
 mod url_forms;
 
 pub use cluster::ClusterConfig;
@@ -332,7 +333,8 @@ impl ClientConfig {
         }
         let info = url.into_connection_info().map_err(|e| {
             let shown = redact_url(url);
-            Error::config(format!("invalid URL {shown:?}: {e}")).with_source(e)
+            let problem = url_check::url_problem(url);
+            Error::config(format!("invalid URL {shown:?}: {problem}")).with_source(e)
         })?;
         let tls_addr = match info.addr() {
             ConnectionAddr::TcpTls {

@@ -3,7 +3,7 @@
 
 use redis::{RedisError, Value};
 
-use crate::error::{Error, ErrorKind, Outcome};
+use crate::error::{Error, ErrorKind, Failure, Outcome};
 
 /// An answer the script should not give (nothing known about the write: ambiguous).
 pub(super) fn unexpected(value: Value) -> RedisError {
@@ -19,6 +19,9 @@ pub(super) fn unexpected(value: Value) -> RedisError {
 pub(super) fn error_of(e: RedisError) -> Error {
     match Error::from_redis(&e) {
         Some(inner) => inner.clone(),
-        None => Error::new(ErrorKind::Server, Outcome::of(&e), "request failed").with_source(e),
+        None => {
+            let failure = Failure::of(&e);
+            Error::new(failure.kind, failure.outcome, "request failed").with_source(e)
+        }
     }
 }

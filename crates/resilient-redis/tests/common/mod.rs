@@ -214,6 +214,8 @@ fn record(counts: &Counts, errors: &std::sync::Mutex<Vec<String>>, r: redis::Red
             match Outcome::of(&e) {
                 Outcome::Failed => counts.failed.fetch_add(1, Ordering::Relaxed),
                 Outcome::Ambiguous => counts.ambiguous.fetch_add(1, Ordering::Relaxed),
+                // The server replied, not with what the workload expected.
+                Outcome::Applied => counts.wrong.fetch_add(1, Ordering::Relaxed),
             }
         }
     };
