@@ -79,15 +79,6 @@ pub(crate) async fn cooperate() {
     tokio::task::consume_budget().await;
 }
 
-/// Awaits `call`, then [`cooperate`]s if it failed.
-pub(crate) async fn cooperating<T, E>(call: impl Future<Output = Result<T, E>>) -> Result<T, E> {
-    let result = call.await;
-    if result.is_err() {
-        cooperate().await;
-    }
-    result
-}
-
 /// Adaptive throttling's decision for one attempt while `throttle` is engaged: `Err` rejects
 /// it locally. `totals` is read only if needed; `rejected` counts rejections.
 #[cold]

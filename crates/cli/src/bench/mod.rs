@@ -452,14 +452,19 @@ async fn worker<C: AppClient>(
     totals
 }
 
-/// Redraws the progress line on stderr every 250 ms until aborted.
-async fn show_progress(args: BenchArgs, start: Instant, progress: Arc<Progress>) {
+/// A spinner line on stderr, cleared when the guard drops.
+fn spinner_line() -> (ProgressBar, ClearOnDrop) {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let _clear = ClearOnDrop(bar.clone());
+    (bar.clone(), ClearOnDrop(bar))
+}
+
+/// Redraws the progress line on stderr every 250 ms until aborted.
+async fn show_progress(args: BenchArgs, start: Instant, progress: Arc<Progress>) {
+    let (bar, _clear) = spinner_line();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let (mut last_ops, mut last_at) = (0, start);
     loop {
@@ -485,12 +490,7 @@ async fn show_progress(args: BenchArgs, start: Instant, progress: Arc<Progress>)
 
 /// Redraws the open-loop progress line on stderr every 250 ms until aborted.
 async fn show_open_progress(args: BenchArgs, rate: f64, timeline: Arc<Timeline>) {
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    let _clear = ClearOnDrop(bar.clone());
+    let (bar, _clear) = spinner_line();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::{
     Handle, Local,
+    admit::settle_permit,
     stats::kind_index,
     timer::{ReplyOrLimit, arm},
 };
@@ -89,33 +90,48 @@ impl Handle {
                 Err(e) => break 'call Err(give_up_error(e)),
             };
             let deadline = call.attempt().deadline;
-            let first = if let Err(e) = self.inner.admit() {
-                Err((e, None))
-            } else if let Request::Cmd(cmd) = request
-                && let Some(node) = single
+            // The node a single command goes to when it is known at once: the server (or the
+            // Sentinel master), or in a cluster the live master of the key's slot.
+            let cluster_node;
+            let node = match (&self.inner.router, request) {
+                (Router::Single(node), _) => Some(&**node),
+                (Router::Cluster(cluster), Request::Cmd(cmd)) => {
+                    cluster_node = cluster.ready_node(cmd);
+                    cluster_node.as_deref()
+                }
+                (Router::Cluster(_), Request::Pipeline { .. }) => None,
+            };
+            let first = if let Request::Cmd(cmd) = request
+                && let Some(node) = node
                 && let Some(lease) = self.lease_in(cached, read_only, &node.pool)
             {
-                // A single command and a connection at hand: send it.
-                stats.attempts.add(1);
-                let id = lease.id();
-                let fut = lease.conn.send_packed_command(cmd);
-                tokio::pin!(fut);
-                let (limit, cut) = self.reply_limit(deadline, started);
-                let waiting = ReplyOrLimit {
-                    reply: fut.as_mut(),
-                    timer: arm(timer, limit, started),
-                    limit,
-                };
-                let outcome = match waiting.await {
-                    Some(result) => Ok(result.map(Reply::One)),
-                    None if cut => Err(deadline_in_flight()),
-                    None => Box::pin(self.wait_late_reply(fut, id, deadline, &node.pool))
-                        .await
-                        .map(|late| late.map(Reply::One)),
-                };
-                outcome
-                    .and_then(|o| self.settle(o, id, retry_safe, &node.pool))
-                    .map_err(|e| (e, Some(id)))
+                // A single command and a connection at hand: send it, if the node admits it.
+                match self.admit_to(node, started) {
+                    Err(e) => Err((e, None)),
+                    Ok(permit) => {
+                        stats.attempts.add(1);
+                        let id = lease.id();
+                        let fut = lease.conn.send_packed_command(cmd);
+                        tokio::pin!(fut);
+                        let (limit, cut) = self.reply_limit(deadline, started);
+                        let waiting = ReplyOrLimit {
+                            reply: fut.as_mut(),
+                            timer: arm(timer, limit, started),
+                            limit,
+                        };
+                        let outcome = match waiting.await {
+                            Some(result) => Ok(result.map(Reply::One)),
+                            None if cut => Err(deadline_in_flight()),
+                            None => Box::pin(self.wait_late_reply(fut, id, deadline, &node.pool))
+                                .await
+                                .map(|late| late.map(Reply::One)),
+                        };
+                        let result =
+                            outcome.and_then(|o| self.settle(o, id, retry_safe, &node.pool));
+                        settle_permit(permit, &result);
+                        result.map_err(|e| (e, Some(id)))
+                    }
+                }
             } else {
                 // A pipeline, or no connection at hand: the general attempt.
                 let slot = Mutex::new(cached.take());
@@ -138,7 +154,7 @@ impl Handle {
                         read_only,
                         cached,
                         error,
-                        sent_on,
+                        sent_on.zip(node),
                     );
                     Box::pin(retried).await
                 }
@@ -185,7 +201,7 @@ impl Handle {
     }
 
     /// The policy's retries after the first attempt failed with `error`. `sent_on`: the
-    /// connection the fast path sent it on, whose failure is not handled yet.
+    /// connection and node the fast path sent it on, whose failure is not handled yet.
     #[allow(clippy::too_many_arguments)]
     async fn retry_call(
         &self,
@@ -194,18 +210,41 @@ impl Handle {
         idempotency: Idempotency,
         read_only: bool,
         cached: &mut Option<Lease>,
-        error: AttemptError,
-        sent_on: Option<LeaseId>,
+        mut error: AttemptError,
+        sent_on: Option<(LeaseId, &Node)>,
     ) -> Result<Reply, Error> {
-        if let Some(lease) = sent_on
-            && let Some(node) = self.inner.router.single()
-        {
-            self.after_failure(&error, node, lease, call.attempt().deadline)
-                .await;
-        }
         let retry_safe = idempotency == Idempotency::Idempotent;
         // The handle's cached connection, lent to the attempts and given back after.
         let slot = Mutex::new(cached.take());
+        if let Some((lease, node)) = sent_on {
+            self.after_failure(&error, node, lease, call.attempt().deadline)
+                .await;
+            if let Router::Cluster(cluster) = &self.inner.router {
+                // A cluster's first attempt went straight to the slot's master: what the reply
+                // says of the topology (a redirect, a reconfiguring cluster) is part of the
+                // same attempt, not a retry.
+                match self
+                    .cluster_fast_failed(
+                        cluster,
+                        node,
+                        request,
+                        &error,
+                        call.attempt(),
+                        retry_safe,
+                        &slot,
+                    )
+                    .await
+                {
+                    None => {}
+                    Some(Ok(reply)) => {
+                        *cached = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
+                        call.succeeded();
+                        return Ok(reply);
+                    }
+                    Some(Err(e)) => error = e,
+                }
+            }
+        }
         let result = call
             .retry(
                 idempotency,
@@ -218,7 +257,7 @@ impl Handle {
         result.map_err(give_up_error)
     }
 
-    async fn attempt(
+    pub(super) async fn attempt(
         &self,
         request: Request<'_>,
         attempt: Attempt,
@@ -226,17 +265,14 @@ impl Handle {
         read_only: bool,
         cached: &Mutex<Option<Lease>>,
     ) -> Result<Reply, AttemptError> {
-        // The first attempt was admitted by `execute`.
-        if attempt.number > 1 {
-            self.inner.admit()?;
-        }
         match &self.inner.router {
             Router::Single(node) => {
                 self.attempt_on(node, request, attempt, retry_safe, read_only, cached)
                     .await
             }
             Router::Cluster(cluster) => {
-                Box::pin(self.cluster_attempt(cluster, request, attempt, retry_safe, cached)).await
+                Box::pin(self.cluster_attempt(cluster, request, attempt, retry_safe, cached, false))
+                    .await
             }
         }
     }
@@ -279,7 +315,9 @@ impl Handle {
                     })?
             }
         };
-        // Counted once there is a connection to send on: waiting is not an attempt.
+        // Admitted (throttle, breaker) and counted once there is a connection to send on:
+        // waiting is not an attempt.
+        let permit = self.admit_to(node, started.unwrap_or_else(Instant::now))?;
         let stats = &self.inner.stats;
         stats.attempts.add(1);
         if attempt.number > 1 {
@@ -296,6 +334,7 @@ impl Handle {
                 started,
             )
             .await;
+        settle_permit(permit, &result);
         match &result {
             Ok(_) => *cached.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease),
             Err(e) => {
@@ -322,11 +361,7 @@ impl Handle {
             node.pool.on_readonly(lease);
         }
         if reply.overload {
-            self.inner.refused();
-            if let Some(t) = &node.throttle {
-                t.refused.fetch_add(1, Ordering::Relaxed);
-                t.throttle.refused_at(Instant::now());
-            }
+            self.refused_by(node);
         }
         if reply.wait_not_busy {
             // Waiting is not retrying: hold the retry until the server can take it.

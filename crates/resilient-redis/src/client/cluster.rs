@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex, PoisonError, atomic::Ordering};
 
 use redis::{RedisError, ServerError, Value};
-use resilience::{Attempt, BreakerPermit, Classification};
+use resilience::{Attempt, Classification};
 use tokio::time::Instant;
 
 use super::Handle;
@@ -16,7 +16,7 @@ use crate::{
     error::{Error, ErrorKind, Outcome},
     replies::{self, Deployment, TopologyHint},
     request::{Reply, Request},
-    retry::{AttemptError, connection_lost, throttle_admit},
+    retry::{AttemptError, connection_lost},
     routing::{
         Node,
         cluster::{ClusterRouter, RedirectKind, redirect_of},
@@ -42,7 +42,53 @@ pub(super) fn slot_of(request: Request<'_>) -> Option<u16> {
 }
 
 impl Handle {
-    /// One attempt of a call on a cluster.
+    /// The first attempt of a cluster call, sent straight to the slot's master, failed with
+    /// `error`: what its reply says of the topology (`MOVED`, `ASK`, `CLUSTERDOWN`, a lost
+    /// connection) is taken in, and the attempt goes on from the slot map (`Some`) if the reply
+    /// asks for it; `None`: a plain failure, for the policy.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn cluster_fast_failed(
+        &self,
+        cluster: &ClusterRouter,
+        node: &Node,
+        request: Request<'_>,
+        error: &AttemptError,
+        attempt: Attempt,
+        retry_safe: bool,
+        cached: &Mutex<Option<Lease>>,
+    ) -> Option<Result<Reply, AttemptError>> {
+        if error.error.kind() == ErrorKind::ConnectionLost {
+            cluster.node_failed(&node.addr);
+            return None;
+        }
+        let hint = error.reply.map(|h| h.topology);
+        if !matches!(
+            hint,
+            Some(
+                TopologyHint::Moved
+                    | TopologyHint::Ask
+                    | TopologyHint::Reconfiguring
+                    | TopologyHint::Demoted
+            )
+        ) {
+            return None;
+        }
+        if let Some(redirect) = error.error.redis_error().and_then(redirect_of)
+            && redirect.kind == RedirectKind::Moved
+        {
+            cluster.moved(redirect.slot, &redirect.addr);
+        } else {
+            // `ASK` is met again from the slot map's node and followed there; a reconfiguring
+            // cluster is waited for as in any attempt.
+            cluster.request_refresh();
+        }
+        Some(
+            Box::pin(self.cluster_attempt(cluster, request, attempt, retry_safe, cached, true))
+                .await,
+        )
+    }
+
+    /// One attempt of a call on a cluster (`counted`: the attempt was counted already).
     pub(super) async fn cluster_attempt(
         &self,
         cluster: &ClusterRouter,
@@ -50,6 +96,7 @@ impl Handle {
         attempt: Attempt,
         retry_safe: bool,
         cached: &Mutex<Option<Lease>>,
+        counted: bool,
     ) -> Result<Reply, AttemptError> {
         let pipelined = matches!(request, Request::Pipeline { .. });
         let mut target = match slot_of(request) {
@@ -57,7 +104,7 @@ impl Handle {
             _ => Target::Keyless,
         };
         let mut hops = 0;
-        let mut counted = false;
+        let mut counted = counted;
         loop {
             let (node, asking) = match target {
                 Target::Keyless => {
@@ -89,7 +136,7 @@ impl Handle {
                     None => continue,
                 },
             };
-            let permit = self.admit_to(&node)?;
+            let permit = self.admit_to(&node, Instant::now())?;
             self.count_attempt(attempt, &mut counted);
             let id = lease.id();
             let result = if asking {
@@ -386,47 +433,6 @@ impl Handle {
                 .with_source(error),
             class: Classification::fail(),
             reply: None,
-        }
-    }
-}
-
-impl Handle {
-    /// The node's adaptive throttle and circuit breaker admit an attempt (or refuse it, sending
-    /// nothing).
-    fn admit_to<'n>(&self, node: &'n Node) -> Result<Option<BreakerPermit<'n>>, AttemptError> {
-        if let Some(t) = &node.throttle {
-            if t.throttle.is_engaged() {
-                throttle_admit(
-                    &t.throttle,
-                    || t.totals(),
-                    &self.inner.throttle_rng,
-                    &t.rejected,
-                )
-                .inspect_err(|_| {
-                    self.inner
-                        .stats
-                        .rejected_locally
-                        .fetch_add(1, Ordering::Relaxed);
-                })?;
-            }
-            t.attempts.fetch_add(1, Ordering::Relaxed);
-        }
-        match &node.breaker {
-            Some(b) => b.try_acquire().map(Some).map_err(|open| AttemptError {
-                error: Error::new(
-                    ErrorKind::BreakerOpen,
-                    Outcome::Failed,
-                    format!(
-                        "circuit breaker of node {} open after repeated failures; next probe in {} ms",
-                        node.addr,
-                        open.retry_in.as_millis()
-                    ),
-                )
-                .with_retry_in(open.retry_in),
-                class: Classification::fail(),
-                reply: None,
-            }),
-            None => Ok(None),
         }
     }
 }

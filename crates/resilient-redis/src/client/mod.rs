@@ -2,6 +2,7 @@
 //! [`call`], with the slow paths beside it: a late reply ([`late_reply`]), blocking commands
 //! ([`blocking`]); the response-window timer is [`timer`]'s, the counters [`stats`]'.
 
+mod admit;
 mod blocking;
 mod call;
 mod cluster;
@@ -17,7 +18,7 @@ use std::{
 
 use rand::{SeedableRng, rngs::SmallRng};
 use redis::{Cmd, Pipeline, RedisFuture, Value, aio::ConnectionLike};
-use resilience::{CircuitBreaker, RetryBudget, RetryPolicy, ThrottleTotals, TotalsThrottle};
+use resilience::{CircuitBreaker, RetryBudget, RetryPolicy, TotalsThrottle};
 use tokio::time::{Instant, Sleep};
 
 use crate::{
@@ -26,7 +27,7 @@ use crate::{
     error::Error,
     replies::Deployment,
     request::{Reply, Request},
-    retry::{AttemptError, PolicyParts, build_policy, throttle_admit},
+    retry::{PolicyParts, build_policy},
     routing::{Node, Router, cluster::ClusterRouter},
 };
 pub use stats::ClientStats;
@@ -111,10 +112,7 @@ struct Inner {
     /// Which node a request goes to: the part that depends on the deployment.
     router: Router,
     budget: Option<RetryBudget>,
-    breaker: Option<CircuitBreaker>,
-    /// Adaptive client-side throttling over [`Counters`]; see [`Inner::admit`].
-    throttle: Option<TotalsThrottle>,
-    /// Draws the local rejections (only while the throttle is engaged).
+    /// Draws the local rejections of the nodes' adaptive throttles (only while one is engaged).
     throttle_rng: Mutex<SmallRng>,
     stats: Counters,
     /// The column of the reply table this client reads.
@@ -136,61 +134,21 @@ impl Inner {
             // by it), so the policy registers no second timer per call.
             cut_attempts: false,
             budget: self.budget.as_ref(),
-            // A cluster's breakers are per node, asked in the attempt.
-            breaker: self.breaker.as_ref(),
+            // The breakers are the nodes' (one per node), asked right before each send.
+            breaker: None,
             rng_seed: self.config.rng_seed,
         }
     }
 }
 
-impl Inner {
-    /// The totals the adaptive throttle works on: every attempt sent or rejected locally is a
-    /// request; every attempt the server did not refuse for overload is an accept.
-    fn throttle_totals(&self) -> ThrottleTotals {
-        let s = &self.stats;
-        let attempts = s.attempts.get();
-        ThrottleTotals {
-            requests: attempts + s.rejected_locally.load(Ordering::Relaxed),
-            accepts: attempts.saturating_sub(s.refused.load(Ordering::Relaxed)),
-        }
-    }
-
-    /// Decides, while the server refuses work, whether to send an attempt. One relaxed load
-    /// while the server accepts everything.
-    #[inline]
-    fn admit(&self) -> Result<(), AttemptError> {
-        match &self.throttle {
-            Some(t) if t.is_engaged() => self.admit_engaged(t),
-            _ => Ok(()),
-        }
-    }
-
-    #[cold]
-    fn admit_engaged(&self, throttle: &TotalsThrottle) -> Result<(), AttemptError> {
-        throttle_admit(
-            throttle,
-            || self.throttle_totals(),
-            &self.throttle_rng,
-            &self.stats.rejected_locally,
-        )
-    }
-
-    /// Records an overload refusal (`THROTTLED`, `BUSY`, `LOADING`, a `RetryAfter` rule).
-    #[cold]
-    fn refused(&self) {
-        self.stats.refused.fetch_add(1, Ordering::Relaxed);
-        if let Some(t) = &self.throttle {
-            t.refused_at(Instant::now());
-        }
-    }
-}
-
-/// Feeds the adaptive throttle's snapshots once per bucket, for as long as the client lives.
+/// Feeds the nodes' adaptive throttles one snapshot per bucket, for as long as the client lives.
 fn spawn_throttle_ticker(inner: &Arc<Inner>) {
-    let Some(throttle) = &inner.throttle else {
+    let Some(throttle) = &inner.config.adaptive_throttle else {
         return;
     };
-    let every = throttle.tick_interval();
+    let Ok(every) = TotalsThrottle::new(throttle.clone()).map(|t| t.tick_interval()) else {
+        return;
+    };
     let weak = Arc::downgrade(inner);
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
@@ -198,9 +156,12 @@ fn spawn_throttle_ticker(inner: &Arc<Inner>) {
         loop {
             ticks.tick().await;
             let Some(inner) = weak.upgrade() else { return };
-            if let Some(t) = &inner.throttle {
-                t.tick_at(Instant::now(), inner.throttle_totals());
-            }
+            let now = Instant::now();
+            inner.router.each_node(|node| {
+                if let Some(t) = &node.throttle {
+                    t.throttle.tick_at(now, inner.throttle_totals(node));
+                }
+            });
         }
     });
 }
@@ -234,23 +195,14 @@ impl Client {
             ),
             None => None,
         };
-        let breaker = match &config.breaker {
-            Some(b) => Some(
-                CircuitBreaker::new(b.clone())
-                    .map_err(|e| Error::config(format!("breaker: {e}")))?,
-            ),
-            None => None,
-        };
-        let throttle = match &config.adaptive_throttle {
-            Some(t) => {
-                let throttle = TotalsThrottle::new(t.clone())
-                    .map_err(|e| Error::config(format!("adaptive_throttle: {e}")))?;
-                // The window starts now, with nothing counted (the ticker may start later).
-                throttle.tick_at(Instant::now(), ThrottleTotals::default());
-                Some(throttle)
-            }
-            None => None,
-        };
+        // Checked before connecting (each node builds its own breaker and throttle from them).
+        if let Some(b) = &config.breaker {
+            CircuitBreaker::new(b.clone()).map_err(|e| Error::config(format!("breaker: {e}")))?;
+        }
+        if let Some(t) = &config.adaptive_throttle {
+            TotalsThrottle::new(t.clone())
+                .map_err(|e| Error::config(format!("adaptive_throttle: {e}")))?;
+        }
         let throttle_rng = Mutex::new(match config.rng_seed {
             Some(seed) => SmallRng::seed_from_u64(seed ^ 0x7468_726f_7474_6c65),
             None => rand::make_rng(),
@@ -268,26 +220,14 @@ impl Client {
             let pool = Pool::start(&config).await?;
             let addr = crate::routing::cluster::addr_of(config.connection_info()?.addr())
                 .unwrap_or_default();
-            let node = Node {
-                addr: Arc::from(addr),
-                pool,
-                breaker: None,
-                throttle: None,
-            };
-            (deployment, Router::Single(node))
-        };
-        // A cluster's breakers and throttles are per node (see `routing::cluster`).
-        let (breaker, throttle) = match router {
-            Router::Single(_) => (breaker, throttle),
-            Router::Cluster(_) => (None, None),
+            let node = Node::new(Arc::from(addr), pool, &config, false)?;
+            (deployment, Router::Single(Box::new(node)))
         };
         let inner = Arc::new(Inner {
             deployment,
             config,
             router,
             budget,
-            breaker,
-            throttle,
             throttle_rng,
             stats: Counters::default(),
             db,
@@ -386,7 +326,7 @@ impl Client {
     /// The circuit breaker, if enabled (a cluster has one per node: see
     /// [`Client::node_breaker`]).
     pub fn breaker(&self) -> Option<&CircuitBreaker> {
-        self.handle.inner.breaker.as_ref()
+        self.handle.inner.router.single()?.breaker.as_ref()
     }
 
     /// The circuit breaker of the cluster node at `addr` (`host:port`), once the client has

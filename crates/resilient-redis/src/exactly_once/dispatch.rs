@@ -20,13 +20,21 @@ use crate::{
     client::Client,
     commands::CommandSafety,
     error::{Error, ErrorKind, Outcome},
-    retry::cooperating,
+    retry::cooperate,
 };
 use redis::aio::ConnectionLike;
 
+/// A call refused before anything is sent: its error, after giving the scheduler its turn (it
+/// fails without waiting for anything, so a caller that calls again at once must not keep the
+/// runtime from other work; see [`crate::retry::cooperate`]). Failures of calls that were sent
+/// cooperate in the client.
+async fn refuse<T>(e: Error) -> RedisResult<T> {
+    cooperate().await;
+    Err(e.into_redis())
+}
+
 impl Shared {
-    /// [`Shared::write_or_read`], giving the scheduler its turn after a failure (see
-    /// [`crate::retry::cooperate`]): a refused command fails without waiting for anything.
+    /// One command: a read as it is, a write under a token.
     pub(super) async fn command(
         self: &Arc<Self>,
         batcher: &Arc<batch::Batcher>,
@@ -34,17 +42,11 @@ impl Shared {
         cmd: &Cmd,
         token: Token<'_>,
     ) -> RedisResult<Value> {
-        cooperating(self.write_or_read(batcher, backend, cmd, token)).await
-    }
-
-    async fn write_or_read(
-        self: &Arc<Self>,
-        batcher: &Arc<batch::Batcher>,
-        backend: &mut Client,
-        cmd: &Cmd,
-        token: Token<'_>,
-    ) -> RedisResult<Value> {
-        if check_command(cmd).map_err(Error::into_redis)? == CommandSafety::ReadOnly {
+        let safety = match check_command(cmd) {
+            Ok(safety) => safety,
+            Err(e) => return refuse(e).await,
+        };
+        if safety == CommandSafety::ReadOnly {
             self.reads.add(1);
             return backend.req_packed_command(cmd).await;
         }
@@ -52,9 +54,10 @@ impl Shared {
             // Group commit (see `batch.rs`).
             // One clock reading: the token's period and the write's place in the queue.
             let now = Instant::now();
-            let record = self
-                .token_key(token, Placement::Keyless, now)
-                .map_err(Error::into_redis)?;
+            let record = match self.token_key(token, Placement::Keyless, now) {
+                Ok(record) => record,
+                Err(e) => return refuse(e).await,
+            };
             let (reply, answer) = tokio::sync::oneshot::channel();
             let entry = batch::Entry {
                 record,
@@ -82,25 +85,15 @@ impl Shared {
         } else {
             Vec::new()
         };
-        let key = self
-            .token_key(token, slot::placement_of(&keys), Instant::now())
-            .map_err(Error::into_redis)?;
+        let key = match self.token_key(token, slot::placement_of(&keys), Instant::now()) {
+            Ok(key) => key,
+            Err(e) => return refuse(e).await,
+        };
         self.invoke(backend, &key, &keys, Commands::One(cmd)).await
     }
 
-    /// [`Shared::group_once`], giving the scheduler its turn after a failure.
+    /// A pipeline or transaction: as it is if it only reads, else as one group under one token.
     pub(super) async fn group(
-        &self,
-        backend: &mut Client,
-        pipeline: &Pipeline,
-        offset: usize,
-        count: usize,
-        token: Token<'_>,
-    ) -> RedisResult<Vec<Value>> {
-        cooperating(self.group_once(backend, pipeline, offset, count, token)).await
-    }
-
-    async fn group_once(
         &self,
         backend: &mut Client,
         pipeline: &Pipeline,
@@ -111,7 +104,10 @@ impl Shared {
         let mut safety = CommandSafety::ReadOnly;
         let mut keys = Vec::new();
         for cmd in pipeline.cmd_iter() {
-            safety = safety.max(check_command(cmd).map_err(Error::into_redis)?);
+            safety = match check_command(cmd) {
+                Ok(s) => safety.max(s),
+                Err(e) => return refuse(e).await,
+            };
             if self.cluster {
                 keys.extend(slot::command_keys(cmd));
             }
@@ -120,9 +116,10 @@ impl Shared {
             self.reads.add(1);
             return backend.req_packed_commands(pipeline, offset, count).await;
         }
-        let key = self
-            .token_key(token, slot::placement_of(&keys), Instant::now())
-            .map_err(Error::into_redis)?;
+        let key = match self.token_key(token, slot::placement_of(&keys), Instant::now()) {
+            Ok(key) => key,
+            Err(e) => return refuse(e).await,
+        };
         let results = match self
             .invoke(backend, &key, &keys, Commands::Group(pipeline))
             .await?

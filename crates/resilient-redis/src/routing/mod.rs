@@ -20,17 +20,18 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use resilience::{CircuitBreaker, ThrottleTotals, TotalsThrottle};
+use resilience::{BreakerConfig, CircuitBreaker, ThrottleTotals, TotalsThrottle};
+use tokio::time::Instant;
 
 pub(crate) use endpoint::Endpoint;
 pub(crate) use sentinel::{Master, SentinelResolver, TopologyView};
 
-use crate::connection::Pool;
+use crate::{config::ClientConfig, connection::Pool, error::Error};
 
 /// Where requests go.
 pub(crate) enum Router {
     /// One server, or the master of a Sentinel deployment.
-    Single(Node),
+    Single(Box<Node>),
     /// A Redis Cluster.
     Cluster(Arc<cluster::ClusterRouter>),
 }
@@ -44,6 +45,14 @@ impl Router {
         }
     }
 
+    /// Every node the client has a pool for.
+    pub(crate) fn each_node(&self, mut f: impl FnMut(&Node)) {
+        match self {
+            Router::Single(node) => f(node),
+            Router::Cluster(c) => c.nodes().iter().for_each(|n| f(n)),
+        }
+    }
+
     /// The node of a one-server or Sentinel deployment; `None` for a cluster.
     #[inline]
     pub(crate) fn single(&self) -> Option<&Node> {
@@ -54,20 +63,81 @@ impl Router {
     }
 }
 
-/// One server the client sends to: its connections, and (in a cluster) its own circuit breaker
-/// and adaptive throttle, so that one failing shard does not hold up the others. A single
-/// server's breaker and throttle are the client's own (see [`crate::client`]).
+/// One server the client sends to: its connections, its circuit breaker and its adaptive
+/// throttle (one per node, so that in a cluster one failing shard does not hold up the others).
 pub(crate) struct Node {
-    /// `host:port`.
+    /// `host:port` (empty for a Sentinel master, which moves).
     pub(crate) addr: Arc<str>,
     pub(crate) pool: Arc<Pool>,
     pub(crate) breaker: Option<CircuitBreaker>,
     pub(crate) throttle: Option<NodeThrottle>,
+    /// Whether the node is one of several (a cluster's): its breaker is named after it.
+    one_of_many: bool,
+}
+
+impl Node {
+    /// The node at `addr` served by `pool`, with the breaker and throttle `config` asks for
+    /// (already validated). `one_of_many`: a cluster node, whose breaker is named after it.
+    pub(crate) fn new(
+        addr: Arc<str>,
+        pool: Arc<Pool>,
+        config: &ClientConfig,
+        one_of_many: bool,
+    ) -> Result<Node, Error> {
+        let breaker = match &config.breaker {
+            Some(b) => {
+                let name = if one_of_many {
+                    format!("{}:{addr}", b.name).into()
+                } else {
+                    b.name.clone()
+                };
+                Some(
+                    CircuitBreaker::new(BreakerConfig { name, ..b.clone() })
+                        .map_err(|e| Error::config(format!("breaker: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        let throttle = match &config.adaptive_throttle {
+            Some(t) => {
+                let throttle = TotalsThrottle::new(t.clone())
+                    .map_err(|e| Error::config(format!("adaptive_throttle: {e}")))?;
+                // The window starts now, with nothing counted (the ticker may start later).
+                throttle.tick_at(Instant::now(), ThrottleTotals::default());
+                Some(NodeThrottle::new(throttle))
+            }
+            None => None,
+        };
+        Ok(Node {
+            addr,
+            pool,
+            breaker,
+            throttle,
+            one_of_many,
+        })
+    }
+
+    /// How errors name the node: `"of node host:port "` in a cluster, nothing otherwise.
+    pub(crate) fn label(&self) -> String {
+        if self.one_of_many {
+            format!("of node {} ", self.addr)
+        } else {
+            String::new()
+        }
+    }
+
+    /// Whether the node is one of several (a cluster's).
+    #[inline]
+    pub(crate) fn is_one_of_many(&self) -> bool {
+        self.one_of_many
+    }
 }
 
 /// A node's adaptive throttle and the counts it works on.
 pub(crate) struct NodeThrottle {
     pub(crate) throttle: TotalsThrottle,
+    /// Attempts sent to the node (a cluster node's; a single server's throttle reads the
+    /// client's counters).
     pub(crate) attempts: AtomicU64,
     pub(crate) refused: AtomicU64,
     pub(crate) rejected: AtomicU64,

@@ -10,12 +10,27 @@ impl ClusterRouter {
     /// The health of the cluster: `CLUSTER INFO` and `CLUSTER NODES` from one node, and the
     /// client's breakers.
     pub(crate) async fn health(&self) -> ClusterHealth {
-        // A random node each time: a connection to a dead node fails, the next try goes elsewhere.
+        // A node the client has a live connection to, else a random one through redis-rs (a
+        // connection to a dead node fails, the next try goes elsewhere).
         let query = |cmd: Cmd| async move {
-            let mut last = String::new();
+            let wait = self.config.response_timeout * 2;
+            let mut last = String::from("no node answered");
+            for node in self.nodes() {
+                let Some(mut lease) = node.pool.try_acquire_for(false) else {
+                    continue;
+                };
+                match tokio::time::timeout(wait, lease.conn.send_packed_command(&cmd)).await {
+                    Ok(Ok(v)) => match redis::from_redis_value::<String>(v) {
+                        Ok(text) => return Ok(text),
+                        Err(e) => last = RedisError::from(e).to_string(),
+                    },
+                    Ok(Err(e)) => last = e.to_string(),
+                    Err(_) => last = "timed out".to_owned(),
+                }
+            }
             for _ in 0..3 {
                 let sent = self.keyless.to_any_node(cmd.clone());
-                match tokio::time::timeout(self.config.response_timeout * 2, sent).await {
+                match tokio::time::timeout(wait, sent).await {
                     Ok(Ok(v)) => {
                         return redis::from_redis_value::<String>(v)
                             .map_err(|e| RedisError::from(e).to_string());

@@ -40,14 +40,12 @@ use std::{
 
 use rand::{SeedableRng, rngs::SmallRng};
 use redis::{ConnectionAddr, ConnectionInfo, aio::MultiplexedConnection};
-use resilience::{BreakerConfig, CircuitBreaker, ThrottleTotals, TotalsThrottle};
-use tokio::time::Instant;
 
 pub use health::{ClusterHealth, ClusterNodeHealth};
 pub(crate) use keyless::Keyless;
 pub(crate) use redirect::{RedirectKind, redirect_of};
 
-use super::{Node, NodeThrottle, split_addr};
+use super::{Node, split_addr};
 use crate::{
     config::{ClientConfig, ClusterConfig, Transport},
     connection::Pool,
@@ -132,6 +130,13 @@ impl ClusterRouter {
         self.topology.has_master(slot)
     }
 
+    /// The live master of `cmd`'s slot, when the slot map names one that is not known to be
+    /// down: where the first attempt of a single command goes at once.
+    #[inline]
+    pub(crate) fn ready_node(&self, cmd: &redis::Cmd) -> Option<Arc<Node>> {
+        self.master_of(crate::commands::command_slot(cmd)?).ok()
+    }
+
     /// The node at `addr` (`host:port`), created (connecting in the background) on first use.
     pub(crate) fn node(&self, addr: &str) -> Result<Arc<Node>, Error> {
         if let Some(node) = self
@@ -153,22 +158,8 @@ impl ClusterRouter {
             return Ok(node.clone());
         }
         let addr: Arc<str> = Arc::from(addr);
-        let node = Arc::new(Node {
-            pool: Pool::start_node(&self.config, info)?,
-            breaker: self.config.breaker.as_ref().and_then(|b| {
-                CircuitBreaker::new(BreakerConfig {
-                    name: format!("{}:{addr}", b.name).into(),
-                    ..b.clone()
-                })
-                .ok()
-            }),
-            throttle: self.config.adaptive_throttle.as_ref().and_then(|t| {
-                let throttle = TotalsThrottle::new(t.clone()).ok()?;
-                throttle.tick_at(Instant::now(), ThrottleTotals::default());
-                Some(NodeThrottle::new(throttle))
-            }),
-            addr: addr.clone(),
-        });
+        let pool = Pool::start_node(&self.config, info)?;
+        let node = Arc::new(Node::new(addr.clone(), pool, &self.config, true)?);
         nodes.insert(addr, node.clone());
         Ok(node)
     }

@@ -21,16 +21,27 @@
 //!   connections to replicas (after the master's slots) for read-only commands; they are
 //!   reconnected by the same task, after the master's. (A late reply on a replica is diagnosed
 //!   by probing the master.)
+//! - A cluster's client keeps one pool per master (see [`crate::routing::cluster`]).
+//!
+//! Finding a connection for a call is [`lease`]'s; late replies and busy servers are
+//! [`stall`]'s; the reconnection task is [`background`]'s.
+
+mod background;
+mod lease;
+mod stall;
+
+pub(crate) use background::master_changed;
+use background::reconnector;
 
 use std::{
     sync::{
-        Arc, Mutex, RwLock, Weak,
+        Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use futures::{FutureExt, future::Shared};
+use futures::future::Shared;
 use rand::{SeedableRng, rngs::SmallRng};
 use redis::{AsyncConnectionConfig, aio::MultiplexedConnection};
 use tokio::{
@@ -41,7 +52,6 @@ use tokio::{
 use crate::{
     config::{ClientConfig, ReadFrom},
     error::{Error, ErrorKind, Outcome},
-    replies::Code,
     routing::{Endpoint, Master, SentinelResolver, TopologyView},
 };
 
@@ -371,165 +381,6 @@ impl Pool {
         }
     }
 
-    /// A live master connection.
-    fn try_lease(&self) -> Option<Lease> {
-        self.try_lease_in(0, self.masters)
-    }
-
-    /// A live connection among the `n` slots from `first`, round-robin.
-    fn try_lease_in(&self, first: usize, n: usize) -> Option<Lease> {
-        if n == 0 {
-            return None;
-        }
-        let start = if n == 1 {
-            0
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed) % n
-        };
-        for i in 0..n {
-            let slot = first + (start + i) % n;
-            if let Some(live) = self.slots[slot].live.read().expect("slot lock").as_ref() {
-                return Some(Lease {
-                    conn: live.conn.clone(),
-                    slot,
-                    generation: live.generation,
-                });
-            }
-        }
-        None
-    }
-
-    /// A live replica connection, or a master one if `or_master`.
-    fn try_lease_read(&self, or_master: bool) -> Option<Lease> {
-        self.try_lease_in(self.masters, self.slots.len() - self.masters)
-            .or_else(|| if or_master { self.try_lease() } else { None })
-    }
-
-    /// A connection for a command: with [`ReadFrom::PreferReplica`] or [`ReadFrom::Replica`],
-    /// a replica one for a read-only command; a master one otherwise (see [`Pool::acquire`]).
-    pub(crate) async fn acquire_for(
-        &self,
-        read_only: bool,
-        deadline: Option<Instant>,
-    ) -> Result<Lease, Error> {
-        match self.read_from {
-            ReadFrom::PreferReplica if read_only => {
-                self.acquire_with(deadline, |p| p.try_lease_read(true))
-                    .await
-            }
-            ReadFrom::Replica if read_only => {
-                self.acquire_with(deadline, |p| p.try_lease_read(false))
-                    .await
-            }
-            _ => self.acquire(deadline).await,
-        }
-    }
-
-    /// The error for a call made while the server has been unreachable for longer than
-    /// `unavailable_after`, found without a lock or a wait: the fail-fast path of an outage.
-    #[inline]
-    pub(crate) fn failing_fast(&self) -> Option<Error> {
-        let since = self.down_since.load(Ordering::Relaxed);
-        if since == 0 {
-            return None;
-        }
-        let down_for = self
-            .origin
-            .elapsed()
-            .saturating_sub(Duration::from_nanos(since - 1));
-        if down_for < self.unavailable_after {
-            return None;
-        }
-        let last = self.down.read().expect("down lock").last_error.clone();
-        Some(unavailable(down_for, last.as_deref()))
-    }
-
-    /// Whether `lease` is still the live connection of its slot (one atomic load).
-    pub(crate) fn is_current(&self, lease: &Lease) -> bool {
-        self.slots
-            .get(lease.slot)
-            .is_some_and(|s| s.current.load(Ordering::Acquire) == lease.generation)
-    }
-
-    /// Whether the pool has no live connection to the master (or the server) since a
-    /// connection broke or could not be opened.
-    pub(crate) fn is_down(&self) -> bool {
-        self.down_since.load(Ordering::Relaxed) != 0
-    }
-
-    /// Whether read-only calls may go elsewhere than the master connections (replica routing);
-    /// a cached master lease is then not used for them.
-    pub(crate) fn routes_reads_elsewhere(&self) -> bool {
-        !matches!(self.read_from, ReadFrom::Master)
-    }
-
-    /// The connection [`Pool::acquire_for`] would pick right now, without waiting. The request
-    /// path tries this first so that its future stays small (the waiting path is boxed).
-    pub(crate) fn try_acquire_for(&self, read_only: bool) -> Option<Lease> {
-        match self.read_from {
-            ReadFrom::PreferReplica if read_only => self.try_lease_read(true),
-            ReadFrom::Replica if read_only => self.try_lease_read(false),
-            _ => self.try_lease(),
-        }
-    }
-
-    /// A live master connection, waiting up to `deadline` for a reconnection when there is none.
-    pub(crate) async fn acquire(&self, deadline: Option<Instant>) -> Result<Lease, Error> {
-        if let Some(lease) = self.try_lease() {
-            return Ok(lease);
-        }
-        self.acquire_with(deadline, Pool::try_lease).await
-    }
-
-    /// The waiting part of [`Pool::acquire`], with `pick` choosing among live connections.
-    async fn acquire_with(
-        &self,
-        deadline: Option<Instant>,
-        pick: impl Fn(&Pool) -> Option<Lease>,
-    ) -> Result<Lease, Error> {
-        loop {
-            // Subscribe before looking again, so a reconnection in between is not missed.
-            let mut ready = self.ready.subscribe();
-            if let Some(lease) = pick(self) {
-                return Ok(lease);
-            }
-            let (since, last_error) = {
-                let down = self.down.read().expect("down lock");
-                (down.since, down.last_error.clone())
-            };
-            if let Some(since) = since
-                && since.elapsed() >= self.unavailable_after
-            {
-                return Err(unavailable(since.elapsed(), last_error.as_deref()));
-            }
-            let last = last_error.unwrap_or_else(|| "no connection yet".to_owned());
-            self.wake.notify_one();
-            let changed = ready.changed();
-            // Wait for a reconnection, up to the deadline, or until the outage has lasted
-            // `unavailable_after` (then every waiting call fails fast too, not only new ones).
-            let give_up_at = since.map(|s| s + self.unavailable_after);
-            let wait_until = match (deadline, give_up_at) {
-                (Some(d), Some(g)) => Some(d.min(g)),
-                (d, g) => d.or(g),
-            };
-            let waited = match wait_until {
-                Some(d) => tokio::time::timeout_at(d, changed).await.ok(),
-                None => Some(changed.await),
-            };
-            if waited.is_none() && give_up_at.is_some() && wait_until == give_up_at {
-                // The outage is now long: the check at the top of the loop fails the call.
-                continue;
-            }
-            if waited.is_none() {
-                return Err(Error::new(
-                    ErrorKind::Unavailable,
-                    Outcome::Failed,
-                    format!("no connection to the server before the deadline (last error: {last})"),
-                ));
-            }
-        }
-    }
-
     /// Marks the connection of `lease` dead, if it is still the one in its slot, and wakes the
     /// reconnector.
     pub(crate) fn mark_broken(&self, lease: LeaseId, why: &str) {
@@ -572,117 +423,6 @@ impl Pool {
     pub(crate) fn last_error(&self) -> Option<String> {
         self.down.read().expect("down lock").last_error.clone()
     }
-
-    /// Diagnoses a late reply: PING on a fresh connection. One probe at a time is shared by all
-    /// callers that ask while it runs.
-    pub(crate) async fn diagnose_stall(self: &Arc<Self>) -> StallVerdict {
-        let probe = {
-            let mut slot = self.probe.lock().expect("probe lock");
-            match slot.as_ref() {
-                Some(p) if p.peek().is_none() => p.clone(),
-                _ => {
-                    let pool = self.clone();
-                    let p = async move { pool.probe_fresh().await }.boxed().shared();
-                    *slot = Some(p.clone());
-                    p
-                }
-            }
-        };
-        probe.await
-    }
-
-    /// Waits until the server stops answering `BUSY` / `LOADING`. One prober per pool PINGs every
-    /// 20 to 60 ms (jittered) on a pooled connection; every caller that got such a reply waits on
-    /// it, so a busy server sees one PING per interval instead of every caller's retries.
-    pub(crate) async fn wait_until_not_busy(self: &Arc<Self>) {
-        let gate = {
-            let mut slot = self.busy_gate.lock().expect("gate lock");
-            match slot.as_ref() {
-                Some(g) if g.peek().is_none() => g.clone(),
-                _ => {
-                    let pool = Arc::downgrade(self);
-                    let g = async move {
-                        let mut rng: SmallRng = rand::make_rng();
-                        // Bounded: a caller's own deadline ends its wait far sooner.
-                        for _ in 0..2000 {
-                            let jitter = Duration::from_millis(rand::RngExt::random_range(
-                                &mut rng,
-                                20..=60,
-                            ));
-                            tokio::time::sleep(jitter).await;
-                            let Some(pool) = pool.upgrade() else { return };
-                            let Some(mut lease) = pool.try_lease() else {
-                                return;
-                            };
-                            drop(pool);
-                            let ping = redis::cmd("PING");
-                            match lease.conn.send_packed_command(&ping).await {
-                                Ok(redis::Value::ServerError(e)) if Code::of(&e).is_busy() => {}
-                                _ => return,
-                            }
-                        }
-                    }
-                    .boxed()
-                    .shared();
-                    *slot = Some(g.clone());
-                    g
-                }
-            }
-        };
-        gate.await
-    }
-
-    async fn probe_fresh(&self) -> StallVerdict {
-        let window = self.response_timeout;
-        let verdict = match tokio::time::timeout(window * 2, self.open()).await {
-            Err(_) => StallVerdict::Silent,
-            Ok(Err(e)) if e.is_io_error() && !e.is_timeout() => {
-                StallVerdict::Unreachable(e.to_string())
-            }
-            // Timed out, or the handshake got BUSY / LOADING: alive, but not answering us.
-            Ok(Err(_)) => StallVerdict::Silent,
-            Ok(Ok(mut conn)) => {
-                let ping = redis::cmd("PING");
-                match tokio::time::timeout(window, conn.send_packed_command(&ping)).await {
-                    Ok(Ok(_)) => StallVerdict::Answers,
-                    Ok(Err(e)) if e.is_io_error() && !e.is_timeout() => {
-                        StallVerdict::Unreachable(e.to_string())
-                    }
-                    // A busy server (a long script) answers BUSY: alive, but stalled for us.
-                    Ok(Err(_)) | Err(_) => StallVerdict::Silent,
-                }
-            }
-        };
-        tracing::debug!(?verdict, "stall probe");
-        verdict
-    }
-
-    /// The slots whose connection is dead.
-    fn dead_slots(&self) -> Vec<usize> {
-        (0..self.slots.len())
-            .filter(|&i| self.slots[i].live.read().expect("slot lock").is_none())
-            .collect()
-    }
-
-    /// Live slots that saw no reply since the previous idle check (the checks run every
-    /// `idle_check_interval`), and the flags reset for the next interval.
-    fn idle_slots(&self) -> Vec<Lease> {
-        (0..self.slots.len())
-            .filter_map(|i| {
-                let slot = &self.slots[i];
-                let idle = !slot.replied.swap(false, Ordering::Relaxed);
-                let live = slot.live.read().expect("slot lock");
-                match (idle, live.as_ref()) {
-                    (true, Some(l)) => Some(Lease {
-                        conn: l.conn.clone(),
-                        slot: i,
-                        generation: l.generation,
-                    }),
-                    _ => None,
-                }
-            })
-            .collect()
-    }
 }
 
 /// The rustls error behind a failed connection (a certificate the client does not trust, a
@@ -699,93 +439,6 @@ pub(crate) fn tls_error(e: &redis::RedisError) -> Option<&rustls::Error> {
     io.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
-/// The background task of a pool: reconnects dead slots, one at a time, and checks idle ones.
-async fn reconnector(
-    pool: Weak<Pool>,
-    wake: Arc<Notify>,
-    backoff: resilience::Backoff,
-    idle_check: Option<Duration>,
-    mut changes: Option<watch::Receiver<Master>>,
-    mut rng: SmallRng,
-) {
-    let mut failures: u32 = 0;
-    let mut previous: Option<Duration> = None;
-    loop {
-        let Some(p) = pool.upgrade() else { return };
-        let dead = p.dead_slots();
-        if dead.is_empty() {
-            failures = 0;
-            previous = None;
-            drop(p);
-            let wait = idle_check.unwrap_or(Duration::from_secs(3600));
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = master_changed(&mut changes) => {
-                    let Some(p) = pool.upgrade() else { return };
-                    p.invalidate_stale();
-                }
-                _ = tokio::time::sleep(wait) => {
-                    // Idle check: PING connections that have not seen a reply for a while.
-                    let Some(p) = pool.upgrade() else { return };
-                    if idle_check.is_some() {
-                        check_idle(&p).await;
-                    }
-                }
-            }
-            continue;
-        }
-        for slot in dead {
-            let opened = if slot < p.masters {
-                p.endpoint.open(&p.conn_config).await
-            } else {
-                p.endpoint.open_replica(&p.conn_config).await
-            };
-            match opened {
-                Ok((conn, epoch)) => {
-                    if !p.install(slot, conn, epoch) {
-                        // Opened for a master replaced since: try again with the new one.
-                        continue;
-                    }
-                    p.reconnects.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("resilient_redis_reconnects_total").increment(1);
-                    tracing::info!(slot, "reconnected");
-                    failures = 0;
-                    previous = None;
-                }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    let mut delay = backoff.delay(failures, previous, &mut rng);
-                    previous = Some(delay);
-                    let replica = slot >= p.masters;
-                    if replica {
-                        // No replica to read from is not an outage: retry calmly.
-                        delay = delay.max(REPLICA_RETRY);
-                    } else {
-                        p.note_down(&e.to_string());
-                    }
-                    tracing::debug!(slot, error = %e, ?delay, "reconnect failed");
-                    metrics::counter!("resilient_redis_reconnect_failures_total").increment(1);
-                    drop(p);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        // A master connection broke meanwhile: the master's slots come first
-                        // (their own failures back off without this wake-up).
-                        _ = wake.notified(), if replica => {}
-                        _ = master_changed(&mut changes) => {
-                            // A new master: connect to it now, without backoff.
-                            let Some(p) = pool.upgrade() else { return };
-                            p.invalidate_stale();
-                            failures = 0;
-                            previous = None;
-                        }
-                    }
-                    break;
-                }
-            }
-        }
-    }
-}
-
 /// The error of a call that fails fast because the server is known to be down.
 fn unavailable(down_for: Duration, last_error: Option<&str>) -> Error {
     Error::new(
@@ -797,36 +450,4 @@ fn unavailable(down_for: Duration, last_error: Option<&str>) -> Error {
             last_error.unwrap_or("no connection yet")
         ),
     )
-}
-
-/// Resolves when the master changes; never for a fixed server.
-pub(crate) async fn master_changed(changes: &mut Option<watch::Receiver<Master>>) {
-    match changes {
-        Some(rx) => {
-            if rx.changed().await.is_err() {
-                // The resolver is gone (the pool is being dropped).
-                *changes = None;
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending().await,
-    }
-}
-
-async fn check_idle(pool: &Arc<Pool>) {
-    for mut lease in pool.idle_slots() {
-        let ping = redis::cmd("PING");
-        match tokio::time::timeout(pool.response_timeout, lease.conn.send_packed_command(&ping))
-            .await
-        {
-            Ok(Ok(_)) => pool.touch(lease.slot),
-            Ok(Err(e)) if e.is_io_error() => pool.mark_broken(lease.id(), &e.to_string()),
-            Ok(Err(_)) => {} // BUSY, LOADING...: the connection works.
-            Err(_) => {
-                if pool.diagnose_stall().await == StallVerdict::Answers {
-                    pool.mark_broken(lease.id(), "idle connection stopped answering");
-                }
-            }
-        }
-    }
 }

@@ -1,0 +1,173 @@
+//! Finding a connection for a call: the cached one if still live, one from the pool without
+//! waiting (the fast path), or waiting for the background reconnection within the deadline.
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use tokio::time::Instant;
+
+use super::{Lease, Pool, unavailable};
+use crate::{
+    config::ReadFrom,
+    error::{Error, ErrorKind, Outcome},
+};
+
+impl Pool {
+    /// A live master connection.
+    pub(super) fn try_lease(&self) -> Option<Lease> {
+        self.try_lease_in(0, self.masters)
+    }
+
+    /// A live connection among the `n` slots from `first`, round-robin.
+    fn try_lease_in(&self, first: usize, n: usize) -> Option<Lease> {
+        if n == 0 {
+            return None;
+        }
+        let start = if n == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        };
+        for i in 0..n {
+            let slot = first + (start + i) % n;
+            if let Some(live) = self.slots[slot].live.read().expect("slot lock").as_ref() {
+                return Some(Lease {
+                    conn: live.conn.clone(),
+                    slot,
+                    generation: live.generation,
+                });
+            }
+        }
+        None
+    }
+
+    /// A live replica connection, or a master one if `or_master`.
+    fn try_lease_read(&self, or_master: bool) -> Option<Lease> {
+        self.try_lease_in(self.masters, self.slots.len() - self.masters)
+            .or_else(|| if or_master { self.try_lease() } else { None })
+    }
+
+    /// A connection for a command: with [`ReadFrom::PreferReplica`] or [`ReadFrom::Replica`],
+    /// a replica one for a read-only command; a master one otherwise (see [`Pool::acquire`]).
+    pub(crate) async fn acquire_for(
+        &self,
+        read_only: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Lease, Error> {
+        match self.read_from {
+            ReadFrom::PreferReplica if read_only => {
+                self.acquire_with(deadline, |p| p.try_lease_read(true))
+                    .await
+            }
+            ReadFrom::Replica if read_only => {
+                self.acquire_with(deadline, |p| p.try_lease_read(false))
+                    .await
+            }
+            _ => self.acquire(deadline).await,
+        }
+    }
+
+    /// The error for a call made while the server has been unreachable for longer than
+    /// `unavailable_after`, found without a lock or a wait: the fail-fast path of an outage.
+    #[inline]
+    pub(crate) fn failing_fast(&self) -> Option<Error> {
+        let since = self.down_since.load(Ordering::Relaxed);
+        if since == 0 {
+            return None;
+        }
+        let down_for = self
+            .origin
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(since - 1));
+        if down_for < self.unavailable_after {
+            return None;
+        }
+        let last = self.down.read().expect("down lock").last_error.clone();
+        Some(unavailable(down_for, last.as_deref()))
+    }
+
+    /// Whether `lease` is still the live connection of its slot (one atomic load).
+    pub(crate) fn is_current(&self, lease: &Lease) -> bool {
+        self.slots
+            .get(lease.slot)
+            .is_some_and(|s| s.current.load(Ordering::Acquire) == lease.generation)
+    }
+
+    /// Whether the pool has no live connection to the master (or the server) since a
+    /// connection broke or could not be opened.
+    pub(crate) fn is_down(&self) -> bool {
+        self.down_since.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether read-only calls may go elsewhere than the master connections (replica routing);
+    /// a cached master lease is then not used for them.
+    pub(crate) fn routes_reads_elsewhere(&self) -> bool {
+        !matches!(self.read_from, ReadFrom::Master)
+    }
+
+    /// The connection [`Pool::acquire_for`] would pick right now, without waiting. The request
+    /// path tries this first so that its future stays small (the waiting path is boxed).
+    pub(crate) fn try_acquire_for(&self, read_only: bool) -> Option<Lease> {
+        match self.read_from {
+            ReadFrom::PreferReplica if read_only => self.try_lease_read(true),
+            ReadFrom::Replica if read_only => self.try_lease_read(false),
+            _ => self.try_lease(),
+        }
+    }
+
+    /// A live master connection, waiting up to `deadline` for a reconnection when there is none.
+    pub(crate) async fn acquire(&self, deadline: Option<Instant>) -> Result<Lease, Error> {
+        if let Some(lease) = self.try_lease() {
+            return Ok(lease);
+        }
+        self.acquire_with(deadline, Pool::try_lease).await
+    }
+
+    /// The waiting part of [`Pool::acquire`], with `pick` choosing among live connections.
+    async fn acquire_with(
+        &self,
+        deadline: Option<Instant>,
+        pick: impl Fn(&Pool) -> Option<Lease>,
+    ) -> Result<Lease, Error> {
+        loop {
+            // Subscribe before looking again, so a reconnection in between is not missed.
+            let mut ready = self.ready.subscribe();
+            if let Some(lease) = pick(self) {
+                return Ok(lease);
+            }
+            let (since, last_error) = {
+                let down = self.down.read().expect("down lock");
+                (down.since, down.last_error.clone())
+            };
+            if let Some(since) = since
+                && since.elapsed() >= self.unavailable_after
+            {
+                return Err(unavailable(since.elapsed(), last_error.as_deref()));
+            }
+            let last = last_error.unwrap_or_else(|| "no connection yet".to_owned());
+            self.wake.notify_one();
+            let changed = ready.changed();
+            // Wait for a reconnection, up to the deadline, or until the outage has lasted
+            // `unavailable_after` (then every waiting call fails fast too, not only new ones).
+            let give_up_at = since.map(|s| s + self.unavailable_after);
+            let wait_until = match (deadline, give_up_at) {
+                (Some(d), Some(g)) => Some(d.min(g)),
+                (d, g) => d.or(g),
+            };
+            let waited = match wait_until {
+                Some(d) => tokio::time::timeout_at(d, changed).await.ok(),
+                None => Some(changed.await),
+            };
+            if waited.is_none() && give_up_at.is_some() && wait_until == give_up_at {
+                // The outage is now long: the check at the top of the loop fails the call.
+                continue;
+            }
+            if waited.is_none() {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    Outcome::Failed,
+                    format!("no connection to the server before the deadline (last error: {last})"),
+                ));
+            }
+        }
+    }
+}
