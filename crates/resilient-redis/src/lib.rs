@@ -162,7 +162,6 @@ mod config;
 mod connection;
 mod error;
 pub mod exactly_once;
-mod handshake;
 mod health;
 mod pubsub;
 mod replies;

@@ -20,9 +20,8 @@ use tokio::{
 
 use crate::{
     Client,
-    connection::{Pool, master_changed},
+    connection::{Master, Pool, master_changed},
     error::{Error, ErrorKind, Outcome},
-    routing::Master,
 };
 
 /// Messages buffered for a slow consumer before the subscription stops reading the socket.

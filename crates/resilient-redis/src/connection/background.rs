@@ -10,7 +10,7 @@ use rand::rngs::SmallRng;
 use tokio::sync::{Notify, watch};
 
 use super::{Lease, Pool, REPLICA_RETRY, StallVerdict};
-use crate::routing::Master;
+use super::Master;
 
 impl Pool {
     /// The slots whose connection is dead.

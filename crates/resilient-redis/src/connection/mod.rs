@@ -21,16 +21,21 @@
 //!   connections to replicas (after the master's slots) for read-only commands; they are
 //!   reconnected by the same task, after the master's. (A late reply on a replica is diagnosed
 //!   by probing the master.)
-//! - A cluster's client keeps one pool per master (see [`crate::routing::cluster`]).
+//! - A cluster's client keeps one pool per master (see `routing::cluster`).
 //!
 //! Finding a connection for a call is [`lease`]'s; late replies and busy servers are
 //! [`stall`]'s; the reconnection task is [`background`]'s.
 
 mod background;
+mod endpoint;
+mod handshake;
 mod lease;
+pub(crate) mod sentinel;
 mod stall;
 
 pub(crate) use background::master_changed;
+pub(crate) use endpoint::Endpoint;
+pub(crate) use sentinel::{Master, SentinelResolver, TopologyView};
 use background::reconnector;
 
 use std::{
@@ -52,7 +57,6 @@ use tokio::{
 use crate::{
     config::{ClientConfig, ReadFrom},
     error::{Error, ErrorKind, Outcome},
-    routing::{Endpoint, Master, SentinelResolver, TopologyView},
 };
 
 /// A connection lent to one attempt.
@@ -195,7 +199,7 @@ impl Pool {
         let pool = Pool::build(config, endpoint, read_from);
         if !lazily {
             let (conn, epoch) =
-                crate::handshake::first_connection(&pool.endpoint, &pool.conn_config, config)
+                handshake::first_connection(&pool.endpoint, &pool.conn_config, config)
                     .await?;
             pool.install(0, conn, epoch);
             // (A master switch during this first connection is followed by the background task.)

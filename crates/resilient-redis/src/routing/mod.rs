@@ -3,8 +3,8 @@
 //! is one server, a Sentinel set or a Redis Cluster:
 //!
 //! - **One server** and **Sentinel** are one [`Node`], whose pool connects to the server or to
-//!   the master the sentinels name ([`Endpoint`], [`sentinel`]); `+switch-master` and `READONLY`
-//!   move the pool to the new master.
+//!   the master the sentinels name (the pool's endpoint: [`crate::connection`]); `+switch-master`
+//!   and `READONLY` move the pool to the new master.
 //! - **Cluster** ([`cluster`]) is one [`Node`] per master, found by the key's slot in the
 //!   client's slot map; `MOVED`, `ASK`, `CLUSTERDOWN`, `TRYAGAIN` and dead nodes change the map.
 //!
@@ -12,8 +12,6 @@
 //! sit above, in [`crate::client`], written once for all three.
 
 pub(crate) mod cluster;
-mod endpoint;
-pub(crate) mod sentinel;
 
 use std::sync::{
     Arc,
@@ -22,9 +20,6 @@ use std::sync::{
 
 use resilience::{BreakerConfig, CircuitBreaker, ThrottleTotals, TotalsThrottle};
 use tokio::time::Instant;
-
-pub(crate) use endpoint::Endpoint;
-pub(crate) use sentinel::{Master, SentinelResolver, TopologyView};
 
 use crate::{config::ClientConfig, connection::Pool, error::Error};
 

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use redis::{AsyncConnectionConfig, ConnectionAddr, RedisError, Value, aio::MultiplexedConnection};
 
+use super::Endpoint;
 use crate::{
     config::ClientConfig,
     error::{Error, ErrorKind, Failure, Outcome},
-    routing::Endpoint,
 };
 
 /// Opens the pool's first connection and checks, with a `PING`, that the server takes commands
