@@ -6,6 +6,7 @@ use tokio::time::Instant;
 
 use crate::{
     Client,
+    commands::info_field,
     routing::{Router, cluster::ClusterHealth},
 };
 
@@ -118,13 +119,6 @@ fn list(items: &[String]) -> String {
     }
 }
 
-/// Reads `field` from the text of an INFO reply.
-pub(crate) fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
-    info.lines().find_map(|line| {
-        let (k, v) = line.split_once(':')?;
-        (k == field).then(|| v.trim())
-    })
-}
 
 impl Client {
     /// Looks at the server (PING, INFO) on the client's own connection and reports, with the

@@ -23,7 +23,6 @@ use std::{collections::HashMap, time::Duration};
 use redis::{ServerError, ServerErrorKind};
 use resilience::Classification;
 
-use crate::{config::ErrorRule, error::ErrorKind};
 
 /// The kind of deployment a client follows: the one column of the reply table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,13 +108,29 @@ pub(crate) enum TopologyHint {
     Ask,
 }
 
+/// What to do with a server error code the built-in rules do not cover (a cloud vendor's own
+/// throttling or maintenance codes, for example). See
+/// [`ClientConfig::error_rules`](crate::ClientConfig::error_rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorRule {
+    /// The command was not run: retry it with backoff. Counts against the circuit breaker.
+    Retry,
+    /// The command was not run and the server asks to slow down: retry after at least this
+    /// delay. Does not count against the circuit breaker (the server is busy, not broken).
+    RetryAfter(Duration),
+    /// Do not retry: return the reply to the caller.
+    Fail,
+}
+
 /// What a server error reply means, when it is not simply the caller's reply.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Meaning {
     /// Retry or not, after what, and whether the server is at fault.
     pub(crate) class: Classification,
-    /// The client's error kind if the call ends with this reply.
-    pub(crate) kind: ErrorKind,
+    /// The call ends as [`ErrorKind::Throttled`](crate::ErrorKind::Throttled) with this reply
+    /// (the server asks to slow down); as [`ErrorKind::Server`](crate::ErrorKind::Server)
+    /// otherwise.
+    pub(crate) throttled: bool,
     /// What the client does about it besides retrying (kept with the failed attempt).
     pub(crate) hints: Hints,
 }
@@ -137,7 +152,7 @@ impl Meaning {
     fn not_run(server_fault: bool) -> Meaning {
         Meaning {
             class: Classification::retry().server_fault(server_fault),
-            kind: ErrorKind::Server,
+            throttled: false,
             hints: Hints {
                 overload: false,
                 wait_not_busy: false,
@@ -150,7 +165,7 @@ impl Meaning {
     fn slow_down(delay: Duration) -> Meaning {
         Meaning {
             class: Classification::retry_after(delay).server_fault(false),
-            kind: ErrorKind::Throttled,
+            throttled: true,
             hints: Hints {
                 overload: true,
                 ..Meaning::not_run(false).hints
@@ -348,7 +363,7 @@ mod tests {
             throttled.class,
             Classification::retry_after(Duration::from_millis(100)).server_fault(false)
         );
-        assert_eq!(throttled.kind, ErrorKind::Throttled);
+        assert!(throttled.throttled, "THROTTLED ends as ErrorKind::Throttled");
         assert!(throttled.hints.overload);
         for code in [
             "ERR",
@@ -376,7 +391,7 @@ mod tests {
         for d in DEPLOYMENTS {
             let m = |code: &str| meaning(&reply(code), d, rules(&custom));
             let vendor = m("MYVENDORBUSY").unwrap();
-            assert_eq!(vendor.kind, ErrorKind::Throttled);
+            assert!(vendor.throttled, "a RetryAfter rule ends as ErrorKind::Throttled");
             assert!(vendor.hints.overload && !vendor.class.server_fault);
             assert_eq!(m("TRYAGAIN"), None, "{d:?}: the rule overrides the table");
             assert_eq!(m("WRONGTYPE"), Some(Meaning::not_run(true)), "{d:?}");

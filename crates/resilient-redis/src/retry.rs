@@ -40,7 +40,15 @@ impl AttemptError {
             )
         };
         AttemptError {
-            error: Error::new(meaning.kind, outcome, message)
+            error: Error::new(
+                if meaning.throttled {
+                    ErrorKind::Throttled
+                } else {
+                    ErrorKind::Server
+                },
+                outcome,
+                message,
+            )
                 .with_source(RedisError::from(err.clone())),
             class,
             reply: Some(meaning.hints),

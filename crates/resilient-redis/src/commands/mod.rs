@@ -26,12 +26,14 @@
 // cluster slots (`slot`) and what may run inside a script (`scripts`).
 
 mod args;
+mod info;
 mod blocking;
 mod keys;
 mod safety;
 mod scripts;
 mod slot;
 
+pub(crate) use info::info_field;
 pub(crate) use args::{arg_bytes, command_name};
 pub(crate) use blocking::blocking_timeout;
 pub(crate) use keys::command_keys;

@@ -22,20 +22,8 @@ use sentinel::SENTINEL_PORT;
 pub use sentinel::{ReadFrom, SentinelConfig};
 pub use tls::TlsConfig;
 pub(crate) use tls::Transport;
+pub use crate::replies::ErrorRule;
 use url_forms::{parse_cluster_url, parse_sentinel_url};
-
-/// What to do with a server error code the built-in rules do not cover (a cloud vendor's own
-/// throttling or maintenance codes, for example). See [`ClientConfig::error_rules`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorRule {
-    /// The command was not run: retry it with backoff. Counts against the circuit breaker.
-    Retry,
-    /// The command was not run and the server asks to slow down: retry after at least this
-    /// delay. Does not count against the circuit breaker (the server is busy, not broken).
-    RetryAfter(Duration),
-    /// Do not retry: return the reply to the caller.
-    Fail,
-}
 
 /// Configuration of a [`Client`](crate::Client).
 ///

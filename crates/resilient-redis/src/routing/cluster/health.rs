@@ -52,7 +52,7 @@ impl ClusterRouter {
         match query(info).await {
             Ok(text) => {
                 health.cluster_state =
-                    crate::health::info_field(&text, "cluster_state").map(str::to_owned)
+                    crate::commands::info_field(&text, "cluster_state").map(str::to_owned)
             }
             Err(e) => health.reason = Some(format!("CLUSTER INFO: {e}")),
         }
