@@ -94,12 +94,21 @@ impl Keyless {
             )
         })?
         .map_err(|e| {
-            Error::new(
-                ErrorKind::Unavailable,
-                Outcome::Failed,
-                "cannot connect to the cluster",
-            )
-            .with_source(e)
+            if crate::error::Failure::of(&e).kind == ErrorKind::Auth {
+                Error::new(
+                    ErrorKind::Auth,
+                    Outcome::Failed,
+                    "the cluster's nodes rejected the credentials (or the URL gives none)",
+                )
+                .with_source(e)
+            } else {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    Outcome::Failed,
+                    "cannot connect to the cluster",
+                )
+                .with_source(e)
+            }
         })?;
         Ok(Keyless {
             client,
