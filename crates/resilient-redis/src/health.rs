@@ -119,7 +119,6 @@ fn list(items: &[String]) -> String {
     }
 }
 
-
 impl Client {
     /// Looks at the server (PING, INFO) on the client's own connection and reports, with the
     /// breaker and pool state. Never retries; waits at most the connect timeout for a connection

@@ -23,7 +23,6 @@ use std::{collections::HashMap, time::Duration};
 use redis::{ServerError, ServerErrorKind};
 use resilience::Classification;
 
-
 /// The kind of deployment a client follows: the one column of the reply table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Deployment {
@@ -363,7 +362,10 @@ mod tests {
             throttled.class,
             Classification::retry_after(Duration::from_millis(100)).server_fault(false)
         );
-        assert!(throttled.throttled, "THROTTLED ends as ErrorKind::Throttled");
+        assert!(
+            throttled.throttled,
+            "THROTTLED ends as ErrorKind::Throttled"
+        );
         assert!(throttled.hints.overload);
         for code in [
             "ERR",
@@ -391,7 +393,10 @@ mod tests {
         for d in DEPLOYMENTS {
             let m = |code: &str| meaning(&reply(code), d, rules(&custom));
             let vendor = m("MYVENDORBUSY").unwrap();
-            assert!(vendor.throttled, "a RetryAfter rule ends as ErrorKind::Throttled");
+            assert!(
+                vendor.throttled,
+                "a RetryAfter rule ends as ErrorKind::Throttled"
+            );
             assert!(vendor.hints.overload && !vendor.class.server_fault);
             assert_eq!(m("TRYAGAIN"), None, "{d:?}: the rule overrides the table");
             assert_eq!(m("WRONGTYPE"), Some(Meaning::not_run(true)), "{d:?}");

@@ -49,7 +49,7 @@ impl AttemptError {
                 outcome,
                 message,
             )
-                .with_source(RedisError::from(err.clone())),
+            .with_source(RedisError::from(err.clone())),
             class,
             reply: Some(meaning.hints),
         }

@@ -51,7 +51,7 @@ use stats::{Counters, KINDS};
 ///   with jittered backoff, within the retry budget and the call's deadline.
 /// - Failures after the request may have been written (a connection lost mid-flight) are retried
 ///   only when the command is safe to repeat (see [`crate::commands`]); otherwise the call fails
-///   with an [`Outcome::Ambiguous`] error.
+///   with an [`Outcome::Ambiguous`](crate::Outcome::Ambiguous) error.
 /// - Other error replies (`WRONGTYPE`, `NOSCRIPT`, syntax errors, ...) come back unchanged.
 ///
 /// # Example

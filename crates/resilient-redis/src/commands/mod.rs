@@ -26,16 +26,16 @@
 // cluster slots (`slot`) and what may run inside a script (`scripts`).
 
 mod args;
-mod info;
 mod blocking;
+mod info;
 mod keys;
 mod safety;
 mod scripts;
 mod slot;
 
-pub(crate) use info::info_field;
 pub(crate) use args::{arg_bytes, command_name};
 pub(crate) use blocking::blocking_timeout;
+pub(crate) use info::info_field;
 pub(crate) use keys::command_keys;
 pub use safety::{CommandSafety, safety_of};
 pub(crate) use safety::{command_safety, pipeline_safety};

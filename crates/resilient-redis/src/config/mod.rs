@@ -15,6 +15,7 @@ mod tls;
 mod url_check;
 mod url_forms;
 
+pub use crate::replies::ErrorRule;
 pub use cluster::ClusterConfig;
 pub use env::ENV_VARS;
 pub use redact::redact_url;
@@ -22,7 +23,6 @@ use sentinel::SENTINEL_PORT;
 pub use sentinel::{ReadFrom, SentinelConfig};
 pub use tls::TlsConfig;
 pub(crate) use tls::Transport;
-pub use crate::replies::ErrorRule;
 use url_forms::{parse_cluster_url, parse_sentinel_url};
 
 /// Configuration of a [`Client`](crate::Client).

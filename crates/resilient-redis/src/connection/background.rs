@@ -9,8 +9,8 @@ use std::{
 use rand::rngs::SmallRng;
 use tokio::sync::{Notify, watch};
 
-use super::{Lease, Pool, REPLICA_RETRY, StallVerdict};
 use super::Master;
+use super::{Lease, Pool, REPLICA_RETRY, StallVerdict};
 
 impl Pool {
     /// The slots whose connection is dead.

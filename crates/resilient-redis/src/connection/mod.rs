@@ -34,9 +34,9 @@ pub(crate) mod sentinel;
 mod stall;
 
 pub(crate) use background::master_changed;
+use background::reconnector;
 pub(crate) use endpoint::Endpoint;
 pub(crate) use sentinel::{Master, SentinelResolver, TopologyView};
-use background::reconnector;
 
 use std::{
     sync::{
@@ -199,8 +199,7 @@ impl Pool {
         let pool = Pool::build(config, endpoint, read_from);
         if !lazily {
             let (conn, epoch) =
-                handshake::first_connection(&pool.endpoint, &pool.conn_config, config)
-                    .await?;
+                handshake::first_connection(&pool.endpoint, &pool.conn_config, config).await?;
             pool.install(0, conn, epoch);
             // (A master switch during this first connection is followed by the background task.)
         }
