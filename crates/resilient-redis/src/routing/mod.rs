@@ -8,8 +8,9 @@
 //! - **Cluster** ([`cluster`]) is one [`Node`] per master, found by the key's slot in the
 //!   client's slot map; `MOVED`, `ASK`, `CLUSTERDOWN`, `TRYAGAIN` and dead nodes change the map.
 //!
-//! The retry loop, deadline, budget, throttle, stall diagnosis, counters and ambiguity rules
-//! sit above, in [`crate::client`], written once for all three.
+//! The retry loop, deadline, budget, admission (each node's breaker and throttle), stall
+//! diagnosis, counters and ambiguity rules sit above, in the client's call path (`client/`),
+//! written once for all three.
 
 pub(crate) mod cluster;
 
