@@ -353,28 +353,36 @@ async fn master_killed_under_load_costs_no_errors_and_spares_other_shards() {
     let mut cluster = cluster(&[]).await;
     let client = connect(&cluster.urls()).await;
     // Beside the load, one task INCRs a counter on the shard that dies: INCR is not safe to
-    // repeat, so a lost connection must surface as ambiguous, never as a plain failure.
+    // repeat, so a lost connection must surface as ambiguous, never as a plain failure. It calls
+    // again at once after an error (no pause, no yield), and no call may outlast its deadline.
     let stop_incr = Arc::new(AtomicBool::new(false));
     let incr = tokio::spawn({
         let (mut client, stop) = (client.clone(), stop_incr.clone());
         async move {
-            let (mut ok, mut errors) = (0u64, Vec::new());
+            let (mut ok, mut errors, mut longest) = (0u64, Vec::new(), Duration::ZERO);
             while !stop.load(Ordering::Relaxed) {
+                let started = tokio::time::Instant::now();
                 match client.incr::<_, _, i64>("{b}:counter", 1).await {
                     Ok(_) => ok += 1,
                     Err(e) => errors.push(e),
                 }
+                longest = longest.max(started.elapsed());
             }
-            (ok, errors)
+            (ok, errors, longest)
         }
     });
     let resilient = failover_under_load(&mut cluster, client.clone(), 0).await;
     stop_incr.store(true, Ordering::Relaxed);
-    let (incr_ok, incr_errors) = incr.await.unwrap();
+    let (incr_ok, incr_errors, incr_longest) = incr.await.unwrap();
     report("resilient", &resilient);
     eprintln!(
-        "resilient INCR on the dying shard: {incr_ok} ok, {} ambiguous errors",
+        "resilient INCR on the dying shard: {incr_ok} ok, {} ambiguous errors, longest call {incr_longest:?}",
         incr_errors.len()
+    );
+    let deadline = client.config().deadline;
+    assert!(
+        incr_longest <= deadline + Duration::from_millis(50),
+        "a call took {incr_longest:?} against a {deadline:?} deadline"
     );
     for e in &incr_errors {
         assert_eq!(Outcome::of(e), Outcome::Ambiguous, "{e}");
