@@ -117,16 +117,13 @@ async fn bench_json_is_one_object_with_the_fields() {
     );
 }
 
-/// `--paired-with`: both clients in one run, taking turns; every call is counted once (the
-/// server's SET and GET counts equal the two reports' calls).
-#[tokio::test]
-async fn paired_bench_reports_both_clients_from_one_run() {
-    let server = RedisServer::start().await.expect("lab server");
-    let url = server.url();
+/// `bench TARGET_FLAG TARGET --client resilient --paired-with raw` in turns of 100 ms for 2 s
+/// at 8 callers, which must succeed: its JSON object.
+async fn paired_run(target_flag: &str, target: &str) -> Value {
     let args = [
         "bench",
-        "--url",
-        &url,
+        target_flag,
+        target,
         "--client",
         "resilient",
         "--paired-with",
@@ -141,7 +138,16 @@ async fn paired_bench_reports_both_clients_from_one_run() {
     ];
     let output = run(&args, Duration::from_secs(30)).await;
     assert!(output.status.success(), "{}", stderr(&output));
-    let report = one_json_object(&output);
+    one_json_object(&output)
+}
+
+/// `--paired-with`: both clients in one run, taking turns; every call is counted once (the
+/// server's SET and GET counts equal the two reports' calls).
+#[tokio::test]
+async fn paired_bench_reports_both_clients_from_one_run() {
+    let server = RedisServer::start().await.expect("lab server");
+    let url = server.url();
+    let report = paired_run("--url", &url).await;
     assert_eq!(report["slice_ms"], 100, "{report}");
     let slices = report["slices"].as_u64().expect("slices");
     assert!(slices >= 2 && slices.is_multiple_of(2), "{report}");
@@ -390,28 +396,7 @@ async fn cluster_bench_and_health_report_the_nodes() {
     }
     // The healthy-path comparison on a cluster: the resilient client and redis-rs's cluster
     // connection in turns, in one run.
-    let output = run(
-        &[
-            "bench",
-            "--cluster",
-            &urls,
-            "--client",
-            "resilient",
-            "--paired-with",
-            "raw",
-            "--slice-ms",
-            "100",
-            "--concurrency",
-            "8",
-            "--duration",
-            "2",
-            "--json",
-        ],
-        Duration::from_secs(30),
-    )
-    .await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    let report = one_json_object(&output);
+    let report = paired_run("--cluster", &urls).await;
     let reports = report["reports"].as_array().expect("reports");
     assert_eq!(reports.len(), 2, "{report}");
     assert_bench_report(&reports[0], "resilient", "get-set", 8);

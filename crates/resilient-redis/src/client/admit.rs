@@ -80,7 +80,10 @@ impl Handle {
     pub(super) fn refused_by(&self, node: &Node) {
         self.inner.stats.refused.fetch_add(1, Ordering::Relaxed);
         if let Some(t) = &node.throttle {
-            t.refused.fetch_add(1, Ordering::Relaxed);
+            if node.is_one_of_many() {
+                // A single server's throttle reads the client's count, just bumped.
+                t.refused.fetch_add(1, Ordering::Relaxed);
+            }
             t.throttle.refused_at(Instant::now());
         }
     }

@@ -9,7 +9,7 @@ use redis::{RedisError, ServerError, Value};
 use resilience::{Attempt, Classification};
 use tokio::time::Instant;
 
-use super::Handle;
+use super::{Handle, admit::settle_permit};
 use crate::{
     commands::command_slot,
     connection::Lease,
@@ -106,6 +106,9 @@ impl Handle {
         let mut hops = 0;
         let mut counted = counted;
         loop {
+            // The slot map's version this hop routes by: a wait below ends as soon as it moves
+            // on, even if it moved between this reading and the wait.
+            let seen = cluster.epoch();
             let (node, asking) = match target {
                 Target::Keyless => {
                     self.count_attempt(attempt, &mut counted);
@@ -115,7 +118,7 @@ impl Handle {
                 Target::Slot(slot) => match cluster.master_of(slot) {
                     Ok(node) => (node, false),
                     Err(_) => {
-                        self.wait_for_topology(cluster, attempt.deadline, || {
+                        self.wait_for_topology(cluster, seen, attempt.deadline, || {
                             format!("the node of slot {slot} stayed down and no other took over before the deadline")
                         })
                         .await?;
@@ -130,7 +133,10 @@ impl Handle {
             };
             let mut lease = match lease {
                 Some(lease) => lease,
-                None => match self.wait_for_node(cluster, &node, attempt.deadline).await? {
+                None => match self
+                    .wait_for_node(cluster, &node, seen, attempt.deadline)
+                    .await?
+                {
                     Some(lease) => lease,
                     // The slot map changed while waiting: route again.
                     None => continue,
@@ -153,11 +159,11 @@ impl Handle {
                 )
                 .await
             };
+            // Redirects and a reconfiguring cluster are not the node's fault: the breaker hears
+            // only successes and the node's own failures.
+            settle_permit(permit, &result);
             let e = match result {
                 Ok(reply) => {
-                    if let Some(p) = permit {
-                        p.success();
-                    }
                     *cached.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease);
                     return Ok(reply);
                 }
@@ -165,7 +171,6 @@ impl Handle {
             };
             let hint = e.reply.map(|h| h.topology);
             if let Some(redirect) = e.error.redis_error().and_then(redirect_of) {
-                drop(permit);
                 hops += 1;
                 if redirect.kind == RedirectKind::Moved {
                     cluster.moved(redirect.slot, &redirect.addr);
@@ -213,9 +218,9 @@ impl Handle {
             ) {
                 // The cluster is changing (a failover, a migration): nothing ran; send again
                 // once the slot map may have changed, within the deadline.
-                drop(permit);
                 cluster.request_refresh();
-                self.wait_for_refresh(cluster, attempt.deadline, &e).await?;
+                self.wait_for_refresh(cluster, seen, attempt.deadline, &e)
+                    .await?;
                 if let Target::Node(..) = target {
                     target = match slot_of(request) {
                         Some(slot) => Target::Slot(slot),
@@ -223,11 +228,6 @@ impl Handle {
                     };
                 }
                 continue;
-            }
-            if let Some(p) = permit
-                && e.class.server_fault
-            {
-                p.failure();
             }
             if e.error.kind() == ErrorKind::ConnectionLost {
                 cluster.node_failed(&node.addr);
@@ -249,46 +249,41 @@ impl Handle {
         }
     }
 
-    /// Waits, up to `deadline`, for the slot map to change (the node of a slot is down).
+    /// Waits, up to `deadline`, for the slot map to move on from version `seen` (the node of a
+    /// slot is down).
     async fn wait_for_topology(
         &self,
         cluster: &ClusterRouter,
+        seen: u64,
         deadline: Option<Instant>,
         why: impl FnOnce() -> String,
     ) -> Result<(), AttemptError> {
         cluster.waits.fetch_add(1, Ordering::Relaxed);
-        let mut epochs = cluster.topology.epoch.subscribe();
-        epochs.mark_unchanged();
         cluster.request_refresh();
-        let changed = epochs.changed();
-        let timed_out = match deadline {
-            Some(d) => tokio::time::timeout_at(d, changed).await.is_err(),
-            None => changed.await.is_err(),
-        };
-        if timed_out {
-            return Err(AttemptError {
-                error: Error::new(ErrorKind::Unavailable, Outcome::Failed, why()),
-                class: Classification::fail(),
-                reply: None,
-            });
+        if cluster.changed_since(seen, deadline).await {
+            return Ok(());
         }
-        Ok(())
+        Err(AttemptError {
+            error: Error::new(ErrorKind::Unavailable, Outcome::Failed, why()),
+            class: Classification::fail(),
+            reply: None,
+        })
     }
 
-    /// Waits for the next slot-map refresh (or `min_refresh_interval`), up to `deadline`,
-    /// after a reply that says the cluster is reconfiguring. At the deadline, the reply's error.
+    /// Waits for the slot map to move on from version `seen`, at most `min_refresh_interval`
+    /// and never past `deadline`, after a reply that says the cluster is reconfiguring. At the
+    /// deadline, the reply's error.
     async fn wait_for_refresh(
         &self,
         cluster: &ClusterRouter,
+        seen: u64,
         deadline: Option<Instant>,
         e: &AttemptError,
     ) -> Result<(), AttemptError> {
         cluster.waits.fetch_add(1, Ordering::Relaxed);
-        let mut epochs = cluster.topology.epoch.subscribe();
-        epochs.mark_unchanged();
         let pause = Instant::now() + cluster.cluster.min_refresh_interval;
         let until = deadline.map_or(pause, |d| d.min(pause));
-        let _ = tokio::time::timeout_at(until, epochs.changed()).await;
+        cluster.changed_since(seen, Some(until)).await;
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(AttemptError {
                 error: e.error.clone(),
@@ -299,24 +294,22 @@ impl Handle {
         Ok(())
     }
 
-    /// Waits for a connection to `node`, up to `deadline`; `None` if the slot map changed
-    /// first (the slot may have moved).
+    /// Waits for a connection to `node`, up to `deadline`; `None` if the slot map moved on from
+    /// version `seen` first (the slot may have moved).
     async fn wait_for_node(
         &self,
         cluster: &ClusterRouter,
         node: &Node,
+        seen: u64,
         deadline: Option<Instant>,
     ) -> Result<Option<Lease>, AttemptError> {
-        let failed_before = node.pool.last_error().is_some();
-        if failed_before {
+        if node.pool.last_error().is_some() {
             cluster.node_failed(&node.addr);
         }
         cluster.waits.fetch_add(1, Ordering::Relaxed);
-        let mut epochs = cluster.topology.epoch.subscribe();
-        epochs.mark_unchanged();
         let waited = tokio::select! {
             lease = node.pool.acquire_for(false, deadline) => Some(lease),
-            _ = epochs.changed() => None,
+            _ = cluster.changed_since(seen, None) => None,
         };
         match waited {
             Some(Ok(lease)) => Ok(Some(lease)),

@@ -39,13 +39,15 @@ use std::{
 };
 
 use rand::{SeedableRng, rngs::SmallRng};
-use redis::{ConnectionAddr, ConnectionInfo, aio::MultiplexedConnection};
+use redis::{ConnectionInfo, aio::MultiplexedConnection};
 
 pub use health::{ClusterHealth, ClusterNodeHealth};
 pub(crate) use keyless::Keyless;
 pub(crate) use redirect::{RedirectKind, redirect_of};
 
-use super::{Node, split_addr};
+use super::{Node, join_addr, split_addr};
+use tokio::time::Instant;
+
 use crate::{
     config::{ClientConfig, ClusterConfig, Transport},
     connection::Pool,
@@ -220,6 +222,22 @@ impl ClusterRouter {
         self.topology.request_refresh();
     }
 
+    /// The slot map's version (it changes with every change of the map or of a node's state).
+    pub(crate) fn epoch(&self) -> u64 {
+        *self.topology.epoch.borrow()
+    }
+
+    /// Waits until the slot map's version is no longer `seen` (`true`), or `until` passes
+    /// (`false`). A change between reading `seen` and this call is not missed.
+    pub(crate) async fn changed_since(&self, seen: u64, until: Option<Instant>) -> bool {
+        let mut epochs = self.topology.epoch.subscribe();
+        let changed = epochs.wait_for(|epoch| *epoch != seen);
+        match until {
+            Some(until) => matches!(tokio::time::timeout_at(until, changed).await, Ok(Ok(_))),
+            None => changed.await.is_ok(),
+        }
+    }
+
     /// Asks the background task for a slot-map refresh (rate-limited and jittered).
     pub(crate) fn request_refresh(&self) {
         self.topology.request_refresh();
@@ -262,24 +280,5 @@ impl Drop for ClusterRouter {
     fn drop(&mut self) {
         self.topology.closed.store(true, Ordering::Relaxed);
         self.topology.wake.notify_one();
-    }
-}
-
-/// `host:port`, with brackets around an IPv6 host.
-pub(crate) fn join_addr(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-/// `host:port` of a TCP address.
-pub(crate) fn addr_of(addr: &ConnectionAddr) -> Option<String> {
-    match addr {
-        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
-            Some(join_addr(host, *port))
-        }
-        _ => None,
     }
 }
