@@ -65,30 +65,20 @@ async fn demo_with_short_phases_runs_every_fault() {
     assert!(svg.starts_with("<svg") && svg.contains("restart"));
 }
 
-/// Runs `demo --topology <topology>` with short phases; checks the failover phases, the verdict
-/// and the chart marks.
-async fn short_failover_demo(topology: &str, phases: &[&str], marks: &[&str]) {
+/// Runs `demo <selection>` (e.g. `--topology sentinel`) with short phases; checks the failover
+/// phases, the verdict and the chart marks.
+async fn short_failover_demo(selection: &[&str], phases: &[&str], marks: &[&str]) {
+    let topology = selection.join("-").replace("--", "");
     let out = std::env::temp_dir().join(format!(
         "resilient-redis-demo-{topology}-{}",
         std::process::id()
     ));
     let out_arg = out.to_string_lossy().into_owned();
     let started = Instant::now();
-    let output = run(
-        &[
-            "demo",
-            "--topology",
-            topology,
-            "--settle-ms",
-            "500",
-            "--tasks",
-            "10",
-            "--out",
-            &out_arg,
-        ],
-        Duration::from_secs(60),
-    )
-    .await;
+    let mut args = vec!["demo"];
+    args.extend_from_slice(selection);
+    args.extend_from_slice(&["--settle-ms", "500", "--tasks", "10", "--out", &out_arg]);
+    let output = run(&args, Duration::from_secs(60)).await;
     let took = started.elapsed();
     let text = stdout(&output);
     let chart = std::fs::read_to_string(out.join("resilient-redis-demo.svg"));
@@ -110,7 +100,7 @@ async fn short_failover_demo(topology: &str, phases: &[&str], marks: &[&str]) {
 #[tokio::test]
 async fn sentinel_demo_shows_the_kill_and_the_switch() {
     short_failover_demo(
-        "sentinel",
+        &["--topology", "sentinel"],
         &["killed (SIGKILL)", "+switch-master to 127.0.0.1:"],
         &["master killed", "switch"],
     )
@@ -123,9 +113,21 @@ async fn sentinel_demo_shows_the_kill_and_the_switch() {
 #[tokio::test]
 async fn cluster_demo_shows_the_kill_and_the_promotion() {
     short_failover_demo(
-        "cluster",
+        &["--topology", "cluster"],
         &["killed (SIGKILL)", "promoted"],
         &["master killed", "promoted"],
+    )
+    .await;
+}
+
+/// The managed-cloud demo: a failover behind one hostname; the raw client keeps writing to the
+/// demoted node, the resilient client follows the name with no error.
+#[tokio::test]
+async fn cloud_demo_follows_a_failover_behind_one_hostname() {
+    short_failover_demo(
+        &["--scenario", "cloud"],
+        &["failover behind the hostname", "A demoted (READONLY)"],
+        &["failover", "A demoted"],
     )
     .await;
 }

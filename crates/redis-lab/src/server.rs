@@ -597,6 +597,46 @@ impl RedisServer {
             .map_err(|e| LabError::redis(format!("busy EVAL on {}", self.describe()), e))
     }
 
+    /// `REPLICAOF`: makes this server a replica of `primary` (returns once told: see
+    /// [`RedisServer::wait_link_up`] for the sync), or with `None`, `REPLICAOF NO ONE` (a
+    /// promotion).
+    ///
+    /// # Errors
+    /// [`LabError::Redis`].
+    pub async fn replicaof(&self, primary: Option<&RedisServer>) -> Result<(), LabError> {
+        let mut conn = self.admin().await?;
+        let mut cmd = redis::cmd("REPLICAOF");
+        match primary {
+            Some(p) => cmd.arg(p.addr().ip().to_string()).arg(p.port()),
+            None => cmd.arg("NO").arg("ONE"),
+        };
+        cmd.query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| LabError::redis(format!("REPLICAOF on {}", self.describe()), e))
+    }
+
+    /// Waits (up to `timeout`) until this replica's link to its primary is up (synced).
+    ///
+    /// # Errors
+    /// [`LabError::Redis`], or [`LabError::Timeout`] if the link is not up in time.
+    pub async fn wait_link_up(&self, timeout: Duration) -> Result<(), LabError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let link = self.info_field("replication", "master_link_status").await?;
+            if link == "up" {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::Timeout {
+                    what: format!("the replication link of {}", self.describe()),
+                    waited: timeout,
+                    last: format!("master_link_status:{link}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// One field of `INFO <section>`, e.g. `("stats", "total_commands_processed")`.
     ///
     /// # Errors

@@ -13,7 +13,7 @@
 //! | `LOADING`, `BUSY` | not run; server fault; overload; wait until the server takes work | no |
 //! | `MASTERDOWN`, `NOREPLICAS` | not run; server fault | no |
 //! | `TRYAGAIN`, `CLUSTERDOWN` | not run; the cluster is reconfiguring, not the node's fault | no |
-//! | `READONLY` | not run; the node was demoted (not its fault: it answers) | no |
+//! | `READONLY`, `UNBLOCKED` (instance state changed) | not run; the node was demoted (not its fault: it answers) | no |
 //! | `THROTTLED` | not run; retry after [`ClientConfig::throttle_delay`](crate::ClientConfig::throttle_delay); overload, not a fault | no |
 //! | `MOVED`, `ASK` | | Cluster: a redirect; elsewhere the caller's reply |
 //! | any other (`WRONGTYPE`, `NOSCRIPT`, `OOM`, ...) | the caller's reply, never retried | no |
@@ -47,6 +47,10 @@ pub(crate) enum Code {
     NoReplicas,
     /// `NOAUTH`, `WRONGPASS`: the connection is not authenticated, or the credentials are wrong.
     Auth,
+    /// `UNBLOCKED ... instance state changed`: a blocking command was ended, not run, because its
+    /// server became a replica. (`UNBLOCKED` from `CLIENT UNBLOCK ... ERROR` is the caller's
+    /// business: [`Code::Other`].)
+    UnblockedByDemotion,
     /// Any other code.
     Other,
 }
@@ -56,6 +60,13 @@ impl Code {
     pub(crate) fn of(err: &ServerError) -> Code {
         if let Some(kind) = err.kind() {
             return Code::Kind(kind);
+        }
+        if err.code() == "UNBLOCKED"
+            && err
+                .details()
+                .is_some_and(|d| d.contains("instance state changed"))
+        {
+            return Code::UnblockedByDemotion;
         }
         Code::without_kind(err.code())
     }
@@ -222,7 +233,9 @@ fn table(code: Code, deployment: Deployment, throttle_delay: Duration) -> Option
         Code::Kind(K::TryAgain | K::ClusterDown) => {
             Some(Meaning::not_run(false).hint(TopologyHint::Reconfiguring))
         }
-        Code::Kind(K::ReadOnly) => Some(Meaning::not_run(false).hint(TopologyHint::Demoted)),
+        Code::Kind(K::ReadOnly) | Code::UnblockedByDemotion => {
+            Some(Meaning::not_run(false).hint(TopologyHint::Demoted))
+        }
         Code::Throttled => Some(Meaning::slow_down(throttle_delay)),
         Code::Kind(K::Moved) if deployment == Deployment::Cluster => {
             Some(Meaning::not_run(false).hint(TopologyHint::Moved))
@@ -357,6 +370,26 @@ mod tests {
         let readonly = m("READONLY").unwrap();
         assert!(!readonly.class.server_fault, "a demoted node still answers");
         assert_eq!(readonly.hints.topology, TopologyHint::Demoted);
+        let parse = |text: &str| match redis::parse_redis_value(text.as_bytes()) {
+            Ok(redis::Value::ServerError(e)) => e,
+            other => panic!("not an error reply: {other:?}"),
+        };
+        let rules = Rules {
+            custom: &HashMap::new(),
+            throttle_delay: Duration::from_millis(100),
+        };
+        // Redis 6.2+ ends blocked commands this way when its master becomes a replica.
+        let demoted = parse(
+            "-UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)\r\n",
+        );
+        assert_eq!(
+            meaning(&demoted, Deployment::Standalone, rules),
+            Some(readonly),
+            "a demotion's UNBLOCKED is READONLY's case"
+        );
+        // `CLIENT UNBLOCK id ERROR` is the caller's doing: its reply, never retried.
+        let by_caller = parse("-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n");
+        assert_eq!(meaning(&by_caller, Deployment::Standalone, rules), None);
         let throttled = m("THROTTLED").unwrap();
         assert_eq!(
             throttled.class,

@@ -2,8 +2,9 @@
 //! faults injected one after another, a live view, a table per fault and a chart.
 //!
 //! # Behavior
-//! - `--scenario` picks what is shown: `faults` (the default, everything below) or `overload`
-//!   (see [`overload`]: three clients against a capacity-limited server, load stepping to 2x).
+//! - `--scenario` picks what is shown: `faults` (the default, everything below), `overload`
+//!   (see [`overload`]: three clients against a capacity-limited server, load stepping to 2x),
+//!   or `cloud` (see [`cloud`]: a managed service's failover behind one hostname).
 //! - `--topology` picks the demo (see [`Topology`]); without it the Sentinel demo runs when
 //!   `redis-sentinel` is installed, else the standalone one (saying why).
 //! - Standalone: starts a redis-server on a free loopback port through `redis-lab` (if
@@ -26,6 +27,7 @@
 //! - Exit 0 when the resilient client saw zero errors, else 1; Ctrl-C stops the demo and its
 //!   servers (exit 130).
 
+mod cloud;
 mod faults;
 mod live;
 mod overload;
@@ -105,6 +107,9 @@ pub(crate) enum Scenario {
     /// A capacity-limited server, offered load stepping to 2x its capacity; resilient, naive and
     /// raw clients side by side.
     Overload,
+    /// A managed service's failover behind one hostname (the name moves to the new primary,
+    /// open connections stay on the demoted node).
+    Cloud,
 }
 
 /// Parses a whole number of seconds from 1 to 60.
@@ -154,9 +159,9 @@ impl Topology {
 
 /// Runs the demo; Ctrl-C stops it and the lab servers with it (exit 130).
 pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
-    if args.scenario == Scenario::Overload && args.topology.is_some() {
+    if args.scenario != Scenario::Faults && args.topology.is_some() {
         return Err(CliError::usage(
-            "--topology goes with --scenario faults (overload runs one server)",
+            "--topology goes with --scenario faults (overload and cloud run their own servers)",
         ));
     }
     let path = std::env::var_os("PATH");
@@ -172,6 +177,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         })?;
         match (args.scenario, topology) {
             (Scenario::Overload, _) => overload::run(&args).await,
+            (Scenario::Cloud, _) => cloud::run(&args).await,
             (Scenario::Faults, Topology::Standalone) => run_standalone(&args).await,
             (Scenario::Faults, Topology::Sentinel) => topologies::run_sentinel(&args).await,
             (Scenario::Faults, Topology::Cluster) => topologies::run_cluster(&args).await,
@@ -218,6 +224,11 @@ async fn run_standalone(args: &DemoArgs) -> Result<ExitCode, CliError> {
         session.fault(label, fault.short_label(), inject).await?;
     }
     session.finish(server).await
+}
+
+/// A lab error as the demo's error, saying what failed.
+pub(crate) fn lab_failed(what: &str) -> impl Fn(redis_lab::LabError) -> CliError + '_ {
+    move |err| CliError::runtime(format!("{what}: {err}"))
 }
 
 /// What a fault leaves behind: the label of the phase that follows (watched for `--settle-ms`)

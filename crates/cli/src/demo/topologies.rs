@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use futures::StreamExt as _;
 use tokio::time::{Duration, Instant};
 
-use super::{AfterFault, DemoArgs, Session};
+use super::{AfterFault, DemoArgs, Session, lab_failed};
 use crate::client::{RawClient, RawCluster, connect_resilient, preflight, sentinel_master_url};
 use crate::error::CliError;
 use crate::target::Target;
@@ -27,10 +27,6 @@ use crate::target::Target;
 const FAILOVER_LIMIT: Duration = Duration::from_secs(30);
 /// Expected failover time with these settings (sizes the timeline; measured about 2.3 s).
 const EXPECTED_FAILOVER: Duration = Duration::from_secs(4);
-
-fn lab_failed(what: &str) -> impl Fn(redis_lab::LabError) -> CliError + '_ {
-    move |err| CliError::runtime(format!("{what}: {err}"))
-}
 
 /// The Sentinel demo.
 pub(crate) async fn run_sentinel(args: &DemoArgs) -> Result<ExitCode, CliError> {

@@ -1,17 +1,24 @@
-//! Blocking commands: a dedicated connection, not cut by the response timeout, never re-sent.
+//! Blocking commands: a dedicated connection, not cut by the response timeout, re-sent only when
+//! the server says it did not run them (it was demoted).
 
+use std::sync::atomic::Ordering;
+
+use redis::{Value, aio::MultiplexedConnection};
 use tokio::time::Instant;
 
 use super::Handle;
 use crate::{
     commands,
+    connection::Pool,
     error::{Error, ErrorKind, Outcome},
+    replies::{self, TopologyHint},
     request::{Reply, Request},
 };
 
 impl Handle {
     /// Blocking commands run on a dedicated connection: they do not hold up other callers, are
-    /// not cut by the response timeout, and are never re-sent once written.
+    /// not cut by the response timeout, and are never re-sent once written, unless the server
+    /// said they did not run because it was demoted.
     pub(super) async fn execute_blocking(&self, request: Request<'_>) -> Result<Reply, Error> {
         let Request::Cmd(cmd) = request else {
             return Err(Error::new(
@@ -28,16 +35,82 @@ impl Handle {
             ));
         };
         let pool = &node.pool;
-        self.inner.stats.attempts.add(1);
         let config = &self.inner.config;
         // The handle's deadline (`with_deadline`), not the configuration's.
         let connect_deadline = Instant::now() + self.deadline();
-        let conn = loop {
-            match tokio::time::timeout_at(connect_deadline, pool.open_dedicated()).await {
-                Ok(Ok(conn)) => break conn,
-                Ok(Err(e)) if Instant::now() + config.connect_timeout < connect_deadline => {
+        let limit = commands::blocking_timeout(cmd).map(|t| t + config.response_timeout * 2);
+        let result = loop {
+            self.inner.stats.attempts.add(1);
+            let epoch = pool.epoch();
+            let conn = self.dedicated(pool, connect_deadline).await?;
+            let mut sending = conn.clone();
+            let sent = sending.send_packed_command(cmd);
+            let result = match limit {
+                Some(limit) => match tokio::time::timeout(limit, sent).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        return Err(Error::new(
+                            ErrorKind::ConnectionLost,
+                            Outcome::Ambiguous,
+                            "no reply to a blocking command long after its own timeout",
+                        ));
+                    }
+                },
+                None => sent.await,
+            };
+            // Its server became a replica (`UNBLOCKED`, or `READONLY` for a blocking write): the
+            // command did not run. Once the connections have moved to the primary, it is sent
+            // again there (with its own timeout again), within the deadline.
+            if let Ok(Value::ServerError(err)) = &result
+                && Instant::now() < connect_deadline
+                && let Some(m) =
+                    replies::meaning(err, self.inner.deployment, self.inner.config.reply_rules())
+                && m.hints.topology == TopologyHint::Demoted
+            {
+                tracing::debug!(
+                    code = err.code(),
+                    "blocking command ended by a demotion: sending it again"
+                );
+                pool.on_dedicated_demoted(epoch);
+                self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            break result.map(|v| (v, conn));
+        };
+        match result {
+            Ok((v, conn)) => {
+                pool.return_dedicated(conn);
+                Ok(Reply::One(v))
+            }
+            Err(e) if e.is_io_error() => Err(Error::new(
+                ErrorKind::ConnectionLost,
+                Outcome::Ambiguous,
+                "the connection broke during a blocking command",
+            )
+            .with_source(e)),
+            Err(e) => Err(Error::new(
+                ErrorKind::Server,
+                Outcome::Failed,
+                "blocking command failed",
+            )
+            .with_source(e)),
+        }
+    }
+
+    /// A dedicated connection for a blocking command, waiting for the server (within
+    /// `deadline`) when it cannot be reached.
+    async fn dedicated(
+        &self,
+        pool: &Pool,
+        deadline: Instant,
+    ) -> Result<MultiplexedConnection, Error> {
+        let connect_timeout = self.inner.config.connect_timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, pool.open_dedicated()).await {
+                Ok(Ok(conn)) => return Ok(conn),
+                Ok(Err(e)) if Instant::now() + connect_timeout < deadline => {
                     tracing::debug!(error = %e, "blocking connection failed; waiting for the server");
-                    pool.acquire(Some(connect_deadline)).await?;
+                    pool.acquire(Some(deadline)).await?;
                 }
                 Ok(Err(e)) => {
                     return Err(Error::new(
@@ -55,40 +128,6 @@ impl Handle {
                     ));
                 }
             }
-        };
-        let limit = commands::blocking_timeout(cmd).map(|t| t + config.response_timeout * 2);
-        let mut sending = conn.clone();
-        let sent = sending.send_packed_command(cmd);
-        let result = match limit {
-            Some(limit) => match tokio::time::timeout(limit, sent).await {
-                Ok(r) => r,
-                Err(_) => {
-                    return Err(Error::new(
-                        ErrorKind::ConnectionLost,
-                        Outcome::Ambiguous,
-                        "no reply to a blocking command long after its own timeout",
-                    ));
-                }
-            },
-            None => sent.await,
-        };
-        match result {
-            Ok(v) => {
-                pool.return_dedicated(conn);
-                Ok(Reply::One(v))
-            }
-            Err(e) if e.is_io_error() => Err(Error::new(
-                ErrorKind::ConnectionLost,
-                Outcome::Ambiguous,
-                "the connection broke during a blocking command",
-            )
-            .with_source(e)),
-            Err(e) => Err(Error::new(
-                ErrorKind::Server,
-                Outcome::Failed,
-                "blocking command failed",
-            )
-            .with_source(e)),
         }
     }
 }

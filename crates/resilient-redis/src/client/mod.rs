@@ -292,10 +292,18 @@ impl Client {
     pub fn stats(&self) -> ClientStats {
         let inner = &self.handle.inner;
         let s = &inner.stats;
-        let (reconnects, redirects, waits, refreshes, replaced) = match &inner.router {
-            Router::Single(node) => (node.pool.reconnects.load(Ordering::Relaxed), 0, 0, 0, 0),
+        let (reconnects, demotions, redirects, waits, refreshes, replaced) = match &inner.router {
+            Router::Single(node) => (
+                node.pool.reconnects.load(Ordering::Relaxed),
+                node.pool.demotions.load(Ordering::Relaxed),
+                0,
+                0,
+                0,
+                0,
+            ),
             Router::Cluster(c) => (
                 c.reconnects(),
+                0,
                 c.redirects.load(Ordering::Relaxed),
                 c.waits.load(Ordering::Relaxed),
                 c.refreshes(),
@@ -313,6 +321,7 @@ impl Client {
             ambiguous: s.ambiguous.load(Ordering::Relaxed),
             failed: s.failed.load(Ordering::Relaxed),
             reconnects,
+            demotions,
             rejected_locally: s.rejected_locally.load(Ordering::Relaxed),
             refused: s.refused.load(Ordering::Relaxed),
         }

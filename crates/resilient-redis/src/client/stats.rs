@@ -43,6 +43,10 @@ pub struct ClientStats {
     pub failed: u64,
     /// Successful reconnections.
     pub reconnects: u64,
+    /// (Single server) Times the server behind the address was found no longer a primary
+    /// (`READONLY`, `ROLE`; see [`ClientConfig::require_primary`](crate::ClientConfig::require_primary)):
+    /// each replaced every connection opened before.
+    pub demotions: u64,
     /// Calls rejected locally by adaptive throttling (never sent; also counted in `failed`).
     pub rejected_locally: u64,
     /// Attempts the server refused for overload (`THROTTLED`, `BUSY`, `LOADING`, ...).

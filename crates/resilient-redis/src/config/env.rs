@@ -38,6 +38,11 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "RESILIENT_REDIS_READ_FROM",
         "reads with Sentinel: master | prefer-replica | replica",
     ),
+    (
+        "RESILIENT_REDIS_REQUIRE_PRIMARY",
+        "a single server's URL is a primary endpoint (follow a failover behind the name): on \
+         (default) | off (a replica's address, on purpose)",
+    ),
     ("RESILIENT_REDIS_CONNECT_TIMEOUT_MS", "connect timeout, ms"),
     (
         "RESILIENT_REDIS_RESPONSE_TIMEOUT_MS",
@@ -154,6 +159,9 @@ impl ClientConfig {
                     ));
                 }
             }
+        }
+        if let Some(on) = switch("RESILIENT_REDIS_REQUIRE_PRIMARY")? {
+            c.require_primary = on;
         }
         if let Some(tls) = TlsConfig::from_lookup(&lookup)? {
             c.tls = Some(tls);
@@ -309,9 +317,11 @@ mod tests {
             ("RESILIENT_REDIS_URL", "redis://10.0.0.1:7000"),
             ("RESILIENT_REDIS_DEADLINE_MS", "2500"),
             ("RESILIENT_REDIS_BREAKER", "off"),
+            ("RESILIENT_REDIS_REQUIRE_PRIMARY", "off"),
         ]))
         .unwrap();
         assert_eq!(c.url, "redis://10.0.0.1:7000");
+        assert!(!c.require_primary);
         assert_eq!(c.deadline, Duration::from_millis(2500));
         assert!(c.breaker.is_none());
 

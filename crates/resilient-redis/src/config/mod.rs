@@ -33,6 +33,7 @@ use url_forms::{parse_cluster_url, parse_sentinel_url};
 /// | `url` | `redis://127.0.0.1:6379` | |
 /// | `sentinel` | `None` (set by a `redis+sentinel://` URL) | see [`SentinelConfig`] |
 /// | `cluster` | `None` (set by a `redis+cluster://` URL) | see [`ClusterConfig`] |
+/// | `require_primary` | `true` | a single server's URL is a primary endpoint: after a failover behind the name, the client follows it instead of writing to the demoted node |
 /// | `tls` | `None`: a `rediss://` URL verifies the server against the system roots | see [`TlsConfig`] |
 /// | `connect_timeout` | 1 s | a healthy server on a LAN answers a connect in milliseconds |
 /// | `response_timeout` | 500 ms | redis-rs's default; past it the client checks whether the server or the connection is at fault (it does not re-send at once) |
@@ -72,6 +73,15 @@ pub struct ClientConfig {
     /// from a `redis+cluster://` URL (see [`ClientConfig::cluster`] for a list of seed URLs).
     /// The credentials and TLS mode of `url` apply to every node.
     pub cluster: Option<ClusterConfig>,
+    /// A single server's URL names a *primary* endpoint (the default): connections are kept
+    /// only to a server that says it is a primary (`ROLE` on connect, and once per
+    /// `idle_check_interval`), and a `READONLY` reply replaces every connection opened before
+    /// it. After a failover behind one hostname (a managed service's primary endpoint, a DNS
+    /// name or proxy that follows the primary), the client moves to the new primary within a
+    /// round trip of the first `READONLY`, and the write that got it is retried there (it was
+    /// not applied). Set `false` to use a replica's address on purpose (reads only). Not used
+    /// with Sentinel (which checks roles itself) or a cluster (whose slot map does).
+    pub require_primary: bool,
     /// Certificates for TLS: a private CA, a client certificate (mutual TLS). Only used with a
     /// `rediss://` or `rediss+sentinel://` URL (or [`SentinelConfig::sentinel_tls`]); setting it
     /// with a plain URL is an error, so a typo cannot silently send passwords in clear.
@@ -130,6 +140,7 @@ impl Default for ClientConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
             sentinel: None,
             cluster: None,
+            require_primary: true,
             tls: None,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_millis(500),
@@ -375,6 +386,7 @@ impl fmt::Debug for ClientConfig {
             .field("pool_size", &self.pool_size)
             .field("tcp_keepalive", &self.tcp_keepalive)
             .field("tcp_nodelay", &self.tcp_nodelay)
+            .field("require_primary", &self.require_primary)
             .field("idle_check_interval", &self.idle_check_interval)
             .field("throttle_delay", &self.throttle_delay)
             .field("adaptive_throttle", &self.adaptive_throttle)

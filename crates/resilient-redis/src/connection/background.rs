@@ -9,8 +9,10 @@ use std::{
 use rand::rngs::SmallRng;
 use tokio::sync::{Notify, watch};
 
-use super::Master;
-use super::{Lease, Pool, REPLICA_RETRY, StallVerdict};
+use super::{
+    Endpoint, Lease, Master, Pool, REPLICA_RETRY, StallVerdict,
+    fixed::{Role, role},
+};
 
 impl Pool {
     /// The slots whose connection is dead.
@@ -71,10 +73,21 @@ pub(super) async fn reconnector(
                     let Some(p) = pool.upgrade() else { return };
                     if idle_check.is_some() {
                         check_idle(&p).await;
+                        check_role(&p).await;
                     }
                 }
             }
             continue;
+        }
+        if let Endpoint::Fixed(fixed) = &p.endpoint {
+            // Demoted again soon after the last demotion: pace the reconnection.
+            let pause = fixed.take_pause(&backoff, &mut rng);
+            if !pause.is_zero() {
+                drop(p);
+                tracing::debug!(?pause, "demoted again: pacing the reconnection");
+                tokio::time::sleep(pause).await;
+                continue;
+            }
         }
         for slot in dead {
             let opened = if slot < p.masters {
@@ -157,5 +170,28 @@ async fn check_idle(pool: &Arc<Pool>) {
                 }
             }
         }
+    }
+}
+
+/// At a primary endpoint, asks the server behind one live connection whether it is still a
+/// primary: a failover behind one hostname is then found even by a client that only reads
+/// (reads get no `READONLY`).
+async fn check_role(pool: &Arc<Pool>) {
+    let Endpoint::Fixed(fixed) = &pool.endpoint else {
+        return;
+    };
+    if !fixed.requires_primary() {
+        return;
+    }
+    let live = pool.slots[..pool.masters].iter().find_map(|slot| {
+        let live = slot.live.read().expect("slot lock");
+        live.as_ref().map(|l| (l.conn.clone(), l.epoch))
+    });
+    let Some((mut conn, epoch)) = live else {
+        return;
+    };
+    // A broken or slow connection is the idle check's and the callers' to find.
+    if let Ok(Role::Replica) = role(&mut conn, pool.response_timeout).await {
+        pool.demoted(epoch, "ROLE");
     }
 }

@@ -1,18 +1,18 @@
-//! Where a pool's connections go: one fixed server (a cluster node is one too), or the master
-//! that a Sentinel deployment names (see [`super::sentinel`]).
+//! Where a pool's connections go: one fixed address (a cluster node is one too, and so is a
+//! managed service's primary endpoint, see [`super::fixed`]), or the master that a Sentinel
+//! deployment names (see [`super::sentinel`]).
 
 use std::sync::Arc;
 
 use redis::{AsyncConnectionConfig, RedisResult, aio::MultiplexedConnection};
 use tokio::sync::watch;
 
-use super::{Master, SentinelResolver, TopologyView};
+use super::{Master, SentinelResolver, TopologyView, fixed::Fixed};
 
 /// The server behind a pool.
 pub(crate) enum Endpoint {
-    /// One server, always at the same address.
-    /// (Boxed: with TLS settings a `redis::Client` is large.)
-    Fixed(Box<redis::Client>),
+    /// One address. (Boxed: with TLS settings a `redis::Client` is large.)
+    Fixed(Box<Fixed>),
     /// The current master of a Sentinel deployment.
     Sentinel(Arc<SentinelResolver>),
 }
@@ -25,10 +25,7 @@ impl Endpoint {
         conn_config: &AsyncConnectionConfig,
     ) -> RedisResult<(MultiplexedConnection, u64)> {
         match self {
-            Endpoint::Fixed(client) => client
-                .get_multiplexed_async_connection_with_config(conn_config)
-                .await
-                .map(|c| (c, 0)),
+            Endpoint::Fixed(fixed) => fixed.open(conn_config).await,
             Endpoint::Sentinel(resolver) => resolver.open_master(conn_config).await,
         }
     }
@@ -51,7 +48,7 @@ impl Endpoint {
     /// Opens a pub/sub connection to the server (the master, with Sentinel).
     pub(crate) async fn open_pubsub(&self) -> RedisResult<redis::aio::PubSub> {
         match self {
-            Endpoint::Fixed(client) => client.get_async_pubsub().await,
+            Endpoint::Fixed(fixed) => fixed.client.get_async_pubsub().await,
             Endpoint::Sentinel(resolver) => resolver.open_master_pubsub().await,
             #[allow(unreachable_patterns)]
             _ => Err(std::io::Error::new(
@@ -62,18 +59,20 @@ impl Endpoint {
         }
     }
 
-    /// The current master epoch: it changes each time the master changes.
+    /// The current master epoch: it changes each time the master changes (for a fixed
+    /// address, each time the server behind it was found demoted).
     pub(crate) fn epoch(&self) -> u64 {
         match self {
-            Endpoint::Fixed(_) => 0,
+            Endpoint::Fixed(fixed) => fixed.epoch(),
             Endpoint::Sentinel(resolver) => resolver.master().epoch,
         }
     }
 
-    /// Master changes, for the pool's background task; `None` for a fixed server.
+    /// Master changes, for the pool's background task and subscriptions; `None` for an
+    /// address whose connections never move (a cluster node, a replica endpoint).
     pub(crate) fn changes(&self) -> Option<watch::Receiver<Master>> {
         match self {
-            Endpoint::Fixed(_) => None,
+            Endpoint::Fixed(fixed) => fixed.changes(),
             Endpoint::Sentinel(resolver) => Some(resolver.subscribe()),
         }
     }

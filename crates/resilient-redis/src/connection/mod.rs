@@ -28,6 +28,7 @@
 
 mod background;
 mod endpoint;
+pub(crate) mod fixed;
 mod handshake;
 mod lease;
 pub(crate) mod sentinel;
@@ -36,6 +37,7 @@ mod stall;
 pub(crate) use background::master_changed;
 use background::reconnector;
 pub(crate) use endpoint::Endpoint;
+use fixed::Fixed;
 pub(crate) use sentinel::{Master, SentinelResolver, TopologyView};
 
 use std::{
@@ -155,6 +157,8 @@ pub(crate) struct Pool {
     /// does not open a connection per call.
     blocking_idle: Mutex<Vec<MultiplexedConnection>>,
     pub(crate) reconnects: AtomicU64,
+    /// Epochs ended by a demotion (see [`fixed`]).
+    pub(crate) demotions: AtomicU64,
 }
 
 impl Pool {
@@ -168,10 +172,17 @@ impl Pool {
             Some(sentinel) => {
                 Endpoint::Sentinel(SentinelResolver::start(config, sentinel, info).await?)
             }
-            None => Endpoint::Fixed(Box::new(redis::Client::open(info).map_err(|e| {
-                let shown = crate::redact_url(&config.url);
-                Error::config(format!("invalid connection settings for {shown}")).with_source(e)
-            })?)),
+            None => {
+                let client = redis::Client::open(info).map_err(|e| {
+                    let shown = crate::redact_url(&config.url);
+                    Error::config(format!("invalid connection settings for {shown}")).with_source(e)
+                })?;
+                Endpoint::Fixed(Box::new(Fixed::new(
+                    client,
+                    config.require_primary,
+                    config.response_timeout,
+                )))
+            }
         };
         Pool::with_endpoint(config, endpoint, read_from, config.connect_lazily).await
     }
@@ -185,7 +196,9 @@ impl Pool {
         let client = redis::Client::open(info).map_err(|e| {
             Error::config("invalid connection settings for a cluster node").with_source(e)
         })?;
-        let pool = Pool::build(config, Endpoint::Fixed(Box::new(client)), ReadFrom::Master);
+        // Not `require_primary`: the cluster's slot map says which node is a master.
+        let fixed = Fixed::new(client, false, config.response_timeout);
+        let pool = Pool::build(config, Endpoint::Fixed(Box::new(fixed)), ReadFrom::Master);
         pool.run_in_background(config);
         Ok(pool)
     }
@@ -246,6 +259,7 @@ impl Pool {
             busy_gate: Mutex::new(None),
             blocking_idle: Mutex::new(Vec::new()),
             reconnects: AtomicU64::new(0),
+            demotions: AtomicU64::new(0),
         })
     }
 
@@ -296,14 +310,67 @@ impl Pool {
         self.endpoint.view()
     }
 
-    /// A `READONLY` reply on the connection of `lease`: with Sentinel, the node
-    /// was demoted. Drops that connection (the next one goes to the master, checked with
-    /// `ROLE`) and asks for a rediscovery. Nothing for a fixed server, where `READONLY` is just
-    /// retried.
+    /// A `READONLY` reply on the connection of `lease`: the node was demoted. With Sentinel,
+    /// drops that connection (the next one goes to the master, checked with `ROLE`) and asks
+    /// for a rediscovery. At a primary endpoint (see [`fixed`]), ends the connection's epoch:
+    /// every connection opened before it goes. Nothing for a cluster node (the cluster's slot
+    /// map follows) or a replica endpoint.
     pub(crate) fn on_readonly(&self, lease: LeaseId) {
-        if let Endpoint::Sentinel(_) = &self.endpoint {
-            self.mark_broken(lease, "READONLY: the node is no longer the master");
+        match &self.endpoint {
+            Endpoint::Sentinel(_) => {
+                self.mark_broken(lease, "READONLY: the node is no longer the master");
+            }
+            Endpoint::Fixed(_) => {
+                let epoch = self.slots[lease.slot]
+                    .live
+                    .read()
+                    .expect("slot lock")
+                    .as_ref()
+                    .filter(|l| l.generation == lease.generation)
+                    .map(|l| l.epoch);
+                if let Some(epoch) = epoch {
+                    self.demoted(epoch, "READONLY");
+                }
+            }
         }
+    }
+
+    /// The server a connection opened in `epoch` reached is no longer a primary (`how`: what
+    /// said so). At a primary endpoint, ends the epoch and drops its connections (once per
+    /// epoch, whoever reports it); nothing elsewhere.
+    pub(crate) fn demoted(&self, epoch: u64, how: &str) {
+        if let Endpoint::Fixed(fixed) = &self.endpoint
+            && fixed.demoted(epoch)
+        {
+            tracing::warn!(
+                how,
+                "the server behind the address is no longer a primary (a failover behind one \
+                 hostname?): reconnecting"
+            );
+            self.demotions.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("resilient_redis_demotions_total").increment(1);
+            // At once, not when the background task sees the change: the callers' retries
+            // must not find the old connections.
+            self.invalidate_stale();
+        }
+    }
+
+    /// A dedicated connection opened in `epoch` was told its server was demoted (`READONLY`,
+    /// `UNBLOCKED`): the pool moves on as for [`Pool::on_readonly`], and with Sentinel the idle
+    /// dedicated connections go and a rediscovery is asked for.
+    pub(crate) fn on_dedicated_demoted(&self, epoch: u64) {
+        match &self.endpoint {
+            Endpoint::Fixed(_) => self.demoted(epoch, "UNBLOCKED or READONLY"),
+            Endpoint::Sentinel(_) => {
+                self.blocking_idle.lock().expect("idle lock").clear();
+                self.endpoint.suspect();
+            }
+        }
+    }
+
+    /// The current epoch of the endpoint (see [`Pool::demoted`]).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.endpoint.epoch()
     }
 
     /// The master changed: drops every connection to an older master (in-flight requests on
@@ -323,6 +390,7 @@ impl Pool {
         if dropped > 0 {
             tracing::info!(dropped, "the master changed: reconnecting to the new one");
             self.note_down("the master changed");
+            self.wake.notify_one();
         }
     }
 
