@@ -149,7 +149,7 @@ impl Handle {
                     Ok(reply)
                 }
                 Err((error, sent_on)) => {
-                    self.boxed_retry(
+                    self.retry_call(
                         call,
                         request,
                         idempotency,
@@ -171,9 +171,10 @@ impl Handle {
         finish(result)
     }
 
-    // The rare paths' futures, built and boxed out of line: built inline, each would be laid
-    // out in `execute`'s own stack frame before moving to the heap, and every call's poll
-    // would pay for a frame the size of the largest (measured: 7.7 KB, two stack pages).
+    // The rare paths' futures (these two and `retry_call`'s) are built and boxed out of line:
+    // built inline, each would be laid out in `execute`'s own stack frame before moving to the
+    // heap, and every call's poll would pay for a frame the size of the largest (measured:
+    // 7.7 KB, two stack pages).
 
     /// [`Handle::execute_blocking`], boxed out of line.
     #[inline(never)]
@@ -195,30 +196,6 @@ impl Handle {
         cached: &'a Mutex<Option<Lease>>,
     ) -> Pin<Box<impl Future<Output = Result<Reply, AttemptError>> + 'a>> {
         Box::pin(self.attempt(request, attempt, retry_safe, read_only, cached))
-    }
-
-    /// [`Handle::retry_call`], boxed out of line.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(never)]
-    fn boxed_retry<'a>(
-        &'a self,
-        call: Call<'a>,
-        request: Request<'a>,
-        idempotency: Idempotency,
-        read_only: bool,
-        cached: &'a mut Option<Lease>,
-        error: AttemptError,
-        sent_on: Option<(LeaseId, &'a Node)>,
-    ) -> Pin<Box<impl Future<Output = Result<Reply, Error>> + 'a>> {
-        Box::pin(self.retry_call(
-            call,
-            request,
-            idempotency,
-            read_only,
-            cached,
-            error,
-            sent_on,
-        ))
     }
 
     /// The handle's cached connection if it is still the pool's live one for this call, else
@@ -253,60 +230,64 @@ impl Handle {
     }
 
     /// The policy's retries after the first attempt failed with `error`. `sent_on`: the
-    /// connection and node the fast path sent it on, whose failure is not handled yet.
+    /// connection and node the fast path sent it on, whose failure is not handled yet. Built and
+    /// boxed out of line (see [`Handle::boxed_attempt`]).
     #[allow(clippy::too_many_arguments)]
-    async fn retry_call(
-        &self,
-        call: Call<'_>,
-        request: Request<'_>,
+    #[inline(never)]
+    fn retry_call<'a>(
+        &'a self,
+        call: Call<'a>,
+        request: Request<'a>,
         idempotency: Idempotency,
         read_only: bool,
-        cached: &mut Option<Lease>,
+        cached: &'a mut Option<Lease>,
         mut error: AttemptError,
-        sent_on: Option<(LeaseId, &Node)>,
-    ) -> Result<Reply, Error> {
-        let retry_safe = idempotency == Idempotency::Idempotent;
-        // The handle's cached connection, lent to the attempts and given back after.
-        let slot = Mutex::new(cached.take());
-        if let Some((lease, node)) = sent_on {
-            self.after_failure(&error, node, lease, call.attempt().deadline)
-                .await;
-            if let Router::Cluster(cluster) = &self.inner.router {
-                // A cluster's first attempt went straight to the slot's master: what the reply
-                // says of the topology (a redirect, a reconfiguring cluster) is part of the
-                // same attempt, not a retry.
-                match self
-                    .cluster_fast_failed(
-                        cluster,
-                        node,
-                        request,
-                        &error,
-                        call.attempt(),
-                        retry_safe,
-                        &slot,
-                    )
-                    .await
-                {
-                    None => {}
-                    Some(Ok(reply)) => {
-                        *cached = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
-                        call.succeeded();
-                        return Ok(reply);
+        sent_on: Option<(LeaseId, &'a Node)>,
+    ) -> Pin<Box<impl Future<Output = Result<Reply, Error>> + 'a>> {
+        Box::pin(async move {
+            let retry_safe = idempotency == Idempotency::Idempotent;
+            // The handle's cached connection, lent to the attempts and given back after.
+            let slot = Mutex::new(cached.take());
+            if let Some((lease, node)) = sent_on {
+                self.after_failure(&error, node, lease, call.attempt().deadline)
+                    .await;
+                if let Router::Cluster(cluster) = &self.inner.router {
+                    // A cluster's first attempt went straight to the slot's master: what the reply
+                    // says of the topology (a redirect, a reconfiguring cluster) is part of the
+                    // same attempt, not a retry.
+                    match self
+                        .cluster_fast_failed(
+                            cluster,
+                            node,
+                            request,
+                            &error,
+                            call.attempt(),
+                            retry_safe,
+                            &slot,
+                        )
+                        .await
+                    {
+                        None => {}
+                        Some(Ok(reply)) => {
+                            *cached = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
+                            call.succeeded();
+                            return Ok(reply);
+                        }
+                        Some(Err(e)) => error = e,
                     }
-                    Some(Err(e)) => error = e,
                 }
             }
-        }
-        let result = call
-            .retry(
-                idempotency,
-                |e: &AttemptError| e.class,
-                |attempt: Attempt| self.attempt(request, attempt, retry_safe, read_only, &slot),
-                error,
-            )
-            .await;
-        *cached = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
-        result.map_err(give_up_error)
+            let result = call
+                .retry(
+                    idempotency,
+                    |e: &AttemptError| e.class,
+                    |attempt: Attempt| self.attempt(request, attempt, retry_safe, read_only, &slot),
+                    error,
+                )
+                .await;
+            *cached = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
+            result.map_err(give_up_error)
+        })
     }
 
     pub(super) async fn attempt(

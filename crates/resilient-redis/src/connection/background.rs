@@ -11,7 +11,7 @@ use tokio::sync::{Notify, watch};
 
 use super::{
     Endpoint, Lease, Master, Pool, REPLICA_RETRY, StallVerdict,
-    fixed::{Role, role},
+    role::{Role, role},
 };
 
 impl Pool {

@@ -20,10 +20,13 @@
 use std::{sync::Mutex, time::Duration};
 
 use rand::rngs::SmallRng;
-use redis::{AsyncConnectionConfig, RedisResult, Value, aio::MultiplexedConnection};
+use redis::{AsyncConnectionConfig, RedisResult, aio::MultiplexedConnection};
 use tokio::{sync::watch, time::Instant};
 
-use super::Master;
+use super::{
+    Master,
+    role::{Role, role},
+};
 
 /// Demotions further apart than this are separate failovers, not a streak.
 const STREAK_WINDOW: Duration = Duration::from_secs(1);
@@ -48,15 +51,6 @@ struct Streak {
     count: u32,
     /// The reconnection after the last demotion is still to be paced.
     pause_pending: bool,
-}
-
-/// What a `ROLE` reply says of the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
-    Primary,
-    Replica,
-    /// No usable answer (`NOPERM`, an unknown command, another reply): taken at its word.
-    Unknown,
 }
 
 impl Fixed {
@@ -157,42 +151,6 @@ impl Fixed {
     }
 }
 
-/// What `ROLE` on `conn` says, within `limit`. An error reply is [`Role::Unknown`]; no reply in
-/// time, or a broken connection, is an error.
-pub(crate) async fn role(conn: &mut MultiplexedConnection, limit: Duration) -> RedisResult<Role> {
-    let reply = tokio::time::timeout(limit, conn.send_packed_command(&redis::cmd("ROLE")))
-        .await
-        .map_err(|_| {
-            redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no answer to ROLE",
-            ))
-        })?;
-    let reply = match reply {
-        Ok(v) => v,
-        Err(e) if e.is_io_error() || e.kind() == redis::ErrorKind::Parse => return Err(e),
-        Err(_) => return Ok(Role::Unknown),
-    };
-    Ok(role_of(&reply))
-}
-
-/// A `ROLE` reply's meaning.
-fn role_of(reply: &Value) -> Role {
-    let Value::Array(items) = reply else {
-        return Role::Unknown;
-    };
-    let first = match items.first() {
-        Some(Value::BulkString(b)) => std::str::from_utf8(b).unwrap_or(""),
-        Some(Value::SimpleString(s)) => s,
-        _ => "",
-    };
-    match first {
-        "master" => Role::Primary,
-        "slave" | "replica" => Role::Replica,
-        _ => Role::Unknown,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng;
@@ -202,22 +160,6 @@ mod tests {
     fn fixed(require_primary: bool) -> Fixed {
         let client = redis::Client::open("redis://127.0.0.1:1").expect("a valid URL");
         Fixed::new(client, require_primary, Duration::from_millis(100))
-    }
-
-    #[test]
-    fn role_replies_are_read() {
-        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        assert_eq!(role_of(&Value::Array(vec![bulk("master")])), Role::Primary);
-        assert_eq!(role_of(&Value::Array(vec![bulk("slave")])), Role::Replica);
-        assert_eq!(
-            role_of(&Value::Array(vec![Value::SimpleString("replica".into())])),
-            Role::Replica
-        );
-        assert_eq!(
-            role_of(&Value::Array(vec![bulk("sentinel")])),
-            Role::Unknown
-        );
-        assert_eq!(role_of(&Value::Okay), Role::Unknown);
     }
 
     #[test]

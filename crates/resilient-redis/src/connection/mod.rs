@@ -31,6 +31,7 @@ mod endpoint;
 pub(crate) mod fixed;
 mod handshake;
 mod lease;
+mod role;
 pub(crate) mod sentinel;
 mod stall;
 

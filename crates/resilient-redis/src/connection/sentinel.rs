@@ -28,12 +28,13 @@ use std::{
 
 use futures::StreamExt;
 use rand::{RngExt, SeedableRng, rngs::SmallRng};
-use redis::{AsyncConnectionConfig, RedisResult, Value, aio::MultiplexedConnection};
+use redis::{AsyncConnectionConfig, RedisResult, aio::MultiplexedConnection};
 use tokio::{
     sync::{Notify, watch},
     time::Instant,
 };
 
+use super::role::{Role, role};
 use crate::{
     config::{ClientConfig, SentinelConfig, Transport},
     error::{Error, ErrorKind, Outcome},
@@ -218,7 +219,9 @@ impl SentinelResolver {
             let i = self.next_replica.fetch_add(1, Ordering::Relaxed) % known.replicas.len();
             known.replicas[i].clone()
         };
-        let conn = self.open_with_role(&addr, conn_config, "slave").await?;
+        let conn = self
+            .open_with_role(&addr, conn_config, Role::Replica)
+            .await?;
         Ok((conn, epoch))
     }
 
@@ -249,7 +252,7 @@ impl SentinelResolver {
         addr: &Addr,
         conn_config: &AsyncConnectionConfig,
     ) -> RedisResult<MultiplexedConnection> {
-        self.open_with_role(addr, conn_config, "master").await
+        self.open_with_role(addr, conn_config, Role::Primary).await
     }
 
     /// A connection to `addr`, if `ROLE` says it is a `role`.
@@ -257,7 +260,7 @@ impl SentinelResolver {
         &self,
         addr: &Addr,
         conn_config: &AsyncConnectionConfig,
-        expected: &str,
+        expected: Role,
     ) -> RedisResult<MultiplexedConnection> {
         let info = self
             .template
@@ -266,18 +269,19 @@ impl SentinelResolver {
         let mut conn = redis::Client::open(info)?
             .get_multiplexed_async_connection_with_config(conn_config)
             .await?;
-        let role = tokio::time::timeout(
-            self.response_timeout,
-            conn.send_packed_command(&redis::cmd("ROLE")),
-        )
-        .await
-        .map_err(|_| not_connected(format!("no ROLE reply from {}:{}", addr.0, addr.1)))??;
-        match role_of(&role) {
-            Some(role) if role == expected => Ok(conn),
-            other => Err(not_connected(format!(
-                "{}:{} is not a {expected} (ROLE says {other:?})",
-                addr.0, addr.1
-            ))),
+        let role = role(&mut conn, self.response_timeout)
+            .await
+            .map_err(|_| not_connected(format!("no ROLE reply from {}:{}", addr.0, addr.1)))?;
+        if role == expected {
+            Ok(conn)
+        } else {
+            Err(not_connected(format!(
+                "{}:{} is not a {} (ROLE says {})",
+                addr.0,
+                addr.1,
+                expected.name(),
+                role.name()
+            )))
         }
     }
 
@@ -465,18 +469,6 @@ fn parse_switch(payload: &str, name: &str) -> Option<Addr> {
     }
 }
 
-/// `ROLE`'s first element.
-fn role_of(reply: &Value) -> Option<&str> {
-    let Value::Array(items) = reply else {
-        return None;
-    };
-    match items.first()? {
-        Value::BulkString(b) => std::str::from_utf8(b).ok(),
-        Value::SimpleString(s) => Some(s),
-        _ => None,
-    }
-}
-
 fn not_connected(message: String) -> redis::RedisError {
     std::io::Error::new(std::io::ErrorKind::NotConnected, message).into()
 }
@@ -630,16 +622,5 @@ mod tests {
             None,
             "bad port"
         );
-    }
-
-    #[test]
-    fn role_reply() {
-        let reply = Value::Array(vec![
-            Value::BulkString(b"master".to_vec()),
-            Value::Int(0),
-            Value::Array(vec![]),
-        ]);
-        assert_eq!(role_of(&reply), Some("master"));
-        assert_eq!(role_of(&Value::Nil), None);
     }
 }
