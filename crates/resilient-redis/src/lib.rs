@@ -160,6 +160,7 @@ mod client;
 pub mod commands;
 mod config;
 mod connection;
+pub mod credentials;
 mod error;
 pub mod exactly_once;
 mod health;
@@ -176,6 +177,7 @@ pub use config::TlsConfig;
 pub use config::{
     ClientConfig, ClusterConfig, ENV_VARS, ErrorRule, ReadFrom, SentinelConfig, redact_url,
 };
+pub use credentials::{Credentials, CredentialsProvider, PasswordFile, TokenProvider};
 pub use error::{Error, ErrorKind, Failure, Outcome, error_kind_name};
 pub use exactly_once::{ExactlyOnce, ExactlyOnceConfig, ExactlyOnceStats};
 pub use health::Health;

@@ -57,7 +57,7 @@ impl Handle {
             }
         };
         let limit = commands::blocking_timeout(cmd).map(|t| t + config.response_timeout * 2);
-        let mut sending = conn.clone();
+        let mut sending = conn.conn.clone();
         let sent = sending.send_packed_command(cmd);
         let result = match limit {
             Some(limit) => match tokio::time::timeout(limit, sent).await {

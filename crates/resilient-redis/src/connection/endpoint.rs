@@ -6,13 +6,13 @@ use std::sync::Arc;
 use redis::{AsyncConnectionConfig, RedisResult, aio::MultiplexedConnection};
 use tokio::sync::watch;
 
-use super::{Master, SentinelResolver, TopologyView};
+use super::{Connector, Master, SentinelResolver, TopologyView};
 
 /// The server behind a pool.
 pub(crate) enum Endpoint {
     /// One server, always at the same address.
-    /// (Boxed: with TLS settings a `redis::Client` is large.)
-    Fixed(Box<redis::Client>),
+    /// (Boxed: with TLS settings a `ConnectionInfo` is large.)
+    Fixed(Box<Connector>),
     /// The current master of a Sentinel deployment.
     Sentinel(Arc<SentinelResolver>),
 }
@@ -25,10 +25,7 @@ impl Endpoint {
         conn_config: &AsyncConnectionConfig,
     ) -> RedisResult<(MultiplexedConnection, u64)> {
         match self {
-            Endpoint::Fixed(client) => client
-                .get_multiplexed_async_connection_with_config(conn_config)
-                .await
-                .map(|c| (c, 0)),
+            Endpoint::Fixed(connector) => connector.open(None, conn_config).await.map(|c| (c, 0)),
             Endpoint::Sentinel(resolver) => resolver.open_master(conn_config).await,
         }
     }
@@ -48,10 +45,13 @@ impl Endpoint {
         }
     }
 
-    /// Opens a pub/sub connection to the server (the master, with Sentinel).
-    pub(crate) async fn open_pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+    /// Opens a pub/sub connection to the server (the master, with Sentinel), and says when its
+    /// credentials are due for renewal.
+    pub(crate) async fn open_pubsub(
+        &self,
+    ) -> RedisResult<(redis::aio::PubSub, Option<tokio::time::Instant>)> {
         match self {
-            Endpoint::Fixed(client) => client.get_async_pubsub().await,
+            Endpoint::Fixed(connector) => connector.open_pubsub(None).await,
             Endpoint::Sentinel(resolver) => resolver.open_master_pubsub().await,
             #[allow(unreachable_patterns)]
             _ => Err(std::io::Error::new(
@@ -59,6 +59,14 @@ impl Endpoint {
                 "pub/sub through the client needs a single server or Sentinel",
             )
             .into()),
+        }
+    }
+
+    /// How connections to the server are opened (credentials, name).
+    pub(crate) fn connector(&self) -> &Connector {
+        match self {
+            Endpoint::Fixed(connector) => connector,
+            Endpoint::Sentinel(resolver) => resolver.connector(),
         }
     }
 
