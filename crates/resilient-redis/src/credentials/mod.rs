@@ -3,7 +3,7 @@
 //!
 //! Managed services hand out short-lived secrets: ElastiCache and MemoryDB IAM tokens (15
 //! minutes), Azure Cache for Redis Entra ID tokens (about an hour), or a password that a
-//! Kubernetes or Vault agent rotates in a mounted file. [`ClientConfig::credentials`] takes a
+//! Kubernetes or Vault agent rotates in a mounted file. [`ClientConfig::credentials`](crate::ClientConfig::credentials) takes a
 //! [`CredentialsProvider`]; two are built in:
 //! - [`PasswordFile`]: the password is read from a file on every connection (user name from the
 //!   URL, `redis://app@host:6379`); `RESILIENT_REDIS_PASSWORD_FILE` and the CLI's

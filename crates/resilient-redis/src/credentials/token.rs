@@ -30,7 +30,8 @@ type Fetch = Box<dyn Fn() -> BoxFuture<'static, Result<Credentials, ProviderErro
 /// # fn run() -> Result<(), resilient_redis::Error> {
 /// let tokens = TokenProvider::new(|| async {
 ///     let token = sign_iam_token().await?; // e.g. a SigV4-presigned ElastiCache auth token
-///     Ok(Credentials::user_password("app", token).expires_in(Duration::from_secs(15 * 60)))
+///     let credentials = Credentials::user_password("app", token);
+///     Ok::<_, std::io::Error>(credentials.expires_in(Duration::from_secs(15 * 60)))
 /// });
 /// let config = ClientConfig {
 ///     credentials: Some(Arc::new(tokens)),
