@@ -195,36 +195,8 @@ async fn expiring_tokens_are_renewed_on_live_connections() {
     );
 
     // The token service: each token is a new user; the test deletes it when it expires.
-    let (expiries, mut expired) = mpsc::unbounded_channel::<(String, Instant)>();
-    let minted = Arc::new(AtomicU64::new(0));
-    let service = admin.clone();
-    let counter = minted.clone();
-    let tokens = TokenProvider::new(move || {
-        let n = counter.fetch_add(1, Ordering::Relaxed);
-        let (mut admin, expiries) = (service.clone(), expiries.clone());
-        async move {
-            let (user, token) = (format!("app-{n}"), format!("token-{n}"));
-            set_user(&mut admin, &user, &token).await;
-            let credentials = Credentials::user_password(&user, token).expires_in(LIFETIME);
-            let _ = expiries.send((user, credentials.expires_at.unwrap()));
-            Ok::<_, std::io::Error>(credentials)
-        }
-    });
-    let deleted = Arc::new(AtomicU64::new(0));
-    let count = deleted.clone();
-    let mut deleter = admin.clone();
-    tokio::spawn(async move {
-        while let Some((user, at)) = expired.recv().await {
-            tokio::time::sleep_until(at).await;
-            let n: u64 = redis::cmd("ACL")
-                .arg("DELUSER")
-                .arg(&user)
-                .query_async(&mut deleter)
-                .await
-                .unwrap();
-            count.fetch_add(n, Ordering::Relaxed);
-        }
-    });
+    let (tokens, minted, expired) = token_service(admin.clone(), LIFETIME);
+    let expiry = spawn_expiry(admin.clone(), expired);
 
     let config = ClientConfig {
         credentials: Some(Arc::new(tokens)),
@@ -243,13 +215,13 @@ async fn expiring_tokens_are_renewed_on_live_connections() {
     let tally = load.await.unwrap();
     let stats = client.stats();
     let auths = command_calls(&server, "auth").await - auths_before;
-    let (minted, deleted) = (
-        minted.load(Ordering::Relaxed),
-        deleted.load(Ordering::Relaxed),
-    );
+    let minted = minted.load(Ordering::Relaxed);
+    let (deleted, stale) = expiry.counts();
     println!(
-        "{tally:?} {stats:?} tokens minted {minted}, users deleted {deleted}, AUTH calls {auths}"
+        "{tally:?} {stats:?} tokens minted {minted}, users deleted {deleted}, connections still \
+         on an expired token {stale}, AUTH calls {auths}"
     );
+    assert_eq!(stale, 0, "connections still using a token when it expired");
     assert_eq!(tally.errors(), 0, "{:?}", tally.errors);
     assert!(tally.ok > 1000, "{tally:?}");
     // 10 s of 2 s tokens renewed at 1.6 s: 6 or 7 tokens, 4 or more users deleted under load.
@@ -267,6 +239,167 @@ async fn expiring_tokens_are_renewed_on_live_connections() {
     );
     let (up, total) = client.connections();
     assert_eq!((up, total), (2, 2));
+}
+
+/// What the expiry of tokens did: users deleted, and connections that still used them then.
+struct Expiry {
+    deleted: Arc<AtomicU64>,
+    stale: Arc<AtomicU64>,
+}
+
+impl Expiry {
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.deleted.load(Ordering::Relaxed),
+            self.stale.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// At each token's expiry: counts the connections still authenticated with it (`CLIENT LIST`
+/// shows each connection's user), then deletes its user (which drops them).
+fn spawn_expiry(
+    mut admin: MultiplexedConnection,
+    mut expired: mpsc::UnboundedReceiver<(String, Instant)>,
+) -> Expiry {
+    let expiry = Expiry {
+        deleted: Arc::new(AtomicU64::new(0)),
+        stale: Arc::new(AtomicU64::new(0)),
+    };
+    let (deleted, stale) = (expiry.deleted.clone(), expiry.stale.clone());
+    tokio::spawn(async move {
+        while let Some((user, at)) = expired.recv().await {
+            tokio::time::sleep_until(at).await;
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            let field = format!("user={user}");
+            let on_it = list
+                .lines()
+                .filter(|l| l.split(' ').any(|f| f == field))
+                .count();
+            stale.fetch_add(on_it as u64, Ordering::Relaxed);
+            let n: u64 = redis::cmd("ACL")
+                .arg("DELUSER")
+                .arg(&user)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            deleted.fetch_add(n, Ordering::Relaxed);
+        }
+    });
+    expiry
+}
+
+/// The tokens a test mints, and the users and expiries they go with.
+type Minted = (
+    TokenProvider,
+    Arc<AtomicU64>,
+    mpsc::UnboundedReceiver<(String, Instant)>,
+);
+
+/// A token service for the tests: each token is a new ACL user (`app-N`, password `token-N`),
+/// valid for `lifetime`; its user and expiry go to the returned receiver.
+fn token_service(admin: MultiplexedConnection, lifetime: Duration) -> Minted {
+    let (expiries, expired) = mpsc::unbounded_channel::<(String, Instant)>();
+    let minted = Arc::new(AtomicU64::new(0));
+    let counter = minted.clone();
+    let tokens = TokenProvider::new(move || {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        let (mut admin, expiries) = (admin.clone(), expiries.clone());
+        async move {
+            let (user, token) = (format!("app-{n}"), format!("token-{n}"));
+            set_user(&mut admin, &user, &token).await;
+            let credentials = Credentials::user_password(&user, token).expires_in(lifetime);
+            let _ = expiries.send((user, credentials.expires_at.unwrap()));
+            Ok::<_, std::io::Error>(credentials)
+        }
+    });
+    (tokens, minted, expired)
+}
+
+/// A subscription and a consumer looping on `BLPOP` (dedicated connections, which cannot `AUTH`
+/// again) through token renewals: both move to fresh connections before the token expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_and_blocking_calls_move_to_fresh_credentials() {
+    const LIFETIME: Duration = Duration::from_secs(2);
+    let server = RedisServer::start().await.unwrap();
+    let admin = server.admin().await.unwrap();
+    let (tokens, minted, expired) = token_service(admin.clone(), LIFETIME);
+    let expiry = spawn_expiry(admin.clone(), expired);
+    let config = ClientConfig {
+        credentials: Some(Arc::new(tokens)),
+        ..ClientConfig::from_url(&format!("redis://127.0.0.1:{}", server.port())).unwrap()
+    };
+    let client = Client::with_config(config).await.unwrap();
+    let mut news = client.subscribe(&["news"], &[]).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    // A producer: one message and one list item every 20 ms.
+    let producer = {
+        let (mut c, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let _: u64 = c.publish("news", n).await.unwrap();
+                let _: u64 = c.rpush("jobs", n).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // A consumer: BLPOP with a short timeout, in a loop.
+    let consumer = {
+        let (mut c, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut popped, mut errors) = (0u64, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match c.blpop::<_, Option<(String, u64)>>("jobs", 0.1).await {
+                    Ok(Some(_)) => popped += 1,
+                    Ok(None) => {}
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            (popped, errors)
+        })
+    };
+    let subscriber = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut received = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let next = futures::StreamExt::next(&mut news);
+                if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), next).await {
+                    received += 1;
+                }
+            }
+            (received, news.resubscriptions())
+        })
+    };
+    // Two and a half lifetimes: two renewals, two expiries.
+    tokio::time::sleep(LIFETIME * 5 / 2).await;
+    stop.store(true, Ordering::Relaxed);
+    producer.await.unwrap();
+    let (popped, errors) = consumer.await.unwrap();
+    let (received, resubscriptions) = subscriber.await.unwrap();
+    let (deleted, stale) = expiry.counts();
+    let minted = minted.load(Ordering::Relaxed);
+    println!(
+        "popped {popped}, received {received}, resubscriptions {resubscriptions}, tokens \
+         {minted}, users deleted {deleted}, connections still on an expired token {stale}"
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(deleted >= 2, "expiries: {deleted}");
+    assert_eq!(stale, 0, "a connection still used a token when it expired");
+    assert!(
+        resubscriptions >= 2,
+        "the subscription moved at each renewal"
+    );
+    assert!(
+        popped > 100 && received > 100,
+        "popped {popped}, received {received}"
+    );
 }
 
 /// A wrong secret is an `Auth` error at connect, within a second, after exactly one refresh.
