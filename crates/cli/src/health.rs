@@ -8,6 +8,8 @@
 //! - Exit 0 when healthy, 1 when not (the reason goes to stderr and into the output), 2 on a
 //!   usage error such as a malformed URL.
 //! - An unreachable server is reported as unhealthy (same output shape), not as a crash.
+//! - The report names where the credentials come from (`static (the URL's)` or `file PATH`
+//!   with `--password-file`; never the secret) and the connections' name (`--client-name`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -34,6 +36,10 @@ pub(crate) struct HealthArgs {
 pub(crate) struct HealthReport {
     url: String,
     topology: &'static str,
+    /// Where the credentials come from: `static (the URL's)` or `file PATH` (never the secret).
+    credentials: String,
+    /// The connections' name in `CLIENT LIST`, if one is set.
+    connection_name: Option<String>,
     healthy: bool,
     reason: Option<String>,
     ping_rtt_ms: Option<f64>,
@@ -91,6 +97,8 @@ impl HealthReport {
             sentinels: health.sentinels,
             cluster_state: None,
             nodes: None,
+            credentials: health.credentials,
+            connection_name: health.connection_name,
         }
     }
 
@@ -143,6 +151,16 @@ impl HealthReport {
             Some(if self.healthy { "yes" } else { "no" }.to_owned()),
         );
         line(&mut out, "reason", self.reason.clone());
+        line(&mut out, "credentials", Some(self.credentials.clone()));
+        line(
+            &mut out,
+            "connection name",
+            Some(
+                self.connection_name
+                    .clone()
+                    .unwrap_or_else(|| "none".to_owned()),
+            ),
+        );
         line(
             &mut out,
             "ping rtt",
@@ -210,7 +228,7 @@ fn millis(duration: Duration) -> f64 {
 /// Runs the health check and prints the result.
 pub(crate) async fn run(args: HealthArgs) -> Result<ExitCode, CliError> {
     let target = args.target.target()?;
-    let connected = match connect_resilient(&target, None).await {
+    let connected = match connect_resilient(&target, &args.target.access(), None).await {
         Ok(client) => {
             let mut health = client.health().await;
             Ok(match health.cluster.take() {
@@ -220,11 +238,14 @@ pub(crate) async fn run(args: HealthArgs) -> Result<ExitCode, CliError> {
         }
         Err(err) => Err(err),
     };
-    let report = match connected {
+    let mut report = match connected {
         Ok(report) => report,
         Err(CliError::Runtime(reason)) => HealthReport::unreachable(&target, reason),
         Err(usage) => return Err(usage),
     };
+    let access = args.target.access();
+    report.credentials = access.credentials_source();
+    report.connection_name = access.client_name;
     crate::output::print_report(&report, args.json, || report.human())?;
     if report.healthy {
         Ok(ExitCode::SUCCESS)

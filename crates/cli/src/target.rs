@@ -5,6 +5,11 @@
 //! - Exactly one of `--url`, `--sentinel`, `--cluster` must be given; `--master` goes with
 //!   `--sentinel` and only with it. Anything else is a one-line usage error (exit 2).
 //! - The values are checked here, once, before any connection is tried.
+//! - `--password-file PATH` (or `RESILIENT_REDIS_PASSWORD_FILE`) and `--client-name NAME` go
+//!   to the resilient client ([`Access`]): the file is read before every connection, with the
+//!   URL's user (`redis://app@host:6379`).
+
+use std::path::PathBuf;
 
 use clap::Args;
 
@@ -25,6 +30,45 @@ pub(crate) struct TargetArgs {
     /// Seed URLs of Redis Cluster nodes, e.g. redis://127.0.0.1:7000,redis://127.0.0.1:7001
     #[arg(long, value_name = "URL,...")]
     cluster: Option<String>,
+    /// File holding the password, read before every connection (a rotated secret); the user
+    /// name is the URL's, e.g. --url redis://app@host:6379
+    #[arg(long, value_name = "PATH", env = "RESILIENT_REDIS_PASSWORD_FILE")]
+    password_file: Option<PathBuf>,
+    /// Name of the client's connections in CLIENT LIST (CLIENT SETNAME), no spaces
+    #[arg(long, value_name = "NAME")]
+    client_name: Option<String>,
+}
+
+/// How the resilient client authenticates and names its connections, beyond the URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Access {
+    /// `--password-file`: read before every connection.
+    pub(crate) password_file: Option<PathBuf>,
+    /// `--client-name`.
+    pub(crate) client_name: Option<String>,
+}
+
+impl Access {
+    /// Where the credentials come from, as `health` says it (never the secret).
+    pub(crate) fn credentials_source(&self) -> String {
+        use resilient_redis::credentials::{CredentialsProvider, PasswordFile};
+        match &self.password_file {
+            Some(path) => PasswordFile::new(path).describe(),
+            None => "static (the URL's)".to_owned(),
+        }
+    }
+
+    /// Puts these settings in `config`.
+    pub(crate) fn apply(&self, config: &mut resilient_redis::ClientConfig) {
+        if let Some(path) = &self.password_file {
+            config.credentials = Some(std::sync::Arc::new(
+                resilient_redis::credentials::PasswordFile::new(path),
+            ));
+        }
+        if let Some(name) = &self.client_name {
+            config.client_name = Some(name.clone());
+        }
+    }
 }
 
 /// A checked target.
@@ -50,6 +94,14 @@ pub(crate) enum Target {
 }
 
 impl TargetArgs {
+    /// The credentials and connection name the flags give.
+    pub(crate) fn access(&self) -> Access {
+        Access {
+            password_file: self.password_file.clone(),
+            client_name: self.client_name.clone(),
+        }
+    }
+
     /// Checks the flags and returns the target they name.
     ///
     /// # Errors
@@ -158,6 +210,8 @@ mod tests {
             sentinel: sentinel.map(str::to_owned),
             master: master.map(str::to_owned),
             cluster: None,
+            password_file: None,
+            client_name: None,
         }
     }
 

@@ -46,6 +46,14 @@ pub struct Health {
     pub sentinels: Option<Vec<String>>,
     /// With Redis Cluster, the cluster's state and nodes; `None` otherwise.
     pub cluster: Option<ClusterHealth>,
+    /// Where the credentials come from: `static (the URL's)`, `file /path`, `token provider`,
+    /// or what a custom provider says ([`CredentialsProvider::describe`]); never the secret.
+    ///
+    /// [`CredentialsProvider::describe`]: crate::credentials::CredentialsProvider::describe
+    pub credentials: String,
+    /// The connections' name ([`ClientConfig::client_name`](crate::ClientConfig::client_name)),
+    /// if one is set.
+    pub connection_name: Option<String>,
 }
 
 impl fmt::Display for Health {
@@ -59,6 +67,8 @@ impl fmt::Display for Health {
         if let Some(r) = &self.reason {
             writeln!(f, "reason:            {r}")?;
         }
+        writeln!(f, "credentials:       {}", self.credentials)?;
+        writeln!(f, "connection name:   {}", opt(&self.connection_name))?;
         if let Some(cluster) = &self.cluster {
             writeln!(f, "breaker:           {}", self.breaker)?;
             writeln!(
@@ -148,6 +158,8 @@ impl Client {
             replicas: None,
             sentinels: None,
             cluster: None,
+            credentials: crate::credentials::describe(self.config().credentials.as_ref()),
+            connection_name: self.config().client_name.clone(),
         };
         let pool = match self.router() {
             Router::Single(node) => node.pool.clone(),

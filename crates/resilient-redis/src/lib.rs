@@ -116,6 +116,28 @@
 //! # let _ = config; Ok::<(), resilience::ConfigError>(())
 //! ```
 //!
+//! # Credentials that change, named connections
+//! Managed services hand out short-lived tokens or rotate a password in a mounted file.
+//! [`ClientConfig::credentials`] takes a [`CredentialsProvider`] that the client asks before
+//! every connection: [`PasswordFile`] (also `RESILIENT_REDIS_PASSWORD_FILE`), [`TokenProvider`]
+//! (a closure returning a token and its expiry), or your own. Live connections send `AUTH` again
+//! at 80 % of a token's lifetime; rejected credentials are asked for once more, then fail as
+//! [`ErrorKind::Auth`]. [`ClientConfig::client_name`] names every connection (`CLIENT SETNAME`),
+//! and each says `lib-name=resilient-redis` on servers that know `CLIENT SETINFO`.
+//! ```no_run
+//! use std::sync::Arc;
+//! use resilient_redis::{Client, ClientConfig, PasswordFile};
+//! # async fn run() -> Result<(), resilient_redis::Error> {
+//! let config = ClientConfig {
+//!     credentials: Some(Arc::new(PasswordFile::new("/var/run/secrets/redis/password"))),
+//!     client_name: Some("orders-api".into()),
+//!     ..ClientConfig::from_url("rediss://app@redis.internal:6380")? // the user is the URL's
+//! };
+//! let client = Client::with_config(config).await?;
+//! # let _ = client; Ok(()) }
+//! ```
+//! See [`credentials`] for what happens when, and why.
+//!
 //! # Exactly-once writes
 //! An `INCR` whose connection broke mid-flight can only be reported as ambiguous. With
 //! [`Client::exactly_once`] (on any topology) each write carries an
@@ -145,6 +167,7 @@
 //! | `resilient_redis_rejected_locally_total` | counter | calls refused by adaptive throttling while the server refuses work |
 //! | `resilient_redis_reconnects_total` | counter | |
 //! | `resilient_redis_reconnect_failures_total` | counter | |
+//! | `resilient_redis_reauthentications_total` | counter | live connections that sent `AUTH` again with renewed credentials |
 //! | `resilient_redis_master_switches_total` | counter | (Sentinel) the master changed |
 //! | `resilient_redis_sentinel_discoveries_total` | counter | (Sentinel) rounds of asking the sentinels |
 //! | `resilient_redis_exactly_once_replays_total` | counter | retries answered from a recorded reply ([`ExactlyOnce`]) |
@@ -160,6 +183,7 @@ mod client;
 pub mod commands;
 mod config;
 mod connection;
+pub mod credentials;
 mod error;
 pub mod exactly_once;
 mod health;
@@ -176,6 +200,7 @@ pub use config::TlsConfig;
 pub use config::{
     ClientConfig, ClusterConfig, ENV_VARS, ErrorRule, ReadFrom, SentinelConfig, redact_url,
 };
+pub use credentials::{Credentials, CredentialsProvider, PasswordFile, TokenProvider};
 pub use error::{Error, ErrorKind, Failure, Outcome, error_kind_name};
 pub use exactly_once::{ExactlyOnce, ExactlyOnceConfig, ExactlyOnceStats};
 pub use health::Health;

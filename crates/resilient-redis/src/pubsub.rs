@@ -35,7 +35,9 @@ const BUFFER: usize = 1024;
 ///   the client follows Sentinel.
 /// - When the connection breaks, it reconnects with the client's `reconnect_backoff` and
 ///   subscribes again to every channel and pattern. When Sentinel announces a new master, it
-///   moves there at once.
+///   moves there at once. When the connection's credentials are due for renewal (see
+///   [`crate::credentials`]), it moves to a fresh connection with new ones (RESP2 cannot `AUTH`
+///   in subscribe mode); that is a gap too.
 /// - **Messages can be missed**: Redis pub/sub is at-most-once. Whatever is published while the
 ///   subscription is down (from the moment the connection breaks or the master changes until the
 ///   new `SUBSCRIBE` is confirmed) is not delivered, and is not replayed. Use streams (`XADD` /
@@ -136,7 +138,7 @@ impl Client {
         let backoff = config.reconnect_backoff;
         let mut failures = 0u32;
         let mut previous = None;
-        let pubsub = loop {
+        let (pubsub, renew_at) = loop {
             match subscribe_on(&pool, &topics).await {
                 Ok(p) => break p,
                 Err(e) => {
@@ -166,7 +168,7 @@ impl Client {
             backoff,
             rng,
         };
-        tokio::spawn(task.run(pubsub));
+        tokio::spawn(task.run(pubsub, renew_at));
         Ok(ResilientPubSub {
             messages,
             resubscriptions,
@@ -174,15 +176,19 @@ impl Client {
     }
 }
 
-async fn subscribe_on(pool: &Pool, topics: &Topics) -> redis::RedisResult<PubSub> {
-    let mut pubsub = pool.open_pubsub().await?;
+/// A subscribed connection, and when its credentials are due for renewal.
+async fn subscribe_on(
+    pool: &Pool,
+    topics: &Topics,
+) -> redis::RedisResult<(PubSub, Option<Instant>)> {
+    let (mut pubsub, renew_at) = pool.open_pubsub().await?;
     if !topics.channels.is_empty() {
         pubsub.subscribe(&topics.channels).await?;
     }
     if !topics.patterns.is_empty() {
         pubsub.psubscribe(&topics.patterns).await?;
     }
-    Ok(pubsub)
+    Ok((pubsub, renew_at))
 }
 
 /// The state of a subscription's background task.
@@ -199,26 +205,32 @@ struct Subscription {
 impl Subscription {
     /// Forwards messages, and re-subscribes after a lost connection or a master switch, until
     /// the [`ResilientPubSub`] is dropped.
-    async fn run(mut self, mut pubsub: PubSub) {
+    async fn run(mut self, mut pubsub: PubSub, mut renew_at: Option<Instant>) {
         loop {
-            if !self.forward(pubsub).await {
+            if !self.forward(pubsub, renew_at).await {
                 return;
             }
             match self.resubscribe().await {
-                Some(p) => pubsub = p,
+                Some((p, at)) => (pubsub, renew_at) = (p, at),
                 None => return,
             }
             self.resubscriptions.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Forwards messages until the connection is lost or the master changes (`true`), or the
-    /// consumer is gone (`false`).
-    async fn forward(&mut self, pubsub: PubSub) -> bool {
+    /// Forwards messages until the connection is lost, the master changes or the credentials
+    /// are due for renewal at `renew_at` (`true`), or the consumer is gone (`false`).
+    async fn forward(&mut self, pubsub: PubSub, renew_at: Option<Instant>) -> bool {
         let mut stream = pubsub.into_on_message();
+        let renewal = crate::connection::until(renew_at);
+        tokio::pin!(renewal);
         loop {
             tokio::select! {
                 _ = self.tx.closed() => return false,
+                _ = &mut renewal => {
+                    tracing::info!("credentials due for renewal: moving the subscription to a fresh connection");
+                    return true;
+                }
                 _ = master_changed(&mut self.changes) => {
                     tracing::info!("the master changed: moving the subscription");
                     return true;
@@ -240,7 +252,7 @@ impl Subscription {
 
     /// A new subscription, with backoff between failures (none after a master switch); `None`
     /// when the consumer or the client is gone.
-    async fn resubscribe(&mut self) -> Option<PubSub> {
+    async fn resubscribe(&mut self) -> Option<(PubSub, Option<Instant>)> {
         let mut failures = 0u32;
         let mut previous: Option<Duration> = None;
         loop {

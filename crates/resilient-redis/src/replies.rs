@@ -16,6 +16,7 @@
 //! | `READONLY`, `UNBLOCKED` (instance state changed) | not run; the node was demoted (not its fault: it answers) | no |
 //! | `THROTTLED` | not run; retry after [`ClientConfig::throttle_delay`](crate::ClientConfig::throttle_delay); overload, not a fault | no |
 //! | `MOVED`, `ASK` | | Cluster: a redirect; elsewhere the caller's reply |
+//! | `NOAUTH`, `WRONGPASS` | with a [credentials provider](crate::credentials): not run; the connection is replaced with fresh credentials (not a fault); otherwise the caller's reply | no |
 //! | any other (`WRONGTYPE`, `NOSCRIPT`, `OOM`, ...) | the caller's reply, never retried | no |
 
 use std::{collections::HashMap, time::Duration};
@@ -154,6 +155,8 @@ pub(crate) struct Hints {
     pub(crate) wait_not_busy: bool,
     /// What the reply says about the topology.
     pub(crate) topology: TopologyHint,
+    /// The server rejected the connection's credentials: replace it with fresh ones.
+    pub(crate) credentials_rejected: bool,
 }
 
 impl Meaning {
@@ -167,6 +170,7 @@ impl Meaning {
                 overload: false,
                 wait_not_busy: false,
                 topology: TopologyHint::None,
+                credentials_rejected: false,
             },
         }
     }
@@ -196,6 +200,8 @@ pub(crate) struct Rules<'a> {
     pub(crate) custom: &'a HashMap<String, ErrorRule>,
     /// Minimum wait after `THROTTLED`.
     pub(crate) throttle_delay: Duration,
+    /// Credentials come from a provider: fresh ones may be accepted where these were not.
+    pub(crate) renewable_credentials: bool,
 }
 
 /// What `err` means in `deployment`; `None` when it is the caller's reply (returned as is, never
@@ -214,7 +220,13 @@ pub(crate) fn meaning(
             ErrorRule::Fail => None,
         };
     }
-    table(Code::of(err), deployment, rules.throttle_delay)
+    let code = Code::of(err);
+    if code == Code::Auth && rules.renewable_credentials {
+        let mut m = Meaning::not_run(false);
+        m.hints.credentials_rejected = true;
+        return Some(m);
+    }
+    table(code, deployment, rules.throttle_delay)
 }
 
 /// The built-in table.
@@ -225,7 +237,7 @@ fn table(code: Code, deployment: Deployment, throttle_delay: Duration) -> Option
             hints: Hints {
                 overload: true,
                 wait_not_busy: true,
-                topology: TopologyHint::None,
+                ..Meaning::not_run(true).hints
             },
             ..Meaning::not_run(true)
         }),
@@ -317,7 +329,30 @@ mod tests {
         Rules {
             custom,
             throttle_delay: Duration::from_millis(100),
+            renewable_credentials: false,
         }
+    }
+
+    #[test]
+    fn rejected_credentials_are_renewed_only_with_a_provider() {
+        let none = HashMap::new();
+        let renewable = Rules {
+            renewable_credentials: true,
+            ..rules(&none)
+        };
+        for code in ["NOAUTH", "WRONGPASS"] {
+            for d in DEPLOYMENTS {
+                let m = meaning(&reply(code), d, renewable).unwrap();
+                assert!(m.hints.credentials_rejected, "{code}");
+                assert_eq!(m.class, Classification::retry().server_fault(false));
+                assert_eq!(meaning(&reply(code), d, rules(&none)), None, "{code}");
+            }
+        }
+        assert_eq!(
+            meaning(&reply("NOPERM"), Deployment::Standalone, renewable),
+            None,
+            "a permission is not a credential"
+        );
     }
 
     #[test]
@@ -377,6 +412,7 @@ mod tests {
         let rules = Rules {
             custom: &HashMap::new(),
             throttle_delay: Duration::from_millis(100),
+            renewable_credentials: false,
         };
         // Redis 6.2+ ends blocked commands this way when its master becomes a replica.
         let demoted = parse(

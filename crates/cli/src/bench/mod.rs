@@ -107,7 +107,16 @@ pub(crate) struct BenchArgs {
 /// Runs the bench and prints its report.
 pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     let target = args.target.target()?;
+    let access = args.target.access();
     let deadline = args.deadline_ms;
+    let baseline = args.client != ClientKind::Resilient
+        || args.paired_with.is_some_and(|c| c != ClientKind::Resilient);
+    if access.password_file.is_some() && baseline {
+        return Err(CliError::usage(
+            "--password-file is read by the resilient client only: give the raw and naive \
+             baselines the password in the URL",
+        ));
+    }
     if args.exactly_once && args.client != ClientKind::Resilient {
         return Err(CliError::usage(
             "--exactly-once needs --client resilient (it is a mode of the resilient client)",
@@ -120,14 +129,19 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     }
     let report = match (&target, args.client) {
         (_, ClientKind::Resilient) if args.exactly_once => {
-            let client = connect_resilient(&target, deadline).await?;
+            let client = connect_resilient(&target, &access, deadline).await?;
             bench(ExactlyOnceApp::new(client)?, &args, &target).await?
         }
         (Target::Cluster { urls }, ClientKind::Raw) => {
             bench(RawCluster::connect(urls, deadline).await?, &args, &target).await?
         }
         (_, ClientKind::Resilient) => {
-            bench(connect_resilient(&target, deadline).await?, &args, &target).await?
+            bench(
+                connect_resilient(&target, &access, deadline).await?,
+                &args,
+                &target,
+            )
+            .await?
         }
         (Target::Standalone { url }, ClientKind::Raw) => {
             bench(RawClient::connect(url, deadline).await?, &args, &target).await?
@@ -315,6 +329,7 @@ async fn paired_bench(
         ));
     }
     let deadline = args.deadline_ms;
+    let access = args.target.access();
     let raw_url = match target {
         Target::Standalone { url } => url.clone(),
         Target::Sentinel { sentinels, master } => sentinel_master_url(sentinels, master).await?,
@@ -322,13 +337,13 @@ async fn paired_bench(
             // The raw baseline of a cluster is redis-rs's cluster connection.
             return match (args.client, other) {
                 (ClientKind::Resilient, ClientKind::Raw) => {
-                    let a = connect_resilient(target, deadline).await?;
+                    let a = connect_resilient(target, &access, deadline).await?;
                     let b = RawCluster::connect(urls, deadline).await?;
                     paired_run(a, b, args, target, other).await
                 }
                 (ClientKind::Raw, ClientKind::Resilient) => {
                     let a = RawCluster::connect(urls, deadline).await?;
-                    let b = connect_resilient(target, deadline).await?;
+                    let b = connect_resilient(target, &access, deadline).await?;
                     paired_run(a, b, args, target, other).await
                 }
                 _ => Err(pair_usage()),
@@ -337,13 +352,13 @@ async fn paired_bench(
     };
     match (args.client, other) {
         (ClientKind::Resilient, ClientKind::Raw) => {
-            let a = connect_resilient(target, deadline).await?;
+            let a = connect_resilient(target, &access, deadline).await?;
             let b = RawClient::connect(&raw_url, deadline).await?;
             paired_run(a, b, args, target, other).await
         }
         (ClientKind::Raw, ClientKind::Resilient) => {
             let a = RawClient::connect(&raw_url, deadline).await?;
-            let b = connect_resilient(target, deadline).await?;
+            let b = connect_resilient(target, &access, deadline).await?;
             paired_run(a, b, args, target, other).await
         }
         _ => Err(pair_usage()),

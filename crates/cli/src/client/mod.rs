@@ -26,7 +26,7 @@ use redis::RedisError;
 use redis::aio::ConnectionLike;
 
 use crate::error::CliError;
-use crate::target::{Target, sentinel_url};
+use crate::target::{Access, Target, sentinel_url};
 
 pub(crate) use naive::NaiveClient;
 pub(crate) use raw::{RawClient, sentinel_master_url};
@@ -153,14 +153,15 @@ impl<C: AppClient> AppClient for ExactlyOnceApp<C> {
     }
 }
 
-/// Connects the resilient client to `target` (a server, Sentinel or a cluster), overriding its
-/// total deadline when `deadline` is set.
+/// Connects the resilient client to `target` (a server, Sentinel or a cluster) with `access`'s
+/// credentials and connection name, overriding its total deadline when `deadline` is set.
 ///
 /// # Errors
 /// [`CliError::Usage`] for a malformed target, [`CliError::Runtime`] when it cannot connect
 /// within [`PREFLIGHT_TIMEOUT`].
 pub(crate) async fn connect_resilient(
     target: &Target,
+    access: &Access,
     deadline: Option<Duration>,
 ) -> Result<resilient_redis::Client, CliError> {
     let (url, flag) = match target {
@@ -179,6 +180,7 @@ pub(crate) async fn connect_resilient(
     if let Some(deadline) = deadline {
         config.deadline = deadline;
     }
+    access.apply(&mut config);
     match tokio::time::timeout(
         PREFLIGHT_TIMEOUT,
         resilient_redis::Client::with_config(config),

@@ -20,7 +20,7 @@ use tokio::time::Duration;
 use super::{AfterFault, DemoArgs, Session, lab_failed};
 use crate::client::{RawClient, connect_resilient, preflight};
 use crate::error::CliError;
-use crate::target::Target;
+use crate::target::{Access, Target};
 
 /// How long the replica may take to sync before the demo gives up.
 const SYNC_LIMIT: Duration = Duration::from_secs(30);
@@ -53,7 +53,7 @@ pub(crate) async fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
     );
 
     let target = Target::Standalone { url: url.clone() };
-    let mut resilient = connect_resilient(&target, None).await?;
+    let mut resilient = connect_resilient(&target, &Access::default(), None).await?;
     preflight(&mut resilient, &url).await?;
     let mut raw = RawClient::connect(&url, None).await?;
     preflight(&mut raw, &url).await?;

@@ -48,7 +48,7 @@ use tokio::time::{Duration, Instant};
 use crate::chart::{self, ChartData, FaultMark, Series};
 use crate::client::{AppClient, ClientCounters, RawClient, connect_resilient, preflight};
 use crate::error::CliError;
-use crate::target::Target;
+use crate::target::{Access, Target};
 use crate::units::parse_millis;
 use crate::workload::timed_call;
 use faults::Fault;
@@ -202,7 +202,7 @@ async fn run_standalone(args: &DemoArgs) -> Result<ExitCode, CliError> {
     println!("redis-server started at {url}");
 
     let target = Target::Standalone { url: url.clone() };
-    let mut resilient = connect_resilient(&target, None).await?;
+    let mut resilient = connect_resilient(&target, &Access::default(), None).await?;
     preflight(&mut resilient, &url).await?;
     let mut raw = RawClient::connect(&url, None).await?;
     preflight(&mut raw, &url).await?;

@@ -31,7 +31,7 @@ use crate::chart::{self, FaultMark, Panel};
 use crate::client::{AppClient, NaiveClient, RawClient, connect_resilient, preflight};
 use crate::error::CliError;
 use crate::open_loop::{self, Counts, OpenLoopRun, Step, Timeline};
-use crate::target::Target;
+use crate::target::{Access, Target};
 use crate::workload::{Mix, Workload};
 
 /// The chart's file name inside `--out`.
@@ -113,7 +113,12 @@ pub(crate) async fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
             .join(", ")
     );
     let url = |index: usize| proxies[index].url();
-    let mut resilient = connect_resilient(&Target::Standalone { url: url(0) }, None).await?;
+    let mut resilient = connect_resilient(
+        &Target::Standalone { url: url(0) },
+        &Access::default(),
+        None,
+    )
+    .await?;
     preflight(&mut resilient, &url(0)).await?;
     let mut naive = NaiveClient::connect(&url(1), None).await?;
     preflight(&mut naive, &url(1)).await?;

@@ -21,7 +21,7 @@ use tokio::time::{Duration, Instant};
 use super::{AfterFault, DemoArgs, Session, lab_failed};
 use crate::client::{RawClient, RawCluster, connect_resilient, preflight, sentinel_master_url};
 use crate::error::CliError;
-use crate::target::Target;
+use crate::target::{Access, Target};
 
 /// How long the demo waits for a failover before giving up.
 const FAILOVER_LIMIT: Duration = Duration::from_secs(30);
@@ -64,7 +64,7 @@ pub(crate) async fn run_sentinel(args: &DemoArgs) -> Result<ExitCode, CliError> 
         sentinels: sentinels.clone(),
         master: name.clone(),
     };
-    let mut resilient = connect_resilient(&target, None).await?;
+    let mut resilient = connect_resilient(&target, &Access::default(), None).await?;
     preflight(&mut resilient, &target.describe()).await?;
     let raw_url = sentinel_master_url(&sentinels, &name).await?;
     let mut raw = RawClient::connect(&raw_url, None).await?;
@@ -156,7 +156,7 @@ pub(crate) async fn run_cluster(args: &DemoArgs) -> Result<ExitCode, CliError> {
         "(for the resilient client in a cluster, \"reconnects\" also counts its slot-map refreshes)"
     );
     let target = Target::Cluster { urls: urls.clone() };
-    let mut resilient = connect_resilient(&target, None).await?;
+    let mut resilient = connect_resilient(&target, &Access::default(), None).await?;
     preflight(&mut resilient, &target.describe()).await?;
     let mut raw = RawCluster::connect(&urls, None).await?;
     preflight(&mut raw, &target.describe()).await?;

@@ -3,13 +3,13 @@
 
 use std::sync::atomic::Ordering;
 
-use redis::{Value, aio::MultiplexedConnection};
+use redis::Value;
 use tokio::time::Instant;
 
 use super::Handle;
 use crate::{
     commands,
-    connection::Pool,
+    connection::{Dedicated, Pool},
     error::{Error, ErrorKind, Outcome},
     replies::{self, TopologyHint},
     request::{Reply, Request},
@@ -41,9 +41,8 @@ impl Handle {
         let limit = commands::blocking_timeout(cmd).map(|t| t + config.response_timeout * 2);
         let result = loop {
             self.inner.stats.attempts.add(1);
-            let epoch = pool.epoch();
             let conn = self.dedicated(pool, connect_deadline).await?;
-            let mut sending = conn.clone();
+            let mut sending = conn.conn.clone();
             let sent = sending.send_packed_command(cmd);
             let result = match limit {
                 Some(limit) => match tokio::time::timeout(limit, sent).await {
@@ -71,7 +70,7 @@ impl Handle {
                     code = err.code(),
                     "blocking command ended by a demotion: sending it again"
                 );
-                pool.on_dedicated_demoted(epoch);
+                pool.on_dedicated_demoted(conn.epoch);
                 self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -99,11 +98,7 @@ impl Handle {
 
     /// A dedicated connection for a blocking command, waiting for the server (within
     /// `deadline`) when it cannot be reached.
-    async fn dedicated(
-        &self,
-        pool: &Pool,
-        deadline: Instant,
-    ) -> Result<MultiplexedConnection, Error> {
+    async fn dedicated(&self, pool: &Pool, deadline: Instant) -> Result<Dedicated, Error> {
         let connect_timeout = self.inner.config.connect_timeout;
         loop {
             match tokio::time::timeout_at(deadline, pool.open_dedicated()).await {

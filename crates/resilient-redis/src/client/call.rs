@@ -393,6 +393,9 @@ impl Handle {
         if reply.topology == TopologyHint::Demoted {
             node.pool.on_readonly(lease);
         }
+        if reply.credentials_rejected {
+            node.pool.on_credentials_rejected(lease);
+        }
         if reply.overload {
             self.refused_by(node);
         }

@@ -1,11 +1,11 @@
 //! Configuration from `RESILIENT_REDIS_*` environment variables.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use resilience::AdaptiveThrottleConfig;
 
 use super::{ClientConfig, ReadFrom, TlsConfig};
-use crate::error::Error;
+use crate::{credentials::PasswordFile, error::Error};
 
 /// The environment variables [`ClientConfig::from_env`] reads.
 pub const ENV_VARS: &[(&str, &str)] = &[
@@ -13,6 +13,15 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "RESILIENT_REDIS_URL",
         "server URL: redis://, rediss:// (TLS), redis+sentinel:// or rediss+sentinel://; \
          unset: redis://127.0.0.1:6379, said in an info log line",
+    ),
+    (
+        "RESILIENT_REDIS_PASSWORD_FILE",
+        "file holding the password, read before every connection (rotated secrets); the user \
+         name is the URL's (redis://app@host:6379)",
+    ),
+    (
+        "RESILIENT_REDIS_CLIENT_NAME",
+        "connection name shown by CLIENT LIST (CLIENT SETNAME), no spaces",
     ),
     (
         "RESILIENT_REDIS_TLS_CA_FILE",
@@ -162,6 +171,18 @@ impl ClientConfig {
         }
         if let Some(on) = switch("RESILIENT_REDIS_REQUIRE_PRIMARY")? {
             c.require_primary = on;
+        }
+        if let Some(path) = lookup("RESILIENT_REDIS_PASSWORD_FILE") {
+            let path = path.trim();
+            if path.is_empty() {
+                return Err(Error::config(
+                    "RESILIENT_REDIS_PASSWORD_FILE is set but empty: expected a file path",
+                ));
+            }
+            c.credentials = Some(Arc::new(PasswordFile::new(path)));
+        }
+        if let Some(name) = lookup("RESILIENT_REDIS_CLIENT_NAME") {
+            c.client_name = Some(name.trim().to_owned());
         }
         if let Some(tls) = TlsConfig::from_lookup(&lookup)? {
             c.tls = Some(tls);
@@ -340,6 +361,25 @@ mod tests {
         let err =
             ClientConfig::from_lookup(env(&[("RESILIENT_REDIS_URL", "mysql://x")])).unwrap_err();
         assert!(err.to_string().contains("invalid URL"), "{err}");
+    }
+
+    #[test]
+    fn password_file_and_client_name() {
+        let c = ClientConfig::from_lookup(|k: &str| match k {
+            "RESILIENT_REDIS_URL" => Some("redis://app@10.0.0.1:6379".to_owned()),
+            "RESILIENT_REDIS_PASSWORD_FILE" => Some("/run/secrets/redis".to_owned()),
+            "RESILIENT_REDIS_CLIENT_NAME" => Some("orders-api".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(shown.contains("file /run/secrets/redis"), "{shown}");
+        assert_eq!(c.client_name.as_deref(), Some("orders-api"));
+        let err = ClientConfig::from_lookup(|k: &str| {
+            (k == "RESILIENT_REDIS_CLIENT_NAME").then(|| "two words".to_owned())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("client_name"), "{err}");
     }
 
     #[test]

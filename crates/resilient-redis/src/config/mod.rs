@@ -1,11 +1,11 @@
 //! Client configuration: a plain struct with [`Default`], typed durations, and constructors from a
 //! URL or from environment variables. Every value is checked once, when the client is built.
 
-use std::{collections::HashMap, fmt, time::Duration};
+use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
 
 use resilience::{AdaptiveThrottleConfig, Backoff, BreakerConfig, Jitter, RetryBudgetConfig};
 
-use crate::error::Error;
+use crate::{credentials::CredentialsProvider, error::Error};
 
 mod cluster;
 mod env;
@@ -49,6 +49,8 @@ use url_forms::{parse_cluster_url, parse_sentinel_url};
 /// | `tcp_nodelay` | `false` (redis-rs's default) | with many callers on one multiplexed connection, Nagle's algorithm merges their small writes into fewer packets: about 30 % less CPU per call at 50 callers on loopback; replies carry the ACKs, so request/response traffic is not delayed |
 /// | `idle_check_interval` | 1 s | an idle connection is PINGed so a dead one is replaced before a caller needs it |
 /// | `throttle_delay` | 100 ms | minimum wait after a `THROTTLED` reply |
+/// | `credentials` | `None`: the URL's user and password | see [`crate::credentials`] |
+/// | `client_name` | `None`: connections are not named | |
 /// | `adaptive_throttle` | K = 2 over 10 s (10 buckets of 1 s) | the SRE book's default: while the server refuses work (`THROTTLED`, `BUSY`, `LOADING`), about twice what it accepts is still sent and the rest fails fast as [`ErrorKind::RejectedLocally`](crate::ErrorKind::RejectedLocally) |
 #[derive(Clone)]
 pub struct ClientConfig {
@@ -132,6 +134,22 @@ pub struct ClientConfig {
     /// If `true`, [`Client::with_config`](crate::Client::with_config) returns even when the server
     /// cannot be reached yet; calls then wait for it (up to their deadline).
     pub connect_lazily: bool,
+    /// Where the credentials come from when they change: a [`CredentialsProvider`] asked before
+    /// every connection and re-authentication ([`PasswordFile`](crate::credentials::PasswordFile),
+    /// [`TokenProvider`](crate::credentials::TokenProvider), or your own). `None`: the URL's
+    /// user and password. A provider's user name, when it gives none, is the URL's. See
+    /// [`crate::credentials`] for what the client does with them.
+    pub credentials: Option<Arc<dyn CredentialsProvider>>,
+    /// The name of every connection the client opens (`CLIENT SETNAME`), shown by `CLIENT LIST`
+    /// so operators see who is connected; `None` leaves them unnamed. Letters, digits and
+    /// punctuation, no spaces (the server's rule). Each connection also says
+    /// `CLIENT SETINFO lib-name resilient-redis` and `lib-ver` (this crate's version), on every
+    /// server that knows the command (Redis 7.2 and later; older ones ignore it, at no cost:
+    /// it rides in the connection's handshake). A server that refuses `SETNAME` (an ACL user
+    /// without `+client|setname`) is asked once per pool: the connections work unnamed, and a
+    /// warning says so. Pub/sub connections and redis-rs's cluster connection are not named
+    /// (redis-rs sends no command of ours on them before they subscribe or route).
+    pub client_name: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -176,6 +194,8 @@ impl Default for ClientConfig {
             error_rules: HashMap::new(),
             rng_seed: None,
             connect_lazily: false,
+            credentials: None,
+            client_name: None,
         }
     }
 }
@@ -248,6 +268,7 @@ impl ClientConfig {
         crate::replies::Rules {
             custom: &self.error_rules,
             throttle_delay: self.throttle_delay,
+            renewable_credentials: self.credentials.is_some(),
         }
     }
 
@@ -286,6 +307,13 @@ impl ClientConfig {
         }
         if let Some(c) = &self.cluster {
             c.validate(self)?;
+        }
+        if let Some(name) = &self.client_name
+            && (name.is_empty() || !name.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(Error::config(format!(
+                "client_name {name:?}: a connection name is letters, digits and punctuation, without spaces"
+            )));
         }
         if let Some(s) = self.sentinel_config()? {
             if s.sentinels.is_empty() {
@@ -354,6 +382,14 @@ impl ClientConfig {
             Some(addr) => info.set_addr(addr),
             None => info,
         };
+        // Operators see the library in `CLIENT LIST` (Redis 7.2+); redis-rs pipelines the
+        // `CLIENT SETINFO` calls with its handshake and ignores their replies, so an older
+        // server's "unknown subcommand" costs nothing.
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_lib_name(LIB_NAME, env!("CARGO_PKG_VERSION"));
+        let info = info.set_redis_settings(settings);
         let mut tcp = redis::io::tcp::TcpSettings::default().set_nodelay(self.tcp_nodelay);
         if let Some(idle) = self.tcp_keepalive {
             tcp = tcp.set_keepalive(
@@ -366,7 +402,11 @@ impl ClientConfig {
     }
 }
 
-/// Shows everything but the password in the URL (see [`redact_url`]).
+/// The `lib-name` every connection gives (`CLIENT SETINFO`).
+pub(crate) const LIB_NAME: &str = "resilient-redis";
+
+/// Shows everything but the password in the URL (see [`redact_url`]), and where credentials come
+/// from (never what they are).
 impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
@@ -393,6 +433,11 @@ impl fmt::Debug for ClientConfig {
             .field("error_rules", &self.error_rules)
             .field("rng_seed", &self.rng_seed)
             .field("connect_lazily", &self.connect_lazily)
+            .field(
+                "credentials",
+                &crate::credentials::describe(self.credentials.as_ref()),
+            )
+            .field("client_name", &self.client_name)
             .finish()
     }
 }

@@ -56,14 +56,26 @@ pub(super) async fn reconnector(
     let mut previous: Option<Duration> = None;
     loop {
         let Some(p) = pool.upgrade() else { return };
+        if p.renewal_due()
+            .is_some_and(|at| at <= tokio::time::Instant::now())
+        {
+            // Also while a slot keeps failing to reconnect: the live ones must not expire.
+            p.renew_credentials().await;
+        }
         let dead = p.dead_slots();
         if dead.is_empty() {
             failures = 0;
             previous = None;
+            let renewal = p.renewal_due();
             drop(p);
             let wait = idle_check.unwrap_or(Duration::from_secs(3600));
             tokio::select! {
                 _ = wake.notified() => {}
+                _ = super::renewal::until(renewal) => {
+                    // Credentials about to expire: every live connection sends AUTH again.
+                    let Some(p) = pool.upgrade() else { return };
+                    p.renew_credentials().await;
+                }
                 _ = master_changed(&mut changes) => {
                     let Some(p) = pool.upgrade() else { return };
                     p.invalidate_stale();
@@ -116,7 +128,7 @@ pub(super) async fn reconnector(
                         // No replica to read from is not an outage: retry calmly.
                         delay = delay.max(REPLICA_RETRY);
                     } else {
-                        p.note_down(&e.to_string());
+                        p.note_connect_failure(&e);
                     }
                     tracing::debug!(slot, error = %e, ?delay, "reconnect failed");
                     metrics::counter!("resilient_redis_reconnect_failures_total").increment(1);

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use redis::{AsyncConnectionConfig, RedisResult, aio::MultiplexedConnection};
 use tokio::sync::watch;
 
-use super::{Master, SentinelResolver, TopologyView, fixed::Fixed};
+use super::{Connector, Master, SentinelResolver, TopologyView, fixed::Fixed};
 
 /// The server behind a pool.
 pub(crate) enum Endpoint {
-    /// One address. (Boxed: with TLS settings a `redis::Client` is large.)
+    /// One address. (Boxed: with TLS settings a `ConnectionInfo` is large.)
     Fixed(Box<Fixed>),
     /// The current master of a Sentinel deployment.
     Sentinel(Arc<SentinelResolver>),
@@ -45,10 +45,13 @@ impl Endpoint {
         }
     }
 
-    /// Opens a pub/sub connection to the server (the master, with Sentinel).
-    pub(crate) async fn open_pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+    /// Opens a pub/sub connection to the server (the master, with Sentinel), and says when its
+    /// credentials are due for renewal.
+    pub(crate) async fn open_pubsub(
+        &self,
+    ) -> RedisResult<(redis::aio::PubSub, Option<tokio::time::Instant>)> {
         match self {
-            Endpoint::Fixed(fixed) => fixed.client.get_async_pubsub().await,
+            Endpoint::Fixed(fixed) => fixed.connector.open_pubsub(None).await,
             Endpoint::Sentinel(resolver) => resolver.open_master_pubsub().await,
             #[allow(unreachable_patterns)]
             _ => Err(std::io::Error::new(
@@ -56,6 +59,14 @@ impl Endpoint {
                 "pub/sub through the client needs a single server or Sentinel",
             )
             .into()),
+        }
+    }
+
+    /// How connections to the server are opened (credentials, name).
+    pub(crate) fn connector(&self) -> &Connector {
+        match self {
+            Endpoint::Fixed(fixed) => &fixed.connector,
+            Endpoint::Sentinel(resolver) => resolver.connector(),
         }
     }
 

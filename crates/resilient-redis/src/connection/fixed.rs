@@ -24,7 +24,7 @@ use redis::{AsyncConnectionConfig, RedisResult, aio::MultiplexedConnection};
 use tokio::{sync::watch, time::Instant};
 
 use super::{
-    Master,
+    Connector, Master,
     role::{Role, role},
 };
 
@@ -33,7 +33,8 @@ const STREAK_WINDOW: Duration = Duration::from_secs(1);
 
 /// One address, and whether connections are kept only to a primary there.
 pub(crate) struct Fixed {
-    pub(crate) client: redis::Client,
+    /// How connections are opened (credentials, name).
+    pub(crate) connector: Connector,
     /// Connections are kept only to a primary (see the module's docs).
     require_primary: bool,
     /// Time allowed for the `ROLE` check of a new connection.
@@ -54,15 +55,11 @@ struct Streak {
 }
 
 impl Fixed {
-    /// `client`'s address; `require_primary` for a single server's URL (not for a cluster
+    /// `connector`'s address; `require_primary` for a single server's URL (not for a cluster
     /// node: the cluster's slot map says which node is a master).
-    pub(crate) fn new(
-        client: redis::Client,
-        require_primary: bool,
-        role_timeout: Duration,
-    ) -> Self {
+    pub(crate) fn new(connector: Connector, require_primary: bool, role_timeout: Duration) -> Self {
         Fixed {
-            client,
+            connector,
             require_primary,
             role_timeout,
             epochs: watch::channel(Master {
@@ -82,10 +79,7 @@ impl Fixed {
     ) -> RedisResult<(MultiplexedConnection, u64)> {
         // The epoch before connecting: a demotion meanwhile makes the connection stale.
         let epoch = self.epoch();
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(conn_config)
-            .await?;
+        let mut conn = self.connector.open(None, conn_config).await?;
         if self.require_primary && role(&mut conn, self.role_timeout).await? == Role::Replica {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
@@ -158,8 +152,10 @@ mod tests {
     use super::*;
 
     fn fixed(require_primary: bool) -> Fixed {
-        let client = redis::Client::open("redis://127.0.0.1:1").expect("a valid URL");
-        Fixed::new(client, require_primary, Duration::from_millis(100))
+        let info = redis::IntoConnectionInfo::into_connection_info("redis://127.0.0.1:1")
+            .expect("a valid URL");
+        let connector = Connector::new(&crate::ClientConfig::default(), info);
+        Fixed::new(connector, require_primary, Duration::from_millis(100))
     }
 
     #[test]

@@ -53,7 +53,8 @@ pub(crate) async fn connect_error(config: &ClientConfig, e: RedisError) -> Error
     let info = config.connection_info().ok();
     let settings = info.as_ref().map(|i| i.redis_settings());
     let db = settings.map_or(0, |s| s.db());
-    let no_password = settings.is_some_and(|s| s.password().is_none());
+    let no_password =
+        settings.is_some_and(|s| s.password().is_none()) && config.credentials.is_none();
     let tls_url = config.url.trim_start().starts_with("rediss");
     let limit = config.connect_timeout;
     let failure = Failure::of(&e);
@@ -64,6 +65,11 @@ pub(crate) async fn connect_error(config: &ClientConfig, e: RedisError) -> Error
             format!(
                 "authentication required by {shown}: the server has a password (requirepass or \
                  ACL) and the URL gives none (redis://[user]:PASSWORD@host:port)"
+            )
+        } else if let Some(provider) = &config.credentials {
+            format!(
+                "authentication failed to {shown} with the credentials from {}",
+                provider.describe()
             )
         } else {
             format!("authentication failed to {shown}")

@@ -81,8 +81,12 @@ impl Pool {
         if down_for < self.unavailable_after {
             return None;
         }
-        let last = self.down.read().expect("down lock").last_error.clone();
-        Some(unavailable(down_for, last.as_deref()))
+        let down = self.down.read().expect("down lock");
+        Some(unavailable(
+            down_for,
+            down.last_error.as_deref(),
+            down.auth_rejected,
+        ))
     }
 
     /// Whether `lease` is still the live connection of its slot (one atomic load).
@@ -134,14 +138,18 @@ impl Pool {
             if let Some(lease) = pick(self) {
                 return Ok(lease);
             }
-            let (since, last_error) = {
+            let (since, last_error, auth_rejected) = {
                 let down = self.down.read().expect("down lock");
-                (down.since, down.last_error.clone())
+                (down.since, down.last_error.clone(), down.auth_rejected)
             };
             if let Some(since) = since
                 && since.elapsed() >= self.unavailable_after
             {
-                return Err(unavailable(since.elapsed(), last_error.as_deref()));
+                return Err(unavailable(
+                    since.elapsed(),
+                    last_error.as_deref(),
+                    auth_rejected,
+                ));
             }
             let last = last_error.unwrap_or_else(|| "no connection yet".to_owned());
             self.wake.notify_one();
@@ -162,6 +170,18 @@ impl Pool {
                 continue;
             }
             if waited.is_none() {
+                // Read again: the reconnection that failed last may have ended while waiting.
+                if self.down.read().expect("down lock").auth_rejected {
+                    return Err(Error::new(
+                        ErrorKind::Auth,
+                        Outcome::Failed,
+                        format!(
+                            "no connection before the deadline: the server rejects the \
+                             credentials (last error: {})",
+                            self.last_error().unwrap_or(last)
+                        ),
+                    ));
+                }
                 return Err(Error::new(
                     ErrorKind::Unavailable,
                     Outcome::Failed,

@@ -23,22 +23,32 @@
 //!   by probing the master.)
 //! - A cluster's client keeps one pool per master (see `routing::cluster`).
 //!
+//! - Every connection is opened by the endpoint's [`Connector`] (credentials of the moment, the
+//!   connection's name); live connections whose credentials expire send `AUTH` again before
+//!   they do ([`renewal`]). A connection whose credentials the server rejects is replaced; while
+//!   the server rejects the new ones too, callers wait as in an outage and fail with
+//!   [`ErrorKind::Auth`].
+//!
 //! Finding a connection for a call is [`lease`]'s; late replies and busy servers are
 //! [`stall`]'s; the reconnection task is [`background`]'s.
 
 mod background;
+mod connector;
 mod endpoint;
 pub(crate) mod fixed;
 mod handshake;
 mod lease;
+mod renewal;
 mod role;
 pub(crate) mod sentinel;
 mod stall;
 
 pub(crate) use background::master_changed;
 use background::reconnector;
+pub(crate) use connector::{Connector, is_rejection};
 pub(crate) use endpoint::Endpoint;
 use fixed::Fixed;
+pub(crate) use renewal::until;
 pub(crate) use sentinel::{Master, SentinelResolver, TopologyView};
 
 use std::{
@@ -131,6 +141,18 @@ type ProbeFuture = Shared<futures::future::BoxFuture<'static, StallVerdict>>;
 struct Down {
     since: Option<Instant>,
     last_error: Option<String>,
+    /// The last connection failed because the server rejected the credentials (after one
+    /// refresh from the provider): waiting callers fail as [`ErrorKind::Auth`].
+    auth_rejected: bool,
+}
+
+/// A dedicated connection (for a blocking command), with the re-authentication round it was
+/// opened in: one opened before the credentials were renewed is not reused.
+pub(crate) struct Dedicated {
+    pub(crate) conn: MultiplexedConnection,
+    round: u64,
+    /// The master epoch it was opened in: one opened before a master change is not reused.
+    pub(crate) epoch: u64,
 }
 
 pub(crate) struct Pool {
@@ -156,7 +178,7 @@ pub(crate) struct Pool {
     busy_gate: Mutex<Option<Shared<futures::future::BoxFuture<'static, ()>>>>,
     /// Idle dedicated connections for blocking commands, reused so a consumer looping on BLPOP
     /// does not open a connection per call.
-    blocking_idle: Mutex<Vec<MultiplexedConnection>>,
+    blocking_idle: Mutex<Vec<Dedicated>>,
     pub(crate) reconnects: AtomicU64,
     /// Epochs ended by a demotion (see [`fixed`]).
     pub(crate) demotions: AtomicU64,
@@ -173,35 +195,23 @@ impl Pool {
             Some(sentinel) => {
                 Endpoint::Sentinel(SentinelResolver::start(config, sentinel, info).await?)
             }
-            None => {
-                let client = redis::Client::open(info).map_err(|e| {
-                    let shown = crate::redact_url(&config.url);
-                    Error::config(format!("invalid connection settings for {shown}")).with_source(e)
-                })?;
-                Endpoint::Fixed(Box::new(Fixed::new(
-                    client,
-                    config.require_primary,
-                    config.response_timeout,
-                )))
-            }
+            None => Endpoint::Fixed(Box::new(Fixed::new(
+                Connector::new(config, info),
+                config.require_primary,
+                config.response_timeout,
+            ))),
         };
         Pool::with_endpoint(config, endpoint, read_from, config.connect_lazily).await
     }
 
-    /// A pool for one node of a cluster, at `info`'s address: it connects in the background
-    /// (the first caller waits for it, within its deadline).
-    pub(crate) fn start_node(
-        config: &ClientConfig,
-        info: redis::ConnectionInfo,
-    ) -> Result<Arc<Pool>, Error> {
-        let client = redis::Client::open(info).map_err(|e| {
-            Error::config("invalid connection settings for a cluster node").with_source(e)
-        })?;
+    /// A pool for one node of a cluster, opening its connections with `connector`: it
+    /// connects in the background (the first caller waits for it, within its deadline).
+    pub(crate) fn start_node(config: &ClientConfig, connector: Connector) -> Arc<Pool> {
         // Not `require_primary`: the cluster's slot map says which node is a master.
-        let fixed = Fixed::new(client, false, config.response_timeout);
+        let fixed = Fixed::new(connector, false, config.response_timeout);
         let pool = Pool::build(config, Endpoint::Fixed(Box::new(fixed)), ReadFrom::Master);
         pool.run_in_background(config);
-        Ok(pool)
+        pool
     }
 
     async fn with_endpoint(
@@ -253,6 +263,7 @@ impl Pool {
             down: RwLock::new(Down {
                 since: Some(Instant::now()),
                 last_error: None,
+                auth_rejected: false,
             }),
             down_since: AtomicU64::new(1),
             origin: Instant::now(),
@@ -288,8 +299,11 @@ impl Pool {
     }
 
     /// A pub/sub connection to the server (the master, with Sentinel), within the connect
-    /// timeout.
-    pub(crate) async fn open_pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+    /// timeout, and when its credentials are due for renewal (the subscription moves to a
+    /// fresh connection then: RESP2 cannot `AUTH` in subscribe mode).
+    pub(crate) async fn open_pubsub(
+        &self,
+    ) -> redis::RedisResult<(redis::aio::PubSub, Option<Instant>)> {
         let timeout = self.conn_config_timeout;
         tokio::time::timeout(timeout, self.endpoint.open_pubsub())
             .await
@@ -369,11 +383,6 @@ impl Pool {
         }
     }
 
-    /// The current epoch of the endpoint (see [`Pool::demoted`]).
-    pub(crate) fn epoch(&self) -> u64 {
-        self.endpoint.epoch()
-    }
-
     /// The master changed: drops every connection to an older master (in-flight requests on
     /// them finish or fail on their own) so the background task reconnects to the new one.
     fn invalidate_stale(&self) {
@@ -396,24 +405,38 @@ impl Pool {
     }
 
     /// A dedicated connection for a blocking command: an idle one, or a new one.
-    pub(crate) async fn open_dedicated(&self) -> redis::RedisResult<MultiplexedConnection> {
+    pub(crate) async fn open_dedicated(&self) -> redis::RedisResult<Dedicated> {
         loop {
             let idle = self.blocking_idle.lock().expect("idle lock").pop();
-            let Some(mut conn) = idle else { break };
+            let Some(mut idle) = idle else { break };
+            if idle.round != self.endpoint.connector().round() {
+                continue; // Opened with credentials renewed since.
+            }
+            if idle.epoch != self.endpoint.epoch() {
+                continue; // Opened for a master replaced since.
+            }
+            let conn = &mut idle.conn;
             // A blocking command written on a dead connection would come back ambiguous: check
             // an idle connection first (one round trip, small next to a blocking wait).
             let ping = redis::cmd("PING");
             if let Ok(Ok(redis::Value::SimpleString(_))) =
                 tokio::time::timeout(self.response_timeout, conn.send_packed_command(&ping)).await
             {
-                return Ok(conn);
+                return Ok(idle);
             }
         }
-        self.open().await
+        let round = self.endpoint.connector().round();
+        let (conn, epoch) = self.endpoint.open(&self.conn_config).await?;
+        Ok(Dedicated { conn, round, epoch })
     }
 
-    /// Returns a dedicated connection whose blocking command completed normally.
-    pub(crate) fn return_dedicated(&self, conn: MultiplexedConnection) {
+    /// Returns a dedicated connection whose blocking command completed normally (kept for the
+    /// next one unless its credentials were renewed meanwhile, since RESP2 cannot `AUTH` a
+    /// blocked connection, or its master was replaced).
+    pub(crate) fn return_dedicated(&self, conn: Dedicated) {
+        if conn.round != self.endpoint.connector().round() || conn.epoch != self.endpoint.epoch() {
+            return;
+        }
         let mut idle = self.blocking_idle.lock().expect("idle lock");
         if idle.len() < MAX_IDLE_BLOCKING {
             idle.push(conn);
@@ -439,6 +462,7 @@ impl Pool {
         if slot < self.masters {
             let mut down = self.down.write().expect("down lock");
             down.since = None;
+            down.auth_rejected = false;
             self.down_since.store(0, Ordering::Relaxed);
         }
         self.ready.send_modify(|g| *g = generation);
@@ -511,15 +535,26 @@ pub(crate) fn tls_error(e: &redis::RedisError) -> Option<&rustls::Error> {
     io.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
-/// The error of a call that fails fast because the server is known to be down.
-fn unavailable(down_for: Duration, last_error: Option<&str>) -> Error {
+/// The error of a call that fails fast because the server is known to be down (or has been
+/// rejecting the credentials: `auth_rejected`).
+fn unavailable(down_for: Duration, last_error: Option<&str>, auth_rejected: bool) -> Error {
+    let last = last_error.unwrap_or("no connection yet");
+    let secs = down_for.as_secs_f64();
+    if auth_rejected {
+        return Error::new(
+            ErrorKind::Auth,
+            Outcome::Failed,
+            format!(
+                "the server has rejected the credentials for {secs:.1} s (last error: {last}); \
+                 failing fast until it accepts them"
+            ),
+        );
+    }
     Error::new(
         ErrorKind::Unavailable,
         Outcome::Failed,
         format!(
-            "server unreachable for {:.1} s (last error: {}); failing fast until it is back",
-            down_for.as_secs_f64(),
-            last_error.unwrap_or("no connection yet")
+            "server unreachable for {secs:.1} s (last error: {last}); failing fast until it is back"
         ),
     )
 }

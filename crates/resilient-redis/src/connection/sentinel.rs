@@ -34,7 +34,10 @@ use tokio::{
     time::Instant,
 };
 
-use super::role::{Role, role};
+use super::{
+    Connector,
+    role::{Role, role},
+};
 use crate::{
     config::{ClientConfig, SentinelConfig, Transport},
     error::{Error, ErrorKind, Outcome},
@@ -74,8 +77,9 @@ struct Known {
 /// Finds the master through the sentinels and follows its failovers.
 pub(crate) struct SentinelResolver {
     config: SentinelConfig,
-    /// The data nodes' connection settings; the address is replaced by the master's.
-    template: redis::ConnectionInfo,
+    /// Opens connections to the data nodes: their settings and credentials; the address is
+    /// the master's or a replica's.
+    connector: Connector,
     /// Plain TCP or TLS to the master and replicas (as the URL says).
     data_transport: Transport,
     /// Plain TCP or TLS to the sentinels ([`SentinelConfig::sentinel_tls`]).
@@ -114,13 +118,14 @@ impl SentinelResolver {
         };
         let sentinel_transport = config.sentinel_transport(&sentinel)?;
         let data_transport = Transport::of(template.addr());
+        let connector = Connector::new(config, template);
         let resolver = Arc::new(SentinelResolver {
             sentinel_conn_config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(config.connect_timeout))
                 .set_response_timeout(Some(config.response_timeout)),
             response_timeout: config.response_timeout,
             config: sentinel,
-            template,
+            connector,
             data_transport,
             sentinel_transport,
             master: watch::channel(Master::default()).0,
@@ -158,6 +163,11 @@ impl SentinelResolver {
             resolver.request_rediscovery();
         }
         Ok(resolver)
+    }
+
+    /// How connections to the data nodes are opened.
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.connector
     }
 
     /// The master as known now.
@@ -225,9 +235,12 @@ impl SentinelResolver {
         Ok((conn, epoch))
     }
 
-    /// A pub/sub connection to the current master. (Not checked with `ROLE`: messages published
-    /// on the master reach its replicas too, and a switch makes the subscriber move anyway.)
-    pub(crate) async fn open_master_pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+    /// A pub/sub connection to the current master, and when its credentials are due for
+    /// renewal. (Not checked with `ROLE`: messages published on the master reach its replicas
+    /// too, and a switch makes the subscriber move anyway.)
+    pub(crate) async fn open_master_pubsub(
+        &self,
+    ) -> RedisResult<(redis::aio::PubSub, Option<Instant>)> {
         let Some(addr) = self.master().addr else {
             self.request_rediscovery();
             return Err(not_connected(format!(
@@ -235,11 +248,8 @@ impl SentinelResolver {
                 self.config.master_name
             )));
         };
-        let info = self
-            .template
-            .clone()
-            .set_addr(self.data_transport.addr(&addr.0, addr.1));
-        let result = redis::Client::open(info)?.get_async_pubsub().await;
+        let addr = self.data_transport.addr(&addr.0, addr.1);
+        let result = self.connector.open_pubsub(Some(&addr)).await;
         if result.is_err() {
             self.request_rediscovery();
         }
@@ -262,13 +272,8 @@ impl SentinelResolver {
         conn_config: &AsyncConnectionConfig,
         expected: Role,
     ) -> RedisResult<MultiplexedConnection> {
-        let info = self
-            .template
-            .clone()
-            .set_addr(self.data_transport.addr(&addr.0, addr.1));
-        let mut conn = redis::Client::open(info)?
-            .get_multiplexed_async_connection_with_config(conn_config)
-            .await?;
+        let node = self.data_transport.addr(&addr.0, addr.1);
+        let mut conn = self.connector.open(Some(&node), conn_config).await?;
         let role = role(&mut conn, self.response_timeout)
             .await
             .map_err(|_| not_connected(format!("no ROLE reply from {}:{}", addr.0, addr.1)))?;
@@ -431,7 +436,8 @@ impl SentinelResolver {
             settings = settings.set_password(password);
         }
         let info = self
-            .template
+            .connector
+            .info()
             .clone()
             .set_addr(self.sentinel_transport.addr(&sentinel.0, sentinel.1))
             .set_redis_settings(settings);

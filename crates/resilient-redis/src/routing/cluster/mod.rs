@@ -39,7 +39,7 @@ use std::{
 };
 
 use rand::{SeedableRng, rngs::SmallRng};
-use redis::{ConnectionInfo, aio::MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 
 pub use health::{ClusterHealth, ClusterNodeHealth};
 pub(crate) use keyless::Keyless;
@@ -50,7 +50,7 @@ use tokio::time::Instant;
 
 use crate::{
     config::{ClientConfig, ClusterConfig, Transport},
-    connection::Pool,
+    connection::{Connector, Pool},
     error::Error,
 };
 use slot_map::Topology;
@@ -60,9 +60,8 @@ pub(crate) struct ClusterRouter {
     /// The client's settings, for the node pools.
     pub(crate) config: ClientConfig,
     pub(crate) cluster: ClusterConfig,
-    /// Connection settings of the seeds (credentials, TLS, TCP); the address is replaced by
-    /// each node's.
-    template: ConnectionInfo,
+    /// Opens connections to the nodes with the client's credentials and connection name.
+    connector: Connector,
     transport: Transport,
     /// `host:port` of each seed.
     seeds: Vec<String>,
@@ -90,12 +89,22 @@ impl ClusterRouter {
             .iter()
             .map(|(host, port)| join_addr(host, *port))
             .collect();
-        let keyless = Keyless::connect(config, &template, &cluster.seeds).await?;
+        let connector = Connector::new(config, template);
+        // redis-rs's cluster connection takes its credentials once: those of the moment.
+        let keyless_template = connector.current_info().await.map_err(|e| {
+            Error::new(
+                crate::ErrorKind::Auth,
+                crate::Outcome::Failed,
+                "no credentials for the cluster",
+            )
+            .with_source(e)
+        })?;
+        let keyless = Keyless::connect(config, &keyless_template, &cluster.seeds).await?;
         let topology = Arc::new(Topology::new());
         let router = Arc::new(ClusterRouter {
             config: config.clone(),
             cluster,
-            template,
+            connector,
             transport,
             seeds,
             nodes: RwLock::new(HashMap::new()),
@@ -151,16 +160,13 @@ impl ClusterRouter {
         }
         let (host, port) = split_addr(addr)
             .ok_or_else(|| Error::config(format!("bad cluster node address {addr:?}")))?;
-        let info = self
-            .template
-            .clone()
-            .set_addr(self.transport.addr(host, port));
         let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
         if let Some(node) = nodes.get(addr) {
             return Ok(node.clone());
         }
+        let connector = self.connector.for_node(self.transport.addr(host, port));
         let addr: Arc<str> = Arc::from(addr);
-        let pool = Pool::start_node(&self.config, info)?;
+        let pool = Pool::start_node(&self.config, connector);
         let node = Arc::new(Node::new(addr.clone(), pool, &self.config, true)?);
         nodes.insert(addr, node.clone());
         Ok(node)
@@ -184,15 +190,11 @@ impl ClusterRouter {
                 format!("bad node address {addr:?}"),
             ))
         })?;
-        let info = self
-            .template
-            .clone()
-            .set_addr(self.transport.addr(host, port));
         let settings = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.config.connect_timeout))
             .set_response_timeout(Some(self.config.response_timeout));
-        redis::Client::open(info)?
-            .get_multiplexed_async_connection_with_config(&settings)
+        self.connector
+            .open(Some(&self.transport.addr(host, port)), &settings)
             .await
     }
 
