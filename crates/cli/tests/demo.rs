@@ -120,14 +120,20 @@ async fn cluster_demo_shows_the_kill_and_the_promotion() {
     .await;
 }
 
-/// The managed-cloud demo: a failover behind one hostname; the raw client keeps writing to the
-/// demoted node, the resilient client follows the name with no error.
+/// The managed-cloud demo: a failover behind one hostname, then a password rotation; the raw
+/// client keeps writing to the demoted node, then reconnects with the old password; the
+/// resilient client follows the name and reads the new password, with no error.
 #[tokio::test]
-async fn cloud_demo_follows_a_failover_behind_one_hostname() {
+async fn cloud_demo_follows_a_failover_and_a_rotation() {
     short_failover_demo(
         &["--scenario", "cloud"],
-        &["failover behind the hostname", "A demoted (READONLY)"],
-        &["failover", "A demoted"],
+        &[
+            "failover behind the hostname",
+            "A demoted (READONLY)",
+            "password rotated",
+            "new password only",
+        ],
+        &["failover", "A demoted", "rotation", "rotated"],
     )
     .await;
 }
