@@ -90,6 +90,11 @@ pub enum ErrorKind {
     /// `GET` of a missing key into `String` (ask for `Option<String>`), `OK` into `i64`. The
     /// command ran ([`Outcome::Applied`]).
     Conversion,
+    /// With [`Durability::Replicated`](crate::Durability::Replicated): the master applied the
+    /// write, but fewer replicas than required confirmed it in time (a replica lagging or gone,
+    /// a failover under way), so a failover could still take it back. Always
+    /// [`Outcome::Ambiguous`]; writes safe to repeat are retried before this is returned.
+    Unconfirmed,
 }
 
 impl ErrorKind {
@@ -108,6 +113,7 @@ impl ErrorKind {
             ErrorKind::Refused => "refused",
             ErrorKind::RejectedLocally => "rejected_locally",
             ErrorKind::Conversion => "conversion",
+            ErrorKind::Unconfirmed => "unconfirmed",
         }
     }
 }

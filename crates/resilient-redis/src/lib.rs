@@ -198,7 +198,8 @@ pub use client::{Client, ClientStats};
 pub use commands::{CommandSafety, safety_of};
 pub use config::TlsConfig;
 pub use config::{
-    ClientConfig, ClusterConfig, ENV_VARS, ErrorRule, ReadFrom, SentinelConfig, redact_url,
+    ClientConfig, ClusterConfig, DEFAULT_DURABILITY_TIMEOUT, Durability, ENV_VARS, ErrorRule,
+    ReadFrom, SentinelConfig, redact_url,
 };
 pub use credentials::{Credentials, CredentialsProvider, PasswordFile, TokenProvider};
 pub use error::{Error, ErrorKind, Failure, Outcome, error_kind_name};

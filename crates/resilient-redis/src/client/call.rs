@@ -14,10 +14,12 @@ use tokio::time::Instant;
 use super::{
     Handle, Local,
     admit::settle_permit,
+    durable,
     stats::kind_index,
     timer::{ReplyOrLimit, arm},
 };
 use crate::{
+    Durability,
     commands::CommandSafety,
     connection::{Lease, LeaseId, Pool},
     error::{Error, ErrorKind, Outcome},
@@ -102,7 +104,10 @@ impl Handle {
                 }
                 (Router::Cluster(_), Request::Pipeline { .. }) => None,
             };
+            // A durable write takes the general attempt (it is sent with its `WAIT`).
+            let durable = !read_only && self.call.durability != Durability::Fast;
             let first = if let Request::Cmd(cmd) = request
+                && !durable
                 && let Some(node) = node
                 && let Some(lease) = self.lease_in(cached, read_only, &node.pool)
             {
@@ -411,7 +416,8 @@ impl Handle {
         }
     }
 
-    /// Sends on a leased connection, diagnosing late replies instead of re-sending.
+    /// Sends on a leased connection, diagnosing late replies instead of re-sending; a write
+    /// under [`Durability::Replicated`] waits for its replicas (see [`Handle::send_durable`]).
     pub(super) async fn send_on(
         &self,
         node: &Node,
@@ -421,6 +427,32 @@ impl Handle {
         deadline: Option<Instant>,
         started: Option<Instant>,
     ) -> Result<Reply, AttemptError> {
+        if let Durability::Replicated { replicas, timeout } = self.call.durability
+            && request.safety().is_ok_and(|s| s != CommandSafety::ReadOnly)
+        {
+            let wait = durable::WaitFor { replicas, timeout };
+            return Box::pin(
+                self.send_durable(node, lease, request, wait, retry_safe, deadline, started),
+            )
+            .await;
+        }
+        let id = lease.id();
+        let outcome = self
+            .exchange(node, lease, request, deadline, started)
+            .await?;
+        self.settle(outcome, id, retry_safe, &node.pool)
+    }
+
+    /// Sends `request` on a leased connection and waits for its reply, diagnosing a late reply
+    /// instead of re-sending.
+    pub(super) async fn exchange(
+        &self,
+        node: &Node,
+        lease: &mut Lease,
+        request: Request<'_>,
+        deadline: Option<Instant>,
+        started: Option<Instant>,
+    ) -> Result<redis::RedisResult<Reply>, AttemptError> {
         let id = lease.id();
         let conn = &mut lease.conn;
         let fut = async move {
@@ -440,12 +472,11 @@ impl Handle {
         tokio::pin!(fut);
         // The attempt's start when known (a connection was at hand: it is a few µs old).
         let (limit, cut) = self.reply_limit(deadline, started.unwrap_or_else(Instant::now));
-        let outcome = match tokio::time::timeout_at(limit, &mut fut).await {
-            Ok(result) => result,
-            Err(_) if cut => return Err(deadline_in_flight()),
-            Err(_) => Box::pin(self.wait_late_reply(fut, id, deadline, &node.pool)).await?,
-        };
-        self.settle(outcome, id, retry_safe, &node.pool)
+        match tokio::time::timeout_at(limit, &mut fut).await {
+            Ok(result) => Ok(result),
+            Err(_) if cut => Err(deadline_in_flight()),
+            Err(_) => Box::pin(self.wait_late_reply(fut, id, deadline, &node.pool)).await,
+        }
     }
 
     /// When a request sent at `sent` stops waiting for its reply: the response window's end or
@@ -462,7 +493,7 @@ impl Handle {
 
     /// An attempt's outcome from redis-rs's: a broken connection is marked and its request is
     /// ambiguous; a retryable error reply becomes an attempt error.
-    fn settle(
+    pub(super) fn settle(
         &self,
         outcome: redis::RedisResult<Reply>,
         lease: LeaseId,

@@ -6,6 +6,7 @@ mod admit;
 mod blocking;
 mod call;
 mod cluster;
+mod durable;
 mod late_reply;
 mod stats;
 mod timer;
@@ -22,7 +23,7 @@ use resilience::{CircuitBreaker, RetryBudget, RetryPolicy, TotalsThrottle};
 use tokio::time::{Instant, Sleep};
 
 use crate::{
-    config::ClientConfig,
+    config::{ClientConfig, Durability},
     connection::{Lease, Pool},
     error::Error,
     replies::Deployment,
@@ -105,6 +106,8 @@ struct Handle {
 #[derive(Clone, Copy, Debug, Default)]
 struct CallOptions {
     idempotent: Option<bool>,
+    /// The configuration's, or [`Client::with_durability`]'s.
+    durability: Durability,
 }
 
 struct Inner {
@@ -237,11 +240,15 @@ impl Client {
         });
         let policy = build_policy(inner.policy_parts(inner.config.deadline))?;
         spawn_throttle_ticker(&inner);
+        let call = CallOptions {
+            idempotent: None,
+            durability: inner.config.durability,
+        };
         Ok(Client {
             handle: Handle {
                 inner,
                 policy,
-                call: CallOptions::default(),
+                call,
             },
             local: Local::default(),
         })
@@ -276,6 +283,25 @@ impl Client {
             },
             local: Local::default(),
         })
+    }
+
+    /// A handle whose writes are acknowledged as `durability` says (see [`Durability`]),
+    /// whatever the configuration's. Shares everything with `self`; an exactly-once handle made
+    /// from it keeps it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig): a `WAIT` timeout of zero
+    /// or not shorter than `response_timeout`.
+    pub fn with_durability(&self, durability: Durability) -> Result<Client, Error> {
+        durability.validate(self.handle.inner.config.response_timeout)?;
+        let mut c = self.clone();
+        c.handle.call.durability = durability;
+        Ok(c)
+    }
+
+    /// This handle's durability (see [`Client::with_durability`]).
+    pub fn durability(&self) -> Durability {
+        self.handle.call.durability
     }
 
     /// The configuration the client was built with.
@@ -324,6 +350,8 @@ impl Client {
             demotions,
             rejected_locally: s.rejected_locally.load(Ordering::Relaxed),
             refused: s.refused.load(Ordering::Relaxed),
+            unconfirmed: s.unconfirmed.load(Ordering::Relaxed),
+            deposed_replies: s.deposed_replies.load(Ordering::Relaxed),
         }
     }
 

@@ -25,6 +25,10 @@ pub(super) struct Counters {
     pub(super) rejected_locally: AtomicU64,
     /// Overload refusals from the server (`THROTTLED`, `BUSY`, `LOADING`, ...).
     pub(super) refused: AtomicU64,
+    /// Durable writes whose `WAIT` fell short.
+    pub(super) unconfirmed: AtomicU64,
+    /// Durable writes answered after their master was replaced.
+    pub(super) deposed_replies: AtomicU64,
 }
 
 /// Cumulative counters of a client (shared by its clones) since it was created.
@@ -61,4 +65,11 @@ pub struct ClientStats {
     /// (Cluster) redis-rs cluster connections (keyless calls) replaced because they stopped
     /// answering.
     pub replaced: u64,
+    /// ([`Durability::Replicated`](crate::Durability::Replicated)) Write attempts applied by the
+    /// master but confirmed by too few replicas in time (retried when safe, else returned as
+    /// [`ErrorKind::Unconfirmed`](crate::ErrorKind::Unconfirmed)).
+    pub unconfirmed: u64,
+    /// ([`Durability::Replicated`](crate::Durability::Replicated)) Write attempts answered after
+    /// the client learned their master had been replaced: not counted as acknowledged.
+    pub deposed_replies: u64,
 }

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use resilience::AdaptiveThrottleConfig;
 
-use super::{ClientConfig, ReadFrom, TlsConfig};
+use super::{ClientConfig, Durability, ReadFrom, TlsConfig};
 use crate::{credentials::PasswordFile, error::Error};
 
 /// The environment variables [`ClientConfig::from_env`] reads.
@@ -51,6 +51,15 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "RESILIENT_REDIS_REQUIRE_PRIMARY",
         "a single server's URL is a primary endpoint (follow a failover behind the name): on \
          (default) | off (a replica's address, on purpose)",
+    ),
+    (
+        "RESILIENT_REDIS_DURABILITY",
+        "when a write is acknowledged: fast (default) | replicated (every replica confirms) | \
+         replicated:N",
+    ),
+    (
+        "RESILIENT_REDIS_DURABILITY_TIMEOUT_MS",
+        "with replicated durability, how long the server waits for replicas (WAIT), ms",
     ),
     ("RESILIENT_REDIS_CONNECT_TIMEOUT_MS", "connect timeout, ms"),
     (
@@ -171,6 +180,20 @@ impl ClientConfig {
         }
         if let Some(on) = switch("RESILIENT_REDIS_REQUIRE_PRIMARY")? {
             c.require_primary = on;
+        }
+        if let Some(mode) = lookup("RESILIENT_REDIS_DURABILITY") {
+            c.durability = mode
+                .parse()
+                .map_err(|e: Error| Error::config(format!("RESILIENT_REDIS_DURABILITY: {e}")))?;
+        }
+        if let Some(d) = ms("RESILIENT_REDIS_DURABILITY_TIMEOUT_MS")? {
+            if c.durability == Durability::Fast {
+                return Err(Error::config(
+                    "RESILIENT_REDIS_DURABILITY_TIMEOUT_MS is set but RESILIENT_REDIS_DURABILITY \
+                     is not replicated",
+                ));
+            }
+            c.durability = c.durability.with_timeout(d);
         }
         if let Some(path) = lookup("RESILIENT_REDIS_PASSWORD_FILE") {
             let path = path.trim();

@@ -8,6 +8,7 @@ use resilience::{AdaptiveThrottleConfig, Backoff, BreakerConfig, Jitter, RetryBu
 use crate::{credentials::CredentialsProvider, error::Error};
 
 mod cluster;
+mod durability;
 mod env;
 mod redact;
 mod sentinel;
@@ -17,6 +18,7 @@ mod url_forms;
 
 pub use crate::replies::ErrorRule;
 pub use cluster::ClusterConfig;
+pub use durability::{DEFAULT_DURABILITY_TIMEOUT, Durability};
 pub use env::ENV_VARS;
 pub use redact::redact_url;
 use sentinel::SENTINEL_PORT;
@@ -34,6 +36,7 @@ use url_forms::{parse_cluster_url, parse_sentinel_url};
 /// | `sentinel` | `None` (set by a `redis+sentinel://` URL) | see [`SentinelConfig`] |
 /// | `cluster` | `None` (set by a `redis+cluster://` URL) | see [`ClusterConfig`] |
 /// | `require_primary` | `true` | a single server's URL is a primary endpoint: after a failover behind the name, the client follows it instead of writing to the demoted node |
+/// | `durability` | [`Durability::Fast`] | a write is acknowledged when the master replies; `Replicated` waits for replicas too (a failover cannot take it back) at the cost of a replica round trip per write |
 /// | `tls` | `None`: a `rediss://` URL verifies the server against the system roots | see [`TlsConfig`] |
 /// | `connect_timeout` | 1 s | a healthy server on a LAN answers a connect in milliseconds |
 /// | `response_timeout` | 500 ms | redis-rs's default; past it the client checks whether the server or the connection is at fault (it does not re-send at once) |
@@ -84,6 +87,10 @@ pub struct ClientConfig {
     /// not applied). Set `false` to use a replica's address on purpose (reads only). Not used
     /// with Sentinel (which checks roles itself) or a cluster (whose slot map does).
     pub require_primary: bool,
+    /// When a write is acknowledged: when the master replies ([`Durability::Fast`]), or once
+    /// replicas confirm it too ([`Durability::Replicated`]). Per handle:
+    /// [`Client::with_durability`](crate::Client::with_durability).
+    pub durability: Durability,
     /// Certificates for TLS: a private CA, a client certificate (mutual TLS). Only used with a
     /// `rediss://` or `rediss+sentinel://` URL (or [`SentinelConfig::sentinel_tls`]); setting it
     /// with a plain URL is an error, so a typo cannot silently send passwords in clear.
@@ -159,6 +166,7 @@ impl Default for ClientConfig {
             sentinel: None,
             cluster: None,
             require_primary: true,
+            durability: Durability::Fast,
             tls: None,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_millis(500),
@@ -298,6 +306,7 @@ impl ClientConfig {
         if let Some(d) = self.idle_check_interval {
             positive("idle_check_interval", d)?;
         }
+        self.durability.validate(self.response_timeout)?;
         if let Some(d) = self.tcp_keepalive {
             positive("tcp_keepalive", d)?;
         }
@@ -427,6 +436,7 @@ impl fmt::Debug for ClientConfig {
             .field("tcp_keepalive", &self.tcp_keepalive)
             .field("tcp_nodelay", &self.tcp_nodelay)
             .field("require_primary", &self.require_primary)
+            .field("durability", &self.durability)
             .field("idle_check_interval", &self.idle_check_interval)
             .field("throttle_delay", &self.throttle_delay)
             .field("adaptive_throttle", &self.adaptive_throttle)

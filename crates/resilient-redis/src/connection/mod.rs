@@ -39,6 +39,7 @@ pub(crate) mod fixed;
 mod handshake;
 mod lease;
 mod renewal;
+mod replicas;
 mod role;
 pub(crate) mod sentinel;
 mod stall;
@@ -182,6 +183,8 @@ pub(crate) struct Pool {
     pub(crate) reconnects: AtomicU64,
     /// Epochs ended by a demotion (see [`fixed`]).
     pub(crate) demotions: AtomicU64,
+    /// How many replicas a durable write waits for, when the caller did not say.
+    replicas: Mutex<replicas::ReplicaCount>,
 }
 
 impl Pool {
@@ -272,6 +275,7 @@ impl Pool {
             blocking_idle: Mutex::new(Vec::new()),
             reconnects: AtomicU64::new(0),
             demotions: AtomicU64::new(0),
+            replicas: Mutex::new(replicas::ReplicaCount::default()),
         })
     }
 
@@ -381,6 +385,63 @@ impl Pool {
                 self.endpoint.suspect();
             }
         }
+    }
+
+    /// The current master epoch of the endpoint: it changes each time the master changes.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.endpoint.epoch()
+    }
+
+    /// How many replicas a durable write on `conn` (a master connection of epoch `epoch`) waits
+    /// for: every replica of the master (see [`replicas`]), asked with `INFO replication` on
+    /// `conn` when not known for this epoch.
+    pub(crate) async fn replicas_to_wait_for(
+        &self,
+        conn: &mut MultiplexedConnection,
+        epoch: u64,
+    ) -> redis::RedisResult<u32> {
+        if let Some(n) = self
+            .replicas
+            .lock()
+            .expect("replicas lock")
+            .get(epoch, Instant::now())
+        {
+            return Ok(n);
+        }
+        let mut info = redis::cmd("INFO");
+        info.arg("replication");
+        let reply = tokio::time::timeout(self.response_timeout, conn.send_packed_command(&info))
+            .await
+            .map_err(|_| {
+                redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer to INFO replication (asked for the replica count of a durable \
+                     write)",
+                ))
+            })??;
+        let Some(seen) = replicas::replicas_in_info(&reply) else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "durable writes need the master's replica count",
+                "INFO replication did not answer as a master: give the replica count \
+                 explicitly (Durability::Replicated { replicas: Some(n), .. })"
+                    .to_owned(),
+            )));
+        };
+        Ok(self
+            .replicas
+            .lock()
+            .expect("replicas lock")
+            .observe(epoch, seen, Instant::now()))
+    }
+
+    /// A durable write's `WAIT` fell short on a connection of `epoch`: the replica count is
+    /// asked again before the next one.
+    pub(crate) fn replicas_fell_short(&self, epoch: u64) {
+        self.replicas
+            .lock()
+            .expect("replicas lock")
+            .fell_short(epoch);
     }
 
     /// The master changed: drops every connection to an older master (in-flight requests on

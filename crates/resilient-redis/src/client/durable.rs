@@ -1,0 +1,285 @@
+//! Durable acknowledgements ([`Durability::Replicated`](crate::Durability::Replicated)): a write
+//! is sent with `WAIT replicas timeout` behind it, on the same connection and in the same round
+//! trip, and is a success only when the server reports that many replicas have it.
+//!
+//! # Behavior
+//! - `WAIT` counts the replicas that acknowledged every write of *its connection* so far, so it
+//!   must follow the write on the same connection: the write and the `WAIT` go as one pipeline
+//!   (an atomic pipeline as `MULTI` .. `EXEC` then `WAIT`; `WAIT` is not allowed inside a
+//!   transaction). A group-committed batch of exactly-once writes is one script call: one
+//!   `WAIT` for the batch.
+//! - Fewer replicas than required: the write was applied on the master and may be taken back
+//!   by a failover, so the attempt fails as [`ErrorKind::Unconfirmed`] (ambiguous). The policy
+//!   retries it when the request is safe to repeat (an idempotent write; an exactly-once write
+//!   under its token), otherwise the caller gets that error.
+//! - A reply that arrives after the master was replaced (the client learned of a failover while
+//!   the write was in flight) is not a success either, whatever `WAIT` said: the deposed master
+//!   may still count the replicas it is about to lose.
+//! - An error reply to a single command (`WRONGTYPE`, a retryable `READONLY`) means it was not
+//!   applied: it is handled as without durability.
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use redis::{Pipeline, Value};
+use resilience::Classification;
+use tokio::time::Instant;
+
+use super::Handle;
+use crate::{
+    connection::Lease,
+    error::{Error, ErrorKind, Outcome},
+    request::{Reply, Request},
+    retry::AttemptError,
+    routing::Node,
+};
+
+/// What a durable write waits for.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct WaitFor {
+    /// `None`: every replica of the master.
+    pub(super) replicas: Option<u32>,
+    pub(super) timeout: Duration,
+}
+
+/// A request with its `WAIT` behind it.
+struct WithWait {
+    pipeline: Pipeline,
+    offset: usize,
+    /// Replies read: the request's, then `WAIT`'s.
+    count: usize,
+    /// The request was one command (its reply goes back alone).
+    single: bool,
+}
+
+/// `request` followed by `WAIT wanted timeout`; `None` when its replies are not the tail of
+/// the pipeline (a shape redis-rs never sends).
+fn with_wait(request: Request<'_>, wanted: u32, timeout: Duration) -> Option<WithWait> {
+    let mut wait = redis::cmd("WAIT");
+    wait.arg(wanted).arg(timeout.as_millis().max(1) as u64);
+    match request {
+        Request::Cmd(cmd) => {
+            let mut pipeline = redis::pipe();
+            pipeline.add_command(cmd.clone()).add_command(wait);
+            Some(WithWait {
+                pipeline,
+                offset: 0,
+                count: 2,
+                single: true,
+            })
+        }
+        Request::Pipeline {
+            pipeline: original,
+            offset,
+            count,
+        } => {
+            let mut pipeline = redis::pipe();
+            let total = if original.is_transaction() {
+                pipeline.cmd("MULTI");
+                for cmd in original.cmd_iter() {
+                    pipeline.add_command(cmd.clone());
+                }
+                pipeline.cmd("EXEC");
+                original.len() + 2
+            } else {
+                for cmd in original.cmd_iter() {
+                    pipeline.add_command(cmd.clone());
+                }
+                original.len()
+            };
+            if offset + count != total {
+                return None;
+            }
+            pipeline.add_command(wait);
+            Some(WithWait {
+                pipeline,
+                offset,
+                count: count + 1,
+                single: false,
+            })
+        }
+    }
+}
+
+/// The failure of a write that the server applied but too few replicas confirmed.
+fn unconfirmed(message: String) -> AttemptError {
+    AttemptError {
+        error: Error::new(ErrorKind::Unconfirmed, Outcome::Ambiguous, message),
+        // Ambiguous: repeated only when safe. Not the server's fault (a replica lags).
+        class: Classification::retry().ambiguous().server_fault(false),
+        reply: None,
+    }
+}
+
+/// A durable write that could not be sent (nothing was written).
+fn not_sent(message: String, source: Option<redis::RedisError>) -> AttemptError {
+    let mut error = Error::new(ErrorKind::Server, Outcome::Failed, message);
+    if let Some(s) = source {
+        error = error.with_source(s);
+    }
+    AttemptError {
+        error,
+        class: Classification::fail().server_fault(false),
+        reply: None,
+    }
+}
+
+impl Handle {
+    /// Sends the write `request` with its `WAIT` on a leased connection (see the module's
+    /// docs); the arguments are [`Handle::send_on`]'s.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn send_durable(
+        &self,
+        node: &Node,
+        lease: &mut Lease,
+        request: Request<'_>,
+        wait: WaitFor,
+        retry_safe: bool,
+        deadline: Option<Instant>,
+        started: Option<Instant>,
+    ) -> Result<Reply, AttemptError> {
+        let pool = &node.pool;
+        let id = lease.id();
+        let epoch = pool.epoch();
+        let wanted = match wait.replicas {
+            Some(n) => n,
+            None => match pool.replicas_to_wait_for(&mut lease.conn, epoch).await {
+                Ok(n) => n,
+                // A broken connection: marked, and the write (not sent) retried elsewhere.
+                Err(e) if e.is_io_error() => {
+                    pool.mark_broken(id, &e.to_string());
+                    let mut failure = not_sent(
+                        "the connection broke before a durable write was sent".to_owned(),
+                        Some(e),
+                    );
+                    failure.class = Classification::retry().server_fault(true);
+                    return Err(failure);
+                }
+                Err(e) => {
+                    return Err(not_sent(
+                        "cannot learn how many replicas a durable write waits for".to_owned(),
+                        Some(e),
+                    ));
+                }
+            },
+        };
+        let Some(sent) = with_wait(request, wanted, wait.timeout) else {
+            return Err(not_sent(
+                "a pipeline whose replies are not its last commands' cannot be made durable"
+                    .to_owned(),
+                None,
+            ));
+        };
+        let outcome = self
+            .exchange(
+                node,
+                lease,
+                Request::Pipeline {
+                    pipeline: &sent.pipeline,
+                    offset: sent.offset,
+                    count: sent.count,
+                },
+                deadline,
+                started,
+            )
+            .await?;
+        // The request's reply, and WAIT's.
+        let (outcome, acked) = match outcome {
+            Ok(Reply::Many(mut values)) if values.len() == sent.count => {
+                let acked = values.pop();
+                let reply = match values.pop() {
+                    Some(one) if sent.single => Reply::One(one),
+                    Some(last) => {
+                        values.push(last);
+                        Reply::Many(values)
+                    }
+                    None => Reply::Many(values),
+                };
+                (Ok(reply), acked)
+            }
+            other => (other, None),
+        };
+        let reply = self.settle(outcome, id, retry_safe, pool)?;
+        if sent.single && matches!(reply, Reply::One(Value::ServerError(_))) {
+            // Not applied: nothing to confirm.
+            return Ok(reply);
+        }
+        let stats = &self.inner.stats;
+        if pool.epoch() != epoch {
+            stats.deposed_replies.fetch_add(1, Ordering::Relaxed);
+            return Err(unconfirmed(
+                "the master was replaced while the write was in flight: its acknowledgement \
+                 does not count (the new master may not have the write)"
+                    .to_owned(),
+            ));
+        }
+        match acked {
+            Some(Value::Int(n)) if n >= i64::from(wanted) => Ok(reply),
+            Some(Value::Int(n)) => {
+                pool.replicas_fell_short(epoch);
+                stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                Err(unconfirmed(format!(
+                    "the master applied the write but {n} of {wanted} replicas confirmed it \
+                     within {} ms: a failover could take it back",
+                    wait.timeout.as_millis()
+                )))
+            }
+            Some(Value::ServerError(e)) => {
+                stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                Err(unconfirmed(format!(
+                    "the master applied the write but WAIT failed ({}): not confirmed",
+                    e.details().unwrap_or(e.code())
+                )))
+            }
+            other => {
+                stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                Err(unconfirmed(format!(
+                    "the master applied the write but WAIT answered {other:?}: not confirmed"
+                )))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_follows_the_request_outside_any_transaction() {
+        let timeout = Duration::from_millis(200);
+        let cmd = redis::cmd("INCR").arg("k").to_owned();
+        let one = with_wait(Request::Cmd(&cmd), 2, timeout).unwrap();
+        assert_eq!((one.offset, one.count, one.single), (0, 2, true));
+        assert_eq!(
+            one.pipeline.get_packed_pipeline(),
+            [
+                cmd.get_packed_command(),
+                redis::cmd("WAIT").arg(2).arg(200).get_packed_command()
+            ]
+            .concat()
+        );
+
+        let mut atomic = redis::pipe();
+        atomic.atomic().incr("a", 1).incr("b", 1);
+        let request = Request::pipeline(&atomic);
+        let sent = with_wait(request, 1, timeout).unwrap();
+        // MULTI, 2 commands, EXEC, WAIT: the EXEC reply and WAIT's are read.
+        assert_eq!((sent.offset, sent.count, sent.single), (3, 2, false));
+        let packed = String::from_utf8(sent.pipeline.get_packed_pipeline()).unwrap();
+        let exec = packed.find("EXEC").unwrap();
+        assert!(packed.starts_with("*1\r\n$5\r\nMULTI"), "{packed}");
+        assert!(packed.find("WAIT").unwrap() > exec, "{packed}");
+
+        let mut plain = redis::pipe();
+        plain.set("a", 1).get("a");
+        let sent = with_wait(Request::pipeline(&plain), 1, timeout).unwrap();
+        assert_eq!((sent.offset, sent.count), (0, 3));
+        // Replies that are not the tail: refused.
+        let odd = Request::Pipeline {
+            pipeline: &plain,
+            offset: 0,
+            count: 1,
+        };
+        assert!(with_wait(odd, 1, timeout).is_none());
+    }
+}
