@@ -5,9 +5,9 @@
 //! - Exactly one of `--url`, `--sentinel`, `--cluster` must be given; `--master` goes with
 //!   `--sentinel` and only with it. Anything else is a one-line usage error (exit 2).
 //! - The values are checked here, once, before any connection is tried.
-//! - `--password-file PATH` (or `RESILIENT_REDIS_PASSWORD_FILE`) and `--client-name NAME` go
-//!   to the resilient client ([`Access`]): the file is read before every connection, with the
-//!   URL's user (`redis://app@host:6379`).
+//! - `--password-file PATH` (or `RESILIENT_REDIS_PASSWORD_FILE`), `--client-name NAME` and
+//!   `--durability MODE` go to the resilient client ([`Access`]): the file is read before every
+//!   connection, with the URL's user (`redis://app@host:6379`).
 
 use std::path::PathBuf;
 
@@ -37,6 +37,19 @@ pub(crate) struct TargetArgs {
     /// Name of the client's connections in CLIENT LIST (CLIENT SETNAME), no spaces
     #[arg(long, value_name = "NAME")]
     client_name: Option<String>,
+    /// When a write is acknowledged: fast (the master replied), replicated (every replica
+    /// confirmed it, with WAIT) or replicated:N
+    #[arg(long, value_name = "MODE", value_parser = parse_durability)]
+    durability: Option<resilient_redis::Durability>,
+    /// With --durability replicated: how long the server waits for the replicas (WAIT's
+    /// timeout), under the response timeout
+    #[arg(long, value_name = "MS", requires = "durability")]
+    durability_timeout_ms: Option<u64>,
+}
+
+/// `--durability`'s value.
+fn parse_durability(s: &str) -> Result<resilient_redis::Durability, String> {
+    s.parse().map_err(|e: resilient_redis::Error| e.to_string())
 }
 
 /// How the resilient client authenticates and names its connections, beyond the URL.
@@ -46,6 +59,8 @@ pub(crate) struct Access {
     pub(crate) password_file: Option<PathBuf>,
     /// `--client-name`.
     pub(crate) client_name: Option<String>,
+    /// `--durability` (with `--durability-timeout-ms`).
+    pub(crate) durability: Option<resilient_redis::Durability>,
 }
 
 impl Access {
@@ -67,6 +82,9 @@ impl Access {
         }
         if let Some(name) = &self.client_name {
             config.client_name = Some(name.clone());
+        }
+        if let Some(durability) = self.durability {
+            config.durability = durability;
         }
     }
 }
@@ -99,6 +117,10 @@ impl TargetArgs {
         Access {
             password_file: self.password_file.clone(),
             client_name: self.client_name.clone(),
+            durability: self.durability.map(|d| match self.durability_timeout_ms {
+                Some(ms) => d.with_timeout(std::time::Duration::from_millis(ms)),
+                None => d,
+            }),
         }
     }
 
@@ -212,7 +234,53 @@ mod tests {
             cluster: None,
             password_file: None,
             client_name: None,
+            durability: None,
+            durability_timeout_ms: None,
         }
+    }
+
+    /// `TargetArgs` as a command line parses them.
+    #[derive(clap::Parser)]
+    struct Line {
+        #[command(flatten)]
+        target: TargetArgs,
+    }
+
+    #[test]
+    fn durability_is_parsed_with_its_timeout() {
+        use clap::Parser;
+        use resilient_redis::Durability;
+        use std::time::Duration;
+
+        let line = |extra: &[&str]| {
+            Line::try_parse_from(["x", "--url", "redis://h:1"].iter().chain(extra))
+                .map(|l| l.target.access().durability)
+        };
+        assert_eq!(line(&[]).unwrap(), None);
+        assert_eq!(
+            line(&[
+                "--durability",
+                "replicated:2",
+                "--durability-timeout-ms",
+                "50"
+            ])
+            .unwrap(),
+            Some(Durability::Replicated {
+                replicas: Some(2),
+                timeout: Duration::from_millis(50)
+            })
+        );
+        assert_eq!(
+            line(&["--durability", "fast"]).unwrap(),
+            Some(Durability::Fast)
+        );
+        let bad = line(&["--durability", "replicated:0"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(bad.contains("replicated:N"), "{bad}");
+        // A timeout alone means nothing.
+        assert!(line(&["--durability-timeout-ms", "50"]).is_err());
     }
 
     #[test]

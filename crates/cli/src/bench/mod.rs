@@ -117,6 +117,11 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
              baselines the password in the URL",
         ));
     }
+    if access.durability.is_some() && args.client != ClientKind::Resilient {
+        return Err(CliError::usage(
+            "--durability is a mode of the resilient client: it needs --client resilient",
+        ));
+    }
     if args.exactly_once && args.client != ClientKind::Resilient {
         return Err(CliError::usage(
             "--exactly-once needs --client resilient (it is a mode of the resilient client)",
@@ -165,6 +170,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     };
     let report = BenchReport {
         exactly_once: args.exactly_once,
+        durability: (args.client == ClientKind::Resilient)
+            .then(|| access.durability.unwrap_or_default().to_string()),
         ..report
     };
     crate::output::print_report(&report, args.json, || report.human())?;

@@ -49,6 +49,10 @@ pub(crate) struct BenchReport {
     pub(crate) workload: &'static str,
     /// Whether the calls went through exactly-once idempotency tokens (`--exactly-once`).
     pub(crate) exactly_once: bool,
+    /// When a write was acknowledged (`--durability`): `"fast"`, `"replicated"` or
+    /// `"replicated:N"`; absent for the raw and naive clients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) durability: Option<String>,
     /// Number of concurrent tasks.
     pub(crate) concurrency: usize,
     /// Measured wall time of the run, in seconds.
@@ -69,6 +73,12 @@ pub(crate) struct BenchReport {
     /// Calls the client refused locally without sending them (adaptive throttling); they are
     /// also counted in `failed`.
     pub(crate) rejected_locally: u64,
+    /// Writes whose `WAIT` reported too few replicas (`--durability replicated`): counted in
+    /// `ambiguous` unless an exactly-once retry settled them.
+    pub(crate) unconfirmed: u64,
+    /// Replies from a master already known to be demoted (`--durability replicated`), which
+    /// were not taken as successes.
+    pub(crate) deposed_replies: u64,
     /// `ops / duration_s`.
     pub(crate) ops_per_sec: f64,
     /// Successful calls per second: `ok / duration_s`.
@@ -126,6 +136,7 @@ impl BenchReport {
             client,
             workload,
             exactly_once: false,
+            durability: None,
             concurrency,
             duration_s,
             ops,
@@ -135,6 +146,8 @@ impl BenchReport {
             retries: counters.retries,
             attempts: counters.attempts.unwrap_or(ops),
             rejected_locally: tally.rejected_locally,
+            unconfirmed: counters.unconfirmed,
+            deposed_replies: counters.deposed_replies,
             ops_per_sec: per_sec(ops),
             goodput_per_sec: per_sec(tally.ok),
             latency_us: LatencyUs::of(histogram),
@@ -195,6 +208,12 @@ impl BenchReport {
             out.push_str(&format!(
                 "\noffered {offered} at {rate:.0}/s  dropped {dropped}  attempts {} ({amplification:.2} per offered call)  rejected locally {}\ngoodput {:.0} ok/s",
                 self.attempts, self.rejected_locally, self.goodput_per_sec
+            ));
+        }
+        if let Some(durability) = self.durability.as_deref().filter(|d| *d != "fast") {
+            out.push_str(&format!(
+                "\ndurability {durability}  unconfirmed {}  deposed replies {}",
+                self.unconfirmed, self.deposed_replies
             ));
         }
         if !self.errors_by_kind.is_empty() {

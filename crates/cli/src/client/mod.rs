@@ -67,6 +67,11 @@ pub(crate) struct ClientCounters {
     pub(crate) attempts: Option<u64>,
     /// Calls the client refused locally (adaptive throttling) without sending them.
     pub(crate) rejected_locally: u64,
+    /// Writes whose `WAIT` reported too few replicas (`--durability replicated`).
+    pub(crate) unconfirmed: u64,
+    /// Replies that came from a master the client already knew was demoted
+    /// (`--durability replicated`): not counted as successes.
+    pub(crate) deposed_replies: u64,
 }
 
 impl ClientCounters {
@@ -81,6 +86,8 @@ impl ClientCounters {
             rejected_locally: self
                 .rejected_locally
                 .saturating_sub(earlier.rejected_locally),
+            unconfirmed: self.unconfirmed.saturating_sub(earlier.unconfirmed),
+            deposed_replies: self.deposed_replies.saturating_sub(earlier.deposed_replies),
         }
     }
 }
@@ -117,6 +124,8 @@ impl AppClient for resilient_redis::Client {
             reconnects: stats.reconnects + stats.refreshes,
             attempts: Some(stats.attempts),
             rejected_locally: stats.rejected_locally,
+            unconfirmed: stats.unconfirmed,
+            deposed_replies: stats.deposed_replies,
         }
     }
 }

@@ -186,7 +186,7 @@ impl AppClient for NaiveClient {
             retries: self.counts.retries.load(Ordering::Relaxed),
             reconnects: self.raw.counters().reconnects,
             attempts: Some(self.counts.attempts.load(Ordering::Relaxed)),
-            rejected_locally: 0,
+            ..ClientCounters::default()
         }
     }
 }

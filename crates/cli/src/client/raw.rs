@@ -157,7 +157,7 @@ impl AppClient for RawClient {
             retries: 0,
             reconnects: self.shared.reconnects.load(Ordering::Relaxed),
             attempts: None,
-            rejected_locally: 0,
+            ..ClientCounters::default()
         }
     }
 }
@@ -190,7 +190,7 @@ mod tests {
                 retries: 0,
                 reconnects: 1,
                 attempts: None,
-                rejected_locally: 0,
+                ..ClientCounters::default()
             }
         );
         assert_eq!(timed_call(&mut first, &ping).await.0, CallOutcome::Ok);

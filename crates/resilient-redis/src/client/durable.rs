@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::Handle;
 use crate::{
-    connection::Lease,
+    connection::{Answer, Lease, Turn, WaitGroup},
     error::{Error, ErrorKind, Outcome},
     request::{Reply, Request},
     retry::AttemptError,
@@ -54,8 +54,7 @@ struct WithWait {
 /// `request` followed by `WAIT wanted timeout`; `None` when its replies are not the tail of
 /// the pipeline (a shape redis-rs never sends).
 fn with_wait(request: Request<'_>, wanted: u32, timeout: Duration) -> Option<WithWait> {
-    let mut wait = redis::cmd("WAIT");
-    wait.arg(wanted).arg(timeout.as_millis().max(1) as u64);
+    let wait = wait_command(wanted, timeout);
     match request {
         Request::Cmd(cmd) => {
             let mut pipeline = redis::pipe();
@@ -124,8 +123,8 @@ fn not_sent(message: String, source: Option<redis::RedisError>) -> AttemptError 
 }
 
 impl Handle {
-    /// Sends the write `request` with its `WAIT` on a leased connection (see the module's
-    /// docs); the arguments are [`Handle::send_on`]'s.
+    /// Sends the write `request` on a leased connection and waits for its replicas (see the
+    /// module's docs); the arguments are [`Handle::send_on`]'s.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn send_durable(
         &self,
@@ -162,47 +161,67 @@ impl Handle {
                 }
             },
         };
-        let Some(sent) = with_wait(request, wanted, wait.timeout) else {
-            return Err(not_sent(
-                "a pipeline whose replies are not its last commands' cannot be made durable"
-                    .to_owned(),
-                None,
-            ));
-        };
-        let outcome = self
-            .exchange(
-                node,
-                lease,
-                Request::Pipeline {
-                    pipeline: &sent.pipeline,
-                    offset: sent.offset,
-                    count: sent.count,
-                },
-                deadline,
-                started,
-            )
-            .await?;
-        // The request's reply, and WAIT's.
-        let (outcome, acked) = match outcome {
-            Ok(Reply::Many(mut values)) if values.len() == sent.count => {
-                let acked = values.pop();
-                let reply = match values.pop() {
-                    Some(one) if sent.single => Reply::One(one),
-                    Some(last) => {
-                        values.push(last);
-                        Reply::Many(values)
-                    }
-                    None => Reply::Many(values),
-                };
-                (Ok(reply), acked)
+        let group = pool.wait_group(id);
+        let (reply, answer) = if let Some(leader) = group.try_lead(wanted) {
+            // No WAIT in flight on the connection: this write's goes in the same round trip.
+            let Some(sent) = with_wait(request, wanted, wait.timeout) else {
+                return Err(not_sent(
+                    "a pipeline whose replies are not its last commands' cannot be made durable"
+                        .to_owned(),
+                    None,
+                ));
+            };
+            self.inner
+                .stats
+                .replica_waits
+                .fetch_add(1, Ordering::Relaxed);
+            let outcome = self
+                .exchange(
+                    node,
+                    lease,
+                    Request::Pipeline {
+                        pipeline: &sent.pipeline,
+                        offset: sent.offset,
+                        count: sent.count,
+                    },
+                    deadline,
+                    started,
+                )
+                .await;
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(failure) => {
+                    leader.finish(Answer::Failed(failure.error.to_string()));
+                    return Err(failure);
+                }
+            };
+            let (outcome, acked) = split_wait(outcome, &sent);
+            let answer = leader.finish(match &outcome {
+                Ok(_) => answer_of(acked),
+                Err(e) => Answer::Failed(e.to_string()),
+            });
+            let reply = self.settle(outcome, id, retry_safe, pool)?;
+            if sent.single && matches!(reply, Reply::One(Value::ServerError(_))) {
+                // Not applied: nothing to confirm.
+                return Ok(reply);
             }
-            other => (other, None),
+            (reply, answer)
+        } else {
+            // A WAIT is in flight: the write alone, then the next WAIT, shared with the writes
+            // that arrive meanwhile.
+            let outcome = self
+                .exchange(node, lease, request, deadline, started)
+                .await?;
+            let reply = self.settle(outcome, id, retry_safe, pool)?;
+            if matches!(reply, Reply::One(Value::ServerError(_))) {
+                return Ok(reply);
+            }
+            let ticket = group.ticket();
+            let answer = self
+                .confirm(node, lease, &group, ticket, wanted, wait.timeout, deadline)
+                .await;
+            (reply, answer)
         };
-        let reply = self.settle(outcome, id, retry_safe, pool)?;
-        if sent.single && matches!(reply, Reply::One(Value::ServerError(_))) {
-            // Not applied: nothing to confirm.
-            return Ok(reply);
-        }
         let stats = &self.inner.stats;
         if pool.epoch() != epoch {
             stats.deposed_replies.fetch_add(1, Ordering::Relaxed);
@@ -212,9 +231,9 @@ impl Handle {
                     .to_owned(),
             ));
         }
-        match acked {
-            Some(Value::Int(n)) if n >= i64::from(wanted) => Ok(reply),
-            Some(Value::Int(n)) => {
+        match answer {
+            Answer::Replicas(n) if n >= i64::from(wanted) => Ok(reply),
+            Answer::Replicas(n) => {
                 pool.replicas_fell_short(epoch);
                 stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
                 Err(unconfirmed(format!(
@@ -223,20 +242,103 @@ impl Handle {
                     wait.timeout.as_millis()
                 )))
             }
-            Some(Value::ServerError(e)) => {
+            Answer::Failed(why) => {
                 stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
                 Err(unconfirmed(format!(
-                    "the master applied the write but WAIT failed ({}): not confirmed",
-                    e.details().unwrap_or(e.code())
-                )))
-            }
-            other => {
-                stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
-                Err(unconfirmed(format!(
-                    "the master applied the write but WAIT answered {other:?}: not confirmed"
+                    "the master applied the write but its WAIT failed ({why}): not confirmed"
                 )))
             }
         }
+    }
+
+    /// The replicas' answer for the write holding `ticket` on `lease`'s connection: a `WAIT`
+    /// that covered it, or one this write sends (see [`WaitGroup`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn confirm(
+        &self,
+        node: &Node,
+        lease: &mut Lease,
+        group: &WaitGroup,
+        ticket: u64,
+        wanted: u32,
+        timeout: Duration,
+        deadline: Option<Instant>,
+    ) -> Answer {
+        let turn = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, group.confirm(ticket, wanted)).await {
+                Ok(turn) => turn,
+                Err(_) => {
+                    return Answer::Failed(
+                        "the deadline passed while waiting for the replicas".to_owned(),
+                    );
+                }
+            },
+            None => group.confirm(ticket, wanted).await,
+        };
+        let leader = match turn {
+            Turn::Answered(answer) => return answer,
+            Turn::Lead(leader) => leader,
+        };
+        self.inner
+            .stats
+            .replica_waits
+            .fetch_add(1, Ordering::Relaxed);
+        let wait = wait_command(wanted, timeout);
+        let answer = match self
+            .exchange(node, lease, Request::Cmd(&wait), deadline, None)
+            .await
+        {
+            Ok(Ok(Reply::One(acked))) => answer_of(Some(acked)),
+            Ok(Ok(Reply::Many(_))) => Answer::Failed("WAIT answered several replies".to_owned()),
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.kind() == redis::ErrorKind::Parse {
+                    node.pool.mark_broken(lease.id(), &e.to_string());
+                }
+                Answer::Failed(e.to_string())
+            }
+            Err(failure) => Answer::Failed(failure.error.to_string()),
+        };
+        leader.finish(answer)
+    }
+}
+
+/// `WAIT wanted timeout`.
+fn wait_command(wanted: u32, timeout: Duration) -> redis::Cmd {
+    let mut wait = redis::cmd("WAIT");
+    wait.arg(wanted).arg(timeout.as_millis().max(1) as u64);
+    wait
+}
+
+/// The request's reply and `WAIT`'s, out of the replies of a [`WithWait`].
+fn split_wait(
+    outcome: redis::RedisResult<Reply>,
+    sent: &WithWait,
+) -> (redis::RedisResult<Reply>, Option<Value>) {
+    match outcome {
+        Ok(Reply::Many(mut values)) if values.len() == sent.count => {
+            let acked = values.pop();
+            let reply = match values.pop() {
+                Some(one) if sent.single => Reply::One(one),
+                Some(last) => {
+                    values.push(last);
+                    Reply::Many(values)
+                }
+                None => Reply::Many(values),
+            };
+            (Ok(reply), acked)
+        }
+        other => (other, None),
+    }
+}
+
+/// What a `WAIT` reply says.
+fn answer_of(acked: Option<Value>) -> Answer {
+    match acked {
+        Some(Value::Int(n)) => Answer::Replicas(n),
+        Some(Value::ServerError(e)) => {
+            Answer::Failed(format!("WAIT failed: {}", e.details().unwrap_or(e.code())))
+        }
+        other => Answer::Failed(format!("WAIT answered {other:?}")),
     }
 }
 

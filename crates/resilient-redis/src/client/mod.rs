@@ -352,6 +352,7 @@ impl Client {
             refused: s.refused.load(Ordering::Relaxed),
             unconfirmed: s.unconfirmed.load(Ordering::Relaxed),
             deposed_replies: s.deposed_replies.load(Ordering::Relaxed),
+            replica_waits: s.replica_waits.load(Ordering::Relaxed),
         }
     }
 

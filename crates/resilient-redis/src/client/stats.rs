@@ -29,6 +29,8 @@ pub(super) struct Counters {
     pub(super) unconfirmed: AtomicU64,
     /// Durable writes answered after their master was replaced.
     pub(super) deposed_replies: AtomicU64,
+    /// `WAIT` commands sent for durable writes.
+    pub(super) replica_waits: AtomicU64,
 }
 
 /// Cumulative counters of a client (shared by its clones) since it was created.
@@ -72,4 +74,8 @@ pub struct ClientStats {
     /// ([`Durability::Replicated`](crate::Durability::Replicated)) Write attempts answered after
     /// the client learned their master had been replaced: not counted as acknowledged.
     pub deposed_replies: u64,
+    /// ([`Durability::Replicated`](crate::Durability::Replicated)) `WAIT` commands sent: one
+    /// confirms every durable write before it on its connection, so under load there are far
+    /// fewer than writes.
+    pub replica_waits: u64,
 }

@@ -43,6 +43,7 @@ mod replicas;
 mod role;
 pub(crate) mod sentinel;
 mod stall;
+mod wait_group;
 
 pub(crate) use background::master_changed;
 use background::reconnector;
@@ -51,6 +52,7 @@ pub(crate) use endpoint::Endpoint;
 use fixed::Fixed;
 pub(crate) use renewal::until;
 pub(crate) use sentinel::{Master, SentinelResolver, TopologyView};
+pub(crate) use wait_group::{Answer, Turn, WaitGroup};
 
 use std::{
     sync::{
@@ -113,6 +115,8 @@ struct Slot {
     /// A reply arrived since the last idle check. A flag, not a timestamp: the request path
     /// then reads no clock, and writes the cache line only once per check interval.
     replied: AtomicBool,
+    /// Group commit of durable writes on the live connection (made at the first one).
+    durable: Mutex<Option<Arc<WaitGroup>>>,
 }
 
 /// What a fresh connection says about a late reply.
@@ -249,6 +253,7 @@ impl Pool {
                 live: RwLock::new(None),
                 replied: AtomicBool::new(false),
                 current: AtomicU64::new(0),
+                durable: Mutex::new(None),
             })
             .collect();
         Arc::new(Pool {
@@ -528,6 +533,22 @@ impl Pool {
         }
         self.ready.send_modify(|g| *g = generation);
         true
+    }
+
+    /// The group commit state of the connection `lease` (see [`wait_group`]): shared by every
+    /// durable write on it; a lease of a connection already replaced gets one of its own.
+    pub(crate) fn wait_group(&self, lease: LeaseId) -> Arc<WaitGroup> {
+        let slot = &self.slots[lease.slot];
+        let mut group = slot.durable.lock().expect("wait group lock");
+        match group.as_ref() {
+            Some(g) if g.generation() == lease.generation => g.clone(),
+            _ if slot.current.load(Ordering::Acquire) == lease.generation => {
+                let fresh = Arc::new(WaitGroup::new(lease.generation));
+                *group = Some(fresh.clone());
+                fresh
+            }
+            _ => Arc::new(WaitGroup::new(lease.generation)),
+        }
     }
 
     /// Records that a reply arrived on `slot` (for the idle check).
