@@ -449,6 +449,8 @@ impl RedisServer {
             let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
             // ESRCH means it died meanwhile; the wait below reaps it either way.
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            // A paused server handles SIGTERM only once it runs again.
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
         }
         match tokio::time::timeout(Duration::from_secs(15), child.wait()).await {
             Ok(Ok(_)) => {
@@ -461,6 +463,40 @@ impl RedisServer {
                 self.kill()
             }
         }
+    }
+
+    /// Freezes the server with SIGSTOP: a stalled node, whose connections stay open and whose
+    /// port still accepts (the kernel completes the handshake) but nothing answers, until
+    /// [`resume`](Self::resume).
+    ///
+    /// # Errors
+    /// [`LabError::NotRunning`] if the process is gone, [`LabError::Io`] if it cannot be
+    /// signalled.
+    pub fn pause(&self) -> Result<(), LabError> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Lets a server frozen by [`pause`](Self::pause) run again (SIGCONT).
+    ///
+    /// # Errors
+    /// As [`pause`](Self::pause).
+    pub fn resume(&self) -> Result<(), LabError> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) -> Result<(), LabError> {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(tokio::process::Child::id)
+            .ok_or_else(|| LabError::NotRunning(self.describe()))?;
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+        nix::sys::signal::kill(pid, signal).map_err(|e| {
+            LabError::io(
+                format!("sending {signal} to {}", self.describe()),
+                std::io::Error::from_raw_os_error(e as i32),
+            )
+        })
     }
 
     /// Kills the server with SIGKILL and reaps it (synchronously). Does nothing if not running.

@@ -272,6 +272,8 @@ mod tests {
             "goodput_per_sec",
             "latency_us",
             "errors_by_kind",
+            "unconfirmed",
+            "deposed_replies",
         ];
         expected.sort_unstable();
         let mut keys_sorted = keys.clone();
@@ -284,6 +286,14 @@ mod tests {
         assert_eq!(json["errors_by_kind"]["io"], 1);
         assert_eq!(json["attempts"], 9, "raw: one attempt per call sent");
         assert_eq!(json["goodput_per_sec"], 3.5);
+        assert_eq!(
+            (&json["unconfirmed"], &json["deposed_replies"]),
+            (&0.into(), &0.into())
+        );
+        assert!(
+            json.get("durability").is_none(),
+            "only when --durability was given"
+        );
 
         let open = report.with_open_loop(OpenLoopFigures {
             rate_per_sec: 6.0,
