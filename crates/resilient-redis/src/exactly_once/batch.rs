@@ -45,12 +45,13 @@ const MAX_BYTES: usize = 256 * 1024;
 /// argument count and its arguments. Per run: one `HMGET` of the marker and the writes' fields,
 /// each write without a record runs (as in the single script: its error is returned and
 /// nothing recorded), one `HSET` of the new records (with the marker and a `PEXPIRE` when the
-/// hash is new). The answer is an array with one element per write, each encoded as the single
-/// script's answer.
+/// hash is new). A batch that only replayed records sets the expiry of one of them again, so
+/// that it writes (a `WAIT` behind it covers the records: see the single script). The answer
+/// is an array with one element per write, each encoded as the single script's answer.
 const BATCH_BODY: &str = concat!(
     "-- resilient-redis exactly-once batch v1\n",
     script::prelude!(),
-    r#"local out, i, o = {}, 2, 0
+    r#"local out, i, o, replayed, wrote = {}, 2, 0, nil, false
 for j = 1, #KEYS do
   local k, m = KEYS[j], tonumber(ARGV[i])
   i = i + 1
@@ -67,7 +68,7 @@ for j = 1, #KEYS do
     local rec, a = got[x + 1], at[x]
     o = o + 1
     if rec then
-      out[o] = replay(rec)
+      out[o], replayed = replay(rec), k
     else
       local answer, s = encode(redis.pcall(unpack(ARGV, a + 2, last[x])))
       out[o] = answer
@@ -84,7 +85,11 @@ for j = 1, #KEYS do
       redis.call('HSET', k, unpack(save))
       redis.call('PEXPIRE', k, ARGV[1])
     end
+    wrote = true
   end
+end
+if replayed and not wrote then
+  redis.call('PEXPIRE', replayed, ARGV[1])
 end
 return out
 "#

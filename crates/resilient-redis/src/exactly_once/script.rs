@@ -9,7 +9,10 @@
 //! caller-chosen key); `ARGV[3]` is `s` for one command (its arguments follow) or `g` for a
 //! group (each command as its argument count, then its arguments).
 //! 1. If the record exists, it is returned, marked as a replay: nothing runs. For a hash, the
-//!    same `HMGET` also tells whether the hash exists (its marker field `.`).
+//!    same `HMGET` also tells whether the hash exists (its marker field `.`). The record's
+//!    expiry is set again (`PEXPIRE`): a write, so that a `WAIT` after the replay
+//!    (`Durability::Replicated`) covers the record too. A retry on a new master may find a
+//!    record its replicas do not hold yet; `WAIT` counts only what this connection wrote.
 //! 2. Otherwise the command runs with `redis.pcall`. A single command that fails (`WRONGTYPE`,
 //!    `OOM`, a syntax error, ...) did not apply: its error is returned and nothing is recorded,
 //!    so the call can be corrected and the same token used again. (`redis.call` would record
@@ -93,6 +96,7 @@ else
   rec, new = got[1], not got[2]
 end
 if rec then
+  redis.call('PEXPIRE', k, ARGV[1])
   return replay(rec)
 end
 local r
