@@ -3,7 +3,8 @@
 //! # Behavior
 //! - Starts a redis-server through `redis-lab` on a free loopback port and prints its URL as
 //!   the first line of stdout; with `--cluster`, a cluster of 3 masters without replicas, and
-//!   its node URLs joined by commas.
+//!   its node URLs joined by commas. With `--replicas N`, every master gets N replicas (the URL
+//!   is still the master's), attached and counted by their master before the URL is printed.
 //! - Stays up until stdin reaches end-of-file (the parent script exits or closes the pipe) or
 //!   SIGINT arrives, then stops the server; the server never outlives this process.
 
@@ -18,11 +19,14 @@ pub(crate) struct LabServerArgs {
     /// A cluster of 3 masters instead of one server.
     #[arg(long)]
     cluster: bool,
+    /// Replicas per master (0 to 5).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=5))]
+    replicas: u8,
 }
 
-/// What the lab runs.
+/// What the lab runs: a server (and its replicas), or a cluster.
 enum Lab {
-    Server(Box<redis_lab::RedisServer>),
+    Server(Box<redis_lab::RedisServer>, Vec<redis_lab::RedisServer>),
     Cluster(redis_lab::RedisCluster),
 }
 
@@ -32,7 +36,7 @@ pub(crate) async fn run(args: LabServerArgs) -> Result<ExitCode, CliError> {
     let lab = if args.cluster {
         let cluster = redis_lab::RedisCluster::start(redis_lab::ClusterConfig {
             masters: 3,
-            replicas_per_master: 0,
+            replicas_per_master: usize::from(args.replicas),
             ..redis_lab::ClusterConfig::default()
         })
         .await
@@ -42,11 +46,12 @@ pub(crate) async fn run(args: LabServerArgs) -> Result<ExitCode, CliError> {
         let server = redis_lab::RedisServer::start()
             .await
             .map_err(|err| CliError::runtime(format!("cannot start redis-server: {err}")))?;
-        Lab::Server(Box::new(server))
+        let replicas = start_replicas(&server, args.replicas).await?;
+        Lab::Server(Box::new(server), replicas)
     };
     {
         let url = match &lab {
-            Lab::Server(server) => server.url(),
+            Lab::Server(server, _) => server.url(),
             Lab::Cluster(cluster) => cluster.urls().join(","),
         };
         let mut stdout = std::io::stdout().lock();
@@ -68,10 +73,47 @@ pub(crate) async fn run(args: LabServerArgs) -> Result<ExitCode, CliError> {
         _ = tokio::signal::ctrl_c() => {}
     }
     match lab {
-        Lab::Server(mut server) => {
+        Lab::Server(mut server, mut replicas) => {
+            for replica in &mut replicas {
+                let _ = replica.stop().await;
+            }
             let _ = server.stop().await;
         }
         Lab::Cluster(cluster) => drop(cluster),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts `count` replicas of `master` and waits until each is in sync and the master counts
+/// them all (`connected_slaves`), so a durable write at once waits for every one.
+async fn start_replicas(
+    master: &redis_lab::RedisServer,
+    count: u8,
+) -> Result<Vec<redis_lab::RedisServer>, CliError> {
+    const SYNC: std::time::Duration = std::time::Duration::from_secs(30);
+    let failed =
+        |err: redis_lab::LabError| CliError::runtime(format!("cannot start a replica: {err}"));
+    let mut replicas = Vec::new();
+    for _ in 0..count {
+        let replica = redis_lab::RedisServer::start().await.map_err(failed)?;
+        replica.replicaof(Some(master)).await.map_err(failed)?;
+        replica.wait_link_up(SYNC).await.map_err(failed)?;
+        replicas.push(replica);
+    }
+    let end = tokio::time::Instant::now() + SYNC;
+    loop {
+        let seen = master
+            .info_field("replication", "connected_slaves")
+            .await
+            .map_err(failed)?;
+        if seen == count.to_string() {
+            return Ok(replicas);
+        }
+        if tokio::time::Instant::now() >= end {
+            return Err(CliError::runtime(format!(
+                "the master counts {seen} of {count} replicas after {SYNC:?}"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -199,6 +199,9 @@ enum Fault {
     /// `SENTINEL FAILOVER` or `CLUSTER FAILOVER FORCE`: the old master keeps accepting writes
     /// until it learns it was replaced.
     Failover,
+    /// A graceful `CLUSTER FAILOVER` (cluster only): the master stops its clients until the
+    /// replica has caught up, then the replica takes over.
+    Graceful,
     /// SIGSTOP of the master for at least 2.5 s and until the sentinels have promoted a
     /// replica, then SIGCONT: a stalled node that comes back believing it is still the master,
     /// with its clients' connections still open.
@@ -426,6 +429,7 @@ async fn through_a_failover(durability: Durability, fault: Fault) -> Run {
             promoted.await
         }
         Fault::Pause => paused_until(old_server, promoted).await,
+        Fault::Graceful => panic!("a graceful failover is a cluster fault"),
     }
     .unwrap();
     // Load on the new master for a while, then until the old master is a replica.
@@ -467,7 +471,8 @@ fn tag_slot(tag: &str) -> u16 {
 
 /// The load through `fault` on a cluster (3 masters, 2 replicas each) at the shard of the
 /// load's keys: `CLUSTER FAILOVER FORCE` on one of its replicas (the replica takes over without
-/// waiting for the master's last writes), or the master frozen until a replica is elected.
+/// waiting for the master's last writes), a graceful `CLUSTER FAILOVER`, or the master frozen
+/// until a replica is elected.
 async fn through_a_cluster_failover(durability: Durability, fault: Fault) -> Run {
     let cluster = RedisCluster::start(ClusterConfig {
         replicas_per_master: 2,
@@ -502,7 +507,7 @@ async fn through_a_cluster_failover(durability: Durability, fault: Fault) -> Run
         }
     };
     match fault {
-        Fault::Failover => {
+        Fault::Failover | Fault::Graceful => {
             let mut replica = None;
             for node in cluster.nodes() {
                 if node.info_field("replication", "role").await.unwrap() == "slave"
@@ -517,12 +522,12 @@ async fn through_a_cluster_failover(durability: Durability, fault: Fault) -> Run
                 .admin()
                 .await
                 .unwrap();
-            let () = redis::cmd("CLUSTER")
-                .arg("FAILOVER")
-                .arg("FORCE")
-                .query_async(&mut admin)
-                .await
-                .unwrap();
+            let mut failover = redis::cmd("CLUSTER");
+            failover.arg("FAILOVER");
+            if matches!(fault, Fault::Failover) {
+                failover.arg("FORCE");
+            }
+            let () = failover.query_async(&mut admin).await.unwrap();
             owner_moved(old).await;
         }
         Fault::Pause => paused_until(old_server, owner_moved(old)).await,
@@ -603,6 +608,14 @@ async fn a_cluster_failover_takes_back_no_acknowledged_write() {
     assert_nothing_taken_back(&run);
 }
 
+/// Cluster: a graceful `CLUSTER FAILOVER` under the same load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_cluster_failover_takes_back_no_acknowledged_write() {
+    let run = through_a_cluster_failover(Durability::replicated(), Fault::Graceful).await;
+    eprintln!("replicated through CLUSTER FAILOVER: {run:?}");
+    assert_nothing_taken_back(&run);
+}
+
 /// Cluster: the master of the shard frozen until one of its replicas is elected, then thawed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_cluster_master_takes_back_no_acknowledged_write() {
@@ -621,6 +634,7 @@ async fn fast_mode_figures() {
         ("sentinel", Fault::Failover),
         ("sentinel", Fault::Pause),
         ("cluster", Fault::Failover),
+        ("cluster", Fault::Graceful),
         ("cluster", Fault::Pause),
     ] {
         let run = if topology == "sentinel" {
