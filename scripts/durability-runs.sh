@@ -16,21 +16,38 @@ RUNS=${RUNS:-10}
 logs=$(mktemp -d)
 echo "==> building (release)" >&2
 cargo test --release -q -p resilient-redis --test durability --no-run 2>/dev/null
+tests=$(cargo test --release -q -p resilient-redis --test durability -- --list 2>/dev/null \
+  | sed -nE 's/^([a-z_]+): test$/\1/p')
+ignored=$(cargo test --release -q -p resilient-redis --test durability -- --list --ignored 2>/dev/null \
+  | sed -nE 's/^([a-z_]+): test$/\1/p')
+declare -A passed
+for t in $tests; do passed[$t]=0; done
 for ((run = 1; run <= RUNS; run++)); do
   log="$logs/run-$run.log"
   cargo test --release -q -p resilient-redis --test durability -- --nocapture >"$log" 2>&1 || true
   echo "run $run:" >&2
-  # The figures each test printed: exactly-once (acked, failed, final) and the list check.
-  grep -E '^replicated through' "$log" | sed -E 's/plain: Tally \{ ok: ([0-9]+), failed: ([0-9]+), ambiguous: ([0-9]+),.*plain_final: ([0-9]+),/plain ok \1 failed \2 ambiguous \3 final \4,/' \
-    | sed -E 's/ errors: \[[^]]*\]//' | cut -c1-400 | sed 's/^/  /' >&2 || true
-  grep -E '^test [a-z_]+ \.\.\. (ok|FAILED)$' "$log" >>"$logs/verdicts" || true
+  # The figures each test printed (they may follow another test's name on its line).
+  grep -oE 'replicated through [^:]+: Run .*' "$log" \
+    | sed -E 's/plain: Tally \{ ok: ([0-9]+), failed: ([0-9]+), ambiguous: ([0-9]+),.*plain_final: ([0-9]+),/plain ok \1 failed \2 ambiguous \3 final \4,/' \
+    | cut -c1-400 | sed 's/^/  /' >&2 || true
+  # Output of parallel tests interleaves: a test passed when the run ended and the failures
+  # list (printed after every test ended) does not name it.
+  if ! grep -qE '^test result: (ok|FAILED)\.' "$log"; then
+    echo "  the run did not finish: see $log" >&2
+    continue
+  fi
+  failed=$(sed -n '/^failures:$/,/^test result/p' "$log" | sed -nE 's/^    ([a-z_]+)$/\1/p')
+  for t in $tests; do
+    if grep -qxF "$t" <<<"$ignored"; then continue; fi
+    if grep -qxF "$t" <<<"$failed"; then echo "  FAILED: $t (log $log)" >&2; else passed[$t]=$((passed[$t] + 1)); fi
+  done
 done
 echo
 status=0
-for t in $(sed -E 's/^test ([a-z_]+) .*/\1/' "$logs/verdicts" | sort -u); do
-  passed=$(grep -c "^test $t \.\.\. ok$" "$logs/verdicts" || true)
-  verdict=ok; ((passed == RUNS)) || { verdict=MISSED; status=1; }
-  printf '%-60s %2d of %d  %s\n' "$t" "$passed" "$RUNS" "$verdict"
+for t in $tests; do
+  if grep -qxF "$t" <<<"$ignored"; then continue; fi
+  verdict=ok; ((passed[$t] == RUNS)) || { verdict=MISSED; status=1; }
+  printf '%-60s %2d of %d  %s\n' "$t" "${passed[$t]}" "$RUNS" "$verdict"
 done
 if ((status)); then echo "logs kept in $logs" >&2; else rm -rf "$logs"; fi
 exit $status

@@ -110,6 +110,16 @@ fn unconfirmed(message: String) -> AttemptError {
 }
 
 /// A durable write that could not be sent (nothing was written).
+/// The `READONLY` reply a write would get from the demoted server.
+fn demoted_reply() -> redis::ServerError {
+    match redis::parse_redis_value(
+        b"-READONLY the server answers INFO replication as a replica (asked before a durable write, not sent)\r\n",
+    ) {
+        Ok(Value::ServerError(e)) => e,
+        other => unreachable!("a constant error reply parses as one: {other:?}"),
+    }
+}
+
 fn not_sent(message: String, source: Option<redis::RedisError>) -> AttemptError {
     let mut error = Error::new(ErrorKind::Server, Outcome::Failed, message);
     if let Some(s) = source {
@@ -142,7 +152,19 @@ impl Handle {
         let wanted = match wait.replicas {
             Some(n) => n,
             None => match pool.replicas_to_wait_for(&mut lease.conn, epoch).await {
-                Ok(n) => n,
+                Ok(Some(n)) => n,
+                // The server is a replica now: as if the write had got `READONLY` (not sent;
+                // the reply table says what follows: a new connection, a slot-map refresh).
+                Ok(None) => {
+                    let demoted = Reply::One(Value::ServerError(demoted_reply()));
+                    return match self.check_reply(demoted, retry_safe) {
+                        Err(e) => Err(e),
+                        Ok(_) => Err(not_sent(
+                            "the server was demoted before a durable write was sent".to_owned(),
+                            None,
+                        )),
+                    };
+                }
                 // A broken connection: marked, and the write (not sent) retried elsewhere.
                 Err(e) if e.is_io_error() => {
                     pool.mark_broken(id, &e.to_string());

@@ -133,6 +133,13 @@ impl Fixed {
         ended
     }
 
+    /// The node no longer serves as a master (a cluster node that owns no slot any more): ends
+    /// the epoch whatever `require_primary` says, so a reply from it that arrives afterwards is
+    /// not taken as a master's (see `client/durable.rs`).
+    pub(crate) fn retire(&self) {
+        self.epochs.send_modify(|m| m.epoch += 1);
+    }
+
     /// How long the reconnection after a demotion waits: nothing after a lone demotion (a
     /// failover: reconnect at once), the backoff's step for the n-th of a streak. Asked once per
     /// demotion.

@@ -379,6 +379,14 @@ impl Pool {
         }
     }
 
+    /// The node no longer owns any slot (a cluster master demoted or removed): replies its
+    /// connections send from now on do not count as a master's acknowledgement.
+    pub(crate) fn retire(&self) {
+        if let Endpoint::Fixed(fixed) = &self.endpoint {
+            fixed.retire();
+        }
+    }
+
     /// A dedicated connection opened in `epoch` was told its server was demoted (`READONLY`,
     /// `UNBLOCKED`): the pool moves on as for [`Pool::on_readonly`], and with Sentinel the idle
     /// dedicated connections go and a rediscovery is asked for.
@@ -399,19 +407,20 @@ impl Pool {
 
     /// How many replicas a durable write on `conn` (a master connection of epoch `epoch`) waits
     /// for: every replica of the master (see [`replicas`]), asked with `INFO replication` on
-    /// `conn` when not known for this epoch.
+    /// `conn` when not known for this epoch; `None` when the server answers as a replica (it
+    /// was demoted since the connection was opened).
     pub(crate) async fn replicas_to_wait_for(
         &self,
         conn: &mut MultiplexedConnection,
         epoch: u64,
-    ) -> redis::RedisResult<u32> {
+    ) -> redis::RedisResult<Option<u32>> {
         if let Some(n) = self
             .replicas
             .lock()
             .expect("replicas lock")
             .get(epoch, Instant::now())
         {
-            return Ok(n);
+            return Ok(Some(n));
         }
         let mut info = redis::cmd("INFO");
         info.arg("replication");
@@ -424,20 +433,24 @@ impl Pool {
                      write)",
                 ))
             })??;
-        let Some(seen) = replicas::replicas_in_info(&reply) else {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::Client,
-                "durable writes need the master's replica count",
-                "INFO replication did not answer as a master: give the replica count \
-                 explicitly (Durability::Replicated { replicas: Some(n), .. })"
-                    .to_owned(),
-            )));
+        let seen = match replicas::role_in_info(&reply) {
+            replicas::InfoRole::Master(n) => n,
+            replicas::InfoRole::Replica => return Ok(None),
+            replicas::InfoRole::Unknown => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "durable writes need the master's replica count",
+                    "INFO replication did not answer as a master: give the replica count \
+                     explicitly (Durability::Replicated { replicas: Some(n), .. })"
+                        .to_owned(),
+                )));
+            }
         };
-        Ok(self
-            .replicas
-            .lock()
-            .expect("replicas lock")
-            .observe(epoch, seen, Instant::now()))
+        Ok(Some(self.replicas.lock().expect("replicas lock").observe(
+            epoch,
+            seen,
+            Instant::now(),
+        )))
     }
 
     /// A durable write's `WAIT` fell short on a connection of `epoch`: the replica count is

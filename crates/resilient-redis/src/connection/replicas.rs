@@ -110,23 +110,39 @@ impl ReplicaCount {
     }
 }
 
-/// The number of replicas in a master's `INFO replication` reply (`connected_slaves`); `None`
-/// for a replica's, or any other reply.
-pub(crate) fn replicas_in_info(reply: &Value) -> Option<u32> {
+/// What an `INFO replication` reply says of the server's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InfoRole {
+    /// A master, with this many replicas (`connected_slaves`).
+    Master(u32),
+    /// A replica: the server was demoted.
+    Replica,
+    /// Not an `INFO replication` reply (an error reply such as `NOPERM`, or garbage).
+    Unknown,
+}
+
+/// Reads the role (and a master's replica count) from an `INFO replication` reply.
+pub(crate) fn role_in_info(reply: &Value) -> InfoRole {
     let text = match reply {
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?,
-        Value::VerbatimString { text, .. } => text.as_str(),
-        Value::SimpleString(s) => s.as_str(),
-        _ => return None,
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::VerbatimString { text, .. } => Some(text.as_str()),
+        Value::SimpleString(s) => Some(s.as_str()),
+        _ => None,
+    };
+    let Some(text) = text else {
+        return InfoRole::Unknown;
     };
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.trim_end().strip_prefix(name)?.strip_prefix(':'))
     };
-    if field("role")? != "master" {
-        return None;
+    match field("role") {
+        Some("master") => field("connected_slaves")
+            .and_then(|n| n.parse().ok())
+            .map_or(InfoRole::Unknown, InfoRole::Master),
+        Some("slave") => InfoRole::Replica,
+        _ => InfoRole::Unknown,
     }
-    field("connected_slaves")?.parse().ok()
 }
 
 #[cfg(test)]
@@ -175,11 +191,13 @@ mod tests {
         let master = info(
             "# Replication\r\nrole:master\r\nconnected_slaves:2\r\nslave0:ip=127.0.0.1,port=1,state=online\r\n",
         );
-        assert_eq!(replicas_in_info(&master), Some(2));
+        assert_eq!(role_in_info(&master), InfoRole::Master(2));
         let alone = info("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n");
-        assert_eq!(replicas_in_info(&alone), Some(0));
+        assert_eq!(role_in_info(&alone), InfoRole::Master(0));
         let replica = info("# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\n");
-        assert_eq!(replicas_in_info(&replica), None);
-        assert_eq!(replicas_in_info(&Value::Nil), None);
+        assert_eq!(role_in_info(&replica), InfoRole::Replica);
+        assert_eq!(role_in_info(&Value::Nil), InfoRole::Unknown);
+        let denied = redis::parse_redis_value(b"-NOPERM no permission\r\n").unwrap();
+        assert_eq!(role_in_info(&denied), InfoRole::Unknown);
     }
 }

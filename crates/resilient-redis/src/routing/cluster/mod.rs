@@ -208,13 +208,20 @@ impl ClusterRouter {
             .collect()
     }
 
-    /// Drops the pools of nodes that own no slot any more (a removed or demoted master).
+    /// Drops the pools of nodes that own no slot any more (a removed or demoted master), and
+    /// retires them: a durable write still in flight there is not acknowledged by its reply.
     fn forget_nodes_without_slots(&self) {
         let owners = self.topology.masters();
         self.nodes
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|addr, _| owners.iter().any(|o| o == addr));
+            .retain(|addr, node| {
+                let owner = owners.iter().any(|o| o == addr);
+                if !owner {
+                    node.pool.retire();
+                }
+                owner
+            });
     }
 
     /// A node failed to answer (no connection, or the connection broke): the call waits for
