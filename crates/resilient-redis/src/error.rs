@@ -95,6 +95,9 @@ pub enum ErrorKind {
     /// a failover under way), so a failover could still take it back. Always
     /// [`Outcome::Ambiguous`]; writes safe to repeat are retried before this is returned.
     Unconfirmed,
+    /// An optimistic transaction ([`Client::transaction`](crate::Client::transaction)) found a
+    /// watched key changed at every run within its deadline or retry budget: nothing applied.
+    Conflict,
 }
 
 impl ErrorKind {
@@ -111,6 +114,7 @@ impl ErrorKind {
             ErrorKind::Server => "server",
             ErrorKind::Throttled => "throttled",
             ErrorKind::Refused => "refused",
+            ErrorKind::Conflict => "conflict",
             ErrorKind::RejectedLocally => "rejected_locally",
             ErrorKind::Conversion => "conversion",
             ErrorKind::Unconfirmed => "unconfirmed",

@@ -194,7 +194,7 @@ mod retry;
 mod routing;
 mod striped;
 
-pub use client::{Client, ClientStats};
+pub use client::{Client, ClientStats, Transaction};
 pub use commands::{CommandSafety, safety_of};
 pub use config::TlsConfig;
 pub use config::{

@@ -98,7 +98,11 @@ impl Handle {
 
     /// A dedicated connection for a blocking command, waiting for the server (within
     /// `deadline`) when it cannot be reached.
-    async fn dedicated(&self, pool: &Pool, deadline: Instant) -> Result<Dedicated, Error> {
+    pub(super) async fn dedicated(
+        &self,
+        pool: &Pool,
+        deadline: Instant,
+    ) -> Result<Dedicated, Error> {
         let connect_timeout = self.inner.config.connect_timeout;
         loop {
             match tokio::time::timeout_at(deadline, pool.open_dedicated()).await {

@@ -10,6 +10,7 @@ mod durable;
 mod late_reply;
 mod stats;
 mod timer;
+mod transaction;
 
 use std::{
     pin::Pin,
@@ -33,6 +34,7 @@ use crate::{
 };
 pub use stats::ClientStats;
 use stats::{Counters, KINDS};
+pub use transaction::Transaction;
 
 /// A Redis client that survives dropped connections, restarts, stalls and throttling, and never
 /// reports an ambiguous write as a plain failure.
@@ -353,6 +355,7 @@ impl Client {
             unconfirmed: s.unconfirmed.load(Ordering::Relaxed),
             deposed_replies: s.deposed_replies.load(Ordering::Relaxed),
             replica_waits: s.replica_waits.load(Ordering::Relaxed),
+            conflicts: s.conflicts.load(Ordering::Relaxed),
         }
     }
 

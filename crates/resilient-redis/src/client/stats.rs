@@ -31,6 +31,8 @@ pub(super) struct Counters {
     pub(super) deposed_replies: AtomicU64,
     /// `WAIT` commands sent for durable writes.
     pub(super) replica_waits: AtomicU64,
+    /// Transaction runs whose `EXEC` found a watched key changed.
+    pub(super) conflicts: AtomicU64,
 }
 
 /// Cumulative counters of a client (shared by its clones) since it was created.
@@ -78,4 +80,8 @@ pub struct ClientStats {
     /// confirms every durable write before it on its connection, so under load there are far
     /// fewer than writes.
     pub replica_waits: u64,
+    /// Runs of [`Client::transaction`](crate::Client::transaction) whose `EXEC` found a watched
+    /// key changed (each was run again, or the call ended as
+    /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict)).
+    pub conflicts: u64,
 }

@@ -242,7 +242,7 @@ fn verdict_of<'a>(name: &Name, rest: impl Iterator<Item = &'a [u8]> + Clone) -> 
         }
         b"MULTI" | b"EXEC" | b"DISCARD" | b"WATCH" | b"UNWATCH" => {
             return Verdict::Refused(
-                "transactions on a shared connection must be sent whole: use redis::pipe().atomic()",
+                "transactions on a shared connection must be sent whole: use redis::pipe().atomic(), or Client::transaction for WATCH",
             );
         }
         b"SUBSCRIBE" | b"PSUBSCRIBE" | b"SSUBSCRIBE" | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE"
