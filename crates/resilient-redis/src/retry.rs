@@ -23,6 +23,26 @@ pub(crate) struct AttemptError {
 }
 
 impl AttemptError {
+    /// A failure that no server reply caused (a lost connection, a deadline, a refusal), with
+    /// the client error the caller sees if it is the last and how the policy treats it.
+    pub(crate) fn new(
+        kind: ErrorKind,
+        outcome: Outcome,
+        message: impl Into<String>,
+        source: Option<RedisError>,
+        class: Classification,
+    ) -> AttemptError {
+        let mut error = Error::new(kind, outcome, message);
+        if let Some(s) = source {
+            error = error.with_source(s);
+        }
+        AttemptError {
+            error,
+            class,
+            reply: None,
+        }
+    }
+
     /// The failure a server error reply makes, per the [reply table](crate::replies):
     /// `pipelined` when it was one command's reply in a pipeline (the others may have run).
     pub(crate) fn from_reply(err: &ServerError, meaning: Meaning, pipelined: bool) -> AttemptError {
@@ -135,15 +155,13 @@ pub(crate) fn deadline_in_flight() -> AttemptError {
 }
 
 pub(crate) fn connection_lost(message: &str, source: Option<RedisError>) -> AttemptError {
-    let mut error = Error::new(ErrorKind::ConnectionLost, Outcome::Ambiguous, message);
-    if let Some(s) = source {
-        error = error.with_source(s);
-    }
-    AttemptError {
-        error,
-        class: Classification::retry().ambiguous().server_fault(true),
-        reply: None,
-    }
+    AttemptError::new(
+        ErrorKind::ConnectionLost,
+        Outcome::Ambiguous,
+        message,
+        source,
+        Classification::retry().ambiguous().server_fault(true),
+    )
 }
 
 /// What a topology's retry policy is made of.

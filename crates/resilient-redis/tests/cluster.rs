@@ -3,6 +3,8 @@
 //! load, and the API. Each fault also runs against a raw redis-rs cluster connection with its
 //! default settings, to show what the fault costs without the resilient client.
 
+mod common;
+
 use std::{
     sync::{
         Arc,
@@ -16,34 +18,12 @@ use redis_lab::{ClusterConfig as LabConfig, RedisCluster};
 use resilient_redis::{Client, ClientConfig, CommandSafety, ErrorKind, Outcome, safety_of};
 use tokio::{sync::Mutex, task::JoinSet, time::Instant};
 
+use common::{key_slot, wait_until};
+
 /// The tests share two cores: run them one at a time so latency figures mean something.
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
 const TASKS: usize = 50;
-
-/// CRC16-XMODEM mod 16384, as Redis Cluster hashes keys (tags included).
-fn key_slot(key: &str) -> u16 {
-    let key = key.as_bytes();
-    let key = match key.iter().position(|&b| b == b'{') {
-        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
-            Some(close) if close > 0 => &key[open + 1..open + 1 + close],
-            _ => key,
-        },
-        None => key,
-    };
-    let mut crc: u16 = 0;
-    for &b in key {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
-}
 
 /// The shard (index of the initial master) of a slot: the lab splits slots evenly over 3.
 fn shard_of(slot: u16) -> usize {
@@ -227,19 +207,6 @@ impl Load {
         }
         run.samples.sort_by_key(|s| s.at);
         run
-    }
-}
-
-/// Polls `check` every 20 ms until it is true, or panics after `limit`.
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

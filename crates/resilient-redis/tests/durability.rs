@@ -21,7 +21,7 @@ use resilient_redis::{
 };
 use tokio::{task::JoinSet, time::Instant};
 
-use common::{Tally, spawn_incr};
+use common::{Tally, key_slot, spawn_incr, wait_until};
 
 /// A primary with one replica, synced.
 async fn primary_and_replica() -> (RedisServer, RedisServer) {
@@ -355,19 +355,6 @@ impl Load {
     }
 }
 
-/// Polls `check` every 50 ms until it holds; panics with `what` after `limit`.
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Freezes `server` until `promoted` resolves and for at least 2.5 s, then thaws it.
 async fn paused_until<T>(
     server: &RedisServer,
@@ -453,22 +440,6 @@ async fn through_a_failover(durability: Durability, fault: Fault) -> Run {
     load.finish(master).await
 }
 
-/// CRC16-XMODEM mod 16384 of a hash tag (the keys' `{d}`).
-fn tag_slot(tag: &str) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in tag.as_bytes() {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
-}
-
 /// The load through `fault` on a cluster (3 masters, 2 replicas each) at the shard of the
 /// load's keys: `CLUSTER FAILOVER FORCE` on one of its replicas (the replica takes over without
 /// waiting for the master's last writes), a graceful `CLUSTER FAILOVER`, or the master frozen
@@ -486,7 +457,7 @@ async fn through_a_cluster_failover(durability: Durability, fault: Fault) -> Run
         ..ClientConfig::cluster(&cluster.urls()).unwrap()
     };
     let client = Client::with_config(config).await.unwrap();
-    let slot = tag_slot("d");
+    let slot = key_slot(XO_COUNTER);
     let old = cluster.master_for_slot(slot).await.unwrap();
     let old_server = cluster
         .nodes()

@@ -109,27 +109,20 @@ fn unconfirmed(message: String) -> AttemptError {
     }
 }
 
-/// A durable write that could not be sent (nothing was written).
 /// The `READONLY` reply a write would get from the demoted server.
-fn demoted_reply() -> redis::ServerError {
+fn demoted_reply() -> Option<redis::ServerError> {
     match redis::parse_redis_value(
         b"-READONLY the server answers INFO replication as a replica (asked before a durable write, not sent)\r\n",
     ) {
-        Ok(Value::ServerError(e)) => e,
-        other => unreachable!("a constant error reply parses as one: {other:?}"),
+        Ok(Value::ServerError(e)) => Some(e),
+        _ => None,
     }
 }
 
+/// A durable write that could not be sent (nothing was written).
 fn not_sent(message: String, source: Option<redis::RedisError>) -> AttemptError {
-    let mut error = Error::new(ErrorKind::Server, Outcome::Failed, message);
-    if let Some(s) = source {
-        error = error.with_source(s);
-    }
-    AttemptError {
-        error,
-        class: Classification::fail().server_fault(false),
-        reply: None,
-    }
+    let class = Classification::fail().server_fault(false);
+    AttemptError::new(ErrorKind::Server, Outcome::Failed, message, source, class)
 }
 
 impl Handle {
@@ -156,10 +149,11 @@ impl Handle {
                 // The server is a replica now: as if the write had got `READONLY` (not sent;
                 // the reply table says what follows: a new connection, a slot-map refresh).
                 Ok(None) => {
-                    let demoted = Reply::One(Value::ServerError(demoted_reply()));
-                    return match self.check_reply(demoted, retry_safe) {
-                        Err(e) => Err(e),
-                        Ok(_) => Err(not_sent(
+                    let demoted = demoted_reply()
+                        .map(|e| self.check_reply(Reply::One(Value::ServerError(e)), retry_safe));
+                    return match demoted {
+                        Some(Err(e)) => Err(e),
+                        _ => Err(not_sent(
                             "the server was demoted before a durable write was sent".to_owned(),
                             None,
                         )),

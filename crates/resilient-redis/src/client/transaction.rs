@@ -82,41 +82,34 @@ impl ConnectionLike for Transaction {
     }
 }
 
-/// How one run ended, when it did not succeed.
+/// Nothing of the run was applied: run it again (a retry like any other).
 fn not_applied(message: &str, source: Option<redis::RedisError>) -> AttemptError {
-    let mut error = Error::new(ErrorKind::ConnectionLost, Outcome::Failed, message);
-    if let Some(s) = source {
-        error = error.with_source(s);
-    }
-    AttemptError {
-        error,
-        class: Classification::retry().server_fault(true),
-        reply: None,
-    }
+    let class = Classification::retry().server_fault(true);
+    AttemptError::new(
+        ErrorKind::ConnectionLost,
+        Outcome::Failed,
+        message,
+        source,
+        class,
+    )
 }
 
+/// Nothing applied, and running again would not help.
 fn failed(kind: ErrorKind, message: &str, source: Option<redis::RedisError>) -> AttemptError {
-    let mut error = Error::new(kind, Outcome::Failed, message);
-    if let Some(s) = source {
-        error = error.with_source(s);
-    }
-    AttemptError {
-        error,
-        class: Classification::fail().server_fault(false),
-        reply: None,
-    }
+    let class = Classification::fail().server_fault(false);
+    AttemptError::new(kind, Outcome::Failed, message, source, class)
 }
 
+/// `EXEC` was sent: the transaction may have been applied.
 fn ambiguous(message: &str, source: Option<redis::RedisError>) -> AttemptError {
-    let mut error = Error::new(ErrorKind::ConnectionLost, Outcome::Ambiguous, message);
-    if let Some(s) = source {
-        error = error.with_source(s);
-    }
-    AttemptError {
-        error,
-        class: Classification::fail().ambiguous().server_fault(true),
-        reply: None,
-    }
+    let class = Classification::fail().ambiguous().server_fault(true);
+    AttemptError::new(
+        ErrorKind::ConnectionLost,
+        Outcome::Ambiguous,
+        message,
+        source,
+        class,
+    )
 }
 
 /// Whether an error of a command sent before `EXEC` means "run it again" (nothing applied).
@@ -366,20 +359,14 @@ impl Handle {
                 // Refused as a whole (a queued command was rejected, or the node was demoted).
                 Err(before_exec(e, "EXEC refused the transaction"))
             }
-            Ok(Err(e)) => {
-                // A command failed inside EXEC: the others ran.
-                let mut error = Error::new(
-                    ErrorKind::Server,
-                    Outcome::Applied,
-                    "a command of the transaction failed inside EXEC (the others were applied)",
-                );
-                error = error.with_source(e);
-                Err(AttemptError {
-                    error,
-                    class: Classification::fail(),
-                    reply: None,
-                })
-            }
+            // A command failed inside EXEC: the others ran.
+            Ok(Err(e)) => Err(AttemptError::new(
+                ErrorKind::Server,
+                Outcome::Applied,
+                "a command of the transaction failed inside EXEC (the others were applied)",
+                Some(e),
+                Classification::fail(),
+            )),
             // A watched key changed: nothing applied (the caller runs it again).
             Ok(Ok(Value::Nil)) => {
                 pool.return_dedicated(dedicated);

@@ -247,3 +247,43 @@ pub async fn eventually<F: FnMut() -> bool>(limit: Duration, mut f: F) -> bool {
 pub fn init_tracing() {
     let _ = std::env::var("RUST_LOG").map(|_| ());
 }
+
+/// CRC16-XMODEM mod 16384, as Redis Cluster hashes keys (tags included).
+pub fn key_slot(key: &str) -> u16 {
+    let key = key.as_bytes();
+    let key = match key.iter().position(|&b| b == b'{') {
+        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
+            Some(close) if close > 0 => &key[open + 1..open + 1 + close],
+            _ => key,
+        },
+        None => key,
+    };
+    let mut crc: u16 = 0;
+    for &b in key {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// Polls `check` every 20 ms until it holds; panics naming `what` after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
