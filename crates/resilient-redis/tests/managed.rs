@@ -345,3 +345,91 @@ async fn a_replica_is_refused_at_connect_unless_asked_for() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Durable acknowledgements through the failover behind one hostname: 20 tasks of exactly-once
+/// `INCR` and 20 of plain `INCR` with `Durability::replicated()`; the counters read on B, the new
+/// primary, once A follows it. Nothing acknowledged is taken back: exactly-once final ==
+/// acknowledged, plain ok <= final <= ok + ambiguous.
+///
+/// Fails today (3 of 3 runs): nothing acknowledged is lost (final >= acknowledged, and the plain
+/// invariant holds), but 9-19 exactly-once writes end ambiguous ("gave up after 6 attempts; 0 of
+/// 1 replicas confirmed"), and after the failover durable writes crawl (~1,000 acknowledgements
+/// in ~8 s). Kept as the reproduction for issue 18's next step; not run in CI until it passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails today: durable writes behind one hostname stall and give up after the failover (issue 18)"]
+async fn durable_writes_survive_a_failover_behind_one_hostname() {
+    use resilient_redis::{Durability, ExactlyOnceConfig};
+    let service = Service::start().await;
+    let client = Client::with_config(ClientConfig {
+        durability: Durability::replicated(),
+        deadline: Duration::from_secs(10),
+        ..config(service.proxy.url())
+    })
+    .await
+    .unwrap();
+    let xo = client.exactly_once(ExactlyOnceConfig::default()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (acked, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut tasks = JoinSet::new();
+    for _ in 0..20 {
+        let (mut xo, stop, acked, failed) =
+            (xo.clone(), stop.clone(), acked.clone(), failed.clone());
+        tasks.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match xo.incr::<_, _, i64>("durable:xo", 1).await {
+                    Ok(_) => acked.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        eprintln!("exactly-once error: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        });
+    }
+    let plain = common::spawn_incr(
+        common::Conn::Resilient(client.clone()),
+        20,
+        "durable:plain",
+        stop.clone(),
+    );
+    common::wait_until("the load to get going", Duration::from_secs(10), || async {
+        acked.load(Ordering::Relaxed) >= 1000
+    })
+    .await;
+    service.fail_over().await;
+    let at_failover = acked.load(Ordering::Relaxed);
+    common::wait_until(
+        "writes acknowledged after the failover",
+        Duration::from_secs(10),
+        || async { acked.load(Ordering::Relaxed) >= at_failover + 1000 },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    while tasks.join_next().await.is_some() {}
+    let plain = plain.await.unwrap();
+    let mut b = service.b.admin().await.unwrap();
+    let xo_final: i64 = b.get("durable:xo").await.unwrap();
+    let plain_final: i64 = b.get("durable:plain").await.unwrap();
+    let (acked, failed) = (
+        acked.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    let stats = client.stats();
+    eprintln!(
+        "durable behind one hostname: exactly-once acknowledged {acked}, final {xo_final}, failed \
+         {failed}; plain ok {}, ambiguous {}, final {plain_final}; unconfirmed {}, deposed {}",
+        plain.ok, plain.ambiguous, stats.unconfirmed, stats.deposed_replies
+    );
+    assert_eq!(failed, 0, "exactly-once writes failed");
+    assert_eq!(
+        xo_final as u64, acked,
+        "exactly-once: final != acknowledged"
+    );
+    assert!(
+        plain.ok as i64 <= plain_final && plain_final <= (plain.ok + plain.ambiguous) as i64,
+        "plain: ok {} <= final {plain_final} <= ok + ambiguous {} does not hold",
+        plain.ok,
+        plain.ok + plain.ambiguous
+    );
+    assert_eq!(plain.failed, 0, "{:?}", plain.errors);
+}
