@@ -9,9 +9,12 @@
 //!   transaction). A group-committed batch of exactly-once writes is one script call: one
 //!   `WAIT` for the batch.
 //! - Fewer replicas than required: the write was applied on the master and may be taken back
-//!   by a failover, so the attempt fails as [`ErrorKind::Unconfirmed`] (ambiguous). The policy
-//!   retries it when the request is safe to repeat (an idempotent write; an exactly-once write
-//!   under its token), otherwise the caller gets that error.
+//!   by a failover, so the attempt fails as [`ErrorKind::Unconfirmed`] (ambiguous) and the
+//!   caller gets that error. A request safe to repeat (an idempotent write; an exactly-once
+//!   write under its token) waits instead: a later `WAIT` on the same connection covers it, so
+//!   it sends `WAIT` again until the replicas confirm or its deadline passes (a replica
+//!   resyncing after a failover can take seconds); a connection lost or a master replaced
+//!   meanwhile ends the attempt, and the policy retries it on the new master.
 //! - A reply that arrives after the master was replaced (the client learned of a failover while
 //!   the write was in flight) is not a success either, whatever `WAIT` said: the deposed master
 //!   may still count the replicas it is about to lose.
@@ -239,31 +242,44 @@ impl Handle {
             (reply, answer)
         };
         let stats = &self.inner.stats;
-        if pool.epoch() != epoch {
-            stats.deposed_replies.fetch_add(1, Ordering::Relaxed);
-            return Err(unconfirmed(
-                "the master was replaced while the write was in flight: its acknowledgement \
-                 does not count (the new master may not have the write)"
-                    .to_owned(),
-            ));
-        }
-        match answer {
-            Answer::Replicas(n) if n >= i64::from(wanted) => Ok(reply),
-            Answer::Replicas(n) => {
-                pool.replicas_fell_short(epoch);
-                stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
-                Err(unconfirmed(format!(
-                    "the master applied the write but {n} of {wanted} replicas confirmed it \
-                     within {} ms: a failover could take it back",
-                    wait.timeout.as_millis()
-                )))
+        let mut answer = answer;
+        loop {
+            if pool.epoch() != epoch {
+                stats.deposed_replies.fetch_add(1, Ordering::Relaxed);
+                return Err(unconfirmed(
+                    "the master was replaced while the write was in flight: its \
+                     acknowledgement does not count (the new master may not have the write)"
+                        .to_owned(),
+                ));
             }
-            Answer::Failed(why) => {
-                stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
-                Err(unconfirmed(format!(
-                    "the master applied the write but its WAIT failed ({why}): not confirmed"
-                )))
+            let n = match answer {
+                Answer::Replicas(n) if n >= i64::from(wanted) => return Ok(reply),
+                Answer::Replicas(n) => n,
+                Answer::Failed(why) => {
+                    stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                    return Err(unconfirmed(format!(
+                        "the master applied the write but its WAIT failed ({why}): not confirmed"
+                    )));
+                }
+            };
+            pool.replicas_fell_short(epoch);
+            stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
+            // A write that may be repeated waits for its replicas until its deadline: on the
+            // same connection a later WAIT covers it, so waiting again is the cheapest retry
+            // (a replica resyncing after a failover takes seconds). Without a deadline the
+            // policy's attempts bound it instead.
+            if retry_safe && deadline.is_some_and(|d| Instant::now() < d) {
+                let ticket = group.ticket();
+                answer = self
+                    .confirm(node, lease, &group, ticket, wanted, wait.timeout, deadline)
+                    .await;
+                continue;
             }
+            return Err(unconfirmed(format!(
+                "the master applied the write but {n} of {wanted} replicas confirmed it within \
+                 {} ms: a failover could take it back",
+                wait.timeout.as_millis()
+            )));
         }
     }
 

@@ -69,9 +69,10 @@ pub struct ClientStats {
     /// (Cluster) redis-rs cluster connections (keyless calls) replaced because they stopped
     /// answering.
     pub replaced: u64,
-    /// ([`Durability::Replicated`](crate::Durability::Replicated)) Write attempts applied by the
-    /// master but confirmed by too few replicas in time (retried when safe, else returned as
-    /// [`ErrorKind::Unconfirmed`](crate::ErrorKind::Unconfirmed)).
+    /// ([`Durability::Replicated`](crate::Durability::Replicated)) Times a write applied by the
+    /// master was confirmed by too few replicas in time: a write safe to repeat waits again
+    /// (one write may count several times), others are returned as
+    /// [`ErrorKind::Unconfirmed`](crate::ErrorKind::Unconfirmed).
     pub unconfirmed: u64,
     /// ([`Durability::Replicated`](crate::Durability::Replicated)) Write attempts answered after
     /// the client learned their master had been replaced: not counted as acknowledged.
