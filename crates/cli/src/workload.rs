@@ -22,6 +22,9 @@ pub(crate) enum Workload {
     Incr,
     /// Every task LPUSHes the value (`--value-size` bytes) onto the same list (`--key`).
     Lpush,
+    /// Every task increments the same key (`--key`) through an optimistic transaction
+    /// (`WATCH`, `GET`, `MULTI` `SET` `EXEC`; re-run on a conflict): resilient client only.
+    Cas,
 }
 
 impl Workload {
@@ -31,6 +34,7 @@ impl Workload {
             Workload::GetSet => "get-set",
             Workload::Incr => "incr",
             Workload::Lpush => "lpush",
+            Workload::Cas => "cas",
         }
     }
 }
@@ -52,7 +56,8 @@ pub(crate) struct Mix {
 
 /// The calls of one task, in order: get-set alternates SET and GET of keys drawn uniformly from
 /// `bench:0 .. bench:{keys-1}` with an RNG seeded from the mix's seed and the task's index;
-/// incr INCRs the counter key; lpush LPUSHes the value onto it.
+/// incr INCRs the counter key; lpush LPUSHes the value onto it; cas sends the same INCR, which
+/// the client runs as a transaction ([`crate::client::CasApp`]).
 pub(crate) struct Commands {
     mix: std::sync::Arc<Mix>,
     rng: SmallRng,
@@ -95,7 +100,7 @@ impl Commands {
     /// The next call.
     pub(crate) fn next_cmd(&mut self) -> &Cmd {
         match self.mix.workload {
-            Workload::Incr | Workload::Lpush => &self.fixed,
+            Workload::Incr | Workload::Lpush | Workload::Cas => &self.fixed,
             Workload::GetSet => {
                 self.key.clear();
                 let _ = write!(

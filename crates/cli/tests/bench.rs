@@ -229,6 +229,54 @@ async fn bench_exactly_once_counts_each_write_once() {
     );
 }
 
+/// `--workload cas`: each call is a transaction incrementing `--key`; the server's value equals
+/// the successes (no fault, so nothing ambiguous), the report counts the conflicts of 8 tasks on
+/// one key, and the workload is refused for other clients.
+#[tokio::test]
+async fn bench_cas_increments_through_transactions() {
+    let server = RedisServer::start().await.expect("lab server");
+    let url = server.url();
+    let args = [
+        "--workload",
+        "cas",
+        "--key",
+        "cas:counter",
+        "--concurrency",
+        "8",
+    ];
+    let report = bench_for_a_second(&url, &args).await;
+    assert_bench_report(&report, "resilient", "cas", 8);
+    let mut admin = server.admin().await.expect("admin connection");
+    let value: u64 = redis::cmd("GET")
+        .arg("cas:counter")
+        .query_async(&mut admin)
+        .await
+        .expect("the counter");
+    assert!(report["ok"].as_u64().expect("ok") > 0, "{report}");
+    assert_eq!(value, report["ok"].as_u64().expect("ok"), "{report}");
+    assert!(
+        report["conflicts"].as_u64().expect("conflicts") > 0,
+        "8 tasks on one key conflict: {report}"
+    );
+    let output = run(
+        &[
+            "bench",
+            "--url",
+            &url,
+            "--client",
+            "raw",
+            "--workload",
+            "cas",
+            "--duration",
+            "1",
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("cas"), "{}", stderr(&output));
+}
+
 #[tokio::test]
 async fn health_json_exit_codes_follow_the_server() {
     let mut server = RedisServer::start().await.expect("lab server");

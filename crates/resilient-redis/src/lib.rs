@@ -83,8 +83,9 @@
 //! attempt (no backoff, no budget), and makes calls for a shard whose master is down wait,
 //! sending nothing, until a replica takes over; the other shards are not held up.
 //! `CLUSTERDOWN`, `TRYAGAIN` and `READONLY` make a call wait for the next slot-map refresh and
-//! send again, within its deadline. See [`ClusterConfig`]. Blocking commands and `subscribe` are
-//! not sent to a cluster yet.
+//! send again, within its deadline. See [`ClusterConfig`]. Blocking commands go to the master of
+//! their key's slot on a dedicated connection, and are sent again when it says they did not run
+//! (`MOVED`, `ASK`, `UNBLOCKED` from a demoted master); `subscribe` is not sent to a cluster yet.
 //!
 //! # Overload
 //! Retries are dangerous when a server is overloaded, so the client bounds them three ways:

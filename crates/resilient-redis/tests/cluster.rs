@@ -432,8 +432,17 @@ async fn slot_migration_under_load_costs_no_errors_and_the_api_works() {
         .unwrap_err();
     assert_eq!(cross.code(), Some("CROSSSLOT"), "{cross}");
     assert_eq!(client.stats().retries, 0, "CROSSSLOT must not be retried");
-    let blocking = redis::cmd("BLPOP")
+    // A blocking command goes to its key's master (here it times out: nil); one without a key
+    // has no node to go to and is refused.
+    let popped: Option<(String, String)> = redis::cmd("BLPOP")
         .arg("{api}:q")
+        .arg(0.2)
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert_eq!(popped, None);
+    let blocking = redis::cmd("WAIT")
+        .arg(0)
         .arg(1)
         .query_async::<()>(&mut client)
         .await
@@ -525,4 +534,109 @@ async fn slot_migration_under_load_costs_no_errors_and_the_api_works() {
     if after.replaced == before.replaced {
         assert_eq!(after.retries, before.retries, "redirects cost retries");
     }
+}
+
+/// Whether the lab node at `addr` has a client blocked on a command.
+async fn has_blocked_client(cluster: &RedisCluster, addr: std::net::SocketAddr) -> bool {
+    let Some(node) = cluster.nodes().iter().find(|n| n.addr() == addr) else {
+        return false;
+    };
+    node.info_field("clients", "blocked_clients")
+        .await
+        .is_ok_and(|n| n.parse::<u64>().is_ok_and(|n| n > 0))
+}
+
+/// `BLPOP key 0` on a cluster goes to the key's master on a dedicated connection and follows
+/// its slot: sent again on the new owner when the slot migrates (the old one answers the blocked
+/// client `MOVED`) and when a graceful `CLUSTER FAILOVER` demotes its master (`UNBLOCKED`); each
+/// time it returns the element pushed to the new owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_calls_follow_their_slot() {
+    let _serial = SERIAL.lock().await;
+    let cluster = cluster(&[]).await;
+    let client = connect(&cluster.urls()).await;
+    let key = "{queue}:jobs";
+    let slot = key_slot(key);
+    let pop = |client: &Client| {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            redis::cmd("BLPOP")
+                .arg(key)
+                .arg(0)
+                .query_async::<(String, String)>(&mut client)
+                .await
+        })
+    };
+    let blocked_on = |addr| {
+        let cluster = &cluster;
+        async move {
+            wait_until(
+                "BLPOP blocked on the slot's master",
+                Duration::from_secs(15),
+                || has_blocked_client(cluster, addr),
+            )
+            .await;
+        }
+    };
+    let mut pusher = client.clone();
+
+    // Plain: blocked, then served.
+    let home = cluster.master_for_slot(slot).await.unwrap();
+    let popped = pop(&client);
+    blocked_on(home).await;
+    let _: i64 = pusher.lpush(key, "a").await.unwrap();
+    assert_eq!(popped.await.unwrap().unwrap().1, "a");
+
+    // The slot migrates while the call is blocked.
+    let popped = pop(&client);
+    blocked_on(home).await;
+    let mut away = None;
+    for node in cluster.nodes() {
+        if node.addr() != home && node.info_field("replication", "role").await.unwrap() == "master"
+        {
+            away = Some(node.addr());
+        }
+    }
+    let away = away.expect("another master");
+    cluster.migrate_slot(slot, away).await.unwrap();
+    blocked_on(away).await;
+    let _: i64 = pusher.lpush(key, "b").await.unwrap();
+    assert_eq!(popped.await.unwrap().unwrap().1, "b");
+
+    // A graceful failover demotes the master the call is blocked on.
+    let popped = pop(&client);
+    blocked_on(away).await;
+    let mut replica = None;
+    for node in cluster.nodes() {
+        if node.info_field("replication", "role").await.unwrap() == "slave"
+            && node.info_field("replication", "master_port").await.unwrap()
+                == away.port().to_string()
+        {
+            replica = Some(node);
+        }
+    }
+    let replica = replica.expect("a replica of the slot's master");
+    let promoted = replica.addr();
+    let mut admin = replica.admin().await.unwrap();
+    let () = redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    wait_until(
+        "the replica to take over",
+        Duration::from_secs(30),
+        || async {
+            cluster
+                .master_for_slot(slot)
+                .await
+                .is_ok_and(|m| m == promoted)
+        },
+    )
+    .await;
+    blocked_on(promoted).await;
+    let _: i64 = pusher.lpush(key, "c").await.unwrap();
+    assert_eq!(popped.await.unwrap().unwrap().1, "c");
+    let stats = client.stats();
+    assert!(stats.retries >= 2, "sent again twice: {stats:?}");
 }

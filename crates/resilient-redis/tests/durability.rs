@@ -379,16 +379,7 @@ async fn through_a_failover(durability: Durability, fault: Fault) -> Run {
     })
     .await
     .unwrap();
-    let hosts: Vec<String> = topology
-        .sentinel_addrs()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    let url = format!(
-        "redis+sentinel://{}/{}",
-        hosts.join(","),
-        topology.master_name()
-    );
+    let url = common::sentinel_url(&topology);
     let config = ClientConfig {
         durability,
         deadline: Duration::from_secs(10),

@@ -30,8 +30,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::{Duration, Instant};
 
 use crate::client::{
-    AppClient, ClientKind, ExactlyOnceApp, NaiveClient, RawClient, RawCluster, connect_resilient,
-    preflight, sentinel_master_url,
+    AppClient, CasApp, ClientKind, ExactlyOnceApp, NaiveClient, RawClient, RawCluster,
+    connect_resilient, preflight, sentinel_master_url,
 };
 use crate::error::CliError;
 use crate::open_loop::{self, Step, Timeline};
@@ -122,6 +122,14 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
             "--durability is a mode of the resilient client: it needs --client resilient",
         ));
     }
+    if args.workload == Workload::Cas
+        && (args.client != ClientKind::Resilient || args.exactly_once || args.paired_with.is_some())
+    {
+        return Err(CliError::usage(
+            "--workload cas runs the resilient client's transactions: it needs --client \
+             resilient, without --exactly-once or --paired-with",
+        ));
+    }
     if args.exactly_once && args.client != ClientKind::Resilient {
         return Err(CliError::usage(
             "--exactly-once needs --client resilient (it is a mode of the resilient client)",
@@ -133,6 +141,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         return Ok(ExitCode::SUCCESS);
     }
     let report = match (&target, args.client) {
+        (_, ClientKind::Resilient) if args.workload == Workload::Cas => {
+            let client = connect_resilient(&target, &access, deadline).await?;
+            bench(CasApp::new(client), &args, &target).await?
+        }
         (_, ClientKind::Resilient) if args.exactly_once => {
             let client = connect_resilient(&target, &access, deadline).await?;
             bench(ExactlyOnceApp::new(client)?, &args, &target).await?

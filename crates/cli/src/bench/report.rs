@@ -79,6 +79,9 @@ pub(crate) struct BenchReport {
     /// Replies from a master already known to be demoted (`--durability replicated`), which
     /// were not taken as successes.
     pub(crate) deposed_replies: u64,
+    /// Transaction runs repeated because a watched key changed (`--workload cas` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) conflicts: Option<u64>,
     /// `ops / duration_s`.
     pub(crate) ops_per_sec: f64,
     /// Successful calls per second: `ok / duration_s`.
@@ -148,6 +151,7 @@ impl BenchReport {
             rejected_locally: tally.rejected_locally,
             unconfirmed: counters.unconfirmed,
             deposed_replies: counters.deposed_replies,
+            conflicts: (workload == "cas").then_some(counters.conflicts),
             ops_per_sec: per_sec(ops),
             goodput_per_sec: per_sec(tally.ok),
             latency_us: LatencyUs::of(histogram),
@@ -214,6 +218,11 @@ impl BenchReport {
             out.push_str(&format!(
                 "\ndurability {durability}  unconfirmed {}  deposed replies {}",
                 self.unconfirmed, self.deposed_replies
+            ));
+        }
+        if let Some(conflicts) = self.conflicts {
+            out.push_str(&format!(
+                "\nconflicts {conflicts} (transaction runs repeated)"
             ));
         }
         if !self.errors_by_kind.is_empty() {

@@ -72,6 +72,8 @@ pub(crate) struct ClientCounters {
     /// Replies that came from a master the client already knew was demoted
     /// (`--durability replicated`): not counted as successes.
     pub(crate) deposed_replies: u64,
+    /// Transaction runs repeated because a watched key changed (`--workload cas`).
+    pub(crate) conflicts: u64,
 }
 
 impl ClientCounters {
@@ -88,6 +90,7 @@ impl ClientCounters {
                 .saturating_sub(earlier.rejected_locally),
             unconfirmed: self.unconfirmed.saturating_sub(earlier.unconfirmed),
             deposed_replies: self.deposed_replies.saturating_sub(earlier.deposed_replies),
+            conflicts: self.conflicts.saturating_sub(earlier.conflicts),
         }
     }
 }
@@ -126,6 +129,7 @@ impl AppClient for resilient_redis::Client {
             rejected_locally: stats.rejected_locally,
             unconfirmed: stats.unconfirmed,
             deposed_replies: stats.deposed_replies,
+            conflicts: stats.conflicts,
         }
     }
 }
@@ -159,6 +163,95 @@ impl<C: AppClient> AppClient for ExactlyOnceApp<C> {
 
     fn counters(&self) -> ClientCounters {
         self.client.counters()
+    }
+}
+
+/// A resilient client that runs each `INCR key` it is given as an optimistic transaction
+/// (`bench --workload cas`): `WATCH key`, `GET key`, then `MULTI` `SET key n+1` `EXEC`, run
+/// again on a conflict; the reply is the new value, as `INCR`'s.
+#[derive(Clone)]
+pub(crate) struct CasApp {
+    client: resilient_redis::Client,
+    conn: Cas,
+}
+
+impl CasApp {
+    /// Wraps `client`.
+    pub(crate) fn new(client: resilient_redis::Client) -> Self {
+        CasApp {
+            conn: Cas(client.clone()),
+            client,
+        }
+    }
+}
+
+impl AppClient for CasApp {
+    type Conn = Cas;
+
+    fn conn(&mut self) -> &mut Self::Conn {
+        &mut self.conn
+    }
+
+    async fn after_error(&mut self, _err: &RedisError) {}
+
+    fn counters(&self) -> ClientCounters {
+        self.client.counters()
+    }
+}
+
+/// The connection of [`CasApp`]: `INCR key` in, a transaction out (other commands as they are).
+#[derive(Clone)]
+pub(crate) struct Cas(resilient_redis::Client);
+
+impl ConnectionLike for Cas {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        let mut args = cmd.args_iter();
+        let key = match (args.next(), args.next(), args.next()) {
+            (Some(redis::Arg::Simple(b"INCR")), Some(redis::Arg::Simple(key)), None) => {
+                key.to_vec()
+            }
+            // Anything else (the preflight's PING) goes as it is.
+            _ => return self.0.req_packed_command(cmd),
+        };
+        Box::pin(async move {
+            let (value,): (i64,) = self
+                .0
+                .transaction(&[&key], |mut tx| {
+                    let key = key.clone();
+                    async move {
+                        let n: Option<i64> = redis::AsyncCommands::get(&mut tx, &key).await?;
+                        Ok(redis::pipe()
+                            .set(&key, n.unwrap_or(0) + 1)
+                            .ignore()
+                            .get(&key)
+                            .clone())
+                    }
+                })
+                .await
+                .map_err(resilient_redis::Error::into_redis)?;
+            Ok(redis::Value::Int(value))
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        _cmd: &'a redis::Pipeline,
+        _offset: usize,
+        _count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async {
+            Err(RedisError::from((
+                redis::ErrorKind::Client,
+                "the cas workload sends no pipeline",
+            )))
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
     }
 }
 

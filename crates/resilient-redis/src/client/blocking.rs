@@ -1,9 +1,10 @@
 //! Blocking commands: a dedicated connection, not cut by the response timeout, re-sent only when
-//! the server says it did not run them (it was demoted).
+//! the server says it did not run them (it was demoted; in a cluster, the slot moved or is
+//! being migrated, or the cluster is reconfiguring).
 
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, atomic::Ordering};
 
-use redis::Value;
+use redis::{Cmd, RedisError, Value};
 use tokio::time::Instant;
 
 use super::Handle;
@@ -13,12 +14,16 @@ use crate::{
     error::{Error, ErrorKind, Outcome},
     replies::{self, TopologyHint},
     request::{Reply, Request},
+    routing::{
+        Node, Router,
+        cluster::{ClusterRouter, RedirectKind, redirect_of, send_asking},
+    },
 };
 
 impl Handle {
     /// Blocking commands run on a dedicated connection: they do not hold up other callers, are
     /// not cut by the response timeout, and are never re-sent once written, unless the server
-    /// said they did not run because it was demoted.
+    /// said they did not run (it was demoted; in a cluster, the slot moved or is moving).
     pub(super) async fn execute_blocking(&self, request: Request<'_>) -> Result<Reply, Error> {
         let Request::Cmd(cmd) = request else {
             return Err(Error::new(
@@ -27,60 +32,17 @@ impl Handle {
                 "blocking commands cannot be pipelined through the client",
             ));
         };
-        let Some(node) = self.inner.router.single() else {
-            return Err(Error::new(
-                ErrorKind::Refused,
-                Outcome::Failed,
-                "blocking commands are not sent to a cluster yet",
-            ));
-        };
-        let pool = &node.pool;
-        let config = &self.inner.config;
-        // The handle's deadline (`with_deadline`), not the configuration's.
+        // The handle's deadline (`with_deadline`), not the configuration's: to connect, and to
+        // send the command again after the server said it did not run it.
         let connect_deadline = Instant::now() + self.deadline();
-        let limit = commands::blocking_timeout(cmd).map(|t| t + config.response_timeout * 2);
-        let result = loop {
-            self.inner.stats.attempts.add(1);
-            let conn = self.dedicated(pool, connect_deadline).await?;
-            let mut sending = conn.conn.clone();
-            let sent = sending.send_packed_command(cmd);
-            let result = match limit {
-                Some(limit) => match tokio::time::timeout(limit, sent).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        return Err(Error::new(
-                            ErrorKind::ConnectionLost,
-                            Outcome::Ambiguous,
-                            "no reply to a blocking command long after its own timeout",
-                        ));
-                    }
-                },
-                None => sent.await,
-            };
-            // Its server became a replica (`UNBLOCKED`, or `READONLY` for a blocking write): the
-            // command did not run. Once the connections have moved to the primary, it is sent
-            // again there (with its own timeout again), within the deadline.
-            if let Ok(Value::ServerError(err)) = &result
-                && Instant::now() < connect_deadline
-                && let Some(m) =
-                    replies::meaning(err, self.inner.deployment, self.inner.config.reply_rules())
-                && m.hints.topology == TopologyHint::Demoted
-            {
-                tracing::debug!(
-                    code = err.code(),
-                    "blocking command ended by a demotion: sending it again"
-                );
-                pool.on_dedicated_demoted(conn.epoch);
-                self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
-                continue;
+        let result = match &self.inner.router {
+            Router::Single(node) => self.blocking_on(node, cmd, connect_deadline).await?,
+            Router::Cluster(cluster) => {
+                Box::pin(self.blocking_in_cluster(cluster, cmd, connect_deadline)).await?
             }
-            break result.map(|v| (v, conn));
         };
         match result {
-            Ok((v, conn)) => {
-                pool.return_dedicated(conn);
-                Ok(Reply::One(v))
-            }
+            Ok(v) => Ok(Reply::One(v)),
             Err(e) if e.is_io_error() => Err(Error::new(
                 ErrorKind::ConnectionLost,
                 Outcome::Ambiguous,
@@ -93,6 +55,170 @@ impl Handle {
                 "blocking command failed",
             )
             .with_source(e)),
+        }
+    }
+
+    /// On one server or Sentinel's master: sent again on the new master when the server says
+    /// it was demoted (`UNBLOCKED`, or `READONLY` for a blocking write).
+    async fn blocking_on(
+        &self,
+        node: &Node,
+        cmd: &Cmd,
+        connect_deadline: Instant,
+    ) -> Result<redis::RedisResult<Value>, Error> {
+        let pool = &node.pool;
+        loop {
+            let conn = self.dedicated(pool, connect_deadline).await?;
+            let result = self.send_blocking(&conn, cmd, false).await?;
+            if let Ok(Value::ServerError(err)) = &result
+                && Instant::now() < connect_deadline
+                && self.hint_of(err) == Some(TopologyHint::Demoted)
+            {
+                tracing::debug!(
+                    code = err.code(),
+                    "blocking command ended by a demotion: sending it again"
+                );
+                pool.on_dedicated_demoted(conn.epoch);
+                self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if result.is_ok() {
+                pool.return_dedicated(conn);
+            }
+            return Ok(result);
+        }
+    }
+
+    /// In a cluster, on the master of the command's slot: `MOVED` and `ASK` are followed (the
+    /// command did not run), and a demotion or a reconfiguring cluster (`UNBLOCKED`,
+    /// `READONLY`, `TRYAGAIN`, `CLUSTERDOWN`) sends it again once the slot map has moved on.
+    async fn blocking_in_cluster(
+        &self,
+        cluster: &ClusterRouter,
+        cmd: &Cmd,
+        connect_deadline: Instant,
+    ) -> Result<redis::RedisResult<Value>, Error> {
+        let Some(slot) = commands::command_slot(cmd) else {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                Outcome::Failed,
+                "a blocking command without a key has no node to go to in a cluster",
+            ));
+        };
+        let mut ask: Option<Arc<Node>> = None;
+        let mut hops = 0;
+        loop {
+            let seen = cluster.epoch();
+            let node = match ask.clone() {
+                Some(node) => node,
+                None => match cluster.master_of(slot) {
+                    Ok(node) => node,
+                    Err(_) => {
+                        self.wait_for_topology(cluster, seen, Some(connect_deadline), || {
+                            format!(
+                                "the node of slot {slot} stayed down and no other took over \
+                                 before the deadline"
+                            )
+                        })
+                        .await
+                        .map_err(|e| e.error)?;
+                        continue;
+                    }
+                },
+            };
+            let conn = self.dedicated(&node.pool, connect_deadline).await?;
+            let result = self.send_blocking(&conn, cmd, ask.take().is_some()).await?;
+            let Ok(Value::ServerError(err)) = &result else {
+                if result.is_ok() {
+                    node.pool.return_dedicated(conn);
+                }
+                return Ok(result);
+            };
+            let hint = self.hint_of(err);
+            if Instant::now() >= connect_deadline
+                || !matches!(
+                    hint,
+                    Some(
+                        TopologyHint::Moved
+                            | TopologyHint::Ask
+                            | TopologyHint::Demoted
+                            | TopologyHint::Reconfiguring
+                    )
+                )
+            {
+                return Ok(result);
+            }
+            tracing::debug!(
+                code = err.code(),
+                "blocking command not run by its node: sending it again"
+            );
+            self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+            match redirect_of(&RedisError::from(err.clone())) {
+                Some(redirect) => {
+                    hops += 1;
+                    if hops > cluster.cluster.max_redirects {
+                        cluster.request_refresh();
+                        return Ok(result);
+                    }
+                    if redirect.kind == RedirectKind::Moved {
+                        cluster.moved(redirect.slot, &redirect.addr);
+                    } else {
+                        cluster.redirects.fetch_add(1, Ordering::Relaxed);
+                        ask = Some(cluster.node(&redirect.addr)?);
+                    }
+                }
+                None => {
+                    cluster.request_refresh();
+                    let failure = crate::retry::AttemptError::new(
+                        ErrorKind::Server,
+                        Outcome::Failed,
+                        format!("the blocking command's node answered {}", err.code()),
+                        Some(RedisError::from(err.clone())),
+                        resilience::Classification::fail(),
+                    );
+                    self.wait_for_refresh(cluster, seen, Some(connect_deadline), &failure)
+                        .await
+                        .map_err(|e| e.error)?;
+                }
+            }
+        }
+    }
+
+    /// What an error reply says of the topology, per the reply table.
+    fn hint_of(&self, err: &redis::ServerError) -> Option<TopologyHint> {
+        replies::meaning(err, self.inner.deployment, self.inner.config.reply_rules())
+            .map(|m| m.hints.topology)
+    }
+
+    /// Sends `cmd` on a dedicated connection (after `ASKING` if `asking`) and waits for its
+    /// reply: as long as the command blocks, plus twice the response timeout when it has a
+    /// timeout of its own (`Err`: no reply by then, ambiguous).
+    async fn send_blocking(
+        &self,
+        conn: &Dedicated,
+        cmd: &Cmd,
+        asking: bool,
+    ) -> Result<redis::RedisResult<Value>, Error> {
+        self.inner.stats.attempts.add(1);
+        let limit =
+            commands::blocking_timeout(cmd).map(|t| t + self.inner.config.response_timeout * 2);
+        let mut sending = conn.conn.clone();
+        let sent = async move {
+            if asking {
+                send_asking(&mut sending, cmd).await
+            } else {
+                sending.send_packed_command(cmd).await
+            }
+        };
+        match limit {
+            Some(limit) => tokio::time::timeout(limit, sent).await.map_err(|_| {
+                Error::new(
+                    ErrorKind::ConnectionLost,
+                    Outcome::Ambiguous,
+                    "no reply to a blocking command long after its own timeout",
+                )
+            }),
+            None => Ok(sent.await),
         }
     }
 

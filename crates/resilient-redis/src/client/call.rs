@@ -70,13 +70,6 @@ impl Handle {
                 break 'call Err(error);
             }
             if safety == CommandSafety::Blocking {
-                if single.is_none() {
-                    break 'call Err(Error::new(
-                        ErrorKind::Refused,
-                        Outcome::Failed,
-                        "blocking commands are not sent to a cluster yet: they would hold up every request to the node; use a dedicated connection",
-                    ));
-                }
                 // Boxed: the rare path keeps its (large) connect future out of every call's.
                 break 'call self.boxed_blocking(request).await;
             }

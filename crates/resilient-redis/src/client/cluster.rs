@@ -251,7 +251,7 @@ impl Handle {
 
     /// Waits, up to `deadline`, for the slot map to move on from version `seen` (the node of a
     /// slot is down).
-    async fn wait_for_topology(
+    pub(super) async fn wait_for_topology(
         &self,
         cluster: &ClusterRouter,
         seen: u64,
@@ -273,7 +273,7 @@ impl Handle {
     /// Waits for the slot map to move on from version `seen`, at most `min_refresh_interval`
     /// and never past `deadline`, after a reply that says the cluster is reconfiguring. At the
     /// deadline, the reply's error.
-    async fn wait_for_refresh(
+    pub(super) async fn wait_for_refresh(
         &self,
         cluster: &ClusterRouter,
         seen: u64,

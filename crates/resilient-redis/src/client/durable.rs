@@ -147,38 +147,10 @@ impl Handle {
         let epoch = pool.epoch();
         let wanted = match wait.replicas {
             Some(n) => n,
-            None => match pool.replicas_to_wait_for(&mut lease.conn, epoch).await {
-                Ok(Some(n)) => n,
-                // The server is a replica now: as if the write had got `READONLY` (not sent;
-                // the reply table says what follows: a new connection, a slot-map refresh).
-                Ok(None) => {
-                    let demoted = demoted_reply()
-                        .map(|e| self.check_reply(Reply::One(Value::ServerError(e)), retry_safe));
-                    return match demoted {
-                        Some(Err(e)) => Err(e),
-                        _ => Err(not_sent(
-                            "the server was demoted before a durable write was sent".to_owned(),
-                            None,
-                        )),
-                    };
-                }
-                // A broken connection: marked, and the write (not sent) retried elsewhere.
-                Err(e) if e.is_io_error() => {
-                    pool.mark_broken(id, &e.to_string());
-                    let mut failure = not_sent(
-                        "the connection broke before a durable write was sent".to_owned(),
-                        Some(e),
-                    );
-                    failure.class = Classification::retry().server_fault(true);
-                    return Err(failure);
-                }
-                Err(e) => {
-                    return Err(not_sent(
-                        "cannot learn how many replicas a durable write waits for".to_owned(),
-                        Some(e),
-                    ));
-                }
-            },
+            None => {
+                self.replicas_of(pool, &mut lease.conn, Some(id), epoch, retry_safe)
+                    .await?
+            }
         };
         let group = pool.wait_group(id);
         let (reply, answer) = if let Some(leader) = group.try_lead(wanted) {
@@ -283,6 +255,92 @@ impl Handle {
         }
     }
 
+    /// How many replicas a durable write on `conn` (a connection to the master of `epoch`)
+    /// waits for: every replica of the master. The failure of the write when that cannot be
+    /// learnt: a demoted server's is the `READONLY` the write would have got (not sent);
+    /// `lease`, the pooled connection `conn` is, is marked broken if it failed.
+    pub(super) async fn replicas_of(
+        &self,
+        pool: &crate::connection::Pool,
+        conn: &mut redis::aio::MultiplexedConnection,
+        lease: Option<crate::connection::LeaseId>,
+        epoch: u64,
+        retry_safe: bool,
+    ) -> Result<u32, AttemptError> {
+        match pool.replicas_to_wait_for(conn, epoch).await {
+            Ok(Some(n)) => Ok(n),
+            // The server is a replica now: as if the write had got `READONLY` (not sent;
+            // the reply table says what follows: a new connection, a slot-map refresh).
+            Ok(None) => {
+                let demoted = demoted_reply()
+                    .map(|e| self.check_reply(Reply::One(Value::ServerError(e)), retry_safe));
+                Err(match demoted {
+                    Some(Err(e)) => e,
+                    _ => not_sent(
+                        "the server was demoted before a durable write was sent".to_owned(),
+                        None,
+                    ),
+                })
+            }
+            // A broken connection: marked, and the write (not sent) retried elsewhere.
+            Err(e) if e.is_io_error() => {
+                if let Some(id) = lease {
+                    pool.mark_broken(id, &e.to_string());
+                }
+                let mut failure = not_sent(
+                    "the connection broke before a durable write was sent".to_owned(),
+                    Some(e),
+                );
+                failure.class = Classification::retry().server_fault(true);
+                Err(failure)
+            }
+            Err(e) => Err(not_sent(
+                "cannot learn how many replicas a durable write waits for".to_owned(),
+                Some(e),
+            )),
+        }
+    }
+
+    /// What the `WAIT` behind a transaction's `EXEC` on a dedicated connection of `epoch`
+    /// answered (`acked`): a success when `wanted` replicas confirmed and the master is still
+    /// the one it was sent to, else [`ErrorKind::Unconfirmed`] (the transaction was applied).
+    pub(super) fn transaction_confirmed(
+        &self,
+        pool: &crate::connection::Pool,
+        epoch: u64,
+        wanted: u32,
+        timeout: Duration,
+        acked: Option<Value>,
+    ) -> Result<(), AttemptError> {
+        let stats = &self.inner.stats;
+        if pool.epoch() != epoch {
+            stats.deposed_replies.fetch_add(1, Ordering::Relaxed);
+            return Err(unconfirmed(
+                "the master was replaced while the transaction was in flight: its EXEC does not \
+                 count (the new master may not have it)"
+                    .to_owned(),
+            ));
+        }
+        match answer_of(acked) {
+            Answer::Replicas(n) if n >= i64::from(wanted) => Ok(()),
+            Answer::Replicas(n) => {
+                pool.replicas_fell_short(epoch);
+                stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                Err(unconfirmed(format!(
+                    "the master applied the transaction but {n} of {wanted} replicas confirmed it \
+                     within {} ms: a failover could take it back",
+                    timeout.as_millis()
+                )))
+            }
+            Answer::Failed(why) => {
+                stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                Err(unconfirmed(format!(
+                    "the master applied the transaction but its WAIT failed ({why}): not confirmed"
+                )))
+            }
+        }
+    }
+
     /// The replicas' answer for the write holding `ticket` on `lease`'s connection: a `WAIT`
     /// that covered it, or one this write sends (see [`WaitGroup`]).
     #[allow(clippy::too_many_arguments)]
@@ -335,7 +393,7 @@ impl Handle {
 }
 
 /// `WAIT wanted timeout`.
-fn wait_command(wanted: u32, timeout: Duration) -> redis::Cmd {
+pub(super) fn wait_command(wanted: u32, timeout: Duration) -> redis::Cmd {
     let mut wait = redis::cmd("WAIT");
     wait.arg(wanted).arg(timeout.as_millis().max(1) as u64);
     wait

@@ -287,3 +287,17 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The client URL of a lab Sentinel topology: every sentinel, and the master's name.
+pub fn sentinel_url(topology: &redis_lab::SentinelTopology) -> String {
+    let hosts: Vec<String> = topology
+        .sentinel_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    format!(
+        "redis+sentinel://{}/{}",
+        hosts.join(","),
+        topology.master_name()
+    )
+}

@@ -43,7 +43,7 @@ use redis::aio::MultiplexedConnection;
 
 pub use health::{ClusterHealth, ClusterNodeHealth};
 pub(crate) use keyless::Keyless;
-pub(crate) use redirect::{RedirectKind, redirect_of};
+pub(crate) use redirect::{RedirectKind, redirect_of, send_asking};
 
 use super::{Node, join_addr, split_addr};
 use tokio::time::Instant;

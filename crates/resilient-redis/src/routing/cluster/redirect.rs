@@ -35,6 +35,20 @@ pub(crate) fn redirect_of(error: &RedisError) -> Option<Redirect> {
     })
 }
 
+/// Sends `cmd` after `ASKING`, in one round trip, on a connection of the node an `ASK` named;
+/// the reply is `cmd`'s. (A command of the migrating slot is accepted there only so.)
+pub(crate) async fn send_asking(
+    conn: &mut redis::aio::MultiplexedConnection,
+    cmd: &redis::Cmd,
+) -> redis::RedisResult<redis::Value> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("ASKING").add_command(cmd.clone());
+    let mut replies = conn.send_packed_commands(&pipe, 1, 1).await?;
+    replies
+        .pop()
+        .ok_or_else(|| (redis::ErrorKind::Parse, "no reply after ASKING").into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,13 +7,24 @@
 //! when nothing of it can have been applied:
 //! - `EXEC` answered nil: a watched key changed (a *conflict*, counted in
 //!   [`ClientStats::conflicts`](crate::ClientStats::conflicts)), after a jittered backoff
-//!   (`retry_backoff`, which spreads the contenders). Conflicts do not draw on the retry
+//!   (`retry_backoff`, which spreads the contenders; it stops growing after a few conflicts, so
+//!   a run that lost does not fall behind the newcomers). Conflicts do not draw on the retry
 //!   budget: contention on one hot key must not take retries from every other call;
-//! - the connection broke, or the server answered as a replica, before `EXEC` was sent: a
-//!   retry like any other (backoff, retry budget, breaker).
+//! - the connection broke before `EXEC` was sent, or a reply the [reply table](crate::replies)
+//!   retries refused a command (`READONLY` from a demoted master, `TRYAGAIN`, `LOADING`), or
+//!   `EXEC` was refused as a whole because of one (`EXECABORT`): a retry like any other
+//!   (backoff, retry budget, breaker);
+//! - in a cluster, `MOVED` or `ASK` (the slot moved, or is moving): run again at once on the
+//!   node named, within the attempt (`ASK`: each command after `ASKING`), as any command
+//!   follows a redirect.
 //!
 //! Once `MULTI` .. `EXEC` has been sent, a lost connection or a deadline is
 //! [`Outcome::Ambiguous`]: the transaction may have been applied (its writes all, or none).
+//!
+//! The run itself is in `run.rs`, where it goes (a cluster's slot, redirects) in `route.rs`.
+
+mod route;
+mod run;
 
 use std::{future::Future, sync::atomic::Ordering};
 
@@ -21,22 +32,25 @@ use redis::{
     Cmd, FromRedisValue, Pipeline, RedisFuture, ToRedisArgs, Value,
     aio::{ConnectionLike, MultiplexedConnection},
 };
-use resilience::{Classification, Idempotency};
+use resilience::Idempotency;
 use tokio::time::Instant;
 
-use super::{Client, Handle};
+use super::Client;
 use crate::{
-    commands::{CommandSafety, safety_of},
-    connection::Dedicated,
+    commands::{CommandSafety, key_slot, safety_of},
     error::{Error, ErrorKind, Outcome},
     retry::{AttemptError, give_up_error},
+    routing::Router,
 };
+use route::Place;
 
 /// The connection a transaction's closure reads through: it holds the `WATCH`. Only reads
 /// are sent (a write is refused with a clear error: writes go in the pipeline the closure
 /// returns, so they are applied atomically, or not at all on a conflict).
 pub struct Transaction {
     conn: MultiplexedConnection,
+    /// Each read goes after `ASKING` (a cluster slot being migrated to this node).
+    asking: bool,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -59,6 +73,9 @@ impl ConnectionLike for Transaction {
         if safety_of(cmd) != CommandSafety::ReadOnly {
             return Box::pin(async { Err(write_refused()) });
         }
+        if self.asking {
+            return Box::pin(run::read(&mut self.conn, cmd, true));
+        }
         self.conn.req_packed_command(cmd)
     }
 
@@ -74,6 +91,9 @@ impl ConnectionLike for Transaction {
         {
             return Box::pin(async { Err(write_refused()) });
         }
+        if self.asking {
+            return Box::pin(run::read_asking(&mut self.conn, cmd, offset, count));
+        }
         self.conn.req_packed_commands(cmd, offset, count)
     }
 
@@ -82,42 +102,36 @@ impl ConnectionLike for Transaction {
     }
 }
 
-/// Nothing of the run was applied: run it again (a retry like any other).
-fn not_applied(message: &str, source: Option<redis::RedisError>) -> AttemptError {
-    let class = Classification::retry().server_fault(true);
-    AttemptError::new(
-        ErrorKind::ConnectionLost,
-        Outcome::Failed,
-        message,
-        source,
-        class,
-    )
+/// The backoff after a conflict grows for this many conflicts, then stays (by default a full
+/// jitter up to 80 ms). A conflict means another run committed: the key is busy, not broken,
+/// and a run that waited ever longer would lose every race to the newcomers (with 50 tasks on
+/// one key, some lost 16 runs in a row until their deadline when the wait grew to 1 s).
+const CONFLICT_STEPS: u32 = 4;
+
+/// A transaction refused before anything is sent.
+fn refused(message: String) -> Error {
+    Error::new(ErrorKind::Refused, Outcome::Failed, message)
 }
 
-/// Nothing applied, and running again would not help.
-fn failed(kind: ErrorKind, message: &str, source: Option<redis::RedisError>) -> AttemptError {
-    let class = Classification::fail().server_fault(false);
-    AttemptError::new(kind, Outcome::Failed, message, source, class)
-}
-
-/// `EXEC` was sent: the transaction may have been applied.
-fn ambiguous(message: &str, source: Option<redis::RedisError>) -> AttemptError {
-    let class = Classification::fail().ambiguous().server_fault(true);
-    AttemptError::new(
-        ErrorKind::ConnectionLost,
-        Outcome::Ambiguous,
-        message,
-        source,
-        class,
-    )
-}
-
-/// Whether an error of a command sent before `EXEC` means "run it again" (nothing applied).
-fn lost_before_exec(e: &redis::RedisError) -> bool {
-    e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_timeout()
-        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+/// The one slot of `keys`, or why a cluster transaction cannot watch them.
+fn slot_of_keys<K: ToRedisArgs>(keys: &[K]) -> Result<u16, Error> {
+    let mut slot = None;
+    for key in keys.iter().flat_map(|k| k.to_redis_args()) {
+        let this = key_slot(&key);
+        match slot {
+            None => slot = Some(this),
+            Some(s) if s != this => {
+                return Err(refused(format!(
+                    "a cluster transaction watches keys of one slot; key {:?} is in slot {this}, \
+                     another in slot {s} (give the keys one hash tag, such as {{user:1}}:a and \
+                     {{user:1}}:b)",
+                    String::from_utf8_lossy(&key)
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    slot.ok_or_else(|| refused("a transaction watches at least one key".to_owned()))
 }
 
 impl Client {
@@ -130,6 +144,10 @@ impl Client {
     /// reads, with backoff, within the handle's deadline; so does a connection lost before
     /// `EXEC` was sent (within the retry budget too). Once `EXEC` was sent, a lost connection
     /// is [`Outcome::Ambiguous`].
+    ///
+    /// In a cluster every watched key must be in one slot (a hash tag does it), and so must
+    /// every key the pipeline writes; the transaction runs on that slot's master and follows
+    /// it through `MOVED`, `ASK`, a failover and a migration.
     ///
     /// ```no_run
     /// # async fn f(client: resilient_redis::Client) -> Result<(), resilient_redis::Error> {
@@ -145,7 +163,7 @@ impl Client {
     ///
     /// # Errors
     /// [`ErrorKind::Conflict`] when a watched key changed at every run until the deadline;
-    /// [`ErrorKind::Refused`] on a cluster (not yet supported) or with no key to watch; the
+    /// [`ErrorKind::Refused`] with no key to watch, or keys of several slots in a cluster; the
     /// client's errors (`Unavailable`, `DeadlineExceeded`, `BudgetExhausted`, ...); the
     /// error `body` returns (not retried, unless it is a lost connection); an `EXEC` error
     /// reply (`EXECABORT`) as [`ErrorKind::Server`].
@@ -157,25 +175,22 @@ impl Client {
         Fut: Future<Output = redis::RedisResult<Pipeline>>,
     {
         let handle = &self.handle;
-        let Some(node) = handle.inner.router.single() else {
-            return Err(Error::new(
-                ErrorKind::Refused,
-                Outcome::Failed,
-                "WATCH transactions are not sent to a cluster yet",
-            ));
+        let place = match &handle.inner.router {
+            Router::Single(node) => {
+                if keys.is_empty() {
+                    return Err(refused("a transaction watches at least one key".to_owned()));
+                }
+                Place::Single(node)
+            }
+            Router::Cluster(cluster) => Place::Cluster {
+                cluster,
+                slot: slot_of_keys(keys)?,
+            },
         };
-        if keys.is_empty() {
-            return Err(Error::new(
-                ErrorKind::Refused,
-                Outcome::Failed,
-                "a transaction watches at least one key",
-            ));
-        }
         let mut watch = redis::cmd("WATCH");
         for key in keys {
             watch.arg(key);
         }
-        let pool = &node.pool;
         // Each run calls `body` once, under this lock only for the call (the future it returns
         // does not borrow it), so the transaction's future stays `Send`.
         let body = std::sync::Mutex::new(&mut body);
@@ -191,30 +206,7 @@ impl Client {
                     |e: &AttemptError| e.class,
                     |_attempt| {
                         handle.inner.stats.attempts.add(1);
-                        let (watch, body) = (&watch, &body);
-                        async move {
-                            if Instant::now() >= deadline {
-                                return Err(failed(
-                                    ErrorKind::DeadlineExceeded,
-                                    "deadline exceeded before the transaction could run",
-                                    None,
-                                ));
-                            }
-                            let conn = handle.dedicated(pool, deadline).await.map_err(|e| {
-                                let retry = e.outcome() == Outcome::Failed
-                                    && e.kind() == ErrorKind::Unavailable;
-                                AttemptError {
-                                    class: if retry {
-                                        Classification::retry().server_fault(true)
-                                    } else {
-                                        Classification::fail()
-                                    },
-                                    error: e,
-                                    reply: None,
-                                }
-                            })?;
-                            handle.run_once(pool, conn, watch, body, deadline).await
-                        }
+                        handle.transaction_attempt(&place, &watch, &body, deadline)
                     },
                 )
                 .await;
@@ -233,11 +225,11 @@ impl Client {
                             .throttle_rng
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        handle
-                            .inner
-                            .config
-                            .retry_backoff
-                            .delay(conflicts, None, &mut *rng)
+                        handle.inner.config.retry_backoff.delay(
+                            conflicts.min(CONFLICT_STEPS),
+                            None,
+                            &mut *rng,
+                        )
                     };
                     if Instant::now() + delay >= deadline {
                         handle.inner.stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -277,104 +269,6 @@ impl Client {
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 Err(err)
-            }
-        }
-    }
-}
-
-impl Handle {
-    /// One run: `WATCH`, the body's reads, `MULTI` .. `EXEC`.
-    async fn run_once<F, Fut>(
-        &self,
-        pool: &crate::connection::Pool,
-        dedicated: Dedicated,
-        watch: &Cmd,
-        body: &std::sync::Mutex<&mut F>,
-        deadline: Instant,
-    ) -> Result<Option<Value>, AttemptError>
-    where
-        F: FnMut(Transaction) -> Fut,
-        Fut: Future<Output = redis::RedisResult<Pipeline>>,
-    {
-        let mut conn = dedicated.conn.clone();
-        let before_exec = |e: redis::RedisError, what: &str| {
-            if lost_before_exec(&e) {
-                not_applied(what, Some(e))
-            } else {
-                failed(ErrorKind::Server, what, Some(e))
-            }
-        };
-        match tokio::time::timeout_at(deadline, conn.req_packed_command(watch)).await {
-            Err(_) => return Err(not_applied("no reply to WATCH before the deadline", None)),
-            Ok(Err(e)) => return Err(before_exec(e, "WATCH failed")),
-            Ok(Ok(Value::ServerError(e))) => {
-                return Err(before_exec(e.into(), "WATCH failed"));
-            }
-            Ok(Ok(_)) => {}
-        }
-        let reads = {
-            let mut body = body
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            (*body)(Transaction { conn: conn.clone() })
-        };
-        let mut writes = match tokio::time::timeout_at(deadline, reads).await {
-            Err(_) => {
-                return Err(not_applied(
-                    "the transaction's reads did not end before the deadline",
-                    None,
-                ));
-            }
-            Ok(Err(e)) if lost_before_exec(&e) => {
-                return Err(not_applied("the transaction's reads failed", Some(e)));
-            }
-            Ok(Err(e)) => {
-                return Err(failed(
-                    ErrorKind::Server,
-                    "the transaction's closure returned an error",
-                    Some(e),
-                ));
-            }
-            Ok(Ok(writes)) => writes,
-        };
-        if writes.cmd_iter().next().is_none() {
-            // Nothing to write: let go of the watch, and answer as EXEC of nothing would.
-            let _ = conn.req_packed_command(&redis::cmd("UNWATCH")).await;
-            pool.return_dedicated(dedicated);
-            return Ok(Some(Value::Array(Vec::new())));
-        }
-        writes.atomic();
-        // redis-rs sends MULTI, the writes and EXEC, and answers nil for an aborted EXEC, or the
-        // replies of the writes not marked `ignore()`.
-        let sent = writes.query_async::<Value>(&mut conn);
-        match tokio::time::timeout_at(deadline, sent).await {
-            Err(_) => Err(ambiguous(
-                "deadline exceeded while waiting for EXEC's reply (the transaction may have been applied)",
-                None,
-            )),
-            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
-                Err(ambiguous("the connection broke during EXEC", Some(e)))
-            }
-            Ok(Err(e)) if e.code() == Some("EXECABORT") || lost_before_exec(&e) => {
-                // Refused as a whole (a queued command was rejected, or the node was demoted).
-                Err(before_exec(e, "EXEC refused the transaction"))
-            }
-            // A command failed inside EXEC: the others ran.
-            Ok(Err(e)) => Err(AttemptError::new(
-                ErrorKind::Server,
-                Outcome::Applied,
-                "a command of the transaction failed inside EXEC (the others were applied)",
-                Some(e),
-                Classification::fail(),
-            )),
-            // A watched key changed: nothing applied (the caller runs it again).
-            Ok(Ok(Value::Nil)) => {
-                pool.return_dedicated(dedicated);
-                Ok(None)
-            }
-            Ok(Ok(value)) => {
-                pool.return_dedicated(dedicated);
-                Ok(Some(value))
             }
         }
     }
