@@ -85,7 +85,9 @@
 //! `CLUSTERDOWN`, `TRYAGAIN` and `READONLY` make a call wait for the next slot-map refresh and
 //! send again, within its deadline. See [`ClusterConfig`]. Blocking commands go to the master of
 //! their key's slot on a dedicated connection, and are sent again when it says they did not run
-//! (`MOVED`, `ASK`, `UNBLOCKED` from a demoted master); `subscribe` is not sent to a cluster yet.
+//! (`MOVED`, `ASK`, `UNBLOCKED` from a demoted master); a call blocked on a master that is
+//! replaced is ended there with `CLIENT UNBLOCK` and sent to the new one, or ends ambiguous if
+//! the old server does not answer. `subscribe` is not sent to a cluster yet.
 //!
 //! # Overload
 //! Retries are dangerous when a server is overloaded, so the client bounds them three ways:

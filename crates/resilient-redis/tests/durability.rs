@@ -15,7 +15,7 @@ use std::{
 };
 
 use redis::AsyncCommands;
-use redis_lab::{ClusterConfig, RedisCluster, RedisServer, SentinelConfig, SentinelTopology};
+use redis_lab::{ClusterConfig, RedisCluster, RedisServer};
 use resilient_redis::{
     Client, ClientConfig, Durability, ErrorKind, ExactlyOnceConfig, Failure, Outcome,
 };
@@ -372,13 +372,7 @@ async fn paused_until<T>(
 /// The load through `fault` on Sentinel (1 master, 2 replicas), every write `durability`; the
 /// final state read on the new master once the old one is a replica.
 async fn through_a_failover(durability: Durability, fault: Fault) -> Run {
-    let topology = SentinelTopology::start(SentinelConfig {
-        replicas: 2,
-        down_after: Duration::from_millis(1000),
-        ..SentinelConfig::default()
-    })
-    .await
-    .unwrap();
+    let topology = common::sentinel_lab().await;
     let url = common::sentinel_url(&topology);
     let config = ClientConfig {
         durability,

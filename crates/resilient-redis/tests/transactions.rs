@@ -14,9 +14,7 @@ use std::{
 };
 
 use redis::AsyncCommands;
-use redis_lab::{
-    ClusterConfig as LabConfig, RedisCluster, RedisServer, SentinelConfig, SentinelTopology,
-};
+use redis_lab::{ClusterConfig as LabConfig, RedisCluster, RedisServer};
 use resilient_redis::{Client, ClientConfig, Durability, ErrorKind, Outcome};
 use tokio::{task::JoinSet, time::Instant};
 
@@ -462,13 +460,7 @@ async fn cluster_increments_under_client_kill_and_migration_lose_no_update() {
 /// ok + ambiguous, and no transaction fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_survive_a_sentinel_failover() {
-    let topology = SentinelTopology::start(SentinelConfig {
-        replicas: 2,
-        down_after: Duration::from_millis(1000),
-        ..SentinelConfig::default()
-    })
-    .await
-    .unwrap();
+    let topology = common::sentinel_lab().await;
     let url = common::sentinel_url(&topology);
     let client = Client::with_config(ClientConfig {
         durability: Durability::replicated(),
@@ -484,13 +476,7 @@ async fn transactions_survive_a_sentinel_failover() {
     .await;
     let old = topology.master_addr().await.unwrap();
     let promoted = topology.wait_for_new_master(old, Duration::from_secs(30));
-    let mut sentinel = topology.sentinels()[0].admin().await.unwrap();
-    let () = redis::cmd("SENTINEL")
-        .arg("FAILOVER")
-        .arg(topology.master_name())
-        .query_async(&mut sentinel)
-        .await
-        .unwrap();
+    common::sentinel_failover(&topology).await;
     let new = promoted.await.unwrap();
     let at_failover = load.ok();
     common::wait_until(

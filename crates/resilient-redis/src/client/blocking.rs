@@ -2,7 +2,10 @@
 //! the server says it did not run them (it was demoted; in a cluster, the slot moved or is
 //! being migrated, or the cluster is reconfiguring).
 
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    future::Future,
+    sync::{Arc, atomic::Ordering},
+};
 
 use redis::{Cmd, RedisError, Value};
 use tokio::time::Instant;
@@ -10,7 +13,7 @@ use tokio::time::Instant;
 use super::Handle;
 use crate::{
     commands,
-    connection::{Dedicated, Pool},
+    connection::{Dedicated, Pool, Unblock},
     error::{Error, ErrorKind, Outcome},
     replies::{self, TopologyHint},
     request::{Reply, Request},
@@ -19,6 +22,40 @@ use crate::{
         cluster::{ClusterRouter, RedirectKind, redirect_of, send_asking},
     },
 };
+
+/// How a blocking command's wait ended.
+enum Sent {
+    /// Its server answered (or its connection failed).
+    Reply(redis::RedisResult<Value>),
+    /// Its server was replaced while the command was blocked on it, and did not answer.
+    Replaced,
+    /// Its server was replaced, and ended the command when asked to (`CLIENT UNBLOCK`):
+    /// nothing was taken, it can go to the new owner.
+    Unblocked,
+}
+
+/// A blocking command that takes nothing from the server (`XREAD BLOCK`): sent again wherever
+/// its first sending ended, as any read.
+fn takes_nothing(cmd: &Cmd) -> bool {
+    commands::command_name(cmd).is_some_and(|name| name.as_bytes() == b"XREAD")
+}
+
+/// Whether a blocking command's connection broke under it and it takes nothing (sent again;
+/// any other may have taken an element: ambiguous).
+fn lost_read(cmd: &Cmd, result: &redis::RedisResult<Value>) -> bool {
+    matches!(result, Err(e) if e.is_io_error() || e.is_connection_dropped()) && takes_nothing(cmd)
+}
+
+/// The end of a blocking command whose server was replaced under it without answering: it may
+/// have taken an element just before and its reply be lost.
+fn replaced_while_blocked() -> Error {
+    Error::new(
+        ErrorKind::ConnectionLost,
+        Outcome::Ambiguous,
+        "the server was replaced while the command was blocked on it and did not answer: it may \
+         have taken an element whose reply was lost",
+    )
+}
 
 impl Handle {
     /// Blocking commands run on a dedicated connection: they do not hold up other callers, are
@@ -33,7 +70,7 @@ impl Handle {
             ));
         };
         // The handle's deadline (`with_deadline`), not the configuration's: to connect, and to
-        // send the command again after the server said it did not run it.
+        // send the command again after the server said it did not run it (counted from then).
         let connect_deadline = Instant::now() + self.deadline();
         let result = match &self.inner.router {
             Router::Single(node) => self.blocking_on(node, cmd, connect_deadline).await?,
@@ -64,12 +101,25 @@ impl Handle {
         &self,
         node: &Node,
         cmd: &Cmd,
-        connect_deadline: Instant,
+        mut connect_deadline: Instant,
     ) -> Result<redis::RedisResult<Value>, Error> {
         let pool = &node.pool;
         loop {
             let conn = self.dedicated(pool, connect_deadline).await?;
-            let result = self.send_blocking(&conn, cmd, false).await?;
+            let sent = self
+                .send_blocking(
+                    &conn,
+                    cmd,
+                    false,
+                    pool.replaced(conn.epoch),
+                    pool.unblock(&conn, false),
+                )
+                .await?;
+            // The time blocked is not the deadline's: sending it again gets a window of its own.
+            connect_deadline = Instant::now() + self.deadline();
+            let Some(result) = self.after_wait(sent, cmd)? else {
+                continue;
+            };
             if let Ok(Value::ServerError(err)) = &result
                 && Instant::now() < connect_deadline
                 && self.hint_of(err) == Some(TopologyHint::Demoted)
@@ -96,7 +146,7 @@ impl Handle {
         &self,
         cluster: &ClusterRouter,
         cmd: &Cmd,
-        connect_deadline: Instant,
+        mut connect_deadline: Instant,
     ) -> Result<redis::RedisResult<Value>, Error> {
         let Some(slot) = commands::command_slot(cmd) else {
             return Err(Error::new(
@@ -127,7 +177,26 @@ impl Handle {
                 },
             };
             let conn = self.dedicated(&node.pool, connect_deadline).await?;
-            let result = self.send_blocking(&conn, cmd, ask.take().is_some()).await?;
+            let asking = ask.take().is_some();
+            // A node an `ASK` named does not own the slot: only its reply ends the call.
+            let replaced = async {
+                if asking {
+                    std::future::pending::<()>().await;
+                }
+                cluster.stops_owning(slot, &node).await;
+            };
+            let unblock = node.pool.unblock(&conn, true);
+            let sent = self
+                .send_blocking(&conn, cmd, asking, replaced, unblock)
+                .await?;
+            // The time blocked is not the deadline's: sending it again gets a window of its own.
+            connect_deadline = Instant::now() + self.deadline();
+            if matches!(&sent, Sent::Reply(Err(e)) if e.is_io_error()) {
+                cluster.node_failed(&node.addr);
+            }
+            let Some(result) = self.after_wait(sent, cmd)? else {
+                continue;
+            };
             let Ok(Value::ServerError(err)) = &result else {
                 if result.is_ok() {
                     node.pool.return_dedicated(conn);
@@ -184,6 +253,22 @@ impl Handle {
         }
     }
 
+    /// What follows a blocking command's wait: its result (`Some`), or `None` to send it again
+    /// (it took nothing: ended at our request, or an `XREAD` whose server was lost or replaced).
+    fn after_wait(
+        &self,
+        sent: Sent,
+        cmd: &Cmd,
+    ) -> Result<Option<redis::RedisResult<Value>>, Error> {
+        let again = match sent {
+            Sent::Reply(result) if !lost_read(cmd, &result) => return Ok(Some(result)),
+            Sent::Replaced if !takes_nothing(cmd) => return Err(replaced_while_blocked()),
+            Sent::Reply(_) | Sent::Replaced | Sent::Unblocked => None,
+        };
+        self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+        Ok(again)
+    }
+
     /// What an error reply says of the topology, per the reply table.
     fn hint_of(&self, err: &redis::ServerError) -> Option<TopologyHint> {
         replies::meaning(err, self.inner.deployment, self.inner.config.reply_rules())
@@ -193,15 +278,25 @@ impl Handle {
     /// Sends `cmd` on a dedicated connection (after `ASKING` if `asking`) and waits for its
     /// reply: as long as the command blocks, plus twice the response timeout when it has a
     /// timeout of its own (`Err`: no reply by then, ambiguous).
+    ///
+    /// Once `replaced` resolves (the server no longer owns the key), `unblock` asks the server
+    /// to end the command (`CLIENT UNBLOCK`): ended, it answers `UNBLOCKED` (nothing taken: the
+    /// caller sends it again on the new owner); not blocked any more, its reply is on its way.
+    /// A server that does not answer that either (frozen, cut off) ends the call
+    /// ([`Sent::Replaced`]) after the response timeout; one that cannot be asked (behind one
+    /// hostname) has the handle's deadline to answer (a demoted one says `UNBLOCKED`).
     async fn send_blocking(
         &self,
         conn: &Dedicated,
         cmd: &Cmd,
         asking: bool,
-    ) -> Result<redis::RedisResult<Value>, Error> {
+        replaced: impl Future<Output = ()>,
+        unblock: impl Future<Output = Unblock>,
+    ) -> Result<Sent, Error> {
         self.inner.stats.attempts.add(1);
-        let limit =
-            commands::blocking_timeout(cmd).map(|t| t + self.inner.config.response_timeout * 2);
+        let response_timeout = self.inner.config.response_timeout;
+        let grace = self.deadline();
+        let limit = commands::blocking_timeout(cmd).map(|t| t + response_timeout * 2);
         let mut sending = conn.conn.clone();
         let sent = async move {
             if asking {
@@ -210,15 +305,39 @@ impl Handle {
                 sending.send_packed_command(cmd).await
             }
         };
+        let waited = async move {
+            tokio::pin!(sent);
+            tokio::select! {
+                biased;
+                result = &mut sent => Sent::Reply(result),
+                () = replaced => {
+                    let unblocked = unblock.await;
+                    let wait = match unblocked {
+                        Unblock::NoAnswer => response_timeout,
+                        Unblock::Unblocked | Unblock::NotBlocked | Unblock::Unsupported => grace,
+                    };
+                    match tokio::time::timeout(wait, &mut sent).await {
+                        // Ended at our request: it took nothing.
+                        Ok(Ok(Value::ServerError(e)))
+                            if unblocked == Unblock::Unblocked && e.code() == "UNBLOCKED" =>
+                        {
+                            Sent::Unblocked
+                        }
+                        Ok(result) => Sent::Reply(result),
+                        Err(_) => Sent::Replaced,
+                    }
+                }
+            }
+        };
         match limit {
-            Some(limit) => tokio::time::timeout(limit, sent).await.map_err(|_| {
+            Some(limit) => tokio::time::timeout(limit, waited).await.map_err(|_| {
                 Error::new(
                     ErrorKind::ConnectionLost,
                     Outcome::Ambiguous,
                     "no reply to a blocking command long after its own timeout",
                 )
             }),
-            None => Ok(sent.await),
+            None => Ok(waited.await),
         }
     }
 

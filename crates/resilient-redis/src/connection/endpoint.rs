@@ -30,6 +30,34 @@ impl Endpoint {
         }
     }
 
+    /// The master's address and epoch when the endpoint knows it (Sentinel); `None` for a fixed
+    /// address (behind one hostname the server is reached only through it).
+    pub(crate) fn master_addr(&self) -> Option<(super::sentinel::Addr, u64)> {
+        match self {
+            Endpoint::Fixed(_) => None,
+            Endpoint::Sentinel(resolver) => {
+                let master = resolver.master();
+                master.addr.map(|a| (a, master.epoch))
+            }
+        }
+    }
+
+    /// Opens a connection to the server at `addr`, whatever its role (Sentinel only).
+    pub(crate) async fn open_at(
+        &self,
+        addr: &super::sentinel::Addr,
+        conn_config: &AsyncConnectionConfig,
+    ) -> RedisResult<MultiplexedConnection> {
+        match self {
+            Endpoint::Sentinel(resolver) => resolver.open_at(addr, conn_config).await,
+            Endpoint::Fixed(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "a fixed endpoint is reached only at its address",
+            )
+            .into()),
+        }
+    }
+
     /// Opens a connection to a replica (Sentinel only), with the master epoch it was opened for.
     pub(crate) async fn open_replica(
         &self,

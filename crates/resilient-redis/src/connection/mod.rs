@@ -158,6 +158,24 @@ pub(crate) struct Dedicated {
     round: u64,
     /// The master epoch it was opened in: one opened before a master change is not reused.
     pub(crate) epoch: u64,
+    /// Its `CLIENT ID` on the server, and the server's address when the endpoint knows it
+    /// (Sentinel): what [`Pool::unblock`] needs.
+    id: Option<i64>,
+    addr: Option<sentinel::Addr>,
+}
+
+/// What asking a server to end a blocked command (`CLIENT UNBLOCK`) found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unblock {
+    /// The command was blocked and is ended now: its reply (an `UNBLOCKED` error) follows.
+    Unblocked,
+    /// It was not blocked any more: its reply is on its way.
+    NotBlocked,
+    /// The server did not answer (frozen, cut off).
+    NoAnswer,
+    /// The server cannot be reached apart from the connection (one hostname), or the
+    /// connection's id is unknown.
+    Unsupported,
 }
 
 pub(crate) struct Pool {
@@ -405,6 +423,30 @@ impl Pool {
         self.endpoint.epoch()
     }
 
+    /// Whether the server answers a `PING` on a pooled connection within the response timeout
+    /// (`true` when no connection is at hand: the pool's own checks cover that case).
+    pub(crate) async fn answers(&self) -> bool {
+        let Some(mut lease) = self.try_acquire_for(false) else {
+            return true;
+        };
+        let ping = redis::cmd("PING");
+        matches!(
+            tokio::time::timeout(self.response_timeout, lease.conn.send_packed_command(&ping))
+                .await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Resolves once the master of `epoch` has been replaced (a Sentinel switch, a primary
+    /// endpoint's demotion); never for a server that has no successor (a fixed address, a
+    /// cluster node: its slot map says when it stops owning a slot).
+    pub(crate) async fn replaced(&self, epoch: u64) {
+        let mut changes = self.endpoint.changes();
+        while self.endpoint.epoch() == epoch {
+            master_changed(&mut changes).await;
+        }
+    }
+
     /// How many replicas a durable write on `conn` (a master connection of epoch `epoch`) waits
     /// for: every replica of the master (see [`replicas`]), asked with `INFO replication` on
     /// `conn` when not known for this epoch; `None` when the server answers as a replica (it
@@ -505,8 +547,56 @@ impl Pool {
             }
         }
         let round = self.endpoint.connector().round();
-        let (conn, epoch) = self.endpoint.open(&self.conn_config).await?;
-        Ok(Dedicated { conn, round, epoch })
+        let addr = self.endpoint.master_addr();
+        let (mut conn, epoch) = self.endpoint.open(&self.conn_config).await?;
+        // Its id, so that a call blocked on it can be ended from another connection.
+        let id = tokio::time::timeout(
+            self.response_timeout,
+            conn.send_packed_command(&redis::cmd("CLIENT").arg("ID").clone()),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .and_then(|v| match v {
+            redis::Value::Int(id) => Some(id),
+            _ => None,
+        });
+        Ok(Dedicated {
+            conn,
+            round,
+            epoch,
+            id,
+            addr: addr.filter(|(_, e)| *e == epoch).map(|(a, _)| a),
+        })
+    }
+
+    /// Asks the server of `dedicated` to end the command blocked on it (`CLIENT UNBLOCK id
+    /// ERROR`), over a pooled connection (`pooled`: a cluster node's pool is the same server)
+    /// or a fresh one to its address (Sentinel: the old master), within the response timeout.
+    pub(crate) async fn unblock(&self, dedicated: &Dedicated, pooled: bool) -> Unblock {
+        let Some(id) = dedicated.id else {
+            return Unblock::Unsupported;
+        };
+        let mut cmd = redis::cmd("CLIENT");
+        cmd.arg("UNBLOCK").arg(id).arg("ERROR");
+        let asked = async {
+            let mut conn = if pooled {
+                match self.try_acquire_for(false) {
+                    Some(lease) => lease.conn,
+                    None => return None,
+                }
+            } else {
+                let addr = dedicated.addr.as_ref()?;
+                self.endpoint.open_at(addr, &self.conn_config).await.ok()?
+            };
+            conn.send_packed_command(&cmd).await.ok()
+        };
+        match tokio::time::timeout(self.response_timeout, asked).await {
+            Ok(Some(redis::Value::Int(1))) => Unblock::Unblocked,
+            Ok(Some(redis::Value::Int(_))) => Unblock::NotBlocked,
+            Ok(None) if !pooled && dedicated.addr.is_none() => Unblock::Unsupported,
+            _ => Unblock::NoAnswer,
+        }
     }
 
     /// Returns a dedicated connection whose blocking command completed normally (kept for the

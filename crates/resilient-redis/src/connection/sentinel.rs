@@ -265,6 +265,16 @@ impl SentinelResolver {
         self.open_with_role(addr, conn_config, Role::Primary).await
     }
 
+    /// A connection to `addr`, whatever its role.
+    pub(crate) async fn open_at(
+        &self,
+        addr: &Addr,
+        conn_config: &AsyncConnectionConfig,
+    ) -> RedisResult<MultiplexedConnection> {
+        let node = self.data_transport.addr(&addr.0, addr.1);
+        self.connector.open(Some(&node), conn_config).await
+    }
+
     /// A connection to `addr`, if `ROLE` says it is a `role`.
     async fn open_with_role(
         &self,

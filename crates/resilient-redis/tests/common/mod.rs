@@ -301,3 +301,25 @@ pub fn sentinel_url(topology: &redis_lab::SentinelTopology) -> String {
         topology.master_name()
     )
 }
+
+/// A lab Sentinel topology: a master, 2 replicas, sentinels that call a master down after 1 s.
+pub async fn sentinel_lab() -> redis_lab::SentinelTopology {
+    redis_lab::SentinelTopology::start(redis_lab::SentinelConfig {
+        replicas: 2,
+        down_after: Duration::from_millis(1000),
+        ..redis_lab::SentinelConfig::default()
+    })
+    .await
+    .expect("start a lab Sentinel topology (redis-server and redis-sentinel must be installed)")
+}
+
+/// Asks a sentinel of `topology` for a `SENTINEL FAILOVER` of its master.
+pub async fn sentinel_failover(topology: &redis_lab::SentinelTopology) {
+    let mut sentinel = topology.sentinels()[0].admin().await.unwrap();
+    let () = redis::cmd("SENTINEL")
+        .arg("FAILOVER")
+        .arg(topology.master_name())
+        .query_async(&mut sentinel)
+        .await
+        .unwrap();
+}

@@ -56,6 +56,10 @@ use crate::{
 use slot_map::Topology;
 
 /// The cluster part of a client: slot map, nodes, keyless connection, counters.
+/// How often a node a blocking command waits on is checked (see
+/// [`ClusterRouter::stops_owning`]).
+pub(crate) const LIVENESS_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(crate) struct ClusterRouter {
     /// The client's settings, for the node pools.
     pub(crate) config: ClientConfig,
@@ -244,6 +248,23 @@ impl ClusterRouter {
         match until {
             Some(until) => matches!(tokio::time::timeout_at(until, changed).await, Ok(Ok(_))),
             None => changed.await.is_ok(),
+        }
+    }
+
+    /// Resolves once the slot map names another master than `node` for `slot` (a failover, a
+    /// migration), or none. Meanwhile `node` is checked every [`LIVENESS_PERIOD`] with a
+    /// `PING` on its pooled connection: one that stopped answering (frozen, cut off) is flagged
+    /// down and the slot map refreshed, as a call to it would have done.
+    pub(crate) async fn stops_owning(&self, slot: u16, node: &Node) {
+        loop {
+            let seen = self.epoch();
+            if self.master_addr(slot).as_deref() != Some(&*node.addr) {
+                return;
+            }
+            let check_at = Instant::now() + LIVENESS_PERIOD;
+            if !self.changed_since(seen, Some(check_at)).await && !node.pool.answers().await {
+                self.node_failed(&node.addr);
+            }
         }
     }
 

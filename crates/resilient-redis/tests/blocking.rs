@@ -1,0 +1,195 @@
+//! No blocked call outlives its node: a command blocked with a timeout of 0 on a master that
+//! freezes (SIGSTOP: no reply, no reset) ends once the master is replaced, instead of waiting for
+//! a server that may never answer again. `BLPOP` may have taken an element whose reply is stuck
+//! in the frozen server: it ends ambiguous. `XREAD BLOCK` takes nothing: it is sent again on the
+//! new master and returns the entry added there.
+//!
+//! Figures are printed; run with `--nocapture` to see them.
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use redis::AsyncCommands;
+use redis_lab::{ClusterConfig, RedisCluster, RedisServer};
+use resilient_redis::{Client, ClientConfig, Outcome};
+use tokio::{task::JoinHandle, time::Instant};
+
+use common::wait_until;
+
+/// A blocked `BLPOP` (its reply and when it came) and a blocked `XREAD`.
+type Calls = (
+    JoinHandle<(redis::RedisResult<(String, String)>, Instant)>,
+    JoinHandle<redis::RedisResult<redis::Value>>,
+);
+
+/// The deadline of the tests' clients.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The resilient client of a Sentinel URL.
+async fn client_of(url: &str) -> Client {
+    Client::with_config(ClientConfig {
+        deadline: DEADLINE,
+        ..ClientConfig::from_url(url).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// `BLPOP key 0` and `XREAD BLOCK 0 STREAMS stream $` on `client`, each on its own task.
+fn block_on(client: &Client, key: &'static str, stream: &'static str) -> Calls {
+    let mut popper = client.clone();
+    let pop = tokio::spawn(async move {
+        let result = redis::cmd("BLPOP")
+            .arg(key)
+            .arg(0)
+            .query_async(&mut popper)
+            .await;
+        (result, Instant::now())
+    });
+    let mut reader = client.clone();
+    let read = tokio::spawn(async move {
+        redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(0)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg("$")
+            .query_async(&mut reader)
+            .await
+    });
+    (pop, read)
+}
+
+/// Waits until `server` has `n` clients blocked.
+async fn blocked(server: &RedisServer, n: u64) {
+    wait_until("the calls to block", Duration::from_secs(15), || async {
+        server
+            .info_field("clients", "blocked_clients")
+            .await
+            .is_ok_and(|b| b.parse::<u64>().is_ok_and(|b| b >= n))
+    })
+    .await;
+}
+
+/// The two calls once the frozen master was replaced: `BLPOP` ended ambiguous, before the old
+/// master was thawed; `XREAD` returns the entry added on the new master.
+async fn check(
+    client: &Client,
+    calls: Calls,
+    frozen_at: Instant,
+    stream: &'static str,
+    what: &str,
+    new_master: impl std::future::Future<Output = &RedisServer>,
+) {
+    let (pop, read) = calls;
+    let (popped, ended) = tokio::time::timeout(Duration::from_secs(30), pop)
+        .await
+        .expect("BLPOP still blocked 30 s after its master froze")
+        .unwrap();
+    let err = popped.expect_err("nothing was pushed");
+    let failure = resilient_redis::Failure::of(&err);
+    assert_eq!(failure.outcome, Outcome::Ambiguous, "{err}");
+    eprintln!(
+        "{what}: BLPOP 0 on the frozen master ended {:?} after the freeze: {err}",
+        ended - frozen_at
+    );
+    // `$` means "entries added after this call": wait for it to be blocked on the new master.
+    blocked(new_master.await, 1).await;
+    let mut writer = client.clone();
+    let _: String = writer.xadd(stream, "*", &[("n", 1)]).await.unwrap();
+    let entries = tokio::time::timeout(Duration::from_secs(15), read)
+        .await
+        .expect("XREAD still blocked after an entry was added on the new master")
+        .unwrap()
+        .unwrap();
+    assert!(
+        format!("{entries:?}").contains(stream),
+        "XREAD returned {entries:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_blocked_on_a_frozen_sentinel_master_end_after_the_failover() {
+    let topology = common::sentinel_lab().await;
+    let client = client_of(&common::sentinel_url(&topology)).await;
+    let old = topology.master_addr().await.unwrap();
+    let master = topology.servers().iter().find(|s| s.addr() == old).unwrap();
+    let calls = block_on(&client, "jobs", "events");
+    blocked(master, 2).await;
+    master.pause().unwrap();
+    let frozen_at = Instant::now();
+    let new_master = async {
+        let new = topology
+            .wait_for_new_master(old, Duration::from_secs(30))
+            .await
+            .unwrap();
+        topology.servers().iter().find(|s| s.addr() == new).unwrap()
+    };
+    check(&client, calls, frozen_at, "events", "Sentinel", new_master).await;
+    master.resume().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_blocked_on_a_frozen_cluster_master_end_after_the_failover() {
+    let cluster = RedisCluster::start(ClusterConfig::default()).await.unwrap();
+    let client = Client::with_config(ClientConfig {
+        deadline: DEADLINE,
+        ..ClientConfig::cluster(&cluster.urls()).unwrap()
+    })
+    .await
+    .unwrap();
+    // One slot for both keys: one master to freeze.
+    let (key, stream) = ("{blocked}:jobs", "{blocked}:events");
+    let slot = common::key_slot(key);
+    let old: SocketAddr = cluster.master_for_slot(slot).await.unwrap();
+    let master = cluster.nodes().iter().find(|n| n.addr() == old).unwrap();
+    let calls = block_on(&client, key, stream);
+    blocked(master, 2).await;
+    master.pause().unwrap();
+    let frozen_at = Instant::now();
+    let new_master = async {
+        wait_until(
+            "a replica to take over",
+            Duration::from_secs(30),
+            || async { cluster.master_for_slot(slot).await.is_ok_and(|m| m != old) },
+        )
+        .await;
+        let new = cluster.master_for_slot(slot).await.unwrap();
+        cluster.nodes().iter().find(|n| n.addr() == new).unwrap()
+    };
+    check(&client, calls, frozen_at, stream, "Cluster", new_master).await;
+    master.resume().unwrap();
+}
+
+/// A graceful `SENTINEL FAILOVER`: the old master is alive and demoted, and answers the blocked
+/// call `UNBLOCKED` (nothing taken): `BLPOP` is sent again on the new master and returns the
+/// element pushed there, not ambiguous.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_blocked_on_a_demoted_sentinel_master_moves_to_the_new_one() {
+    let topology = common::sentinel_lab().await;
+    let client = client_of(&common::sentinel_url(&topology)).await;
+    let old = topology.master_addr().await.unwrap();
+    let master = topology.servers().iter().find(|s| s.addr() == old).unwrap();
+    let (pop, read) = block_on(&client, "jobs", "events");
+    blocked(master, 2).await;
+    let promoted = topology.wait_for_new_master(old, Duration::from_secs(30));
+    common::sentinel_failover(&topology).await;
+    let new = promoted.await.unwrap();
+    let new_master = topology.servers().iter().find(|s| s.addr() == new).unwrap();
+    blocked(new_master, 2).await;
+    let mut writer = client.clone();
+    let _: i64 = writer.lpush("jobs", "a").await.unwrap();
+    let _: String = writer.xadd("events", "*", &[("n", 1)]).await.unwrap();
+    let (popped, _) = tokio::time::timeout(Duration::from_secs(15), pop)
+        .await
+        .expect("BLPOP still blocked")
+        .unwrap();
+    assert_eq!(popped.expect("BLPOP moved to the new master").1, "a");
+    let entries = tokio::time::timeout(Duration::from_secs(15), read)
+        .await
+        .expect("XREAD still blocked")
+        .unwrap()
+        .unwrap();
+    assert!(format!("{entries:?}").contains("events"), "{entries:?}");
+}
