@@ -287,7 +287,7 @@ async fn a_herd_of_clients_reconnects_spread_out() {
     .expect("start redis-server");
     let modes = [
         Mode::Resilient("resilient (fleet: 100 ms to 1.5 s)", fleet_backoff),
-        Mode::Resilient("resilient (default: 200 ms cap)", default_backoff),
+        Mode::Resilient("resilient (default: 150 ms cap)", default_backoff),
         Mode::Naive,
     ];
     let mut results = Vec::new();
