@@ -606,16 +606,9 @@ async fn blocking_calls_follow_their_slot() {
     // A graceful failover demotes the master the call is blocked on.
     let popped = pop(&client);
     blocked_on(away).await;
-    let mut replica = None;
-    for node in cluster.nodes() {
-        if node.info_field("replication", "role").await.unwrap() == "slave"
-            && node.info_field("replication", "master_port").await.unwrap()
-                == away.port().to_string()
-        {
-            replica = Some(node);
-        }
-    }
-    let replica = replica.expect("a replica of the slot's master");
+    let replica = common::replica_of(&cluster, away)
+        .await
+        .expect("a replica of the slot's master");
     let promoted = replica.addr();
     let mut admin = replica.admin().await.unwrap();
     let () = redis::cmd("CLUSTER")

@@ -406,17 +406,7 @@ async fn through_a_failover(durability: Durability, fault: Fault) -> Run {
     .unwrap();
     // Load on the new master for a while, then until the old master is a replica.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    wait_until(
-        "the old master to be demoted",
-        Duration::from_secs(60),
-        || async {
-            old_server
-                .info_field("replication", "role")
-                .await
-                .is_ok_and(|role| role == "slave")
-        },
-    )
-    .await;
+    common::wait_demoted(old_server).await;
     let master = topology
         .servers()
         .iter()
@@ -464,16 +454,8 @@ async fn through_a_cluster_failover(durability: Durability, fault: Fault) -> Run
     };
     match fault {
         Fault::Failover | Fault::Graceful => {
-            let mut replica = None;
-            for node in cluster.nodes() {
-                if node.info_field("replication", "role").await.unwrap() == "slave"
-                    && node.info_field("replication", "master_port").await.unwrap()
-                        == old.port().to_string()
-                {
-                    replica = Some(node);
-                }
-            }
-            let mut admin = replica
+            let mut admin = common::replica_of(&cluster, old)
+                .await
                 .expect("a replica of the old master")
                 .admin()
                 .await
@@ -490,17 +472,7 @@ async fn through_a_cluster_failover(durability: Durability, fault: Fault) -> Run
     }
     let new = cluster.master_for_slot(slot).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    wait_until(
-        "the old master to be demoted",
-        Duration::from_secs(60),
-        || async {
-            old_server
-                .info_field("replication", "role")
-                .await
-                .is_ok_and(|role| role == "slave")
-        },
-    )
-    .await;
+    common::wait_demoted(old_server).await;
     let master = cluster
         .nodes()
         .iter()

@@ -323,3 +323,44 @@ pub async fn sentinel_failover(topology: &redis_lab::SentinelTopology) {
         .await
         .unwrap();
 }
+
+/// Waits (up to 60 s) until `server`, a master replaced by a failover, reports itself a replica.
+pub async fn wait_demoted(server: &redis_lab::RedisServer) {
+    wait_until(
+        "the old master to be demoted",
+        Duration::from_secs(60),
+        || async {
+            server
+                .info_field("replication", "role")
+                .await
+                .is_ok_and(|role| role == "slave")
+        },
+    )
+    .await;
+}
+
+/// No lost update on a counter: every successful increment is in `final_value`, and anything
+/// beyond them is accounted for by an ambiguous one (`ok <= final <= ok + ambiguous`).
+pub fn assert_no_lost_update(ok: u64, ambiguous: u64, final_value: i64) {
+    assert!(
+        ok as i64 <= final_value && final_value <= (ok + ambiguous) as i64,
+        "ok {ok} <= final {final_value} <= ok + ambiguous {} does not hold",
+        ok + ambiguous
+    );
+}
+
+/// A replica of the cluster master at `master`, if it has one.
+pub async fn replica_of(
+    cluster: &redis_lab::RedisCluster,
+    master: std::net::SocketAddr,
+) -> Option<&redis_lab::RedisServer> {
+    let port = master.port().to_string();
+    for node in cluster.nodes() {
+        if node.info_field("replication", "role").await.ok().as_deref() == Some("slave")
+            && node.info_field("replication", "master_port").await.ok() == Some(port.clone())
+        {
+            return Some(node);
+        }
+    }
+    None
+}
