@@ -25,6 +25,10 @@ pub(crate) enum Workload {
     /// Every task increments the same key (`--key`) through an optimistic transaction
     /// (`WATCH`, `GET`, `MULTI` `SET` `EXEC`; re-run on a conflict): resilient client only.
     Cas,
+    /// One publisher per channel (`--channels`) sends sequence-numbered messages at `--rate`
+    /// (default 2,000/s) to one resilient subscription; the report counts what arrived, the
+    /// gaps, and what was lost outside them or received twice (resilient client only).
+    Pubsub,
 }
 
 impl Workload {
@@ -35,6 +39,7 @@ impl Workload {
             Workload::Incr => "incr",
             Workload::Lpush => "lpush",
             Workload::Cas => "cas",
+            Workload::Pubsub => "pubsub",
         }
     }
 }
@@ -100,7 +105,7 @@ impl Commands {
     /// The next call.
     pub(crate) fn next_cmd(&mut self) -> &Cmd {
         match self.mix.workload {
-            Workload::Incr | Workload::Lpush | Workload::Cas => &self.fixed,
+            Workload::Incr | Workload::Lpush | Workload::Cas | Workload::Pubsub => &self.fixed,
             Workload::GetSet => {
                 self.key.clear();
                 let _ = write!(

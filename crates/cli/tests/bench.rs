@@ -484,4 +484,51 @@ async fn cluster_bench_and_health_report_the_nodes() {
         6,
         "{text}"
     );
+
+    // Pub/sub on the cluster, channels then shard channels: everything published arrives once.
+    for sharded in [false, true] {
+        let mut args = vec![
+            "bench",
+            "--cluster",
+            &urls,
+            "--workload",
+            "pubsub",
+            "--channels",
+            "8",
+            "--rate",
+            "400",
+            "--duration",
+            "1",
+            "--json",
+        ];
+        if sharded {
+            args.push("--sharded");
+        }
+        let output = run(&args, Duration::from_secs(30)).await;
+        assert!(output.status.success(), "{}", stderr(&output));
+        let report = one_json_object(&output);
+        assert_eq!(report["workload"], "pubsub", "{report}");
+        assert_eq!(report["sharded"], sharded, "{report}");
+        let count = |field: &str| report[field].as_u64().expect(field);
+        assert!(count("published") >= 100, "{report}");
+        assert!(count("received") >= count("published"), "{report}");
+        for field in ["duplicates", "lost_outside_gaps", "gaps", "failed"] {
+            assert_eq!(count(field), 0, "{field}: {report}");
+        }
+    }
+    let output = run(
+        &[
+            "bench",
+            "--cluster",
+            &urls,
+            "--client",
+            "raw",
+            "--workload",
+            "pubsub",
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("pubsub"), "{}", stderr(&output));
 }

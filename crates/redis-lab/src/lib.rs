@@ -14,6 +14,8 @@
 //!   [`migrate_slot`](RedisCluster::migrate_slot) reshards one slot with its keys.
 //! - [`FaultProxy`]: a TCP proxy that adds latency, cuts connections (all now, or every Nth in
 //!   the middle of a reply), blackholes, or throttles commands with `-THROTTLED`.
+//! - [`history::Sequences`]: checks a run of sequence-numbered pub/sub messages (nothing lost
+//!   outside the reported gaps, nothing twice), for tests, `bench` and chaos runs.
 //! - [`require_binaries`]: fail early with an install hint when Redis is missing.
 //! - [`TlsCerts`] and [`LabTls`]: TLS-only servers and topologies with a throwaway CA and
 //!   client certificate (`ServerConfig::tls`, `SentinelConfig::tls`, `ClusterConfig::tls`;
@@ -42,6 +44,7 @@ mod binaries;
 mod cluster;
 mod conf;
 mod error;
+pub mod history;
 mod proxy;
 mod sentinel;
 mod server;

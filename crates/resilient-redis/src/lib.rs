@@ -87,7 +87,8 @@
 //! their key's slot on a dedicated connection, and are sent again when it says they did not run
 //! (`MOVED`, `ASK`, `UNBLOCKED` from a demoted master); a call blocked on a master that is
 //! replaced is ended there with `CLIENT UNBLOCK` and sent to the new one, or ends ambiguous if
-//! the old server does not answer. `subscribe` is not sent to a cluster yet.
+//! the old server does not answer. Subscriptions ([`Client::subscribe`], and [`Client::ssubscribe`]
+//! for shard channels) follow failovers and migrations, reporting each gap ([`pubsub`]).
 //!
 //! # Overload
 //! Retries are dangerous when a server is overloaded, so the client bounds them three ways:
@@ -190,7 +191,7 @@ pub mod credentials;
 mod error;
 pub mod exactly_once;
 mod health;
-mod pubsub;
+pub mod pubsub;
 mod replies;
 mod request;
 mod retry;
@@ -208,6 +209,6 @@ pub use credentials::{Credentials, CredentialsProvider, PasswordFile, TokenProvi
 pub use error::{Error, ErrorKind, Failure, Outcome, error_kind_name};
 pub use exactly_once::{ExactlyOnce, ExactlyOnceConfig, ExactlyOnceStats};
 pub use health::Health;
-pub use pubsub::ResilientPubSub;
+pub use pubsub::{Gap, GapCause, PubSubEvent, ResilientPubSub, Topic, TopicKind};
 pub use resilience;
 pub use routing::cluster::{ClusterHealth, ClusterNodeHealth};

@@ -34,7 +34,31 @@ async fn idle_dead_connection_is_replaced_in_the_background() {
     let mut client = Client::with_config(config).await.unwrap();
     let () = client.set("k", "v").await.unwrap();
     let before = client.stats();
-    assert_eq!(server.client_kill_normal().await.unwrap(), 1);
+    // The lab's own probe connections close asynchronously: wait until the client's is the
+    // only other one, so that the kill below is of exactly that one.
+    let mut admin = server.admin().await.unwrap();
+    let waited_until = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("TYPE")
+            .arg("normal")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        // The client's connection and this one.
+        if list.lines().count() == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < waited_until, "{list}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
     let replaced = eventually(Duration::from_secs(3), || {
         client.stats().reconnects > before.reconnects
     })

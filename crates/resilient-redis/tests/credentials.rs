@@ -374,7 +374,7 @@ async fn subscriptions_and_blocking_calls_move_to_fresh_credentials() {
         tokio::spawn(async move {
             let mut received = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let next = futures::StreamExt::next(&mut news);
+                let next = news.next_message();
                 if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), next).await {
                     received += 1;
                 }

@@ -16,7 +16,6 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
 use redis::AsyncCommands;
 use redis_lab::{FaultProxy, RedisServer};
 use resilient_redis::{Client, ClientConfig, ErrorKind, Outcome};
@@ -213,7 +212,9 @@ async fn blocking_calls_and_subscriptions_move_to_the_new_primary() {
     let until = Instant::now() + Duration::from_secs(5);
     let received = loop {
         let _: usize = c.publish("news", "after").await.unwrap();
-        if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(50), news.next()).await {
+        if let Ok(Some(msg)) =
+            tokio::time::timeout(Duration::from_millis(50), news.next_message()).await
+        {
             break msg.get_payload::<String>().unwrap();
         }
         assert!(

@@ -354,7 +354,7 @@ async fn sigkill_of_the_master_is_invisible_and_followed_at_once() {
         pubsub_set.spawn(async move {
             while !stopping.load(Ordering::Relaxed) {
                 if let Ok(Some(_)) =
-                    tokio::time::timeout(Duration::from_millis(50), news.next()).await
+                    tokio::time::timeout(Duration::from_millis(50), news.next_message()).await
                 {
                     received.fetch_add(1, Ordering::Relaxed);
                 }
@@ -622,7 +622,7 @@ async fn subscription_survives_a_server_restart() {
             let _: i64 = publisher.publish("alerts.disk", round).await.unwrap();
             // (The subscriber may not be back yet: keep publishing until it hears both.)
             while let Ok(Some(m)) =
-                tokio::time::timeout(Duration::from_millis(20), news.next()).await
+                tokio::time::timeout(Duration::from_millis(20), news.next_message()).await
             {
                 let payload: u32 = m.get_payload().unwrap();
                 if payload == round {

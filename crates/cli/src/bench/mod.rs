@@ -18,6 +18,7 @@
 //!   object (see [`report::BenchReport`]).
 
 mod paired;
+mod pubsub;
 mod report;
 
 use std::process::ExitCode;
@@ -96,6 +97,12 @@ pub(crate) struct BenchArgs {
     /// With --rate: add per-second figures (`series`) to the report.
     #[arg(long, requires = "rate")]
     series: bool,
+    /// With --workload pubsub: the number of channels (`bench:ch0` ..), one publisher each.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    channels: u32,
+    /// With --workload pubsub: shard channels (SSUBSCRIBE / SPUBLISH, Redis 7+).
+    #[arg(long)]
+    sharded: bool,
     /// Seed of the key-choice RNG.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -129,6 +136,35 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
             "--workload cas runs the resilient client's transactions: it needs --client \
              resilient, without --exactly-once or --paired-with",
         ));
+    }
+    if args.workload == Workload::Pubsub {
+        if args.client != ClientKind::Resilient
+            || args.exactly_once
+            || args.paired_with.is_some()
+            || args.series
+        {
+            return Err(CliError::usage(
+                "--workload pubsub runs the resilient client's subscriptions: it needs --client \
+                 resilient, without --exactly-once, --paired-with or --series (--rate is the \
+                 message rate)",
+            ));
+        }
+        let client = connect_resilient(&target, &access, deadline).await?;
+        let plan = pubsub::PubSubPlan {
+            prefix: "bench:ch".to_owned(),
+            channels: args.channels,
+            sharded: args.sharded,
+            rate: args.rate.unwrap_or(2_000.0),
+            duration: args.duration,
+            target: target.describe(),
+            progress: !args.json,
+        };
+        let report = pubsub::run(client, plan).await?;
+        crate::output::print_report(&report, args.json, || report.human())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.sharded {
+        return Err(CliError::usage("--sharded goes with --workload pubsub"));
     }
     if args.exactly_once && args.client != ClientKind::Resilient {
         return Err(CliError::usage(

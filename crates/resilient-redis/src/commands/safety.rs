@@ -245,10 +245,19 @@ fn verdict_of<'a>(name: &Name, rest: impl Iterator<Item = &'a [u8]> + Clone) -> 
                 "transactions on a shared connection must be sent whole: use redis::pipe().atomic(), or Client::transaction for WATCH",
             );
         }
-        b"SUBSCRIBE" | b"PSUBSCRIBE" | b"SSUBSCRIBE" | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE"
-        | b"SUNSUBSCRIBE" | b"MONITOR" => {
+        b"SUBSCRIBE" | b"PSUBSCRIBE" | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE" => {
             return Verdict::Refused(
-                "subscriptions need a dedicated connection: use Client::subscribe (re-subscribes after reconnects and failovers)",
+                "subscriptions need a dedicated connection: use Client::subscribe (follows reconnects, failovers and cluster nodes; drop the stream to unsubscribe)",
+            );
+        }
+        b"SSUBSCRIBE" | b"SUNSUBSCRIBE" => {
+            return Verdict::Refused(
+                "shard subscriptions need a dedicated connection: use Client::ssubscribe (follows each channel's slot; drop the stream to unsubscribe)",
+            );
+        }
+        b"MONITOR" => {
+            return Verdict::Refused(
+                "MONITOR turns a connection into a feed of every command: use a dedicated redis-rs connection (or redis-cli monitor)",
             );
         }
         // SET is idempotent in every form (NX/XX/GET change only the reply).

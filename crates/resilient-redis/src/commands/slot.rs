@@ -39,8 +39,21 @@ pub(crate) fn key_slot(key: &[u8]) -> u16 {
 /// down node; `None` goes through redis-rs's routing.
 pub(crate) fn command_slot(cmd: &Cmd) -> Option<u16> {
     let mut keys = command_keys(cmd);
-    let first = key_slot(keys.next()?);
+    let Some(first) = keys.next() else {
+        return shard_channel_slot(cmd);
+    };
+    let first = key_slot(first);
     keys.all(|k| key_slot(k) == first).then_some(first)
+}
+
+/// `SPUBLISH channel message`: a shard channel is not a key (Redis marks it `not_key`), but it
+/// lives in its slot like one and only that slot's owner accepts it.
+fn shard_channel_slot(cmd: &Cmd) -> Option<u16> {
+    let (name, mut rest) = super::args::split(cmd)?;
+    if name.as_bytes() != b"SPUBLISH" {
+        return None;
+    }
+    rest.next().map(key_slot)
 }
 
 #[cfg(test)]
@@ -76,6 +89,13 @@ mod tests {
         assert_eq!(command_slot(&same), Some(15495));
         let split = redis::cmd("MGET").arg("foo").arg("bar").clone();
         assert_eq!(command_slot(&split), None);
+        // A shard channel routes by its slot, although it is not a key.
+        let spublish = redis::cmd("SPUBLISH").arg("foo").arg("m").clone();
+        assert_eq!(command_slot(&spublish), Some(12182));
+        assert_eq!(
+            command_slot(redis::cmd("PUBLISH").arg("foo").arg("m")),
+            None
+        );
         let eval = redis::cmd("EVAL").arg("return 1").arg(1).arg("bar").clone();
         assert_eq!(command_slot(&eval), Some(5061));
         let xread = redis::cmd("XREAD")
@@ -121,7 +141,9 @@ mod tests {
             let positions: Vec<usize> = positioned_keys(&cmd).map(|(i, _)| i).collect();
             if *spec == KeySpec::Keyless {
                 assert!(positions.is_empty(), "{name}");
-                assert_eq!(command_slot(&cmd), None, "{name}");
+                // No slot, but for a shard channel's (see `shard_channel_slot`).
+                let shard = (*name == "SPUBLISH").then_some(15495);
+                assert_eq!(command_slot(&cmd), shard, "{name}");
                 continue;
             }
             assert!(!positions.is_empty(), "{name}: {words:?}");

@@ -111,18 +111,35 @@ impl Connector {
         Ok(conn)
     }
 
-    /// Opens a pub/sub connection, to `addr` or to this connector's node, and says when its
-    /// credentials are due for renewal (RESP2 cannot `AUTH` in subscribe mode: the subscription
-    /// moves to a fresh connection then).
-    pub(crate) async fn open_pubsub(
+    /// Opens a subscriber's connection, to `addr` or to this connector's node: a multiplexed
+    /// connection in RESP3 (so that pushes, `SSUBSCRIBE` and `PING` share it), named, and says
+    /// when its credentials are due for renewal (the subscription moves to a fresh connection
+    /// then).
+    pub(crate) async fn open_subscriber(
         &self,
         addr: Option<&ConnectionAddr>,
-    ) -> RedisResult<(redis::aio::PubSub, Option<Instant>)> {
-        self.authenticated(
-            addr,
-            |client| async move { client.get_async_pubsub().await },
-        )
-        .await
+        conn_config: &AsyncConnectionConfig,
+    ) -> RedisResult<(MultiplexedConnection, Option<Instant>)> {
+        let settings = self
+            .info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let resp3 = Connector {
+            info: self.info.clone().set_redis_settings(settings),
+            shared: self.shared.clone(),
+            renew_at: Mutex::new(None),
+            round: AtomicU64::new(0),
+        };
+        let (mut conn, renew_at) = resp3
+            .authenticated(addr, |client| async move {
+                client
+                    .get_multiplexed_async_connection_with_config(conn_config)
+                    .await
+            })
+            .await?;
+        resp3.name(&mut conn).await?;
+        Ok((conn, renew_at))
     }
 
     /// Runs `connect` with a client carrying the current credentials; if the server rejects

@@ -73,20 +73,15 @@ impl Endpoint {
         }
     }
 
-    /// Opens a pub/sub connection to the server (the master, with Sentinel), and says when its
-    /// credentials are due for renewal.
-    pub(crate) async fn open_pubsub(
+    /// Opens a subscriber's connection (RESP3, pushes to `conn_config`'s sender) to the server
+    /// (the master, with Sentinel), and says when its credentials are due for renewal.
+    pub(crate) async fn open_subscriber(
         &self,
-    ) -> RedisResult<(redis::aio::PubSub, Option<tokio::time::Instant>)> {
+        conn_config: &AsyncConnectionConfig,
+    ) -> RedisResult<(MultiplexedConnection, Option<tokio::time::Instant>)> {
         match self {
-            Endpoint::Fixed(fixed) => fixed.connector.open_pubsub(None).await,
-            Endpoint::Sentinel(resolver) => resolver.open_master_pubsub().await,
-            #[allow(unreachable_patterns)]
-            _ => Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "pub/sub through the client needs a single server or Sentinel",
-            )
-            .into()),
+            Endpoint::Fixed(fixed) => fixed.connector.open_subscriber(None, conn_config).await,
+            Endpoint::Sentinel(resolver) => resolver.open_master_subscriber(conn_config).await,
         }
     }
 

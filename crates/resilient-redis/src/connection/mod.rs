@@ -50,7 +50,6 @@ use background::reconnector;
 pub(crate) use connector::{Connector, is_rejection};
 pub(crate) use endpoint::Endpoint;
 use fixed::Fixed;
-pub(crate) use renewal::until;
 pub(crate) use sentinel::{Master, SentinelResolver, TopologyView};
 pub(crate) use wait_group::{Answer, Turn, WaitGroup};
 
@@ -325,21 +324,25 @@ impl Pool {
         self.endpoint.open(&self.conn_config).await.map(|(c, _)| c)
     }
 
-    /// A pub/sub connection to the server (the master, with Sentinel), within the connect
-    /// timeout, and when its credentials are due for renewal (the subscription moves to a
-    /// fresh connection then: RESP2 cannot `AUTH` in subscribe mode).
-    pub(crate) async fn open_pubsub(
+    /// A subscriber's connection (RESP3, pushes to `conn_config`'s sender) to the server (the
+    /// master, with Sentinel), within the connect timeout, with the master epoch it was opened
+    /// for and when its credentials are due for renewal.
+    pub(crate) async fn open_subscriber(
         &self,
-    ) -> redis::RedisResult<(redis::aio::PubSub, Option<Instant>)> {
+        conn_config: &AsyncConnectionConfig,
+    ) -> redis::RedisResult<(MultiplexedConnection, u64, Option<Instant>)> {
+        let epoch = self.endpoint.epoch();
         let timeout = self.conn_config_timeout;
-        tokio::time::timeout(timeout, self.endpoint.open_pubsub())
-            .await
-            .map_err(|_| {
-                redis::RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "pub/sub connect timed out",
-                ))
-            })?
+        let (conn, renew_at) =
+            tokio::time::timeout(timeout, self.endpoint.open_subscriber(conn_config))
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "subscriber connect timed out",
+                    ))
+                })??;
+        Ok((conn, epoch, renew_at))
     }
 
     /// Master changes (Sentinel); `None` for a fixed server.

@@ -26,7 +26,7 @@ use crate::credentials::Credentials;
 pub(super) const RETRY: Duration = Duration::from_secs(1);
 
 /// Resolves at `at`; never for `None`.
-pub(crate) async fn until(at: Option<Instant>) {
+pub(super) async fn until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -235,12 +235,13 @@ impl SentinelResolver {
         Ok((conn, epoch))
     }
 
-    /// A pub/sub connection to the current master, and when its credentials are due for
+    /// A subscriber's connection to the current master, and when its credentials are due for
     /// renewal. (Not checked with `ROLE`: messages published on the master reach its replicas
     /// too, and a switch makes the subscriber move anyway.)
-    pub(crate) async fn open_master_pubsub(
+    pub(crate) async fn open_master_subscriber(
         &self,
-    ) -> RedisResult<(redis::aio::PubSub, Option<Instant>)> {
+        conn_config: &AsyncConnectionConfig,
+    ) -> RedisResult<(MultiplexedConnection, Option<Instant>)> {
         let Some(addr) = self.master().addr else {
             self.request_rediscovery();
             return Err(not_connected(format!(
@@ -249,7 +250,10 @@ impl SentinelResolver {
             )));
         };
         let addr = self.data_transport.addr(&addr.0, addr.1);
-        let result = self.connector.open_pubsub(Some(&addr)).await;
+        let result = self
+            .connector
+            .open_subscriber(Some(&addr), conn_config)
+            .await;
         if result.is_err() {
             self.request_rediscovery();
         }

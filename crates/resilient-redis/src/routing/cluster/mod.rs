@@ -202,6 +202,52 @@ impl ClusterRouter {
             .await
     }
 
+    /// A subscriber's connection (RESP3, pushes to `conn_config`'s sender) to the node at
+    /// `addr` (`host:port`), within the connect timeout, and when its credentials are due for
+    /// renewal.
+    pub(crate) async fn open_subscriber(
+        &self,
+        addr: &str,
+        conn_config: &redis::AsyncConnectionConfig,
+    ) -> redis::RedisResult<(MultiplexedConnection, Option<Instant>)> {
+        let (host, port) = split_addr(addr).ok_or_else(|| {
+            redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bad node address {addr:?}"),
+            ))
+        })?;
+        let node = self.transport.addr(host, port);
+        let open = self.connector.open_subscriber(Some(&node), conn_config);
+        tokio::time::timeout(self.config.connect_timeout, open)
+            .await
+            .map_err(|_| {
+                redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "subscriber connect timed out",
+                ))
+            })?
+    }
+
+    /// Whether the slot map knows `addr` as a master that is not down.
+    pub(crate) fn is_live_master(&self, addr: &str) -> bool {
+        !self.topology.is_down(addr) && self.topology.masters().iter().any(|m| &**m == addr)
+    }
+
+    /// The masters of the slot map that are not known to be down.
+    pub(crate) fn live_masters(&self) -> Vec<String> {
+        self.topology
+            .masters()
+            .iter()
+            .filter(|m| !self.topology.is_down(m))
+            .map(|m| m.to_string())
+            .collect()
+    }
+
+    /// The slot map's versions, to wait for its next change.
+    pub(crate) fn epochs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.topology.epoch.subscribe()
+    }
+
     /// The nodes the client has pools for.
     pub(crate) fn nodes(&self) -> Vec<Arc<Node>> {
         self.nodes
