@@ -29,6 +29,10 @@ pub(crate) enum Workload {
     /// (default 2,000/s) to one resilient subscription; the report counts what arrived, the
     /// gaps, and what was lost outside them or received twice (resilient client only).
     Pubsub,
+    /// `--concurrency` producers `LPUSH` unique items onto `--key` while as many consumers
+    /// `BLMOVE` them into processing lists; the report says where every item ended (resilient
+    /// client only).
+    Queue,
 }
 
 impl Workload {
@@ -40,6 +44,7 @@ impl Workload {
             Workload::Lpush => "lpush",
             Workload::Cas => "cas",
             Workload::Pubsub => "pubsub",
+            Workload::Queue => "queue",
         }
     }
 }
@@ -105,7 +110,11 @@ impl Commands {
     /// The next call.
     pub(crate) fn next_cmd(&mut self) -> &Cmd {
         match self.mix.workload {
-            Workload::Incr | Workload::Lpush | Workload::Cas | Workload::Pubsub => &self.fixed,
+            Workload::Incr
+            | Workload::Lpush
+            | Workload::Cas
+            | Workload::Pubsub
+            | Workload::Queue => &self.fixed,
             Workload::GetSet => {
                 self.key.clear();
                 let _ = write!(

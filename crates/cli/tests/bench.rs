@@ -516,6 +516,46 @@ async fn cluster_bench_and_health_report_the_nodes() {
             assert_eq!(count(field), 0, "{field}: {report}");
         }
     }
+    // A queue on the cluster (its lists in one slot): every item produced is consumed or
+    // still queued, once.
+    let output = run(
+        &[
+            "bench",
+            "--cluster",
+            &urls,
+            "--workload",
+            "queue",
+            "--key",
+            "{q}:jobs",
+            "--concurrency",
+            "4",
+            "--duration",
+            "1",
+            "--json",
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = one_json_object(&output);
+    assert_eq!(report["workload"], "queue", "{report}");
+    let count = |field: &str| report[field].as_u64().expect(field);
+    assert!(count("produced") > 0 && count("consumed") > 0, "{report}");
+    assert_eq!(
+        count("consumed") + count("in_flight"),
+        count("produced"),
+        "{report}"
+    );
+    for field in [
+        "missing",
+        "doubled",
+        "unknown",
+        "failed",
+        "ambiguous_pops",
+        "ambiguous_pushes",
+    ] {
+        assert_eq!(count(field), 0, "{field}: {report}");
+    }
     let output = run(
         &[
             "bench",

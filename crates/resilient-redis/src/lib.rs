@@ -196,6 +196,7 @@ mod replies;
 mod request;
 mod retry;
 mod routing;
+pub mod streams;
 mod striped;
 
 pub use client::{Client, ClientStats, Transaction};

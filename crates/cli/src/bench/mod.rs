@@ -19,6 +19,7 @@
 
 mod paired;
 mod pubsub;
+mod queue;
 mod report;
 
 use std::process::ExitCode;
@@ -69,9 +70,10 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 64, value_name = "BYTES",
           value_parser = clap::value_parser!(u64).range(0..=512 * 1024 * 1024))]
     value_size: u64,
-    /// The key every task INCRs in the incr workload.
-    #[arg(long, default_value = "bench:counter", value_name = "NAME")]
-    key: String,
+    /// The key of the single-key workloads: the counter of incr and cas, the list of lpush
+    /// (default `bench:counter`), the queue of queue (default `bench:queue`).
+    #[arg(long, value_name = "NAME")]
+    key: Option<String>,
     /// Total deadline per call in ms (resilient: overrides the client's default deadline;
     /// naive: how long it keeps retrying, default 5000; raw: sets redis-rs's response timeout,
     /// default 500 ms).
@@ -165,6 +167,29 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     }
     if args.sharded {
         return Err(CliError::usage("--sharded goes with --workload pubsub"));
+    }
+    if args.workload == Workload::Queue {
+        if args.client != ClientKind::Resilient
+            || args.exactly_once
+            || args.paired_with.is_some()
+            || args.rate.is_some()
+        {
+            return Err(CliError::usage(
+                "--workload queue runs the resilient client's producers and BLMOVE consumers: \
+                 it needs --client resilient, without --exactly-once, --paired-with or --rate",
+            ));
+        }
+        let client = connect_resilient(&target, &access, deadline).await?;
+        let plan = queue::QueuePlan {
+            key: args.key.clone().unwrap_or_else(|| "bench:queue".to_owned()),
+            concurrency: args.concurrency,
+            duration: args.duration,
+            target: target.describe(),
+            progress: !args.json,
+        };
+        let report = queue::run(client, plan).await?;
+        crate::output::print_report(&report, args.json, || report.human())?;
+        return Ok(ExitCode::SUCCESS);
     }
     if args.exactly_once && args.client != ClientKind::Resilient {
         return Err(CliError::usage(
@@ -367,7 +392,10 @@ fn mix_of(args: &BenchArgs) -> Arc<Mix> {
         workload: args.workload,
         keys: args.keys,
         value: vec![b'x'; args.value_size as usize],
-        counter_key: args.key.clone(),
+        counter_key: args
+            .key
+            .clone()
+            .unwrap_or_else(|| "bench:counter".to_owned()),
         seed: args.seed,
     })
 }

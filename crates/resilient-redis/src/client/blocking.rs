@@ -176,8 +176,35 @@ impl Handle {
                     }
                 },
             };
-            let conn = self.dedicated(&node.pool, connect_deadline).await?;
             let asking = ask.take().is_some();
+            // Waiting for a connection to a node that died: the slot may be taken over by
+            // another in the meantime (a failover), and then the call goes there.
+            let taken_over = async {
+                if asking {
+                    std::future::pending::<()>().await;
+                }
+                cluster.stops_owning(slot, &node).await;
+            };
+            let conn = tokio::select! {
+                conn = self.dedicated(&node.pool, connect_deadline) => match conn {
+                    Ok(conn) => conn,
+                    // The node stayed unreachable: flag it down and wait for the topology.
+                    Err(e) if e.outcome() == Outcome::Failed
+                        && !asking
+                        && Instant::now() < connect_deadline =>
+                    {
+                        cluster.node_failed(&node.addr);
+                        self.wait_for_topology(cluster, seen, Some(connect_deadline), || {
+                            format!("the node of slot {slot} stayed unreachable: {e}")
+                        })
+                        .await
+                        .map_err(|e| e.error)?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+                () = taken_over => continue,
+            };
             // A node an `ASK` named does not own the slot: only its reply ends the call.
             let replaced = async {
                 if asking {
