@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::{Handle, Inner};
 use crate::{
+    connection::Lease,
     error::{Error, ErrorKind, Outcome},
     retry::{AttemptError, throttle_admit},
     routing::Node,
@@ -52,6 +53,23 @@ impl Handle {
                 reply: None,
             }),
             None => Ok(None),
+        }
+    }
+
+    /// [`Handle::admit_to`] for an attempt on `lease`: one on a replica connection (Sentinel
+    /// reads) is not the master's to admit: its breaker and throttle count the master's
+    /// failures, and a read must go on on the replicas while the master is down.
+    #[inline]
+    pub(super) fn admit_lease<'n>(
+        &self,
+        node: &'n Node,
+        lease: &Lease,
+        now: Instant,
+    ) -> Result<Option<BreakerPermit<'n>>, AttemptError> {
+        if node.pool.is_master_lease(lease) {
+            self.admit_to(node, now)
+        } else {
+            Ok(None)
         }
     }
 

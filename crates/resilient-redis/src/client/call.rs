@@ -64,6 +64,7 @@ impl Handle {
             let single = self.inner.router.single();
             if let Some(node) = single
                 && let Some(error) = node.pool.failing_fast()
+                && !(safety == CommandSafety::ReadOnly && node.pool.replicas_serve_reads())
             {
                 // The server has been unreachable for a while: fail at once (one atomic load
                 // while it is up), without the retry policy's machinery.
@@ -105,7 +106,7 @@ impl Handle {
                 && let Some(lease) = self.lease_in(cached, read_only, &node.pool)
             {
                 // A single command and a connection at hand: send it, if the node admits it.
-                match self.admit_to(node, started) {
+                match self.admit_lease(node, lease, started) {
                     Err(e) => Err((e, None)),
                     Ok(permit) => {
                         stats.attempts.add(1);
@@ -219,8 +220,12 @@ impl Handle {
         read_only: bool,
         pool: &Pool,
     ) -> Option<&'c mut Lease> {
-        let usable =
-            |l: &Lease| pool.is_current(l) && !(read_only && pool.routes_reads_elsewhere());
+        // A read may have left a replica connection in the cache: never a write's.
+        let usable = |l: &Lease| {
+            pool.is_current(l)
+                && !(read_only && pool.routes_reads_elsewhere())
+                && (read_only || pool.is_master_lease(l))
+        };
         if !cached.as_ref().is_some_and(usable) {
             *cached = pool.try_acquire_for(read_only);
         }
@@ -348,7 +353,7 @@ impl Handle {
         };
         // Admitted (throttle, breaker) and counted once there is a connection to send on:
         // waiting is not an attempt.
-        let permit = self.admit_to(node, started.unwrap_or_else(Instant::now))?;
+        let permit = self.admit_lease(node, &lease, started.unwrap_or_else(Instant::now))?;
         let stats = &self.inner.stats;
         stats.attempts.add(1);
         if attempt.number > 1 {

@@ -213,7 +213,7 @@ impl ClientConfig {
         if let Some(v) = lookup("RESILIENT_REDIS_READ_FROM") {
             let read_from = ReadFrom::parse(&v).ok_or_else(|| {
                 Error::config(format!(
-                    "RESILIENT_REDIS_READ_FROM={v:?}: expected master, prefer-replica or replica"
+                    "RESILIENT_REDIS_READ_FROM={v:?}: expected master, master-preferred, replica-preferred or replica"
                 ))
             })?;
             match c.sentinel.as_mut() {

@@ -18,6 +18,10 @@ pub enum ReadFrom {
     /// Every command goes to the master.
     #[default]
     Master,
+    /// Reads go to the master while it is reachable, and to a replica while it is not (from
+    /// the loss of the master's connections until the new master is connected): reads go on
+    /// through a failover, a little stale, and are fresh otherwise.
+    MasterPreferred,
     /// Reads go to a replica when one is connected, to the master otherwise. Reads go on
     /// during a failover as long as a replica answers.
     PreferReplica,
@@ -27,11 +31,13 @@ pub enum ReadFrom {
 }
 
 impl ReadFrom {
-    /// Parses `master`, `prefer-replica` or `replica`.
+    /// Parses `master`, `master-preferred`, `replica-preferred` (or `prefer-replica`) or
+    /// `replica`.
     pub fn parse(s: &str) -> Option<ReadFrom> {
         match s.trim() {
             "master" => Some(ReadFrom::Master),
-            "prefer-replica" => Some(ReadFrom::PreferReplica),
+            "master-preferred" => Some(ReadFrom::MasterPreferred),
+            "replica-preferred" | "prefer-replica" => Some(ReadFrom::PreferReplica),
             "replica" => Some(ReadFrom::Replica),
             _ => None,
         }

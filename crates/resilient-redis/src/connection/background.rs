@@ -54,6 +54,8 @@ pub(super) async fn reconnector(
 ) {
     let mut failures: u32 = 0;
     let mut previous: Option<Duration> = None;
+    // Dead replica slots are not tried again before this (after one failed to connect).
+    let mut replicas_after = tokio::time::Instant::now();
     loop {
         let Some(p) = pool.upgrade() else { return };
         if p.renewal_due()
@@ -101,7 +103,7 @@ pub(super) async fn reconnector(
                 continue;
             }
         }
-        for slot in dead {
+        for slot in dead.clone() {
             let opened = if slot < p.masters {
                 p.endpoint.open(&p.conn_config).await
             } else {
@@ -127,8 +129,30 @@ pub(super) async fn reconnector(
                     if replica {
                         // No replica to read from is not an outage: retry calmly.
                         delay = delay.max(REPLICA_RETRY);
+                        replicas_after = tokio::time::Instant::now() + REPLICA_RETRY;
                     } else {
                         p.note_connect_failure(&e);
+                        // The master is unreachable: its replicas may still serve reads
+                        // (ReadFrom), so theirs do not wait behind its backoff (a failover's
+                        // CLIENT KILL on the replicas, for one).
+                        if tokio::time::Instant::now() >= replicas_after {
+                            for &r in dead.iter().filter(|&&r| r >= p.masters) {
+                                match p.endpoint.open_replica(&p.conn_config).await {
+                                    Ok((conn, epoch)) => {
+                                        if p.install(r, conn, epoch) {
+                                            p.reconnects.fetch_add(1, Ordering::Relaxed);
+                                            tracing::info!(slot = r, "reconnected to a replica");
+                                        }
+                                    }
+                                    Err(e) => {
+                                        tracing::debug!(slot = r, error = %e, "replica reconnect failed");
+                                        replicas_after =
+                                            tokio::time::Instant::now() + REPLICA_RETRY;
+                                        break;
+                                    }
+                                }
+                            }
+                        }
                     }
                     tracing::debug!(slot, error = %e, ?delay, "reconnect failed");
                     metrics::counter!("resilient_redis_reconnect_failures_total").increment(1);

@@ -46,6 +46,22 @@ impl Pool {
             .or_else(|| if or_master { self.try_lease() } else { None })
     }
 
+    /// A live master connection, or a replica one while there is none.
+    fn try_lease_master_first(&self) -> Option<Lease> {
+        self.try_lease().or_else(|| self.try_lease_read(false))
+    }
+
+    /// Whether reads go to a live replica connection while the master is unreachable (a read
+    /// then does not fail fast in an outage of the master).
+    pub(crate) fn replicas_serve_reads(&self) -> bool {
+        !matches!(self.read_from, ReadFrom::Master) && self.try_lease_read(false).is_some()
+    }
+
+    /// Whether `lease` is a master connection (a replica one never carries a write).
+    pub(crate) fn is_master_lease(&self, lease: &Lease) -> bool {
+        lease.slot < self.masters
+    }
+
     /// A connection for a command: with [`ReadFrom::PreferReplica`] or [`ReadFrom::Replica`],
     /// a replica one for a read-only command; a master one otherwise (see [`Pool::acquire`]).
     pub(crate) async fn acquire_for(
@@ -54,6 +70,10 @@ impl Pool {
         deadline: Option<Instant>,
     ) -> Result<Lease, Error> {
         match self.read_from {
+            ReadFrom::MasterPreferred if read_only => {
+                self.acquire_with(deadline, Pool::try_lease_master_first)
+                    .await
+            }
             ReadFrom::PreferReplica if read_only => {
                 self.acquire_with(deadline, |p| p.try_lease_read(true))
                     .await
@@ -112,6 +132,7 @@ impl Pool {
     /// path tries this first so that its future stays small (the waiting path is boxed).
     pub(crate) fn try_acquire_for(&self, read_only: bool) -> Option<Lease> {
         match self.read_from {
+            ReadFrom::MasterPreferred if read_only => self.try_lease_master_first(),
             ReadFrom::PreferReplica if read_only => self.try_lease_read(true),
             ReadFrom::Replica if read_only => self.try_lease_read(false),
             _ => self.try_lease(),
