@@ -45,6 +45,17 @@ pub(crate) struct TargetArgs {
     /// timeout), under the response timeout
     #[arg(long, value_name = "MS", requires = "durability")]
     durability_timeout_ms: Option<u64>,
+    /// Where read-only commands go (with --sentinel): master, master-preferred (a replica only
+    /// while the master is down), replica-preferred or replica
+    #[arg(long, value_name = "MODE", value_parser = parse_read_from)]
+    read_from: Option<resilient_redis::ReadFrom>,
+}
+
+/// `--read-from`'s value.
+fn parse_read_from(s: &str) -> Result<resilient_redis::ReadFrom, String> {
+    resilient_redis::ReadFrom::parse(s).ok_or_else(|| {
+        format!("{s:?}: expected master, master-preferred, replica-preferred or replica")
+    })
 }
 
 /// `--durability`'s value.
@@ -61,6 +72,8 @@ pub(crate) struct Access {
     pub(crate) client_name: Option<String>,
     /// `--durability` (with `--durability-timeout-ms`).
     pub(crate) durability: Option<resilient_redis::Durability>,
+    /// `--read-from` (a Sentinel target: checked by [`TargetArgs::target`]).
+    pub(crate) read_from: Option<resilient_redis::ReadFrom>,
 }
 
 impl Access {
@@ -85,6 +98,9 @@ impl Access {
         }
         if let Some(durability) = self.durability {
             config.durability = durability;
+        }
+        if let (Some(read_from), Some(sentinel)) = (self.read_from, config.sentinel.as_mut()) {
+            sentinel.read_from = read_from;
         }
     }
 }
@@ -121,6 +137,7 @@ impl TargetArgs {
                 Some(ms) => d.with_timeout(std::time::Duration::from_millis(ms)),
                 None => d,
             }),
+            read_from: self.read_from,
         }
     }
 
@@ -141,6 +158,15 @@ impl TargetArgs {
         }
         if self.master.is_some() && self.sentinel.is_none() {
             return Err(CliError::usage("--master goes with --sentinel"));
+        }
+        if self
+            .read_from
+            .is_some_and(|r| r != resilient_redis::ReadFrom::Master)
+            && self.sentinel.is_none()
+        {
+            return Err(CliError::usage(
+                "--read-from goes with --sentinel for now (replica reads on a cluster are coming)",
+            ));
         }
         if let Some(url) = &self.url {
             return Ok(Target::Standalone { url: url.clone() });
@@ -236,6 +262,7 @@ mod tests {
             client_name: None,
             durability: None,
             durability_timeout_ms: None,
+            read_from: None,
         }
     }
 
@@ -244,6 +271,38 @@ mod tests {
     struct Line {
         #[command(flatten)]
         target: TargetArgs,
+    }
+
+    #[test]
+    fn read_from_goes_with_a_sentinel_target() {
+        use clap::Parser;
+        use resilient_redis::ReadFrom;
+
+        let sentinel = ["x", "--sentinel", "h:1", "--master", "m", "--read-from"];
+        let line = Line::try_parse_from(sentinel.iter().chain(&["master-preferred"])).unwrap();
+        assert!(line.target.target().is_ok());
+        let mut config = resilient_redis::ClientConfig::from_url("redis+sentinel://h:1/m").unwrap();
+        line.target.access().apply(&mut config);
+        assert_eq!(
+            config.sentinel.unwrap().read_from,
+            ReadFrom::MasterPreferred
+        );
+        assert!(Line::try_parse_from(sentinel.iter().chain(&["nearby"])).is_err());
+        let url = ["x", "--url", "redis://h:1", "--read-from", "replica"];
+        let err = Line::try_parse_from(url)
+            .unwrap()
+            .target
+            .target()
+            .unwrap_err();
+        assert!(err.to_string().contains("--read-from"), "{err}");
+        let master = ["x", "--url", "redis://h:1", "--read-from", "master"];
+        assert!(
+            Line::try_parse_from(master)
+                .unwrap()
+                .target
+                .target()
+                .is_ok()
+        );
     }
 
     #[test]
