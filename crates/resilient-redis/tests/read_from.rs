@@ -169,6 +169,7 @@ async fn master_preferred_reads_go_on_through_a_killed_master() {
         replica_gets += calls(r, "get").await;
     }
     let healthy_reads: u64 = buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum();
+    let replica_reads_healthy = client.stats().replica_reads;
 
     let old = topology.master_addr().await.unwrap();
     let killed_at = Instant::now();
@@ -203,7 +204,19 @@ async fn master_preferred_reads_go_on_through_a_killed_master() {
         writes.load(Ordering::Relaxed),
         errors.len()
     );
+    let replica_reads = client.stats().replica_reads - replica_reads_healthy;
+    eprintln!(
+        "reads sent to replicas (client's count): {replica_reads_healthy} while the master was up, {replica_reads} after the kill"
+    );
     assert!(errors.is_empty(), "{:?}", &errors[..errors.len().min(10)]);
+    assert_eq!(
+        replica_reads_healthy, 0,
+        "the client sent reads to replicas while the master was up"
+    );
+    assert!(
+        replica_reads > 0,
+        "no read went to a replica while the master was down"
+    );
     assert!(
         worst as f64 >= 0.5 * healthy_rate,
         "the reads fell to {worst} in a bucket of the failover (healthy {healthy_rate:.0})"

@@ -69,6 +69,10 @@ impl Handle {
         if node.pool.is_master_lease(lease) {
             self.admit_to(node, now)
         } else {
+            self.inner
+                .stats
+                .replica_reads
+                .fetch_add(1, Ordering::Relaxed);
             Ok(None)
         }
     }

@@ -356,6 +356,7 @@ impl Client {
             deposed_replies: s.deposed_replies.load(Ordering::Relaxed),
             replica_waits: s.replica_waits.load(Ordering::Relaxed),
             conflicts: s.conflicts.load(Ordering::Relaxed),
+            replica_reads: s.replica_reads.load(Ordering::Relaxed),
         }
     }
 

@@ -33,6 +33,8 @@ pub(super) struct Counters {
     pub(super) replica_waits: AtomicU64,
     /// Transaction runs whose `EXEC` found a watched key changed.
     pub(super) conflicts: AtomicU64,
+    /// Attempts sent on a replica connection.
+    pub(super) replica_reads: AtomicU64,
 }
 
 /// Cumulative counters of a client (shared by its clones) since it was created.
@@ -85,4 +87,7 @@ pub struct ClientStats {
     /// key changed (each was run again, or the call ended as
     /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict)).
     pub conflicts: u64,
+    /// Read attempts sent to a replica ([`ReadFrom`](crate::ReadFrom) other than `Master`);
+    /// the others went to the master.
+    pub replica_reads: u64,
 }
