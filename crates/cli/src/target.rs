@@ -45,17 +45,16 @@ pub(crate) struct TargetArgs {
     /// timeout), under the response timeout
     #[arg(long, value_name = "MS", requires = "durability")]
     durability_timeout_ms: Option<u64>,
-    /// Where read-only commands go (with --sentinel): master, master-preferred (a replica only
-    /// while the master is down), replica-preferred or replica
+    /// Where read-only commands go (with --sentinel or --cluster): master, master-preferred (a
+    /// replica only while the master is down), replica-preferred or replica
     #[arg(long, value_name = "MODE", value_parser = parse_read_from)]
     read_from: Option<resilient_redis::ReadFrom>,
 }
 
 /// `--read-from`'s value.
 fn parse_read_from(s: &str) -> Result<resilient_redis::ReadFrom, String> {
-    resilient_redis::ReadFrom::parse(s).ok_or_else(|| {
-        format!("{s:?}: expected master, master-preferred, replica-preferred or replica")
-    })
+    resilient_redis::ReadFrom::parse(s)
+        .ok_or_else(|| format!("{s:?}: expected {}", resilient_redis::ReadFrom::EXPECTED))
 }
 
 /// `--durability`'s value.
@@ -72,7 +71,7 @@ pub(crate) struct Access {
     pub(crate) client_name: Option<String>,
     /// `--durability` (with `--durability-timeout-ms`).
     pub(crate) durability: Option<resilient_redis::Durability>,
-    /// `--read-from` (a Sentinel target: checked by [`TargetArgs::target`]).
+    /// `--read-from` (a Sentinel or Cluster target: checked by [`TargetArgs::target`]).
     pub(crate) read_from: Option<resilient_redis::ReadFrom>,
 }
 
@@ -99,8 +98,8 @@ impl Access {
         if let Some(durability) = self.durability {
             config.durability = durability;
         }
-        if let (Some(read_from), Some(sentinel)) = (self.read_from, config.sentinel.as_mut()) {
-            sentinel.read_from = read_from;
+        if let Some(read_from) = self.read_from {
+            config.read_from = read_from;
         }
     }
 }
@@ -162,10 +161,10 @@ impl TargetArgs {
         if self
             .read_from
             .is_some_and(|r| r != resilient_redis::ReadFrom::Master)
-            && self.sentinel.is_none()
+            && self.url.is_some()
         {
             return Err(CliError::usage(
-                "--read-from goes with --sentinel for now (replica reads on a cluster are coming)",
+                "--read-from goes with --sentinel or --cluster: a single server (--url) has no replicas",
             ));
         }
         if let Some(url) = &self.url {
@@ -274,7 +273,7 @@ mod tests {
     }
 
     #[test]
-    fn read_from_goes_with_a_sentinel_target() {
+    fn read_from_goes_with_a_sentinel_or_cluster_target() {
         use clap::Parser;
         use resilient_redis::ReadFrom;
 
@@ -283,10 +282,16 @@ mod tests {
         assert!(line.target.target().is_ok());
         let mut config = resilient_redis::ClientConfig::from_url("redis+sentinel://h:1/m").unwrap();
         line.target.access().apply(&mut config);
-        assert_eq!(
-            config.sentinel.unwrap().read_from,
-            ReadFrom::MasterPreferred
-        );
+        assert_eq!(config.read_from, ReadFrom::MasterPreferred);
+        let cluster = [
+            "x",
+            "--cluster",
+            "h:1,h:2",
+            "--read-from",
+            "replica-preferred",
+        ];
+        let line = Line::try_parse_from(cluster).unwrap();
+        assert!(line.target.target().is_ok());
         assert!(Line::try_parse_from(sentinel.iter().chain(&["nearby"])).is_err());
         let url = ["x", "--url", "redis://h:1", "--read-from", "replica"];
         let err = Line::try_parse_from(url)

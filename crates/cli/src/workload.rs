@@ -18,6 +18,9 @@ use crate::client::AppClient;
 pub(crate) enum Workload {
     /// Each task alternates SET and GET of random keys.
     GetSet,
+    /// Each task GETs random keys of the key space (`--keys`), which the bench fills first:
+    /// with `--read-from`, the report says how many reads went to replicas.
+    Get,
     /// Every task INCRs the same key (`--key`).
     Incr,
     /// Every task LPUSHes the value (`--value-size` bytes) onto the same list (`--key`).
@@ -40,6 +43,7 @@ impl Workload {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Workload::GetSet => "get-set",
+            Workload::Get => "get",
             Workload::Incr => "incr",
             Workload::Lpush => "lpush",
             Workload::Cas => "cas",
@@ -65,7 +69,8 @@ pub(crate) struct Mix {
 }
 
 /// The calls of one task, in order: get-set alternates SET and GET of keys drawn uniformly from
-/// `bench:0 .. bench:{keys-1}` with an RNG seeded from the mix's seed and the task's index;
+/// `bench:0 .. bench:{keys-1}` with an RNG seeded from the mix's seed and the task's index; get
+/// GETs keys drawn the same way;
 /// incr INCRs the counter key; lpush LPUSHes the value onto it; cas sends the same INCR, which
 /// the client runs as a transaction ([`crate::client::CasApp`]).
 pub(crate) struct Commands {
@@ -115,14 +120,15 @@ impl Commands {
             | Workload::Cas
             | Workload::Pubsub
             | Workload::Queue => &self.fixed,
-            Workload::GetSet => {
+            Workload::GetSet | Workload::Get => {
                 self.key.clear();
                 let _ = write!(
                     self.key,
                     "bench:{}",
                     self.rng.random_range(0..self.mix.keys)
                 );
-                self.current = if self.set_next {
+                let set = self.set_next && self.mix.workload == Workload::GetSet;
+                self.current = if set {
                     let mut set = redis::cmd("SET");
                     set.arg(&self.key).arg(&self.mix.value);
                     set

@@ -103,12 +103,7 @@ impl Sequences {
     }
 
     fn channel(&mut self, name: &str) -> &mut Channel {
-        if !self.channels.contains_key(name) {
-            self.channels.insert(name.to_owned(), Channel::default());
-        }
-        self.channels
-            .get_mut(name)
-            .unwrap_or_else(|| unreachable!())
+        self.channels.entry(name.to_owned()).or_default()
     }
 
     /// Counts what went wrong (see the module docs).

@@ -271,6 +271,12 @@ impl CircuitBreaker {
         self.state_at(Instant::now())
     }
 
+    /// Whether the breaker is closed (one atomic load, no clock read): calls pass.
+    #[inline]
+    pub fn is_closed(&self) -> bool {
+        self.inner.state.load(Ordering::Acquire) == CLOSED
+    }
+
     /// The state as seen at `now`. An open breaker whose open time has passed reports
     /// `Open { retry_in: 0 }` until a call moves it to half-open.
     pub fn state_at(&self, now: Instant) -> BreakerState {

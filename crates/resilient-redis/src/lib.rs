@@ -47,9 +47,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! // redis+sentinel://[[user]:password@]host1:port1[,host2:port2,...]/MASTERNAME[/db]
 //! let mut config = ClientConfig::from_url("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster")?;
-//! if let Some(sentinel) = config.sentinel.as_mut() {
-//!     sentinel.read_from = ReadFrom::MasterPreferred; // optional: reads go on (from replicas) while the master is down
-//! }
+//! config.read_from = ReadFrom::MasterPreferred; // optional: reads go on (from replicas) while the master is down
 //! let mut client = Client::with_config(config).await?;
 //! let _: () = client.set("k", "v").await?; // waits (within its deadline) through a failover
 //! let mut news = client.subscribe(&["news"], &[]).await?; // re-subscribes on the new master

@@ -70,8 +70,9 @@ impl StreamConsumer {
             .arg(&self.group)
             .arg(start)
             .arg("MKSTREAM");
-        // Creating the group twice fails with BUSYGROUP: safe to send again.
-        match self.client.idempotent().send(&cmd).await? {
+        // Creating the group twice fails with BUSYGROUP: safe to send again (the command table
+        // says so: XGROUP is retried as idempotent).
+        match self.client.send(&cmd).await? {
             Value::ServerError(e) if e.code() == "BUSYGROUP" => Ok(false),
             Value::ServerError(e) => Err(server_error(e)),
             _ => Ok(true),

@@ -222,12 +222,7 @@ async fn a_queue_keeps_every_item_through_a_killed_master() {
     .await
     .unwrap();
     let kill = async || {
-        let old = topology.master_addr().await.unwrap();
-        topology.server_by_addr_mut(old).unwrap().kill().unwrap();
-        topology
-            .wait_for_new_master(old, Duration::from_secs(30))
-            .await
-            .unwrap();
+        common::kill_sentinel_master(&mut topology).await;
     };
     queue_through_a_kill(client, "queue", "Sentinel", kill).await;
 }

@@ -1,6 +1,9 @@
-//! Where reads go (`ReadFrom`) on Sentinel (1 master, 2 replicas, `down-after 1000`):
+//! Where reads go (`ReadFrom`) on Sentinel (1 master, 2 replicas, `down-after 1000`) and on
+//! Cluster (3 masters, 1 replica each, `cluster-node-timeout 1000`):
 //! - `master-preferred` serves reads from the master while it is up, and from the replicas
 //!   while it is down, so reads go on through the SIGKILL of the master;
+//! - `replica-preferred` serves (almost) every read from the replicas, and goes on at once
+//!   elsewhere when a replica dies, or when a slot moves (`MOVED` from a replica);
 //! - a handle that read from a replica never sends a write there.
 //!
 //! Figures are printed; run with `--nocapture` to see them.
@@ -8,6 +11,7 @@
 mod common;
 
 use std::{
+    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -16,9 +20,14 @@ use std::{
 };
 
 use redis::AsyncCommands;
-use redis_lab::{RedisServer, SentinelTopology};
+use redis_lab::{ClusterConfig as LabConfig, RedisCluster, RedisServer, SentinelTopology};
 use resilient_redis::{Client, ClientConfig, ReadFrom};
 use tokio::{task::JoinSet, time::Instant};
+
+/// The tests run one at a time: each starts six or more processes and loads them with 50
+/// tasks, and the read rate they measure is the client's only when they do not fight for two
+/// cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Width of the buckets the read rate is measured in.
 const BUCKET: Duration = Duration::from_millis(250);
@@ -29,22 +38,50 @@ async fn client_of(topology: &SentinelTopology, read_from: ReadFrom) -> Client {
         deadline: Duration::from_secs(10),
         ..ClientConfig::from_url(&common::sentinel_url(topology)).unwrap()
     };
-    config.sentinel.as_mut().unwrap().read_from = read_from;
+    config.read_from = read_from;
     Client::with_config(config).await.unwrap()
 }
 
 /// `INFO commandstats` calls of `command` on `server` (0 when never called).
 async fn calls(server: &RedisServer, command: &str) -> u64 {
-    let info = server
-        .info_field("commandstats", &format!("cmdstat_{command}"))
-        .await;
-    info.ok()
+    calls_at(server.addr(), command).await
+}
+
+/// `INFO commandstats` calls of `command` on the server at `addr` (0 when never called, or
+/// when it does not answer).
+async fn calls_at(addr: SocketAddr, command: &str) -> u64 {
+    let info = async {
+        let client = redis::Client::open(format!("redis://{addr}")).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
+    };
+    let info = tokio::time::timeout(Duration::from_secs(2), info)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let prefix = format!("cmdstat_{command}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| {
             v.split(',')
                 .find_map(|kv| kv.strip_prefix("calls=").map(str::to_owned))
         })
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// The sum of [`calls_at`] over `addrs`.
+async fn calls_on(addrs: &[SocketAddr], command: &str) -> u64 {
+    let mut n = 0;
+    for addr in addrs {
+        n += calls_at(*addr, command).await;
+    }
+    n
 }
 
 /// The replicas of `topology` now.
@@ -77,6 +114,7 @@ async fn replicated(topology: &SentinelTopology, key: &str) {
 /// none is refused `READONLY` (which would cost a retry and a reconnection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_after_a_replica_read_goes_to_the_master() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let topology = common::sentinel_lab().await;
     let mut client = client_of(&topology, ReadFrom::PreferReplica).await;
     let () = client.set("k", 0).await.unwrap();
@@ -116,113 +154,417 @@ async fn a_write_after_a_replica_read_goes_to_the_master() {
 /// and while the master is up the replicas serve (almost) no read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_preferred_reads_go_on_through_a_killed_master() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut topology = common::sentinel_lab().await;
     let client = client_of(&topology, ReadFrom::MasterPreferred).await;
     let () = client.clone().set("greeting", "hello").await.unwrap();
     replicated(&topology, "greeting").await;
+    let replicas: Vec<SocketAddr> = replicas(&topology).await.iter().map(|r| r.addr()).collect();
+    let kill = async || common::kill_sentinel_master(&mut topology).await;
+    let run = ReadLoad::start(&client, "greeting", 5)
+        .through(&client, &replicas, kill)
+        .await;
+    run.check_master_preferred("Sentinel");
+}
 
-    let origin = Instant::now();
-    let buckets: Arc<Vec<AtomicU64>> = Arc::new((0..400).map(|_| AtomicU64::new(0)).collect());
-    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = JoinSet::new();
-    for _ in 0..50 {
-        let (mut c, buckets, errors, stop) = (
-            client.clone(),
-            buckets.clone(),
-            errors.clone(),
-            stop.clone(),
-        );
-        tasks.spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match c.get::<_, Option<String>>("greeting").await {
-                    Ok(Some(v)) if v == "hello" => {
-                        let i = (origin.elapsed().as_millis() / BUCKET.as_millis()) as usize;
-                        buckets[i.min(buckets.len() - 1)].fetch_add(1, Ordering::Relaxed);
-                    }
-                    other => errors.lock().unwrap().push(format!("GET: {other:?}")),
-                }
-            }
-        });
-    }
-    let writes = Arc::new(AtomicU64::new(0));
-    for w in 0..5 {
-        let (mut c, errors, stop, writes) =
-            (client.clone(), errors.clone(), stop.clone(), writes.clone());
-        tasks.spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                match c.set::<_, _, ()>(format!("w:{w}"), n).await {
-                    Ok(()) => {
-                        writes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => errors.lock().unwrap().push(format!("SET: {e}")),
-                }
-            }
-        });
-    }
-    // A healthy phase, measured (not a synchronisation).
+/// The issue's target on Cluster (3+3): as on Sentinel, the master of the read key's slot is
+/// SIGKILLed; reads go on from its replica until the replica has taken over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_master_preferred_reads_go_on_through_a_killed_master() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    // Without it, from the moment the master is flagged failing until its replica takes over
+    // (about 0.5 to 1 s here), every node answers CLUSTERDOWN to every command: the cluster
+    // itself refuses the reads (measured: the read rate falls to 0 for 500 ms).
+    let mut cluster = RedisCluster::start(LabConfig {
+        extra: vec![("cluster-allow-reads-when-down".into(), "yes".into())],
+        ..LabConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = cluster_client(&cluster, ReadFrom::MasterPreferred).await;
+    let key = "greeting";
+    let slot = common::key_slot(key);
+    let () = client.clone().set(key, "hello").await.unwrap();
+    cluster_replicated(&cluster, slot, key).await;
+    let replicas = cluster_replicas(&cluster);
+    let kill = async || {
+        let old = cluster.master_for_slot(slot).await.unwrap();
+        let index = cluster.nodes().iter().position(|n| n.addr() == old);
+        cluster.nodes_mut()[index.unwrap()].kill().unwrap();
+        common::wait_until(
+            "a replica to take over",
+            Duration::from_secs(30),
+            || async { cluster.master_for_slot(slot).await.is_ok_and(|m| m != old) },
+        )
+        .await;
+        cluster.master_for_slot(slot).await.unwrap()
+    };
+    let run = ReadLoad::start(&client, key, 5)
+        .through(&client, &replicas, kill)
+        .await;
+    run.check_master_preferred("Cluster");
+}
+
+/// `replica-preferred` on a healthy cluster (3+3): at least 95 % of the reads are served by
+/// the replicas (their `INFO commandstats`); then a slot migrated under load (its replica
+/// answers `MOVED` for it) and a replica SIGKILLed under load cost no read, and the read rate
+/// never falls below half the healthy rate (a read does not wait on the dead replica).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_replica_preferred_reads_come_from_replicas() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = RedisCluster::start(LabConfig::default()).await.unwrap();
+    let client = cluster_client(&cluster, ReadFrom::PreferReplica).await;
+    let key = "greeting";
+    let slot = common::key_slot(key);
+    let () = client.clone().set(key, "hello").await.unwrap();
+    cluster_replicated(&cluster, slot, key).await;
+    let masters: Vec<SocketAddr> = cluster.nodes()[..3].iter().map(|n| n.addr()).collect();
+    let replicas = cluster_replicas(&cluster);
+    let (master_before, replica_before) = (
+        calls_on(&masters, "get").await,
+        calls_on(&replicas, "get").await,
+    );
+    let load = ReadLoad::start(&client, key, 0).tolerating_stale();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut replica_gets = 0;
-    for r in replicas(&topology).await {
-        replica_gets += calls(r, "get").await;
-    }
-    let healthy_reads: u64 = buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum();
-    let replica_reads_healthy = client.stats().replica_reads;
-
-    let old = topology.master_addr().await.unwrap();
-    let killed_at = Instant::now();
-    topology.server_by_addr_mut(old).unwrap().kill().unwrap();
-    let new = topology
-        .wait_for_new_master(old, Duration::from_secs(30))
-        .await
-        .unwrap();
-    let known_at = Instant::now();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    while let Some(t) = tasks.join_next().await {
-        t.unwrap();
-    }
-
-    let count = |i: usize| buckets[i].load(Ordering::Relaxed);
-    let index = |t: Instant| (t.duration_since(origin).as_millis() / BUCKET.as_millis()) as usize;
-    // Healthy: the full buckets before the kill, the first (warm-up) left out.
-    let healthy: Vec<u64> = (1..index(killed_at)).map(count).collect();
-    let healthy_rate = healthy.iter().sum::<u64>() as f64 / healthy.len() as f64;
-    // The failover: every bucket from the kill's to the new master's being known.
-    let failover: Vec<u64> = (index(killed_at)..=index(known_at)).map(count).collect();
-    let worst = *failover.iter().min().unwrap();
-    let errors = errors.lock().unwrap();
+    let (to_masters, to_replicas) = (
+        calls_on(&masters, "get").await - master_before,
+        calls_on(&replicas, "get").await - replica_before,
+    );
+    let share = to_replicas as f64 / (to_masters + to_replicas).max(1) as f64;
     eprintln!(
-        "master-preferred through a killed master: healthy {healthy_rate:.0} reads per 250 ms \
-         ({} of {healthy_reads} served by replicas), failover {:?} long (new master {new}): \
-         worst 250 ms {worst} reads ({:.0} %), buckets {failover:?}; {} writes, {} errors",
-        replica_gets,
-        known_at - killed_at,
-        100.0 * worst as f64 / healthy_rate,
-        writes.load(Ordering::Relaxed),
-        errors.len()
-    );
-    let replica_reads = client.stats().replica_reads - replica_reads_healthy;
-    eprintln!(
-        "reads sent to replicas (client's count): {replica_reads_healthy} while the master was up, {replica_reads} after the kill"
-    );
-    assert!(errors.is_empty(), "{:?}", &errors[..errors.len().min(10)]);
-    assert_eq!(
-        replica_reads_healthy, 0,
-        "the client sent reads to replicas while the master was up"
+        "replica-preferred, healthy: {to_replicas} GETs on the replicas, {to_masters} on the \
+         masters ({:.2} % from replicas); client's count {}",
+        100.0 * share,
+        client.stats().replica_reads
     );
     assert!(
-        replica_reads > 0,
-        "no read went to a replica while the master was down"
+        share >= 0.95,
+        "only {:.2} % of the reads came from replicas",
+        100.0 * share
     );
-    assert!(
-        worst as f64 >= 0.5 * healthy_rate,
-        "the reads fell to {worst} in a bucket of the failover (healthy {healthy_rate:.0})"
-    );
-    assert!(
-        (replica_gets as f64) < 0.01 * healthy_reads as f64,
-        "replicas served {replica_gets} of {healthy_reads} reads while the master was up"
-    );
+    // The key's slot moves to another master: its old replica answers MOVED.
+    let owner = cluster.master_for_slot(slot).await.unwrap();
+    let other = masters.iter().find(|m| **m != owner).copied().unwrap();
+    cluster.migrate_slot(slot, other).await.unwrap();
+    // (Until the new owner's replica has the key, a read there finds none: stale, not lost.)
+    cluster_replicated(&cluster, slot, key).await;
+    // The replica of the new owner (the one reads now go to) dies.
+    let replica_of_new = common::replica_of(&cluster, other).await.unwrap().addr();
+    let kill = async || {
+        let index = cluster
+            .nodes()
+            .iter()
+            .position(|n| n.addr() == replica_of_new);
+        cluster.nodes_mut()[index.unwrap()].kill().unwrap();
+        // The fault lasts until the cluster flags the replica failing (and leaves it out).
+        let owner = cluster.nodes().iter().find(|n| n.addr() == other).unwrap();
+        let conn = owner.admin().await.unwrap();
+        let port = format!(":{}@", replica_of_new.port());
+        common::wait_until(
+            "the cluster to flag the replica failing",
+            Duration::from_secs(30),
+            || {
+                let (mut conn, port) = (conn.clone(), port.clone());
+                async move {
+                    let nodes: String = redis::cmd("CLUSTER")
+                        .arg("NODES")
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    nodes
+                        .lines()
+                        .any(|l| l.contains(&port) && l.contains(" fail "))
+                        || nodes
+                            .lines()
+                            .any(|l| l.contains(&port) && l.contains(",fail "))
+                }
+            },
+        )
+        .await;
+        replica_of_new
+    };
+    let run = load.through(&client, &[], kill).await;
+    run.report("Cluster replica-preferred, a slot migrated then a replica killed");
+    run.check_reads_go_on();
+}
+
+/// A cluster client whose reads go as `read_from` says.
+async fn cluster_client(cluster: &RedisCluster, read_from: ReadFrom) -> Client {
+    Client::with_config(ClientConfig {
+        deadline: Duration::from_secs(10),
+        read_from,
+        ..ClientConfig::cluster(&cluster.urls()).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// The lab cluster's replicas (its nodes after the 3 masters).
+fn cluster_replicas(cluster: &RedisCluster) -> Vec<SocketAddr> {
+    cluster.nodes()[3..].iter().map(|n| n.addr()).collect()
+}
+
+/// Waits until the replica of `slot`'s master has `key`.
+async fn cluster_replicated(cluster: &RedisCluster, slot: u16, key: &str) {
+    let master = cluster.master_for_slot(slot).await.unwrap();
+    let server = common::replica_of(cluster, master).await.unwrap();
+    let conn = server.admin().await.unwrap();
+    common::wait_until(
+        "the replica to get the key",
+        Duration::from_secs(10),
+        || {
+            let mut conn = conn.clone();
+            async move {
+                redis::cmd("READONLY")
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .is_ok()
+                    && conn.exists::<_, bool>(key).await.unwrap_or(false)
+            }
+        },
+    )
+    .await;
+}
+
+/// 50 tasks reading `key` (expecting `hello`) and `writers` tasks writing keys of their own,
+/// counting successful reads per 250 ms.
+struct ReadLoad {
+    origin: Instant,
+    buckets: Arc<Vec<AtomicU64>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    /// Reads that found no key (a replica behind its master), when tolerated.
+    stale: Arc<AtomicU64>,
+    tolerate_stale: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    writes: Arc<AtomicU64>,
+    tasks: JoinSet<()>,
+}
+
+/// What a [`ReadLoad`] saw through a fault.
+struct ReadRun {
+    healthy_rate: f64,
+    healthy_reads: u64,
+    /// GETs the replicas served while the master was up (`INFO commandstats`).
+    replica_gets: u64,
+    /// Reads the client sent to replicas while the master was up, and after the kill.
+    replica_reads_healthy: u64,
+    replica_reads_after: u64,
+    failover: Vec<u64>,
+    failover_time: Duration,
+    new_node: SocketAddr,
+    writes: u64,
+    stale: u64,
+    errors: Vec<String>,
+}
+
+impl ReadLoad {
+    fn start(client: &Client, key: &'static str, writers: usize) -> ReadLoad {
+        let origin = Instant::now();
+        let buckets: Arc<Vec<AtomicU64>> = Arc::new((0..400).map(|_| AtomicU64::new(0)).collect());
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(AtomicU64::new(0));
+        let stale = Arc::new(AtomicU64::new(0));
+        let tolerate_stale = Arc::new(AtomicBool::new(false));
+        let mut tasks = JoinSet::new();
+        for _ in 0..50 {
+            let (mut c, buckets, errors, stop) = (
+                client.clone(),
+                buckets.clone(),
+                errors.clone(),
+                stop.clone(),
+            );
+            let (stale, tolerate_stale) = (stale.clone(), tolerate_stale.clone());
+            tasks.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match c.get::<_, Option<String>>(key).await {
+                        Ok(Some(v)) if v == "hello" => {
+                            let i = (origin.elapsed().as_millis() / BUCKET.as_millis()) as usize;
+                            buckets[i.min(buckets.len() - 1)].fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(None) if tolerate_stale.load(Ordering::Relaxed) => {
+                            stale.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => errors.lock().unwrap().push(format!("GET: {other:?}")),
+                    }
+                }
+            });
+        }
+        for w in 0..writers {
+            let (mut c, errors, stop, writes) =
+                (client.clone(), errors.clone(), stop.clone(), writes.clone());
+            tasks.spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    match c.set::<_, _, ()>(format!("w:{w}"), n).await {
+                        Ok(()) => {
+                            writes.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => errors.lock().unwrap().push(format!("SET: {e}")),
+                    }
+                }
+            });
+        }
+        // A watchdog: when no read succeeds for 300 ms, what the client says then (once).
+        {
+            let (client, buckets, stop) = (client.clone(), buckets.clone(), stop.clone());
+            tasks.spawn(async move {
+                let total = || {
+                    buckets
+                        .iter()
+                        .map(|b| b.load(Ordering::Relaxed))
+                        .sum::<u64>()
+                };
+                let (mut last, mut since) = (total(), Instant::now());
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let now = total();
+                    if now != last {
+                        (last, since) = (now, Instant::now());
+                    } else if since.elapsed() >= Duration::from_millis(300) {
+                        eprintln!(
+                            "no read for {:?}, {:?} after the start: {:?}\n{:#?}",
+                            since.elapsed(),
+                            origin.elapsed(),
+                            client.stats(),
+                            client.health().await
+                        );
+                        break;
+                    }
+                }
+            });
+        }
+        ReadLoad {
+            origin,
+            buckets,
+            errors,
+            stale,
+            tolerate_stale,
+            stop,
+            writes,
+            tasks,
+        }
+    }
+
+    /// Reads that find no key are counted as stale (a replica behind its master), not as
+    /// errors.
+    fn tolerating_stale(self) -> ReadLoad {
+        self.tolerate_stale.store(true, Ordering::Relaxed);
+        self
+    }
+
+    /// A healthy phase of 2 s (measured, not a synchronisation), then `kill` (which injects the
+    /// fault and waits until it is over, returning the node that took over), 1 s more; then
+    /// the tasks stop. `replicas`: whose GETs are counted while the master is up.
+    async fn through(
+        mut self,
+        client: &Client,
+        replicas: &[SocketAddr],
+        kill: impl AsyncFnOnce() -> SocketAddr,
+    ) -> ReadRun {
+        let index =
+            |t: Instant| (t.duration_since(self.origin).as_millis() / BUCKET.as_millis()) as usize;
+        // The healthy phase starts with the next full bucket.
+        let healthy_from = index(Instant::now()) + 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let replica_gets = calls_on(replicas, "get").await;
+        let healthy_reads: u64 = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum();
+        let replica_reads_healthy = client.stats().replica_reads;
+
+        let killed_at = Instant::now();
+        let new_node = kill().await;
+        let known_at = Instant::now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.stop.store(true, Ordering::Relaxed);
+        while let Some(t) = self.tasks.join_next().await {
+            t.unwrap();
+        }
+
+        let count = |i: usize| self.buckets[i].load(Ordering::Relaxed);
+        // Healthy: the full buckets before the kill, the first (warm-up) left out.
+        let healthy: Vec<u64> = (healthy_from..index(killed_at)).map(count).collect();
+        let healthy_rate = healthy.iter().sum::<u64>() as f64 / healthy.len() as f64;
+        // The fault: every bucket from the kill's to the new node's being known.
+        let failover: Vec<u64> = (index(killed_at)..=index(known_at)).map(count).collect();
+        ReadRun {
+            healthy_rate,
+            healthy_reads,
+            replica_gets,
+            replica_reads_healthy,
+            replica_reads_after: client.stats().replica_reads - replica_reads_healthy,
+            failover,
+            failover_time: known_at - killed_at,
+            new_node,
+            writes: self.writes.load(Ordering::Relaxed),
+            stale: self.stale.load(Ordering::Relaxed),
+            errors: std::mem::take(&mut *self.errors.lock().unwrap()),
+        }
+    }
+}
+
+impl ReadRun {
+    fn worst(&self) -> u64 {
+        *self.failover.iter().min().unwrap()
+    }
+
+    fn report(&self, what: &str) {
+        eprintln!(
+            "{what}: healthy {:.0} reads per 250 ms ({} of {} served by replicas), fault {:?} \
+             long (took over: {}): worst 250 ms {} reads ({:.0} %), buckets {:?}; {} writes, {} \
+             errors, {} stale reads; reads sent to replicas (client's count): {} before the fault, {} after",
+            self.healthy_rate,
+            self.replica_gets,
+            self.healthy_reads,
+            self.failover_time,
+            self.new_node,
+            self.worst(),
+            100.0 * self.worst() as f64 / self.healthy_rate,
+            self.failover,
+            self.writes,
+            self.errors.len(),
+            self.stale,
+            self.replica_reads_healthy,
+            self.replica_reads_after,
+        );
+    }
+
+    /// No read or write failed, and the read rate in the worst bucket of the fault was at
+    /// least half the healthy rate.
+    fn check_reads_go_on(&self) {
+        assert!(
+            self.errors.is_empty(),
+            "{:?}",
+            &self.errors[..self.errors.len().min(10)]
+        );
+        assert!(
+            self.worst() as f64 >= 0.5 * self.healthy_rate,
+            "the reads fell to {} in a bucket of the fault (healthy {:.0})",
+            self.worst(),
+            self.healthy_rate
+        );
+    }
+
+    /// [`ReadRun::check_reads_go_on`], and replicas served reads while the master was down and
+    /// (almost) none while it was up.
+    fn check_master_preferred(&self, topology: &str) {
+        self.report(&format!(
+            "{topology} master-preferred through a killed master"
+        ));
+        self.check_reads_go_on();
+        assert_eq!(
+            self.replica_reads_healthy, 0,
+            "the client sent reads to replicas while the master was up"
+        );
+        assert!(
+            self.replica_reads_after > 0,
+            "no read went to a replica while the master was down"
+        );
+        assert!(
+            (self.replica_gets as f64) < 0.01 * self.healthy_reads as f64,
+            "replicas served {} of {} reads while the master was up",
+            self.replica_gets,
+            self.healthy_reads
+        );
+    }
 }

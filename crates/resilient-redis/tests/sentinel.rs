@@ -532,9 +532,7 @@ async fn replica_reads_go_on_while_the_master_is_down() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let mut topology = SentinelTopology::start(topology_config()).await.unwrap();
     let mut config = ClientConfig::from_url(&sentinel_url(&topology)).unwrap();
-    if let Some(s) = config.sentinel.as_mut() {
-        s.read_from = ReadFrom::PreferReplica;
-    }
+    config.read_from = ReadFrom::PreferReplica;
     let mut client = Client::with_config(config).await.unwrap();
     let () = client.set("greeting", "hello").await.unwrap();
     let old = topology.master_addr().await.unwrap();

@@ -10,6 +10,7 @@
 //!   `--concurrency` callers; a call that finds every caller busy is dropped (counted as offered
 //!   and dropped, never as a success); latency counts from each call's due time. See
 //!   [`crate::open_loop`]. `--series` adds per-second figures.
+//! - `get` GETs keys drawn uniformly from `bench:0 .. bench:{keys-1}`, which it SETs first;
 //! - `get-set` alternates SET and GET of keys drawn uniformly from `bench:0 .. bench:{keys-1}`
 //!   with a seeded RNG (`--seed`); `incr` INCRs `--key` from every task.
 //! - Every completed call is counted once as ok, failed or ambiguous, and its latency goes into
@@ -315,6 +316,9 @@ async fn bench<C: AppClient>(
     target: &Target,
 ) -> Result<BenchReport, CliError> {
     preflight(&mut client, &target.describe()).await?;
+    if args.workload == Workload::Get {
+        fill(&mut client, args).await?;
+    }
     let before = client.counters();
     let mix = mix_of(args);
     let header = (
@@ -384,6 +388,28 @@ async fn bench<C: AppClient>(
             Ok(report)
         }
     }
+}
+
+/// `--workload get`: SETs every key of the key space (`bench:0 ..`) to the value, 64 calls in
+/// flight at a time, before the run.
+async fn fill<C: AppClient>(client: &mut C, args: &BenchArgs) -> Result<(), CliError> {
+    use futures::StreamExt as _;
+    let value = vec![b'x'; args.value_size as usize];
+    let mut calls = futures::stream::iter(0..args.keys)
+        .map(|i| {
+            let mut conn = client.clone();
+            let value = &value;
+            async move {
+                let mut set = redis::cmd("SET");
+                set.arg(format!("bench:{i}")).arg(value);
+                set.query_async::<()>(conn.conn()).await
+            }
+        })
+        .buffer_unordered(64);
+    while let Some(result) = calls.next().await {
+        result.map_err(|err| CliError::runtime(format!("cannot fill the key space: {err}")))?;
+    }
+    Ok(())
 }
 
 /// The calls the workers make.

@@ -82,6 +82,10 @@ pub(crate) struct BenchReport {
     /// Transaction runs repeated because a watched key changed (`--workload cas` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) conflicts: Option<u64>,
+    /// With `--workload get`: the read attempts each role served (replica reads are counted
+    /// by the resilient client; every other read went to a master).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reads_by_role: Option<ReadsByRole>,
     /// `ops / duration_s`.
     pub(crate) ops_per_sec: f64,
     /// Successful calls per second: `ok / duration_s`.
@@ -102,6 +106,15 @@ pub(crate) struct BenchReport {
     /// With `--series`: per-second figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) series: Option<Vec<BucketReport>>,
+}
+
+/// Where the reads of a run went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct ReadsByRole {
+    /// Read attempts served by masters.
+    pub(crate) master: u64,
+    /// Read attempts served by replicas.
+    pub(crate) replica: u64,
 }
 
 /// What an open-loop run adds to the report.
@@ -152,6 +165,13 @@ impl BenchReport {
             unconfirmed: counters.unconfirmed,
             deposed_replies: counters.deposed_replies,
             conflicts: (workload == "cas").then_some(counters.conflicts),
+            reads_by_role: (workload == "get").then(|| {
+                let attempts = counters.attempts.unwrap_or(ops);
+                ReadsByRole {
+                    master: attempts.saturating_sub(counters.replica_reads),
+                    replica: counters.replica_reads,
+                }
+            }),
             ops_per_sec: per_sec(ops),
             goodput_per_sec: per_sec(tally.ok),
             latency_us: LatencyUs::of(histogram),
@@ -223,6 +243,15 @@ impl BenchReport {
         if let Some(conflicts) = self.conflicts {
             out.push_str(&format!(
                 "\nconflicts {conflicts} (transaction runs repeated)"
+            ));
+        }
+        if let Some(reads) = self.reads_by_role {
+            let total = (reads.master + reads.replica).max(1);
+            out.push_str(&format!(
+                "\nreads served  master {}  replica {} ({:.1} %)",
+                reads.master,
+                reads.replica,
+                100.0 * reads.replica as f64 / total as f64
             ));
         }
         if !self.errors_by_kind.is_empty() {

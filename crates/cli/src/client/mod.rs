@@ -74,6 +74,8 @@ pub(crate) struct ClientCounters {
     pub(crate) deposed_replies: u64,
     /// Transaction runs repeated because a watched key changed (`--workload cas`).
     pub(crate) conflicts: u64,
+    /// Read attempts sent to a replica (`--read-from`; always 0 for raw).
+    pub(crate) replica_reads: u64,
 }
 
 impl ClientCounters {
@@ -91,6 +93,7 @@ impl ClientCounters {
             unconfirmed: self.unconfirmed.saturating_sub(earlier.unconfirmed),
             deposed_replies: self.deposed_replies.saturating_sub(earlier.deposed_replies),
             conflicts: self.conflicts.saturating_sub(earlier.conflicts),
+            replica_reads: self.replica_reads.saturating_sub(earlier.replica_reads),
         }
     }
 }
@@ -130,6 +133,7 @@ impl AppClient for resilient_redis::Client {
             unconfirmed: stats.unconfirmed,
             deposed_replies: stats.deposed_replies,
             conflicts: stats.conflicts,
+            replica_reads: stats.replica_reads,
         }
     }
 }

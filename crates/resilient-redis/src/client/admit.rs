@@ -58,23 +58,35 @@ impl Handle {
 
     /// [`Handle::admit_to`] for an attempt on `lease`: one on a replica connection (Sentinel
     /// reads) is not the master's to admit: its breaker and throttle count the master's
-    /// failures, and a read must go on on the replicas while the master is down.
+    /// failures, and a read must go on on the replicas while the master is down. A cluster
+    /// replica (`to_replica`) is a node of its own, admitted by its own breaker. Either is
+    /// counted as a replica read.
     #[inline]
     pub(super) fn admit_lease<'n>(
         &self,
         node: &'n Node,
         lease: &Lease,
         now: Instant,
+        to_replica: bool,
     ) -> Result<Option<BreakerPermit<'n>>, AttemptError> {
-        if node.pool.is_master_lease(lease) {
+        let master_lease = node.pool.is_master_lease(lease);
+        if to_replica || !master_lease {
+            self.count_replica_read();
+        }
+        if master_lease {
             self.admit_to(node, now)
         } else {
-            self.inner
-                .stats
-                .replica_reads
-                .fetch_add(1, Ordering::Relaxed);
             Ok(None)
         }
+    }
+
+    /// Counts a read attempt sent to a replica.
+    #[cold]
+    pub(super) fn count_replica_read(&self) {
+        self.inner
+            .stats
+            .replica_reads
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     #[cold]

@@ -88,15 +88,19 @@ impl Handle {
             };
             let deadline = call.attempt().deadline;
             // The node a single command goes to when it is known at once: the server (or the
-            // Sentinel master), or in a cluster the live master of the key's slot.
-            let cluster_node;
-            let node = match (&self.inner.router, request) {
-                (Router::Single(node), _) => Some(&**node),
+            // Sentinel master), or in a cluster the live master of the key's slot (or for a
+            // read, the replica `read_from` picks).
+            let cluster_route;
+            let (node, to_replica) = match (&self.inner.router, request) {
+                (Router::Single(node), _) => (Some(&**node), false),
                 (Router::Cluster(cluster), Request::Cmd(cmd)) => {
-                    cluster_node = cluster.ready_node(cmd);
-                    cluster_node.as_deref()
+                    cluster_route = cluster.ready_route(cmd, read_only);
+                    match &cluster_route {
+                        Some(route) => (Some(&*route.node), route.replica),
+                        None => (None, false),
+                    }
                 }
-                (Router::Cluster(_), Request::Pipeline { .. }) => None,
+                (Router::Cluster(_), Request::Pipeline { .. }) => (None, false),
             };
             // A durable write takes the general attempt (it is sent with its `WAIT`).
             let durable = !read_only && self.call.durability != Durability::Fast;
@@ -106,7 +110,7 @@ impl Handle {
                 && let Some(lease) = self.lease_in(cached, read_only, &node.pool)
             {
                 // A single command and a connection at hand: send it, if the node admits it.
-                match self.admit_lease(node, lease, started) {
+                match self.admit_lease(node, lease, started, to_replica) {
                     Err(e) => Err((e, None)),
                     Ok(permit) => {
                         stats.attempts.add(1);
@@ -265,7 +269,7 @@ impl Handle {
                             request,
                             &error,
                             call.attempt(),
-                            retry_safe,
+                            (retry_safe, read_only),
                             &slot,
                         )
                         .await
@@ -307,8 +311,15 @@ impl Handle {
                     .await
             }
             Router::Cluster(cluster) => {
-                Box::pin(self.cluster_attempt(cluster, request, attempt, retry_safe, cached, false))
-                    .await
+                Box::pin(self.cluster_attempt(
+                    cluster,
+                    request,
+                    attempt,
+                    (retry_safe, read_only),
+                    cached,
+                    false,
+                ))
+                .await
             }
         }
     }
@@ -353,7 +364,7 @@ impl Handle {
         };
         // Admitted (throttle, breaker) and counted once there is a connection to send on:
         // waiting is not an attempt.
-        let permit = self.admit_lease(node, &lease, started.unwrap_or_else(Instant::now))?;
+        let permit = self.admit_lease(node, &lease, started.unwrap_or_else(Instant::now), false)?;
         let stats = &self.inner.stats;
         stats.attempts.add(1);
         if attempt.number > 1 {

@@ -29,6 +29,8 @@ enum Target {
     Slot(u16),
     /// A node named by a redirect; `true`: `ASKING` first.
     Node(Arc<Node>, bool),
+    /// A replica of the slot (a read whose first choice had no connection).
+    Replica(Arc<Node>),
     /// redis-rs's cluster connection (no slot to route by).
     Keyless,
 }
@@ -54,12 +56,20 @@ impl Handle {
         request: Request<'_>,
         error: &AttemptError,
         attempt: Attempt,
-        retry_safe: bool,
+        (retry_safe, read_only): (bool, bool),
         cached: &Mutex<Option<Lease>>,
     ) -> Option<Result<Reply, AttemptError>> {
         if error.error.kind() == ErrorKind::ConnectionLost {
             cluster.node_failed(&node.addr);
-            return None;
+            if !(read_only && retry_safe && cluster.config.read_from.uses_replicas()) {
+                return None;
+            }
+            // A read with other copies to go to: sent again at once to the next node
+            // `read_from` picks (the dead one is flagged down), as a redirect is.
+            let how = (retry_safe, read_only);
+            return Some(
+                Box::pin(self.cluster_attempt(cluster, request, attempt, how, cached, false)).await,
+            );
         }
         let hint = error.reply.map(|h| h.topology);
         if !matches!(
@@ -82,19 +92,19 @@ impl Handle {
             // cluster is waited for as in any attempt.
             cluster.request_refresh();
         }
-        Some(
-            Box::pin(self.cluster_attempt(cluster, request, attempt, retry_safe, cached, true))
-                .await,
-        )
+        let how = (retry_safe, read_only);
+        Some(Box::pin(self.cluster_attempt(cluster, request, attempt, how, cached, true)).await)
     }
 
-    /// One attempt of a call on a cluster (`counted`: the attempt was counted already).
+    /// One attempt of a call on a cluster (`counted`: the attempt was counted already). A read
+    /// (`read_only`) goes where the client's `read_from` says; one that loses its connection
+    /// while other copies answer is sent again at once elsewhere.
     pub(super) async fn cluster_attempt(
         &self,
         cluster: &ClusterRouter,
         request: Request<'_>,
         attempt: Attempt,
-        retry_safe: bool,
+        (retry_safe, read_only): (bool, bool),
         cached: &Mutex<Option<Lease>>,
         counted: bool,
     ) -> Result<Reply, AttemptError> {
@@ -109,14 +119,15 @@ impl Handle {
             // The slot map's version this hop routes by: a wait below ends as soon as it moves
             // on, even if it moved between this reading and the wait.
             let seen = cluster.epoch();
-            let (node, asking) = match target {
+            let (node, asking, to_replica) = match target {
                 Target::Keyless => {
                     self.count_attempt(attempt, &mut counted);
                     return self.keyless_attempt(cluster, request, retry_safe).await;
                 }
-                Target::Node(ref node, asking) => (node.clone(), asking),
-                Target::Slot(slot) => match cluster.master_of(slot) {
-                    Ok(node) => (node, false),
+                Target::Node(ref node, asking) => (node.clone(), asking, false),
+                Target::Replica(ref node) => (node.clone(), false, true),
+                Target::Slot(slot) => match cluster.route(slot, read_only) {
+                    Ok(route) => (route.node, false, route.replica),
                     Err(_) => {
                         self.wait_for_topology(cluster, seen, attempt.deadline, || {
                             format!("the node of slot {slot} stayed down and no other took over before the deadline")
@@ -133,6 +144,14 @@ impl Handle {
             };
             let mut lease = match lease {
                 Some(lease) => lease,
+                // A read with a live copy elsewhere does not wait for this node's connection.
+                None if let (true, Target::Slot(slot)) = (read_only, &target)
+                    && cluster.config.read_from.uses_replicas()
+                    && let Some(replica) = cluster.live_replica(*slot, &node.addr) =>
+                {
+                    target = Target::Replica(replica);
+                    continue;
+                }
                 None => match self
                     .wait_for_node(cluster, &node, seen, attempt.deadline)
                     .await?
@@ -144,6 +163,9 @@ impl Handle {
             };
             let permit = self.admit_to(&node, Instant::now())?;
             self.count_attempt(attempt, &mut counted);
+            if to_replica {
+                self.count_replica_read();
+            }
             let id = lease.id();
             let result = if asking {
                 self.send_asking(&node, &mut lease, request, retry_safe, attempt.deadline)
@@ -218,10 +240,13 @@ impl Handle {
             ) {
                 // The cluster is changing (a failover, a migration): nothing ran; send again
                 // once the slot map may have changed, within the deadline.
+                if read_only && cluster.config.read_from.uses_replicas() {
+                    cluster.refused_read_while_down(&e.error);
+                }
                 cluster.request_refresh();
                 self.wait_for_refresh(cluster, seen, attempt.deadline, &e)
                     .await?;
-                if let Target::Node(..) = target {
+                if let Target::Node(..) | Target::Replica(_) = target {
                     target = match slot_of(request) {
                         Some(slot) => Target::Slot(slot),
                         None => Target::Keyless,
@@ -231,6 +256,19 @@ impl Handle {
             }
             if e.error.kind() == ErrorKind::ConnectionLost {
                 cluster.node_failed(&node.addr);
+                if read_only
+                    && retry_safe
+                    && cluster.config.read_from.uses_replicas()
+                    && hops < cluster.cluster.max_redirects
+                {
+                    // Another copy may answer: the next node `read_from` picks (this one is
+                    // flagged down), at once.
+                    hops += 1;
+                    if let Some(slot) = slot_of(request) {
+                        target = Target::Slot(slot);
+                        continue;
+                    }
+                }
             }
             self.after_failure(&e, &node, id, attempt.deadline).await;
             return Err(e);

@@ -211,20 +211,12 @@ impl ClientConfig {
             c.tls = Some(tls);
         }
         if let Some(v) = lookup("RESILIENT_REDIS_READ_FROM") {
-            let read_from = ReadFrom::parse(&v).ok_or_else(|| {
+            c.read_from = ReadFrom::parse(&v).ok_or_else(|| {
                 Error::config(format!(
-                    "RESILIENT_REDIS_READ_FROM={v:?}: expected master, master-preferred, replica-preferred or replica"
+                    "RESILIENT_REDIS_READ_FROM={v:?}: expected {}",
+                    ReadFrom::EXPECTED
                 ))
             })?;
-            match c.sentinel.as_mut() {
-                Some(s) => s.read_from = read_from,
-                None if read_from == ReadFrom::Master => {}
-                None => {
-                    return Err(Error::config(
-                        "RESILIENT_REDIS_READ_FROM needs a redis+sentinel:// RESILIENT_REDIS_URL",
-                    ));
-                }
-            }
         }
         if let Some(d) = ms("RESILIENT_REDIS_CONNECT_TIMEOUT_MS")? {
             c.connect_timeout = d;
@@ -414,9 +406,9 @@ mod tests {
             _ => None,
         };
         let c = ClientConfig::from_lookup(env).unwrap();
+        assert_eq!(c.read_from, ReadFrom::PreferReplica);
         let s = c.sentinel.unwrap();
         assert_eq!(s.sentinel_password.as_deref(), Some("s3cret"));
-        assert_eq!(s.read_from, ReadFrom::PreferReplica);
         assert_eq!(s.sentinels.len(), 2);
         let err = ClientConfig::from_lookup(|k: &str| {
             (k == "RESILIENT_REDIS_SENTINEL_PASSWORD").then(|| "x".to_owned())

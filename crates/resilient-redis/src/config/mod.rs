@@ -10,6 +10,7 @@ use crate::{credentials::CredentialsProvider, error::Error};
 mod cluster;
 mod durability;
 mod env;
+mod read_from;
 mod redact;
 mod sentinel;
 mod tls;
@@ -20,9 +21,10 @@ pub use crate::replies::ErrorRule;
 pub use cluster::ClusterConfig;
 pub use durability::{DEFAULT_DURABILITY_TIMEOUT, Durability};
 pub use env::ENV_VARS;
+pub use read_from::ReadFrom;
 pub use redact::redact_url;
 use sentinel::SENTINEL_PORT;
-pub use sentinel::{ReadFrom, SentinelConfig};
+pub use sentinel::SentinelConfig;
 pub use tls::TlsConfig;
 pub(crate) use tls::Transport;
 use url_forms::{parse_cluster_url, parse_sentinel_url};
@@ -35,6 +37,7 @@ use url_forms::{parse_cluster_url, parse_sentinel_url};
 /// | `url` | `redis://127.0.0.1:6379` | |
 /// | `sentinel` | `None` (set by a `redis+sentinel://` URL) | see [`SentinelConfig`] |
 /// | `cluster` | `None` (set by a `redis+cluster://` URL) | see [`ClusterConfig`] |
+/// | `read_from` | [`ReadFrom::Master`] | every read sees the latest write; other modes read from replicas (Sentinel, Cluster) |
 /// | `require_primary` | `true` | a single server's URL is a primary endpoint: after a failover behind the name, the client follows it instead of writing to the demoted node |
 /// | `durability` | [`Durability::Fast`] | a write is acknowledged when the master replies; `Replicated` waits for replicas too (a failover cannot take it back) at the cost of a replica round trip per write |
 /// | `tls` | `None`: a `rediss://` URL verifies the server against the system roots | see [`TlsConfig`] |
@@ -87,6 +90,8 @@ pub struct ClientConfig {
     /// not applied). Set `false` to use a replica's address on purpose (reads only). Not used
     /// with Sentinel (which checks roles itself) or a cluster (whose slot map does).
     pub require_primary: bool,
+    /// Where read-only commands go (Sentinel and Cluster): see [`ReadFrom`].
+    pub read_from: ReadFrom,
     /// When a write is acknowledged: when the master replies ([`Durability::Fast`]), or once
     /// replicas confirm it too ([`Durability::Replicated`]). Per handle:
     /// [`Client::with_durability`](crate::Client::with_durability).
@@ -166,6 +171,7 @@ impl Default for ClientConfig {
             sentinel: None,
             cluster: None,
             require_primary: true,
+            read_from: ReadFrom::Master,
             durability: Durability::Fast,
             tls: None,
             connect_timeout: Duration::from_secs(1),
@@ -324,6 +330,16 @@ impl ClientConfig {
                 "client_name {name:?}: a connection name is letters, digits and punctuation, without spaces"
             )));
         }
+        if self.read_from.uses_replicas()
+            && self.cluster.is_none()
+            && parse_cluster_url(&self.url)?.is_none()
+            && self.sentinel_config()?.is_none()
+        {
+            return Err(Error::config(format!(
+                "read_from {:?} needs replicas: a Sentinel (redis+sentinel://) or Cluster (redis+cluster://) deployment; a single server has none",
+                self.read_from
+            )));
+        }
         if let Some(s) = self.sentinel_config()? {
             if s.sentinels.is_empty() {
                 return Err(Error::config(
@@ -448,6 +464,7 @@ impl fmt::Debug for ClientConfig {
                 &crate::credentials::describe(self.credentials.as_ref()),
             )
             .field("client_name", &self.client_name)
+            .field("read_from", &self.read_from)
             .finish()
     }
 }

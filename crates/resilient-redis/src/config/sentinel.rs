@@ -1,53 +1,14 @@
-//! The Sentinel part of the configuration: where the sentinels are, which master, where reads go.
+//! The Sentinel part of the configuration: where the sentinels are, which master.
 
 use std::{fmt, time::Duration};
 
 use super::{ClientConfig, Transport, url_forms::parse_sentinel_url};
 use crate::error::Error;
 
-/// Where read-only commands go when the client follows a Sentinel deployment.
-///
-/// Only commands the command table marks read-only (and pipelines made only of them) are
-/// routed; everything else goes to the master. Replicas replicate asynchronously: a read from
-/// a replica may not see a write the client just made.
-///
-/// # Default
-/// [`ReadFrom::Master`]: every command goes to the master.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ReadFrom {
-    /// Every command goes to the master.
-    #[default]
-    Master,
-    /// Reads go to the master while it is reachable, and to a replica while it is not (from
-    /// the loss of the master's connections until the new master is connected): reads go on
-    /// through a failover, a little stale, and are fresh otherwise.
-    MasterPreferred,
-    /// Reads go to a replica when one is connected, to the master otherwise. Reads go on
-    /// during a failover as long as a replica answers.
-    PreferReplica,
-    /// Reads go only to replicas; they wait (up to their deadline) for one when none is
-    /// connected.
-    Replica,
-}
-
-impl ReadFrom {
-    /// Parses `master`, `master-preferred`, `replica-preferred` (or `prefer-replica`) or
-    /// `replica`.
-    pub fn parse(s: &str) -> Option<ReadFrom> {
-        match s.trim() {
-            "master" => Some(ReadFrom::Master),
-            "master-preferred" => Some(ReadFrom::MasterPreferred),
-            "replica-preferred" | "prefer-replica" => Some(ReadFrom::PreferReplica),
-            "replica" => Some(ReadFrom::Replica),
-            _ => None,
-        }
-    }
-}
-
 /// How to find the master through Redis Sentinel. See [`ClientConfig::sentinel`].
 ///
 /// # Default
-/// No sentinels, master name `mymaster`, no sentinel password, [`ReadFrom::Master`],
+/// No sentinels, master name `mymaster`, no sentinel password,
 /// `rediscover_interval` 100 ms, plain TCP to the sentinels (`sentinel_tls` false; a
 /// `rediss+sentinel://` URL sets it).
 #[derive(Clone, PartialEq)]
@@ -66,8 +27,6 @@ pub struct SentinelConfig {
     /// differ. A `rediss+sentinel://` URL sets it; clear it for plain-TCP sentinels in front of
     /// TLS data nodes.
     pub sentinel_tls: bool,
-    /// Where replica-safe reads go.
-    pub read_from: ReadFrom,
     /// Minimum time between two rediscoveries triggered by failures (a dead connection, a
     /// `READONLY` reply, a timeout); a random extra of up to the same time is added so many
     /// clients do not ask the sentinels at once. A `+switch-master` announcement is followed at
@@ -82,7 +41,6 @@ impl Default for SentinelConfig {
             master_name: "mymaster".to_owned(),
             sentinel_password: None,
             sentinel_tls: false,
-            read_from: ReadFrom::Master,
             rediscover_interval: Duration::from_millis(100),
         }
     }
@@ -126,7 +84,6 @@ impl fmt::Debug for SentinelConfig {
                 &self.sentinel_password.as_ref().map(|_| "***"),
             )
             .field("sentinel_tls", &self.sentinel_tls)
-            .field("read_from", &self.read_from)
             .field("rediscover_interval", &self.rediscover_interval)
             .finish()
     }

@@ -36,6 +36,8 @@ pub(crate) struct Connector {
     /// Re-authentication rounds so far: a dedicated connection opened in an earlier round is
     /// not reused.
     round: AtomicU64,
+    /// Cluster replica reads: each connection sends `READONLY` once open.
+    readonly: bool,
 }
 
 /// What every node's connector shares.
@@ -66,7 +68,14 @@ impl Connector {
             }),
             renew_at: Mutex::new(None),
             round: AtomicU64::new(0),
+            readonly: false,
         }
+    }
+
+    /// This connector, its connections sending `READONLY` if `readonly` (a cluster client that
+    /// reads from replicas).
+    pub(crate) fn with_readonly(self, readonly: bool) -> Connector {
+        Connector { readonly, ..self }
     }
 
     /// A connector to another node (a cluster's): the same settings, its own pool's renewal
@@ -77,6 +86,7 @@ impl Connector {
             shared: self.shared.clone(),
             renew_at: Mutex::new(None),
             round: AtomicU64::new(0),
+            readonly: self.readonly,
         }
     }
 
@@ -108,7 +118,31 @@ impl Connector {
             })
             .await?;
         self.name(&mut conn).await?;
+        if self.readonly {
+            self.readonly(&mut conn).await?;
+        }
         Ok(conn)
+    }
+
+    /// `READONLY` on a new cluster connection: a replica then serves reads of its master's
+    /// slots on it instead of redirecting them. A refusal is not an error: reads there are
+    /// redirected to the master.
+    async fn readonly(&self, conn: &mut MultiplexedConnection) -> RedisResult<()> {
+        let limit = self.shared.connect_timeout;
+        match tokio::time::timeout(limit, conn.send_packed_command(&redis::cmd("READONLY"))).await {
+            Ok(Ok(Value::ServerError(e))) => {
+                tracing::debug!(reply = %e, "the server refused READONLY: reads there go to the master");
+                Ok(())
+            }
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.code().is_some() => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no reply to READONLY within the connect timeout",
+            )
+            .into()),
+        }
     }
 
     /// Opens a subscriber's connection, to `addr` or to this connector's node: a multiplexed
@@ -130,6 +164,7 @@ impl Connector {
             shared: self.shared.clone(),
             renew_at: Mutex::new(None),
             round: AtomicU64::new(0),
+            readonly: false,
         };
         let (mut conn, renew_at) = resp3
             .authenticated(addr, |client| async move {

@@ -214,7 +214,11 @@ impl Pool {
     pub(crate) async fn start(config: &ClientConfig) -> Result<Arc<Pool>, Error> {
         let info = config.connection_info()?;
         let sentinel = config.sentinel_config()?;
-        let read_from = sentinel.as_ref().map(|s| s.read_from).unwrap_or_default();
+        let read_from = if sentinel.is_some() {
+            config.read_from
+        } else {
+            ReadFrom::Master
+        };
         let endpoint = match sentinel {
             Some(sentinel) => {
                 Endpoint::Sentinel(SentinelResolver::start(config, sentinel, info).await?)

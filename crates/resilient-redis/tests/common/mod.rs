@@ -313,6 +313,19 @@ pub async fn sentinel_lab() -> redis_lab::SentinelTopology {
     .expect("start a lab Sentinel topology (redis-server and redis-sentinel must be installed)")
 }
 
+/// SIGKILLs the master of `topology` and waits (up to 30 s) for the sentinels to promote
+/// another; returns the new master.
+pub async fn kill_sentinel_master(
+    topology: &mut redis_lab::SentinelTopology,
+) -> std::net::SocketAddr {
+    let old = topology.master_addr().await.unwrap();
+    topology.server_by_addr_mut(old).unwrap().kill().unwrap();
+    topology
+        .wait_for_new_master(old, Duration::from_secs(30))
+        .await
+        .unwrap()
+}
+
 /// Asks a sentinel of `topology` for a `SENTINEL FAILOVER` of its master.
 pub async fn sentinel_failover(topology: &redis_lab::SentinelTopology) {
     let mut sentinel = topology.sentinels()[0].admin().await.unwrap();

@@ -28,13 +28,15 @@ mod health;
 mod keyless;
 mod redirect;
 mod refresh;
+mod replicas;
+mod shards;
 mod slot_map;
 
 use std::{
     collections::HashMap,
     sync::{
         Arc, RwLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -76,6 +78,13 @@ pub(crate) struct ClusterRouter {
     pub(crate) redirects: AtomicU64,
     /// Times a call waited for the node of its slot, or for a reconfiguring cluster.
     pub(crate) waits: AtomicU64,
+    /// The servers do not have `CLUSTER SHARDS` (before Redis 7): the map comes from `CLUSTER
+    /// SLOTS`.
+    slots_only: AtomicBool,
+    /// Turns over the replicas a read may go to.
+    next_replica: AtomicUsize,
+    /// The `CLUSTERDOWN` advice was given (see [`ClusterRouter::refused_read_while_down`]).
+    warned_reads_when_down: AtomicBool,
 }
 
 impl ClusterRouter {
@@ -93,7 +102,10 @@ impl ClusterRouter {
             .iter()
             .map(|(host, port)| join_addr(host, *port))
             .collect();
-        let connector = Connector::new(config, template);
+        // Replica reads: every node's connections send `READONLY` (a no-op on a master, and a
+        // demoted master's connections then serve reads too).
+        let connector =
+            Connector::new(config, template).with_readonly(config.read_from.uses_replicas());
         // redis-rs's cluster connection takes its credentials once: those of the moment.
         let keyless_template = connector.current_info().await.map_err(|e| {
             Error::new(
@@ -116,6 +128,9 @@ impl ClusterRouter {
             keyless,
             redirects: AtomicU64::new(0),
             waits: AtomicU64::new(0),
+            slots_only: AtomicBool::new(false),
+            next_replica: AtomicUsize::new(0),
+            warned_reads_when_down: AtomicBool::new(false),
         });
         if let Err(e) = refresh::refresh_once(&router).await {
             tracing::warn!(error = %e, "first slot-map load failed; redis-rs routes meanwhile");
@@ -143,13 +158,6 @@ impl ClusterRouter {
     #[inline]
     pub(crate) fn knows(&self, slot: u16) -> bool {
         self.topology.has_master(slot)
-    }
-
-    /// The live master of `cmd`'s slot, when the slot map names one that is not known to be
-    /// down: where the first attempt of a single command goes at once.
-    #[inline]
-    pub(crate) fn ready_node(&self, cmd: &redis::Cmd) -> Option<Arc<Node>> {
-        self.master_of(crate::commands::command_slot(cmd)?).ok()
     }
 
     /// The node at `addr` (`host:port`), created (connecting in the background) on first use.
@@ -258,19 +266,28 @@ impl ClusterRouter {
             .collect()
     }
 
-    /// Drops the pools of nodes that own no slot any more (a removed or demoted master), and
-    /// retires them: a durable write still in flight there is not acknowledged by its reply.
-    fn forget_nodes_without_slots(&self) {
-        let owners = self.topology.masters();
+    /// Drops the pools of nodes that are no longer in the slot map (a removed node, a demoted
+    /// master, or with replica reads off any replica), and retires them: a durable write still
+    /// in flight there is not acknowledged by its reply. A master of `masters_before` that is a
+    /// replica now goes too (its replica pool is made afresh).
+    fn forget_nodes_without_slots(&self, masters_before: &[Arc<str>]) {
+        let masters = self.topology.masters();
+        let replicas = if self.config.read_from.uses_replicas() {
+            self.topology.replicas()
+        } else {
+            Vec::new()
+        };
         self.nodes
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|addr, node| {
-                let owner = owners.iter().any(|o| o == addr);
-                if !owner {
+                let kept = masters.iter().any(|m| m == addr)
+                    || (replicas.iter().any(|r| r == addr)
+                        && !masters_before.iter().any(|m| m == addr));
+                if !kept {
                     node.pool.retire();
                 }
-                owner
+                kept
             });
     }
 

@@ -1,4 +1,4 @@
-//! Keeping the slot map current: `CLUSTER SLOTS` on request (rate-limited and jittered, so
+//! Keeping the slot map current: `CLUSTER SHARDS` (or `CLUSTER SLOTS`) on request (rate-limited and jittered, so
 //! clients do not refresh in step after a failover), periodically, and continuously while a
 //! node is down.
 
@@ -12,7 +12,11 @@ use rand::{RngExt, rngs::SmallRng};
 use redis::{Value, aio::ConnectionLike};
 use tokio::time::Instant;
 
-use super::{ClusterRouter, slot_map::Topology, slot_map::parse_cluster_slots};
+use super::{
+    ClusterRouter,
+    shards::{parse_cluster_shards, parse_cluster_slots},
+    slot_map::{SlotRange, Topology},
+};
 
 /// When the next refresh may run: not before `min_interval` after the last one, plus a random
 /// share (`jitter_fraction` in 0..=1) of `jitter`.
@@ -85,10 +89,11 @@ pub(super) async fn refresher(
     }
 }
 
-/// One `CLUSTER SLOTS`, from the first node that answers: the masters of the slot map (on
-/// their pools' live connections), then the seeds (on a connection of their own), nodes known
-/// to be down last. Never through redis-rs's cluster connection (whose task can stop answering
-/// while a node is down).
+/// One `CLUSTER SHARDS` (`CLUSTER SLOTS` from a server without it), from the first node that
+/// answers: the nodes of the slot map (on their pools' live connections), then the seeds (on a
+/// connection of their own), nodes known to be down last. Never through redis-rs's cluster
+/// connection (whose task can stop answering while a node is down). With replica reads, every
+/// replica of the map gets a pool (connecting in the background).
 pub(super) async fn refresh_once(router: &ClusterRouter) -> Result<(), String> {
     let topology = &router.topology;
     let mut candidates: Vec<String> = topology.masters().iter().map(|m| m.to_string()).collect();
@@ -99,7 +104,7 @@ pub(super) async fn refresh_once(router: &ClusterRouter) -> Result<(), String> {
     candidates.sort_by_key(|n| topology.is_down(n));
     let limit = router.config.connect_timeout + router.config.response_timeout;
     let mut last = "no node to ask".to_owned();
-    let mut value = None;
+    let mut slots = None;
     for node in &candidates {
         let ask = async {
             let mut conn = match router
@@ -109,27 +114,65 @@ pub(super) async fn refresh_once(router: &ClusterRouter) -> Result<(), String> {
                 Some(lease) => lease.conn,
                 None => router.open_one(node).await?,
             };
-            let mut cmd = redis::cmd("CLUSTER");
-            cmd.arg("SLOTS");
-            conn.req_packed_command(&cmd).await
+            ask_slot_map(router, &mut conn).await
         };
         match tokio::time::timeout(limit, ask).await {
-            Ok(Ok(v @ Value::Array(_))) => {
-                value = Some(v);
+            Ok(Ok(Ok(map))) => {
+                slots = Some(map);
                 break;
             }
-            Ok(Ok(other)) => last = format!("{node}: unexpected CLUSTER SLOTS reply {other:?}"),
+            Ok(Ok(Err(why))) => last = format!("{node}: {why}"),
             Ok(Err(e)) => last = format!("{node}: {e}"),
-            Err(_) => last = format!("{node}: CLUSTER SLOTS timed out"),
+            Err(_) => last = format!("{node}: no slot map within {limit:?}"),
         }
     }
-    let value = value.ok_or(last)?;
-    let slots = parse_cluster_slots(&value).ok_or("unexpected CLUSTER SLOTS reply")?;
+    let slots = slots.ok_or(last)?;
     topology.refreshes.fetch_add(1, Ordering::Relaxed);
     metrics::counter!("resilient_redis_cluster_refreshes_total").increment(1);
+    let masters_before = topology.masters();
     topology.install(slots);
-    router.forget_nodes_without_slots();
+    router.forget_nodes_without_slots(&masters_before);
+    if router.config.read_from.uses_replicas() {
+        for replica in topology.replicas() {
+            if let Err(e) = router.node(&replica) {
+                tracing::debug!(error = %e, replica = %replica, "no pool for a replica");
+            }
+        }
+    }
     Ok(())
+}
+
+/// The slot map from the node on `conn`: `CLUSTER SHARDS`, or `CLUSTER SLOTS` where the server
+/// does not have it (before Redis 7), or where it said so before.
+async fn ask_slot_map(
+    router: &ClusterRouter,
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> redis::RedisResult<Result<Vec<SlotRange>, String>> {
+    if !router.slots_only.load(Ordering::Relaxed) {
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SHARDS");
+        match conn.req_packed_command(&cmd).await {
+            Ok(v @ Value::Array(_)) => {
+                return Ok(parse_cluster_shards(&v, router.transport.is_tls())
+                    .ok_or_else(|| "unexpected CLUSTER SHARDS reply".to_owned()));
+            }
+            Ok(Value::ServerError(_)) => {}
+            Ok(other) => return Ok(Err(format!("unexpected CLUSTER SHARDS reply {other:?}"))),
+            Err(e) if e.code().is_some() => {}
+            Err(e) => return Err(e),
+        }
+        // An error reply: a server without `CLUSTER SHARDS`.
+        tracing::debug!("CLUSTER SHARDS refused: the slot map comes from CLUSTER SLOTS");
+        router.slots_only.store(true, Ordering::Relaxed);
+    }
+    let mut cmd = redis::cmd("CLUSTER");
+    cmd.arg("SLOTS");
+    Ok(match conn.req_packed_command(&cmd).await? {
+        v @ Value::Array(_) => {
+            parse_cluster_slots(&v).ok_or_else(|| "unexpected CLUSTER SLOTS reply".to_owned())
+        }
+        other => Err(format!("unexpected CLUSTER SLOTS reply {other:?}")),
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! The client's slot map: the masters of `CLUSTER SLOTS`, `MOVED` applied at once, and the nodes
-//! known to be down. (Refreshing it is [`super::refresh`]'s; a key's slot is in
-//! [`crate::commands`].)
+//! The client's slot map: each range's master and replicas (from `CLUSTER SHARDS` or `CLUSTER
+//! SLOTS`, parsed in [`super::shards`]), `MOVED` applied at once, and the nodes known to be
+//! down. (Refreshing it is [`super::refresh`]'s; a key's slot is in [`crate::commands`].)
 
 use std::{
     collections::HashSet,
@@ -10,15 +10,23 @@ use std::{
     },
 };
 
-use redis::Value;
 use tokio::sync::{Notify, watch};
 
-/// One row of `CLUSTER SLOTS`.
+/// Node addresses (`host:port`), shared between ranges and readers.
+pub(super) type Addrs = Arc<[Arc<str>]>;
+
+/// A range of slots, its master and the replicas that serve reads (`host:port` each).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct SlotRange {
-    start: u16,
-    end: u16,
-    master: Arc<str>,
+    pub(super) start: u16,
+    pub(super) end: u16,
+    pub(super) master: Arc<str>,
+    pub(super) replicas: Addrs,
+}
+
+/// No replicas.
+pub(super) fn no_replicas() -> Addrs {
+    Arc::from([])
 }
 
 /// The client's view of the cluster: slot owners, nodes known to be down, and the refresher's
@@ -53,6 +61,12 @@ impl Topology {
     pub(super) fn master_of(&self, slot: u16) -> Option<Arc<str>> {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
         range_of(&slots, slot).map(|r| r.master.clone())
+    }
+
+    /// The master and replicas of `slot`.
+    pub(super) fn shard_of(&self, slot: u16) -> Option<(Arc<str>, Addrs)> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        range_of(&slots, slot).map(|r| (r.master.clone(), r.replicas.clone()))
     }
 
     pub(super) fn has_master(&self, slot: u16) -> bool {
@@ -101,10 +115,13 @@ impl Topology {
         self.epoch.send_modify(|e| *e += 1);
     }
 
-    /// Installs a fresh map; forgets down nodes that no longer own slots.
+    /// Installs a fresh map; forgets down nodes that are no longer in it. Slots the fresh map
+    /// leaves out keep their owner and replicas (a master flagged failing drops out of `CLUSTER
+    /// SHARDS` until its replica takes over; its replicas still serve reads meanwhile).
     pub(super) fn install(&self, fresh: Vec<SlotRange>) {
         let changed = {
             let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+            let fresh = fill_gaps(fresh, &slots);
             let changed = *slots != fresh;
             if changed {
                 *slots = fresh;
@@ -115,7 +132,7 @@ impl Topology {
             let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
             let mut down = lock(&self.down);
             let before = down.len();
-            down.retain(|n| slots.iter().any(|r| &*r.master == n.as_str()));
+            down.retain(|n| slots.iter().any(|r| r.has(n)));
             self.down_count.store(down.len(), Ordering::Relaxed);
             before != down.len()
         };
@@ -149,8 +166,27 @@ impl Topology {
         masters
     }
 
+    /// The replicas of the slot map.
+    pub(super) fn replicas(&self) -> Vec<Arc<str>> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        let mut replicas: Vec<Arc<str>> = slots
+            .iter()
+            .flat_map(|r| r.replicas.iter().cloned())
+            .collect();
+        replicas.sort();
+        replicas.dedup();
+        replicas
+    }
+
     pub(super) fn down_nodes(&self) -> Vec<String> {
         lock(&self.down).iter().cloned().collect()
+    }
+}
+
+impl SlotRange {
+    /// Whether `node` is the range's master or one of its replicas.
+    fn has(&self, node: &str) -> bool {
+        &*self.master == node || self.replicas.iter().any(|r| &**r == node)
     }
 }
 
@@ -163,13 +199,49 @@ fn range_of(slots: &[SlotRange], slot: u16) -> Option<&SlotRange> {
     slots.get(i).filter(|r| r.start <= slot && slot <= r.end)
 }
 
+/// `fresh` (sorted, non-overlapping) with the slots it leaves out taken from `old`.
+fn fill_gaps(fresh: Vec<SlotRange>, old: &[SlotRange]) -> Vec<SlotRange> {
+    let covered: u32 = fresh.iter().map(|r| u32::from(r.end - r.start) + 1).sum();
+    if covered == 16384 || old.is_empty() {
+        return fresh;
+    }
+    let mut merged = fresh.clone();
+    for range in old {
+        // The parts of `range` no fresh range covers.
+        let mut start = range.start;
+        for f in fresh
+            .iter()
+            .filter(|f| f.end >= range.start && f.start <= range.end)
+        {
+            if f.start > start {
+                merged.push(SlotRange {
+                    start,
+                    end: f.start - 1,
+                    ..range.clone()
+                });
+            }
+            start = start.max(f.end.saturating_add(1));
+        }
+        if start <= range.end {
+            merged.push(SlotRange {
+                start,
+                ..range.clone()
+            });
+        }
+    }
+    merged.sort_by_key(|r| r.start);
+    merged
+}
+
 /// Gives `slot` to `addr`, splitting its range.
 fn set_slot_owner(slots: &mut Vec<SlotRange>, slot: u16, addr: &str) {
     let i = slots.partition_point(|r| r.end < slot);
+    // (Its replicas are learned at the next refresh.)
     let new = SlotRange {
         start: slot,
         end: slot,
         master: Arc::from(addr),
+        replicas: no_replicas(),
     };
     match slots.get(i).cloned() {
         Some(r) if r.start <= slot && slot <= r.end => {
@@ -193,41 +265,11 @@ fn set_slot_owner(slots: &mut Vec<SlotRange>, slot: u16, addr: &str) {
     }
 }
 
-pub(super) fn parse_cluster_slots(value: &Value) -> Option<Vec<SlotRange>> {
-    let Value::Array(rows) = value else {
-        return None;
-    };
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    };
-    let mut ranges = Vec::with_capacity(rows.len());
-    for row in rows {
-        let Value::Array(items) = row else {
-            return None;
-        };
-        let [Value::Int(start), Value::Int(end), Value::Array(master), ..] = items.as_slice()
-        else {
-            return None;
-        };
-        let host = master.first().and_then(text)?;
-        let Some(Value::Int(port)) = master.get(1) else {
-            return None;
-        };
-        ranges.push(SlotRange {
-            start: u16::try_from(*start).ok()?,
-            end: u16::try_from(*end).ok()?,
-            master: Arc::from(format!("{host}:{port}")),
-        });
-    }
-    ranges.sort_by_key(|r| r.start);
-    Some(ranges)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::shards::parse_cluster_slots;
     use super::*;
+    use redis::Value;
 
     #[test]
     fn slot_map_parses_and_follows_moved() {
@@ -253,6 +295,8 @@ mod tests {
         ]);
         let mut slots = parse_cluster_slots(&reply).unwrap();
         assert_eq!(&*slots[0].master, "127.0.0.1:7000");
+        assert!(slots[0].replicas.is_empty());
+        assert_eq!(&*slots[1].replicas, &[Arc::from("127.0.0.1:7004")]);
         assert_eq!(&*range_of(&slots, 5460).unwrap().master, "127.0.0.1:7000");
         assert_eq!(&*range_of(&slots, 5461).unwrap().master, "127.0.0.1:7001");
         set_slot_owner(&mut slots, 6000, "127.0.0.1:7002");
@@ -271,11 +315,47 @@ mod tests {
     }
 
     #[test]
+    fn slots_a_fresh_map_leaves_out_keep_their_owner() {
+        let range = |start, end, master: &str| SlotRange {
+            start,
+            end,
+            master: Arc::from(master),
+            replicas: no_replicas(),
+        };
+        let old = vec![
+            range(0, 5460, "a:1"),
+            range(5461, 10922, "b:1"),
+            range(10923, 16383, "c:1"),
+        ];
+        // The middle shard's master is failing: it is left out.
+        let fresh = vec![range(0, 5460, "a:1"), range(10923, 16383, "c:1")];
+        assert_eq!(fill_gaps(fresh, &old), old);
+        // A range split by a migration: only the gap comes from the old map.
+        let fresh = vec![range(0, 100, "d:1"), range(200, 16383, "c:1")];
+        let rows: Vec<(u16, u16, String)> = fill_gaps(fresh, &old)
+            .into_iter()
+            .map(|r| (r.start, r.end, r.master.to_string()))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (0, 100, "d:1".into()),
+                (101, 199, "a:1".into()),
+                (200, 16383, "c:1".into())
+            ]
+        );
+        // A full map replaces the old one.
+        let full = vec![range(0, 16383, "e:1")];
+        assert_eq!(fill_gaps(full.clone(), &old), full);
+    }
+
+    #[test]
     fn down_nodes_are_forgotten_once_they_own_no_slot() {
         let range = |start, end, master: &str| SlotRange {
             start,
             end,
             master: Arc::from(master),
+            replicas: no_replicas(),
         };
         let topology = Topology::new();
         topology.install(vec![range(0, 16383, "a:1")]);

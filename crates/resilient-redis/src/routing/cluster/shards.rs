@@ -1,0 +1,255 @@
+//! What the cluster says about itself: `CLUSTER SHARDS` (Redis 7+: each shard's slots, master
+//! and replicas with their health) or, from older servers, `CLUSTER SLOTS`, turned into the
+//! slot map's ranges.
+
+use std::sync::Arc;
+
+use redis::Value;
+
+use super::{
+    super::join_addr,
+    slot_map::{Addrs, SlotRange},
+};
+
+/// A bulk or simple string's text.
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// An address the client can connect to: not empty, not `?` (a node whose endpoint is
+/// unknown).
+fn usable(host: &str) -> bool {
+    !host.is_empty() && host != "?"
+}
+
+/// `CLUSTER SLOTS`: `[start, end, master, replica...]` per range, each node
+/// `[host, port, id, ...]`. Failed replicas are left out by the server.
+pub(super) fn parse_cluster_slots(value: &Value) -> Option<Vec<SlotRange>> {
+    let Value::Array(rows) = value else {
+        return None;
+    };
+    let node = |v: &Value| -> Option<String> {
+        let Value::Array(fields) = v else {
+            return None;
+        };
+        let host = fields.first().and_then(text)?;
+        let Some(Value::Int(port)) = fields.get(1) else {
+            return None;
+        };
+        Some(join_addr(&host, u16::try_from(*port).ok()?))
+    };
+    let mut ranges = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Value::Array(items) = row else {
+            return None;
+        };
+        let [Value::Int(start), Value::Int(end), master, replicas @ ..] = items.as_slice() else {
+            return None;
+        };
+        let replicas: Vec<Arc<str>> = replicas
+            .iter()
+            .filter_map(node)
+            .filter(|addr| usable(addr.rsplit_once(':').map_or("", |(h, _)| h)))
+            .map(Arc::from)
+            .collect();
+        ranges.push(SlotRange {
+            start: u16::try_from(*start).ok()?,
+            end: u16::try_from(*end).ok()?,
+            master: Arc::from(node(master)?),
+            replicas: Arc::from(replicas),
+        });
+    }
+    ranges.sort_by_key(|r| r.start);
+    Some(ranges)
+}
+
+/// The key/value pairs of a RESP2 flat array or a RESP3 map.
+fn pairs(v: &Value) -> Option<Vec<(String, &Value)>> {
+    match v {
+        Value::Array(items) => items
+            .chunks(2)
+            .map(|kv| match kv {
+                [k, v] => Some((text(k)?, v)),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(items) => items.iter().map(|(k, v)| Some((text(k)?, v))).collect(),
+        _ => None,
+    }
+}
+
+/// `CLUSTER SHARDS`: per shard, its slots (start/end pairs) and nodes (`endpoint` or `ip`,
+/// `port` or, on TLS, `tls-port`, `role`, `health`). Only replicas whose health is `online`
+/// serve reads (not `loading` or `failed`). Shards without slots are left out.
+pub(super) fn parse_cluster_shards(value: &Value, tls: bool) -> Option<Vec<SlotRange>> {
+    let Value::Array(shards) = value else {
+        return None;
+    };
+    let mut ranges = Vec::new();
+    for shard in shards {
+        let fields = pairs(shard)?;
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+        let Some(Value::Array(slots)) = field("slots") else {
+            return None;
+        };
+        let Some(Value::Array(nodes)) = field("nodes") else {
+            return None;
+        };
+        let mut master = None;
+        let mut replicas: Vec<Arc<str>> = Vec::new();
+        for node in nodes {
+            let node = pairs(node)?;
+            let get = |name: &str| node.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+            let int = |name: &str| match get(name) {
+                Some(Value::Int(n)) => u16::try_from(*n).ok().filter(|p| *p != 0),
+                _ => None,
+            };
+            let host = get("endpoint")
+                .and_then(text)
+                .filter(|h| usable(h))
+                .or_else(|| get("ip").and_then(text).filter(|h| usable(h)));
+            let port = if tls {
+                int("tls-port").or_else(|| int("port"))
+            } else {
+                int("port").or_else(|| int("tls-port"))
+            };
+            let (Some(host), Some(port)) = (host, port) else {
+                continue;
+            };
+            let addr: Arc<str> = Arc::from(join_addr(&host, port));
+            match get("role").and_then(text).as_deref() {
+                Some("master") => master = Some(addr),
+                Some("replica") if get("health").and_then(text).as_deref() == Some("online") => {
+                    replicas.push(addr)
+                }
+                _ => {}
+            }
+        }
+        let Some(master) = master else {
+            continue;
+        };
+        replicas.sort();
+        let replicas: Addrs = Arc::from(replicas);
+        for pair in slots.chunks(2) {
+            let [Value::Int(start), Value::Int(end)] = pair else {
+                return None;
+            };
+            ranges.push(SlotRange {
+                start: u16::try_from(*start).ok()?,
+                end: u16::try_from(*end).ok()?,
+                master: master.clone(),
+                replicas: replicas.clone(),
+            });
+        }
+    }
+    ranges.sort_by_key(|r| r.start);
+    Some(ranges)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn node(port: i64, role: &str, health: &str) -> Value {
+        Value::Array(vec![
+            bulk("id"),
+            bulk("0123"),
+            bulk("port"),
+            Value::Int(port),
+            bulk("ip"),
+            bulk("127.0.0.1"),
+            bulk("endpoint"),
+            bulk("127.0.0.1"),
+            bulk("role"),
+            bulk(role),
+            bulk("replication-offset"),
+            Value::Int(14),
+            bulk("health"),
+            bulk(health),
+        ])
+    }
+
+    #[test]
+    fn shards_give_masters_and_online_replicas() {
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                bulk("slots"),
+                Value::Array(vec![Value::Int(5461), Value::Int(10922)]),
+                bulk("nodes"),
+                Value::Array(vec![
+                    node(7102, "master", "online"),
+                    node(7104, "replica", "online"),
+                    node(7107, "replica", "loading"),
+                    node(7108, "replica", "failed"),
+                ]),
+            ]),
+            Value::Array(vec![
+                bulk("slots"),
+                Value::Array(vec![
+                    Value::Int(0),
+                    Value::Int(5460),
+                    Value::Int(10923),
+                    Value::Int(16383),
+                ]),
+                bulk("nodes"),
+                Value::Array(vec![node(7101, "master", "online")]),
+            ]),
+            // A master without slots (a spare) is not in the map.
+            Value::Array(vec![
+                bulk("slots"),
+                Value::Array(vec![]),
+                bulk("nodes"),
+                Value::Array(vec![node(7109, "master", "online")]),
+            ]),
+        ]);
+        let ranges = parse_cluster_shards(&reply, false).unwrap();
+        let rows: Vec<(u16, u16, &str, Vec<&str>)> = ranges
+            .iter()
+            .map(|r| {
+                (
+                    r.start,
+                    r.end,
+                    &*r.master,
+                    r.replicas.iter().map(|r| &**r).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (0, 5460, "127.0.0.1:7101", vec![]),
+                (5461, 10922, "127.0.0.1:7102", vec!["127.0.0.1:7104"]),
+                (10923, 16383, "127.0.0.1:7101", vec![]),
+            ]
+        );
+        assert!(parse_cluster_shards(&Value::Nil, false).is_none());
+        assert!(parse_cluster_shards(&Value::Array(vec![bulk("x")]), false).is_none());
+    }
+
+    #[test]
+    fn shards_pick_the_tls_port_on_tls() {
+        let mut fields = match node(7102, "master", "online") {
+            Value::Array(f) => f,
+            _ => unreachable!(),
+        };
+        fields.extend([bulk("tls-port"), Value::Int(8102)]);
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("slots"),
+            Value::Array(vec![Value::Int(0), Value::Int(16383)]),
+            bulk("nodes"),
+            Value::Array(vec![Value::Array(fields)]),
+        ])]);
+        let master = |tls| parse_cluster_shards(&reply, tls).unwrap()[0].master.clone();
+        assert_eq!(&*master(true), "127.0.0.1:8102");
+        assert_eq!(&*master(false), "127.0.0.1:7102");
+    }
+}
