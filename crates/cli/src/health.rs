@@ -61,6 +61,10 @@ pub(crate) struct HealthReport {
     cluster_state: Option<String>,
     /// Cluster: every node.
     nodes: Option<Vec<NodeReport>>,
+    /// Where reads go (`--read-from`).
+    read_from: String,
+    /// Read attempts the client sent to replicas.
+    replica_reads: u64,
 }
 
 /// One cluster node in the report.
@@ -99,6 +103,8 @@ impl HealthReport {
             nodes: None,
             credentials: health.credentials,
             connection_name: health.connection_name,
+            read_from: health.read_from,
+            replica_reads: health.replica_reads,
         }
     }
 
@@ -197,6 +203,14 @@ impl HealthReport {
             "sentinels",
             self.sentinels.as_ref().map(|s| list_or_none(s)),
         );
+        line(
+            &mut out,
+            "reads",
+            Some(format!(
+                "{} ({} sent to replicas)",
+                self.read_from, self.replica_reads
+            )),
+        );
         line(&mut out, "cluster state", self.cluster_state.clone());
         for node in self.nodes.iter().flatten() {
             line(
@@ -232,7 +246,11 @@ pub(crate) async fn run(args: HealthArgs) -> Result<ExitCode, CliError> {
         Ok(client) => {
             let mut health = client.health().await;
             Ok(match health.cluster.take() {
-                Some(cluster) => HealthReport::from_cluster(&target, cluster),
+                Some(cluster) => HealthReport {
+                    read_from: health.read_from,
+                    replica_reads: health.replica_reads,
+                    ..HealthReport::from_cluster(&target, cluster)
+                },
                 None => HealthReport::from_health(&target, health),
             })
         }

@@ -49,6 +49,10 @@ pub(crate) struct TargetArgs {
     /// replica only while the master is down), replica-preferred or replica
     #[arg(long, value_name = "MODE", value_parser = parse_read_from)]
     read_from: Option<resilient_redis::ReadFrom>,
+    /// The nodes' availability zones, for --read-from zone:NAME: host:port=ZONE pairs separated
+    /// by commas
+    #[arg(long, value_name = "MAP")]
+    zones: Option<String>,
 }
 
 /// `--read-from`'s value.
@@ -73,6 +77,8 @@ pub(crate) struct Access {
     pub(crate) durability: Option<resilient_redis::Durability>,
     /// `--read-from` (a Sentinel or Cluster target: checked by [`TargetArgs::target`]).
     pub(crate) read_from: Option<resilient_redis::ReadFrom>,
+    /// `--zones`, as given (checked when the client is configured).
+    pub(crate) zones: Option<String>,
 }
 
 impl Access {
@@ -98,8 +104,12 @@ impl Access {
         if let Some(durability) = self.durability {
             config.durability = durability;
         }
-        if let Some(read_from) = self.read_from {
-            config.read_from = read_from;
+        if let Some(read_from) = &self.read_from {
+            config.read_from = read_from.clone();
+        }
+        if let Some(zones) = &self.zones {
+            // (A malformed map was refused by `TargetArgs::target`.)
+            config.zones = resilient_redis::ReadFrom::parse_zones(zones).unwrap_or_default();
         }
     }
 }
@@ -136,7 +146,8 @@ impl TargetArgs {
                 Some(ms) => d.with_timeout(std::time::Duration::from_millis(ms)),
                 None => d,
             }),
-            read_from: self.read_from,
+            read_from: self.read_from.clone(),
+            zones: self.zones.clone(),
         }
     }
 
@@ -158,9 +169,14 @@ impl TargetArgs {
         if self.master.is_some() && self.sentinel.is_none() {
             return Err(CliError::usage("--master goes with --sentinel"));
         }
+        if let Some(zones) = &self.zones {
+            resilient_redis::ReadFrom::parse_zones(zones)
+                .map_err(|e| CliError::usage(format!("--zones: {e}")))?;
+        }
         if self
             .read_from
-            .is_some_and(|r| r != resilient_redis::ReadFrom::Master)
+            .as_ref()
+            .is_some_and(|r| *r != resilient_redis::ReadFrom::Master)
             && self.url.is_some()
         {
             return Err(CliError::usage(
@@ -262,6 +278,7 @@ mod tests {
             durability: None,
             durability_timeout_ms: None,
             read_from: None,
+            zones: None,
         }
     }
 

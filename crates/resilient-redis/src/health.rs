@@ -54,6 +54,11 @@ pub struct Health {
     /// The connections' name ([`ClientConfig::client_name`](crate::ClientConfig::client_name)),
     /// if one is set.
     pub connection_name: Option<String>,
+    /// Where reads go ([`ClientConfig::read_from`](crate::ClientConfig::read_from), as
+    /// [`ReadFrom::parse`](crate::ReadFrom::parse) reads it).
+    pub read_from: String,
+    /// Read attempts sent to replicas since the client started (the others went to masters).
+    pub replica_reads: u64,
 }
 
 impl fmt::Display for Health {
@@ -69,6 +74,11 @@ impl fmt::Display for Health {
         }
         writeln!(f, "credentials:       {}", self.credentials)?;
         writeln!(f, "connection name:   {}", opt(&self.connection_name))?;
+        writeln!(
+            f,
+            "reads:             {} ({} sent to replicas)",
+            self.read_from, self.replica_reads
+        )?;
         if let Some(cluster) = &self.cluster {
             writeln!(f, "breaker:           {}", self.breaker)?;
             writeln!(
@@ -160,6 +170,8 @@ impl Client {
             cluster: None,
             credentials: crate::credentials::describe(self.config().credentials.as_ref()),
             connection_name: self.config().client_name.clone(),
+            read_from: self.config().read_from.to_string(),
+            replica_reads: self.stats().replica_reads,
         };
         let pool = match self.router() {
             Router::Single(node) => node.pool.clone(),

@@ -167,6 +167,79 @@ async fn master_preferred_reads_go_on_through_a_killed_master() {
     run.check_master_preferred("Sentinel");
 }
 
+/// Zone affinity on Sentinel (1 master, 2 replicas): a zone map puts one replica in the
+/// caller's zone (`zone:az1`), the other replica and the master elsewhere. While that replica is
+/// alive at least 99 % of the reads go to it (the servers' `INFO commandstats`); when it is
+/// SIGKILLed, reads go on elsewhere with no error until the other copies serve them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_affinity_keeps_reads_in_the_callers_zone() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut topology = common::sentinel_lab().await;
+    let master = topology.master_addr().await.unwrap();
+    let (near, far) = {
+        let replicas = replicas(&topology).await;
+        (replicas[0].addr(), replicas[1].addr())
+    };
+    let zones = [(near, "az1"), (far, "az2"), (master, "az2")]
+        .map(|(addr, zone)| (addr.to_string(), zone.to_owned()));
+    let client = Client::with_config(ClientConfig {
+        deadline: Duration::from_secs(10),
+        read_from: ReadFrom::parse("zone:az1").unwrap(),
+        zones: zones.into_iter().collect(),
+        ..ClientConfig::from_url(&common::sentinel_url(&topology)).unwrap()
+    })
+    .await
+    .unwrap();
+    let () = client.clone().set("greeting", "hello").await.unwrap();
+    replicated(&topology, "greeting").await;
+    let before = [
+        calls_at(near, "get").await,
+        calls_at(far, "get").await,
+        calls_at(master, "get").await,
+    ];
+    let load = ReadLoad::start(&client, "greeting", 0);
+    let share = std::sync::Mutex::new(0.0);
+    let kill = async || {
+        // The end of the healthy phase: where the reads went.
+        let [near_gets, far_gets, master_gets] = [
+            calls_at(near, "get").await - before[0],
+            calls_at(far, "get").await - before[1],
+            calls_at(master, "get").await - before[2],
+        ];
+        let total = (near_gets + far_gets + master_gets).max(1);
+        *share.lock().unwrap() = near_gets as f64 / total as f64;
+        eprintln!(
+            "zone:az1, healthy: {near_gets} GETs on the replica in az1, {far_gets} on the other \
+             replica, {master_gets} on the master"
+        );
+        topology.server_by_addr_mut(near).unwrap().kill().unwrap();
+        // The fault lasts until the other copies have served 1,000 reads.
+        let elsewhere = calls_at(far, "get").await + calls_at(master, "get").await;
+        common::wait_until(
+            "the reads to go on elsewhere",
+            Duration::from_secs(10),
+            || async {
+                calls_at(far, "get").await + calls_at(master, "get").await >= elsewhere + 1000
+            },
+        )
+        .await;
+        far
+    };
+    let run = load.through(&client, &[], kill).await;
+    run.report("Sentinel zone:az1, the replica in az1 killed");
+    let share = *share.lock().unwrap();
+    assert!(
+        share >= 0.99,
+        "only {:.2} % of the reads went to the replica in the caller's zone",
+        100.0 * share
+    );
+    assert!(
+        run.errors.is_empty(),
+        "{:?}",
+        &run.errors[..run.errors.len().min(10)]
+    );
+}
+
 /// The issue's target on Cluster (3+3): as on Sentinel, the master of the read key's slot is
 /// SIGKILLed; reads go on from its replica until the replica has taken over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

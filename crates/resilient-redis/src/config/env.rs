@@ -45,7 +45,12 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     (
         "RESILIENT_REDIS_READ_FROM",
-        "reads with Sentinel: master | prefer-replica | replica",
+        "where reads go (Sentinel, Cluster): master | master-preferred | replica-preferred | \
+         replica | zone:NAME",
+    ),
+    (
+        "RESILIENT_REDIS_ZONES",
+        "the nodes' zones, for zone:NAME: host:port=ZONE,...",
     ),
     (
         "RESILIENT_REDIS_REQUIRE_PRIMARY",
@@ -209,6 +214,10 @@ impl ClientConfig {
         }
         if let Some(tls) = TlsConfig::from_lookup(&lookup)? {
             c.tls = Some(tls);
+        }
+        if let Some(v) = lookup("RESILIENT_REDIS_ZONES") {
+            c.zones = ReadFrom::parse_zones(&v)
+                .map_err(|e| Error::config(format!("RESILIENT_REDIS_ZONES: {}", e.message())))?;
         }
         if let Some(v) = lookup("RESILIENT_REDIS_READ_FROM") {
             c.read_from = ReadFrom::parse(&v).ok_or_else(|| {

@@ -22,6 +22,7 @@ pub use cluster::ClusterConfig;
 pub use durability::{DEFAULT_DURABILITY_TIMEOUT, Durability};
 pub use env::ENV_VARS;
 pub use read_from::ReadFrom;
+pub(crate) use read_from::zone_rank;
 pub use redact::redact_url;
 use sentinel::SENTINEL_PORT;
 pub use sentinel::SentinelConfig;
@@ -38,6 +39,7 @@ use url_forms::{parse_cluster_url, parse_sentinel_url};
 /// | `sentinel` | `None` (set by a `redis+sentinel://` URL) | see [`SentinelConfig`] |
 /// | `cluster` | `None` (set by a `redis+cluster://` URL) | see [`ClusterConfig`] |
 /// | `read_from` | [`ReadFrom::Master`] | every read sees the latest write; other modes read from replicas (Sentinel, Cluster) |
+/// | `zones` | empty | the zones of the nodes, for [`ReadFrom::Zone`] |
 /// | `require_primary` | `true` | a single server's URL is a primary endpoint: after a failover behind the name, the client follows it instead of writing to the demoted node |
 /// | `durability` | [`Durability::Fast`] | a write is acknowledged when the master replies; `Replicated` waits for replicas too (a failover cannot take it back) at the cost of a replica round trip per write |
 /// | `tls` | `None`: a `rediss://` URL verifies the server against the system roots | see [`TlsConfig`] |
@@ -92,6 +94,9 @@ pub struct ClientConfig {
     pub require_primary: bool,
     /// Where read-only commands go (Sentinel and Cluster): see [`ReadFrom`].
     pub read_from: ReadFrom,
+    /// The availability zone of each node, for [`ReadFrom::Zone`]: `host:port` (as the
+    /// sentinels or the cluster name the node) to zone. Nodes not in it are of unknown zone.
+    pub zones: HashMap<String, String>,
     /// When a write is acknowledged: when the master replies ([`Durability::Fast`]), or once
     /// replicas confirm it too ([`Durability::Replicated`]). Per handle:
     /// [`Client::with_durability`](crate::Client::with_durability).
@@ -172,6 +177,7 @@ impl Default for ClientConfig {
             cluster: None,
             require_primary: true,
             read_from: ReadFrom::Master,
+            zones: HashMap::new(),
             durability: Durability::Fast,
             tls: None,
             connect_timeout: Duration::from_secs(1),
@@ -340,6 +346,13 @@ impl ClientConfig {
                 self.read_from
             )));
         }
+        if let ReadFrom::Zone(zone) = &self.read_from
+            && self.zones.is_empty()
+        {
+            return Err(Error::config(format!(
+                "read_from zone:{zone} needs the nodes' zones (zones, env RESILIENT_REDIS_ZONES=host:port=ZONE,...)"
+            )));
+        }
         if let Some(s) = self.sentinel_config()? {
             if s.sentinels.is_empty() {
                 return Err(Error::config(
@@ -465,6 +478,7 @@ impl fmt::Debug for ClientConfig {
             )
             .field("client_name", &self.client_name)
             .field("read_from", &self.read_from)
+            .field("zones", &self.zones)
             .finish()
     }
 }

@@ -1,4 +1,6 @@
-//! Where read-only commands go: [`ReadFrom`].
+//! Where read-only commands go: [`ReadFrom`], and the zones replicas are in.
+
+use std::{collections::HashMap, sync::Arc};
 
 /// Where read-only commands go, on a Sentinel deployment or a Redis Cluster.
 ///
@@ -13,15 +15,17 @@
 /// | `MasterPreferred` | master | a live replica |
 /// | `PreferReplica` | a live replica (the master if none) | a live replica |
 /// | `Replica` | a live replica (waits if none) | a live replica |
+/// | `Zone(z)` | a live replica in zone `z`, else another live replica, else the master | a live replica |
 ///
 /// A replica is *live* while the client has a connection to it and has not seen it fail; a
 /// read never waits on a dead replica while another copy answers. On a Cluster, replicas are
-/// learned from the slot map and their connections send `READONLY`.
+/// learned from the slot map and their connections send `READONLY`. A node's zone comes from
+/// [`ClientConfig::zones`](crate::ClientConfig::zones); nodes of unknown zone come last.
 ///
 /// # Default
 /// [`ReadFrom::Master`]: every command goes to the master. A single server has no replicas:
 /// any other mode is a configuration error there.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum ReadFrom {
     /// Every command goes to the master.
     #[default]
@@ -36,16 +40,22 @@ pub enum ReadFrom {
     /// Reads go only to replicas; they wait (up to their deadline) for one when none is
     /// connected.
     Replica,
+    /// Zone affinity (the caller's availability zone, to keep reads off cross-zone links):
+    /// reads go to a live replica in this zone, else to a live replica in another zone (known
+    /// zones before unknown ones), else to the master.
+    Zone(Arc<str>),
 }
 
 impl ReadFrom {
-    /// Parses `master`, `master-preferred`, `replica-preferred` (or `prefer-replica`) or
-    /// `replica`.
+    /// Parses `master`, `master-preferred`, `replica-preferred` (or `prefer-replica`),
+    /// `replica` or `zone:NAME`.
     ///
     /// ```
     /// use resilient_redis::ReadFrom;
     /// assert_eq!(ReadFrom::parse("master-preferred"), Some(ReadFrom::MasterPreferred));
     /// assert_eq!(ReadFrom::parse("replica-preferred"), Some(ReadFrom::PreferReplica));
+    /// assert_eq!(ReadFrom::parse("zone:eu-west-1a"), Some(ReadFrom::Zone("eu-west-1a".into())));
+    /// assert_eq!(ReadFrom::parse("zone:"), None);
     /// assert_eq!(ReadFrom::parse("slave"), None);
     /// ```
     pub fn parse(s: &str) -> Option<ReadFrom> {
@@ -54,16 +64,102 @@ impl ReadFrom {
             "master-preferred" => Some(ReadFrom::MasterPreferred),
             "replica-preferred" | "prefer-replica" => Some(ReadFrom::PreferReplica),
             "replica" => Some(ReadFrom::Replica),
-            _ => None,
+            other => {
+                let zone = other.strip_prefix("zone:")?.trim();
+                (!zone.is_empty()).then(|| ReadFrom::Zone(zone.into()))
+            }
         }
     }
 
     /// The spellings [`ReadFrom::parse`] accepts, for error messages.
-    pub const EXPECTED: &'static str = "master, master-preferred, replica-preferred or replica";
+    pub const EXPECTED: &'static str =
+        "master, master-preferred, replica-preferred, replica or zone:NAME";
+
+    /// Parses a zone map for [`ClientConfig::zones`](crate::ClientConfig::zones): `ADDR=ZONE`
+    /// pairs separated by commas, `ADDR` as `host:port`.
+    ///
+    /// ```
+    /// let zones = resilient_redis::ReadFrom::parse_zones("10.0.0.5:6379=eu-west-1a, 10.0.0.6:6379=eu-west-1b")?;
+    /// assert_eq!(zones["10.0.0.6:6379"], "eu-west-1b");
+    /// assert!(resilient_redis::ReadFrom::parse_zones("10.0.0.5:6379").is_err());
+    /// # Ok::<(), resilient_redis::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) naming the malformed pair.
+    pub fn parse_zones(s: &str) -> Result<HashMap<String, String>, crate::Error> {
+        let mut zones = HashMap::new();
+        for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (node, zone) = pair
+                .split_once('=')
+                .map(|(n, z)| (n.trim(), z.trim()))
+                .filter(|(n, z)| !n.is_empty() && !z.is_empty())
+                .ok_or_else(|| {
+                    crate::Error::config(format!(
+                        "zone map entry {pair:?}: expected host:port=ZONE"
+                    ))
+                })?;
+            zones.insert(node.to_owned(), zone.to_owned());
+        }
+        Ok(zones)
+    }
 
     /// Whether some reads may go elsewhere than the master.
     #[inline]
-    pub(crate) fn uses_replicas(self) -> bool {
-        self != ReadFrom::Master
+    pub(crate) fn uses_replicas(&self) -> bool {
+        *self != ReadFrom::Master
+    }
+}
+
+/// `master`, `master-preferred`, `replica-preferred`, `replica` or `zone:NAME`: what
+/// [`ReadFrom::parse`] reads back.
+impl std::fmt::Display for ReadFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadFrom::Master => f.write_str("master"),
+            ReadFrom::MasterPreferred => f.write_str("master-preferred"),
+            ReadFrom::PreferReplica => f.write_str("replica-preferred"),
+            ReadFrom::Replica => f.write_str("replica"),
+            ReadFrom::Zone(zone) => write!(f, "zone:{zone}"),
+        }
+    }
+}
+
+/// How near a node is to the caller, for [`ReadFrom::Zone`]: 0 in the caller's zone, 1 in
+/// another known zone, 2 in no known zone. `zones` maps `host:port` to a zone.
+pub(crate) fn zone_rank(zones: &HashMap<String, String>, mine: &str, addr: &str) -> u8 {
+    match zones.get(addr) {
+        Some(z) if z == mine => 0,
+        Some(_) => 1,
+        None => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_read_back_as_they_print() {
+        for mode in [
+            ReadFrom::Master,
+            ReadFrom::MasterPreferred,
+            ReadFrom::PreferReplica,
+            ReadFrom::Replica,
+            ReadFrom::Zone("eu-west-1a".into()),
+        ] {
+            assert_eq!(ReadFrom::parse(&mode.to_string()), Some(mode));
+        }
+    }
+
+    #[test]
+    fn zones_rank_the_callers_first_and_unknown_last() {
+        let zones = ReadFrom::parse_zones("a:1=z1, b:2 = z2").unwrap();
+        assert_eq!(zone_rank(&zones, "z1", "a:1"), 0);
+        assert_eq!(zone_rank(&zones, "z1", "b:2"), 1);
+        assert_eq!(zone_rank(&zones, "z1", "c:3"), 2);
+        assert!(ReadFrom::parse_zones("a:1").is_err());
+        assert!(ReadFrom::parse_zones("a:1=").is_err());
+        assert!(ReadFrom::parse_zones("").unwrap().is_empty());
     }
 }

@@ -74,7 +74,7 @@ impl Pool {
                 self.acquire_with(deadline, Pool::try_lease_master_first)
                     .await
             }
-            ReadFrom::PreferReplica if read_only => {
+            ReadFrom::PreferReplica | ReadFrom::Zone(_) if read_only => {
                 self.acquire_with(deadline, |p| p.try_lease_read(true))
                     .await
             }
@@ -133,7 +133,7 @@ impl Pool {
     pub(crate) fn try_acquire_for(&self, read_only: bool) -> Option<Lease> {
         match self.read_from {
             ReadFrom::MasterPreferred if read_only => self.try_lease_master_first(),
-            ReadFrom::PreferReplica if read_only => self.try_lease_read(true),
+            ReadFrom::PreferReplica | ReadFrom::Zone(_) if read_only => self.try_lease_read(true),
             ReadFrom::Replica if read_only => self.try_lease_read(false),
             _ => self.try_lease(),
         }

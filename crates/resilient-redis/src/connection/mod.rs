@@ -215,7 +215,7 @@ impl Pool {
         let info = config.connection_info()?;
         let sentinel = config.sentinel_config()?;
         let read_from = if sentinel.is_some() {
-            config.read_from
+            config.read_from.clone()
         } else {
             ReadFrom::Master
         };
@@ -261,7 +261,7 @@ impl Pool {
 
     /// The pool, with no connection yet.
     fn build(config: &ClientConfig, endpoint: Endpoint, read_from: ReadFrom) -> Arc<Pool> {
-        let replicas = if read_from == ReadFrom::Master {
+        let replicas = if !read_from.uses_replicas() {
             0
         } else {
             config.pool_size

@@ -96,6 +96,8 @@ pub(crate) struct SentinelResolver {
     rng: Mutex<SmallRng>,
     /// Round-robin over the known replicas.
     next_replica: AtomicUsize,
+    /// With [`ReadFrom::Zone`](crate::ReadFrom::Zone): the nodes' zones and the caller's.
+    zone: Option<(HashMap<String, String>, Arc<str>)>,
     /// Discovery rounds run (each asks the sentinels in turn until one answers).
     discoveries: AtomicU64,
 }
@@ -135,6 +137,10 @@ impl SentinelResolver {
             alive: watch::channel(()).0,
             rng: Mutex::new(rng),
             next_replica: AtomicUsize::new(0),
+            zone: match &config.read_from {
+                crate::ReadFrom::Zone(mine) => Some((config.zones.clone(), mine.clone())),
+                _ => None,
+            },
             discoveries: AtomicU64::new(0),
         });
         let initial = resolver.config.sentinels.clone();
@@ -214,25 +220,39 @@ impl SentinelResolver {
         result.map(|conn| (conn, master.epoch))
     }
 
-    /// Opens a connection to one of the healthy replicas (in turn) and checks with `ROLE` that it
-    /// is one.
+    /// Opens a connection to one of the healthy replicas and checks with `ROLE` that it is one:
+    /// they are tried in turn (starting from the next one each time), those nearest the caller
+    /// first with [`ReadFrom::Zone`](crate::ReadFrom::Zone), until one connects.
     pub(crate) async fn open_replica(
         &self,
         conn_config: &AsyncConnectionConfig,
     ) -> RedisResult<(MultiplexedConnection, u64)> {
         let epoch = self.master().epoch;
-        let addr = {
+        let mut candidates: Vec<Addr> = {
             let known = self.known.lock().expect("known lock");
-            if known.replicas.is_empty() {
+            let n = known.replicas.len();
+            if n == 0 {
                 return Err(not_connected("no healthy replica known".to_owned()));
             }
-            let i = self.next_replica.fetch_add(1, Ordering::Relaxed) % known.replicas.len();
-            known.replicas[i].clone()
+            let first = self.next_replica.fetch_add(1, Ordering::Relaxed) % n;
+            (0..n)
+                .map(|i| known.replicas[(first + i) % n].clone())
+                .collect()
         };
-        let conn = self
-            .open_with_role(&addr, conn_config, Role::Replica)
-            .await?;
-        Ok((conn, epoch))
+        if let Some((zones, mine)) = &self.zone {
+            // A stable sort: the turn is kept among replicas equally near.
+            candidates.sort_by_key(|(host, port)| {
+                crate::config::zone_rank(zones, mine, &crate::routing::join_addr(host, *port))
+            });
+        }
+        let mut last = None;
+        for addr in &candidates {
+            match self.open_with_role(addr, conn_config, Role::Replica).await {
+                Ok(conn) => return Ok((conn, epoch)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| not_connected("no healthy replica known".to_owned())))
     }
 
     /// A subscriber's connection to the current master, and when its credentials are due for

@@ -8,7 +8,10 @@
 use std::sync::{Arc, atomic::Ordering};
 
 use super::ClusterRouter;
-use crate::{config::ReadFrom, routing::Node};
+use crate::{
+    config::{ReadFrom, zone_rank},
+    routing::Node,
+};
 
 /// The node a request goes to, and whether it is one of its slot's replicas.
 pub(crate) struct Route {
@@ -62,13 +65,13 @@ impl ClusterRouter {
                 replica: true,
             })
         };
-        match self.config.read_from {
+        match &self.config.read_from {
             ReadFrom::Master => master_up().map(Route::master).ok_or(true),
             ReadFrom::MasterPreferred => match master_up() {
                 Some(node) if admits(&node) => Ok(Route::master(node)),
                 up => replica(true).or_else(|| up.map(Route::master)).ok_or(true),
             },
-            ReadFrom::PreferReplica => replica(true)
+            ReadFrom::PreferReplica | ReadFrom::Zone(_) => replica(true)
                 .or_else(|| master_up().map(Route::master))
                 .ok_or(true),
             // No live replica: one that is not known to be down (the read waits for its
@@ -110,15 +113,47 @@ impl ClusterRouter {
             return None;
         }
         let first = self.next_replica.fetch_add(1, Ordering::Relaxed);
-        (0..n).find_map(|i| {
-            let addr = &replicas[(first + i) % n];
+        let usable = |addr: &Arc<str>| {
             if self.topology.is_down(addr) {
                 return None;
             }
             let node = self.node_if_known(addr)?;
             (!live_only || (!node.pool.is_down() && admits(&node))).then_some(node)
-        })
+        };
+        if let ReadFrom::Zone(mine) = &self.config.read_from {
+            return nearest(
+                n,
+                first,
+                |i| zone_rank(&self.config.zones, mine, &replicas[i]),
+                |i| usable(&replicas[i]),
+            );
+        }
+        (0..n).find_map(|i| usable(&replicas[(first + i) % n]))
     }
+}
+
+/// Of `n` candidates, the usable one (`usable`) of the lowest `rank`, looking from `first` on
+/// (so that successive calls turn over the candidates of equal rank).
+fn nearest<T>(
+    n: usize,
+    first: usize,
+    rank: impl Fn(usize) -> u8,
+    usable: impl Fn(usize) -> Option<T>,
+) -> Option<T> {
+    let mut best: Option<(u8, T)> = None;
+    for i in (0..n).map(|i| (first + i) % n) {
+        let rank = rank(i);
+        if best.as_ref().is_some_and(|(b, _)| *b <= rank) {
+            continue;
+        }
+        if let Some(found) = usable(i) {
+            best = Some((rank, found));
+            if rank == 0 {
+                break;
+            }
+        }
+    }
+    best.map(|(_, found)| found)
 }
 
 /// Whether `node`'s breaker lets a call through now (closed, or ready to probe).
@@ -130,5 +165,30 @@ fn admits(node: &Node) -> bool {
             b.state(),
             resilience::BreakerState::Open { retry_in } if !retry_in.is_zero()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nearest;
+
+    #[test]
+    fn the_nearest_usable_candidate_wins_and_equals_take_turns() {
+        // Ranks: 0 = the caller's zone, 1 = another zone, 2 = unknown.
+        let ranks = [2, 1, 0, 0];
+        let all = |i: usize| Some(i);
+        let pick = |first, usable: &dyn Fn(usize) -> Option<usize>| {
+            nearest(4, first, |i| ranks[i], usable)
+        };
+        assert_eq!(pick(0, &all), Some(2));
+        assert_eq!(pick(3, &all), Some(3));
+        assert_eq!(pick(1, &all), Some(2));
+        // The caller's zone is dead: another known zone before an unknown one.
+        let far = |i: usize| (ranks[i] != 0).then_some(i);
+        assert_eq!(pick(0, &far), Some(1));
+        assert_eq!(pick(2, &far), Some(1));
+        // Only an unknown zone is left.
+        assert_eq!(pick(2, &|i: usize| (i == 0).then_some(i)), Some(0));
+        assert_eq!(pick(2, &|_| None), None);
     }
 }
