@@ -32,7 +32,7 @@ pub(super) fn next_refresh_at(
 }
 
 /// The background task: refreshes on request (rate-limited, jittered), periodically, and keeps
-/// refreshing while a node is down; a down node whose pool has reconnected is up again.
+/// refreshing while a master is down; a down node whose pool has reconnected is up again.
 pub(super) async fn refresher(
     router: Weak<ClusterRouter>,
     topology: Arc<Topology>,
@@ -48,7 +48,14 @@ pub(super) async fn refresher(
             ),
             None => return,
         };
-        let urgent = !topology.down_nodes().is_empty();
+        // A master down holds up its slots' calls: refresh until it is back or replaced. A
+        // replica down only sends reads elsewhere: it waits for the next refresh (so a replica
+        // the client cannot reach does not keep it asking for the map many times a second).
+        let masters = topology.masters();
+        let urgent = topology
+            .down_nodes()
+            .iter()
+            .any(|n| masters.iter().any(|m| **m == **n));
         if !urgent {
             let notified = topology.wake.notified();
             match periodic {
