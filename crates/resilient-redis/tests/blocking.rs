@@ -243,8 +243,7 @@ async fn a_cluster_queue_keeps_every_item_through_a_killed_master() {
     let slot = common::key_slot(queue);
     let kill = async || {
         let old = cluster.master_for_slot(slot).await.unwrap();
-        let index = cluster.nodes().iter().position(|n| n.addr() == old);
-        cluster.nodes_mut()[index.unwrap()].kill().unwrap();
+        common::kill_cluster_node(&mut cluster, old);
         wait_until(
             "a replica to take over",
             Duration::from_secs(30),

@@ -262,8 +262,7 @@ async fn cluster_master_preferred_reads_go_on_through_a_killed_master() {
     let replicas = cluster_replicas(&cluster);
     let kill = async || {
         let old = cluster.master_for_slot(slot).await.unwrap();
-        let index = cluster.nodes().iter().position(|n| n.addr() == old);
-        cluster.nodes_mut()[index.unwrap()].kill().unwrap();
+        common::kill_cluster_node(&mut cluster, old);
         common::wait_until(
             "a replica to take over",
             Duration::from_secs(30),
@@ -324,11 +323,7 @@ async fn cluster_replica_preferred_reads_come_from_replicas() {
     // The replica of the new owner (the one reads now go to) dies.
     let replica_of_new = common::replica_of(&cluster, other).await.unwrap().addr();
     let kill = async || {
-        let index = cluster
-            .nodes()
-            .iter()
-            .position(|n| n.addr() == replica_of_new);
-        cluster.nodes_mut()[index.unwrap()].kill().unwrap();
+        common::kill_cluster_node(&mut cluster, replica_of_new);
         // The fault lasts until the cluster flags the replica failing (and leaves it out).
         let owner = cluster.nodes().iter().find(|n| n.addr() == other).unwrap();
         let conn = owner.admin().await.unwrap();

@@ -61,7 +61,7 @@ impl Handle {
     ) -> Option<Result<Reply, AttemptError>> {
         if error.error.kind() == ErrorKind::ConnectionLost {
             cluster.node_failed(&node.addr);
-            if !(read_only && retry_safe && cluster.config.read_from.uses_replicas()) {
+            if !(retry_safe && cluster.reads_elsewhere(read_only)) {
                 return None;
             }
             // A read with other copies to go to: sent again at once to the next node
@@ -145,8 +145,8 @@ impl Handle {
             let mut lease = match lease {
                 Some(lease) => lease,
                 // A read with a live copy elsewhere does not wait for this node's connection.
-                None if let (true, Target::Slot(slot)) = (read_only, &target)
-                    && cluster.config.read_from.uses_replicas()
+                None if let Target::Slot(slot) = &target
+                    && cluster.reads_elsewhere(read_only)
                     && let Some(replica) = cluster.live_replica(*slot, &node.addr) =>
                 {
                     target = Target::Replica(replica);
@@ -240,7 +240,7 @@ impl Handle {
             ) {
                 // The cluster is changing (a failover, a migration): nothing ran; send again
                 // once the slot map may have changed, within the deadline.
-                if read_only && cluster.config.read_from.uses_replicas() {
+                if cluster.reads_elsewhere(read_only) {
                     cluster.refused_read_while_down(&e.error);
                 }
                 cluster.request_refresh();
@@ -256,9 +256,8 @@ impl Handle {
             }
             if e.error.kind() == ErrorKind::ConnectionLost {
                 cluster.node_failed(&node.addr);
-                if read_only
-                    && retry_safe
-                    && cluster.config.read_from.uses_replicas()
+                if retry_safe
+                    && cluster.reads_elsewhere(read_only)
                     && hops < cluster.cluster.max_redirects
                 {
                     // Another copy may answer: the next node `read_from` picks (this one is

@@ -326,6 +326,14 @@ pub async fn kill_sentinel_master(
         .unwrap()
 }
 
+/// SIGKILLs the node of `cluster` at `addr`.
+pub fn kill_cluster_node(cluster: &mut redis_lab::RedisCluster, addr: std::net::SocketAddr) {
+    let index = cluster.nodes().iter().position(|n| n.addr() == addr);
+    cluster.nodes_mut()[index.expect("a node of the cluster")]
+        .kill()
+        .unwrap();
+}
+
 /// Asks a sentinel of `topology` for a `SENTINEL FAILOVER` of its master.
 pub async fn sentinel_failover(topology: &redis_lab::SentinelTopology) {
     let mut sentinel = topology.sentinels()[0].admin().await.unwrap();

@@ -34,11 +34,18 @@ impl ClusterRouter {
     /// `Err(false)`: the slot map names none.
     #[inline]
     pub(crate) fn route(&self, slot: u16, read_only: bool) -> Result<Route, bool> {
-        if read_only && self.config.read_from.uses_replicas() {
+        if self.reads_elsewhere(read_only) {
             self.read_route(slot)
         } else {
             self.master_of(slot).map(Route::master)
         }
+    }
+
+    /// Whether a call may be sent to another copy than its slot's master: a read (`read_only`)
+    /// with replica reads on.
+    #[inline]
+    pub(crate) fn reads_elsewhere(&self, read_only: bool) -> bool {
+        read_only && self.config.read_from.uses_replicas()
     }
 
     /// Where `cmd` goes at once, if its slot's node is known and not down.

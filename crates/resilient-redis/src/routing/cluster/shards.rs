@@ -11,14 +11,9 @@ use super::{
     slot_map::{Addrs, SlotRange},
 };
 
-/// A bulk or simple string's text.
+/// A string reply's text (bulk, simple or verbatim), as redis-rs converts it.
 fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        _ => None,
-    }
+    redis::from_redis_value_ref(v).ok()
 }
 
 /// An address the client can connect to: not empty, not `?` (a node whose endpoint is
