@@ -78,6 +78,11 @@ pub(crate) struct NodeReport {
     link_state: String,
     slots: u32,
     breaker: String,
+    /// The round trip the client measures (with --read-from nearest or --max-replica-lag-ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rtt_us: Option<u32>,
+    /// A replica too far behind its master to be read from (--max-replica-lag-ms).
+    lagging: bool,
 }
 
 impl HealthReport {
@@ -120,6 +125,8 @@ impl HealthReport {
                 link_state: node.link_state.clone(),
                 slots: node.slots,
                 breaker: node.breaker.clone(),
+                rtt_us: node.rtt_us,
+                lagging: node.lagging,
             })
             .collect();
         HealthReport {
@@ -217,8 +224,17 @@ impl HealthReport {
                 &mut out,
                 "node",
                 Some(format!(
-                    "{:<21} {:<7} {:<7} link {:<12} slots {:<5} breaker {}",
-                    node.addr, node.role, node.state, node.link_state, node.slots, node.breaker
+                    "{:<21} {:<7} {:<7} link {:<12} slots {:<5} breaker {}{}{}",
+                    node.addr,
+                    node.role,
+                    node.state,
+                    node.link_state,
+                    node.slots,
+                    node.breaker,
+                    node.rtt_us
+                        .map(|us| format!(" rtt {us} µs"))
+                        .unwrap_or_default(),
+                    if node.lagging { " lagging" } else { "" },
                 )),
             );
         }

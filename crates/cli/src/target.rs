@@ -46,13 +46,17 @@ pub(crate) struct TargetArgs {
     #[arg(long, value_name = "MS", requires = "durability")]
     durability_timeout_ms: Option<u64>,
     /// Where read-only commands go (with --sentinel or --cluster): master, master-preferred (a
-    /// replica only while the master is down), replica-preferred or replica
+    /// replica only while the master is down), replica-preferred, replica, nearest (lowest
+    /// measured round trip) or zone:NAME
     #[arg(long, value_name = "MODE", value_parser = parse_read_from)]
     read_from: Option<resilient_redis::ReadFrom>,
-    /// The nodes' availability zones, for --read-from zone:NAME: host:port=ZONE pairs separated
-    /// by commas
+    /// The nodes' availability zones, for --read-from zone:NAME: host:port=ZONE (or, on a
+    /// cluster, NODE_ID=ZONE) pairs separated by commas
     #[arg(long, value_name = "MAP")]
     zones: Option<String>,
+    /// With --read-from: replicas further behind their master than this are not read from
+    #[arg(long, value_name = "MS", requires = "read_from")]
+    max_replica_lag_ms: Option<u64>,
 }
 
 /// `--read-from`'s value.
@@ -79,6 +83,8 @@ pub(crate) struct Access {
     pub(crate) read_from: Option<resilient_redis::ReadFrom>,
     /// `--zones`, as given (checked when the client is configured).
     pub(crate) zones: Option<String>,
+    /// `--max-replica-lag-ms`.
+    pub(crate) max_replica_lag: Option<std::time::Duration>,
 }
 
 impl Access {
@@ -110,6 +116,9 @@ impl Access {
         if let Some(zones) = &self.zones {
             // (A malformed map was refused by `TargetArgs::target`.)
             config.zones = resilient_redis::ReadFrom::parse_zones(zones).unwrap_or_default();
+        }
+        if let Some(lag) = self.max_replica_lag {
+            config.max_replica_lag = Some(lag);
         }
     }
 }
@@ -148,6 +157,9 @@ impl TargetArgs {
             }),
             read_from: self.read_from.clone(),
             zones: self.zones.clone(),
+            max_replica_lag: self
+                .max_replica_lag_ms
+                .map(std::time::Duration::from_millis),
         }
     }
 
@@ -279,6 +291,7 @@ mod tests {
             durability_timeout_ms: None,
             read_from: None,
             zones: None,
+            max_replica_lag_ms: None,
         }
     }
 

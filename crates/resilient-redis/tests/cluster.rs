@@ -16,12 +16,9 @@ use std::{
 use redis::{AsyncCommands, aio::ConnectionLike};
 use redis_lab::{ClusterConfig as LabConfig, RedisCluster};
 use resilient_redis::{Client, ClientConfig, CommandSafety, ErrorKind, Outcome, safety_of};
-use tokio::{sync::Mutex, task::JoinSet, time::Instant};
+use tokio::{task::JoinSet, time::Instant};
 
 use common::{key_slot, wait_until};
-
-/// The tests share two cores: run them one at a time so latency figures mean something.
-static SERIAL: Mutex<()> = Mutex::const_new(());
 
 const TASKS: usize = 50;
 
@@ -314,7 +311,7 @@ async fn cluster(extra: &[(&str, &str)]) -> RedisCluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_killed_under_load_costs_no_errors_and_spares_other_shards() {
-    let _serial = SERIAL.lock().await;
+    let _serial = common::ONE_AT_A_TIME.lock().await;
     // The lab's defaults: `cluster-require-full-coverage yes`, so every node answers CLUSTERDOWN
     // between the dead master being flagged FAIL and its replica's promotion.
     let mut cluster = cluster(&[]).await;
@@ -402,7 +399,7 @@ async fn master_killed_under_load_costs_no_errors_and_spares_other_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slot_migration_under_load_costs_no_errors_and_the_api_works() {
-    let _serial = SERIAL.lock().await;
+    let _serial = common::ONE_AT_A_TIME.lock().await;
     let cluster = cluster(&[]).await;
     let mut client = connect(&cluster.urls()).await;
 
@@ -552,7 +549,7 @@ async fn has_blocked_client(cluster: &RedisCluster, addr: std::net::SocketAddr) 
 /// time it returns the element pushed to the new owner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_calls_follow_their_slot() {
-    let _serial = SERIAL.lock().await;
+    let _serial = common::ONE_AT_A_TIME.lock().await;
     let cluster = cluster(&[]).await;
     let client = connect(&cluster.urls()).await;
     let key = "{queue}:jobs";

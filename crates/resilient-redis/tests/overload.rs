@@ -17,10 +17,6 @@ use resilience::{Backoff, Event, Jitter};
 use resilient_redis::{Client, ClientConfig, ErrorKind};
 use tokio::{task::JoinSet, time::Instant};
 
-/// The tests of this file measure rates and spreads: one at a time, so they do not compete for
-/// the CPU.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// What a closed-loop storm against a throttling proxy saw over its measured seconds.
 struct Storm {
     sent: u64,
@@ -104,7 +100,7 @@ async fn storm(capacity: u32, adaptive: bool, measure: Duration) -> Storm {
 /// sends without it; the rest fail fast locally, and the breaker never moves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttling_server_is_not_flooded_and_the_breaker_stays_closed() {
-    let _serial = SERIAL.lock().await;
+    let _serial = common::ONE_AT_A_TIME.lock().await;
     const CAPACITY: u32 = 500;
     let measure = Duration::from_secs(3);
     let with = storm(CAPACITY, true, measure).await;
@@ -278,7 +274,7 @@ fn spread(buckets: &[u64]) -> (u64, f64, u64) {
 /// schedule (see the README: no schedule meets both this and a 250 ms median reconnection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_herd_of_clients_reconnects_spread_out() {
-    let _serial = SERIAL.lock().await;
+    let _serial = common::ONE_AT_A_TIME.lock().await;
     let server = RedisServer::start_with(redis_lab::ServerConfig {
         extra: vec![("maxclients".into(), "5000".into())],
         ..Default::default()

@@ -24,11 +24,6 @@ use redis_lab::{ClusterConfig as LabConfig, RedisCluster, RedisServer, SentinelT
 use resilient_redis::{Client, ClientConfig, ReadFrom};
 use tokio::{task::JoinSet, time::Instant};
 
-/// The tests run one at a time: each starts six or more processes and loads them with 50
-/// tasks, and the read rate they measure is the client's only when they do not fight for two
-/// cores.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Width of the buckets the read rate is measured in.
 const BUCKET: Duration = Duration::from_millis(250);
 
@@ -44,42 +39,14 @@ async fn client_of(topology: &SentinelTopology, read_from: ReadFrom) -> Client {
 
 /// `INFO commandstats` calls of `command` on `server` (0 when never called).
 async fn calls(server: &RedisServer, command: &str) -> u64 {
-    calls_at(server.addr(), command).await
+    common::calls_at(server.addr(), command).await
 }
 
-/// `INFO commandstats` calls of `command` on the server at `addr` (0 when never called, or
-/// when it does not answer).
-async fn calls_at(addr: SocketAddr, command: &str) -> u64 {
-    let info = async {
-        let client = redis::Client::open(format!("redis://{addr}")).ok()?;
-        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async::<String>(&mut conn)
-            .await
-            .ok()
-    };
-    let info = tokio::time::timeout(Duration::from_secs(2), info)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    let prefix = format!("cmdstat_{command}:");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| {
-            v.split(',')
-                .find_map(|kv| kv.strip_prefix("calls=").map(str::to_owned))
-        })
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The sum of [`calls_at`] over `addrs`.
+/// The sum of [`common::calls_at`] over `addrs`.
 async fn calls_on(addrs: &[SocketAddr], command: &str) -> u64 {
     let mut n = 0;
     for addr in addrs {
-        n += calls_at(*addr, command).await;
+        n += common::calls_at(*addr, command).await;
     }
     n
 }
@@ -114,7 +81,7 @@ async fn replicated(topology: &SentinelTopology, key: &str) {
 /// none is refused `READONLY` (which would cost a retry and a reconnection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_after_a_replica_read_goes_to_the_master() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = common::ONE_AT_A_TIME.lock().await;
     let topology = common::sentinel_lab().await;
     let mut client = client_of(&topology, ReadFrom::PreferReplica).await;
     let () = client.set("k", 0).await.unwrap();
@@ -154,7 +121,7 @@ async fn a_write_after_a_replica_read_goes_to_the_master() {
 /// and while the master is up the replicas serve (almost) no read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_preferred_reads_go_on_through_a_killed_master() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = common::ONE_AT_A_TIME.lock().await;
     let mut topology = common::sentinel_lab().await;
     let client = client_of(&topology, ReadFrom::MasterPreferred).await;
     let () = client.clone().set("greeting", "hello").await.unwrap();
@@ -173,7 +140,7 @@ async fn master_preferred_reads_go_on_through_a_killed_master() {
 /// SIGKILLed, reads go on elsewhere with no error until the other copies serve them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zone_affinity_keeps_reads_in_the_callers_zone() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = common::ONE_AT_A_TIME.lock().await;
     let mut topology = common::sentinel_lab().await;
     let master = topology.master_addr().await.unwrap();
     let (near, far) = {
@@ -192,41 +159,62 @@ async fn zone_affinity_keeps_reads_in_the_callers_zone() {
     .unwrap();
     let () = client.clone().set("greeting", "hello").await.unwrap();
     replicated(&topology, "greeting").await;
+    let kill_near = async || topology.server_by_addr_mut(near).unwrap().kill().unwrap();
+    check_zone_affinity(
+        "Sentinel",
+        &client,
+        "greeting",
+        [near, far, master],
+        kill_near,
+    )
+    .await;
+}
+
+/// Reads of `key` by `client`, whose zone map puts the first of `[near, far, master]` in its
+/// zone: at least 99 % go there while it is up; then `kill_near` kills it and the reads go on
+/// elsewhere with no error (the fault lasts until the other copies have served 1,000 reads).
+async fn check_zone_affinity(
+    name: &str,
+    client: &Client,
+    key: &'static str,
+    [near, far, master]: [SocketAddr; 3],
+    kill_near: impl AsyncFnOnce(),
+) {
     let before = [
-        calls_at(near, "get").await,
-        calls_at(far, "get").await,
-        calls_at(master, "get").await,
+        common::calls_at(near, "get").await,
+        common::calls_at(far, "get").await,
+        common::calls_at(master, "get").await,
     ];
-    let load = ReadLoad::start(&client, "greeting", 0);
-    let share = std::sync::Mutex::new(0.0);
+    let load = ReadLoad::start(client, key, 0);
+    let share = Mutex::new(0.0);
     let kill = async || {
         // The end of the healthy phase: where the reads went.
         let [near_gets, far_gets, master_gets] = [
-            calls_at(near, "get").await - before[0],
-            calls_at(far, "get").await - before[1],
-            calls_at(master, "get").await - before[2],
+            common::calls_at(near, "get").await - before[0],
+            common::calls_at(far, "get").await - before[1],
+            common::calls_at(master, "get").await - before[2],
         ];
         let total = (near_gets + far_gets + master_gets).max(1);
         *share.lock().unwrap() = near_gets as f64 / total as f64;
         eprintln!(
-            "zone:az1, healthy: {near_gets} GETs on the replica in az1, {far_gets} on the other \
-             replica, {master_gets} on the master"
+            "{name} zone:az1, healthy: {near_gets} GETs on the replica in az1, {far_gets} on the \
+             other replica, {master_gets} on the master"
         );
-        topology.server_by_addr_mut(near).unwrap().kill().unwrap();
-        // The fault lasts until the other copies have served 1,000 reads.
-        let elsewhere = calls_at(far, "get").await + calls_at(master, "get").await;
+        kill_near().await;
+        let elsewhere = common::calls_at(far, "get").await + common::calls_at(master, "get").await;
         common::wait_until(
             "the reads to go on elsewhere",
             Duration::from_secs(10),
             || async {
-                calls_at(far, "get").await + calls_at(master, "get").await >= elsewhere + 1000
+                common::calls_at(far, "get").await + common::calls_at(master, "get").await
+                    >= elsewhere + 1000
             },
         )
         .await;
         far
     };
-    let run = load.through(&client, &[], kill).await;
-    run.report("Sentinel zone:az1, the replica in az1 killed");
+    let run = load.through(client, &[], kill).await;
+    run.report(&format!("{name} zone:az1, the replica in az1 killed"));
     let share = *share.lock().unwrap();
     assert!(
         share >= 0.99,
@@ -244,7 +232,7 @@ async fn zone_affinity_keeps_reads_in_the_callers_zone() {
 /// SIGKILLed; reads go on from its replica until the replica has taken over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_master_preferred_reads_go_on_through_a_killed_master() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = common::ONE_AT_A_TIME.lock().await;
     // Without it, from the moment the master is flagged failing until its replica takes over
     // (about 0.5 to 1 s here), every node answers CLUSTERDOWN to every command: the cluster
     // itself refuses the reads (measured: the read rate falls to 0 for 500 ms).
@@ -283,7 +271,7 @@ async fn cluster_master_preferred_reads_go_on_through_a_killed_master() {
 /// never falls below half the healthy rate (a read does not wait on the dead replica).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_replica_preferred_reads_come_from_replicas() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = common::ONE_AT_A_TIME.lock().await;
     let mut cluster = RedisCluster::start(LabConfig::default()).await.unwrap();
     let client = cluster_client(&cluster, ReadFrom::PreferReplica).await;
     let key = "greeting";
@@ -356,6 +344,74 @@ async fn cluster_replica_preferred_reads_come_from_replicas() {
     run.check_reads_go_on();
 }
 
+/// Zone affinity on Cluster (3 masters, 2 replicas each): the zone map puts one replica of the
+/// key's master in the caller's zone by its node id (`CLUSTER MYID`), the other replica and the
+/// master elsewhere by address. While that replica is alive at least 99 % of the slot's reads go
+/// to it; when it is SIGKILLed, reads go on elsewhere with no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_zone_affinity_keeps_reads_in_the_callers_zone() {
+    let _serial = common::ONE_AT_A_TIME.lock().await;
+    let mut cluster = RedisCluster::start(LabConfig {
+        replicas_per_master: 2,
+        ..LabConfig::default()
+    })
+    .await
+    .unwrap();
+    let key = "greeting";
+    let master = cluster
+        .master_for_slot(common::key_slot(key))
+        .await
+        .unwrap();
+    let mut replicas = Vec::new();
+    for node in cluster.nodes() {
+        if node.info_field("replication", "master_port").await.ok()
+            == Some(master.port().to_string())
+        {
+            replicas.push(node.addr());
+        }
+    }
+    let [near, far] = replicas[..] else {
+        panic!("the master has {} replicas, not 2", replicas.len());
+    };
+    let near_id: String = {
+        let server = cluster.nodes().iter().find(|n| n.addr() == near).unwrap();
+        let mut conn = server.admin().await.unwrap();
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    };
+    let zones = [
+        (near_id, "az1"),
+        (far.to_string(), "az2"),
+        (master.to_string(), "az2"),
+    ]
+    .map(|(node, zone)| (node, zone.to_owned()));
+    let client = Client::with_config(ClientConfig {
+        deadline: Duration::from_secs(10),
+        read_from: ReadFrom::parse("zone:az1").unwrap(),
+        zones: zones.into_iter().collect(),
+        ..ClientConfig::cluster(&cluster.urls()).unwrap()
+    })
+    .await
+    .unwrap();
+    let () = client.clone().set(key, "hello").await.unwrap();
+    for replica in [near, far] {
+        let server = cluster.nodes().iter().find(|n| n.addr() == replica);
+        replica_has(server.unwrap(), key).await;
+    }
+    let kill_near = async || common::kill_cluster_node(&mut cluster, near);
+    check_zone_affinity(
+        "Cluster (az1 by node id)",
+        &client,
+        key,
+        [near, far, master],
+        kill_near,
+    )
+    .await;
+}
+
 /// A cluster client whose reads go as `read_from` says.
 async fn cluster_client(cluster: &RedisCluster, read_from: ReadFrom) -> Client {
     Client::with_config(ClientConfig {
@@ -375,7 +431,11 @@ fn cluster_replicas(cluster: &RedisCluster) -> Vec<SocketAddr> {
 /// Waits until the replica of `slot`'s master has `key`.
 async fn cluster_replicated(cluster: &RedisCluster, slot: u16, key: &str) {
     let master = cluster.master_for_slot(slot).await.unwrap();
-    let server = common::replica_of(cluster, master).await.unwrap();
+    replica_has(common::replica_of(cluster, master).await.unwrap(), key).await;
+}
+
+/// Waits until the cluster replica `server` has `key`.
+async fn replica_has(server: &RedisServer, key: &str) {
     let conn = server.admin().await.unwrap();
     common::wait_until(
         "the replica to get the key",

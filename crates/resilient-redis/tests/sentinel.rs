@@ -4,6 +4,7 @@
 //!
 //! The figures (time from the sentinels' `+switch-master` to the first successful write on the
 //! new master) are printed; run with `--nocapture` to see them.
+mod common;
 
 use std::{
     net::SocketAddr,
@@ -19,10 +20,6 @@ use redis::{AsyncCommands, aio::MultiplexedConnection};
 use redis_lab::{SentinelConfig, SentinelTopology};
 use resilient_redis::{Client, ClientConfig, ReadFrom};
 use tokio::{sync::mpsc, task::JoinSet, time::Instant};
-
-/// The tests run one at a time: each starts six processes and loads them, and Sentinel's
-/// timing (`down-after-milliseconds` 1000) suffers when they fight for two cores.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const TASKS: usize = 50;
 const RAW_TASKS: usize = 10;
@@ -328,7 +325,7 @@ fn median_ms(mut v: Vec<f64>) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_master_is_invisible_and_followed_at_once() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = common::ONE_AT_A_TIME.lock().await;
     let mut topology = SentinelTopology::start(topology_config()).await.unwrap();
     let client = Client::with_config(ClientConfig::from_url(&sentinel_url(&topology)).unwrap())
         .await
@@ -453,7 +450,7 @@ async fn sigkill_of_the_master_is_invisible_and_followed_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_failover_is_invisible() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = common::ONE_AT_A_TIME.lock().await;
     let topology = SentinelTopology::start(manual_failover_config())
         .await
         .unwrap();
@@ -529,7 +526,7 @@ async fn manual_failover_is_invisible() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_reads_go_on_while_the_master_is_down() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _serial = common::ONE_AT_A_TIME.lock().await;
     let mut topology = SentinelTopology::start(topology_config()).await.unwrap();
     let mut config = ClientConfig::from_url(&sentinel_url(&topology)).unwrap();
     config.read_from = ReadFrom::PreferReplica;

@@ -46,11 +46,15 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "RESILIENT_REDIS_READ_FROM",
         "where reads go (Sentinel, Cluster): master | master-preferred | replica-preferred | \
-         replica | zone:NAME",
+         replica | nearest | zone:NAME",
+    ),
+    (
+        "RESILIENT_REDIS_MAX_REPLICA_LAG_MS",
+        "with replica reads, skip replicas further behind their master than this, ms",
     ),
     (
         "RESILIENT_REDIS_ZONES",
-        "the nodes' zones, for zone:NAME: host:port=ZONE,...",
+        "the nodes' zones, for zone:NAME: host:port=ZONE or (Cluster) NODE_ID=ZONE, comma-separated",
     ),
     (
         "RESILIENT_REDIS_REQUIRE_PRIMARY",
@@ -226,6 +230,9 @@ impl ClientConfig {
                     ReadFrom::EXPECTED
                 ))
             })?;
+        }
+        if let Some(d) = ms("RESILIENT_REDIS_MAX_REPLICA_LAG_MS")? {
+            c.max_replica_lag = Some(d);
         }
         if let Some(d) = ms("RESILIENT_REDIS_CONNECT_TIMEOUT_MS")? {
             c.connect_timeout = d;
@@ -412,10 +419,20 @@ mod tests {
             "RESILIENT_REDIS_URL" => Some("redis+sentinel://h1:5000,h2:5001/main".to_owned()),
             "RESILIENT_REDIS_SENTINEL_PASSWORD" => Some("s3cret".to_owned()),
             "RESILIENT_REDIS_READ_FROM" => Some("prefer-replica".to_owned()),
+            "RESILIENT_REDIS_MAX_REPLICA_LAG_MS" => Some("750".to_owned()),
             _ => None,
         };
         let c = ClientConfig::from_lookup(env).unwrap();
         assert_eq!(c.read_from, ReadFrom::PreferReplica);
+        assert_eq!(c.max_replica_lag, Some(Duration::from_millis(750)));
+        // A lag bound without replica reads bounds nothing: said, not ignored.
+        let err = ClientConfig::from_lookup(|k: &str| match k {
+            "RESILIENT_REDIS_URL" => Some("redis+sentinel://h1:5000/main".to_owned()),
+            "RESILIENT_REDIS_MAX_REPLICA_LAG_MS" => Some("750".to_owned()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("max_replica_lag"), "{err}");
         let s = c.sentinel.unwrap();
         assert_eq!(s.sentinel_password.as_deref(), Some("s3cret"));
         assert_eq!(s.sentinels.len(), 2);

@@ -22,7 +22,7 @@ pub use cluster::ClusterConfig;
 pub use durability::{DEFAULT_DURABILITY_TIMEOUT, Durability};
 pub use env::ENV_VARS;
 pub use read_from::ReadFrom;
-pub(crate) use read_from::zone_rank;
+pub(crate) use read_from::{nearest, zone_rank};
 pub use redact::redact_url;
 use sentinel::SENTINEL_PORT;
 pub use sentinel::SentinelConfig;
@@ -40,6 +40,7 @@ use url_forms::{parse_cluster_url, parse_sentinel_url};
 /// | `cluster` | `None` (set by a `redis+cluster://` URL) | see [`ClusterConfig`] |
 /// | `read_from` | [`ReadFrom::Master`] | every read sees the latest write; other modes read from replicas (Sentinel, Cluster) |
 /// | `zones` | empty | the zones of the nodes, for [`ReadFrom::Zone`] |
+/// | `max_replica_lag` | `None`: replicas are read however far behind | a bound on staleness: replicas further behind their master are skipped |
 /// | `require_primary` | `true` | a single server's URL is a primary endpoint: after a failover behind the name, the client follows it instead of writing to the demoted node |
 /// | `durability` | [`Durability::Fast`] | a write is acknowledged when the master replies; `Replicated` waits for replicas too (a failover cannot take it back) at the cost of a replica round trip per write |
 /// | `tls` | `None`: a `rediss://` URL verifies the server against the system roots | see [`TlsConfig`] |
@@ -95,8 +96,17 @@ pub struct ClientConfig {
     /// Where read-only commands go (Sentinel and Cluster): see [`ReadFrom`].
     pub read_from: ReadFrom,
     /// The availability zone of each node, for [`ReadFrom::Zone`]: `host:port` (as the
-    /// sentinels or the cluster name the node) to zone. Nodes not in it are of unknown zone.
+    /// sentinels or the cluster name the node) or, on a Cluster, the node id (`CLUSTER MYID`,
+    /// which survives a change of address) to zone. Nodes not in it are of unknown zone.
     pub zones: HashMap<String, String>,
+    /// With replica reads: replicas further behind their master than this are not read from
+    /// (reads go to another copy, as when a replica is dead). The client measures it every
+    /// 250 ms in the background, from the replication offsets `INFO replication` gives on the
+    /// master and each replica, turned into time (how long ago the master was where the
+    /// replica is). A replica is skipped until first measured; while the master cannot be
+    /// asked (a failover), replicas are held to how far behind they were when it last answered.
+    /// `None`: no bound.
+    pub max_replica_lag: Option<Duration>,
     /// When a write is acknowledged: when the master replies ([`Durability::Fast`]), or once
     /// replicas confirm it too ([`Durability::Replicated`]). Per handle:
     /// [`Client::with_durability`](crate::Client::with_durability).
@@ -178,6 +188,7 @@ impl Default for ClientConfig {
             require_primary: true,
             read_from: ReadFrom::Master,
             zones: HashMap::new(),
+            max_replica_lag: None,
             durability: Durability::Fast,
             tls: None,
             connect_timeout: Duration::from_secs(1),
@@ -346,6 +357,14 @@ impl ClientConfig {
                 self.read_from
             )));
         }
+        if let Some(lag) = self.max_replica_lag {
+            if !self.read_from.uses_replicas() {
+                return Err(Error::config(
+                    "max_replica_lag bounds replica reads, but read_from is master: set read_from too",
+                ));
+            }
+            positive("max_replica_lag", lag)?;
+        }
         if let ReadFrom::Zone(zone) = &self.read_from
             && self.zones.is_empty()
         {
@@ -479,6 +498,7 @@ impl fmt::Debug for ClientConfig {
             .field("client_name", &self.client_name)
             .field("read_from", &self.read_from)
             .field("zones", &self.zones)
+            .field("max_replica_lag", &self.max_replica_lag)
             .finish()
     }
 }

@@ -5,7 +5,7 @@ use std::{sync::atomic::Ordering, time::Duration};
 
 use tokio::time::Instant;
 
-use super::{Lease, Pool, unavailable};
+use super::{Lease, Pool, probe::rtt_rank, unavailable};
 use crate::{
     config::ReadFrom,
     error::{Error, ErrorKind, Outcome},
@@ -27,17 +27,40 @@ impl Pool {
         } else {
             self.next.fetch_add(1, Ordering::Relaxed) % n
         };
-        for i in 0..n {
-            let slot = first + (start + i) % n;
-            if let Some(live) = self.slots[slot].live.read().expect("slot lock").as_ref() {
-                return Some(Lease {
-                    conn: live.conn.clone(),
-                    slot,
-                    generation: live.generation,
-                });
-            }
+        (0..n).find_map(|i| self.lease_slot(first + (start + i) % n))
+    }
+
+    /// The live connection of `slot`, unless it is a replica's too far behind.
+    #[inline]
+    fn lease_slot(&self, slot: usize) -> Option<Lease> {
+        if self.slot_lagging(slot) {
+            return None;
         }
-        None
+        let live = self.slots[slot].live.read().expect("slot lock");
+        live.as_ref().map(|live| Lease {
+            conn: live.conn.clone(),
+            slot,
+            generation: live.generation,
+        })
+    }
+
+    /// A live connection to the nearest node, master or replica ([`ReadFrom::Nearest`]):
+    /// among those of the lowest measured round trip, round-robin.
+    fn try_lease_nearest(&self) -> Option<Lease> {
+        let n = self.slots.len();
+        let lowest = (0..n)
+            .filter(|&s| {
+                self.slots[s].current.load(Ordering::Relaxed) != 0 && !self.slot_lagging(s)
+            })
+            .filter_map(|s| self.slot_rtt_us(s))
+            .min();
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        crate::config::nearest(
+            n,
+            first,
+            |s| rtt_rank(self.slot_rtt_us(s), lowest),
+            |s| self.lease_slot(s),
+        )
     }
 
     /// A live replica connection, or a master one if `or_master`.
@@ -62,8 +85,8 @@ impl Pool {
         lease.slot < self.masters
     }
 
-    /// A connection for a command: with [`ReadFrom::PreferReplica`] or [`ReadFrom::Replica`],
-    /// a replica one for a read-only command; a master one otherwise (see [`Pool::acquire`]).
+    /// A connection for a command: for a read-only command, the one [`ReadFrom`] picks among
+    /// the master's and the replicas'; a master one otherwise (see [`Pool::acquire`]).
     pub(crate) async fn acquire_for(
         &self,
         read_only: bool,
@@ -81,6 +104,9 @@ impl Pool {
             ReadFrom::Replica if read_only => {
                 self.acquire_with(deadline, |p| p.try_lease_read(false))
                     .await
+            }
+            ReadFrom::Nearest if read_only => {
+                self.acquire_with(deadline, Pool::try_lease_nearest).await
             }
             _ => self.acquire(deadline).await,
         }
@@ -135,6 +161,7 @@ impl Pool {
             ReadFrom::MasterPreferred if read_only => self.try_lease_master_first(),
             ReadFrom::PreferReplica | ReadFrom::Zone(_) if read_only => self.try_lease_read(true),
             ReadFrom::Replica if read_only => self.try_lease_read(false),
+            ReadFrom::Nearest if read_only => self.try_lease_nearest(),
             _ => self.try_lease(),
         }
     }

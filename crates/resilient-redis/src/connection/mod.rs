@@ -38,6 +38,7 @@ mod endpoint;
 pub(crate) mod fixed;
 mod handshake;
 mod lease;
+pub(crate) mod probe;
 mod renewal;
 mod replicas;
 mod role;
@@ -116,6 +117,9 @@ struct Slot {
     replied: AtomicBool,
     /// Group commit of durable writes on the live connection (made at the first one).
     durable: Mutex<Option<Arc<WaitGroup>>>,
+    /// The live connection's round trip and (a replica's) lag, with Sentinel replica reads
+    /// that need them ([`probe`]).
+    measured: probe::Measured,
 }
 
 /// What a fresh connection says about a late reply.
@@ -206,6 +210,10 @@ pub(crate) struct Pool {
     pub(crate) demotions: AtomicU64,
     /// How many replicas a durable write waits for, when the caller did not say.
     replicas: Mutex<replicas::ReplicaCount>,
+    /// [`ClientConfig::max_replica_lag`].
+    max_replica_lag: Option<Duration>,
+    /// The node's round trip and lag, for a cluster node (measured by the router).
+    measured: probe::Measured,
 }
 
 impl Pool {
@@ -275,8 +283,11 @@ impl Pool {
                 replied: AtomicBool::new(false),
                 current: AtomicU64::new(0),
                 durable: Mutex::new(None),
+                measured: probe::Measured::default(),
             })
             .collect();
+        let measured = probe::Measured::default();
+        measured.reset(config.max_replica_lag.is_some());
         Arc::new(Pool {
             endpoint,
             masters: config.pool_size,
@@ -302,6 +313,8 @@ impl Pool {
             reconnects: AtomicU64::new(0),
             demotions: AtomicU64::new(0),
             replicas: Mutex::new(replicas::ReplicaCount::default()),
+            max_replica_lag: config.max_replica_lag,
+            measured,
         })
     }
 
@@ -320,6 +333,11 @@ impl Pool {
             self.endpoint.changes(),
             rng,
         ));
+        if self.read_from.uses_replicas()
+            && (self.max_replica_lag.is_some() || self.read_from == ReadFrom::Nearest)
+        {
+            tokio::spawn(probe::prober(Arc::downgrade(self)));
+        }
         self.wake.notify_one();
     }
 
@@ -626,6 +644,10 @@ impl Pool {
             return false;
         }
         let generation = GENERATIONS.fetch_add(1, Ordering::Relaxed) + 1;
+        // Not measured yet (a replica is not read from until it is, when a lag bound is set).
+        self.slots[slot]
+            .measured
+            .reset(self.max_replica_lag.is_some() && slot >= self.masters);
         *self.slots[slot].live.write().expect("slot lock") = Some(Live {
             conn,
             generation,

@@ -100,6 +100,9 @@ pub(crate) struct SentinelResolver {
     zone: Option<(HashMap<String, String>, Arc<str>)>,
     /// Discovery rounds run (each asks the sentinels in turn until one answers).
     discoveries: AtomicU64,
+    /// [`ReadFrom::Nearest`](crate::ReadFrom::Nearest): replica connections go to the replica
+    /// that answers first.
+    nearest: bool,
 }
 
 impl SentinelResolver {
@@ -142,6 +145,7 @@ impl SentinelResolver {
                 _ => None,
             },
             discoveries: AtomicU64::new(0),
+            nearest: config.read_from == crate::ReadFrom::Nearest,
         });
         let initial = resolver.config.sentinels.clone();
         for addr in initial {
@@ -245,10 +249,38 @@ impl SentinelResolver {
                 crate::config::zone_rank(zones, mine, &crate::routing::join_addr(host, *port))
             });
         }
+        if self.nearest {
+            return self
+                .open_nearest_replica(&candidates, conn_config)
+                .await
+                .map(|c| (c, epoch));
+        }
         let mut last = None;
         for addr in &candidates {
             match self.open_with_role(addr, conn_config, Role::Replica).await {
                 Ok(conn) => return Ok((conn, epoch)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| not_connected("no healthy replica known".to_owned())))
+    }
+
+    /// With [`ReadFrom::Nearest`](crate::ReadFrom::Nearest): connects to every candidate at
+    /// once and keeps the connection that was ready first (its connect, handshake and `ROLE`
+    /// took the fewest round trips' worth of time); the others are dropped.
+    async fn open_nearest_replica(
+        &self,
+        candidates: &[Addr],
+        conn_config: &AsyncConnectionConfig,
+    ) -> RedisResult<MultiplexedConnection> {
+        let mut attempts: futures::stream::FuturesUnordered<_> = candidates
+            .iter()
+            .map(|addr| self.open_with_role(addr, conn_config, Role::Replica))
+            .collect();
+        let mut last = None;
+        while let Some(opened) = futures::StreamExt::next(&mut attempts).await {
+            match opened {
+                Ok(conn) => return Ok(conn),
                 Err(e) => last = Some(e),
             }
         }

@@ -15,6 +15,12 @@ use redis::{AsyncCommands, aio::MultiplexedConnection};
 use resilient_redis::{Client, Outcome};
 use tokio::{sync::Mutex, task::JoinSet};
 
+/// For the tests of one file that must run one at a time (each test file is its own binary,
+/// with its own lock): they start several processes and load them, and what they measure
+/// (rates, spreads, Sentinel's `down-after` timing) is the client's only when they do not fight
+/// for two cores. Hold `common::ONE_AT_A_TIME.lock().await` for the whole test.
+pub static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
 /// What one workload run saw.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
@@ -384,4 +390,32 @@ pub async fn replica_of(
         }
     }
     None
+}
+
+/// `INFO commandstats` calls of `command` on the server at `addr` (0 when never called, or
+/// when it does not answer).
+pub async fn calls_at(addr: std::net::SocketAddr, command: &str) -> u64 {
+    let info = async {
+        let client = redis::Client::open(format!("redis://{addr}")).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
+    };
+    let info = tokio::time::timeout(Duration::from_secs(2), info)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let prefix = format!("cmdstat_{command}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| {
+            v.split(',')
+                .find_map(|kv| kv.strip_prefix("calls=").map(str::to_owned))
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }

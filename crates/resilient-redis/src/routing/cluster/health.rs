@@ -65,9 +65,12 @@ impl ClusterRouter {
             }
         }
         for node in &mut health.nodes {
-            let breaker = self
-                .node_if_known(&node.addr)
-                .and_then(|n| n.breaker.clone());
+            let known = self.node_if_known(&node.addr);
+            if let Some(known) = &known {
+                node.rtt_us = known.pool.measured().rtt_us();
+                node.lagging = node.role == "replica" && known.pool.measured().lagging();
+            }
+            let breaker = known.and_then(|n| n.breaker.clone());
             node.breaker = match breaker {
                 Some(b) => b.state().as_str().to_owned(),
                 None if self.config.breaker.is_some() => "closed".into(),
@@ -124,6 +127,14 @@ pub struct ClusterNodeHealth {
     pub slots: u32,
     /// The client's circuit breaker for this node (`closed`, `open`, `half_open`, `disabled`).
     pub breaker: String,
+    /// The node's round trip as the client measures it, in microseconds (with
+    /// [`ReadFrom::Nearest`](crate::ReadFrom::Nearest) or
+    /// [`max_replica_lag`](crate::ClientConfig::max_replica_lag); `None` otherwise, or not
+    /// measured yet).
+    pub rtt_us: Option<u32>,
+    /// A replica further behind its master than
+    /// [`max_replica_lag`](crate::ClientConfig::max_replica_lag) (not read from).
+    pub lagging: bool,
 }
 
 impl ClusterNodeHealth {
@@ -167,6 +178,8 @@ fn parse_cluster_nodes(text: &str) -> Vec<ClusterNodeHealth> {
                 link_state: f[7].to_owned(),
                 slots,
                 breaker: String::new(),
+                rtt_us: None,
+                lagging: false,
             })
         })
         .collect();

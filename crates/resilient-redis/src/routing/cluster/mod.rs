@@ -26,6 +26,7 @@
 
 mod health;
 mod keyless;
+mod measure;
 mod redirect;
 mod refresh;
 mod replicas;
@@ -85,6 +86,11 @@ pub(crate) struct ClusterRouter {
     next_replica: AtomicUsize,
     /// The `CLUSTERDOWN` advice was given (see [`ClusterRouter::refused_read_while_down`]).
     warned_reads_when_down: AtomicBool,
+    /// The zone of each node by address: [`ClientConfig::zones`], with the entries that name a
+    /// node by id put under its address (learned with each slot map).
+    zones: RwLock<Arc<HashMap<String, String>>>,
+    /// [`ClientConfig::zones`] names some nodes by id (a key without `:`).
+    zones_by_id: bool,
 }
 
 impl ClusterRouter {
@@ -131,6 +137,9 @@ impl ClusterRouter {
             slots_only: AtomicBool::new(false),
             next_replica: AtomicUsize::new(0),
             warned_reads_when_down: AtomicBool::new(false),
+            zones: RwLock::new(Arc::new(config.zones.clone())),
+            zones_by_id: matches!(config.read_from, crate::ReadFrom::Zone(_))
+                && config.zones.keys().any(|k| !k.contains(':')),
         });
         if let Err(e) = refresh::refresh_once(&router).await {
             tracing::warn!(error = %e, "first slot-map load failed; redis-rs routes meanwhile");
@@ -140,6 +149,9 @@ impl ClusterRouter {
             None => rand::make_rng(),
         };
         tokio::spawn(refresh::refresher(Arc::downgrade(&router), topology, rng));
+        if measure::wanted(&router) {
+            tokio::spawn(measure::measurer(Arc::downgrade(&router)));
+        }
         Ok(router)
     }
 
@@ -152,6 +164,26 @@ impl ClusterRouter {
             Some(addr) => self.node(&addr).map_err(|_| false),
             None => Err(false),
         }
+    }
+
+    /// The nodes' zones by address (see [`ClusterRouter::learn_node_ids`]).
+    pub(crate) fn zones(&self) -> Arc<HashMap<String, String>> {
+        self.zones.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The slot map gave each address's node id: the zone map's entries by id apply to those
+    /// addresses (an id entry wins over an address entry: ids survive address changes).
+    fn learn_node_ids(&self, ids: &[(Arc<str>, String)]) {
+        if !self.zones_by_id || ids.is_empty() {
+            return;
+        }
+        let mut zones = self.config.zones.clone();
+        for (addr, id) in ids {
+            if let Some(zone) = self.config.zones.get(id) {
+                zones.insert(addr.to_string(), zone.clone());
+            }
+        }
+        *self.zones.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(zones);
     }
 
     /// Whether the slot map names a master for `slot`.

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::{
     ClusterRouter,
-    shards::{parse_cluster_shards, parse_cluster_slots},
+    shards::{node_ids, parse_cluster_shards, parse_cluster_slots},
     slot_map::{SlotRange, Topology},
 };
 
@@ -133,7 +133,8 @@ pub(super) async fn refresh_once(router: &ClusterRouter) -> Result<(), String> {
             Err(_) => last = format!("{node}: no slot map within {limit:?}"),
         }
     }
-    let slots = slots.ok_or(last)?;
+    let (slots, ids) = slots.ok_or(last)?;
+    router.learn_node_ids(&ids);
     topology.refreshes.fetch_add(1, Ordering::Relaxed);
     metrics::counter!("resilient_redis_cluster_refreshes_total").increment(1);
     let masters_before = topology.masters();
@@ -149,18 +150,31 @@ pub(super) async fn refresh_once(router: &ClusterRouter) -> Result<(), String> {
     Ok(())
 }
 
+/// Node addresses and their ids.
+type NodeIds = Vec<(std::sync::Arc<str>, String)>;
+
 /// The slot map from the node on `conn`: `CLUSTER SHARDS`, or `CLUSTER SLOTS` where the server
-/// does not have it (before Redis 7), or where it said so before.
+/// does not have it (before Redis 7), or where it said so before; and, when the zone map names
+/// nodes by id, each address's node id.
 async fn ask_slot_map(
     router: &ClusterRouter,
     conn: &mut redis::aio::MultiplexedConnection,
-) -> redis::RedisResult<Result<Vec<SlotRange>, String>> {
+) -> redis::RedisResult<Result<(Vec<SlotRange>, NodeIds), String>> {
+    let tls = router.transport.is_tls();
+    let ids = |v: &Value, shards| {
+        if router.zones_by_id {
+            node_ids(v, shards, tls)
+        } else {
+            Vec::new()
+        }
+    };
     if !router.slots_only.load(Ordering::Relaxed) {
         let mut cmd = redis::cmd("CLUSTER");
         cmd.arg("SHARDS");
         match conn.req_packed_command(&cmd).await {
             Ok(v @ Value::Array(_)) => {
-                return Ok(parse_cluster_shards(&v, router.transport.is_tls())
+                return Ok(parse_cluster_shards(&v, tls)
+                    .map(|ranges| (ranges, ids(&v, true)))
                     .ok_or_else(|| "unexpected CLUSTER SHARDS reply".to_owned()));
             }
             Ok(Value::ServerError(_)) => {}
@@ -175,9 +189,9 @@ async fn ask_slot_map(
     let mut cmd = redis::cmd("CLUSTER");
     cmd.arg("SLOTS");
     Ok(match conn.req_packed_command(&cmd).await? {
-        v @ Value::Array(_) => {
-            parse_cluster_slots(&v).ok_or_else(|| "unexpected CLUSTER SLOTS reply".to_owned())
-        }
+        v @ Value::Array(_) => parse_cluster_slots(&v)
+            .map(|ranges| (ranges, ids(&v, false)))
+            .ok_or_else(|| "unexpected CLUSTER SLOTS reply".to_owned()),
         other => Err(format!("unexpected CLUSTER SLOTS reply {other:?}")),
     })
 }

@@ -2,14 +2,16 @@
 //!
 //! A replica is *live* while it is not known to be down, its pool has a connection and its
 //! breaker admits calls; reads turn over the live replicas of the slot. A dead replica is
-//! skipped at once: a read never waits on it while its master or another replica answers.
+//! skipped at once: a read never waits on it while its master or another replica answers. So is
+//! one further behind its master than `max_replica_lag` (measured in [`super::measure`]).
 //! (Replica nodes get their pools when the slot map names them: see [`super::refresh`].)
 
 use std::sync::{Arc, atomic::Ordering};
 
 use super::ClusterRouter;
 use crate::{
-    config::{ReadFrom, zone_rank},
+    config::{ReadFrom, nearest, zone_rank},
+    connection::probe::rtt_rank,
     routing::Node,
 };
 
@@ -84,7 +86,46 @@ impl ClusterRouter {
             // No live replica: one that is not known to be down (the read waits for its
             // connection, or for the slot map to change).
             ReadFrom::Replica => replica(true).or_else(|| replica(false)).ok_or(true),
+            ReadFrom::Nearest => self
+                .nearest_copy(master_up().filter(|m| admits(m)), &replicas)
+                .or_else(|| replica(true))
+                .or_else(|| master_up().map(Route::master))
+                .ok_or(true),
         }
+    }
+
+    /// Of the slot's master (when up) and its live replicas, one of those with the lowest
+    /// measured round trip ([`ReadFrom::Nearest`]), turning over them.
+    fn nearest_copy(&self, master: Option<Arc<Node>>, replicas: &[Arc<str>]) -> Option<Route> {
+        let copies: Vec<Route> = master
+            .map(Route::master)
+            .into_iter()
+            .chain(replicas.iter().filter_map(|addr| {
+                let node = self.usable_replica(addr, true)?;
+                Some(Route {
+                    node,
+                    replica: true,
+                })
+            }))
+            .collect();
+        let rtt = |i: usize| copies[i].node.pool.measured().rtt_us();
+        let lowest = (0..copies.len()).filter_map(rtt).min();
+        let first = self.next_replica.fetch_add(1, Ordering::Relaxed);
+        let pick = nearest(copies.len(), first, |i| rtt_rank(rtt(i), lowest), Some)?;
+        copies.into_iter().nth(pick)
+    }
+
+    /// The node of the replica at `addr` if it may be read from: not known to be down, not too
+    /// far behind its master, and with `live_only` connected with a breaker that admits calls.
+    fn usable_replica(&self, addr: &str, live_only: bool) -> Option<Arc<Node>> {
+        if self.topology.is_down(addr) {
+            return None;
+        }
+        let node = self.node_if_known(addr)?;
+        if node.pool.measured().lagging() {
+            return None;
+        }
+        (!live_only || (!node.pool.is_down() && admits(&node))).then_some(node)
     }
 
     /// A read met `error` while replica reads are on: if it is `CLUSTERDOWN`, the servers refuse
@@ -120,47 +161,18 @@ impl ClusterRouter {
             return None;
         }
         let first = self.next_replica.fetch_add(1, Ordering::Relaxed);
-        let usable = |addr: &Arc<str>| {
-            if self.topology.is_down(addr) {
-                return None;
-            }
-            let node = self.node_if_known(addr)?;
-            (!live_only || (!node.pool.is_down() && admits(&node))).then_some(node)
-        };
+        let usable = |addr: &Arc<str>| self.usable_replica(addr, live_only);
         if let ReadFrom::Zone(mine) = &self.config.read_from {
+            let zones = self.zones();
             return nearest(
                 n,
                 first,
-                |i| zone_rank(&self.config.zones, mine, &replicas[i]),
+                |i| zone_rank(&zones, mine, &replicas[i]),
                 |i| usable(&replicas[i]),
             );
         }
         (0..n).find_map(|i| usable(&replicas[(first + i) % n]))
     }
-}
-
-/// Of `n` candidates, the usable one (`usable`) of the lowest `rank`, looking from `first` on
-/// (so that successive calls turn over the candidates of equal rank).
-fn nearest<T>(
-    n: usize,
-    first: usize,
-    rank: impl Fn(usize) -> u8,
-    usable: impl Fn(usize) -> Option<T>,
-) -> Option<T> {
-    let mut best: Option<(u8, T)> = None;
-    for i in (0..n).map(|i| (first + i) % n) {
-        let rank = rank(i);
-        if best.as_ref().is_some_and(|(b, _)| *b <= rank) {
-            continue;
-        }
-        if let Some(found) = usable(i) {
-            best = Some((rank, found));
-            if rank == 0 {
-                break;
-            }
-        }
-    }
-    best.map(|(_, found)| found)
 }
 
 /// Whether `node`'s breaker lets a call through now (closed, or ready to probe).
@@ -172,30 +184,5 @@ fn admits(node: &Node) -> bool {
             b.state(),
             resilience::BreakerState::Open { retry_in } if !retry_in.is_zero()
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::nearest;
-
-    #[test]
-    fn the_nearest_usable_candidate_wins_and_equals_take_turns() {
-        // Ranks: 0 = the caller's zone, 1 = another zone, 2 = unknown.
-        let ranks = [2, 1, 0, 0];
-        let all = |i: usize| Some(i);
-        let pick = |first, usable: &dyn Fn(usize) -> Option<usize>| {
-            nearest(4, first, |i| ranks[i], usable)
-        };
-        assert_eq!(pick(0, &all), Some(2));
-        assert_eq!(pick(3, &all), Some(3));
-        assert_eq!(pick(1, &all), Some(2));
-        // The caller's zone is dead: another known zone before an unknown one.
-        let far = |i: usize| (ranks[i] != 0).then_some(i);
-        assert_eq!(pick(0, &far), Some(1));
-        assert_eq!(pick(2, &far), Some(1));
-        // Only an unknown zone is left.
-        assert_eq!(pick(2, &|i: usize| (i == 0).then_some(i)), Some(0));
-        assert_eq!(pick(2, &|_| None), None);
     }
 }

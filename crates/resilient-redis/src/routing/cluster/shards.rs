@@ -28,16 +28,7 @@ pub(super) fn parse_cluster_slots(value: &Value) -> Option<Vec<SlotRange>> {
     let Value::Array(rows) = value else {
         return None;
     };
-    let node = |v: &Value| -> Option<String> {
-        let Value::Array(fields) = v else {
-            return None;
-        };
-        let host = fields.first().and_then(text)?;
-        let Some(Value::Int(port)) = fields.get(1) else {
-            return None;
-        };
-        Some(join_addr(&host, u16::try_from(*port).ok()?))
-    };
+    let node = |v: &Value| slots_node(v).map(|(addr, _)| addr);
     let mut ranges = Vec::with_capacity(rows.len());
     for row in rows {
         let Value::Array(items) = row else {
@@ -61,6 +52,19 @@ pub(super) fn parse_cluster_slots(value: &Value) -> Option<Vec<SlotRange>> {
     }
     ranges.sort_by_key(|r| r.start);
     Some(ranges)
+}
+
+/// A node of a `CLUSTER SLOTS` row, `[host, port, id, ...]`: its address and id.
+fn slots_node(v: &Value) -> Option<(String, Option<String>)> {
+    let Value::Array(fields) = v else {
+        return None;
+    };
+    let host = fields.first().and_then(text)?;
+    let Some(Value::Int(port)) = fields.get(1) else {
+        return None;
+    };
+    let id = fields.get(2).and_then(text);
+    Some((join_addr(&host, u16::try_from(*port).ok()?), id))
 }
 
 /// The key/value pairs of a RESP2 flat array or a RESP3 map.
@@ -98,30 +102,12 @@ pub(super) fn parse_cluster_shards(value: &Value, tls: bool) -> Option<Vec<SlotR
         let mut master = None;
         let mut replicas: Vec<Arc<str>> = Vec::new();
         for node in nodes {
-            let node = pairs(node)?;
-            let get = |name: &str| node.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
-            let int = |name: &str| match get(name) {
-                Some(Value::Int(n)) => u16::try_from(*n).ok().filter(|p| *p != 0),
-                _ => None,
-            };
-            let host = get("endpoint")
-                .and_then(text)
-                .filter(|h| usable(h))
-                .or_else(|| get("ip").and_then(text).filter(|h| usable(h)));
-            let port = if tls {
-                int("tls-port").or_else(|| int("port"))
-            } else {
-                int("port").or_else(|| int("tls-port"))
-            };
-            let (Some(host), Some(port)) = (host, port) else {
+            let Some(node) = shard_node(node, tls)? else {
                 continue;
             };
-            let addr: Arc<str> = Arc::from(join_addr(&host, port));
-            match get("role").and_then(text).as_deref() {
-                Some("master") => master = Some(addr),
-                Some("replica") if get("health").and_then(text).as_deref() == Some("online") => {
-                    replicas.push(addr)
-                }
+            match node.role.as_deref() {
+                Some("master") => master = Some(node.addr),
+                Some("replica") if node.online => replicas.push(node.addr),
                 _ => {}
             }
         }
@@ -146,6 +132,72 @@ pub(super) fn parse_cluster_shards(value: &Value, tls: bool) -> Option<Vec<SlotR
     Some(ranges)
 }
 
+/// One node of a `CLUSTER SHARDS` shard.
+struct ShardNode {
+    addr: Arc<str>,
+    role: Option<String>,
+    online: bool,
+    id: Option<String>,
+}
+
+/// Reads a node of a `CLUSTER SHARDS` shard: `None` when malformed, `Some(None)` when it has no
+/// address the client can use.
+fn shard_node(node: &Value, tls: bool) -> Option<Option<ShardNode>> {
+    let node = pairs(node)?;
+    let get = |name: &str| node.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+    let int = |name: &str| match get(name) {
+        Some(Value::Int(n)) => u16::try_from(*n).ok().filter(|p| *p != 0),
+        _ => None,
+    };
+    let host = get("endpoint")
+        .and_then(text)
+        .filter(|h| usable(h))
+        .or_else(|| get("ip").and_then(text).filter(|h| usable(h)));
+    let port = if tls {
+        int("tls-port").or_else(|| int("port"))
+    } else {
+        int("port").or_else(|| int("tls-port"))
+    };
+    let (Some(host), Some(port)) = (host, port) else {
+        return Some(None);
+    };
+    Some(Some(ShardNode {
+        addr: Arc::from(join_addr(&host, port)),
+        role: get("role").and_then(text),
+        online: get("health").and_then(text).as_deref() == Some("online"),
+        id: get("id").and_then(text),
+    }))
+}
+
+/// The node id of each address in a `CLUSTER SHARDS` (`shards`) or `CLUSTER SLOTS` reply, for
+/// zone maps that name nodes by id.
+pub(super) fn node_ids(value: &Value, shards: bool, tls: bool) -> Vec<(Arc<str>, String)> {
+    let Value::Array(rows) = value else {
+        return Vec::new();
+    };
+    let mut ids = Vec::new();
+    for row in rows {
+        if shards {
+            let Some(fields) = pairs(row) else { continue };
+            let Some((_, Value::Array(nodes))) = fields.iter().find(|(k, _)| k == "nodes") else {
+                continue;
+            };
+            for node in nodes.iter().filter_map(|n| shard_node(n, tls).flatten()) {
+                if let Some(id) = node.id {
+                    ids.push((node.addr, id));
+                }
+            }
+        } else if let Value::Array(items) = row {
+            for (addr, id) in items.iter().skip(2).filter_map(slots_node) {
+                if let Some(id) = id {
+                    ids.push((Arc::from(addr), id));
+                }
+            }
+        }
+    }
+    ids
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,7 +209,7 @@ mod tests {
     fn node(port: i64, role: &str, health: &str) -> Value {
         Value::Array(vec![
             bulk("id"),
-            bulk("0123"),
+            bulk(&format!("id{port}")),
             bulk("port"),
             Value::Int(port),
             bulk("ip"),
@@ -226,6 +278,12 @@ mod tests {
                 (10923, 16383, "127.0.0.1:7101", vec![]),
             ]
         );
+        // Zone maps may name nodes by id: every node with an address has one.
+        let ids = node_ids(&reply, true, false);
+        assert!(ids.contains(&(Arc::from("127.0.0.1:7104"), "id7104".to_owned())));
+        assert!(ids.contains(&(Arc::from("127.0.0.1:7101"), "id7101".to_owned())));
+        assert_eq!(ids.len(), 6, "{ids:?}");
+        assert!(node_ids(&Value::Nil, true, false).is_empty());
         assert!(parse_cluster_shards(&Value::Nil, false).is_none());
         assert!(parse_cluster_shards(&Value::Array(vec![bulk("x")]), false).is_none());
     }

@@ -166,6 +166,18 @@ impl Topology {
         masters
     }
 
+    /// Each master of the slot map with its replicas (those of its first range).
+    pub(super) fn shards(&self) -> Vec<(Arc<str>, Addrs)> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        let mut shards: Vec<(Arc<str>, Addrs)> = Vec::new();
+        for range in slots.iter() {
+            if !shards.iter().any(|(m, _)| *m == range.master) {
+                shards.push((range.master.clone(), range.replicas.clone()));
+            }
+        }
+        shards
+    }
+
     /// The replicas of the slot map.
     pub(super) fn replicas(&self) -> Vec<Arc<str>> {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
