@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::error::LabError;
+use crate::proxy::FaultProxy;
 use crate::server::{Kind, Launch, RedisServer, ServerConfig, topology_server_config};
 use crate::tls::LabTls;
 use crate::util::{Poll, loopback};
@@ -33,6 +34,11 @@ pub struct SentinelConfig {
     /// Every server and sentinel on TLS only (see [`LabTls`]); sentinels and replicas talk
     /// TLS to each other (`tls-replication yes`).
     pub tls: Option<LabTls>,
+    /// Put a [`FaultProxy`] in front of each replica, announced in its place
+    /// (`replica-announce-port`): the sentinels, and the clients they inform, reach the
+    /// replica through it, so a test can add latency or faults on one replica's path
+    /// ([`SentinelTopology::replica_proxy`]).
+    pub proxied_replicas: bool,
 }
 
 impl Default for SentinelConfig {
@@ -46,6 +52,7 @@ impl Default for SentinelConfig {
             failover_timeout: Duration::from_millis(3000),
             ready_timeout: Duration::from_secs(30),
             tls: None,
+            proxied_replicas: false,
         }
     }
 }
@@ -115,6 +122,8 @@ pub struct SentinelTopology {
     master_name: String,
     servers: Vec<RedisServer>,
     sentinels: Vec<RedisServer>,
+    /// With [`SentinelConfig::proxied_replicas`]: the proxy of each replica, by its address.
+    proxies: Vec<(SocketAddr, FaultProxy)>,
 }
 
 impl SentinelTopology {
@@ -134,15 +143,30 @@ impl SentinelTopology {
         };
         let master = RedisServer::start_with(data_config(&[])).await?;
         let mut servers = vec![master];
+        let mut proxies = Vec::new();
         for _ in 0..config.replicas {
             let replicaof = format!("127.0.0.1 {}", servers[0].port());
-            let replica = RedisServer::start_with(data_config(&[("replicaof", replicaof)])).await?;
+            let mut extra = vec![("replicaof", replicaof)];
+            // The proxy first (its port is announced), pointed at the replica once it is up.
+            let proxy = if config.proxied_replicas {
+                let proxy = FaultProxy::start(servers[0].addr()).await?;
+                extra.push(("replica-announce-port", proxy.addr().port().to_string()));
+                Some(proxy)
+            } else {
+                None
+            };
+            let replica = RedisServer::start_with(data_config(&extra)).await?;
+            if let Some(proxy) = proxy {
+                proxy.set_upstream(replica.addr());
+                proxies.push((replica.addr(), proxy));
+            }
             servers.push(replica);
         }
         let mut topology = Self {
             master_name: config.master_name.clone(),
             servers,
             sentinels: Vec::new(),
+            proxies,
         };
         topology
             .wait_replication(&poll_for("the replicas to sync with the master"))
@@ -269,6 +293,15 @@ impl SentinelTopology {
             }
         }
         Ok(())
+    }
+
+    /// With [`SentinelConfig::proxied_replicas`], the proxy in front of the replica at `addr`
+    /// (its own address, as [`servers`](Self::servers) gives it).
+    pub fn replica_proxy(&self, addr: SocketAddr) -> Option<&FaultProxy> {
+        self.proxies
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, p)| p)
     }
 
     /// The name the sentinels monitor the master under.

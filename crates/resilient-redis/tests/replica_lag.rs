@@ -4,8 +4,8 @@
 //!   being read from once it is further behind than the bound; reads go on elsewhere with no
 //!   error, and none returns data much older than the bound, where the paused replica itself
 //!   serves data seconds old (Sentinel 1+2 and Cluster 3+3);
-//! - `nearest`: a replica reached through a proxy that adds latency gets (almost) no read of
-//!   its slot while its master answers faster; once the latency goes, it serves its share again.
+//! - `nearest`: a copy reached through a proxy that adds latency gets (almost) no read while
+//!   another answers faster (Cluster 3+3 and Sentinel 1+2, the copies announced behind proxies).
 //!
 //! Figures are printed; run with `--nocapture` to see them.
 
@@ -21,7 +21,9 @@ use std::{
 };
 
 use redis::AsyncCommands;
-use redis_lab::{ClusterConfig as LabConfig, FaultProxy, RedisCluster};
+use redis_lab::{
+    ClusterConfig as LabConfig, FaultProxy, RedisCluster, SentinelConfig, SentinelTopology,
+};
 use resilient_redis::{Client, ClientConfig, ReadFrom};
 use tokio::{task::JoinSet, time::Instant};
 
@@ -317,36 +319,14 @@ async fn cluster_nearest_reads_go_to_the_nearer_copy() {
     .await
     .unwrap();
     let () = client.clone().set(key, "v").await.unwrap();
-    // The share of the slot's reads its replica serves in a second of 20 tasks, once the client
-    // has measured the new latencies for 3 s (12 periods).
+    // The share of the slot's reads its replica serves, once the client has measured the new
+    // latencies.
     let replica_share = async |what: &str| {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let (m0, r0) = (
-            common::calls_at(master, "get").await,
-            common::calls_at(replica, "get").await,
-        );
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut tasks = JoinSet::new();
-        for _ in 0..20 {
-            let (mut client, stop) = (client.clone(), stop.clone());
-            tasks.spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let _: Option<String> = client.get(key).await.unwrap();
-                }
-            });
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        stop.store(true, Ordering::Relaxed);
-        while let Some(done) = tasks.join_next().await {
-            done.unwrap();
-        }
-        let (m, r) = (
-            common::calls_at(master, "get").await - m0,
-            common::calls_at(replica, "get").await - r0,
-        );
+        let [m, r] = settled_reads(&client, key, [master, replica]).await;
         let share = r as f64 / (m + r).max(1) as f64;
         eprintln!(
-            "nearest, {what}: {m} GETs on the master, {r} on the replica ({:.1} % on the replica)",
+            "Cluster nearest, {what}: {m} GETs on the master, {r} on the replica ({:.1} % on \
+             the replica)",
             100.0 * share
         );
         share
@@ -366,4 +346,91 @@ async fn cluster_nearest_reads_go_to_the_nearer_copy() {
         "only {:.1} % of the reads went to the replica when the master was 3 ms further",
         100.0 * master_slow
     );
+}
+
+/// Sentinel (1 master, 2 replicas, each behind a proxy the sentinels name), `nearest`: with
+/// 3 ms added in front of one replica, the client's replica connection goes to the other (it
+/// connects to every replica at once and keeps the first ready) and the slow one serves no read;
+/// with 3 ms in front of both, the master is the nearest copy and serves at least 95 % of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_nearest_reads_go_to_the_nearer_copy() {
+    let _serial = common::ONE_AT_A_TIME.lock().await;
+    let topology = SentinelTopology::start(SentinelConfig {
+        replicas: 2,
+        down_after: Duration::from_millis(1000),
+        proxied_replicas: true,
+        ..SentinelConfig::default()
+    })
+    .await
+    .unwrap();
+    let master = topology.master_addr().await.unwrap();
+    let [slow, fast] = [1, 2].map(|i| topology.servers()[i].addr());
+    let delay = |replica| {
+        let proxy = topology.replica_proxy(replica).unwrap();
+        proxy.set_latency(Some(Duration::from_millis(3)));
+    };
+    delay(slow);
+    let client = Client::with_config(ClientConfig {
+        deadline: Duration::from_secs(10),
+        read_from: ReadFrom::Nearest,
+        ..ClientConfig::from_url(&common::sentinel_url(&topology)).unwrap()
+    })
+    .await
+    .unwrap();
+    let key = "near";
+    let () = client.clone().set(key, "v").await.unwrap();
+    let [m, s, f] = settled_reads(&client, key, [master, slow, fast]).await;
+    eprintln!(
+        "Sentinel nearest, one replica 3 ms further: {m} GETs on the master, {s} on it, {f} on the other replica"
+    );
+    delay(fast);
+    let [m2, s2, f2] = settled_reads(&client, key, [master, slow, fast]).await;
+    eprintln!(
+        "Sentinel nearest, both replicas 3 ms further: {m2} GETs on the master, {s2} and {f2} on the replicas"
+    );
+    assert!(
+        s * 100 <= m + s + f,
+        "{s} of {} reads went to the replica 3 ms further",
+        m + s + f
+    );
+    assert!(f > 0, "the nearer replica served no read");
+    assert!(
+        m2 * 100 >= 95 * (m2 + s2 + f2),
+        "only {m2} of {} reads went to the master when it was the nearest",
+        m2 + s2 + f2
+    );
+}
+
+/// Waits 3 s (12 measuring periods: the client's round trips settle), then reads `key` with 20
+/// tasks for 1 s; the GETs each of `nodes` served meanwhile (their `INFO commandstats`).
+async fn settled_reads<const N: usize>(
+    client: &Client,
+    key: &'static str,
+    nodes: [SocketAddr; N],
+) -> [u64; N] {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut before = [0; N];
+    for (i, node) in nodes.iter().enumerate() {
+        before[i] = common::calls_at(*node, "get").await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = JoinSet::new();
+    for _ in 0..20 {
+        let (mut client, stop) = (client.clone(), stop.clone());
+        tasks.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let _: Option<String> = client.get(key).await.unwrap();
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let mut served = [0; N];
+    for (i, node) in nodes.iter().enumerate() {
+        served[i] = common::calls_at(*node, "get").await - before[i];
+    }
+    served
 }
