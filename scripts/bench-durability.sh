@@ -43,11 +43,7 @@ echo
 printf '%-12s %12s %17s %7s %16s %16s  %s\n' workload "fast ops/s" "replicated ops/s" ratio "p50 fast/repl" "p99 fast/repl" verdict
 status=0
 for kind in exactly-once plain; do
-  line=$(awk -v w="$kind" -v min="$MIN_RATIO" '
-    function median(a, n,   i, j, t) {
-      for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-      return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
-    }
+  line=$(awk -v w="$kind" -v min="$MIN_RATIO" "$AWK_MEDIAN"'
     $1 == w { errs += $7 }
     $1 == w && $3 == "fast"       { fo[$2] = $4; f5[$2] = $5; f9[$2] = $6 }
     $1 == w && $3 == "replicated" { ro[$2] = $4; r5[$2] = $5; r9[$2] = $6 }

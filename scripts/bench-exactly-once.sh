@@ -40,11 +40,7 @@ echo
 printf '%-8s %12s %17s %7s %14s %14s  %s\n' workload "plain ops/s" "exactly-once ops/s" ratio "p50 plain/xo" "p99 plain/xo" verdict
 status=0
 for w in $WORKLOADS; do
-  line=$(awk -v w="$w" -v min="$MIN_RATIO" '
-    function median(a, n,   i, j, t) {
-      for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-      return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
-    }
+  line=$(awk -v w="$w" -v min="$MIN_RATIO" "$AWK_MEDIAN"'
     $1 == w { errs += $7 }
     $1 == w && $3 == "plain" { po[$2] = $4; p5[$2] = $5; p9[$2] = $6 }
     $1 == w && $3 == "once"  { xo[$2] = $4; x5[$2] = $5; x9[$2] = $6 }

@@ -60,11 +60,7 @@ status=0
 for c in $CONCURRENCY; do
   # Ratios are taken per round (the two clients of a round share one run), then the median
   # round is reported, so one noisy round does not decide the verdict.
-  line=$(awk -v c="$c" -v tmin="$MIN_THROUGHPUT_RATIO" -v pmax="$MAX_P99_RATIO" '
-    function median(a, n,   i, j, t) {
-      for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-      return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
-    }
+  line=$(awk -v c="$c" -v tmin="$MIN_THROUGHPUT_RATIO" -v pmax="$MAX_P99_RATIO" "$AWK_MEDIAN"'
     $1 == c { errs += $6 }
     $1 == c && $3 == "raw"       { rops[$2] = $4; rp99[$2] = $5 }
     $1 == c && $3 == "resilient" { sops[$2] = $4; sp99[$2] = $5 }

@@ -45,11 +45,7 @@ echo
 printf '%-11s %14s %16s %7s %15s  %s\n' concurrency "master ops/s" "replica ops/s" ratio "replica share" verdict
 status=0
 for c in $CONCURRENCY; do
-  line=$(awk -v c="$c" -v tmin="$MIN_THROUGHPUT_RATIO" -v smin="$MIN_REPLICA_SHARE" '
-    function median(a, n,   i, j, t) {
-      for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-      return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
-    }
+  line=$(awk -v c="$c" -v tmin="$MIN_THROUGHPUT_RATIO" -v smin="$MIN_REPLICA_SHARE" "$AWK_MEDIAN"'
     $1 == c { errs += $6 }
     $1 == c && $3 == "master"            { mops[$2] = $4 }
     $1 == c && $3 == "replica-preferred" { rops[$2] = $4; share[$2] = $8 / ($7 + $8 > 0 ? $7 + $8 : 1) }
