@@ -330,7 +330,9 @@ async fn queue_through_a_kill(
     // replica's confirmation (a durable push waits for the replicas the old master had, and
     // the new master may still be without one of them: once, the markers' push came back
     // ambiguous, as it must when unconfirmed).
-    let mut admin = client.with_durability(resilient_redis::Durability::Fast).unwrap();
+    let mut admin = client
+        .with_durability(resilient_redis::Durability::Fast)
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     stop.store(true, Ordering::Relaxed);
     while producers.join_next().await.is_some() {}
