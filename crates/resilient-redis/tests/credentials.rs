@@ -221,7 +221,11 @@ async fn expiring_tokens_are_renewed_on_live_connections() {
         "{tally:?} {stats:?} tokens minted {minted}, users deleted {deleted}, connections still \
          on an expired token {stale}, AUTH calls {auths}"
     );
-    assert_eq!(stale, 0, "connections still using a token when it expired");
+    let stale_lines = expiry.stale_lines.lock().unwrap().clone();
+    assert_eq!(
+        stale, 0,
+        "connections still using a token when it expired: {stale_lines:#?}"
+    );
     assert_eq!(tally.errors(), 0, "{:?}", tally.errors);
     assert!(tally.ok > 1000, "{tally:?}");
     // 2 s tokens renewed at 1.6 s: 20 s needs 12 or 13 of them, and all but the last two
@@ -250,6 +254,8 @@ async fn expiring_tokens_are_renewed_on_live_connections() {
 struct Expiry {
     deleted: Arc<AtomicU64>,
     stale: Arc<AtomicU64>,
+    /// The `CLIENT LIST` lines of the connections still on a token when it expired.
+    stale_lines: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Expiry {
@@ -270,8 +276,10 @@ fn spawn_expiry(
     let expiry = Expiry {
         deleted: Arc::new(AtomicU64::new(0)),
         stale: Arc::new(AtomicU64::new(0)),
+        stale_lines: Arc::default(),
     };
     let (deleted, stale) = (expiry.deleted.clone(), expiry.stale.clone());
+    let stale_lines = expiry.stale_lines.clone();
     tokio::spawn(async move {
         while let Some((user, at)) = expired.recv().await {
             tokio::time::sleep_until(at).await;
@@ -281,11 +289,13 @@ fn spawn_expiry(
                 .await
                 .unwrap();
             let field = format!("user={user}");
-            let on_it = list
+            let on_it: Vec<String> = list
                 .lines()
                 .filter(|l| l.split(' ').any(|f| f == field))
-                .count();
-            stale.fetch_add(on_it as u64, Ordering::Relaxed);
+                .map(str::to_owned)
+                .collect();
+            stale.fetch_add(on_it.len() as u64, Ordering::Relaxed);
+            stale_lines.lock().unwrap().extend(on_it);
             let n: u64 = redis::cmd("ACL")
                 .arg("DELUSER")
                 .arg(&user)
@@ -396,7 +406,11 @@ async fn subscriptions_and_blocking_calls_move_to_fresh_credentials() {
     );
     assert!(errors.is_empty(), "{errors:?}");
     assert!(deleted >= 2, "expiries: {deleted}");
-    assert_eq!(stale, 0, "a connection still used a token when it expired");
+    let stale_lines = expiry.stale_lines.lock().unwrap().clone();
+    assert_eq!(
+        stale, 0,
+        "a connection still used a token when it expired: {stale_lines:#?}"
+    );
     assert!(
         resubscriptions >= 2,
         "the subscription moved at each renewal"

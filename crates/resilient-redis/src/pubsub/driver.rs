@@ -292,11 +292,13 @@ impl Driver {
         let cmd = redis::cmd(sub.topic.kind.subscribe())
             .arg(&sub.topic.name)
             .clone();
+        let sent = l.bound(async move { conn.send_packed_command(&cmd).await });
         self.ops.push(Box::pin(async move {
             Done::Subscribed {
                 link,
                 sub: i,
-                result: conn.send_packed_command(&cmd).await,
+                // (A link dropped meanwhile: its topics have moved on; the answer is ignored.)
+                result: sent.await.unwrap_or_else(|| Err(link_dropped())),
             }
         }));
     }
@@ -456,6 +458,7 @@ impl Driver {
                                 ping_sent: None,
                                 renew_at,
                                 epoch,
+                                alive: tokio::sync::watch::channel(()).0,
                             },
                         );
                     }
@@ -586,8 +589,9 @@ impl Driver {
             let cmd = redis::cmd(sub.topic.kind.unsubscribe())
                 .arg(&sub.topic.name)
                 .clone();
+            let sent = l.bound(async move { conn.send_packed_command(&cmd).await });
             self.ops.push(Box::pin(async move {
-                let _ = conn.send_packed_command(&cmd).await;
+                let _ = sent.await;
                 Done::Left
             }));
             self.leave(i, now, GapCause::SlotMoved);
@@ -617,12 +621,12 @@ impl Driver {
                 l.ping_sent = Some(now);
                 let (mut conn, link, limit) =
                     (l.conn.clone(), l.id, self.settings.response_timeout);
+                let ping = redis::cmd("PING");
+                let sent = l.bound(async move {
+                    tokio::time::timeout(limit, conn.send_packed_command(&ping)).await
+                });
                 self.ops.push(Box::pin(async move {
-                    let ping = redis::cmd("PING");
-                    let answered = matches!(
-                        tokio::time::timeout(limit, conn.send_packed_command(&ping)).await,
-                        Ok(Ok(_))
-                    );
+                    let answered = matches!(sent.await, Some(Ok(Ok(_))));
                     Done::Pinged {
                         link,
                         sent: now,
@@ -676,4 +680,12 @@ impl Driver {
         }
         wake.max(now + Duration::from_millis(1))
     }
+}
+
+/// The error of a request on a subscription link dropped before its reply.
+fn link_dropped() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "subscription link dropped",
+    ))
 }

@@ -145,4 +145,25 @@ pub(super) struct Link {
     pub(super) renew_at: Option<Instant>,
     /// The master epoch it was opened in (one server or Sentinel).
     pub(super) epoch: u64,
+    /// Never sent to: dropped with the link, which ends the requests [`Link::bound`] to it.
+    pub(super) alive: tokio::sync::watch::Sender<()>,
+}
+
+impl Link {
+    /// `op`, a request holding a clone of this link's connection, made to end when the link
+    /// is dropped. Otherwise a request whose reply never comes (a `SUBSCRIBE` confirmation the
+    /// connection took for a push) keeps the dropped connection open, on credentials that
+    /// may be about to expire (measured: a subscriber still on a token when it expired).
+    pub(super) fn bound<F: Future>(
+        &self,
+        op: F,
+    ) -> impl Future<Output = Option<F::Output>> + use<F> {
+        let mut alive = self.alive.subscribe();
+        async move {
+            tokio::select! {
+                out = op => Some(out),
+                _ = alive.changed() => None,
+            }
+        }
+    }
 }
