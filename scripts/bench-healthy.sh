@@ -13,6 +13,8 @@
 #   scripts/bench-healthy.sh                       # 15 paired runs x 4 s at concurrency 1, 50, 256
 #   ROUNDS=9 SECS=10 CONCURRENCY="50" scripts/bench-healthy.sh
 #   TOPOLOGY=cluster scripts/bench-healthy.sh      # against redis-rs's cluster connection
+#   RUST_LOG=info BENCH_ARGS="--metrics-addr 127.0.0.1:9464" scripts/bench-healthy.sh
+#                                                  # with a subscriber at INFO and a Prometheus page
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +43,7 @@ for c in $CONCURRENCY; do
     if ((round % 2)); then first=raw second=resilient; else first=resilient second=raw; fi
     json=$("$bin" bench "$target_flag" "$url" --client "$first" --paired-with "$second" \
       --slice-ms "$SLICE_MS" --workload get-set --value-size 64 \
-      --concurrency "$c" --duration "$SECS" --json)
+      --concurrency "$c" --duration "$SECS" --json ${BENCH_ARGS:-})
     # One report per client: split the object before each `{"client":`.
     sed 's/{"client":/\n{"client":/g' <<<"$json" | tail -n +2 | while read -r report; do
       client=$(sed -E 's/^\{"client":"([a-z]+)".*/\1/' <<<"$report")

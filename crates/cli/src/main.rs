@@ -11,6 +11,7 @@ mod demo;
 mod error;
 mod health;
 mod lab_server;
+mod metrics_page;
 mod open_loop;
 mod output;
 mod proxy;
@@ -46,7 +47,8 @@ enum Command {
     /// Benchmark of one client against a server, a Sentinel master or a cluster: closed-loop, or
     /// open-loop at a fixed offered rate with --rate.
     Bench(bench::BenchArgs),
-    /// Connect, check the server and print the client's health; exit 1 when unhealthy.
+    /// Connect, check the server and print the client's health; exit 1 when unhealthy. With
+    /// --watch, refresh a live view (or, with --json, one JSON line per refresh) until Ctrl-C.
     Health(health::HealthArgs),
     /// A fault-injecting TCP proxy in front of a Redis server, to test your own application:
     /// latency, throttling (`-THROTTLED`), dropped connections, a black hole. Prints its counters

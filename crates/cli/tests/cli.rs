@@ -43,6 +43,7 @@ async fn help_lists_the_subcommands() {
         "--deadline-ms",
         "--rate",
         "--series",
+        "--metrics-addr",
         "--json",
     ] {
         assert!(
@@ -170,6 +171,44 @@ async fn bad_flags_are_usage_errors() {
             "--rate",
             "100",
         ],
+        &[
+            "bench",
+            "--url",
+            "redis://127.0.0.1:6379",
+            "--metrics-addr",
+            "localhost:9091",
+        ],
+        &[
+            "bench",
+            "--url",
+            "redis://127.0.0.1:6379",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        &[
+            "bench",
+            "--url",
+            "redis://127.0.0.1:6379",
+            "--client",
+            "raw",
+            "--metrics-addr",
+            "127.0.0.1:9091",
+        ],
+        &[
+            "health",
+            "--url",
+            "redis://127.0.0.1:6379",
+            "--interval-ms",
+            "100",
+        ],
+        &[
+            "health",
+            "--url",
+            "redis://127.0.0.1:6379",
+            "--watch",
+            "--interval-ms",
+            "0",
+        ],
         &["demo", "--scenario", "overload", "--topology", "cluster"],
         &["demo", "--scenario", "overload", "--step-secs", "0"],
         &["demo", "--scenario", "nope"],
@@ -185,6 +224,22 @@ async fn bad_flags_are_usage_errors() {
         );
         assert!(!stderr(&output).contains("panicked"));
     }
+}
+
+#[tokio::test]
+async fn metrics_addr_that_cannot_be_bound_is_a_one_line_usage_error() {
+    // Held for the whole test: the bench cannot listen there.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let args = ["bench", "--url", &closed_url(), "--metrics-addr", &addr];
+    let output = run(&args, Duration::from_secs(10)).await;
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(
+        err.starts_with("error: --metrics-addr") && err.contains(&addr),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -34,11 +34,12 @@ pub struct SentinelConfig {
     /// Every server and sentinel on TLS only (see [`LabTls`]); sentinels and replicas talk
     /// TLS to each other (`tls-replication yes`).
     pub tls: Option<LabTls>,
-    /// Put a [`FaultProxy`] in front of each replica, announced in its place
-    /// (`replica-announce-port`): the sentinels, and the clients they inform, reach the
-    /// replica through it, so a test can add latency or faults on one replica's path
-    /// ([`SentinelTopology::replica_proxy`]).
-    pub proxied_replicas: bool,
+    /// Put a [`FaultProxy`] in front of each data server, announced in its place: the
+    /// sentinels monitor the master at its proxy's port, the replicas replicate through it and
+    /// announce their own (`replica-announce-port`). The sentinels, and the clients they
+    /// inform, reach every server through one proxy hop, so a test can add latency or faults on
+    /// one server's path ([`SentinelTopology::proxy_of`]) and compare copies on equal terms.
+    pub proxied: bool,
 }
 
 impl Default for SentinelConfig {
@@ -52,7 +53,7 @@ impl Default for SentinelConfig {
             failover_timeout: Duration::from_millis(3000),
             ready_timeout: Duration::from_secs(30),
             tls: None,
-            proxied_replicas: false,
+            proxied: false,
         }
     }
 }
@@ -122,7 +123,7 @@ pub struct SentinelTopology {
     master_name: String,
     servers: Vec<RedisServer>,
     sentinels: Vec<RedisServer>,
-    /// With [`SentinelConfig::proxied_replicas`]: the proxy of each replica, by its address.
+    /// With [`SentinelConfig::proxied`]: the proxy of each data server, by its address.
     proxies: Vec<(SocketAddr, FaultProxy)>,
 }
 
@@ -141,14 +142,35 @@ impl SentinelTopology {
             tls: config.tls.clone(),
             ..topology_server_config(extra)
         };
-        let master = RedisServer::start_with(data_config(&[])).await?;
-        let mut servers = vec![master];
         let mut proxies = Vec::new();
+        // Each proxy first (its port is announced), pointed at its server once it is up.
+        let master_proxy = if config.proxied {
+            Some(FaultProxy::start("127.0.0.1:1".parse().expect("an address")).await?)
+        } else {
+            None
+        };
+        let announce = |proxy: &Option<FaultProxy>| {
+            proxy
+                .as_ref()
+                .map(|p| ("replica-announce-port", p.addr().port().to_string()))
+        };
+        let master_extra: Vec<_> = announce(&master_proxy).into_iter().collect();
+        let master = RedisServer::start_with(data_config(&master_extra)).await?;
+        // Where the master is announced: its proxy, if any.
+        let master_port = match master_proxy {
+            Some(proxy) => {
+                proxy.set_upstream(master.addr());
+                let port = proxy.addr().port();
+                proxies.push((master.addr(), proxy));
+                port
+            }
+            None => master.port(),
+        };
+        let mut servers = vec![master];
         for _ in 0..config.replicas {
-            let replicaof = format!("127.0.0.1 {}", servers[0].port());
+            let replicaof = format!("127.0.0.1 {master_port}");
             let mut extra = vec![("replicaof", replicaof)];
-            // The proxy first (its port is announced), pointed at the replica once it is up.
-            let proxy = if config.proxied_replicas {
+            let proxy = if config.proxied {
                 let proxy = FaultProxy::start(servers[0].addr()).await?;
                 extra.push(("replica-announce-port", proxy.addr().port().to_string()));
                 Some(proxy)
@@ -172,7 +194,6 @@ impl SentinelTopology {
             .wait_replication(&poll_for("the replicas to sync with the master"))
             .await?;
 
-        let master_port = topology.servers[0].port();
         let name = &config.master_name;
         for _ in 0..config.sentinels {
             let launch = Launch {
@@ -229,7 +250,9 @@ impl SentinelTopology {
     }
 
     async fn wait_agreement(&self, poll: &Poll, replicas: usize) -> Result<(), LabError> {
+        // Where the sentinels know the master: its proxy, with `proxied`.
         let master = self.servers[0].addr();
+        let master = self.proxy_of(master).map_or(master, FaultProxy::addr);
         let others = self.sentinels.len() - 1;
         loop {
             let mut pending = Vec::new();
@@ -295,9 +318,9 @@ impl SentinelTopology {
         Ok(())
     }
 
-    /// With [`SentinelConfig::proxied_replicas`], the proxy in front of the replica at `addr`
-    /// (its own address, as [`servers`](Self::servers) gives it).
-    pub fn replica_proxy(&self, addr: SocketAddr) -> Option<&FaultProxy> {
+    /// With [`SentinelConfig::proxied`], the proxy in front of the server at `addr` (its own
+    /// address, as [`servers`](Self::servers) gives it).
+    pub fn proxy_of(&self, addr: SocketAddr) -> Option<&FaultProxy> {
         self.proxies
             .iter()
             .find(|(a, _)| *a == addr)

@@ -86,7 +86,7 @@ impl BreakerState {
         }
     }
 
-    /// The value of the `resilience_breaker_state` gauge: closed 0, open 1, half-open 2.
+    /// The value of the `resilience.breaker.state` gauge: closed 0, open 1, half-open 2.
     pub fn gauge_value(&self) -> f64 {
         match self {
             BreakerState::Closed => 0.0,

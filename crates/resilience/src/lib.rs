@@ -42,11 +42,11 @@
 //!
 //! | name | kind | labels | when |
 //! |---|---|---|---|
-//! | `resilience_retries_total` | counter | `policy` | an attempt failed and will be retried (tracing `DEBUG` "retrying") |
-//! | `resilience_give_ups_total` | counter | `policy`, `reason` ([`GiveUp::as_str`]) | a call gave up (tracing `DEBUG` "giving up") |
-//! | `resilience_budget_exhausted_total` | counter | `policy` | the budget refused a retry (tracing `WARN`) |
-//! | `resilience_breaker_transitions_total` | counter | `breaker`, `to` (`closed`/`open`/`half_open`) | a breaker changed state (tracing `WARN` when opening, else `INFO`) |
-//! | `resilience_breaker_state` | gauge | `breaker` | 0 closed, 1 open, 2 half-open; set on each transition |
+//! | `resilience.retries` | counter | `policy` | an attempt failed and will be retried (tracing `DEBUG` "retrying") |
+//! | `resilience.give_ups` | counter | `policy`, `reason` ([`GiveUp::as_str`]) | a call gave up (tracing `DEBUG` "giving up") |
+//! | `resilience.budget.exhausted` | counter | `policy` | the budget refused a retry (tracing `WARN`) |
+//! | `resilience.breaker.transitions` | counter | `breaker`, `to` (`closed`/`open`/`half_open`) | a breaker changed state (tracing `WARN` when opening, else `INFO`) |
+//! | `resilience.breaker.state` | gauge | `breaker` | 0 closed, 1 open, 2 half-open; set on each transition |
 //!
 //! The `policy` and `breaker` labels are [`RetryConfig::name`] and [`BreakerConfig::name`].
 

@@ -17,11 +17,11 @@ use metrics::{Counter, Gauge};
 
 use crate::{BreakerState, GiveUp};
 
-pub(crate) const RETRIES_TOTAL: &str = "resilience_retries_total";
-pub(crate) const GIVE_UPS_TOTAL: &str = "resilience_give_ups_total";
-pub(crate) const BUDGET_EXHAUSTED_TOTAL: &str = "resilience_budget_exhausted_total";
-pub(crate) const BREAKER_TRANSITIONS_TOTAL: &str = "resilience_breaker_transitions_total";
-pub(crate) const BREAKER_STATE: &str = "resilience_breaker_state";
+pub(crate) const RETRIES_TOTAL: &str = "resilience.retries";
+pub(crate) const GIVE_UPS_TOTAL: &str = "resilience.give_ups";
+pub(crate) const BUDGET_EXHAUSTED_TOTAL: &str = "resilience.budget.exhausted";
+pub(crate) const BREAKER_TRANSITIONS_TOTAL: &str = "resilience.breaker.transitions";
+pub(crate) const BREAKER_STATE: &str = "resilience.breaker.state";
 
 /// Metric handles of one policy, registered on first use (with the recorder current then) and
 /// reused, so that slow paths do not rebuild label sets or allocate.

@@ -124,32 +124,32 @@ fn slow_paths_emit_the_documented_series() {
         .collect();
     let expected = vec![
         (
-            "resilience_breaker_state",
+            "resilience.breaker.state",
             labels(&[("breaker", "db")]),
             "Gauge(1.0)".to_owned(),
         ),
         (
-            "resilience_breaker_transitions_total",
+            "resilience.breaker.transitions",
             labels(&[("breaker", "db"), ("to", "open")]),
             "Counter(1)".to_owned(),
         ),
         (
-            "resilience_budget_exhausted_total",
+            "resilience.budget.exhausted",
             labels(&[("policy", "get")]),
             "Counter(2)".to_owned(),
         ),
         (
-            "resilience_give_ups_total",
+            "resilience.give_ups",
             labels(&[("policy", "get"), ("reason", "breaker_open")]),
             "Counter(1)".to_owned(),
         ),
         (
-            "resilience_give_ups_total",
+            "resilience.give_ups",
             labels(&[("policy", "get"), ("reason", "budget_exhausted")]),
             "Counter(2)".to_owned(),
         ),
         (
-            "resilience_retries_total",
+            "resilience.retries",
             labels(&[("policy", "get")]),
             "Counter(1)".to_owned(),
         ),

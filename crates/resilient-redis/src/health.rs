@@ -59,6 +59,9 @@ pub struct Health {
     pub read_from: String,
     /// Read attempts sent to replicas since the client started (the others went to masters).
     pub replica_reads: u64,
+    /// The adaptive throttle's local rejection probability now (see
+    /// [`Client::throttle_probability`]); `None` when adaptive throttling is off.
+    pub throttle_probability: Option<f64>,
 }
 
 impl fmt::Display for Health {
@@ -79,6 +82,9 @@ impl fmt::Display for Health {
             "reads:             {} ({} sent to replicas)",
             self.read_from, self.replica_reads
         )?;
+        if let Some(p) = self.throttle_probability {
+            writeln!(f, "throttle:          rejects {:.1} % locally", p * 100.0)?;
+        }
         if let Some(cluster) = &self.cluster {
             writeln!(f, "breaker:           {}", self.breaker)?;
             writeln!(
@@ -172,6 +178,7 @@ impl Client {
             connection_name: self.config().client_name.clone(),
             read_from: self.config().read_from.to_string(),
             replica_reads: self.stats().replica_reads,
+            throttle_probability: self.throttle_probability(),
         };
         let pool = match self.router() {
             Router::Single(node) => node.pool.clone(),

@@ -161,22 +161,15 @@
 //! memory per write for the token's TTL (measured on Redis 7.0.15 as the growth of `used_memory`
 //! over 10,000 `INCR`s; see [`exactly_once`] for how, and for the rules, limits and figures).
 //!
-//! # Metrics and events
-//! | name | kind | labels |
-//! |---|---|---|
-//! | `resilient_redis_call_duration_seconds` | histogram | `kind` = read, idempotent_write, write, blocking |
-//! | `resilient_redis_call_failures_total` | counter | `kind` ([`ErrorKind::as_str`]), `outcome` = failed, ambiguous |
-//! | `resilient_redis_rejected_locally_total` | counter | calls refused by adaptive throttling while the server refuses work |
-//! | `resilient_redis_reconnects_total` | counter | |
-//! | `resilient_redis_reconnect_failures_total` | counter | |
-//! | `resilient_redis_reauthentications_total` | counter | live connections that sent `AUTH` again with renewed credentials |
-//! | `resilient_redis_master_switches_total` | counter | (Sentinel) the master changed |
-//! | `resilient_redis_sentinel_discoveries_total` | counter | (Sentinel) rounds of asking the sentinels |
-//! | `resilient_redis_exactly_once_replays_total` | counter | retries answered from a recorded reply ([`ExactlyOnce`]) |
-//! | `resilience_*` | | retries, give-ups, budget and breaker, from the [`resilience`] crate |
-//!
-//! Install the `metrics` recorder before creating clients: the call-duration histograms are
-//! registered once, when the client is built, so the success path only records.
+//! # Spans, metrics and events
+//! One `tracing` span per call (`INFO`, target `resilient_redis`) and `metrics` series named
+//! as the OpenTelemetry database conventions say (`db.client.operation.duration` by operation
+//! and outcome, connection gauges), plus the client's own (retries by reason, breaker state per
+//! node, budget, throttle, reconnections, master switches, refreshes, replays): see
+//! [`observe`] for every name, label and field. No key or value is recorded unless
+//! [`ClientConfig::trace_keys`] is set (keys only, never values). With no subscriber and no
+//! recorder installed, a call pays one level check. `resilience.*` series (the policy's
+//! retries, give-ups, budget and breaker transitions) come from the [`resilience`] crate.
 //!
 //! Reconnections (`info`), broken connections and stall probes (`debug`) and ambiguous failures
 //! (`warn`) are also `tracing` events.
@@ -189,6 +182,7 @@ pub mod credentials;
 mod error;
 pub mod exactly_once;
 mod health;
+pub mod observe;
 pub mod pubsub;
 mod replies;
 mod request;

@@ -81,6 +81,37 @@ impl Code {
         }
     }
 
+    /// The code's name, for metric labels and spans (`OTHER` for codes the table does not
+    /// name: a caller's own codes, `WRONGTYPE`, ...).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Code::Kind(kind) => match kind {
+                ServerErrorKind::ResponseError => "ERR",
+                ServerErrorKind::ExecAbort => "EXECABORT",
+                ServerErrorKind::BusyLoading => "LOADING",
+                ServerErrorKind::NoScript => "NOSCRIPT",
+                ServerErrorKind::Moved => "MOVED",
+                ServerErrorKind::Ask => "ASK",
+                ServerErrorKind::TryAgain => "TRYAGAIN",
+                ServerErrorKind::ClusterDown => "CLUSTERDOWN",
+                ServerErrorKind::CrossSlot => "CROSSSLOT",
+                ServerErrorKind::MasterDown => "MASTERDOWN",
+                ServerErrorKind::ReadOnly => "READONLY",
+                ServerErrorKind::NotBusy => "NOTBUSY",
+                ServerErrorKind::NoSub => "NOSUB",
+                ServerErrorKind::NoPerm => "NOPERM",
+                #[allow(unreachable_patterns, reason = "redis-rs may add kinds")]
+                _ => "OTHER",
+            },
+            Code::Busy => "BUSY",
+            Code::Throttled => "THROTTLED",
+            Code::NoReplicas => "NOREPLICAS",
+            Code::Auth => "NOAUTH",
+            Code::UnblockedByDemotion => "UNBLOCKED",
+            Code::Other => "OTHER",
+        }
+    }
+
     /// A code redis-rs has no kind for.
     fn without_kind(code: &str) -> Code {
         match code {

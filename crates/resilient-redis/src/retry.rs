@@ -76,6 +76,21 @@ impl AttemptError {
     }
 }
 
+impl AttemptError {
+    /// Why the attempt failed, as the retries metric names it: the reply's code, or the kind
+    /// of error.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self
+            .error
+            .redis_error()
+            .and_then(crate::replies::Code::of_redis)
+        {
+            Some(code) if self.reply.is_some() => code.as_str(),
+            _ => self.error.kind().as_str(),
+        }
+    }
+}
+
 impl std::fmt::Display for AttemptError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.error.fmt(f)
@@ -127,7 +142,7 @@ pub(crate) fn throttle_admit(
         return Ok(());
     };
     rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    metrics::counter!("resilient_redis_rejected_locally_total").increment(1);
+    metrics::counter!(crate::observe::REJECTED_LOCALLY).increment(1);
     Err(AttemptError {
         error: Error::new(
             ErrorKind::RejectedLocally,
@@ -282,7 +297,7 @@ pub(crate) fn give_up_error(e: RetryError<AttemptError>) -> Error {
 }
 
 /// Records a failed call: the client's counter for its outcome, the
-/// `resilient_redis_call_failures_total{kind, outcome}` metric, and a `warn` event when the
+/// `resilient_redis.call_failures{error.type, outcome}` metric, and a `warn` event when the
 /// command may have been applied. Shared by every topology.
 pub(crate) fn record_failure(
     err: &Error,
@@ -295,7 +310,7 @@ pub(crate) fn record_failure(
         (failed, "failed")
     };
     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    metrics::counter!("resilient_redis_call_failures_total", "kind" => err.kind().as_str(), "outcome" => outcome)
+    metrics::counter!(crate::observe::CALL_FAILURES, "error.type" => err.kind().as_str(), "outcome" => outcome)
         .increment(1);
     if err.is_ambiguous() {
         tracing::warn!(error = %err, "call failed with an ambiguous outcome");

@@ -348,7 +348,8 @@ async fn cluster_nearest_reads_go_to_the_nearer_copy() {
     );
 }
 
-/// Sentinel (1 master, 2 replicas, each behind a proxy the sentinels name), `nearest`: with
+/// Sentinel (1 master, 2 replicas, each server behind a proxy the sentinels name, so every copy
+/// is one proxy hop away and the master is not nearer by construction), `nearest`: with
 /// 3 ms added in front of one replica, the client's replica connection goes to the other (it
 /// connects to every replica at once and keeps the first ready) and the slow one serves no read;
 /// with 3 ms in front of both, the master is the nearest copy and serves at least 95 % of them.
@@ -358,7 +359,7 @@ async fn sentinel_nearest_reads_go_to_the_nearer_copy() {
     let topology = SentinelTopology::start(SentinelConfig {
         replicas: 2,
         down_after: Duration::from_millis(1000),
-        proxied_replicas: true,
+        proxied: true,
         ..SentinelConfig::default()
     })
     .await
@@ -366,7 +367,7 @@ async fn sentinel_nearest_reads_go_to_the_nearer_copy() {
     let master = topology.master_addr().await.unwrap();
     let [slow, fast] = [1, 2].map(|i| topology.servers()[i].addr());
     let delay = |replica| {
-        let proxy = topology.replica_proxy(replica).unwrap();
+        let proxy = topology.proxy_of(replica).unwrap();
         proxy.set_latency(Some(Duration::from_millis(3)));
     };
     delay(slow);

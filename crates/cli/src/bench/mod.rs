@@ -17,12 +17,15 @@
 //!   an HdrHistogram (µs). Calls still in flight when the time is up are awaited.
 //! - A progress line goes to stderr unless `--json`; with `--json` stdout gets exactly one JSON
 //!   object (see [`report::BenchReport`]).
+//! - `--metrics-addr IP:PORT` (with the resilient client) serves the client's metrics as a
+//!   Prometheus page during the run (see [`crate::metrics_page`]); its address goes to stderr.
 
 mod paired;
 mod pubsub;
 mod queue;
 mod report;
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +40,7 @@ use crate::client::{
     connect_resilient, preflight, sentinel_master_url,
 };
 use crate::error::CliError;
+use crate::metrics_page::parse_metrics_addr;
 use crate::open_loop::{self, Step, Timeline};
 use crate::target::{Target, TargetArgs};
 use crate::units::{parse_millis, parse_rate, parse_seconds};
@@ -109,6 +113,10 @@ pub(crate) struct BenchArgs {
     /// Seed of the key-choice RNG.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Serve the resilient client's metrics as a Prometheus page (GET /metrics) on this address
+    /// while the bench runs, e.g. 127.0.0.1:9091.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_metrics_addr)]
+    metrics_addr: Option<SocketAddr>,
     /// Print exactly one JSON object on stdout instead of the human summary.
     #[arg(long)]
     json: bool,
@@ -139,6 +147,16 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
             "--workload cas runs the resilient client's transactions: it needs --client \
              resilient, without --exactly-once or --paired-with",
         ));
+    }
+    if let Some(addr) = args.metrics_addr {
+        if args.client != ClientKind::Resilient && args.paired_with != Some(ClientKind::Resilient) {
+            return Err(CliError::usage(
+                "--metrics-addr serves the resilient client's metrics: it needs --client \
+                 resilient (or --paired-with resilient)",
+            ));
+        }
+        // Before any client exists: the client registers its metrics when it is created.
+        crate::metrics_page::serve(addr)?;
     }
     if args.workload == Workload::Pubsub {
         if args.client != ClientKind::Resilient

@@ -130,6 +130,7 @@ impl Handle {
                 );
                 pool.on_dedicated_demoted(conn.epoch);
                 self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+                crate::observe::retried(replies::Code::of(err).as_str(), 0);
                 continue;
             }
             if result.is_ok() {
@@ -249,6 +250,7 @@ impl Handle {
                 "blocking command not run by its node: sending it again"
             );
             self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+            crate::observe::retried(replies::Code::of(err).as_str(), 0);
             match redirect_of(&RedisError::from(err.clone())) {
                 Some(redirect) => {
                     hops += 1;
@@ -293,6 +295,7 @@ impl Handle {
             Sent::Reply(_) | Sent::Replaced | Sent::Unblocked => None,
         };
         self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+        crate::observe::retried("blocking_resend", 0);
         Ok(again)
     }
 
@@ -320,7 +323,7 @@ impl Handle {
         replaced: impl Future<Output = ()>,
         unblock: impl Future<Output = Unblock>,
     ) -> Result<Sent, Error> {
-        self.inner.stats.attempts.add(1);
+        self.note_attempt(1, || (None, false));
         let response_timeout = self.inner.config.response_timeout;
         let grace = self.deadline();
         let limit = commands::blocking_timeout(cmd).map(|t| t + response_timeout * 2);

@@ -15,7 +15,6 @@ use super::{
     Handle, Local,
     admit::settle_permit,
     durable,
-    stats::kind_index,
     timer::{ReplyOrLimit, arm},
 };
 use crate::{
@@ -23,6 +22,7 @@ use crate::{
     commands::CommandSafety,
     connection::{Lease, LeaseId, Pool},
     error::{Error, ErrorKind, Outcome},
+    observe,
     replies::{self, TopologyHint},
     request::{Reply, Request},
     retry::{
@@ -47,8 +47,11 @@ impl Handle {
         &self,
         request: Request<'_>,
         local: &mut Local,
-        finish: impl FnOnce(Result<Reply, Error>) -> T,
+        finish: impl FnOnce(Result<Reply, Error>) -> T + Send,
     ) -> T {
+        if observe::call::wanted(self.inner.config.span_level) {
+            return self.boxed_traced(request, local, finish).await;
+        }
         let Local { cached, timer } = local;
         let stats = &self.inner.stats;
         stats.calls.add(1);
@@ -113,7 +116,10 @@ impl Handle {
                 match self.admit_lease(node, lease, started, to_replica) {
                     Err(e) => Err((e, None)),
                     Ok(permit) => {
-                        stats.attempts.add(1);
+                        self.note_attempt(1, || {
+                            let replica = to_replica || !node.pool.is_master_lease(lease);
+                            (node.serving_addr(lease.slot), replica)
+                        });
                         let id = lease.id();
                         let fut = lease.conn.send_packed_command(cmd);
                         tokio::pin!(fut);
@@ -165,7 +171,9 @@ impl Handle {
                 }
             }
         };
-        self.inner.call_duration[kind_index(safety)].record(started.elapsed().as_secs_f64());
+        self.inner
+            .operations
+            .record(request, &result, started.elapsed().as_secs_f64());
         let result = result.map_err(|e| e.for_command(safety));
         if let Err(e) = &result {
             record_failure(e, &stats.ambiguous, &stats.failed);
@@ -178,6 +186,42 @@ impl Handle {
     // built inline, each would be laid out in `execute`'s own stack frame before moving to the
     // heap, and every call's poll would pay for a frame the size of the largest (measured:
     // 7.7 KB, two stack pages).
+
+    /// [`Handle::execute`] in a span (see [`crate::observe`]), boxed out of line; the call
+    /// inside runs untraced (the span's task-local is set) and notes into the span.
+    #[inline(never)]
+    fn boxed_traced<'a, T: 'a>(
+        &'a self,
+        request: Request<'a>,
+        local: &'a mut Local,
+        finish: impl FnOnce(Result<Reply, Error>) -> T + Send + 'a,
+    ) -> Pin<Box<dyn Future<Output = T> + Send + 'a>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let call = self.execute(request, local, std::convert::identity);
+            let config = &inner.config;
+            let level = config.span_level.unwrap_or(tracing::Level::DEBUG);
+            let result =
+                observe::call::traced(request, level, inner.db, config.trace_keys, call).await;
+            finish(result)
+        })
+    }
+
+    /// Counts attempt number `number` sent (`to`: its server and whether it is a replica, for
+    /// the call's span).
+    #[inline]
+    pub(super) fn note_attempt(
+        &self,
+        number: u32,
+        to: impl FnOnce() -> (Option<std::sync::Arc<str>>, bool),
+    ) {
+        let stats = &self.inner.stats;
+        stats.attempts.add(1);
+        if number > 1 {
+            stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        observe::call::note_attempt(to, 1);
+    }
 
     /// [`Handle::execute_blocking`], boxed out of line.
     #[inline(never)]
@@ -284,17 +328,35 @@ impl Handle {
                     }
                 }
             }
+            // The reason of the last failure, for the retry the policy starts after it.
+            let reason = Mutex::new("");
             let result = call
                 .retry(
                     idempotency,
-                    |e: &AttemptError| e.class,
-                    |attempt: Attempt| self.attempt(request, attempt, retry_safe, read_only, &slot),
+                    |e: &AttemptError| {
+                        *reason.lock().unwrap_or_else(PoisonError::into_inner) = e.reason();
+                        e.class
+                    },
+                    |attempt: Attempt| {
+                        let why = *reason.lock().unwrap_or_else(PoisonError::into_inner);
+                        self.retried(why, attempt.number);
+                        self.attempt(request, attempt, retry_safe, read_only, &slot)
+                    },
                     error,
                 )
                 .await;
             *cached = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
             result.map_err(give_up_error)
         })
+    }
+
+    /// Counts a retry the policy starts, for `reason`.
+    #[cold]
+    fn retried(&self, reason: &'static str, attempt: u32) {
+        observe::retried(reason, attempt);
+        if let Some(budget) = &self.inner.budget {
+            observe::gauges::budget_after_retry(budget.available());
+        }
     }
 
     pub(super) async fn attempt(
@@ -365,11 +427,9 @@ impl Handle {
         // Admitted (throttle, breaker) and counted once there is a connection to send on:
         // waiting is not an attempt.
         let permit = self.admit_lease(node, &lease, started.unwrap_or_else(Instant::now), false)?;
-        let stats = &self.inner.stats;
-        stats.attempts.add(1);
-        if attempt.number > 1 {
-            stats.retries.fetch_add(1, Ordering::Relaxed);
-        }
+        self.note_attempt(attempt.number, || {
+            (node.serving_addr(lease.slot), !pool.is_master_lease(&lease))
+        });
         let lease_id = lease.id();
         let result = self
             .send_on(

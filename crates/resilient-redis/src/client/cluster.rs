@@ -121,7 +121,7 @@ impl Handle {
             let seen = cluster.epoch();
             let (node, asking, to_replica) = match target {
                 Target::Keyless => {
-                    self.count_attempt(attempt, &mut counted);
+                    self.count_attempt(attempt, &mut counted, None, false);
                     return self.keyless_attempt(cluster, request, retry_safe).await;
                 }
                 Target::Node(ref node, asking) => (node.clone(), asking, false),
@@ -162,7 +162,7 @@ impl Handle {
                 },
             };
             let permit = self.admit_to(&node, Instant::now())?;
-            self.count_attempt(attempt, &mut counted);
+            self.count_attempt(attempt, &mut counted, Some(&node), to_replica);
             if to_replica {
                 self.count_replica_read();
             }
@@ -198,6 +198,7 @@ impl Handle {
                     cluster.moved(redirect.slot, &redirect.addr);
                 } else {
                     cluster.redirects.fetch_add(1, Ordering::Relaxed);
+                    crate::observe::call::note_redirect();
                     if pipelined {
                         // Some of the pipeline's commands may have run on this node.
                         return Err(AttemptError {
@@ -274,16 +275,23 @@ impl Handle {
         }
     }
 
-    /// Counts an attempt once per attempt (hops are not attempts).
-    fn count_attempt(&self, attempt: Attempt, counted: &mut bool) {
+    /// Counts an attempt once per attempt (hops are not attempts); the call's span notes the
+    /// node of its last hop.
+    fn count_attempt(
+        &self,
+        attempt: Attempt,
+        counted: &mut bool,
+        node: Option<&Node>,
+        to_replica: bool,
+    ) {
         if *counted {
+            crate::observe::call::note_attempt(|| (node.map(|n| n.addr.clone()), to_replica), 0);
             return;
         }
         *counted = true;
-        self.inner.stats.attempts.add(1);
-        if attempt.number > 1 {
-            self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
-        }
+        self.note_attempt(attempt.number, || {
+            (node.map(|n| n.addr.clone()), to_replica)
+        });
     }
 
     /// Waits, up to `deadline`, for the slot map to move on from version `seen` (the node of a
@@ -297,7 +305,10 @@ impl Handle {
     ) -> Result<(), AttemptError> {
         cluster.waits.fetch_add(1, Ordering::Relaxed);
         cluster.request_refresh();
-        if cluster.changed_since(seen, deadline).await {
+        let waiting = Instant::now();
+        let changed = cluster.changed_since(seen, deadline).await;
+        crate::observe::call::note_wait(waiting.elapsed());
+        if changed {
             return Ok(());
         }
         Err(AttemptError {
@@ -320,7 +331,9 @@ impl Handle {
         cluster.waits.fetch_add(1, Ordering::Relaxed);
         let pause = Instant::now() + cluster.cluster.min_refresh_interval;
         let until = deadline.map_or(pause, |d| d.min(pause));
+        let waiting = Instant::now();
         cluster.changed_since(seen, Some(until)).await;
+        crate::observe::call::note_wait(waiting.elapsed());
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(AttemptError {
                 error: e.error.clone(),

@@ -27,13 +27,14 @@ use crate::{
     config::{ClientConfig, Durability},
     connection::{Lease, Pool},
     error::Error,
+    observe::{self, Operations, gauges::Sampled},
     replies::Deployment,
     request::{Reply, Request},
     retry::{PolicyParts, build_policy},
     routing::{Node, Router, cluster::ClusterRouter},
 };
 pub use stats::ClientStats;
-use stats::{Counters, KINDS};
+use stats::Counters;
 pub use transaction::Transaction;
 
 /// A Redis client that survives dropped connections, restarts, stalls and throttling, and never
@@ -123,9 +124,19 @@ struct Inner {
     /// The column of the reply table this client reads.
     deployment: Deployment,
     db: i64,
-    /// `resilient_redis_call_duration_seconds` by command kind, registered once (the success path
-    /// only records).
-    call_duration: [metrics::Histogram; 4],
+    /// `db.client.operation.duration` by operation and outcome (see [`crate::observe`]).
+    operations: Operations,
+}
+
+impl Sampled for Inner {
+    fn each_node(&self, f: &mut dyn FnMut(&Node, &dyn Fn() -> resilience::ThrottleTotals)) {
+        self.router
+            .each_node(|node| f(node, &|| self.throttle_totals(node)));
+    }
+
+    fn budget_tokens(&self) -> Option<f64> {
+        self.budget.as_ref().map(RetryBudget::available)
+    }
 }
 
 impl Inner {
@@ -193,6 +204,7 @@ impl Client {
     /// Connects with `config`, checked first.
     pub async fn with_config(config: ClientConfig) -> Result<Client, Error> {
         config.validate()?;
+        observe::describe();
         let db = config.connection_info()?.redis_settings().db();
         let budget = match &config.budget {
             Some(b) => Some(
@@ -236,12 +248,11 @@ impl Client {
             throttle_rng,
             stats: Counters::default(),
             db,
-            call_duration: KINDS.map(
-                |kind| metrics::histogram!("resilient_redis_call_duration_seconds", "kind" => kind),
-            ),
+            operations: Operations::new(),
         });
         let policy = build_policy(inner.policy_parts(inner.config.deadline))?;
         spawn_throttle_ticker(&inner);
+        observe::spawn_sampler(Arc::downgrade(&inner));
         let call = CallOptions {
             idempotent: None,
             durability: inner.config.durability,
@@ -387,6 +398,24 @@ impl Client {
             Router::Cluster(c) => c.master_addr(slot),
             Router::Single(_) => None,
         }
+    }
+
+    /// The adaptive throttle's probability of rejecting a call locally now (the highest over a
+    /// cluster's nodes): 0 while the server takes all the work; `None` when adaptive throttling
+    /// is off.
+    pub fn throttle_probability(&self) -> Option<f64> {
+        let inner = &self.handle.inner;
+        let now = Instant::now();
+        let mut highest = None;
+        inner.router.each_node(|node| {
+            if let Some(t) = &node.throttle {
+                let p = t
+                    .throttle
+                    .reject_probability_at(now, || inner.throttle_totals(node));
+                highest = Some(highest.map_or(p, |h: f64| h.max(p)));
+            }
+        });
+        highest
     }
 
     /// The retry budget, if enabled.

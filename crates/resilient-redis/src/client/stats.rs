@@ -2,18 +2,7 @@
 
 use std::sync::atomic::AtomicU64;
 
-use crate::{commands::CommandSafety, striped::StripedCounter};
-
-pub(super) const KINDS: [&str; 4] = ["read", "idempotent_write", "write", "blocking"];
-
-pub(super) fn kind_index(safety: CommandSafety) -> usize {
-    match safety {
-        CommandSafety::ReadOnly => 0,
-        CommandSafety::Idempotent => 1,
-        CommandSafety::NonIdempotent => 2,
-        CommandSafety::Blocking => 3,
-    }
-}
+use crate::striped::StripedCounter;
 
 #[derive(Default)]
 pub(super) struct Counters {

@@ -25,7 +25,7 @@
 // (`args`), the safety table (`safety`), blocking timeouts (`blocking`), key positions (`keys`),
 // cluster slots (`slot`) and what may run inside a script (`scripts`).
 
-mod args;
+pub(crate) mod args;
 mod blocking;
 mod info;
 mod keys;
@@ -36,7 +36,9 @@ mod slot;
 pub(crate) use args::{arg_bytes, command_name};
 pub(crate) use blocking::blocking_timeout;
 pub(crate) use info::info_field;
-pub(crate) use keys::command_keys;
+pub(crate) use keys::{command_keys, positioned_keys};
+#[cfg(test)]
+pub(crate) use safety::known_names;
 pub use safety::{CommandSafety, safety_of};
 pub(crate) use safety::{command_safety, pipeline_safety};
 pub(crate) use scripts::runs_in_scripts;

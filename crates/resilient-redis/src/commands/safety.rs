@@ -331,6 +331,15 @@ fn subcommand_safety(name: &[u8], sub: &[u8]) -> CommandSafety {
     }
 }
 
+/// Every command name the safety tables know (for tests elsewhere).
+#[cfg(test)]
+pub(crate) fn known_names() -> impl Iterator<Item = &'static str> {
+    [READ_ONLY, IDEMPOTENT, BLOCKING, CONNECTION_STATE]
+        .into_iter()
+        .flatten()
+        .copied()
+}
+
 /// The safety of one command, `Err` with the reason when the client refuses it.
 pub(crate) fn command_safety(cmd: &Cmd) -> Result<CommandSafety, &'static str> {
     match verdict(cmd) {

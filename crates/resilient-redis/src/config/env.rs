@@ -20,6 +20,14 @@ pub const ENV_VARS: &[(&str, &str)] = &[
          name is the URL's (redis://app@host:6379)",
     ),
     (
+        "RESILIENT_REDIS_TRACE_KEYS",
+        "on: record each command's keys (never values) in its span (default off)",
+    ),
+    (
+        "RESILIENT_REDIS_SPAN_LEVEL",
+        "level of each call's span: trace, debug (default), info, warn, error, or off",
+    ),
+    (
         "RESILIENT_REDIS_CLIENT_NAME",
         "connection name shown by CLIENT LIST (CLIENT SETNAME), no spaces",
     ),
@@ -186,6 +194,19 @@ impl ClientConfig {
                     ));
                 }
             }
+        }
+        if let Some(v) = lookup("RESILIENT_REDIS_SPAN_LEVEL") {
+            c.span_level = match v.trim().to_ascii_lowercase().as_str() {
+                "off" | "none" => None,
+                level => Some(level.parse().map_err(|_| {
+                    Error::config(format!(
+                        "RESILIENT_REDIS_SPAN_LEVEL={v:?}: expected trace, debug, info, warn, error or off"
+                    ))
+                })?),
+            };
+        }
+        if let Some(on) = switch("RESILIENT_REDIS_TRACE_KEYS")? {
+            c.trace_keys = on;
         }
         if let Some(on) = switch("RESILIENT_REDIS_REQUIRE_PRIMARY")? {
             c.require_primary = on;

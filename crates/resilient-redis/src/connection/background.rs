@@ -104,19 +104,28 @@ pub(super) async fn reconnector(
             }
         }
         for slot in dead.clone() {
+            let opening = tokio::time::Instant::now();
             let opened = if slot < p.masters {
-                p.endpoint.open(&p.conn_config).await
+                p.endpoint
+                    .open(&p.conn_config)
+                    .await
+                    .map(|(c, e)| (c, e, None))
             } else {
-                p.endpoint.open_replica(&p.conn_config).await
+                p.endpoint
+                    .open_replica(&p.conn_config)
+                    .await
+                    .map(|(c, e, addr)| (c, e, Some(addr)))
             };
             match opened {
-                Ok((conn, epoch)) => {
-                    if !p.install(slot, conn, epoch) {
+                Ok((conn, epoch, addr)) => {
+                    metrics::histogram!(crate::observe::CONNECTION_CREATE_TIME)
+                        .record(opening.elapsed().as_secs_f64());
+                    if !p.install(slot, conn, epoch, addr) {
                         // Opened for a master replaced since: try again with the new one.
                         continue;
                     }
                     p.reconnects.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("resilient_redis_reconnects_total").increment(1);
+                    metrics::counter!(crate::observe::RECONNECTIONS).increment(1);
                     tracing::info!(slot, "reconnected");
                     failures = 0;
                     previous = None;
@@ -138,8 +147,8 @@ pub(super) async fn reconnector(
                         if tokio::time::Instant::now() >= replicas_after {
                             for &r in dead.iter().filter(|&&r| r >= p.masters) {
                                 match p.endpoint.open_replica(&p.conn_config).await {
-                                    Ok((conn, epoch)) => {
-                                        if p.install(r, conn, epoch) {
+                                    Ok((conn, epoch, addr)) => {
+                                        if p.install(r, conn, epoch, Some(addr)) {
                                             p.reconnects.fetch_add(1, Ordering::Relaxed);
                                             tracing::info!(slot = r, "reconnected to a replica");
                                         }
@@ -155,7 +164,7 @@ pub(super) async fn reconnector(
                         }
                     }
                     tracing::debug!(slot, error = %e, ?delay, "reconnect failed");
-                    metrics::counter!("resilient_redis_reconnect_failures_total").increment(1);
+                    metrics::counter!(crate::observe::RECONNECT_FAILURES).increment(1);
                     drop(p);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}

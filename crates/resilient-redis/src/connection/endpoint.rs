@@ -62,7 +62,7 @@ impl Endpoint {
     pub(crate) async fn open_replica(
         &self,
         conn_config: &AsyncConnectionConfig,
-    ) -> RedisResult<(MultiplexedConnection, u64)> {
+    ) -> RedisResult<(MultiplexedConnection, u64, super::sentinel::Addr)> {
         match self {
             Endpoint::Sentinel(resolver) => resolver.open_replica(conn_config).await,
             _ => Err(std::io::Error::new(

@@ -1,7 +1,10 @@
 //! Finding a connection for a call: the cached one if still live, one from the pool without
 //! waiting (the fast path), or waiting for the background reconnection within the deadline.
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use tokio::time::Instant;
 
@@ -174,8 +177,29 @@ impl Pool {
         self.acquire_with(deadline, Pool::try_lease).await
     }
 
-    /// The waiting part of [`Pool::acquire`], with `pick` choosing among live connections.
+    /// The waiting part of [`Pool::acquire`], with `pick` choosing among live connections:
+    /// counted in the waiting gauge and the call's span while it waits.
     async fn acquire_with(
+        &self,
+        deadline: Option<Instant>,
+        pick: impl Fn(&Pool) -> Option<Lease>,
+    ) -> Result<Lease, Error> {
+        if let Some(lease) = pick(self) {
+            return Ok(lease);
+        }
+        struct Waiting<'a>(&'a AtomicUsize, Instant);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+                crate::observe::call::note_wait(self.1.elapsed());
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting, Instant::now());
+        self.wait_with(deadline, pick).await
+    }
+
+    async fn wait_with(
         &self,
         deadline: Option<Instant>,
         pick: impl Fn(&Pool) -> Option<Lease>,

@@ -105,6 +105,8 @@ struct Live {
     generation: u64,
     /// The master epoch the connection was opened for (always 0 for a fixed server).
     epoch: u64,
+    /// A Sentinel replica connection's server (`host:port`), for the call's span.
+    replica: Option<Arc<str>>,
 }
 
 struct Slot {
@@ -205,6 +207,8 @@ pub(crate) struct Pool {
     /// Idle dedicated connections for blocking commands, reused so a consumer looping on BLPOP
     /// does not open a connection per call.
     blocking_idle: Mutex<Vec<Dedicated>>,
+    /// Calls waiting for a connection (the `pending_requests` gauge).
+    waiting: AtomicUsize,
     pub(crate) reconnects: AtomicU64,
     /// Epochs ended by a demotion (see [`fixed`]).
     pub(crate) demotions: AtomicU64,
@@ -260,7 +264,7 @@ impl Pool {
         if !lazily {
             let (conn, epoch) =
                 handshake::first_connection(&pool.endpoint, &pool.conn_config, config).await?;
-            pool.install(0, conn, epoch);
+            pool.install(0, conn, epoch, None);
             // (A master switch during this first connection is followed by the background task.)
         }
         pool.run_in_background(config);
@@ -310,6 +314,7 @@ impl Pool {
             probe: Mutex::new(None),
             busy_gate: Mutex::new(None),
             blocking_idle: Mutex::new(Vec::new()),
+            waiting: AtomicUsize::new(0),
             reconnects: AtomicU64::new(0),
             demotions: AtomicU64::new(0),
             replicas: Mutex::new(replicas::ReplicaCount::default()),
@@ -415,7 +420,7 @@ impl Pool {
                  hostname?): reconnecting"
             );
             self.demotions.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("resilient_redis_demotions_total").increment(1);
+            metrics::counter!(crate::observe::DEMOTIONS).increment(1);
             // At once, not when the background task sees the change: the callers' retries
             // must not find the old connections.
             self.invalidate_stale();
@@ -639,7 +644,13 @@ impl Pool {
 
     /// Puts `conn` in `slot`; `false` (and nothing done) if it was opened for a master that has
     /// been replaced since.
-    fn install(&self, slot: usize, conn: MultiplexedConnection, epoch: u64) -> bool {
+    fn install(
+        &self,
+        slot: usize,
+        conn: MultiplexedConnection,
+        epoch: u64,
+        replica: Option<sentinel::Addr>,
+    ) -> bool {
         if epoch != self.endpoint.epoch() {
             return false;
         }
@@ -652,6 +663,7 @@ impl Pool {
             conn,
             generation,
             epoch,
+            replica: replica.map(|(host, port)| crate::routing::join_addr(&host, port).into()),
         });
         self.slots[slot]
             .current
@@ -727,6 +739,39 @@ impl Pool {
             .filter(|s| s.live.read().expect("slot lock").is_some())
             .count();
         (up, self.masters)
+    }
+
+    /// The server a connection in `slot` goes to, when the pool follows a Sentinel master
+    /// (`Some(None)`: not known); `None` for a fixed address (the node's).
+    pub(crate) fn sentinel_addr(&self, slot: usize) -> Option<Option<Arc<str>>> {
+        match &self.endpoint {
+            Endpoint::Fixed(_) => None,
+            Endpoint::Sentinel(_) if slot >= self.masters => Some(
+                self.slots[slot]
+                    .live
+                    .read()
+                    .expect("slot lock")
+                    .as_ref()
+                    .and_then(|l| l.replica.clone()),
+            ),
+            Endpoint::Sentinel(_) => Some(
+                self.endpoint
+                    .master_addr()
+                    .map(|((host, port), _)| crate::routing::join_addr(&host, port).into()),
+            ),
+        }
+    }
+
+    /// Live connections (masters' and replicas'), parked connections for blocking commands,
+    /// and calls waiting for a connection: what the connection gauges show.
+    pub(crate) fn occupancy(&self) -> (usize, usize, usize) {
+        let live = self
+            .slots
+            .iter()
+            .filter(|s| s.current.load(Ordering::Relaxed) != 0)
+            .count();
+        let idle = self.blocking_idle.lock().expect("idle lock").len();
+        (live, idle, self.waiting.load(Ordering::Relaxed))
     }
 
     /// The last connection error, if any.

@@ -70,7 +70,7 @@ impl Pool {
                 Err(e) => self.renewal_failed(lease.id(), &e),
             }
         }
-        metrics::counter!("resilient_redis_reauthentications_total").increment(renewed.into());
+        metrics::counter!(crate::observe::REAUTHENTICATIONS).increment(renewed.into());
         tracing::debug!(renewed, "connections re-authenticated");
     }
 

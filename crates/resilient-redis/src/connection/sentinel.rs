@@ -230,7 +230,7 @@ impl SentinelResolver {
     pub(crate) async fn open_replica(
         &self,
         conn_config: &AsyncConnectionConfig,
-    ) -> RedisResult<(MultiplexedConnection, u64)> {
+    ) -> RedisResult<(MultiplexedConnection, u64, Addr)> {
         let epoch = self.master().epoch;
         let mut candidates: Vec<Addr> = {
             let known = self.known.lock().expect("known lock");
@@ -253,12 +253,12 @@ impl SentinelResolver {
             return self
                 .open_nearest_replica(&candidates, conn_config)
                 .await
-                .map(|c| (c, epoch));
+                .map(|(c, addr)| (c, epoch, addr));
         }
         let mut last = None;
         for addr in &candidates {
             match self.open_with_role(addr, conn_config, Role::Replica).await {
-                Ok(conn) => return Ok((conn, epoch)),
+                Ok(conn) => return Ok((conn, epoch, addr.clone())),
                 Err(e) => last = Some(e),
             }
         }
@@ -272,15 +272,18 @@ impl SentinelResolver {
         &self,
         candidates: &[Addr],
         conn_config: &AsyncConnectionConfig,
-    ) -> RedisResult<MultiplexedConnection> {
+    ) -> RedisResult<(MultiplexedConnection, Addr)> {
         let mut attempts: futures::stream::FuturesUnordered<_> = candidates
             .iter()
-            .map(|addr| self.open_with_role(addr, conn_config, Role::Replica))
+            .map(|addr| async move {
+                let opened = self.open_with_role(addr, conn_config, Role::Replica).await;
+                opened.map(|conn| (conn, addr.clone()))
+            })
             .collect();
         let mut last = None;
         while let Some(opened) = futures::StreamExt::next(&mut attempts).await {
             match opened {
-                Ok(conn) => return Ok(conn),
+                Ok(opened) => return Ok(opened),
                 Err(e) => last = Some(e),
             }
         }
@@ -379,7 +382,7 @@ impl SentinelResolver {
             true
         });
         if changed {
-            metrics::counter!("resilient_redis_master_switches_total").increment(1);
+            metrics::counter!(crate::observe::MASTER_SWITCHES).increment(1);
         }
         changed
     }
@@ -387,7 +390,7 @@ impl SentinelResolver {
     /// Asks the known sentinels in turn; the first that names a confirmed master wins.
     async fn discover_once(self: &Arc<Self>) -> Result<(), String> {
         self.discoveries.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("resilient_redis_sentinel_discoveries_total").increment(1);
+        metrics::counter!(crate::observe::SENTINEL_DISCOVERIES).increment(1);
         let (sentinels, preferred) = {
             let known = self.known.lock().expect("known lock");
             (known.sentinels.clone(), known.preferred)

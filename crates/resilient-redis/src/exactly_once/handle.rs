@@ -99,7 +99,7 @@ impl ExactlyOnce {
                 config,
                 instance,
                 cluster,
-                metrics::counter!("resilient_redis_exactly_once_replays_total"),
+                metrics::counter!(crate::observe::EXACTLY_ONCE_REPLAYS),
             )),
         })
     }

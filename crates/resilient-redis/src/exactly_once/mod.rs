@@ -105,7 +105,7 @@
 //!   client's deadline (checked at construction).
 //!
 //! # Metrics and events
-//! `resilient_redis_exactly_once_replays_total` (counter) and a `debug` event count the retries
+//! `resilient_redis.exactly_once.replays` (counter) and a `debug` event count the retries
 //! answered from a recorded reply; [`ExactlyOnce::stats`] has the same figures.
 //!
 //! [`Client`]: crate::Client

@@ -22,7 +22,7 @@ use std::sync::{
 use resilience::{BreakerConfig, CircuitBreaker, ThrottleTotals, TotalsThrottle};
 use tokio::time::Instant;
 
-use crate::{config::ClientConfig, connection::Pool, error::Error};
+use crate::{config::ClientConfig, connection::Pool, error::Error, observe::gauges::NodeGauges};
 
 /// Where requests go.
 pub(crate) enum Router {
@@ -67,6 +67,8 @@ pub(crate) struct Node {
     pub(crate) pool: Arc<Pool>,
     pub(crate) breaker: Option<CircuitBreaker>,
     pub(crate) throttle: Option<NodeThrottle>,
+    /// Its gauges (see [`crate::observe`]).
+    pub(crate) gauges: NodeGauges,
     /// Whether the node is one of several (a cluster's): its breaker is named after it.
     one_of_many: bool,
 }
@@ -80,6 +82,7 @@ impl Node {
         config: &ClientConfig,
         one_of_many: bool,
     ) -> Result<Node, Error> {
+        let gauges = NodeGauges::new(if addr.is_empty() { "master" } else { &addr });
         let breaker = match &config.breaker {
             Some(b) => {
                 let name = if one_of_many {
@@ -87,10 +90,16 @@ impl Node {
                 } else {
                     b.name.clone()
                 };
-                Some(
-                    CircuitBreaker::new(BreakerConfig { name, ..b.clone() })
-                        .map_err(|e| Error::config(format!("breaker: {e}")))?,
-                )
+                let breaker = CircuitBreaker::new(BreakerConfig { name, ..b.clone() })
+                    .map_err(|e| Error::config(format!("breaker: {e}")))?;
+                let gauge = gauges.breaker();
+                gauge.set(breaker.state().gauge_value());
+                breaker.add_listener(Arc::new(move |event| {
+                    if let resilience::Event::BreakerTransition { to, .. } = event {
+                        gauge.set(to.gauge_value());
+                    }
+                }));
+                Some(breaker)
             }
             None => None,
         };
@@ -109,6 +118,7 @@ impl Node {
             pool,
             breaker,
             throttle,
+            gauges,
             one_of_many,
         })
     }
@@ -119,6 +129,16 @@ impl Node {
             format!("of node {} ", self.addr)
         } else {
             String::new()
+        }
+    }
+
+    /// `host:port` of the server a connection in pool slot `slot` goes to, when known (for
+    /// the call's span).
+    pub(crate) fn serving_addr(&self, slot: usize) -> Option<Arc<str>> {
+        match self.pool.sentinel_addr(slot) {
+            Some(addr) => addr,
+            None if self.addr.is_empty() => None,
+            None => Some(self.addr.clone()),
         }
     }
 

@@ -205,7 +205,7 @@ impl Client {
                     Idempotency::Idempotent,
                     |e: &AttemptError| e.class,
                     |_attempt| {
-                        handle.inner.stats.attempts.add(1);
+                        handle.note_attempt(1, || (None, false));
                         handle.transaction_attempt(&place, &watch, &body, deadline)
                     },
                 )

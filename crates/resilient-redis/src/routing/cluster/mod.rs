@@ -371,6 +371,7 @@ impl ClusterRouter {
     /// A `MOVED` reply: `slot` lives at `addr` from now on.
     pub(crate) fn moved(&self, slot: u16, addr: &str) {
         self.redirects.fetch_add(1, Ordering::Relaxed);
+        crate::observe::call::note_redirect();
         self.topology.note_moved(slot, addr);
     }
 

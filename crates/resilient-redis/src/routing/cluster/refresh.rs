@@ -136,7 +136,7 @@ pub(super) async fn refresh_once(router: &ClusterRouter) -> Result<(), String> {
     let (slots, ids) = slots.ok_or(last)?;
     router.learn_node_ids(&ids);
     topology.refreshes.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!("resilient_redis_cluster_refreshes_total").increment(1);
+    metrics::counter!(crate::observe::CLUSTER_REFRESHES).increment(1);
     let masters_before = topology.masters();
     topology.install(slots);
     router.forget_nodes_without_slots(&masters_before);

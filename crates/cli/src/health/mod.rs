@@ -10,6 +10,11 @@
 //! - An unreachable server is reported as unhealthy (same output shape), not as a crash.
 //! - The report names where the credentials come from (`static (the URL's)` or `file PATH`
 //!   with `--password-file`; never the secret) and the connections' name (`--client-name`).
+//! - It shows the retry budget's balance (tokens, i.e. retries allowed now, of the maximum).
+//! - `--watch` refreshes a one-screen view every `--interval-ms` until Ctrl-C (exit 0); with
+//!   `--json`, one JSON object per refresh, one per line (see [`watch`]).
+
+mod watch;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -19,16 +24,25 @@ use serde::Serialize;
 
 use crate::client::connect_resilient;
 use crate::error::CliError;
-use crate::target::{Target, TargetArgs};
+use crate::target::{Access, Target, TargetArgs};
+use crate::units::parse_millis;
 
 /// Arguments of `resilient-redis health`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct HealthArgs {
     #[command(flatten)]
     target: TargetArgs,
-    /// Print one JSON object instead of the human listing.
+    /// Print one JSON object instead of the human listing (with --watch: one per refresh, one
+    /// per line).
     #[arg(long)]
     json: bool,
+    /// Refresh a live view until Ctrl-C (exit 0) instead of printing once.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: the time between two refreshes.
+    #[arg(long, default_value = "1000", value_parser = parse_millis, value_name = "MS",
+          requires = "watch")]
+    interval_ms: Duration,
 }
 
 /// The printed health: the client's `Health` plus the URL, with durations in milliseconds.
@@ -50,6 +64,12 @@ pub(crate) struct HealthReport {
     breaker: Option<String>,
     connections_up: Option<usize>,
     connections_total: Option<usize>,
+    /// The retry budget's balance: retries it allows now (`None` when the budget is off).
+    retry_budget_tokens: Option<f64>,
+    /// The retry budget's maximum balance.
+    retry_budget_max_tokens: Option<u32>,
+    /// The adaptive throttle's local rejection probability now (`None` when it is off).
+    throttle_probability: Option<f64>,
     last_error: Option<String>,
     /// Sentinel: the master the client follows.
     master: Option<String>,
@@ -100,6 +120,9 @@ impl HealthReport {
             breaker: Some(health.breaker),
             connections_up: Some(health.connections_up),
             connections_total: Some(health.connections_total),
+            retry_budget_tokens: None,
+            retry_budget_max_tokens: None,
+            throttle_probability: health.throttle_probability,
             last_error: health.last_error,
             master: health.master,
             replicas: health.replicas,
@@ -138,6 +161,30 @@ impl HealthReport {
             nodes: Some(nodes),
             ..HealthReport::default()
         }
+    }
+
+    /// Names where the credentials come from and the connections' name.
+    fn with_access(self, access: &Access) -> HealthReport {
+        HealthReport {
+            credentials: access.credentials_source(),
+            connection_name: access.client_name.clone(),
+            ..self
+        }
+    }
+
+    /// The adaptive throttle as the listings show it: `rejects 12.0 % locally`.
+    fn throttle(&self) -> Option<String> {
+        self.throttle_probability
+            .map(|p| format!("rejects {:.1} % locally", p * 100.0))
+    }
+
+    /// The retry budget as the listings show it: `12.5 of 100 tokens`.
+    fn budget(&self) -> Option<String> {
+        self.retry_budget_tokens
+            .map(|tokens| match self.retry_budget_max_tokens {
+                Some(max) => format!("{tokens:.1} of {max} tokens"),
+                None => format!("{tokens:.1} tokens"),
+            })
     }
 
     fn unreachable(target: &Target, reason: String) -> HealthReport {
@@ -192,6 +239,8 @@ impl HealthReport {
             self.used_memory_bytes.map(|n| format!("{n} bytes")),
         );
         line(&mut out, "breaker", self.breaker.clone());
+        line(&mut out, "retry budget", self.budget());
+        line(&mut out, "throttle", self.throttle());
         let connections = self.connections_up.zip(self.connections_total);
         line(
             &mut out,
@@ -255,31 +304,40 @@ fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
 
-/// Runs the health check and prints the result.
+/// Asks `client` for its health and makes the report.
+async fn look(client: &resilient_redis::Client, target: &Target, access: &Access) -> HealthReport {
+    let mut health = client.health().await;
+    let mut report = match health.cluster.take() {
+        Some(cluster) => HealthReport {
+            read_from: health.read_from,
+            replica_reads: health.replica_reads,
+            connections_up: Some(health.connections_up),
+            connections_total: Some(health.connections_total),
+            ..HealthReport::from_cluster(target, cluster)
+        },
+        None => HealthReport::from_health(target, health),
+    };
+    if let Some(budget) = client.budget() {
+        report.retry_budget_tokens = Some(budget.available());
+        report.retry_budget_max_tokens = Some(budget.config().max_tokens);
+    }
+    report.with_access(access)
+}
+
+/// Runs the health check and prints the result (or, with `--watch`, keeps refreshing it).
 pub(crate) async fn run(args: HealthArgs) -> Result<ExitCode, CliError> {
     let target = args.target.target()?;
-    let connected = match connect_resilient(&target, &args.target.access(), None).await {
-        Ok(client) => {
-            let mut health = client.health().await;
-            Ok(match health.cluster.take() {
-                Some(cluster) => HealthReport {
-                    read_from: health.read_from,
-                    replica_reads: health.replica_reads,
-                    ..HealthReport::from_cluster(&target, cluster)
-                },
-                None => HealthReport::from_health(&target, health),
-            })
+    let access = args.target.access();
+    if args.watch {
+        return watch::run(&target, &access, args.interval_ms, args.json).await;
+    }
+    let report = match connect_resilient(&target, &access, None).await {
+        Ok(client) => look(&client, &target, &access).await,
+        Err(CliError::Runtime(reason)) => {
+            HealthReport::unreachable(&target, reason).with_access(&access)
         }
-        Err(err) => Err(err),
-    };
-    let mut report = match connected {
-        Ok(report) => report,
-        Err(CliError::Runtime(reason)) => HealthReport::unreachable(&target, reason),
         Err(usage) => return Err(usage),
     };
-    let access = args.target.access();
-    report.credentials = access.credentials_source();
-    report.connection_name = access.client_name;
     crate::output::print_report(&report, args.json, || report.human())?;
     if report.healthy {
         Ok(ExitCode::SUCCESS)
