@@ -167,6 +167,25 @@ fn id_of(key: &CompositeKey) -> (String, Vec<(String, String)>) {
     )
 }
 
+/// A subscriber that captures spans and a recorder of metrics, for this thread (the test's
+/// current-thread runtime: the client's tasks run on it too) until the guards drop.
+fn observe_this_thread() -> (
+    Capture,
+    Snapshotter,
+    (
+        tracing::subscriber::DefaultGuard,
+        metrics::LocalRecorderGuard<'static>,
+    ),
+) {
+    // Leaked: the guard borrows it for the rest of the test.
+    let recorder: &'static DebuggingRecorder = Box::leak(Box::new(DebuggingRecorder::new()));
+    let capture = Capture::default();
+    let tracing =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let metrics = metrics::set_default_local_recorder(recorder);
+    (capture, recorder.snapshotter(), (tracing, metrics))
+}
+
 /// 20 tasks of SET then GET on their own keys until `stop`.
 fn load(client: &Client, stop: &Arc<AtomicBool>) -> tokio::task::JoinSet<u64> {
     let mut tasks = tokio::task::JoinSet::new();
@@ -190,12 +209,7 @@ fn load(client: &Client, stop: &Arc<AtomicBool>) -> tokio::task::JoinSet<u64> {
 
 #[tokio::test]
 async fn a_client_kill_under_load_is_counted_by_reason_and_traced_per_call() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let _metrics = metrics::set_default_local_recorder(&recorder);
-    let capture = Capture::default();
-    let _tracing =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let (capture, snapshotter, _guards) = observe_this_thread();
 
     let server = RedisServer::start().await.expect("start redis-server");
     let client = Client::connect(&server.url()).await.expect("connect");
@@ -324,12 +338,7 @@ async fn a_client_kill_under_load_is_counted_by_reason_and_traced_per_call() {
 
 #[tokio::test]
 async fn no_key_or_value_in_spans_or_labels_unless_keys_are_asked_for() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let _metrics = metrics::set_default_local_recorder(&recorder);
-    let capture = Capture::default();
-    let _tracing =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let (capture, snapshotter, _guards) = observe_this_thread();
     let server = RedisServer::start().await.expect("start redis-server");
 
     const KEY: &str = "sekrit-key-7f3a";
@@ -408,9 +417,7 @@ async fn spans_of<F: Future<Output = ()>>(capture: &Capture, f: F) -> Vec<Fields
 #[tokio::test]
 async fn spans_name_the_node_that_answered_and_the_route_on_sentinel_and_cluster() {
     let _serial = common::ONE_AT_A_TIME.lock().await;
-    let capture = Capture::default();
-    let _tracing =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let (capture, _, _guards) = observe_this_thread();
 
     // Sentinel, reads from replicas: a write names the master, a read the replica it went to.
     let topology = common::sentinel_lab().await;

@@ -180,20 +180,13 @@ async fn check_zone_affinity(
     [near, far, master]: [SocketAddr; 3],
     kill_near: impl AsyncFnOnce(),
 ) {
-    let before = [
-        common::calls_at(near, "get").await,
-        common::calls_at(far, "get").await,
-        common::calls_at(master, "get").await,
-    ];
+    let before = common::calls_each([near, far, master], "get").await;
     let load = ReadLoad::start(client, key, 0);
     let share = Mutex::new(0.0);
     let kill = async || {
         // The end of the healthy phase: where the reads went.
-        let [near_gets, far_gets, master_gets] = [
-            common::calls_at(near, "get").await - before[0],
-            common::calls_at(far, "get").await - before[1],
-            common::calls_at(master, "get").await - before[2],
-        ];
+        let now = common::calls_each([near, far, master], "get").await;
+        let [near_gets, far_gets, master_gets] = [0, 1, 2].map(|i| now[i] - before[i]);
         let total = (near_gets + far_gets + master_gets).max(1);
         *share.lock().unwrap() = near_gets as f64 / total as f64;
         eprintln!(

@@ -410,10 +410,7 @@ async fn settled_reads<const N: usize>(
     nodes: [SocketAddr; N],
 ) -> [u64; N] {
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut before = [0; N];
-    for (i, node) in nodes.iter().enumerate() {
-        before[i] = common::calls_at(*node, "get").await;
-    }
+    let before = common::calls_each(nodes, "get").await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = JoinSet::new();
     for _ in 0..20 {
@@ -429,9 +426,6 @@ async fn settled_reads<const N: usize>(
     while let Some(done) = tasks.join_next().await {
         done.unwrap();
     }
-    let mut served = [0; N];
-    for (i, node) in nodes.iter().enumerate() {
-        served[i] = common::calls_at(*node, "get").await - before[i];
-    }
-    served
+    let now = common::calls_each(nodes, "get").await;
+    std::array::from_fn(|i| now[i] - before[i])
 }

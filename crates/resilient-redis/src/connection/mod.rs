@@ -659,6 +659,10 @@ impl Pool {
         self.slots[slot]
             .measured
             .reset(self.max_replica_lag.is_some() && slot >= self.masters);
+        // A cluster node's own measure too: a replica that reconnects (restarted, perhaps
+        // resyncing with stale data) is not read from until measured again; the master of a
+        // shard ignores the flag.
+        self.measured.reset(self.max_replica_lag.is_some());
         *self.slots[slot].live.write().expect("slot lock") = Some(Live {
             conn,
             generation,

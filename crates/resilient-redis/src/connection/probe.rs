@@ -24,7 +24,6 @@ use redis::{Value, aio::MultiplexedConnection};
 use tokio::time::Instant;
 
 use super::{LeaseId, Pool};
-use crate::commands::info_field;
 
 /// How often the nodes are measured: a replica that falls behind is skipped within this.
 pub(crate) const PERIOD: Duration = Duration::from_millis(250);
@@ -103,27 +102,13 @@ pub(crate) struct Replication {
     pub(crate) offset: u64,
 }
 
-/// Reads role and offset from an `INFO replication` reply.
+/// Reads role and offset from an `INFO replication` reply (`None` without an offset).
 pub(crate) fn replication(reply: &Value) -> Option<Replication> {
-    let text = match reply {
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?,
-        Value::VerbatimString { text, .. } => text.as_str(),
-        _ => return None,
-    };
-    let number = |name| info_field(text, name)?.parse::<u64>().ok();
-    match info_field(text, "role")? {
-        "master" => Some(Replication {
-            master: true,
-            offset: number("master_repl_offset")?,
-        }),
-        // `slave_repl_offset` is what the replica applied (Redis 7 also reports what it read);
-        // older servers give only `master_repl_offset`, the same thing on a replica.
-        "slave" => Some(Replication {
-            master: false,
-            offset: number("slave_repl_offset").or_else(|| number("master_repl_offset"))?,
-        }),
-        _ => None,
-    }
+    let info = crate::commands::replication(reply)?;
+    Some(Replication {
+        master: info.master,
+        offset: info.offset?,
+    })
 }
 
 /// Sends `INFO replication` on `conn`: its round trip and what it says, `None` when the node

@@ -123,25 +123,13 @@ pub(crate) enum InfoRole {
 
 /// Reads the role (and a master's replica count) from an `INFO replication` reply.
 pub(crate) fn role_in_info(reply: &Value) -> InfoRole {
-    let text = match reply {
-        Value::BulkString(b) => std::str::from_utf8(b).ok(),
-        Value::VerbatimString { text, .. } => Some(text.as_str()),
-        Value::SimpleString(s) => Some(s.as_str()),
-        _ => None,
-    };
-    let Some(text) = text else {
-        return InfoRole::Unknown;
-    };
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.trim_end().strip_prefix(name)?.strip_prefix(':'))
-    };
-    match field("role") {
-        Some("master") => field("connected_slaves")
-            .and_then(|n| n.parse().ok())
+    match crate::commands::replication(reply) {
+        Some(info) if info.master => info
+            .replicas
+            .and_then(|n| u32::try_from(n).ok())
             .map_or(InfoRole::Unknown, InfoRole::Master),
-        Some("slave") => InfoRole::Replica,
-        _ => InfoRole::Unknown,
+        Some(_) => InfoRole::Replica,
+        None => InfoRole::Unknown,
     }
 }
 

@@ -392,6 +392,18 @@ pub async fn replica_of(
     None
 }
 
+/// [`calls_at`] each of `addrs`.
+pub async fn calls_each<const N: usize>(
+    addrs: [std::net::SocketAddr; N],
+    command: &str,
+) -> [u64; N] {
+    let mut calls = [0; N];
+    for (n, addr) in calls.iter_mut().zip(addrs) {
+        *n = calls_at(addr, command).await;
+    }
+    calls
+}
+
 /// `INFO commandstats` calls of `command` on the server at `addr` (0 when never called, or
 /// when it does not answer).
 pub async fn calls_at(addr: std::net::SocketAddr, command: &str) -> u64 {
