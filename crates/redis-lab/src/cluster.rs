@@ -6,6 +6,7 @@ use std::time::Duration;
 use redis::Value;
 
 use crate::error::LabError;
+use crate::proxy::FaultProxy;
 use crate::server::{RedisServer, ServerConfig, topology_server_config};
 use crate::tls::LabTls;
 use crate::util::{Poll, info_value, loopback};
@@ -19,7 +20,8 @@ const MIGRATE_BATCH: usize = 100;
 /// How a [`RedisCluster`] is built.
 ///
 /// # Default
-/// 3 masters, 1 replica per master, `cluster-node-timeout` 1000 ms, 30 s to become ready.
+/// 3 masters, 1 replica per master, `cluster-node-timeout` 1000 ms, 30 s to become ready,
+/// no extra directives, no TLS, no proxies.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     /// Masters; the slots are split evenly between them (at least 1).
@@ -34,6 +36,24 @@ pub struct ClusterConfig {
     pub extra: Vec<(String, String)>,
     /// Every node on TLS only, with `tls-cluster yes` (see [`LabTls`]).
     pub tls: Option<LabTls>,
+    /// Put a [`FaultProxy`] in front of each node, announced in its place: each node is
+    /// started with `cluster-announce-ip 127.0.0.1`, `cluster-announce-port <its proxy's
+    /// port>`, `replica-announce-port <its proxy's port>` and `cluster-announce-bus-port <its
+    /// own bus port>`. So `CLUSTER SLOTS`, `CLUSTER SHARDS`, `CLUSTER NODES`, `MOVED` and `ASK`
+    /// name the proxies, a cluster client reaches every node through its proxy, and replicas
+    /// replicate from their master through the master's proxy; the cluster bus (gossip,
+    /// failure detection, failover votes) stays direct, so a proxy's faults never make a node
+    /// look down to the others. See [`RedisCluster::proxy_of`].
+    ///
+    /// A fault on a master's proxy therefore also hits its replicas' links. Measured with
+    /// Redis 7.0: under [`FaultProxy::set_blackhole`] the cluster stays ok and no node is
+    /// flagged failing, while the replicas' links stall yet report `up` until `repl-timeout`
+    /// (60 s by default). A connection blackholed once stays so until closed, so after
+    /// `set_blackhole(false)` call [`FaultProxy::drop_all`] to let the replicas reconnect
+    /// (until then the master never gets their acknowledgements and `WAIT` returns 0).
+    ///
+    /// Not with [`tls`](Self::tls): the proxy parses RESP and cannot carry TLS.
+    pub proxied: bool,
 }
 
 impl Default for ClusterConfig {
@@ -45,6 +65,7 @@ impl Default for ClusterConfig {
             ready_timeout: Duration::from_secs(30),
             extra: Vec::new(),
             tls: None,
+            proxied: false,
         }
     }
 }
@@ -60,6 +81,12 @@ impl ClusterConfig {
         if self.node_timeout < Duration::from_millis(1) || self.ready_timeout.is_zero() {
             return Err(LabError::InvalidConfig(
                 "ClusterConfig::node_timeout must be >= 1 ms and ready_timeout > 0".into(),
+            ));
+        }
+        if self.proxied && self.tls.is_some() {
+            return Err(LabError::InvalidConfig(
+                "ClusterConfig::proxied cannot be combined with tls (the proxy speaks RESP only)"
+                    .into(),
             ));
         }
         Ok(())
@@ -82,7 +109,18 @@ struct SlotRange {
 ///   (`ADDSLOTSRANGE`), joins them (`CLUSTER MEET`), attaches replicas (`CLUSTER REPLICATE`) and
 ///   returns once every node reports `cluster_state:ok`, the same slot map, and every replica.
 /// - `nodes()[..masters]` are the initial masters; replica `i` follows master `i % masters`.
-/// - Dropping it kills every node.
+/// - With [`ClusterConfig::proxied`], `proxies()[i]` fronts `nodes()[i]`, and the cluster
+///   announces the proxies' addresses ([`announced_addr`](Self::announced_addr)). Methods that
+///   take a node's address accept either its own or its announced address; methods that
+///   return one return its own (as [`RedisServer::addr`] gives it), except
+///   [`urls`](Self::urls), which gives the addresses a client should use. Proxies forward to
+///   the node's port, which [`RedisServer::restart`] keeps, so they work across restarts.
+/// - The lab's own commands (start, [`wait_ok`](Self::wait_ok),
+///   [`master_for_slot`](Self::master_for_slot), [`migrate_slot`](Self::migrate_slot) and its
+///   `MIGRATE`s) go to the nodes directly, never through a proxy: proxy faults do not stall
+///   them, and [`FaultProxy::stats`] counts only the traffic of the clients under test (and of
+///   replication).
+/// - Dropping it kills every node and stops every proxy.
 ///
 /// # Example
 /// ```no_run
@@ -98,6 +136,8 @@ pub struct RedisCluster {
     nodes: Vec<RedisServer>,
     masters: usize,
     replicas_per_master: usize,
+    /// With [`ClusterConfig::proxied`]: `proxies[i]` fronts `nodes[i]`; empty otherwise.
+    proxies: Vec<FaultProxy>,
 }
 
 impl RedisCluster {
@@ -109,7 +149,7 @@ impl RedisCluster {
         config.validate()?;
         crate::require_binaries(false)?;
         let total = config.masters * (1 + config.replicas_per_master);
-        let mut directives = vec![
+        let directives = vec![
             ("cluster-enabled", "yes".to_owned()),
             ("cluster-config-file", "nodes.conf".to_owned()),
             (
@@ -117,14 +157,32 @@ impl RedisCluster {
                 config.node_timeout.as_millis().to_string(),
             ),
         ];
-        directives.extend(config.extra.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        // Each proxy first (its port is announced), pointed at its node once it is up.
+        let mut proxies = Vec::new();
+        if config.proxied {
+            for _ in 0..total {
+                proxies.push(FaultProxy::start(loopback(1)).await?);
+            }
+        }
         let mut starting = tokio::task::JoinSet::new();
         for index in 0..total {
-            let launch = ServerConfig {
+            let mut own = directives.clone();
+            if let Some(proxy) = proxies.get(index) {
+                let port = proxy.addr().port().to_string();
+                own.extend([
+                    ("cluster-announce-ip", "127.0.0.1".to_owned()),
+                    ("cluster-announce-port", port.clone()),
+                    // INFO replication on its master then names the proxy too.
+                    ("replica-announce-port", port),
+                ]);
+            }
+            own.extend(config.extra.iter().map(|(k, v)| (k.as_str(), v.clone())));
+            let mut launch = ServerConfig {
                 tls: config.tls.clone(),
-                ..topology_server_config(&directives)
+                ..topology_server_config(&own)
             }
             .into_launch(true);
+            launch.announce_bus_port = config.proxied;
             starting.spawn(async move { (index, RedisServer::launch(launch).await) });
         }
         let mut slots: Vec<Option<RedisServer>> = (0..total).map(|_| None).collect();
@@ -144,10 +202,15 @@ impl RedisCluster {
         if let Some(error) = first_error {
             return Err(error);
         }
+        let nodes: Vec<RedisServer> = slots.into_iter().flatten().collect();
+        for (proxy, node) in proxies.iter().zip(&nodes) {
+            proxy.set_upstream(node.addr());
+        }
         let cluster = Self {
-            nodes: slots.into_iter().flatten().collect(),
+            nodes,
             masters: config.masters,
             replicas_per_master: config.replicas_per_master,
+            proxies,
         };
         cluster.join(&config).await?;
         Ok(cluster)
@@ -184,13 +247,14 @@ impl RedisCluster {
                 .await?;
         }
         let seed = &self.nodes[0];
-        for node in &self.nodes[1..] {
+        for (index, node) in self.nodes.iter().enumerate().skip(1) {
             let bus = node.bus_port().unwrap_or(node.port() + 10000);
+            // The announced port, so no node ever knows another by its own port.
             seed.query::<()>(
                 redis::cmd("CLUSTER")
                     .arg("MEET")
                     .arg("127.0.0.1")
-                    .arg(node.port())
+                    .arg(self.announced_at(index).port())
                     .arg(bus),
             )
             .await?;
@@ -242,12 +306,74 @@ impl RedisCluster {
         &mut self.nodes
     }
 
-    /// Seed URLs for a cluster client (every node).
+    /// Seed URLs for a cluster client: every node at its announced address, so the addresses a
+    /// client should use. With [`ClusterConfig::proxied`] these are the proxies (the addresses
+    /// `CLUSTER SLOTS` names), so seeds and redirections go through the same hops; otherwise
+    /// the nodes themselves ([`RedisServer::url`]).
     pub fn urls(&self) -> Vec<String> {
-        self.nodes.iter().map(RedisServer::url).collect()
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| node.url_on_port(self.announced_at(index).port()))
+            .collect()
     }
 
-    /// The master owning `slot`, per the first node that answers `CLUSTER SLOTS`.
+    /// With [`ClusterConfig::proxied`], the proxies in node order (`proxies()[i]` fronts
+    /// `nodes()[i]`); empty otherwise.
+    pub fn proxies(&self) -> &[FaultProxy] {
+        &self.proxies
+    }
+
+    /// With [`ClusterConfig::proxied`], the proxy in front of the node at `addr`: either the
+    /// node's own address ([`RedisServer::addr`], [`master_for_slot`](Self::master_for_slot))
+    /// or its announced one (the proxy's, as `CLUSTER SLOTS`, `MOVED` and `ASK` name it).
+    /// `None` without proxies or for an address that is not this cluster's.
+    pub fn proxy_of(&self, addr: SocketAddr) -> Option<&FaultProxy> {
+        self.index_of(addr)
+            .and_then(|index| self.proxies.get(index))
+    }
+
+    /// The address the cluster announces for the node at `addr` (its own or its announced
+    /// address): its proxy's with [`ClusterConfig::proxied`], else its own. `None` for an
+    /// address that is not this cluster's.
+    pub fn announced_addr(&self, addr: SocketAddr) -> Option<SocketAddr> {
+        self.index_of(addr).map(|index| self.announced_at(index))
+    }
+
+    /// The node at `addr`, its own or its announced address.
+    pub fn node_by_addr(&self, addr: SocketAddr) -> Option<&RedisServer> {
+        self.index_of(addr).map(|index| &self.nodes[index])
+    }
+
+    /// The node at `addr`, its own or its announced address, to stop, kill or restart it.
+    pub fn node_by_addr_mut(&mut self, addr: SocketAddr) -> Option<&mut RedisServer> {
+        self.index_of(addr).map(|index| &mut self.nodes[index])
+    }
+
+    /// The index in `nodes` of the node whose own or announced address is `addr`.
+    fn index_of(&self, addr: SocketAddr) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.addr() == addr)
+            .or_else(|| self.proxies.iter().position(|p| p.addr() == addr))
+    }
+
+    /// The announced address of `nodes[index]`.
+    fn announced_at(&self, index: usize) -> SocketAddr {
+        self.proxies
+            .get(index)
+            .map_or_else(|| self.nodes[index].addr(), FaultProxy::addr)
+    }
+
+    /// The node's own address for an address `CLUSTER SLOTS` gave (unchanged if unknown).
+    fn own_addr(&self, announced: SocketAddr) -> SocketAddr {
+        self.index_of(announced)
+            .map_or(announced, |index| self.nodes[index].addr())
+    }
+
+    /// The master owning `slot`, per the first node that answers `CLUSTER SLOTS`: its own
+    /// address, also with [`ClusterConfig::proxied`] (see
+    /// [`announced_addr`](Self::announced_addr) for its proxy).
     ///
     /// # Errors
     /// [`LabError::InvalidConfig`] for a slot ≥ 16384, [`LabError::Topology`] if no node answers
@@ -265,7 +391,7 @@ impl RedisCluster {
                     return ranges
                         .iter()
                         .find(|r| r.start <= slot && slot <= r.end)
-                        .map(|r| r.master)
+                        .map(|r| self.own_addr(r.master))
                         .ok_or_else(|| LabError::Topology(format!("slot {slot} is not assigned")));
                 }
                 Err(e) => last = e.to_string(),
@@ -274,7 +400,8 @@ impl RedisCluster {
         Err(LabError::Topology(format!("CLUSTER SLOTS: {last}")))
     }
 
-    /// Waits until every running node reports `cluster_state:ok` and the same slot map.
+    /// Waits until every running node reports `cluster_state:ok` and the same slot map (with
+    /// [`ClusterConfig::proxied`], one that names only proxies).
     ///
     /// # Errors
     /// [`LabError::Timeout`] with the last disagreement.
@@ -316,6 +443,18 @@ impl RedisCluster {
             }
             let mut ranges = cluster_slots(node).await.map_err(|e| e.to_string())?;
             ranges.sort();
+            if !self.proxies.is_empty() {
+                let direct = ranges
+                    .iter()
+                    .flat_map(|r| std::iter::once(&r.master).chain(&r.replicas))
+                    .find(|a| !self.proxies.iter().any(|p| p.addr() == **a));
+                if let Some(direct) = direct {
+                    return Err(format!(
+                        "{} names {direct} in CLUSTER SLOTS, not a proxy",
+                        node.addr()
+                    ));
+                }
+            }
             if replicas_attached {
                 let expected = self.replicas_per_master;
                 if let Some(short) = ranges.iter().find(|r| r.replicas.len() != expected) {
@@ -353,21 +492,24 @@ impl RedisCluster {
         Ok(())
     }
 
-    /// Moves `slot` and all its keys to the master at `to`, the way `redis-cli --cluster reshard`
-    /// does: `SETSLOT IMPORTING` on the target, `SETSLOT MIGRATING` on the source, `MIGRATE` in
-    /// batches of 100 keys, then `SETSLOT NODE` on every master; returns once every running node
-    /// agrees that `to` owns the slot. A slot already owned by `to` is left alone.
+    /// Moves `slot` and all its keys to the master at `to` (its own or its announced address),
+    /// the way `redis-cli --cluster reshard` does: `SETSLOT IMPORTING` on the target,
+    /// `SETSLOT MIGRATING` on the source, `MIGRATE` in batches of 100 keys (from node to node
+    /// directly, also with [`ClusterConfig::proxied`]), then `SETSLOT NODE` on every master;
+    /// returns once every running node agrees that `to` owns the slot. A slot already owned by
+    /// `to` is left alone.
     ///
     /// # Errors
     /// [`LabError::InvalidConfig`] for a bad slot or a `to` that is not a master of this cluster,
     /// [`LabError::Redis`] for a failed step, [`LabError::Timeout`] if the nodes do not converge.
     pub async fn migrate_slot(&self, slot: u16, to: SocketAddr) -> Result<(), LabError> {
+        let target = self.member(to)?;
+        let to = target.addr();
         let from = self.master_for_slot(slot).await?;
         if from == to {
             return Ok(());
         }
-        let source = self.node_by_addr(from)?;
-        let target = self.node_by_addr(to)?;
+        let source = self.member(from)?;
         let role = target.info_field("replication", "role").await?;
         if role != "master" {
             return Err(LabError::InvalidConfig(format!(
@@ -452,7 +594,7 @@ impl RedisCluster {
                     ranges
                         .into_iter()
                         .find(|r| r.start <= slot && slot <= r.end)
-                        .map(|r| r.master)
+                        .map(|r| self.own_addr(r.master))
                 });
                 if !matches!(owner, Ok(Some(owner)) if owner == to) {
                     pending.push(format!("{} says {owner:?}", node.addr()));
@@ -465,10 +607,9 @@ impl RedisCluster {
         }
     }
 
-    fn node_by_addr(&self, addr: SocketAddr) -> Result<&RedisServer, LabError> {
-        self.nodes
-            .iter()
-            .find(|n| n.addr() == addr)
+    /// [`node_by_addr`](Self::node_by_addr), or an error naming `addr`.
+    fn member(&self, addr: SocketAddr) -> Result<&RedisServer, LabError> {
+        self.node_by_addr(addr)
             .ok_or_else(|| LabError::InvalidConfig(format!("{addr} is not a node of this cluster")))
     }
 }

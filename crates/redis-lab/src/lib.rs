@@ -12,6 +12,11 @@
 //!   [`wait_for_new_master`](SentinelTopology::wait_for_new_master) after killing it.
 //! - [`RedisCluster`]: three masters and three replicas with `cluster_state:ok`;
 //!   [`migrate_slot`](RedisCluster::migrate_slot) reshards one slot with its keys.
+//!   With [`ClusterConfig::proxied`] each node sits behind its own [`FaultProxy`] and the
+//!   cluster announces the proxies (`CLUSTER SLOTS`, `MOVED`, `ASK`, replication), while the
+//!   cluster bus stays direct: a fault on one node's path ([`proxy_of`](RedisCluster::proxy_of))
+//!   reaches its clients and replicas, never the failure detector.
+//!   [`SentinelConfig::proxied`] does the same for a Sentinel deployment's data servers.
 //! - [`FaultProxy`]: a TCP proxy that adds latency, cuts connections (all now, or every Nth in
 //!   the middle of a reply), blackholes, or throttles commands with `-THROTTLED`.
 //! - [`history::Sequences`]: checks a run of sequence-numbered pub/sub messages (nothing lost

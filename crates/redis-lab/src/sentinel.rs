@@ -14,7 +14,7 @@ use crate::util::{Poll, loopback};
 ///
 /// # Default
 /// `mymaster`, 1 replica, 3 sentinels with quorum 2, `down-after-milliseconds` 1000,
-/// `failover-timeout` 3000, 30 s to become ready.
+/// `failover-timeout` 3000, 30 s to become ready, no TLS, no proxies, no extra directives.
 #[derive(Debug, Clone)]
 pub struct SentinelConfig {
     /// Replicas of the initial master (at least 1 for a failover to be possible).
@@ -39,7 +39,14 @@ pub struct SentinelConfig {
     /// announce their own (`replica-announce-port`). The sentinels, and the clients they
     /// inform, reach every server through one proxy hop, so a test can add latency or faults on
     /// one server's path ([`SentinelTopology::proxy_of`]) and compare copies on equal terms.
+    ///
+    /// Not with [`tls`](Self::tls): the proxy parses RESP and cannot carry TLS.
     pub proxied: bool,
+    /// Extra directives for every data server (the master and the replicas, not the
+    /// sentinels), written after the topology's own (`replicaof`, `replica-announce-port`), e.g.
+    /// `("appendonly", "yes")`. As with [`ServerConfig::extra`], leave `port`, `bind`, `dir`
+    /// and `logfile` alone.
+    pub extra: Vec<(String, String)>,
 }
 
 impl Default for SentinelConfig {
@@ -54,6 +61,7 @@ impl Default for SentinelConfig {
             ready_timeout: Duration::from_secs(30),
             tls: None,
             proxied: false,
+            extra: Vec::new(),
         }
     }
 }
@@ -79,6 +87,12 @@ impl SentinelConfig {
         }
         if self.ready_timeout.is_zero() {
             return invalid("SentinelConfig::ready_timeout must be > 0".into());
+        }
+        if self.proxied && self.tls.is_some() {
+            return invalid(
+                "SentinelConfig::proxied cannot be combined with tls (the proxy speaks RESP only)"
+                    .into(),
+            );
         }
         let name_ok = !self.master_name.is_empty()
             && self
@@ -138,9 +152,13 @@ impl SentinelTopology {
         crate::require_binaries(true)?;
         let poll_for = |what: &str| Poll::new(what.to_owned(), config.ready_timeout);
 
-        let data_config = |extra: &[(&str, String)]| ServerConfig {
-            tls: config.tls.clone(),
-            ..topology_server_config(extra)
+        let data_config = |own: &[(&str, String)]| {
+            let mut server = ServerConfig {
+                tls: config.tls.clone(),
+                ..topology_server_config(own)
+            };
+            server.extra.extend(config.extra.iter().cloned());
+            server
         };
         let mut proxies = Vec::new();
         // Each proxy first (its port is announced), pointed at its server once it is up.
@@ -200,6 +218,7 @@ impl SentinelTopology {
                 kind: Kind::Sentinel,
                 port: None,
                 cluster_bus: false,
+                announce_bus_port: false,
                 password: None,
                 directives: vec![
                     format!(

@@ -75,6 +75,7 @@ impl ServerConfig {
             kind: Kind::Server,
             port: self.port,
             cluster_bus,
+            announce_bus_port: false,
             password: self.password,
             directives,
             start_timeout: self.start_timeout,
@@ -120,6 +121,9 @@ pub(crate) struct Launch {
     pub(crate) port: Option<u16>,
     /// Whether to allocate and set `cluster-port`.
     pub(crate) cluster_bus: bool,
+    /// Whether to also write `cluster-announce-bus-port` with the allocated bus port (needs
+    /// `cluster_bus`).
+    pub(crate) announce_bus_port: bool,
     pub(crate) password: Option<String>,
     /// Directives after the base ones, already formatted as `name value`.
     pub(crate) directives: Vec<String>,
@@ -364,6 +368,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:PORT`, or `redis://:PASSWORD@127.0.0.1:PORT` with a password;
     /// `rediss://` for a TLS server.
     pub fn url(&self) -> String {
+        self.url_on_port(self.port)
+    }
+
+    /// [`url`](Self::url) with another port (e.g. the proxy a topology announces for it).
+    pub(crate) fn url_on_port(&self, port: u16) -> String {
         let scheme = if self.tls.is_some() {
             "rediss"
         } else {
@@ -373,9 +382,9 @@ impl RedisServer {
             Some(password) => format!(
                 "{scheme}://:{}@127.0.0.1:{}",
                 percent_encode(password),
-                self.port
+                port
             ),
-            None => format!("{scheme}://127.0.0.1:{}", self.port),
+            None => format!("{scheme}://127.0.0.1:{port}"),
         }
     }
 
@@ -757,6 +766,9 @@ fn render_config(
     }
     if let Some(bus_port) = bus_port {
         lines.push(format!("cluster-port {bus_port}"));
+        if launch.announce_bus_port {
+            lines.push(format!("cluster-announce-bus-port {bus_port}"));
+        }
     }
     if let Some(password) = &launch.password {
         lines.push(format!("requirepass {}", quote(password)));

@@ -109,3 +109,37 @@ async fn invalid_config_is_rejected_before_starting_anything() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn extra_directives_reach_every_data_server() {
+    let topology = SentinelTopology::start(SentinelConfig {
+        sentinels: 1,
+        quorum: 1,
+        extra: vec![
+            ("appendonly".to_owned(), "yes".to_owned()),
+            ("appendfsync".to_owned(), "always".to_owned()),
+        ],
+        ..SentinelConfig::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(topology.servers().len(), 2);
+    for server in topology.servers() {
+        let mut conn = server.admin().await.unwrap();
+        for (name, value) in [("appendonly", "yes"), ("appendfsync", "always")] {
+            let got: (String, String) = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(got.1, value, "{name} on {server:?}");
+        }
+    }
+    // Written after the topology's own: the replica still replicates.
+    let role = topology.servers()[1]
+        .info_field("replication", "role")
+        .await
+        .unwrap();
+    assert_eq!(role, "slave");
+}
