@@ -22,7 +22,7 @@ use crate::observe::BreakerMetrics;
 /// # Default
 /// Opens after 5 consecutive failures, or when at least 20 of the last 100 calls made within
 /// 30 s were recorded and 50 % of them failed; stays open 5 s; half-open admits 3 concurrent
-/// probes and closes after 3 probe successes.
+/// probes and closes after 3 probe successes. Named `default`; sets the state gauge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerConfig {
     /// Open after this many consecutive server-fault failures. `None` disables the rule.
@@ -44,6 +44,14 @@ pub struct BreakerConfig {
     pub close_after_successes: u32,
     /// Label for tracing, metrics and events.
     pub name: Cow<'static, str>,
+    /// Whether the breaker sets the `resilience.breaker.state` gauge (label `breaker`) at each
+    /// transition. A caller that publishes the state itself, under labels of its own, turns it
+    /// off so that each breaker has one state series (resilient-redis publishes one per node).
+    /// The transitions counter is emitted either way.
+    ///
+    /// # Default
+    /// `true`.
+    pub state_gauge: bool,
 }
 
 impl Default for BreakerConfig {
@@ -58,6 +66,7 @@ impl Default for BreakerConfig {
             half_open_max_probes: 3,
             close_after_successes: 3,
             name: Cow::Borrowed("default"),
+            state_gauge: true,
         }
     }
 }
@@ -501,7 +510,9 @@ impl Shared {
     #[cold]
     fn notify(&self, from: BreakerState, to: BreakerState) {
         let name: &str = &self.config.name;
-        self.metrics.transition(&self.config.name, from, to);
+        let config = &self.config;
+        self.metrics
+            .transition(&config.name, config.state_gauge, from, to);
         let listeners = lock(&self.listeners).clone();
         let event = Event::BreakerTransition {
             breaker: name,

@@ -1,5 +1,5 @@
-//! What one failed attempt means: retry, retry after a server hint, or stop; and whether the
-//! attempt may have taken effect.
+//! What one failed attempt means: retry, retry after a server hint, or stop; whether the
+//! attempt may have taken effect; and, for the retry counter, why it failed.
 
 use std::time::Duration;
 
@@ -94,6 +94,64 @@ impl Classification {
         self.server_fault = server_fault;
         self
     }
+
+    /// This classification with why the attempt failed, in a few words (`"connection_lost"`,
+    /// `"LOADING"`): see [`Verdict::reason`].
+    pub fn because(self, reason: &'static str) -> Verdict {
+        Verdict {
+            classification: self,
+            reason: Some(reason),
+        }
+    }
+}
+
+/// What a classifier says of one failed attempt: its [`Classification`] and, if it names one,
+/// why it failed. A classifier given to [`RetryPolicy::run`](crate::RetryPolicy::run) or
+/// [`Call::retry`](crate::Call::retry) returns either a bare [`Classification`] (it converts
+/// into a verdict without a reason) or one made with [`Classification::because`].
+///
+/// Kept apart from [`Classification`] so that an error type can keep its classification
+/// without growing by the reason: an error is returned by value on every failed attempt, and the
+/// reason is only needed when the call retries.
+///
+/// # Example
+/// ```
+/// use resilience::{Classification, Verdict};
+/// let v = Classification::retry().ambiguous().because("connection_lost");
+/// assert_eq!(v.reason, Some("connection_lost"));
+/// assert_eq!(Verdict::from(Classification::retry()).retry_reason(), "error");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// What the failure means.
+    pub classification: Classification,
+    /// Why the attempt failed: the `reason` label of the `resilience.retries` counter and of
+    /// [`Event::Retry`](crate::Event::Retry) if the call retries. Keep the set of reasons small:
+    /// each is a metric series. `None`: see [`Verdict::retry_reason`].
+    pub reason: Option<&'static str>,
+}
+
+impl Verdict {
+    /// The reason a retry after this failure is counted under: [`Verdict::reason`], else one
+    /// named after the action: `"error"` for [`RetryAction::Retry`], `"retry_after"` for
+    /// [`RetryAction::RetryAfter`] (and for [`RetryAction::DoNotRetry`], which is not retried,
+    /// `"error"`).
+    pub fn retry_reason(&self) -> &'static str {
+        match (self.reason, self.classification.action) {
+            (Some(reason), _) => reason,
+            (None, RetryAction::RetryAfter(_)) => "retry_after",
+            (None, _) => "error",
+        }
+    }
+}
+
+impl From<Classification> for Verdict {
+    fn from(classification: Classification) -> Self {
+        Verdict {
+            classification,
+            reason: None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -122,5 +180,19 @@ mod tests {
         let f = Classification::fail().server_fault(true).ambiguous();
         assert_eq!(f.action, RetryAction::DoNotRetry);
         assert!(f.server_fault && f.may_have_applied);
+    }
+
+    #[test]
+    fn a_retry_is_named_by_its_reason_else_by_its_action() {
+        let throttled = Classification::retry_after(Duration::from_millis(5));
+        assert_eq!(
+            Verdict::from(Classification::retry()).retry_reason(),
+            "error"
+        );
+        assert_eq!(Verdict::from(throttled).retry_reason(), "retry_after");
+        let named = throttled.because("THROTTLED");
+        assert_eq!(named.classification, throttled);
+        assert_eq!(named.reason, Some("THROTTLED"));
+        assert_eq!(named.retry_reason(), "THROTTLED");
     }
 }

@@ -25,6 +25,10 @@ pub enum Event<'a> {
         policy: &'a str,
         /// The 1-based number of the attempt that failed.
         attempt: u32,
+        /// Why it failed: the [`Verdict::retry_reason`](crate::Verdict::retry_reason) of its
+        /// error, or `"attempt_timed_out"` for a cut attempt (the `reason` label of
+        /// `resilience.retries`).
+        reason: &'static str,
         /// The wait before the next attempt.
         delay: Duration,
         /// The error of the failed attempt (`"attempt timed out"` for a cut attempt).
@@ -68,12 +72,14 @@ impl fmt::Debug for Event<'_> {
             Event::Retry {
                 policy,
                 attempt,
+                reason,
                 delay,
                 error,
             } => f
                 .debug_struct("Retry")
                 .field("policy", policy)
                 .field("attempt", attempt)
+                .field("reason", reason)
                 .field("delay", delay)
                 .field("error", &format_args!("{error}"))
                 .finish(),

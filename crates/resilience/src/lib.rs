@@ -5,7 +5,8 @@
 //! - [`Backoff`] + [`Jitter`]: how long to wait before each retry; a pure function of the retry
 //!   number, the previous delay and an injected RNG.
 //! - [`Classification`]: what one failed attempt means: [`RetryAction`] (retry, retry after a
-//!   server hint, stop), whether it *may have applied*, and whether it is the server's fault.
+//!   server hint, stop), whether it *may have applied*, and whether it is the server's fault;
+//!   with a reason ([`Verdict`]), why it failed, for the retry counter.
 //! - [`RetryBudget`]: a token bucket shared by all clones, bounding retries to ~10 % of
 //!   successful traffic plus a small floor, so an outage cannot multiply load.
 //! - [`CircuitBreaker`]: closed / open / half-open on consecutive failures or a failure rate.
@@ -38,15 +39,15 @@
 //! # Observability
 //! Events are emitted only on slow paths (never for a first-attempt success): to the
 //! [`Listener`] of the policy or breaker, as `tracing` events with target `resilience`, and as
-//! `metrics` series:
+//! `metrics` series (names in [`observe`]):
 //!
 //! | name | kind | labels | when |
 //! |---|---|---|---|
-//! | `resilience.retries` | counter | `policy` | an attempt failed and will be retried (tracing `DEBUG` "retrying") |
+//! | `resilience.retries` | counter | `policy`, `reason` ([`Verdict::retry_reason`] of the attempt's error, as in [`Event::Retry`]; `attempt_timed_out` for a cut attempt) | an attempt failed and will be retried (tracing `DEBUG` "retrying"), or the caller counted a retry of its own ([`RetryPolicy::count_retry`]) |
 //! | `resilience.give_ups` | counter | `policy`, `reason` ([`GiveUp::as_str`]) | a call gave up (tracing `DEBUG` "giving up") |
 //! | `resilience.budget.exhausted` | counter | `policy` | the budget refused a retry (tracing `WARN`) |
 //! | `resilience.breaker.transitions` | counter | `breaker`, `to` (`closed`/`open`/`half_open`) | a breaker changed state (tracing `WARN` when opening, else `INFO`) |
-//! | `resilience.breaker.state` | gauge | `breaker` | 0 closed, 1 open, 2 half-open; set on each transition |
+//! | `resilience.breaker.state` | gauge | `breaker` | 0 closed, 1 open, 2 half-open; set on each transition (unless [`BreakerConfig::state_gauge`] is off) |
 //!
 //! The `policy` and `breaker` labels are [`RetryConfig::name`] and [`BreakerConfig::name`].
 
@@ -57,7 +58,7 @@ mod classify;
 mod error;
 mod event;
 pub mod http;
-mod observe;
+pub mod observe;
 mod policy;
 mod throttle;
 mod totals_throttle;
@@ -67,7 +68,7 @@ pub mod tower;
 pub use backoff::{Backoff, Jitter};
 pub use breaker::{BreakerConfig, BreakerOpen, BreakerPermit, BreakerState, CircuitBreaker};
 pub use budget::{RetryBudget, RetryBudgetConfig};
-pub use classify::{Classification, RetryAction};
+pub use classify::{Classification, RetryAction, Verdict};
 pub use error::ConfigError;
 pub use event::{Event, Listener};
 pub use policy::{Attempt, Call, GiveUp, Idempotency, RetryConfig, RetryError, RetryPolicy};

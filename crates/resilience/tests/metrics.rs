@@ -6,7 +6,7 @@ use std::time::Duration;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use resilience::{
     Backoff, BreakerConfig, CircuitBreaker, Classification, Idempotency, RetryBudget,
-    RetryBudgetConfig, RetryConfig, RetryPolicy,
+    RetryBudgetConfig, RetryConfig, RetryPolicy, Verdict,
 };
 
 #[derive(Debug)]
@@ -150,9 +150,112 @@ fn slow_paths_emit_the_documented_series() {
         ),
         (
             "resilience.retries",
-            labels(&[("policy", "get")]),
+            labels(&[("policy", "get"), ("reason", "error")]),
             "Counter(1)".to_owned(),
         ),
     ];
     assert_eq!(names, expected);
+}
+
+/// The retry counter is labelled by the reason the classifier gives the error (else one named
+/// after the action, or `attempt_timed_out` for a cut attempt), and a retry the caller counts
+/// itself lands in the same series.
+#[test]
+fn retries_are_counted_by_reason() {
+    #[derive(Debug)]
+    struct Failed(&'static str);
+    impl fmt::Display for Failed {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    let got = snapshot(|| {
+        block_on(async {
+            let policy = RetryPolicy::new(RetryConfig {
+                max_attempts: 10,
+                backoff: Backoff::constant(Duration::from_millis(1)),
+                attempt_timeout: Some(Duration::from_millis(50)),
+                name: "get".into(),
+                ..RetryConfig::default()
+            })
+            .unwrap();
+            // Attempts fail as LOADING, LOADING, unnamed, throttled, cut, then succeed.
+            let script = ["LOADING", "LOADING", "", "THROTTLED", "cut"];
+            let n = std::sync::atomic::AtomicUsize::new(0);
+            policy
+                .run(
+                    Idempotency::Idempotent,
+                    |e: &Failed| match e.0 {
+                        "" => Verdict::from(Classification::retry()),
+                        "THROTTLED" => Classification::retry_after(Duration::from_millis(1)).into(),
+                        reason => Classification::retry().because(reason),
+                    },
+                    |_| {
+                        let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        async move {
+                            match script.get(i) {
+                                Some(&"cut") => std::future::pending().await,
+                                Some(&e) => Err(Failed(e)),
+                                None => Ok(()),
+                            }
+                        }
+                    },
+                )
+                .await
+                .unwrap();
+            policy.count_retry("LOADING");
+            policy.count_retry("blocking_resend");
+        });
+    });
+    let retries: Vec<_> = got
+        .iter()
+        .filter(|(n, _, _)| n == "resilience.retries")
+        .map(|(_, l, v)| (l.clone(), format!("{v:?}")))
+        .collect();
+    let series = |reason: &str, n: u64| {
+        (
+            labels(&[("policy", "get"), ("reason", reason)]),
+            format!("Counter({n})"),
+        )
+    };
+    assert_eq!(
+        retries,
+        vec![
+            series("LOADING", 3),
+            series("attempt_timed_out", 1),
+            series("blocking_resend", 1),
+            series("error", 1),
+            series("retry_after", 1),
+        ]
+    );
+}
+
+/// A breaker told not to set its state gauge (its owner publishes the state under labels of its
+/// own) still counts its transitions.
+#[test]
+fn a_breaker_without_state_gauge_counts_transitions_only() {
+    let got = snapshot(|| {
+        let breaker = CircuitBreaker::new(BreakerConfig {
+            consecutive_failures: Some(1),
+            failure_rate: None,
+            name: "node".into(),
+            state_gauge: false,
+            ..BreakerConfig::default()
+        })
+        .unwrap();
+        block_on(async { breaker.try_acquire().unwrap().failure() });
+        assert!(!breaker.is_closed());
+    });
+    let names: Vec<_> = got
+        .iter()
+        .map(|(n, l, v)| (n.as_str(), l.clone(), format!("{v:?}")))
+        .collect();
+    assert_eq!(
+        names,
+        vec![(
+            "resilience.breaker.transitions",
+            labels(&[("breaker", "node"), ("to", "open")]),
+            "Counter(1)".to_owned(),
+        )]
+    );
 }

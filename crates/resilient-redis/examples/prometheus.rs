@@ -19,7 +19,8 @@
 //! - `db.client.connection.count` (gauge, labels `db.client.connection.pool.name` and
 //!   `db.client.connection.state`: `idle` / `used`), `db.client.connection.pending_requests`
 //!   (gauge), `db.client.connection.create_time` (histogram, seconds; same buckets);
-//! - `resilient_redis.retries` (counter, label `reason`), `resilient_redis.breaker.state`
+//! - `resilience.retries` (the retry policy's counter, labels `policy` = `resilient_redis` and
+//!   `reason`), `resilient_redis.breaker.state`
 //!   (gauge per `node`: 0 closed, 1 open, 2 half-open), `resilient_redis.budget.tokens` (gauge),
 //!   `resilient_redis.throttle.probability` (gauge per `node`), and the counters
 //!   `resilient_redis.reconnections`, `resilient_redis.master_switches`,

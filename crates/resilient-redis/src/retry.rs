@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::{RedisError, ServerError};
 use resilience::{
     Backoff, CircuitBreaker, Classification, GiveUp, RetryBudget, RetryConfig, RetryError,
-    RetryPolicy,
+    RetryPolicy, Verdict,
 };
 
 use crate::{
@@ -77,6 +77,12 @@ impl AttemptError {
 }
 
 impl AttemptError {
+    /// What the failure means to the retry policy: its class, and its [reason](Self::reason)
+    /// (the classifier of every policy run; the reason is looked up only after a failure).
+    pub(crate) fn verdict(&self) -> Verdict {
+        self.class.because(self.reason())
+    }
+
     /// Why the attempt failed, as the retries metric names it: the reply's code, or the kind
     /// of error.
     pub(crate) fn reason(&self) -> &'static str {
@@ -193,7 +199,8 @@ pub(crate) struct PolicyParts<'a> {
     pub(crate) rng_seed: Option<u64>,
 }
 
-/// The retry policy of a client: backoff, deadline, budget and breaker shared by its clones.
+/// The retry policy of a client: backoff, deadline, budget and breaker shared by its clones;
+/// its retries are noted in the calls' spans (see [`crate::observe::retry_listener`]).
 pub(crate) fn build_policy(parts: PolicyParts<'_>) -> Result<RetryPolicy, Error> {
     let retry = RetryConfig {
         max_attempts: parts.max_attempts,
@@ -205,7 +212,9 @@ pub(crate) fn build_policy(parts: PolicyParts<'_>) -> Result<RetryPolicy, Error>
         name: parts.name.into(),
         cut_attempts: parts.cut_attempts,
     };
-    let mut policy = RetryPolicy::new(retry).map_err(|e| Error::config(e.to_string()))?;
+    let mut policy = RetryPolicy::new(retry)
+        .map_err(|e| Error::config(e.to_string()))?
+        .with_listener(crate::observe::retry_listener(parts.budget.cloned()));
     if let Some(b) = parts.budget {
         policy = policy.with_budget(b.clone());
     }

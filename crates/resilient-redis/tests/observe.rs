@@ -282,10 +282,14 @@ async fn a_client_kill_under_load_is_counted_by_reason_and_traced_per_call() {
     );
     assert!(series.samples_of(observe::CONNECTION_CREATE_TIME) >= kills);
 
-    // Retries by reason: a lost connection (or waiting for the new one), nothing else.
+    // Retries by reason: a lost connection (or waiting for the new one), nothing else; counted
+    // once, in the retry policy's series.
     let retries = series.counter_by(observe::RETRIES);
     let total: f64 = retries.iter().map(|(_, v)| v).sum();
+    assert!(series.counter_by("resilient_redis.retries").is_empty());
     for (labels, _) in &retries {
+        let policy = &labels.iter().find(|(k, _)| k == "policy").unwrap().1;
+        assert_eq!(policy, "resilient_redis");
         let reason = &labels.iter().find(|(k, _)| k == "reason").unwrap().1;
         assert!(
             ["connection_lost", "unavailable"].contains(&reason.as_str()),

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::RetryPolicy;
 use super::attempt::{earliest, far_future};
-use crate::{Attempt, BreakerPermit, Classification, GiveUp, Idempotency, RetryError};
+use crate::{Attempt, BreakerPermit, GiveUp, Idempotency, RetryError, Verdict};
 
 /// A call whose first attempt the caller runs itself, on a path of its own (see
 /// [`RetryPolicy::start`]); the policy takes over only if that attempt fails.
@@ -23,7 +23,9 @@ use crate::{Attempt, BreakerPermit, Classification, GiveUp, Idempotency, RetryEr
 /// # async fn get(_: Option<std::time::Duration>) -> Result<u32, std::io::Error> { Ok(7) }
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let policy = RetryPolicy::new(RetryConfig::default())?;
-/// let classify = |_: &std::io::Error| Classification::retry();
+/// // Retries are counted under the reason `io` (a bare classification would count them as
+/// // `error`).
+/// let classify = |_: &std::io::Error| Classification::retry().because("io");
 /// let call = policy.start::<std::io::Error>(tokio::time::Instant::now())?;
 /// let value = match get(call.attempt().remaining()).await {
 ///     Ok(value) => {
@@ -130,11 +132,14 @@ impl<'p> Call<'p> {
     }
 
     /// The first attempt failed with `error`: classifies it and retries with `op` as
-    /// [`RetryPolicy::run`] would have (attempt numbers go on from 2).
+    /// [`RetryPolicy::run`] would have (attempt numbers go on from 2). `classify` returns a
+    /// [`Classification`](crate::Classification), or a [`Verdict`] that also names why the
+    /// attempt failed: the policy's retry counter and [`Event::Retry`](crate::Event::Retry) are
+    /// labelled with it.
     ///
     /// # Errors
     /// As [`RetryPolicy::run`].
-    pub async fn retry<T, E, Op, Fut, C>(
+    pub async fn retry<T, E, Op, Fut, C, V>(
         self,
         idempotency: Idempotency,
         classify: C,
@@ -144,7 +149,8 @@ impl<'p> Call<'p> {
     where
         Op: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<T, E>>,
-        C: Fn(&E) -> Classification,
+        C: Fn(&E) -> V,
+        V: Into<Verdict>,
         E: fmt::Display,
     {
         self.resume(idempotency, classify, op, Some(Err(error)))

@@ -65,11 +65,12 @@ impl RetryPolicy {
         }
     }
 
-    /// Reports that attempt `attempt` failed with `error` (`None`: it was cut) and the call
-    /// retries after `delay`.
+    /// Reports that attempt `attempt` failed with `error` (`None`: it was cut) for `reason`
+    /// and the call retries after `delay`.
     pub(super) fn retrying<E: fmt::Display>(
         &self,
         attempt: u32,
+        reason: &'static str,
         delay: Duration,
         error: Option<&E>,
     ) {
@@ -80,14 +81,25 @@ impl RetryPolicy {
         };
         inner
             .metrics
-            .retry(&inner.config.name, attempt, delay, shown);
+            .retry(&inner.config.name, reason, attempt, delay, shown);
         if let Some(l) = &inner.listener {
             l(&Event::Retry {
                 policy: &inner.config.name,
                 attempt,
+                reason,
                 delay,
                 error: shown,
             });
         }
+    }
+
+    /// Counts a retry the caller made on its own, outside [`RetryPolicy::run`] and
+    /// [`Call::retry`](crate::Call::retry) (a re-send its protocol calls for, with no backoff and
+    /// no budget), in the policy's `resilience.retries` counter under `reason`, so that one
+    /// series counts every retry. Nothing else is emitted (no event, no `tracing`).
+    #[cold]
+    pub fn count_retry(&self, reason: &'static str) {
+        let inner = &*self.inner;
+        inner.metrics.count_retry(&inner.config.name, reason);
     }
 }

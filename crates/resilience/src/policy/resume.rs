@@ -9,18 +9,20 @@ use tokio::time::Instant;
 
 use super::RetryPolicy;
 use super::attempt::{earliest, far_future};
-use crate::{Attempt, Call, Classification, GiveUp, Idempotency, RetryAction, RetryError};
+use crate::{Attempt, Call, GiveUp, Idempotency, RetryAction, RetryError, Verdict};
 
 /// One failed attempt, as seen by the decision logic.
 struct Failure {
     action: RetryAction,
     may_have_applied: bool,
     cut: bool,
+    /// Why, for the retry counter.
+    reason: &'static str,
 }
 
 impl<'p> Call<'p> {
     /// The retry loop, from the first attempt's failure (`None`: it was cut).
-    pub(super) async fn resume<T, E, Op, Fut, C>(
+    pub(super) async fn resume<T, E, Op, Fut, C, V>(
         self,
         idempotency: Idempotency,
         classify: C,
@@ -30,7 +32,8 @@ impl<'p> Call<'p> {
     where
         Op: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<T, E>>,
-        C: Fn(&E) -> Classification,
+        C: Fn(&E) -> V,
+        V: Into<Verdict>,
         E: fmt::Display,
     {
         let policy: &'p RetryPolicy = self.policy;
@@ -56,7 +59,8 @@ impl<'p> Call<'p> {
                     return Ok(value);
                 }
                 Some(Err(error)) => {
-                    let c = classify(&error);
+                    let verdict: Verdict = classify(&error).into();
+                    let c = verdict.classification;
                     let at = Instant::now();
                     now = Some(at);
                     if let Some(permit) = permit
@@ -69,6 +73,7 @@ impl<'p> Call<'p> {
                         action: c.action,
                         may_have_applied: c.may_have_applied,
                         cut: false,
+                        reason: verdict.retry_reason(),
                     }
                 }
                 None => {
@@ -82,6 +87,7 @@ impl<'p> Call<'p> {
                         action: RetryAction::Retry,
                         may_have_applied: true,
                         cut: true,
+                        reason: GiveUp::AttemptTimedOut.as_str(),
                     }
                 }
             };
@@ -141,7 +147,7 @@ impl<'p> Call<'p> {
                 ));
             }
 
-            policy.retrying(attempts, delay, last_error.as_ref());
+            policy.retrying(attempts, failure.reason, delay, last_error.as_ref());
             // `wake` is Some: a None (overflow) would have been past any deadline, and without
             // a deadline we cap the sleep at the far future.
             tokio::time::sleep_until(wake.unwrap_or_else(far_future)).await;

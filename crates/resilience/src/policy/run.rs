@@ -6,16 +6,18 @@ use std::future::Future;
 use tokio::time::Instant;
 
 use super::RetryPolicy;
-use crate::{Attempt, Classification, Idempotency, RetryError};
+use crate::{Attempt, Idempotency, RetryError, Verdict};
 
 impl RetryPolicy {
     /// Runs `op` until it succeeds or the policy gives up; see the type-level docs for the
-    /// exact rules. `classify` is called once per failed attempt.
+    /// exact rules. `classify` is called once per failed attempt and returns its
+    /// [`Classification`](crate::Classification), or a [`Verdict`] that also says why it failed
+    /// (the `reason` label of the retry counter).
     ///
     /// # Errors
     /// A [`RetryError`] with the reason, the last error, the number of attempts, and whether
     /// any attempt may have applied.
-    pub async fn run<T, E, Op, Fut, C>(
+    pub async fn run<T, E, Op, Fut, C, V>(
         &self,
         idempotency: Idempotency,
         classify: C,
@@ -24,7 +26,8 @@ impl RetryPolicy {
     where
         Op: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<T, E>>,
-        C: Fn(&E) -> Classification,
+        C: Fn(&E) -> V,
+        V: Into<Verdict>,
         E: fmt::Display,
     {
         // `now` is read only if something needs it before the first attempt; after a failure

@@ -524,7 +524,7 @@ async fn budget_refusal_gives_up_and_emits_events() {
     assert_eq!(events.len(), 3, "{events:?}");
     assert_eq!(
         events[0],
-        r#"Retry { policy: "test", attempt: 1, delay: 10ms, error: down }"#
+        r#"Retry { policy: "test", attempt: 1, reason: "error", delay: 10ms, error: down }"#
     );
     assert_eq!(
         events[1],

@@ -129,8 +129,7 @@ impl Handle {
                     "blocking command ended by a demotion: sending it again"
                 );
                 pool.on_dedicated_demoted(conn.epoch);
-                self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
-                crate::observe::retried(replies::Code::of(err).as_str(), 0);
+                self.resent(replies::Code::of(err).as_str());
                 continue;
             }
             if result.is_ok() {
@@ -249,8 +248,7 @@ impl Handle {
                 code = err.code(),
                 "blocking command not run by its node: sending it again"
             );
-            self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
-            crate::observe::retried(replies::Code::of(err).as_str(), 0);
+            self.resent(replies::Code::of(err).as_str());
             match redirect_of(&RedisError::from(err.clone())) {
                 Some(redirect) => {
                     hops += 1;
@@ -294,9 +292,18 @@ impl Handle {
             Sent::Replaced if !takes_nothing(cmd) => return Err(replaced_while_blocked()),
             Sent::Reply(_) | Sent::Replaced | Sent::Unblocked => None,
         };
-        self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
-        crate::observe::retried("blocking_resend", 0);
+        self.resent("blocking_resend");
         Ok(again)
+    }
+
+    /// Counts a blocking command sent again for `reason` (outside the retry policy, which
+    /// counts it in its retry series all the same), in the client's counters and the call's
+    /// span.
+    #[cold]
+    fn resent(&self, reason: &'static str) {
+        self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+        self.policy.count_retry(reason);
+        crate::observe::retried(reason, 0);
     }
 
     /// What an error reply says of the topology, per the reply table.

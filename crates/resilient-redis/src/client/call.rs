@@ -328,35 +328,17 @@ impl Handle {
                     }
                 }
             }
-            // The reason of the last failure, for the retry the policy starts after it.
-            let reason = Mutex::new("");
             let result = call
                 .retry(
                     idempotency,
-                    |e: &AttemptError| {
-                        *reason.lock().unwrap_or_else(PoisonError::into_inner) = e.reason();
-                        e.class
-                    },
-                    |attempt: Attempt| {
-                        let why = *reason.lock().unwrap_or_else(PoisonError::into_inner);
-                        self.retried(why, attempt.number);
-                        self.attempt(request, attempt, retry_safe, read_only, &slot)
-                    },
+                    AttemptError::verdict,
+                    |attempt: Attempt| self.attempt(request, attempt, retry_safe, read_only, &slot),
                     error,
                 )
                 .await;
             *cached = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
             result.map_err(give_up_error)
         })
-    }
-
-    /// Counts a retry the policy starts, for `reason`.
-    #[cold]
-    fn retried(&self, reason: &'static str, attempt: u32) {
-        observe::retried(reason, attempt);
-        if let Some(budget) = &self.inner.budget {
-            observe::gauges::budget_after_retry(budget.available());
-        }
     }
 
     pub(super) async fn attempt(

@@ -135,7 +135,9 @@ pub struct ClientConfig {
     pub unavailable_after: Duration,
     /// The retry budget shared by every clone of the client; `None` disables it.
     pub budget: Option<RetryBudgetConfig>,
-    /// The circuit breaker; `None` disables it.
+    /// The circuit breaker (one per node, built from this); `None` disables it. Its
+    /// `state_gauge` is not used: the client publishes each node's breaker state itself
+    /// ([`observe::BREAKER_STATE`](crate::observe::BREAKER_STATE)).
     pub breaker: Option<BreakerConfig>,
     /// Number of multiplexed connections; calls are spread over the live ones.
     pub pool_size: usize,
@@ -259,6 +261,8 @@ fn default_breaker() -> BreakerConfig {
         half_open_max_probes: 3,
         close_after_successes: 3,
         name: "resilient_redis".into(),
+        // Published per node by the client instead.
+        state_gauge: false,
     }
 }
 

@@ -41,8 +41,8 @@
 //! | [`CONNECTION_COUNT`] | gauge | `db.client.connection.pool.name` (node), `db.client.connection.state` (`used`: live multiplexed connections, which every call shares; `idle`: parked connections for blocking commands) | sampled |
 //! | [`PENDING_REQUESTS`] | gauge | `db.client.connection.pool.name` | calls waiting for a connection; sampled |
 //! | [`CONNECTION_CREATE_TIME`] | histogram, s | | each connection opened by the pools |
-//! | [`RETRIES`] | counter | `reason`: a reply code (`READONLY`, `LOADING`, ...) or an [`ErrorKind`](crate::ErrorKind) (`connection_lost`, ...) | each retry the policy starts |
-//! | [`BREAKER_STATE`] | gauge: 0 closed, 1 open, 2 half-open | `node` | at each transition, and sampled |
+//! | [`RETRIES`] (`resilience.retries`, the retry policy's own series) | counter | `policy` (`resilient_redis`), `reason`: a reply code (`READONLY`, `LOADING`, ...) or an [`ErrorKind`](crate::ErrorKind) (`connection_lost`, ...); `blocking_resend` for a blocking command sent again | each retry the policy decides on, and each time a blocking command is sent again |
+//! | [`BREAKER_STATE`] | gauge: 0 closed, 1 open, 2 half-open | `node` | at each transition, and sampled (the nodes' breakers do not set the policy core's `resilience.breaker.state`: one series per breaker) |
 //! | [`BUDGET_TOKENS`] | gauge | | retries the budget allows now; sampled, and after each retry |
 //! | [`THROTTLE_PROBABILITY`] | gauge | `node` | the adaptive throttle's local rejection probability; sampled |
 //! | [`RECONNECTIONS`], [`RECONNECT_FAILURES`] | counter | | |
@@ -76,8 +76,9 @@ pub const CONNECTION_COUNT: &str = "db.client.connection.count";
 pub const PENDING_REQUESTS: &str = "db.client.connection.pending_requests";
 /// Seconds to open a connection (`histogram`).
 pub const CONNECTION_CREATE_TIME: &str = "db.client.connection.create_time";
-/// Retries started, by reason (`counter`).
-pub const RETRIES: &str = "resilient_redis.retries";
+/// Retries, by policy and reason (`counter`): the retry policy's own series
+/// ([`resilience::observe::RETRIES`]), whose `policy` label is `resilient_redis`.
+pub const RETRIES: &str = resilience::observe::RETRIES;
 /// Circuit breaker state per node (`gauge`: 0 closed, 1 open, 2 half-open).
 pub const BREAKER_STATE: &str = "resilient_redis.breaker.state";
 /// Retry budget balance, in retries (`gauge`).
@@ -123,7 +124,7 @@ pub(crate) fn describe() {
         Unit::Seconds,
         "Time to open a connection"
     );
-    describe_counter!(RETRIES, "Retries started, by reason");
+    describe_counter!(RETRIES, "Retries, by policy and reason");
     describe_gauge!(
         BREAKER_STATE,
         "Circuit breaker state per node: 0 closed, 1 open, 2 half-open"
@@ -151,10 +152,27 @@ pub(crate) fn describe() {
     describe_counter!(CALL_FAILURES, "Failed calls by error kind and outcome");
 }
 
-/// Counts one retry the policy starts, for `reason`, in the metric and the call's span.
+/// Notes one retry, for `reason`, in a `DEBUG` event and the call's span (the retry policy
+/// counts it in [`RETRIES`]). `attempt`: the number of the attempt it makes (0: a blocking
+/// command sent again).
 #[cold]
 pub(crate) fn retried(reason: &'static str, attempt: u32) {
-    metrics::counter!(RETRIES, "reason" => reason).increment(1);
     tracing::debug!(target: "resilient_redis", reason, attempt, "retrying");
     call::note_retry(reason);
+}
+
+/// The listener of a client's retry policy: notes each retry the policy decides on (see
+/// [`retried`]) and pushes the budget's balance after it.
+pub(crate) fn retry_listener(budget: Option<resilience::RetryBudget>) -> resilience::Listener {
+    std::sync::Arc::new(move |event| {
+        if let resilience::Event::Retry {
+            reason, attempt, ..
+        } = *event
+        {
+            retried(reason, attempt + 1);
+            if let Some(budget) = &budget {
+                gauges::budget_after_retry(budget.available());
+            }
+        }
+    })
 }

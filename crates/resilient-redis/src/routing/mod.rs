@@ -90,7 +90,13 @@ impl Node {
                 } else {
                     b.name.clone()
                 };
-                let breaker = CircuitBreaker::new(BreakerConfig { name, ..b.clone() })
+                // Its state is published per node, by `gauges`: not also by the breaker.
+                let config = BreakerConfig {
+                    name,
+                    state_gauge: false,
+                    ..b.clone()
+                };
+                let breaker = CircuitBreaker::new(config)
                     .map_err(|e| Error::config(format!("breaker: {e}")))?;
                 let gauge = gauges.breaker();
                 gauge.set(breaker.state().gauge_value());

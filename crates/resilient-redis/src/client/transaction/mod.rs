@@ -201,14 +201,10 @@ impl Client {
         let result = loop {
             let run = handle
                 .policy
-                .run(
-                    Idempotency::Idempotent,
-                    |e: &AttemptError| e.class,
-                    |_attempt| {
-                        handle.note_attempt(1, || (None, false));
-                        handle.transaction_attempt(&place, &watch, &body, deadline)
-                    },
-                )
+                .run(Idempotency::Idempotent, AttemptError::verdict, |_attempt| {
+                    handle.note_attempt(1, || (None, false));
+                    handle.transaction_attempt(&place, &watch, &body, deadline)
+                })
                 .await;
             match run {
                 Ok(Some(value)) => break Ok(value),
