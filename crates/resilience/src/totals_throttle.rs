@@ -44,8 +44,10 @@ struct Snapshot {
 /// - [`TotalsThrottle::tick_at`] records the totals at the start of each bucket. Call it at
 ///   least once per bucket width (a background tick); a missed bucket only makes the window a
 ///   little longer.
-/// - [`TotalsThrottle::reject_probability_at`] computes the book's formula over the requests and
-///   accepts since the start of the window.
+/// - [`TotalsThrottle::probability_at`] computes the book's formula over the requests and
+///   accepts since the start of the window, reading only (for a gauge, a health report);
+///   [`TotalsThrottle::reject_probability_at`] also records the bucket's snapshot, as the
+///   decision path ([`TotalsThrottle::admit_at`]) does.
 ///
 /// # Example
 /// ```
@@ -136,7 +138,9 @@ impl TotalsThrottle {
     }
 
     /// The probability of rejecting a request locally at `now`, given the current totals
-    /// (called only while engaged). 0 when not engaged.
+    /// (called only while engaged): [`TotalsThrottle::probability_at`], after recording `now`'s
+    /// bucket snapshot if it has none yet (as [`TotalsThrottle::tick_at`] does). 0 when not
+    /// engaged.
     pub fn reject_probability_at(
         &self,
         now: Instant,
@@ -145,9 +149,21 @@ impl TotalsThrottle {
         if !self.is_engaged() {
             return 0.0;
         }
+        let current = totals();
+        self.snapshot(self.slot_at(now), || current);
+        self.probability_at(now, || current)
+    }
+
+    /// The probability of rejecting a request locally at `now`, given the current totals: the
+    /// formula over the requests and accepts since the oldest snapshot in the window (none: 0).
+    /// A pure read, for observers: it records nothing. 0 when not engaged, without calling
+    /// `totals`.
+    pub fn probability_at(&self, now: Instant, totals: impl FnOnce() -> ThrottleTotals) -> f64 {
+        if !self.is_engaged() {
+            return 0.0;
+        }
         let slot = self.slot_at(now);
         let current = totals();
-        self.snapshot(slot, || current);
         let n = u64::from(self.config.buckets);
         let first = slot.saturating_sub(n - 1);
         let start = {
@@ -184,8 +200,9 @@ impl TotalsThrottle {
             return Ok(());
         }
         let current = totals();
+        // Records the bucket's snapshot: what follows only reads.
         self.tick_at(now, current);
-        let p = self.reject_probability_at(now, || current);
+        let p = self.probability_at(now, || current);
         let nanos = now.saturating_duration_since(self.origin).as_nanos() as u64;
         if p <= 0.0 || rng.random::<f64>() >= p {
             self.last_admit.fetch_max(nanos, Ordering::Relaxed);
@@ -354,6 +371,24 @@ mod tests {
             (700..=1400).contains(&sent_last_second),
             "sent {sent_last_second} in the last second"
         );
+    }
+
+    /// Reading the probability records nothing: the window's start is still the next snapshot
+    /// taken, not the totals a reader saw.
+    #[tokio::test(start_paused = true)]
+    async fn probability_at_is_a_pure_read() {
+        let t = throttle();
+        let now = Instant::now();
+        t.refused_at(now);
+        // No snapshot in the window: nothing to compare with, whatever the reader passes.
+        assert_eq!(t.probability_at(now, || totals(100, 0)), 0.0);
+        assert_eq!(t.probability_at(now, || totals(200, 0)), 0.0);
+        // The decision path's read does record the bucket's start...
+        assert_eq!(t.reject_probability_at(now, || totals(300, 0)), 0.0);
+        // ... from which both count.
+        let p = t.probability_at(now, || totals(400, 0));
+        assert!((p - 100.0 / 101.0).abs() < 1e-9, "{p}");
+        assert_eq!(t.reject_probability_at(now, || totals(400, 0)), p);
     }
 
     #[tokio::test(start_paused = true)]

@@ -411,7 +411,7 @@ impl Client {
             if let Some(t) = &node.throttle {
                 let p = t
                     .throttle
-                    .reject_probability_at(now, || inner.throttle_totals(node));
+                    .probability_at(now, || inner.throttle_totals(node));
                 highest = Some(highest.map_or(p, |h: f64| h.max(p)));
             }
         });

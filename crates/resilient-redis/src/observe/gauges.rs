@@ -58,8 +58,7 @@ impl NodeGauges {
             self.breaker.set(b.state_at(now).gauge_value());
         }
         if let Some(t) = &node.throttle {
-            self.throttle
-                .set(t.throttle.reject_probability_at(now, totals));
+            self.throttle.set(t.throttle.probability_at(now, totals));
         }
     }
 
