@@ -273,6 +273,9 @@ async fn a_client_kill_under_load_is_counted_by_reason_and_traced_per_call() {
         "breaker not closed"
     );
     assert!(series.value(observe::BUDGET_TOKENS, &[]).unwrap_or(0.0) > 0.0);
+    // The server refused nothing: the throttle rejects nothing, in the gauge as in the client.
+    assert_eq!(series.value(observe::THROTTLE_PROBABILITY, &[]), Some(0.0));
+    assert_eq!(client.throttle_probability(), Some(0.0));
 
     // One reconnection per kill, counted by the metric as by the stats.
     assert_eq!(stats.reconnects, kills);

@@ -1,6 +1,7 @@
 //! [`Client`]: the handle callers hold, and its shared state. The request path is in
 //! [`call`], with the slow paths beside it: a late reply ([`late_reply`]), blocking commands
-//! ([`blocking`]); the response-window timer is [`timer`]'s, the counters [`stats`]'.
+//! ([`blocking`]); the response-window timer is [`timer`]'s, the counters [`stats`]', what the
+//! sampled gauges show [`sample`]'s.
 
 mod admit;
 mod blocking;
@@ -8,6 +9,7 @@ mod call;
 mod cluster;
 mod durable;
 mod late_reply;
+mod sample;
 mod stats;
 mod timer;
 mod transaction;
@@ -27,7 +29,7 @@ use crate::{
     config::{ClientConfig, Durability},
     connection::{Lease, Pool},
     error::Error,
-    observe::{self, Operations, gauges::Sampled},
+    observe::{self, Operations},
     replies::Deployment,
     request::{Reply, Request},
     retry::{PolicyParts, build_policy},
@@ -126,17 +128,6 @@ struct Inner {
     db: i64,
     /// `db.client.operation.duration` by operation and outcome (see [`crate::observe`]).
     operations: Operations,
-}
-
-impl Sampled for Inner {
-    fn each_node(&self, f: &mut dyn FnMut(&Node, &dyn Fn() -> resilience::ThrottleTotals)) {
-        self.router
-            .each_node(|node| f(node, &|| self.throttle_totals(node)));
-    }
-
-    fn budget_tokens(&self) -> Option<f64> {
-        self.budget.as_ref().map(RetryBudget::available)
-    }
 }
 
 impl Inner {
@@ -252,7 +243,8 @@ impl Client {
         });
         let policy = build_policy(inner.policy_parts(inner.config.deadline))?;
         spawn_throttle_ticker(&inner);
-        observe::spawn_sampler(Arc::downgrade(&inner));
+        let client = Arc::downgrade(&inner);
+        observe::spawn_sampler(move |now| client.upgrade().map(|c| c.sample(now)).is_some());
         let call = CallOptions {
             idempotent: None,
             durability: inner.config.durability,
@@ -404,17 +396,14 @@ impl Client {
     /// cluster's nodes): 0 while the server takes all the work; `None` when adaptive throttling
     /// is off.
     pub fn throttle_probability(&self) -> Option<f64> {
-        let inner = &self.handle.inner;
-        let now = Instant::now();
-        let mut highest = None;
-        inner.router.each_node(|node| {
-            if let Some(t) = &node.throttle {
-                let p = t
-                    .throttle
-                    .probability_at(now, || inner.throttle_totals(node));
-                highest = Some(highest.map_or(p, |h: f64| h.max(p)));
-            }
-        });
+        let mut highest: Option<f64> = None;
+        self.handle
+            .inner
+            .each_node_throttle(Instant::now(), |_, p| {
+                if let Some(p) = p {
+                    highest = Some(highest.map_or(p, |h| h.max(p)));
+                }
+            });
         highest
     }
 

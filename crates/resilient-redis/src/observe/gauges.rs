@@ -1,8 +1,7 @@
 //! The gauges each client pushes on its own: connections, waiting calls, breaker state, retry
 //! budget and throttle, every [`SAMPLE_EVERY`](super::SAMPLE_EVERY), from a task that lives as
-//! long as the client.
-
-use std::sync::{Arc, Weak};
+//! long as the client. What they show is read by the client (`client::sample`) and handed
+//! here: this module knows gauges, not clients or nodes.
 
 use metrics::Gauge;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -11,7 +10,17 @@ use super::{
     BREAKER_STATE, BUDGET_TOKENS, CONNECTION_COUNT, PENDING_REQUESTS, SAMPLE_EVERY,
     THROTTLE_PROBABILITY,
 };
-use crate::routing::Node;
+
+/// What one node's gauges show at one instant.
+pub(crate) struct NodeSample {
+    /// Live connections, parked connections for blocking commands, calls waiting for a
+    /// connection.
+    pub(crate) occupancy: (usize, usize, usize),
+    /// The breaker's state as a gauge value, if the node has a breaker.
+    pub(crate) breaker: Option<f64>,
+    /// The adaptive throttle's rejection probability, if the node has a throttle.
+    pub(crate) throttle: Option<f64>,
+}
 
 /// The gauges of one node, registered once.
 pub(crate) struct NodeGauges {
@@ -43,22 +52,17 @@ impl NodeGauges {
         }
     }
 
-    /// Pushes the state of `node` now.
-    fn sample(
-        &self,
-        node: &Node,
-        now: Instant,
-        totals: impl FnOnce() -> resilience::ThrottleTotals,
-    ) {
-        let (used, idle, pending) = node.pool.occupancy();
+    /// Pushes `sample`.
+    pub(crate) fn push(&self, sample: NodeSample) {
+        let (used, idle, pending) = sample.occupancy;
         self.used.set(used as f64);
         self.idle.set(idle as f64);
         self.pending.set(pending as f64);
-        if let Some(b) = &node.breaker {
-            self.breaker.set(b.state_at(now).gauge_value());
+        if let Some(state) = sample.breaker {
+            self.breaker.set(state);
         }
-        if let Some(t) = &node.throttle {
-            self.throttle.set(t.throttle.probability_at(now, totals));
+        if let Some(p) = sample.throttle {
+            self.throttle.set(p);
         }
     }
 
@@ -68,35 +72,22 @@ impl NodeGauges {
     }
 }
 
-/// What the sampler reads: the client's nodes and its budget.
-pub(crate) trait Sampled: Send + Sync + 'static {
-    /// Calls `f` with every node the client has and its throttle totals.
-    fn each_node(&self, f: &mut dyn FnMut(&Node, &dyn Fn() -> resilience::ThrottleTotals));
-    /// The retry budget's balance, if there is a budget.
-    fn budget_tokens(&self) -> Option<f64>;
-}
-
-/// Pushes the gauges of `client` every [`SAMPLE_EVERY`] until it is dropped.
-pub(crate) fn spawn_sampler<S: Sampled>(client: Weak<S>) {
-    let budget = metrics::gauge!(BUDGET_TOKENS);
+/// Calls `sample` with the time every [`SAMPLE_EVERY`], until it returns `false` (its client
+/// is gone).
+pub(crate) fn spawn_sampler(mut sample: impl FnMut(Instant) -> bool + Send + 'static) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(SAMPLE_EVERY);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let Some(client): Option<Arc<S>> = client.upgrade() else {
+            if !sample(Instant::now()) {
                 return;
-            };
-            let now = Instant::now();
-            client.each_node(&mut |node, totals| node.gauges.sample(node, now, totals));
-            if let Some(tokens) = client.budget_tokens() {
-                budget.set(tokens);
             }
         }
     });
 }
 
-/// Pushes the budget's balance after a retry took from it.
-pub(crate) fn budget_after_retry(tokens: f64) {
+/// Pushes the budget's balance (sampled, and after a retry took from it).
+pub(crate) fn budget_tokens(tokens: f64) {
     metrics::gauge!(BUDGET_TOKENS).set(tokens);
 }

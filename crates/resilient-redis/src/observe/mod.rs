@@ -171,7 +171,7 @@ pub(crate) fn retry_listener(budget: Option<resilience::RetryBudget>) -> resilie
         {
             retried(reason, attempt + 1);
             if let Some(budget) = &budget {
-                gauges::budget_after_retry(budget.available());
+                gauges::budget_tokens(budget.available());
             }
         }
     })
