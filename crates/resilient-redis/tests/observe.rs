@@ -16,10 +16,8 @@ use std::{
     time::Duration,
 };
 
-use metrics_util::{
-    CompositeKey,
-    debugging::{DebugValue, DebuggingRecorder, Snapshotter},
-};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_util::registry::{AtomicStorage, Registry};
 use redis::AsyncCommands;
 use redis_lab::RedisServer;
 use resilient_redis::{Client, ClientConfig, ReadFrom, observe};
@@ -95,8 +93,34 @@ impl Capture {
     }
 }
 
-/// Every series the recorder holds, by name and labels; histograms summed over snapshots
-/// (a snapshot drains them).
+/// A `metrics` recorder that keeps every series' current value: counters and gauges as last
+/// set, histograms' samples. (metrics-util's `DebuggingRecorder` resets counters and gauges at
+/// each snapshot: a gauge read as 0 there may only be unset since the previous look.)
+struct Kept(Registry<Key, AtomicStorage>);
+
+impl Recorder for Kept {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        self.0
+            .get_or_create_counter(key, |c| Counter::from_arc(c.clone()))
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        self.0
+            .get_or_create_gauge(key, |g| Gauge::from_arc(g.clone()))
+    }
+
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        self.0
+            .get_or_create_histogram(key, |h| Histogram::from_arc(h.clone()))
+    }
+}
+
+/// Every series the recorder holds, by name and labels, as of the last [`Series::take`]:
+/// counters' and gauges' values, histograms' sample counts.
 #[derive(Default)]
 struct Series {
     values: HashMap<(String, Vec<(String, String)>), f64>,
@@ -104,21 +128,18 @@ struct Series {
 }
 
 impl Series {
-    fn take(&mut self, snapshotter: &Snapshotter) {
-        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-            let id = id_of(&key);
-            match value {
-                DebugValue::Counter(v) => {
-                    self.values.insert(id, v as f64);
-                }
-                DebugValue::Gauge(v) => {
-                    self.values.insert(id, v.into_inner());
-                }
-                DebugValue::Histogram(v) => {
-                    *self.samples.entry(id).or_default() += v.len() as u64;
-                }
-            }
-        }
+    fn take(&mut self, kept: &Kept) {
+        kept.0.visit_counters(|key, c| {
+            self.values
+                .insert(id_of(key), c.load(Ordering::Relaxed) as f64);
+        });
+        kept.0.visit_gauges(|key, g| {
+            self.values
+                .insert(id_of(key), f64::from_bits(g.load(Ordering::Relaxed)));
+        });
+        kept.0.visit_histograms(|key, h| {
+            self.samples.insert(id_of(key), h.data().len() as u64);
+        });
     }
 
     fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -157,8 +178,7 @@ impl Series {
     }
 }
 
-fn id_of(key: &CompositeKey) -> (String, Vec<(String, String)>) {
-    let key = key.key();
+fn id_of(key: &Key) -> (String, Vec<(String, String)>) {
     (
         key.name().to_owned(),
         key.labels()
@@ -171,19 +191,19 @@ fn id_of(key: &CompositeKey) -> (String, Vec<(String, String)>) {
 /// current-thread runtime: the client's tasks run on it too) until the guards drop.
 fn observe_this_thread() -> (
     Capture,
-    Snapshotter,
+    &'static Kept,
     (
         tracing::subscriber::DefaultGuard,
         metrics::LocalRecorderGuard<'static>,
     ),
 ) {
     // Leaked: the guard borrows it for the rest of the test.
-    let recorder: &'static DebuggingRecorder = Box::leak(Box::new(DebuggingRecorder::new()));
+    let recorder: &'static Kept = Box::leak(Box::new(Kept(Registry::atomic())));
     let capture = Capture::default();
     let tracing =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
     let metrics = metrics::set_default_local_recorder(recorder);
-    (capture, recorder.snapshotter(), (tracing, metrics))
+    (capture, recorder, (tracing, metrics))
 }
 
 /// 20 tasks of SET then GET on their own keys until `stop`.
@@ -209,7 +229,7 @@ fn load(client: &Client, stop: &Arc<AtomicBool>) -> tokio::task::JoinSet<u64> {
 
 #[tokio::test]
 async fn a_client_kill_under_load_is_counted_by_reason_and_traced_per_call() {
-    let (capture, snapshotter, _guards) = observe_this_thread();
+    let (capture, recorded, _guards) = observe_this_thread();
 
     let server = RedisServer::start().await.expect("start redis-server");
     let client = Client::connect(&server.url()).await.expect("connect");
@@ -251,7 +271,7 @@ async fn a_client_kill_under_load_is_counted_by_reason_and_traced_per_call() {
     // The sampled gauges: one live connection, no call waiting, the breaker closed.
     let mut series = Series::default();
     common::wait_until("the sampled gauges", Duration::from_secs(5), || {
-        series.take(&snapshotter);
+        series.take(recorded);
         let used = series.value(
             observe::CONNECTION_COUNT,
             &[("db.client.connection.state", "used")],
@@ -345,7 +365,7 @@ async fn a_client_kill_under_load_is_counted_by_reason_and_traced_per_call() {
 
 #[tokio::test]
 async fn no_key_or_value_in_spans_or_labels_unless_keys_are_asked_for() {
-    let (capture, snapshotter, _guards) = observe_this_thread();
+    let (capture, recorded, _guards) = observe_this_thread();
     let server = RedisServer::start().await.expect("start redis-server");
 
     const KEY: &str = "sekrit-key-7f3a";
@@ -384,7 +404,7 @@ async fn no_key_or_value_in_spans_or_labels_unless_keys_are_asked_for() {
     assert_eq!(spans[2]["db.response.status_code"], "WRONGTYPE");
     assert_eq!(spans[2]["otel.status_code"], "ERROR");
     let mut series = Series::default();
-    series.take(&snapshotter);
+    series.take(recorded);
     let seen = |capture: &Capture, series: &Series| {
         let c = capture.0.lock().unwrap();
         c.spans
@@ -408,7 +428,7 @@ async fn no_key_or_value_in_spans_or_labels_unless_keys_are_asked_for() {
     let spans = capture.spans();
     assert_eq!(spans[6]["db.query.text"], format!("SET {KEY} ?"));
     assert_eq!(spans[8]["db.query.text"], format!("HSET {KEY} ? ?"));
-    series.take(&snapshotter);
+    series.take(recorded);
     for text in seen(&capture, &series) {
         assert!(!text.contains(VALUE), "a value was recorded: {text}");
     }
@@ -491,4 +511,118 @@ async fn spans_name_the_node_that_answered_and_the_route_on_sentinel_and_cluster
         spans[0]["resilient_redis.attempts"], "1",
         "a redirect is not a retry"
     );
+}
+
+/// A cluster node that leaves the client's routing table (here a graceful `CLUSTER FAILOVER`
+/// demotes it) has its gauges set to 0, not left at their last value (its breaker open, which
+/// would read as an open breaker forever), and pushed no more, while the nodes that remain are
+/// still sampled.
+#[tokio::test]
+async fn a_node_that_leaves_the_slot_map_has_its_gauges_zeroed() {
+    let _serial = common::ONE_AT_A_TIME.lock().await;
+    let (_capture, recorded, _guards) = observe_this_thread();
+    let cluster = redis_lab::RedisCluster::start(redis_lab::ClusterConfig::default())
+        .await
+        .unwrap();
+    // A breaker that opens on one server fault and stays open; a slot map refreshed often
+    // (calls refused by the open breaker do not reach the node to learn of the failover).
+    let mut config = ClientConfig::cluster(&cluster.urls()).unwrap();
+    config.breaker = Some(resilient_redis::resilience::BreakerConfig {
+        consecutive_failures: Some(1),
+        failure_rate: None,
+        open_duration: Duration::from_secs(600),
+        ..config.breaker.clone().unwrap()
+    });
+    if let Some(c) = config.cluster.as_mut() {
+        c.refresh_interval = Some(Duration::from_millis(200));
+    }
+    let mut client = Client::with_config(config).await.unwrap();
+    let used = |series: &Series, node: &str| {
+        series.value(
+            observe::CONNECTION_COUNT,
+            &[
+                ("db.client.connection.pool.name", node),
+                ("db.client.connection.state", "used"),
+            ],
+        )
+    };
+    let mut series = Series::default();
+
+    // The master of "a" serves a call, then answers one with a server fault (a script's
+    // MASTERDOWN reply): its breaker opens, and its gauge says so.
+    let slot = common::key_slot("a");
+    let old = cluster.master_for_slot(slot).await.unwrap().to_string();
+    let () = client.set("a", "v").await.unwrap();
+    let fault: redis::RedisResult<()> = redis::cmd("EVAL")
+        .arg("return redis.error_reply('MASTERDOWN injected by the test')")
+        .arg(1)
+        .arg("a")
+        .query_async(&mut client)
+        .await;
+    assert!(fault.is_err());
+    assert!(!client.node_breaker(&old).unwrap().is_closed());
+    common::wait_until("the master's gauges", Duration::from_secs(10), || {
+        series.take(recorded);
+        let breaker = series.value(observe::BREAKER_STATE, &[("node", &old)]);
+        std::future::ready(breaker == Some(1.0) && used(&series, &old).is_some())
+    })
+    .await;
+
+    // A graceful failover demotes it, and a slot map refresh drops the node.
+    let replica = common::replica_of(&cluster, old.parse().unwrap())
+        .await
+        .expect("a replica of the master");
+    let promoted = replica.addr().to_string();
+    let mut admin = replica.admin().await.unwrap();
+    let () = redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    common::wait_until(
+        "the client to drop the demoted master",
+        Duration::from_secs(30),
+        || std::future::ready(client.node_breaker(&old).is_none()),
+    )
+    .await;
+
+    // Its gauges were zeroed as it went.
+    series.take(recorded);
+    let of_old = |series: &Series| -> Vec<(String, f64)> {
+        let mut of_old: Vec<_> = series
+            .values
+            .iter()
+            .filter(|((_, labels), _)| labels.iter().any(|(_, v)| *v == old))
+            .map(|((name, labels), v)| (format!("{name}{labels:?}"), *v))
+            .collect();
+        of_old.sort_by(|a, b| a.0.cmp(&b.0));
+        of_old
+    };
+    let zeroed = of_old(&series);
+    assert_eq!(zeroed.len(), 5, "{zeroed:?}");
+    assert!(zeroed.iter().all(|(_, v)| *v == 0.0), "{zeroed:?}");
+
+    // A node the client had no pool for gets one and is sampled: the sampler ran after the
+    // demoted node left, and pushed nothing for it.
+    let mut third = None;
+    for key in (0..64).map(|i| format!("k{i}")) {
+        let owner = cluster.master_for_slot(common::key_slot(&key)).await;
+        let owner = owner.unwrap().to_string();
+        if owner != old && owner != promoted {
+            third = Some((key, owner));
+            break;
+        }
+    }
+    let (key, third) = third.expect("a key on the third master");
+    assert!(
+        client.node_breaker(&third).is_none(),
+        "no pool yet for {third}"
+    );
+    let () = client.set(&key, "v").await.unwrap();
+    common::wait_until("the third master's gauges", Duration::from_secs(10), || {
+        series.take(recorded);
+        std::future::ready(used(&series, &third).is_some_and(|n| n >= 1.0))
+    })
+    .await;
+    assert_eq!(of_old(&series), zeroed);
 }

@@ -57,6 +57,14 @@
 //! "Sampled": a task of each client pushes the gauge every [`SAMPLE_EVERY`] for as long as the
 //! client lives (no call pays for it).
 //!
+//! A Redis Cluster node that leaves the client's routing table (it owns no slot any more: its
+//! slots moved away, or a failover demoted it) has its gauges (those labelled with its address)
+//! set to 0 once, then no longer pushed. The `metrics` facade cannot unregister a series, so a
+//! recorder keeps showing it, at 0 ("no connection, no call waiting, breaker closed, nothing
+//! rejected"), not at its last value; a recorder that drops series that stop moving
+//! (`metrics-exporter-prometheus` with `idle_timeout`) forgets it. If the node comes back, it
+//! pushes them again.
+//!
 //! [OpenTelemetry database conventions]: https://opentelemetry.io/docs/specs/semconv/database/
 
 pub(crate) mod call;

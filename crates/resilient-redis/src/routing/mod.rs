@@ -67,8 +67,8 @@ pub(crate) struct Node {
     pub(crate) pool: Arc<Pool>,
     pub(crate) breaker: Option<CircuitBreaker>,
     pub(crate) throttle: Option<NodeThrottle>,
-    /// Its gauges (see [`crate::observe`]).
-    pub(crate) gauges: NodeGauges,
+    /// Its gauges (see [`crate::observe`]); shared with its breaker's listener.
+    pub(crate) gauges: Arc<NodeGauges>,
     /// Whether the node is one of several (a cluster's): its breaker is named after it.
     one_of_many: bool,
 }
@@ -82,7 +82,11 @@ impl Node {
         config: &ClientConfig,
         one_of_many: bool,
     ) -> Result<Node, Error> {
-        let gauges = NodeGauges::new(if addr.is_empty() { "master" } else { &addr });
+        let gauges = Arc::new(NodeGauges::new(if addr.is_empty() {
+            "master"
+        } else {
+            &addr
+        }));
         let breaker = match &config.breaker {
             Some(b) => {
                 let name = if one_of_many {
@@ -98,11 +102,11 @@ impl Node {
                 };
                 let breaker = CircuitBreaker::new(config)
                     .map_err(|e| Error::config(format!("breaker: {e}")))?;
-                let gauge = gauges.breaker();
-                gauge.set(breaker.state().gauge_value());
+                gauges.breaker_state(breaker.state().gauge_value());
+                let pushed = gauges.clone();
                 breaker.add_listener(Arc::new(move |event| {
                     if let resilience::Event::BreakerTransition { to, .. } = event {
-                        gauge.set(to.gauge_value());
+                        pushed.breaker_state(to.gauge_value());
                     }
                 }));
                 Some(breaker)
@@ -152,6 +156,15 @@ impl Node {
     #[inline]
     pub(crate) fn is_one_of_many(&self) -> bool {
         self.one_of_many
+    }
+
+    /// The node left the client's routing table (a cluster node that no longer owns slots):
+    /// replies on its connections no longer count as a master's acknowledgement
+    /// ([`Pool::retire`]), and its gauges go to 0 and are pushed no more
+    /// ([`NodeGauges::retire`]).
+    pub(crate) fn retire(&self) {
+        self.pool.retire();
+        self.gauges.retire();
     }
 }
 

@@ -299,9 +299,10 @@ impl ClusterRouter {
     }
 
     /// Drops the pools of nodes that are no longer in the slot map (a removed node, a demoted
-    /// master, or with replica reads off any replica), and retires them: a durable write still
-    /// in flight there is not acknowledged by its reply. A master of `masters_before` that is a
-    /// replica now goes too (its replica pool is made afresh).
+    /// master, or with replica reads off any replica), and retires them ([`Node::retire`]): a
+    /// durable write still in flight there is not acknowledged by its reply, and their gauges
+    /// go to 0. A master of `masters_before` that is a replica now goes too (its replica pool is
+    /// made afresh).
     fn forget_nodes_without_slots(&self, masters_before: &[Arc<str>]) {
         let masters = self.topology.masters();
         let replicas = if self.config.read_from.uses_replicas() {
@@ -317,7 +318,7 @@ impl ClusterRouter {
                     || (replicas.iter().any(|r| r == addr)
                         && !masters_before.iter().any(|m| m == addr));
                 if !kept {
-                    node.pool.retire();
+                    node.retire();
                 }
                 kept
             });
