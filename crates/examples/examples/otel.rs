@@ -1,7 +1,7 @@
 //! The client's spans as OpenTelemetry spans, printed by the OpenTelemetry stdout exporter.
 //!
 //! ```text
-//! cargo run -p resilient-redis --example otel [-- redis://127.0.0.1:6379]
+//! cargo run -p resilient-redis-examples --example otel [-- redis://127.0.0.1:6379]
 //! ```
 //! The URL comes from the first argument, else `REDIS_URL`, else `redis://127.0.0.1:6379`.
 //! Swap `opentelemetry_stdout::SpanExporter` for an OTLP exporter (`opentelemetry-otlp`) to send

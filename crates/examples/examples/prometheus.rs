@@ -1,7 +1,7 @@
 //! The client's metrics on a Prometheus page, through `metrics-exporter-prometheus`.
 //!
 //! ```text
-//! cargo run -p resilient-redis --example prometheus [-- redis://127.0.0.1:6379 [9091]]
+//! cargo run -p resilient-redis-examples --example prometheus [-- redis://127.0.0.1:6379 [9091]]
 //! curl -s http://127.0.0.1:9091/metrics
 //! ```
 //! The URL comes from the first argument, else `REDIS_URL`, else `redis://127.0.0.1:6379`; the

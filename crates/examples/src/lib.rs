@@ -1,0 +1,1 @@
+//! Examples of resilient-redis with an observability stack (see `examples/`): no library code.
