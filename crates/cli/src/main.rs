@@ -1,10 +1,11 @@
-//! The `resilient-redis` command-line tool: `demo`, `bench` and `health`.
+//! The `resilient-redis` command-line tool: `demo`, `bench`, `health`, `proxy` and `chaos`.
 //!
 //! `main` only parses the command line, starts the runtime and maps the outcome to an exit code:
 //! 0 success, 1 runtime failure (or, for `health`/`demo`, an unhealthy server / errors seen),
 //! 2 usage error. Each subcommand lives in its own module.
 
 mod bench;
+mod chaos;
 mod chart;
 mod client;
 mod demo;
@@ -47,6 +48,11 @@ enum Command {
     /// Benchmark of one client against a server, a Sentinel master or a cluster: closed-loop, or
     /// open-loop at a fixed offered rate with --rate.
     Bench(bench::BenchArgs),
+    /// Seeded random faults (kills, pauses, partitions, failovers, slot migrations, ...) over a
+    /// lab topology while workloads run through the resilient client, then a check of the
+    /// history against the final state; exit 1 when the client lost, duplicated or invented
+    /// anything. `--seed N` reproduces a run's schedule.
+    Chaos(chaos::ChaosArgs),
     /// Connect, check the server and print the client's health; exit 1 when unhealthy. With
     /// --watch, refresh a live view (or, with --json, one JSON line per refresh) until Ctrl-C.
     Health(health::HealthArgs),
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Health(args) => health::run(args).await,
+            Command::Chaos(args) => chaos::run(args).await,
             Command::Proxy(args) => proxy::run(args).await,
             Command::LabServer(args) => lab_server::run(args).await,
         }

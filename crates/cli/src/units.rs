@@ -4,12 +4,20 @@
 
 use std::time::Duration;
 
-/// Parses a positive number of seconds (fractions allowed, e.g. `0.5`).
+/// Parses a positive number of seconds (fractions allowed, e.g. `0.5`), optionally with a
+/// unit: `90s`, `2m`, `1.5h`.
 pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    let trimmed = text.trim();
+    let (number, scale) = match trimmed.char_indices().last() {
+        Some((i, 's')) => (&trimmed[..i], 1.0),
+        Some((i, 'm')) => (&trimmed[..i], 60.0),
+        Some((i, 'h')) => (&trimmed[..i], 3600.0),
+        _ => (trimmed, 1.0),
+    };
+    let seconds: f64 = number
+        .parse::<f64>()
+        .map(|n| n * scale)
+        .map_err(|_| format!("{text:?} is not a number of seconds (e.g. 90, 90s, 2m, 1h)"))?;
     if !seconds.is_finite() || seconds <= 0.0 {
         return Err(format!("{text:?} must be a positive number of seconds"));
     }
@@ -55,6 +63,11 @@ mod tests {
         assert!(parse_seconds("inf").is_err());
         assert!(parse_seconds("NaN").is_err());
         assert!(parse_seconds("ten").is_err());
+        assert_eq!(parse_seconds("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_seconds("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_seconds("0.5h"), Ok(Duration::from_secs(1800)));
+        assert!(parse_seconds("s").is_err());
+        assert!(parse_seconds("-2m").is_err());
     }
 
     #[test]

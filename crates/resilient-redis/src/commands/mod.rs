@@ -42,7 +42,8 @@ pub(crate) use safety::known_names;
 pub use safety::{CommandSafety, safety_of};
 pub(crate) use safety::{command_safety, pipeline_safety};
 pub(crate) use scripts::runs_in_scripts;
-pub(crate) use slot::{SLOTS, command_slot, crc16, key_slot};
+pub use slot::key_slot;
+pub(crate) use slot::{SLOTS, command_slot, crc16};
 
 /// A command from its words, for tests.
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub(crate) fn crc16(bytes: &[u8]) -> u16 {
 }
 
 /// The hash slot of a key (honouring `{hash tags}`).
-pub(crate) fn key_slot(key: &[u8]) -> u16 {
+pub fn key_slot(key: &[u8]) -> u16 {
     let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
         let rest = &key[open + 1..];
         let close = rest.iter().position(|&b| b == b'}')?;

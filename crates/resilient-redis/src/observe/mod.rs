@@ -7,7 +7,7 @@
 //! `resilient_redis`, name `redis`, whatever its retries: attempts are counted in it, and
 //! retries are `DEBUG` events inside it. To export the spans without logging every call, give
 //! the exporting layer its own filter (`Targets::new().with_default(Level::INFO)
-//! .with_target("resilient_redis", Level::DEBUG)`, as `examples/otel.rs` does). Its fields:
+//! .with_target("resilient_redis", Level::DEBUG)`, as `crates/examples/examples/otel.rs` does). Its fields:
 //!
 //! | field | value |
 //! |---|---|

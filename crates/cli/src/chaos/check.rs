@@ -1,0 +1,1001 @@
+//! The checker: the recorded history against the final state, read on the masters after the
+//! topology settled.
+//!
+//! # Behavior
+//! - `counter`, `cas`: `ok ≤ final ≤ ok + ambiguous`. With `--exactly-once`, `counter` has no
+//!   ambiguous call and `final == ok` — but with `--durability replicated`, where a write no
+//!   replica could confirm within its deadline is ambiguous by design
+//!   ([`resilient_redis::ErrorKind::Unconfirmed`]), exactly-once writes included.
+//! - `set`, `queue`: every acknowledged element or item is present, none twice, none that was
+//!   neither acknowledged nor ambiguous (a definite failure that was applied after all).
+//! - `register`: every read returns the task's last acknowledged write or a later one (unless
+//!   reads may go to replicas), and only values written (acknowledged or ambiguous).
+//! - `pubsub`: nothing received twice, nothing acknowledged missing outside a reported gap.
+//! - Liveness: no call outlives its deadline by more than 100 ms; after each fault ends, every
+//!   caller that was failing succeeds again within [`RECOVERY_LIMIT`] of the topology serving
+//!   again (as the watcher saw it).
+//! - **Server losses**: an acknowledged write missing from the final state (or a register read
+//!   going back) is Redis's own doing when its key's slot changed master (a failover, not a
+//!   migration) after it was acknowledged (see [`Tally::switch_after`] for the slack either
+//!   way). It is counted separately, with
+//!   the fault that caused the failover. With `--durability replicated`, only a `kill` of the
+//!   master may cause one, or faults hitting the master and a replica of its shard at once
+//!   (every copy the write was confirmed on may be gone). Anything else missing is an anomaly
+//!   of the client's own.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use redis::AsyncCommands as _;
+use serde::Serialize;
+
+use super::history::TaskLog;
+use super::lab::Reader;
+use super::nemesis::Applied;
+use super::schedule::FaultKind;
+use super::watch::Watched;
+use super::workloads::{Part, Recorded, WorkloadKind, item, keys};
+use crate::error::CliError;
+
+/// How long after the topology serves again a failing caller must succeed.
+pub(crate) const RECOVERY_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long after an observed master switch a write may still have been acknowledged by an old
+/// master that has not learned it was replaced (a paused cluster master, thawed after the
+/// failover, until gossip reaches it).
+pub(crate) const OLD_MASTER_SLACK: u64 = 3_000;
+/// How late the watcher may see a switch the client already followed (its polling period and
+/// a probe).
+pub(crate) const SWITCH_LATENCY: u64 = 150;
+/// At most this many anomalies of one kind are described.
+const EXAMPLES: usize = 5;
+
+/// What the checker needs besides the history.
+pub(crate) struct Rules {
+    /// `counter` ran through exactly-once writes.
+    pub(crate) exactly_once: bool,
+    /// Writes waited for a replica (`--durability replicated`).
+    pub(crate) replicated: bool,
+    /// Reads may go to replicas (`--read-from` other than master).
+    pub(crate) replica_reads: bool,
+    /// The run's length in ms.
+    pub(crate) run_ms: u64,
+}
+
+/// An anomaly of the client's own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct Anomaly {
+    /// The workload.
+    pub(crate) workload: &'static str,
+    /// What went wrong: `lost`, `duplicate`, `failed-write-applied`, `over-applied`,
+    /// `stale-read`, `unwritten-read`, `ambiguous-exactly-once`, `late-call`, `slow-recovery`,
+    /// `never-recovered`, `pubsub-lost`, `pubsub-duplicate`.
+    pub(crate) kind: &'static str,
+    /// How many of this kind.
+    pub(crate) count: u64,
+    /// A few of them, described (the ops involved).
+    pub(crate) examples: Vec<String>,
+}
+
+/// Acknowledged writes Redis lost in a failover.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct ServerLoss {
+    /// The workload.
+    pub(crate) workload: &'static str,
+    /// How many writes (or register reads that went back).
+    pub(crate) count: u64,
+    /// When the failover was seen, in ms.
+    pub(crate) switch_ms: u64,
+    /// The schedule step that caused it, and its kind.
+    pub(crate) step: Option<usize>,
+    /// The kind of that step.
+    pub(crate) fault: Option<FaultKind>,
+}
+
+/// One workload's figures.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct WorkloadRow {
+    /// The workload.
+    pub(crate) workload: &'static str,
+    /// Calls that succeeded.
+    pub(crate) ok: u64,
+    /// Calls that surely did nothing.
+    pub(crate) failed: u64,
+    /// Calls whose effect is unknown.
+    pub(crate) ambiguous: u64,
+    /// Operations the checker compared with the final state.
+    pub(crate) checked: u64,
+    /// The final value, for the counters.
+    pub(crate) final_value: Option<i64>,
+}
+
+/// Each fault's recovery.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Recovery {
+    /// The schedule step.
+    pub(crate) step: usize,
+    /// Callers failing when it ended.
+    pub(crate) callers: u32,
+    /// From its end to the last of them succeeding again, in ms (`None`: one never did).
+    pub(crate) recovery_ms: Option<u64>,
+    /// From its end to the topology serving again, in ms.
+    pub(crate) topology_ms: Option<u64>,
+}
+
+/// What the checker found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct Verdict {
+    /// Per workload.
+    pub(crate) workloads: Vec<WorkloadRow>,
+    /// The client's own anomalies.
+    pub(crate) anomalies: Vec<Anomaly>,
+    /// Redis's own losses.
+    pub(crate) server_losses: Vec<ServerLoss>,
+    /// Per fault.
+    pub(crate) recoveries: Vec<Recovery>,
+}
+
+/// The final state the checker needs.
+#[derive(Debug, Default)]
+pub(crate) struct Final {
+    counter: i64,
+    cas: i64,
+    sets: HashMap<u32, HashSet<u64>>,
+    registers: HashMap<u32, u64>,
+    /// Every queue item found, with how many times.
+    queue: HashMap<String, u32>,
+}
+
+/// Reads the final state of the workloads' keys.
+///
+/// # Errors
+/// [`CliError::Runtime`] when a read fails.
+pub(crate) async fn read_final(
+    reader: &mut Reader,
+    kinds: &[WorkloadKind],
+    tasks: u32,
+) -> Result<Final, CliError> {
+    let conn = reader;
+    let failed =
+        |what: String| move |e: redis::RedisError| CliError::runtime(format!("{what}: {e}"));
+    let mut state = Final::default();
+    for kind in kinds {
+        match kind {
+            WorkloadKind::Counter => {
+                let n: Option<i64> = conn
+                    .get(keys::COUNTER)
+                    .await
+                    .map_err(failed("GET".into()))?;
+                state.counter = n.unwrap_or(0);
+            }
+            WorkloadKind::Cas => {
+                let n: Option<i64> = conn.get(keys::CAS).await.map_err(failed("GET".into()))?;
+                state.cas = n.unwrap_or(0);
+            }
+            WorkloadKind::Set => {
+                for t in 0..tasks {
+                    let members: Vec<u64> = conn
+                        .smembers(keys::set(t))
+                        .await
+                        .map_err(failed(keys::set(t)))?;
+                    state.sets.insert(t, members.into_iter().collect());
+                }
+            }
+            WorkloadKind::Register => {
+                for t in 0..tasks {
+                    let v: Option<u64> = conn
+                        .get(keys::register(t))
+                        .await
+                        .map_err(failed(keys::register(t)))?;
+                    state.registers.insert(t, v.unwrap_or(0));
+                }
+            }
+            WorkloadKind::Queue => {
+                let lists =
+                    std::iter::once(keys::QUEUE.to_owned()).chain((0..tasks).map(keys::processing));
+                for list in lists {
+                    let items: Vec<String> = conn
+                        .lrange(&list, 0, -1)
+                        .await
+                        .map_err(failed(list.clone()))?;
+                    for i in items {
+                        *state.queue.entry(i).or_default() += 1;
+                    }
+                }
+            }
+            WorkloadKind::Pubsub => {}
+        }
+    }
+    Ok(state)
+}
+
+/// The schedule step behind a failover, and its kind.
+type Cause = (Option<usize>, Option<FaultKind>);
+
+/// Tallies anomalies and server losses while checking.
+struct Tally<'a> {
+    watched: &'a Watched,
+    applied: &'a [Applied],
+    rules: &'a Rules,
+    anomalies: BTreeMap<(&'static str, &'static str), (u64, Vec<String>)>,
+    /// By workload and failover time: the count, and the step that caused it.
+    losses: BTreeMap<(&'static str, u64), (u64, Cause)>,
+}
+
+impl Tally<'_> {
+    fn anomaly(
+        &mut self,
+        workload: &'static str,
+        kind: &'static str,
+        example: impl FnOnce() -> String,
+    ) {
+        let entry = self.anomalies.entry((workload, kind)).or_default();
+        entry.0 += 1;
+        if entry.1.len() < EXAMPLES {
+            entry.1.push(example());
+        }
+    }
+
+    /// The master switch of `key`'s slot that explains losing a write acknowledged at `ms`: the
+    /// first after the acknowledgement (or up to [`SWITCH_LATENCY`] before it: the client follows
+    /// a switch within milliseconds, the watcher polls), else the last one in the
+    /// [`OLD_MASTER_SLACK`] before it (an old master that has not learned it was replaced).
+    fn switch_after(&self, key: &str, ms: u64) -> Option<u64> {
+        let slot = resilient_redis::commands::key_slot(key.as_bytes());
+        let candidates: Vec<u64> = self
+            .watched
+            .owner_changes_after(slot, ms.saturating_sub(OLD_MASTER_SLACK))
+            .into_iter()
+            .filter(|&at| !self.migrated(slot, at))
+            .collect();
+        candidates
+            .iter()
+            .copied()
+            .find(|&at| at + SWITCH_LATENCY >= ms)
+            .or_else(|| candidates.last().copied())
+    }
+
+    /// Whether `slot` changing owner at `at` is the nemesis's migration.
+    fn migrated(&self, slot: u16, at: u64) -> bool {
+        self.applied.iter().any(|a| {
+            a.kind == FaultKind::Migrate
+                && a.slot == Some(slot)
+                && a.start_ms <= at
+                && at <= a.end_ms + 1_000
+        })
+    }
+
+    /// Whether `cause` may take back writes replicas confirmed: a SIGKILL (the master's
+    /// unreplicated tail), or faults on the master and a replica at once.
+    fn may_lose_replicated(&self, cause: &Applied) -> bool {
+        if cause.kind == FaultKind::Kill {
+            return true;
+        }
+        // Two steps started together on the shard, both taking their node down.
+        cause.kind.takes_node_down()
+            && self.applied.iter().any(|a| {
+                a.step != cause.step
+                    && a.start_ms.abs_diff(cause.start_ms) < 100
+                    && a.error.is_none()
+                    && a.shard == cause.shard
+                    && a.node != cause.node
+                    && a.kind.takes_node_down()
+            })
+    }
+
+    /// Counts a lost acknowledged write of `key` at `ms`: Redis's own when a failover explains
+    /// it, else an anomaly.
+    fn lost(&mut self, workload: &'static str, key: &str, ms: u64, what: impl FnOnce() -> String) {
+        match self.switch_after(key, ms) {
+            Some(switch) => {
+                let cause = self
+                    .applied
+                    .iter()
+                    .filter(|a| {
+                        a.start_ms <= switch
+                            && a.error.is_none()
+                            && !matches!(a.kind, FaultKind::Migrate | FaultKind::ClientKill)
+                    })
+                    .max_by_key(|a| a.start_ms);
+                let (step, fault) = (cause.map(|a| a.step), cause.map(|a| a.kind));
+                if self.rules.replicated && !cause.is_some_and(|c| self.may_lose_replicated(c)) {
+                    self.anomaly(workload, "lost", || {
+                        format!(
+                            "{} (replicated; failover at {switch} ms by {fault:?})",
+                            what()
+                        )
+                    });
+                    return;
+                }
+                let entry = self.losses.entry((workload, switch)).or_default();
+                entry.0 += 1;
+                entry.1 = (step, fault);
+            }
+            None => self.anomaly(workload, "lost", what),
+        }
+    }
+}
+
+/// Checks the history against the final state (see the module docs).
+pub(crate) fn check(
+    recorded: &Recorded,
+    state: &Final,
+    watched: &Watched,
+    applied: &[Applied],
+    rules: &Rules,
+) -> Verdict {
+    let mut tally = Tally {
+        watched,
+        applied,
+        rules,
+        anomalies: BTreeMap::new(),
+        losses: BTreeMap::new(),
+    };
+    let mut rows: BTreeMap<WorkloadKind, WorkloadRow> = BTreeMap::new();
+    for (&(kind, _, _), log) in &recorded.logs {
+        let row = rows.entry(kind).or_insert_with(|| WorkloadRow {
+            workload: kind.name(),
+            ..WorkloadRow::default()
+        });
+        row.ok += log.ok;
+        row.failed += log.failed;
+        row.ambiguous += log.ambiguous;
+        for late in &log.late {
+            tally.anomaly(kind.name(), "late-call", || {
+                format!(
+                    "{} at {} ms took {} ms",
+                    late.op, late.start_ms, late.took_ms
+                )
+            });
+        }
+    }
+    for (kind, row) in rows.iter_mut() {
+        match kind {
+            WorkloadKind::Counter => {
+                check_counter(
+                    &mut tally,
+                    row,
+                    recorded,
+                    *kind,
+                    state.counter,
+                    keys::COUNTER,
+                    rules.exactly_once && !rules.replicated,
+                );
+            }
+            WorkloadKind::Cas => {
+                check_counter(
+                    &mut tally,
+                    row,
+                    recorded,
+                    *kind,
+                    state.cas,
+                    keys::CAS,
+                    false,
+                );
+            }
+            WorkloadKind::Set => check_sets(&mut tally, row, recorded, state),
+            WorkloadKind::Register => check_registers(&mut tally, row, recorded, state),
+            WorkloadKind::Queue => check_queue(&mut tally, row, recorded, state),
+            WorkloadKind::Pubsub => {
+                if let Some(pubsub) = &recorded.pubsub {
+                    row.checked = pubsub.acknowledged;
+                    for (kind, n) in [
+                        ("pubsub-duplicate", pubsub.duplicates),
+                        ("pubsub-lost", pubsub.lost),
+                    ] {
+                        if n > 0 {
+                            let entry = tally.anomalies.entry(("pubsub", kind)).or_default();
+                            entry.0 += n;
+                            entry
+                                .1
+                                .extend(pubsub.examples.iter().take(EXAMPLES).cloned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let recoveries = recoveries(&mut tally, recorded);
+    Verdict {
+        workloads: rows.into_values().collect(),
+        anomalies: tally
+            .anomalies
+            .into_iter()
+            .map(|((workload, kind), (count, examples))| Anomaly {
+                workload,
+                kind,
+                count,
+                examples,
+            })
+            .collect(),
+        server_losses: tally
+            .losses
+            .into_iter()
+            .map(
+                |((workload, switch_ms), (count, (step, fault)))| ServerLoss {
+                    workload,
+                    count,
+                    switch_ms,
+                    step,
+                    fault,
+                },
+            )
+            .collect(),
+        recoveries,
+    }
+}
+
+fn check_counter(
+    tally: &mut Tally<'_>,
+    row: &mut WorkloadRow,
+    recorded: &Recorded,
+    kind: WorkloadKind,
+    value: i64,
+    key: &str,
+    exactly_once: bool,
+) {
+    let name = row.workload;
+    row.final_value = Some(value);
+    row.checked = row.ok + row.ambiguous;
+    let (ok, ambiguous) = (row.ok as i64, row.ambiguous as i64);
+    if exactly_once && ambiguous > 0 {
+        tally.anomaly(name, "ambiguous-exactly-once", || {
+            format!("{ambiguous} exactly-once increments came back ambiguous")
+        });
+    }
+    if value > ok + ambiguous {
+        tally.anomaly(name, "over-applied", || {
+            format!("final {value} > ok {ok} + ambiguous {ambiguous}: a write applied twice")
+        });
+    }
+    if value >= ok {
+        return;
+    }
+    // Which increments were lost: each value returned twice lost its earlier copy (the counter
+    // went back, then up again), each value above the final one was lost too.
+    let mut returned: Vec<(u64, u64)> = recorded
+        .logs
+        .iter()
+        .filter(|((k, _, _), _)| *k == kind)
+        .flat_map(|(_, log)| log.writes.iter().map(|w| (w.value, w.at_ms)))
+        .collect();
+    returned.sort();
+    let mut lost: Vec<(u64, u64)> = returned
+        .windows(2)
+        .filter(|pair| pair[0].0 == pair[1].0)
+        .map(|pair| pair[0])
+        .collect();
+    lost.extend(returned.iter().filter(|(v, _)| *v > value as u64).copied());
+    let shortfall = (ok - value) as usize;
+    for (v, at) in lost.iter().take(shortfall) {
+        tally.lost(name, key, *at, || {
+            format!("the increment to {v} acknowledged at {at} ms was taken back (final {value})")
+        });
+    }
+    // Lost increments the returned values do not show: against the first failover.
+    for _ in lost.len()..shortfall {
+        tally.lost(name, key, 0, || format!("final {value} < ok {ok}"));
+    }
+}
+
+fn check_sets(tally: &mut Tally<'_>, row: &mut WorkloadRow, recorded: &Recorded, state: &Final) {
+    for (&(kind, _, t), log) in &recorded.logs {
+        if kind != WorkloadKind::Set {
+            continue;
+        }
+        let key = keys::set(t);
+        let empty = HashSet::new();
+        let found = state.sets.get(&t).unwrap_or(&empty);
+        row.checked += log.writes.len() as u64;
+        check_written(tally, "set", &key, log, |v| found.contains(&v));
+        let known: HashSet<u64> = log.writes.iter().map(|w| w.value).collect();
+        for v in found.iter().filter(|v| !known.contains(v)) {
+            tally.anomaly("set", "failed-write-applied", || {
+                format!("{key}: element {v} is present, its SADD failed")
+            });
+        }
+    }
+}
+
+/// Each acknowledged write of `log` must be `present`.
+fn check_written(
+    tally: &mut Tally<'_>,
+    workload: &'static str,
+    key: &str,
+    log: &TaskLog,
+    present: impl Fn(u64) -> bool,
+) {
+    for w in log.writes.iter().filter(|w| w.acked && !present(w.value)) {
+        tally.lost(workload, key, w.at_ms, || {
+            format!(
+                "{key}: {} acknowledged at {} ms is missing",
+                w.value, w.at_ms
+            )
+        });
+    }
+}
+
+fn check_registers(
+    tally: &mut Tally<'_>,
+    row: &mut WorkloadRow,
+    recorded: &Recorded,
+    state: &Final,
+) {
+    for (&(kind, _, t), log) in &recorded.logs {
+        if kind != WorkloadKind::Register {
+            continue;
+        }
+        let key = keys::register(t);
+        let known: HashSet<u64> = log.writes.iter().map(|w| w.value).collect();
+        let last_acked = log.writes.iter().rev().find(|w| w.acked);
+        let value = state.registers.get(&t).copied().unwrap_or(0);
+        row.checked += log.reads.len() as u64 + 1;
+        if value != 0 && !known.contains(&value) {
+            tally.anomaly("register", "failed-write-applied", || {
+                format!("{key} ends at {value}, whose SET failed")
+            });
+        }
+        if let Some(w) = last_acked
+            && value < w.value
+        {
+            tally.lost("register", &key, w.at_ms, || {
+                format!(
+                    "{key} ends at {value}, {} was acknowledged at {} ms",
+                    w.value, w.at_ms
+                )
+            });
+        }
+        for read in &log.reads {
+            if read.value != 0 && !known.contains(&read.value) {
+                tally.anomaly("register", "unwritten-read", || {
+                    format!(
+                        "{key}: read {} at {} ms, never written",
+                        read.value, read.start_ms
+                    )
+                });
+            }
+            if tally.rules.replica_reads {
+                continue;
+            }
+            if let Some((floor, acked_at)) = read.floor
+                && read.value < floor
+            {
+                let what = || {
+                    format!(
+                        "{key}: read {} at {} ms after {floor} was acknowledged at {acked_at} ms",
+                        read.value, read.start_ms
+                    )
+                };
+                match tally.switch_after(&key, acked_at) {
+                    Some(at) if at <= read.start_ms + OLD_MASTER_SLACK => {
+                        tally.lost("register", &key, acked_at, what);
+                    }
+                    _ => tally.anomaly("register", "stale-read", what),
+                }
+            }
+        }
+    }
+}
+
+fn check_queue(tally: &mut Tally<'_>, row: &mut WorkloadRow, recorded: &Recorded, state: &Final) {
+    let mut known: HashSet<String> = HashSet::new();
+    for (&(kind, part, t), log) in &recorded.logs {
+        if kind != WorkloadKind::Queue || part != Part::Main {
+            continue;
+        }
+        row.checked += log.writes.len() as u64;
+        known.extend(log.writes.iter().map(|w| item(t, w.value)));
+        let found = |v: u64| state.queue.contains_key(&item(t, v));
+        check_written(tally, "queue", keys::QUEUE, log, found);
+    }
+    for (i, n) in &state.queue {
+        if *n > 1 {
+            tally.anomaly("queue", "duplicate", || format!("item {i} found {n} times"));
+        }
+        if !known.contains(i) {
+            tally.anomaly("queue", "failed-write-applied", || {
+                format!("item {i} is present, its LPUSH failed")
+            });
+        }
+    }
+}
+
+/// Each fault's recovery: callers failing when it ended must succeed again within
+/// [`RECOVERY_LIMIT`] of the topology serving again.
+fn recoveries(tally: &mut Tally<'_>, recorded: &Recorded) -> Vec<Recovery> {
+    let mut out = Vec::new();
+    let limit = RECOVERY_LIMIT.as_millis() as u64;
+    let applied: Vec<Applied> = tally.applied.to_vec();
+    for a in &applied {
+        let end = a.end_ms;
+        let topology = tally.watched.serving_from(end);
+        let mut callers = 0;
+        let mut worst: Option<u64> = Some(0);
+        for (&(kind, _, t), log) in &recorded.logs {
+            let Some(&(_, back)) = log
+                .outages
+                .iter()
+                .find(|(from, back)| *from <= end && back.is_none_or(|b| b > end))
+            else {
+                continue;
+            };
+            callers += 1;
+            match back {
+                Some(back) => {
+                    worst = worst.map(|w| w.max(back - end));
+                    let bound = topology.unwrap_or(end).max(end) + limit;
+                    if back > bound {
+                        tally.anomaly(kind.name(), "slow-recovery", || {
+                            format!(
+                                "task {t} failing from step {} ({}) succeeded {} ms after it ended, \
+                                 {} ms after the topology served",
+                                a.step,
+                                a.kind.name(),
+                                back - end,
+                                back.saturating_sub(topology.unwrap_or(end))
+                            )
+                        });
+                    }
+                }
+                None => {
+                    worst = None;
+                    if topology.is_some_and(|at| at + limit < tally.rules.run_ms) {
+                        tally.anomaly(kind.name(), "never-recovered", || {
+                            format!(
+                                "task {t} failing since step {} ({}) never succeeded again",
+                                a.step,
+                                a.kind.name()
+                            )
+                        });
+                    }
+                }
+            }
+        }
+        out.push(Recovery {
+            step: a.step,
+            callers,
+            recovery_ms: if callers == 0 { Some(0) } else { worst },
+            topology_ms: topology.map(|at| at - end),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::chaos::history::{Read, Write};
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn rules() -> Rules {
+        Rules {
+            exactly_once: false,
+            replicated: false,
+            replica_reads: false,
+            run_ms: 60_000,
+        }
+    }
+
+    /// One owner throughout, or a failover at `switch` ms.
+    fn watched(switch: Option<u64>) -> Watched {
+        let mut owners = vec![(0, vec![(0, 16383, addr(1))])];
+        if let Some(at) = switch {
+            owners.push((at, vec![(0, 16383, addr(2))]));
+        }
+        Watched {
+            owners,
+            serving: vec![(0, true)],
+        }
+    }
+
+    fn kill_at(ms: u64) -> Applied {
+        Applied {
+            step: 0,
+            kind: FaultKind::Kill,
+            shard: 0,
+            node: Some(addr(1)),
+            start_ms: ms,
+            end_ms: ms + 2_000,
+            slot: None,
+            error: None,
+        }
+    }
+
+    fn set_log(writes: &[(u64, u64, bool)]) -> Recorded {
+        let mut log = TaskLog {
+            ok: writes.iter().filter(|w| w.2).count() as u64,
+            ..TaskLog::default()
+        };
+        log.writes = writes
+            .iter()
+            .map(|&(value, at_ms, acked)| Write {
+                value,
+                at_ms,
+                acked,
+            })
+            .collect();
+        let mut recorded = Recorded::default();
+        recorded
+            .logs
+            .insert((WorkloadKind::Set, Part::Main, 0), log);
+        recorded
+    }
+
+    fn set_state(values: &[u64]) -> Final {
+        let mut state = Final::default();
+        state.sets.insert(0, values.iter().copied().collect());
+        state
+    }
+
+    fn kinds(verdict: &Verdict) -> Vec<&'static str> {
+        verdict.anomalies.iter().map(|a| a.kind).collect()
+    }
+
+    #[test]
+    fn a_missing_write_without_a_failover_is_the_clients() {
+        let recorded = set_log(&[(1, 100, true), (2, 200, true), (3, 300, false)]);
+        let verdict = check(&recorded, &set_state(&[1]), &watched(None), &[], &rules());
+        assert_eq!(kinds(&verdict), vec!["lost"]);
+        assert!(verdict.server_losses.is_empty());
+    }
+
+    #[test]
+    fn a_missing_write_before_a_failover_is_a_server_loss_with_its_cause() {
+        let recorded = set_log(&[(1, 100, true), (2, 5_000, true)]);
+        let applied = [kill_at(5_050)];
+        let verdict = check(
+            &recorded,
+            &set_state(&[1]),
+            &watched(Some(7_000)),
+            &applied,
+            &rules(),
+        );
+        assert!(verdict.anomalies.is_empty(), "{:?}", verdict.anomalies);
+        assert_eq!(verdict.server_losses.len(), 1);
+        let loss = &verdict.server_losses[0];
+        assert_eq!(
+            (loss.count, loss.switch_ms, loss.fault),
+            (1, 7_000, Some(FaultKind::Kill))
+        );
+        // Long after the failover, it is the client's again.
+        let late = set_log(&[(1, 100, true), (2, 20_000, true)]);
+        let verdict = check(
+            &late,
+            &set_state(&[1]),
+            &watched(Some(7_000)),
+            &applied,
+            &rules(),
+        );
+        assert_eq!(kinds(&verdict), vec!["lost"]);
+    }
+
+    #[test]
+    fn with_replicated_durability_only_a_kill_may_lose_a_write() {
+        let recorded = set_log(&[(1, 5_000, true)]);
+        let mut pause = kill_at(5_050);
+        pause.kind = FaultKind::Pause;
+        let rules = Rules {
+            replicated: true,
+            ..rules()
+        };
+        let verdict = check(
+            &recorded,
+            &set_state(&[]),
+            &watched(Some(7_000)),
+            &[pause],
+            &rules,
+        );
+        assert_eq!(kinds(&verdict), vec!["lost"]);
+        let verdict = check(
+            &recorded,
+            &set_state(&[]),
+            &watched(Some(7_000)),
+            &[kill_at(5_050)],
+            &rules,
+        );
+        assert!(verdict.anomalies.is_empty());
+    }
+
+    #[test]
+    fn a_failed_write_found_applied_is_an_anomaly() {
+        // Element 2's SADD failed (not recorded), yet it is there.
+        let recorded = set_log(&[(1, 100, true), (3, 300, true)]);
+        let verdict = check(
+            &recorded,
+            &set_state(&[1, 2, 3]),
+            &watched(None),
+            &[],
+            &rules(),
+        );
+        assert_eq!(kinds(&verdict), vec!["failed-write-applied"]);
+    }
+
+    #[test]
+    fn counters_hold_between_ok_and_ok_plus_ambiguous() {
+        let mut log = TaskLog {
+            ok: 10,
+            ambiguous: 2,
+            ..TaskLog::default()
+        };
+        let mut recorded = Recorded::default();
+        recorded
+            .logs
+            .insert((WorkloadKind::Counter, Part::Main, 0), log.clone());
+        for (value, expected) in [
+            (10, vec![]),
+            (12, vec![]),
+            (13, vec!["over-applied"]),
+            (9, vec!["lost"]),
+        ] {
+            let state = Final {
+                counter: value,
+                ..Final::default()
+            };
+            let verdict = check(&recorded, &state, &watched(None), &[], &rules());
+            assert_eq!(kinds(&verdict), expected, "final {value}");
+        }
+        // Exactly-once: no ambiguous call at all.
+        log.ambiguous = 1;
+        recorded
+            .logs
+            .insert((WorkloadKind::Counter, Part::Main, 0), log);
+        let state = Final {
+            counter: 10,
+            ..Final::default()
+        };
+        let rules = Rules {
+            exactly_once: true,
+            ..rules()
+        };
+        let verdict = check(&recorded, &state, &watched(None), &[], &rules);
+        assert_eq!(kinds(&verdict), vec!["ambiguous-exactly-once"]);
+    }
+
+    #[test]
+    fn a_counter_that_went_back_shows_which_increment_a_failover_took() {
+        let writes = [(1, 100), (2, 200), (3, 300), (3, 500), (4, 600)];
+        let log = TaskLog {
+            ok: 5,
+            writes: writes
+                .iter()
+                .map(|&(value, at_ms)| Write {
+                    value,
+                    at_ms,
+                    acked: true,
+                })
+                .collect(),
+            ..TaskLog::default()
+        };
+        let mut recorded = Recorded::default();
+        recorded
+            .logs
+            .insert((WorkloadKind::Counter, Part::Main, 0), log);
+        let state = Final {
+            counter: 4,
+            ..Final::default()
+        };
+        let verdict = check(
+            &recorded,
+            &state,
+            &watched(Some(400)),
+            &[kill_at(350)],
+            &rules(),
+        );
+        assert!(verdict.anomalies.is_empty(), "{:?}", verdict.anomalies);
+        assert_eq!(verdict.server_losses.len(), 1);
+        assert_eq!(verdict.server_losses[0].switch_ms, 400);
+        // Without the failover the same history is the client's anomaly.
+        let verdict = check(&recorded, &state, &watched(None), &[], &rules());
+        assert_eq!(kinds(&verdict), vec!["lost"]);
+    }
+
+    #[test]
+    fn a_register_read_going_back_is_stale_unless_a_failover_explains_it() {
+        let log = TaskLog {
+            ok: 3,
+            writes: vec![
+                Write {
+                    value: 1,
+                    at_ms: 100,
+                    acked: true,
+                },
+                Write {
+                    value: 2,
+                    at_ms: 200,
+                    acked: true,
+                },
+            ],
+            reads: vec![Read {
+                value: 1,
+                floor: Some((2, 200)),
+                start_ms: 300,
+            }],
+            ..TaskLog::default()
+        };
+        let mut recorded = Recorded::default();
+        recorded
+            .logs
+            .insert((WorkloadKind::Register, Part::Main, 0), log);
+        let mut state = Final::default();
+        state.registers.insert(0, 2);
+        let verdict = check(&recorded, &state, &watched(None), &[], &rules());
+        assert_eq!(kinds(&verdict), vec!["stale-read"]);
+        let verdict = check(
+            &recorded,
+            &state,
+            &watched(Some(250)),
+            &[kill_at(210)],
+            &rules(),
+        );
+        assert!(verdict.anomalies.is_empty(), "{:?}", verdict.anomalies);
+        assert_eq!(verdict.server_losses[0].count, 1);
+        // Reads from replicas may lag.
+        let rules = Rules {
+            replica_reads: true,
+            ..rules()
+        };
+        assert!(
+            check(&recorded, &state, &watched(None), &[], &rules)
+                .anomalies
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn queue_items_must_be_somewhere_once() {
+        let mut log = TaskLog {
+            ok: 2,
+            ..TaskLog::default()
+        };
+        log.writes = vec![
+            Write {
+                value: 1,
+                at_ms: 100,
+                acked: true,
+            },
+            Write {
+                value: 2,
+                at_ms: 200,
+                acked: true,
+            },
+        ];
+        let mut recorded = Recorded::default();
+        recorded
+            .logs
+            .insert((WorkloadKind::Queue, Part::Main, 0), log);
+        let mut state = Final::default();
+        state.queue.insert(item(0, 1), 1);
+        state.queue.insert(item(0, 2), 2);
+        let verdict = check(&recorded, &state, &watched(None), &[], &rules());
+        assert_eq!(kinds(&verdict), vec!["duplicate"]);
+    }
+
+    #[test]
+    fn a_caller_failing_long_after_the_topology_serves_is_a_slow_recovery() {
+        let log = TaskLog {
+            ok: 2,
+            failed: 5,
+            outages: vec![(
+                4_000,
+                Some(4_000 + 2_000 + RECOVERY_LIMIT.as_millis() as u64 + 1),
+            )],
+            ..TaskLog::default()
+        };
+        let mut recorded = Recorded::default();
+        recorded
+            .logs
+            .insert((WorkloadKind::Set, Part::Main, 0), log);
+        let verdict = check(
+            &recorded,
+            &set_state(&[]),
+            &watched(None),
+            &[kill_at(4_000)],
+            &rules(),
+        );
+        assert_eq!(kinds(&verdict), vec!["slow-recovery"]);
+        assert_eq!(verdict.recoveries[0].callers, 1);
+    }
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Chaos soak: `resilient-redis chaos` with random seeds over every topology, one after another,
+# for as long as you give it; keeps the report of every failing seed.
+#
+#   scripts/chaos-soak.sh [HOURS]          # default 2 hours
+#
+# Environment: DURATION (each run, default 60s), TOPOLOGIES (default "standalone sentinel
+# cluster", taken in turn), EXTRA (more chaos flags, e.g. "--exactly-once"), OUT (default
+# chaos-soak/). Writes OUT/runs.tsv (one line per run: seed, topology, verdict, operations,
+# faults, anomalies, server losses, seconds), OUT/failing/TOPOLOGY-SEED.json and .log for every
+# run that did not pass, and prints the totals. Exit status 1 when any run failed.
+# Reproduce a failing run with: resilient-redis chaos --topology TOPOLOGY --seed SEED $EXTRA
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+hours=${1:-2}
+out=${OUT:-chaos-soak}
+topologies=(${TOPOLOGIES:-standalone sentinel cluster})
+mkdir -p "$out/failing"
+echo "==> building (release)" >&2
+cargo build --release --quiet -p resilient-redis-cli
+bin="${CARGO_TARGET_DIR:-target}/release/resilient-redis"
+
+end=$(( $(date +%s) + $(awk -v h="$hours" 'BEGIN { printf "%d", h * 3600 }') ))
+runs=0 failed=0 ops=0 faults=0 anomalies=0 losses=0 i=0
+# Counts the entries of a JSON array field of the (pretty-printed) report: the lines that open
+# one of its objects at the array's indentation.
+count_entries() { awk -v f="\"$1\": [" '
+  index($0, f) { if (index($0, "[]")) exit; inside = 1; depth = match($0, /[^ ]/); next }
+  inside && match($0, /[^ ]/) == depth && /^ *\]/ { inside = 0 }
+  inside && match($0, /[^ ]/) == depth + 2 && /^ *\{/ { n++ }
+  END { print n + 0 }' <<<"$2"; }
+num() { sed -nE "s/^  \"$1\": ([0-9]+),?$/\1/p" <<<"$2" | head -1; }
+
+while (( $(date +%s) < end )); do
+  topology=${topologies[$(( i % ${#topologies[@]} ))]}
+  i=$(( i + 1 ))
+  seed=$(od -An -N6 -tu8 /dev/urandom | tr -d ' ')
+  started=$(date +%s)
+  set +e
+  report=$("$bin" chaos --topology "$topology" --duration "${DURATION:-60s}" --seed "$seed" \
+    --json ${EXTRA:-} 2>"$out/last.log")
+  status=$?
+  set -e
+  took=$(( $(date +%s) - started ))
+  verdict=$(sed -nE 's/^  "verdict": "([a-z]+)".*/\1/p' <<<"$report")
+  n_ops=$(num operations "$report"); n_ops=${n_ops:-0}
+  n_faults=$(count_entries schedule "$report")
+  n_anomalies=$(count_entries anomalies "$report")
+  n_losses=$(count_entries server_losses "$report")
+  runs=$(( runs + 1 )) ops=$(( ops + n_ops )) faults=$(( faults + n_faults ))
+  anomalies=$(( anomalies + n_anomalies )) losses=$(( losses + n_losses ))
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$seed" "$topology" "${verdict:-error($status)}" \
+    "$n_ops" "$n_faults" "$n_anomalies" "$n_losses" "$took" >>"$out/runs.tsv"
+  if [[ $status -ne 0 || $verdict != pass ]]; then
+    failed=$(( failed + 1 ))
+    printf '%s\n' "$report" >"$out/failing/$topology-$seed.json"
+    cp "$out/last.log" "$out/failing/$topology-$seed.log"
+    echo "FAIL $topology seed $seed (exit $status): $out/failing/$topology-$seed.json" >&2
+  else
+    echo "ok   $topology seed $seed: $n_ops operations, $n_faults faults, $n_losses server losses" >&2
+  fi
+done
+echo "soak: $runs runs over $hours h, $failed failing; $faults faults, $ops operations checked, $anomalies anomalies, $losses server-loss events (runs in $out/runs.tsv)"
+[[ $failed -eq 0 ]]
