@@ -5,17 +5,22 @@
 #   scripts/chaos-soak.sh [HOURS]          # default 2 hours
 #
 # Environment: DURATION (each run, default 60s), TOPOLOGIES (default "standalone sentinel
-# cluster", taken in turn), EXTRA (more chaos flags, e.g. "--exactly-once"), OUT (default
-# chaos-soak/). Writes OUT/runs.tsv (one line per run: seed, topology, verdict, operations,
+# cluster", taken in turn), PROFILES (sets of chaos flags separated by ";", one per round of
+# topologies, taken in turn; default "; --exactly-once; --durability replicated --exactly-once",
+# where standalone, which has no replica, drops --durability and --read-from), EXTRA (flags for
+# every run), OUT (default chaos-soak/). Writes OUT/runs.tsv (one line per run: seed, topology, verdict, operations,
 # faults, anomalies, server losses, seconds), OUT/failing/TOPOLOGY-SEED.json and .log for every
 # run that did not pass, and prints the totals. Exit status 1 when any run failed.
-# Reproduce a failing run with: resilient-redis chaos --topology TOPOLOGY --seed SEED $EXTRA
+# Reproduce a failing run with: resilient-redis chaos --topology TOPOLOGY --seed SEED FLAGS
+# (runs.tsv: seed, topology, verdict, operations, faults, anomalies, server losses, seconds, flags)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 hours=${1:-2}
 out=${OUT:-chaos-soak}
 topologies=(${TOPOLOGIES:-standalone sentinel cluster})
+IFS=';' read -r -a profiles <<<"${PROFILES-; --exactly-once; --durability replicated --exactly-once}"
+(( ${#profiles[@]} > 0 )) || profiles=("")
 mkdir -p "$out/failing"
 echo "==> building (release)" >&2
 cargo build --release --quiet -p resilient-redis-cli
@@ -34,12 +39,17 @@ num() { sed -nE "s/^  \"$1\": ([0-9]+),?$/\1/p" <<<"$2" | head -1; }
 
 while (( $(date +%s) < end )); do
   topology=${topologies[$(( i % ${#topologies[@]} ))]}
+  profile=${profiles[$(( i / ${#topologies[@]} % ${#profiles[@]} ))]}
   i=$(( i + 1 ))
+  if [[ $topology == standalone ]]; then
+    profile=$(sed -E 's/--(durability|read-from)[ =][^ ]+//g' <<<"$profile")
+  fi
+  flags=$(echo $profile ${EXTRA:-})
   seed=$(od -An -N6 -tu8 /dev/urandom | tr -d ' ')
   started=$(date +%s)
   set +e
   report=$("$bin" chaos --topology "$topology" --duration "${DURATION:-60s}" --seed "$seed" \
-    --json ${EXTRA:-} 2>"$out/last.log")
+    --json $flags 2>"$out/last.log")
   status=$?
   set -e
   took=$(( $(date +%s) - started ))
@@ -50,15 +60,15 @@ while (( $(date +%s) < end )); do
   n_losses=$(count_entries server_losses "$report")
   runs=$(( runs + 1 )) ops=$(( ops + n_ops )) faults=$(( faults + n_faults ))
   anomalies=$(( anomalies + n_anomalies )) losses=$(( losses + n_losses ))
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$seed" "$topology" "${verdict:-error($status)}" \
-    "$n_ops" "$n_faults" "$n_anomalies" "$n_losses" "$took" >>"$out/runs.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$seed" "$topology" "${verdict:-error($status)}" \
+    "$n_ops" "$n_faults" "$n_anomalies" "$n_losses" "$took" "$flags" >>"$out/runs.tsv"
   if [[ $status -ne 0 || $verdict != pass ]]; then
     failed=$(( failed + 1 ))
     printf '%s\n' "$report" >"$out/failing/$topology-$seed.json"
     cp "$out/last.log" "$out/failing/$topology-$seed.log"
-    echo "FAIL $topology seed $seed (exit $status): $out/failing/$topology-$seed.json" >&2
+    echo "FAIL $topology seed $seed $flags (exit $status): $out/failing/$topology-$seed.json" >&2
   else
-    echo "ok   $topology seed $seed: $n_ops operations, $n_faults faults, $n_losses server losses" >&2
+    echo "ok   $topology seed $seed $flags: $n_ops operations, $n_faults faults, $n_losses server losses" >&2
   fi
 done
 echo "soak: $runs runs over $hours h, $failed failing; $faults faults, $ops operations checked, $anomalies anomalies, $losses server-loss events (runs in $out/runs.tsv)"
