@@ -148,7 +148,7 @@ impl Handle {
         let wanted = match wait.replicas {
             Some(n) => n,
             None => {
-                self.replicas_of(pool, &mut lease.conn, Some(id), epoch, retry_safe)
+                self.replicas_of(pool, &mut lease.conn, Some(id), epoch, retry_safe, deadline)
                     .await?
             }
         };
@@ -266,8 +266,9 @@ impl Handle {
         lease: Option<crate::connection::LeaseId>,
         epoch: u64,
         retry_safe: bool,
+        deadline: Option<Instant>,
     ) -> Result<u32, AttemptError> {
-        match pool.replicas_to_wait_for(conn, epoch).await {
+        match pool.replicas_to_wait_for(conn, epoch, deadline).await {
             Ok(Some(n)) => Ok(n),
             // The server is a replica now: as if the write had got `READONLY` (not sent;
             // the reply table says what follows: a new connection, a slot-map refresh).
@@ -281,6 +282,18 @@ impl Handle {
                         None,
                     ),
                 })
+            }
+            // The deadline came first: the connection is not to blame; the write was not sent.
+            Err(e) if e.is_io_error() && deadline.is_some_and(|d| Instant::now() >= d) => {
+                Err(AttemptError::new(
+                    ErrorKind::DeadlineExceeded,
+                    Outcome::Failed,
+                    "the deadline passed while asking the master for its replica count (the \
+                     durable write was not sent)"
+                        .to_owned(),
+                    Some(e),
+                    Classification::fail().server_fault(false),
+                ))
             }
             // A broken connection: marked, and the write (not sent) retried elsewhere.
             Err(e) if e.is_io_error() => {

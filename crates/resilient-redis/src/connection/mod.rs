@@ -480,11 +480,13 @@ impl Pool {
     /// How many replicas a durable write on `conn` (a master connection of epoch `epoch`) waits
     /// for: every replica of the master (see [`replicas`]), asked with `INFO replication` on
     /// `conn` when not known for this epoch; `None` when the server answers as a replica (it
-    /// was demoted since the connection was opened).
+    /// was demoted since the connection was opened). The question waits for its answer no
+    /// longer than the response window or `deadline`, whichever ends first.
     pub(crate) async fn replicas_to_wait_for(
         &self,
         conn: &mut MultiplexedConnection,
         epoch: u64,
+        deadline: Option<Instant>,
     ) -> redis::RedisResult<Option<u32>> {
         if let Some(n) = self
             .replicas
@@ -496,7 +498,9 @@ impl Pool {
         }
         let mut info = redis::cmd("INFO");
         info.arg("replication");
-        let reply = tokio::time::timeout(self.response_timeout, conn.send_packed_command(&info))
+        let window_end = Instant::now() + self.response_timeout;
+        let limit = deadline.map_or(window_end, |d| d.min(window_end));
+        let reply = tokio::time::timeout_at(limit, conn.send_packed_command(&info))
             .await
             .map_err(|_| {
                 redis::RedisError::from(std::io::Error::new(

@@ -283,9 +283,12 @@ async fn run(shared: &Shared, backend: &mut Client, mut batch: Vec<Entry>) {
     let Some(oldest) = batch.iter().map(|e| e.queued_at).min() else {
         return;
     };
-    let left = deadline.saturating_sub(now.saturating_duration_since(oldest));
+    let waited = now.saturating_duration_since(oldest);
+    let left = deadline.saturating_sub(waited);
     let mut shortened;
-    let backend = if left < deadline.mul_f64(0.9) {
+    // Shortened once the oldest write waited a timer tick (1 ms) or more: a call that waited
+    // less ends within that tick of its deadline.
+    let backend = if waited >= Duration::from_millis(1) {
         match backend.with_deadline(left.max(Duration::from_millis(1))) {
             Ok(b) => {
                 shortened = b;

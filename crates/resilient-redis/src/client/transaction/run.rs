@@ -195,8 +195,15 @@ impl Handle {
                 let wanted = match replicas {
                     Some(n) => n,
                     None => {
-                        self.replicas_of(on.pool, &mut conn, None, dedicated.epoch, true)
-                            .await?
+                        self.replicas_of(
+                            on.pool,
+                            &mut conn,
+                            None,
+                            dedicated.epoch,
+                            true,
+                            Some(deadline),
+                        )
+                        .await?
                     }
                 };
                 Some((wanted, timeout))
