@@ -226,8 +226,7 @@ impl Client {
                 None => Deployment::Standalone,
             };
             let pool = Pool::start(&config).await?;
-            let addr =
-                crate::routing::addr_of(config.connection_info()?.addr()).unwrap_or_default();
+            let addr = crate::addr::addr_of(config.connection_info()?.addr()).unwrap_or_default();
             let node = Node::new(Arc::from(addr), pool, &config, false)?;
             (deployment, Router::Single(Box::new(node)))
         };

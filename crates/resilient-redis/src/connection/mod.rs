@@ -671,7 +671,7 @@ impl Pool {
             conn,
             generation,
             epoch,
-            replica: replica.map(|(host, port)| crate::routing::join_addr(&host, port).into()),
+            replica: replica.map(|(host, port)| crate::addr::join_addr(&host, port).into()),
         });
         self.slots[slot]
             .current
@@ -765,7 +765,7 @@ impl Pool {
             Endpoint::Sentinel(_) => Some(
                 self.endpoint
                     .master_addr()
-                    .map(|((host, port), _)| crate::routing::join_addr(&host, port).into()),
+                    .map(|((host, port), _)| crate::addr::join_addr(&host, port).into()),
             ),
         }
     }

@@ -246,7 +246,7 @@ impl SentinelResolver {
         if let Some((zones, mine)) = &self.zone {
             // A stable sort: the turn is kept among replicas equally near.
             candidates.sort_by_key(|(host, port)| {
-                crate::config::zone_rank(zones, mine, &crate::routing::join_addr(host, *port))
+                crate::config::zone_rank(zones, mine, &crate::addr::join_addr(host, *port))
             });
         }
         if self.nearest {

@@ -171,7 +171,7 @@ fn finish(span: &Span, trace: &CallTrace, result: &Result<Reply, Error>) {
     };
     let server = trace.server.borrow();
     let (host, port) = match server.as_deref() {
-        Some(addr) => match crate::routing::split_addr(addr) {
+        Some(addr) => match crate::addr::split_addr(addr) {
             Some((host, port)) => (Some(host), Some(i64::from(port))),
             None => (Some(addr), None),
         },

@@ -198,30 +198,3 @@ impl NodeThrottle {
         }
     }
 }
-
-/// `host:port` split; IPv6 hosts may be in brackets.
-pub(crate) fn split_addr(addr: &str) -> Option<(&str, u16)> {
-    let (host, port) = addr.rsplit_once(':')?;
-    Some((
-        host.trim_start_matches('[').trim_end_matches(']'),
-        port.parse().ok()?,
-    ))
-}
-
-/// `host:port`, with brackets around an IPv6 host.
-pub(crate) fn join_addr(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-/// `host:port` of a TCP address.
-pub(crate) fn addr_of(addr: &redis::ConnectionAddr) -> Option<String> {
-    match addr {
-        redis::ConnectionAddr::Tcp(host, port)
-        | redis::ConnectionAddr::TcpTls { host, port, .. } => Some(join_addr(host, *port)),
-        _ => None,
-    }
-}

@@ -48,7 +48,8 @@ pub use health::{ClusterHealth, ClusterNodeHealth};
 pub(crate) use keyless::Keyless;
 pub(crate) use redirect::{RedirectKind, redirect_of, send_asking};
 
-use super::{Node, join_addr, split_addr};
+use super::Node;
+use crate::addr::{join_addr, split_addr};
 use tokio::time::Instant;
 
 use crate::{

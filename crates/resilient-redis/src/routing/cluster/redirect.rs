@@ -78,14 +78,5 @@ mod tests {
             })
         );
         assert_eq!(redirect_of(&reply("-TRYAGAIN later\r\n")), None);
-        assert_eq!(
-            crate::routing::split_addr("127.0.0.1:7001"),
-            Some(("127.0.0.1", 7001))
-        );
-        assert_eq!(
-            crate::routing::split_addr("[::1]:7001"),
-            Some(("::1", 7001))
-        );
-        assert_eq!(crate::routing::split_addr("nope"), None);
     }
 }

@@ -6,10 +6,8 @@ use std::sync::Arc;
 
 use redis::Value;
 
-use super::{
-    super::join_addr,
-    slot_map::{Addrs, SlotRange},
-};
+use super::slot_map::{Addrs, SlotRange};
+use crate::addr::join_addr;
 
 /// A string reply's text (bulk, simple or verbatim), as redis-rs converts it.
 fn text(v: &Value) -> Option<String> {
