@@ -8,11 +8,12 @@
 # cluster", taken in turn), PROFILES (sets of chaos flags separated by ";", one per round of
 # topologies, taken in turn; default "; --exactly-once; --durability replicated --exactly-once",
 # where standalone, which has no replica, drops --durability and --read-from), EXTRA (flags for
-# every run), OUT (default chaos-soak/). Writes OUT/runs.tsv (one line per run: seed, topology, verdict, operations,
-# faults, anomalies, server losses, seconds), OUT/failing/TOPOLOGY-SEED.json and .log for every
-# run that did not pass, and prints the totals. Exit status 1 when any run failed.
+# every run), OUT (default chaos-soak/). Writes OUT/runs.tsv (one line per run: seed,
+# topology, verdict, operations, faults, anomalies, server losses, seconds, flags),
+# OUT/reports/TOPOLOGY-SEED.json (every run's report: faults by kind, recovery times),
+# OUT/failing/TOPOLOGY-SEED.json and .log for every run that did not pass, and prints the
+# totals. Exit status 1 when any run failed.
 # Reproduce a failing run with: resilient-redis chaos --topology TOPOLOGY --seed SEED FLAGS
-# (runs.tsv: seed, topology, verdict, operations, faults, anomalies, server losses, seconds, flags)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +22,7 @@ out=${OUT:-chaos-soak}
 topologies=(${TOPOLOGIES:-standalone sentinel cluster})
 IFS=';' read -r -a profiles <<<"${PROFILES-; --exactly-once; --durability replicated --exactly-once}"
 (( ${#profiles[@]} > 0 )) || profiles=("")
-mkdir -p "$out/failing"
+mkdir -p "$out/failing" "$out/reports"
 echo "==> building (release)" >&2
 cargo build --release --quiet -p resilient-redis-cli
 bin="${CARGO_TARGET_DIR:-target}/release/resilient-redis"
@@ -53,6 +54,7 @@ while (( $(date +%s) < end )); do
   status=$?
   set -e
   took=$(( $(date +%s) - started ))
+  printf '%s\n' "$report" >"$out/reports/$topology-$seed.json"
   verdict=$(sed -nE 's/^  "verdict": "([a-z]+)".*/\1/p' <<<"$report")
   n_ops=$(num operations "$report"); n_ops=${n_ops:-0}
   n_faults=$(count_entries schedule "$report")
