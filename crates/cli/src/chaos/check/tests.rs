@@ -1,0 +1,338 @@
+use std::net::SocketAddr;
+
+use super::*;
+use crate::chaos::history::{Read, TaskLog, Write};
+use crate::chaos::workloads::{Part, item};
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn rules() -> Rules {
+    Rules {
+        exactly_once: false,
+        replicated: false,
+        replica_reads: false,
+        run_ms: 60_000,
+    }
+}
+
+/// One owner throughout, or a failover at `switch` ms.
+fn watched(switch: Option<u64>) -> Watched {
+    let mut owners = vec![(0, vec![(0, 16383, addr(1))])];
+    if let Some(at) = switch {
+        owners.push((at, vec![(0, 16383, addr(2))]));
+    }
+    Watched {
+        owners,
+        serving: vec![(0, true)],
+    }
+}
+
+fn kill_at(ms: u64) -> Applied {
+    Applied {
+        step: 0,
+        kind: FaultKind::Kill,
+        shard: 0,
+        node: Some(addr(1)),
+        start_ms: ms,
+        end_ms: ms + 2_000,
+        slot: None,
+        error: None,
+    }
+}
+
+fn set_log(writes: &[(u64, u64, bool)]) -> Recorded {
+    let mut log = TaskLog {
+        ok: writes.iter().filter(|w| w.2).count() as u64,
+        ..TaskLog::default()
+    };
+    log.writes = writes
+        .iter()
+        .map(|&(value, at_ms, acked)| Write {
+            value,
+            at_ms,
+            acked,
+        })
+        .collect();
+    let mut recorded = Recorded::default();
+    recorded
+        .logs
+        .insert((WorkloadKind::Set, Part::Main, 0), log);
+    recorded
+}
+
+fn set_state(values: &[u64]) -> Final {
+    let mut state = Final::default();
+    state.sets.insert(0, values.iter().copied().collect());
+    state
+}
+
+fn kinds(verdict: &Verdict) -> Vec<&'static str> {
+    verdict.anomalies.iter().map(|a| a.kind).collect()
+}
+
+#[test]
+fn a_missing_write_without_a_failover_is_the_clients() {
+    let recorded = set_log(&[(1, 100, true), (2, 200, true), (3, 300, false)]);
+    let verdict = check(&recorded, &set_state(&[1]), &watched(None), &[], &rules());
+    assert_eq!(kinds(&verdict), vec!["lost"]);
+    assert!(verdict.server_losses.is_empty());
+}
+
+#[test]
+fn a_missing_write_before_a_failover_is_a_server_loss_with_its_cause() {
+    let recorded = set_log(&[(1, 100, true), (2, 5_000, true)]);
+    let applied = [kill_at(5_050)];
+    let verdict = check(
+        &recorded,
+        &set_state(&[1]),
+        &watched(Some(7_000)),
+        &applied,
+        &rules(),
+    );
+    assert!(verdict.anomalies.is_empty(), "{:?}", verdict.anomalies);
+    assert_eq!(verdict.server_losses.len(), 1);
+    let loss = &verdict.server_losses[0];
+    assert_eq!(
+        (loss.count, loss.switch_ms, loss.fault),
+        (1, 7_000, Some(FaultKind::Kill))
+    );
+    // Long after the failover, it is the client's again.
+    let late = set_log(&[(1, 100, true), (2, 20_000, true)]);
+    let verdict = check(
+        &late,
+        &set_state(&[1]),
+        &watched(Some(7_000)),
+        &applied,
+        &rules(),
+    );
+    assert_eq!(kinds(&verdict), vec!["lost"]);
+}
+
+#[test]
+fn with_replicated_durability_only_a_kill_may_lose_a_write() {
+    let recorded = set_log(&[(1, 5_000, true)]);
+    let mut pause = kill_at(5_050);
+    pause.kind = FaultKind::Pause;
+    let rules = Rules {
+        replicated: true,
+        ..rules()
+    };
+    let verdict = check(
+        &recorded,
+        &set_state(&[]),
+        &watched(Some(7_000)),
+        &[pause],
+        &rules,
+    );
+    assert_eq!(kinds(&verdict), vec!["lost"]);
+    let verdict = check(
+        &recorded,
+        &set_state(&[]),
+        &watched(Some(7_000)),
+        &[kill_at(5_050)],
+        &rules,
+    );
+    assert!(verdict.anomalies.is_empty());
+}
+
+#[test]
+fn a_failed_write_found_applied_is_an_anomaly() {
+    // Element 2's SADD failed (not recorded), yet it is there.
+    let recorded = set_log(&[(1, 100, true), (3, 300, true)]);
+    let verdict = check(
+        &recorded,
+        &set_state(&[1, 2, 3]),
+        &watched(None),
+        &[],
+        &rules(),
+    );
+    assert_eq!(kinds(&verdict), vec!["failed-write-applied"]);
+}
+
+#[test]
+fn counters_hold_between_ok_and_ok_plus_ambiguous() {
+    let mut log = TaskLog {
+        ok: 10,
+        ambiguous: 2,
+        ..TaskLog::default()
+    };
+    let mut recorded = Recorded::default();
+    recorded
+        .logs
+        .insert((WorkloadKind::Counter, Part::Main, 0), log.clone());
+    for (value, expected) in [
+        (10, vec![]),
+        (12, vec![]),
+        (13, vec!["over-applied"]),
+        (9, vec!["lost"]),
+    ] {
+        let state = Final {
+            counter: value,
+            ..Final::default()
+        };
+        let verdict = check(&recorded, &state, &watched(None), &[], &rules());
+        assert_eq!(kinds(&verdict), expected, "final {value}");
+    }
+    // Exactly-once: no ambiguous call at all.
+    log.ambiguous = 1;
+    recorded
+        .logs
+        .insert((WorkloadKind::Counter, Part::Main, 0), log);
+    let state = Final {
+        counter: 10,
+        ..Final::default()
+    };
+    let rules = Rules {
+        exactly_once: true,
+        ..rules()
+    };
+    let verdict = check(&recorded, &state, &watched(None), &[], &rules);
+    assert_eq!(kinds(&verdict), vec!["ambiguous-exactly-once"]);
+}
+
+#[test]
+fn a_counter_that_went_back_shows_which_increment_a_failover_took() {
+    let writes = [(1, 100), (2, 200), (3, 300), (3, 500), (4, 600)];
+    let log = TaskLog {
+        ok: 5,
+        writes: writes
+            .iter()
+            .map(|&(value, at_ms)| Write {
+                value,
+                at_ms,
+                acked: true,
+            })
+            .collect(),
+        ..TaskLog::default()
+    };
+    let mut recorded = Recorded::default();
+    recorded
+        .logs
+        .insert((WorkloadKind::Counter, Part::Main, 0), log);
+    let state = Final {
+        counter: 4,
+        ..Final::default()
+    };
+    let verdict = check(
+        &recorded,
+        &state,
+        &watched(Some(400)),
+        &[kill_at(350)],
+        &rules(),
+    );
+    assert!(verdict.anomalies.is_empty(), "{:?}", verdict.anomalies);
+    assert_eq!(verdict.server_losses.len(), 1);
+    assert_eq!(verdict.server_losses[0].switch_ms, 400);
+    // Without the failover the same history is the client's anomaly.
+    let verdict = check(&recorded, &state, &watched(None), &[], &rules());
+    assert_eq!(kinds(&verdict), vec!["lost"]);
+}
+
+#[test]
+fn a_register_read_going_back_is_stale_unless_a_failover_explains_it() {
+    let log = TaskLog {
+        ok: 3,
+        writes: vec![
+            Write {
+                value: 1,
+                at_ms: 100,
+                acked: true,
+            },
+            Write {
+                value: 2,
+                at_ms: 200,
+                acked: true,
+            },
+        ],
+        reads: vec![Read {
+            value: 1,
+            floor: Some((2, 200)),
+            start_ms: 300,
+        }],
+        ..TaskLog::default()
+    };
+    let mut recorded = Recorded::default();
+    recorded
+        .logs
+        .insert((WorkloadKind::Register, Part::Main, 0), log);
+    let mut state = Final::default();
+    state.registers.insert(0, 2);
+    let verdict = check(&recorded, &state, &watched(None), &[], &rules());
+    assert_eq!(kinds(&verdict), vec!["stale-read"]);
+    let verdict = check(
+        &recorded,
+        &state,
+        &watched(Some(250)),
+        &[kill_at(210)],
+        &rules(),
+    );
+    assert!(verdict.anomalies.is_empty(), "{:?}", verdict.anomalies);
+    assert_eq!(verdict.server_losses[0].count, 1);
+    // Reads from replicas may lag.
+    let rules = Rules {
+        replica_reads: true,
+        ..rules()
+    };
+    assert!(
+        check(&recorded, &state, &watched(None), &[], &rules)
+            .anomalies
+            .is_empty()
+    );
+}
+
+#[test]
+fn queue_items_must_be_somewhere_once() {
+    let mut log = TaskLog {
+        ok: 2,
+        ..TaskLog::default()
+    };
+    log.writes = vec![
+        Write {
+            value: 1,
+            at_ms: 100,
+            acked: true,
+        },
+        Write {
+            value: 2,
+            at_ms: 200,
+            acked: true,
+        },
+    ];
+    let mut recorded = Recorded::default();
+    recorded
+        .logs
+        .insert((WorkloadKind::Queue, Part::Main, 0), log);
+    let mut state = Final::default();
+    state.queue.insert(item(0, 1), 1);
+    state.queue.insert(item(0, 2), 2);
+    let verdict = check(&recorded, &state, &watched(None), &[], &rules());
+    assert_eq!(kinds(&verdict), vec!["duplicate"]);
+}
+
+#[test]
+fn a_caller_failing_long_after_the_topology_serves_is_a_slow_recovery() {
+    let log = TaskLog {
+        ok: 2,
+        failed: 5,
+        outages: vec![(
+            4_000,
+            Some(4_000 + 2_000 + RECOVERY_LIMIT.as_millis() as u64 + 1),
+        )],
+        ..TaskLog::default()
+    };
+    let mut recorded = Recorded::default();
+    recorded
+        .logs
+        .insert((WorkloadKind::Set, Part::Main, 0), log);
+    let verdict = check(
+        &recorded,
+        &set_state(&[]),
+        &watched(None),
+        &[kill_at(4_000)],
+        &rules(),
+    );
+    assert_eq!(kinds(&verdict), vec!["slow-recovery"]);
+    assert_eq!(verdict.recoveries[0].callers, 1);
+}
