@@ -16,7 +16,7 @@
 //!   again (as the watcher saw it).
 //! - **Server losses**: an acknowledged write missing from the final state (or a register read
 //!   going back) is Redis's own doing when its key's slot changed master (a failover, not a
-//!   migration) after it was acknowledged (see [`Tally::switch_after`] for the slack either
+//!   migration) after it was acknowledged (see [`Tally::switch_for`] for the slack either
 //!   way). It is counted separately, with
 //!   the fault that caused the failover. With `--durability replicated`, only a `kill` of the
 //!   master may cause one, or faults hitting the master and a replica of its shard at once
@@ -236,23 +236,27 @@ impl Tally<'_> {
         }
     }
 
-    /// The master switch of `key`'s slot that explains losing a write acknowledged at `ms`: the
-    /// first after the acknowledgement (or up to [`SWITCH_LATENCY`] before it: the client follows
-    /// a switch within milliseconds, the watcher polls), else the last one in the
-    /// [`OLD_MASTER_SLACK`] before it (an old master that has not learned it was replaced).
-    fn switch_after(&self, key: &str, ms: u64) -> Option<u64> {
+    /// The master switch of `key`'s slot that explains losing a write acknowledged at `ms`
+    /// (not after `until`, when given: a read that went back was served by then). Candidates
+    /// start [`OLD_MASTER_SLACK`] before the acknowledgement: a deposed master that has not
+    /// learned it was replaced still acknowledges writes. The one closest to the
+    /// acknowledgement within [`SWITCH_LATENCY`] after it explains it best (a deposed master
+    /// acknowledged it, or the watcher saw a switch the client had already followed); else the
+    /// first one after it (the write was the old master's unreplicated tail).
+    fn switch_for(&self, key: &str, ms: u64, until: Option<u64>) -> Option<u64> {
         let slot = resilient_redis::commands::key_slot(key.as_bytes());
         let candidates: Vec<u64> = self
             .watched
             .owner_changes_after(slot, ms.saturating_sub(OLD_MASTER_SLACK))
             .into_iter()
-            .filter(|&at| !self.migrated(slot, at))
+            .filter(|&at| !self.migrated(slot, at) && until.is_none_or(|u| at <= u))
             .collect();
-        candidates
+        let around = candidates
             .iter()
             .copied()
-            .find(|&at| at + SWITCH_LATENCY >= ms)
-            .or_else(|| candidates.last().copied())
+            .filter(|&at| at <= ms + SWITCH_LATENCY)
+            .max();
+        around.or_else(|| candidates.first().copied())
     }
 
     /// Whether `slot` changing owner at `at` is the nemesis's migration.
@@ -286,7 +290,19 @@ impl Tally<'_> {
     /// Counts a lost acknowledged write of `key` at `ms`: Redis's own when a failover explains
     /// it, else an anomaly.
     fn lost(&mut self, workload: &'static str, key: &str, ms: u64, what: impl FnOnce() -> String) {
-        match self.switch_after(key, ms) {
+        let switch = self.switch_for(key, ms, None);
+        self.lost_to(workload, switch, what);
+    }
+
+    /// Counts a lost acknowledged write: Redis's own when `switch` (a failover) explains it and
+    /// the durability allows its cause, else an anomaly.
+    fn lost_to(
+        &mut self,
+        workload: &'static str,
+        switch: Option<u64>,
+        what: impl FnOnce() -> String,
+    ) {
+        match switch {
             Some(switch) => {
                 let cause = self
                     .applied

@@ -282,6 +282,72 @@ fn a_register_read_going_back_is_stale_unless_a_failover_explains_it() {
     );
 }
 
+/// Soak seed 118517015129018 (cluster, `--exactly-once`): a master paused past the node
+/// timeout is replaced; resumed, it acknowledges a SET it had queued, and the next GET, on the
+/// new master, reads the value before. Redis's loss, caused by the pause, even though the slot
+/// changes owner again much later (a kill): the later switch explains nothing before it.
+#[test]
+fn a_read_going_back_is_charged_to_the_switch_before_it_not_a_later_one() {
+    let log = TaskLog {
+        ok: 2,
+        writes: vec![
+            Write {
+                value: 831,
+                at_ms: 19_250,
+                acked: true,
+            },
+            Write {
+                value: 832,
+                at_ms: 19_257,
+                acked: true,
+            },
+        ],
+        reads: vec![Read {
+            value: 831,
+            floor: Some((832, 19_257)),
+            start_ms: 19_257,
+        }],
+        ..TaskLog::default()
+    };
+    let mut recorded = Recorded::default();
+    recorded
+        .logs
+        .insert((WorkloadKind::Register, Part::Main, 0), log);
+    let mut state = Final::default();
+    state.registers.insert(0, 832);
+    let watched = Watched {
+        owners: vec![
+            (0, vec![(0, 16383, addr(1))]),
+            (18_900, vec![(0, 16383, addr(2))]),
+            (39_643, vec![(0, 16383, addr(1))]),
+        ],
+        serving: vec![(0, true)],
+    };
+    let mut pause = kill_at(16_650);
+    pause.kind = FaultKind::Pause;
+    let mut kill = kill_at(37_129);
+    kill.step = 8;
+    let applied = [pause, kill];
+    let verdict = check(&recorded, &state, &watched, &applied, &rules());
+    assert!(verdict.anomalies.is_empty(), "{:?}", verdict.anomalies);
+    assert_eq!(verdict.server_losses.len(), 1);
+    let loss = &verdict.server_losses[0];
+    assert_eq!(
+        (loss.switch_ms, loss.step, loss.fault),
+        (18_900, Some(0), Some(FaultKind::Pause))
+    );
+    // Without the switch before it, the later one does not excuse the read.
+    let later_only = Watched {
+        owners: vec![
+            (0, vec![(0, 16383, addr(1))]),
+            (39_643, vec![(0, 16383, addr(2))]),
+        ],
+        serving: vec![(0, true)],
+    };
+    let verdict = check(&recorded, &state, &later_only, &applied, &rules());
+    assert_eq!(kinds(&verdict), vec!["stale-read"]);
+}
+
 #[test]
 fn queue_items_must_be_somewhere_once() {
     let mut log = TaskLog {

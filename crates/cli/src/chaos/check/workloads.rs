@@ -154,11 +154,12 @@ pub(super) fn check_registers(
                         read.value, read.start_ms
                     )
                 };
-                match tally.switch_after(&key, acked_at) {
-                    Some(at) if at <= read.start_ms + OLD_MASTER_SLACK => {
-                        tally.lost("register", &key, acked_at, what);
-                    }
-                    _ => tally.anomaly("register", "stale-read", what),
+                // The switch must come by the time of the read (give or take the watcher's
+                // lag: a node's slot map follows the cluster's by gossip).
+                let until = read.start_ms + OLD_MASTER_SLACK;
+                match tally.switch_for(&key, acked_at, Some(until)) {
+                    Some(switch) => tally.lost_to("register", Some(switch), what),
+                    None => tally.anomaly("register", "stale-read", what),
                 }
             }
         }
