@@ -8,10 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::exactly_once::one_server;
-use redis::{AsyncCommands, Value};
-use redis_lab::RedisServer;
-use resilient_redis::{Client, ErrorKind, ExactlyOnceConfig, Outcome};
-use tokio::task::JoinSet;
+use redis::{AsyncCommands, RedisResult, Value};
+use redis_lab::{FaultProxy, RedisServer};
+use resilient_redis::{Client, ClientConfig, ErrorKind, ExactlyOnceConfig, Outcome};
+use tokio::{task::JoinSet, time::Instant};
 
 /// `parts` with `{}` in any argument replaced by `key`.
 fn cmd_on(key: &str, parts: &[&[u8]]) -> redis::Cmd {
@@ -298,6 +298,72 @@ async fn tokens_expire_with_the_configured_ttl_and_scripts_reload() {
         client.exactly_once(short).unwrap_err().kind(),
         ErrorKind::InvalidConfig
     );
+}
+
+/// A write whose `EVALSHA` waited, then met `NOSCRIPT`, sends the whole script within what is
+/// left of its deadline, not a fresh one (chaos found writes 2.4 s past their deadline after a
+/// Sentinel failover to a server without the script); and a definite failure of that second
+/// call is reported as ambiguous, since an earlier attempt of the first may have run the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_after_noscript_keeps_the_writes_deadline() {
+    let server = RedisServer::start().await.unwrap();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let deadline = Duration::from_millis(800);
+    let config = ClientConfig {
+        deadline,
+        // The paused call waits for its reply (no stall diagnosis within the pause).
+        response_timeout: Duration::from_secs(2),
+        ..ClientConfig::from_url(&proxy.url()).unwrap()
+    };
+    let client = Client::with_config(config).await.unwrap();
+    let mut xo = client.exactly_once(ExactlyOnceConfig::default()).unwrap();
+    let mut admin = server.admin().await.unwrap();
+    let mut through_proxy = redis::Client::open(proxy.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = xo.incr("n", 1).await.unwrap();
+    // A server without the script, holding writes for 500 ms of the 800 ms deadline.
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(500)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let forwarded = proxy.stats().commands_forwarded;
+    let started = Instant::now();
+    let write = tokio::spawn(async move {
+        let result: RedisResult<i64> = xo.incr("n", 1).await;
+        (result, started.elapsed())
+    });
+    // Once the EVALSHA is at the server, everything after it is refused by the proxy
+    // (`THROTTLED`, never applied) for a second: the bucket's one token goes to a PING, the
+    // next comes after the deadline. (A fresh deadline for the EVAL would get it.)
+    while proxy.stats().commands_forwarded == forwarded {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    proxy.set_throttle(Some(1));
+    let _: RedisResult<String> = redis::cmd("PING").query_async(&mut through_proxy).await;
+    let (result, elapsed) = write.await.unwrap();
+    let error = result.expect_err("every EVAL is refused");
+    let error = resilient_redis::Error::from_redis(&error)
+        .unwrap_or_else(|| panic!("not the client's error: {error}"))
+        .clone();
+    assert!(
+        elapsed < deadline + Duration::from_millis(150),
+        "the write took {elapsed:?} ({error})"
+    );
+    assert_eq!(error.outcome(), Outcome::Ambiguous, "{error}");
+    proxy.set_throttle(None);
+    let n: i64 = admin.get("n").await.unwrap();
+    assert_eq!(n, 1, "nothing ran");
 }
 
 /// Server memory per exactly-once write, as the docs state it (README, `lib.rs`, the module

@@ -29,7 +29,7 @@ use tokio::{sync::oneshot, time::Instant};
 use crate::client::Client;
 
 use super::{
-    errors::{error_of, unexpected},
+    errors::{after_noscript, after_noscript_handle, error_of, unexpected},
     script::{self, Answer, Commands, Invoke, Script, simple},
     shared::Shared,
     token::TokenKey,
@@ -348,7 +348,10 @@ async fn run(shared: &Shared, backend: &mut Client, mut batch: Vec<Entry>) {
 /// The batch's script call (once more with `EVAL` after `NOSCRIPT`), read into one answer per
 /// write.
 async fn call(shared: &Shared, backend: &mut Client, batch: &[Entry]) -> RedisResult<Vec<Answer>> {
+    let started = Instant::now();
     let mut how = Invoke::Sha;
+    // After `NOSCRIPT`: the handle with what is left of the deadline.
+    let mut whole: Option<Client> = None;
     loop {
         let request = invocation(
             &shared.batch_script,
@@ -356,8 +359,13 @@ async fn call(shared: &Shared, backend: &mut Client, batch: &[Entry]) -> RedisRe
             shared.hash_ttl_ms.as_bytes(),
             batch,
         );
-        let value = match backend.req_packed_command(&request).await {
+        let conn = match &mut whole {
+            Some(whole) => whole,
+            None => &mut *backend,
+        };
+        let value = match conn.req_packed_command(&request).await {
             Err(e) if e.code() == Some("NOSCRIPT") => Value::Nil,
+            Err(e) if how == Invoke::Body => return Err(after_noscript(e)),
             Err(e) => return Err(e),
             Ok(Value::ServerError(e)) if e.code() == "NOSCRIPT" => Value::Nil,
             Ok(value) => value,
@@ -366,6 +374,7 @@ async fn call(shared: &Shared, backend: &mut Client, batch: &[Entry]) -> RedisRe
             Value::Nil if how == Invoke::Sha => {
                 shared.loaded_script();
                 how = Invoke::Body;
+                whole = Some(after_noscript_handle(backend, started)?);
             }
             Value::Array(items) if items.len() == batch.len() => {
                 return Ok(items.into_iter().map(script::read_answer).collect());

@@ -50,8 +50,11 @@
 //! # Cost
 //! - One round trip per call, as without it: `EVALSHA` with the script's SHA1 (computed once);
 //!   after `NOSCRIPT` (a restarted or failed-over server, `SCRIPT FLUSH`) the call is sent once
-//!   with `EVAL`, which also caches the script. `NOSCRIPT` means nothing ran. The script text
-//!   is versioned (its first line): a new version has a new SHA1, loaded the same way.
+//!   with `EVAL`, which also caches the script, within what is left of the deadline. `NOSCRIPT`
+//!   means that attempt ran nothing; an earlier attempt of the same call (given up on before a
+//!   failover to a server without the script) may have, so a definite failure of the `EVAL` is
+//!   reported as ambiguous. The script text is versioned (its first line): a new version has a
+//!   new SHA1, loaded the same way.
 //! - On the server, per call: the script; per write in it: the command, and its share of one
 //!   `HMGET` (the records) and one `HSET` (the new ones) per hash of records. Measured with
 //!   `INFO commandstats` (Redis 7.0, 2-core box, 50 tasks doing `INCR`): 8 to 16 writes per

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::{
     config::ExactlyOnceConfig,
-    errors::unexpected,
+    errors::{after_noscript, after_noscript_handle, unexpected},
     script::{self, Answer, Commands, Invoke, Script},
     slot::{self, Placement},
     token::{INSTANCE_LEN, Token, TokenKey},
@@ -153,7 +153,10 @@ impl Shared {
         } else {
             &shared.hash_ttl_ms
         };
+        let started = Instant::now();
         let mut how = Invoke::Sha;
+        // After `NOSCRIPT`: the handle with what is left of the deadline.
+        let mut whole: Option<Client> = None;
         loop {
             let request = script::invocation(
                 &shared.script,
@@ -164,9 +167,14 @@ impl Shared {
                 ttl_ms.as_bytes(),
                 commands,
             );
-            let answer = match backend.req_packed_command(&request).await {
+            let conn = match &mut whole {
+                Some(whole) => whole,
+                None => &mut *backend,
+            };
+            let answer = match conn.req_packed_command(&request).await {
                 Ok(value) => script::read_answer(value),
                 Err(e) if e.code() == Some("NOSCRIPT") => Answer::NoScript,
+                Err(e) if how == Invoke::Body => return Err(after_noscript(e)),
                 Err(e) => return Err(e),
             };
             match answer {
@@ -177,9 +185,11 @@ impl Shared {
                     return Ok(value);
                 }
                 Answer::NoScript if how == Invoke::Sha => {
-                    // Nothing ran: send the whole script (which also caches it).
+                    // Nothing ran in this attempt: send the whole script (which also caches
+                    // it), within what is left of the deadline.
                     shared.loaded_script();
                     how = Invoke::Body;
+                    whole = Some(after_noscript_handle(backend, started)?);
                 }
                 Answer::NoScript => return Err(unexpected(Value::Nil)),
                 Answer::Error(value) => return Ok(value),
