@@ -232,7 +232,12 @@ async fn run_on(
     // The workloads are up (or failed to start: then the sender is gone).
     let _ = ready_rx.await;
     let stop_watch = Arc::new(AtomicBool::new(false));
-    let watcher = tokio::spawn(watch::watch(lab.probe(), clock, stop_watch.clone()));
+    let watcher = tokio::spawn(watch::watch(
+        lab.probe(),
+        clock,
+        stop_watch.clone(),
+        rules.replicated,
+    ));
     let keys = workloads::keys::all(args.concurrency);
     eprintln!("running the workloads and the nemesis ...");
     let applied = nemesis::run(lab, schedule, clock, &keys).await;

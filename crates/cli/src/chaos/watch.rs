@@ -5,9 +5,12 @@
 //! - Standalone and Sentinel have one owner of every slot: the server (through its proxy), or
 //!   the master the sentinels name by majority. A cluster's owners are its `CLUSTER SLOTS`,
 //!   asked of the first node that answers.
-//! - *Serving*: every owner answers `PING` within 200 ms on the address clients use. The
+//! - *Serving*: every owner answers `PING` within 200 ms on the address clients use; with
+//!   `--durability replicated`, also has a replica and reports every attached replica online
+//!   (`INFO replication`): a durable write waits for every replica the master has, so while one
+//!   resyncs (a demoted master, a replica pointed at a new master) none can be confirmed. The
 //!   checker measures each fault's recovery against the time the topology served again, so a
-//!   slow failover of the server is not counted against the client.
+//!   slow failover or resync of the servers is not counted against the client.
 //! - Only changes are kept: a slot-owner change is a failover or a migration (the checker tells
 //!   them apart by the nemesis's log). With Sentinel, a change is the `+switch-master`
 //!   announcement (what clients follow), not the sentinels' answer to
@@ -93,7 +96,12 @@ fn owner(owners: &Owners, slot: u16) -> Option<SocketAddr> {
 }
 
 /// Watches until `stop`; gives what it saw.
-pub(crate) async fn watch(probe: Probe, clock: Clock, stop: Arc<AtomicBool>) -> Watched {
+pub(crate) async fn watch(
+    probe: Probe,
+    clock: Clock,
+    stop: Arc<AtomicBool>,
+    replicated: bool,
+) -> Watched {
     let mut watched = Watched::default();
     let mut conns: HashMap<SocketAddr, MultiplexedConnection> = HashMap::new();
     let mut switches = match &probe {
@@ -136,12 +144,18 @@ pub(crate) async fn watch(probe: Probe, clock: Clock, stop: Arc<AtomicBool>) -> 
                 m
             };
             for master in masters {
-                if query::<String>(&mut conns, master, redis::cmd("PING").clone())
-                    .await
-                    .is_none()
-                {
-                    serving = false;
-                }
+                let answers = if replicated {
+                    let mut info = redis::cmd("INFO");
+                    info.arg("replication");
+                    query::<String>(&mut conns, master, info)
+                        .await
+                        .is_some_and(|info| replicas_online(&info))
+                } else {
+                    query::<String>(&mut conns, master, redis::cmd("PING").clone())
+                        .await
+                        .is_some()
+                };
+                serving &= answers;
             }
             if switches.is_none() && watched.owners.last().is_none_or(|(_, last)| last != owners) {
                 watched.owners.push((at, owners.clone()));
@@ -248,6 +262,24 @@ fn slot_row(row: &redis::Value) -> Option<(u16, u16, SocketAddr)> {
 
 /// Runs `cmd` on `addr` with a cached connection, within [`PROBE_TIMEOUT`]; `None` on any
 /// failure (and the connection is dropped).
+/// Whether a master's `INFO replication` shows at least one replica and every attached one
+/// online (not still loading a full resync).
+fn replicas_online(info: &str) -> bool {
+    let mut replicas = 0;
+    for line in info.lines() {
+        if line.starts_with("slave")
+            && line[5..].starts_with(|c: char| c.is_ascii_digit())
+            && let Some((_, fields)) = line.split_once(':')
+        {
+            if !fields.split(',').any(|f| f == "state=online") {
+                return false;
+            }
+            replicas += 1;
+        }
+    }
+    replicas > 0
+}
+
 async fn query<T: redis::FromRedisValue>(
     conns: &mut HashMap<SocketAddr, MultiplexedConnection>,
     addr: SocketAddr,
@@ -281,6 +313,20 @@ mod tests {
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn durable_writes_need_every_attached_replica_online() {
+        let online = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+            slave0:ip=127.0.0.1,port=7001,state=online,offset=10,lag=0\r\n\
+            slave1:ip=127.0.0.1,port=7002,state=online,offset=10,lag=1\r\n\
+            slave_read_repl_offset:10\r\nmaster_repl_offset:10\r\n";
+        assert!(replicas_online(online));
+        let syncing = online.replace("port=7002,state=online", "port=7002,state=wait_bgsave");
+        assert!(!replicas_online(&syncing));
+        let alone =
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:10\r\n";
+        assert!(!replicas_online(alone));
     }
 
     #[test]
