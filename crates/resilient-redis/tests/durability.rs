@@ -509,6 +509,92 @@ fn assert_nothing_taken_back(run: &Run) {
     assert_eq!(p.failed, 0, "{run:?}");
 }
 
+/// A replica the sentinels could promote but that is not attached to the master (here it
+/// replicates from the other replica): durable writes wait for it too. Sentinel promotes
+/// replicas disconnected for less than ten times `down-after-milliseconds`; a write confirmed
+/// only by the attached ones was lost when chaos's `SENTINEL FAILOVER` promoted such a replica
+/// (seed 160982350093421: hundreds of acknowledged writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_the_sentinels_could_promote_counts_while_detached() {
+    let topology = common::sentinel_lab().await;
+    let config = ClientConfig {
+        durability: Durability::replicated(),
+        deadline: Duration::from_secs(2),
+        ..ClientConfig::from_url(&common::sentinel_url(&topology)).unwrap()
+    };
+    let master = topology.master_addr().await.unwrap();
+    let servers = topology.servers();
+    let master = servers.iter().find(|s| s.addr() == master).unwrap();
+    let replicas: Vec<&RedisServer> = servers
+        .iter()
+        .filter(|s| s.addr() != master.addr())
+        .collect();
+    let (attached, detached) = (replicas[0], replicas[1]);
+    // The sentinels put a replica back under the master when their INFO of it shows another
+    // one (within seconds): the case holds only while `detached` still follows `attached`.
+    let mut held = None;
+    for _ in 0..5 {
+        detached.replicaof(Some(attached)).await.unwrap();
+        wait_until(
+            "the master to count one replica",
+            Duration::from_secs(30),
+            || async {
+                master
+                    .info_field("replication", "connected_slaves")
+                    .await
+                    .unwrap()
+                    == "1"
+            },
+        )
+        .await;
+        // A client that never saw the second replica attached (as after a failover to a
+        // master that one has not rejoined yet).
+        let mut client = Client::with_config(config.clone()).await.unwrap();
+        let result: redis::RedisResult<()> = client.set("durable:k", 2).await;
+        let still = detached
+            .info_field("replication", "master_port")
+            .await
+            .unwrap()
+            == attached.port().to_string();
+        if still {
+            held = Some((client, result));
+            break;
+        }
+        detached.replicaof(Some(master)).await.unwrap();
+    }
+    let (mut client, result) = held.expect("the sentinels re-pointed the replica every time");
+    let error = result.expect_err("confirmed by the attached replica only");
+    // Not confirmed by the deadline: ambiguous (the master has the write).
+    let failure = Failure::of(&error);
+    assert!(
+        matches!(
+            failure.kind,
+            ErrorKind::Unconfirmed | ErrorKind::DeadlineExceeded
+        ),
+        "{error}"
+    );
+    assert_eq!(failure.outcome, Outcome::Ambiguous, "{error}");
+    // Back under the master, and synced: confirmed again.
+    detached.replicaof(Some(master)).await.unwrap();
+    detached
+        .wait_link_up(Duration::from_secs(30))
+        .await
+        .unwrap();
+    wait_until(
+        "the master to count two replicas",
+        Duration::from_secs(30),
+        || async {
+            master
+                .info_field("replication", "connected_slaves")
+                .await
+                .unwrap()
+                == "2"
+        },
+    )
+    .await;
+    let () = client.set("durable:k", 3).await.unwrap();
+}
+
 /// Through `SENTINEL FAILOVER`, with every write confirmed by every replica, nothing
 /// acknowledged is taken back (with `fast`, acknowledged writes are lost: `final < ok`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -145,7 +145,7 @@ impl Handle {
         let pool = &node.pool;
         let id = lease.id();
         let epoch = pool.epoch();
-        let wanted = match wait.replicas {
+        let mut wanted = match wait.replicas {
             Some(n) => n,
             None => {
                 self.replicas_of(pool, &mut lease.conn, Some(id), epoch, retry_safe, deadline)
@@ -241,6 +241,13 @@ impl Handle {
             // (a replica resyncing after a failover takes seconds). Without a deadline the
             // policy's attempts bound it instead.
             if retry_safe && deadline.is_some_and(|d| Instant::now() < d) {
+                // The count asked again (it was marked stale): under Sentinel it may fall back
+                // once a replica the sentinels listed turns out to be the deposed master.
+                if wait.replicas.is_none() {
+                    wanted = self
+                        .replicas_of(pool, &mut lease.conn, Some(id), epoch, retry_safe, deadline)
+                        .await?;
+                }
                 let ticket = group.ticket();
                 answer = self
                     .confirm(node, lease, &group, ticket, wanted, wait.timeout, deadline)

@@ -39,6 +39,7 @@ pub(crate) mod fixed;
 mod handshake;
 mod lease;
 pub(crate) mod probe;
+mod promotable;
 mod renewal;
 mod replicas;
 mod role;
@@ -480,8 +481,9 @@ impl Pool {
     /// How many replicas a durable write on `conn` (a master connection of epoch `epoch`) waits
     /// for: every replica of the master (see [`replicas`]), asked with `INFO replication` on
     /// `conn` when not known for this epoch; `None` when the server answers as a replica (it
-    /// was demoted since the connection was opened). The question waits for its answer no
-    /// longer than the response window or `deadline`, whichever ends first.
+    /// was demoted since the connection was opened). Under Sentinel, also every replica a
+    /// failover may promote ([`promotable`]). The question waits for its answer no longer than
+    /// the response window or `deadline`, whichever ends first.
     pub(crate) async fn replicas_to_wait_for(
         &self,
         conn: &mut MultiplexedConnection,
@@ -494,7 +496,11 @@ impl Pool {
             .expect("replicas lock")
             .get(epoch, Instant::now())
         {
-            return Ok(Some(n));
+            let promotable = match &self.endpoint {
+                Endpoint::Sentinel(resolver) => resolver.promotable_known(),
+                Endpoint::Fixed(_) => None,
+            };
+            return Ok(Some(n.max(promotable.unwrap_or(0))));
         }
         let mut info = redis::cmd("INFO");
         info.arg("replication");
@@ -509,7 +515,7 @@ impl Pool {
                      write)",
                 ))
             })??;
-        let seen = match replicas::role_in_info(&reply) {
+        let attached = match replicas::role_in_info(&reply) {
             replicas::InfoRole::Master(n) => n,
             replicas::InfoRole::Replica => return Ok(None),
             replicas::InfoRole::Unknown => {
@@ -522,11 +528,32 @@ impl Pool {
                 )));
             }
         };
-        Ok(Some(self.replicas.lock().expect("replicas lock").observe(
+        // Under Sentinel, also every replica a failover may promote (see `promotable`).
+        let promotable = match &self.endpoint {
+            Endpoint::Sentinel(resolver) => {
+                tokio::time::timeout_at(limit, resolver.promotable_replicas())
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            Endpoint::Fixed(_) => None,
+        };
+        // The attached count falls only slowly (see `replicas`); the sentinels' view is taken
+        // as it is now (it lists a promoted replica's peers a moment before they attach).
+        let kept =
+            self.replicas
+                .lock()
+                .expect("replicas lock")
+                .observe(epoch, attached, Instant::now());
+        let wanted = kept.max(promotable.unwrap_or(0));
+        tracing::debug!(
             epoch,
-            seen,
-            Instant::now(),
-        )))
+            attached,
+            ?promotable,
+            wanted,
+            "durable writes wait for the master's replicas"
+        );
+        Ok(Some(wanted))
     }
 
     /// A durable write's `WAIT` fell short on a connection of `epoch`: the replica count is

@@ -16,6 +16,10 @@
 //! when the previous master had any: right after a failover the new master has no replica yet,
 //! and writes it alone acknowledged would be lost if it failed in turn; they wait (within their
 //! deadline) for the first replica to attach, about a second with Sentinel.
+//!
+//! Under Sentinel the count is also at least the replicas the sentinels could promote now
+//! ([`super::promotable`]): one that is not attached would otherwise be promoted without
+//! writes its peers confirmed.
 
 use std::time::Duration;
 

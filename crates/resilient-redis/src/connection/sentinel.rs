@@ -103,6 +103,8 @@ pub(crate) struct SentinelResolver {
     /// [`ReadFrom::Nearest`](crate::ReadFrom::Nearest): replica connections go to the replica
     /// that answers first.
     nearest: bool,
+    /// The replicas a failover may promote, for durable writes (see [`super::promotable`]).
+    promotable: super::promotable::Promotable,
 }
 
 impl SentinelResolver {
@@ -146,6 +148,7 @@ impl SentinelResolver {
             },
             discoveries: AtomicU64::new(0),
             nearest: config.read_from == crate::ReadFrom::Nearest,
+            promotable: super::promotable::Promotable::default(),
         });
         let initial = resolver.config.sentinels.clone();
         for addr in initial {
@@ -188,6 +191,42 @@ impl SentinelResolver {
     /// Master changes.
     pub(crate) fn subscribe(&self) -> watch::Receiver<Master> {
         self.master.subscribe()
+    }
+
+    /// The count of promotable replicas (see [`super::promotable`]).
+    pub(super) fn promotable(&self) -> &super::promotable::Promotable {
+        &self.promotable
+    }
+
+    /// A receiver whose `changed()` fails once the resolver is dropped (see [`dropped`]).
+    pub(super) fn alive(&self) -> watch::Receiver<()> {
+        self.alive.subscribe()
+    }
+
+    /// The known sentinels, and the index of the one to ask first.
+    pub(super) fn known_sentinels(&self) -> (Vec<Addr>, usize) {
+        let known = self.known.lock().expect("known lock");
+        (known.sentinels.clone(), known.preferred)
+    }
+
+    /// The monitored master's name.
+    pub(super) fn master_name(&self) -> &str {
+        &self.config.master_name
+    }
+
+    /// How long a sentinel or a server has to answer.
+    pub(super) fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
+    /// A new connection to the sentinel at `addr`.
+    pub(super) async fn sentinel_connection(
+        &self,
+        addr: &Addr,
+    ) -> RedisResult<MultiplexedConnection> {
+        self.sentinel_client(addr)?
+            .get_multiplexed_async_connection_with_config(&self.sentinel_conn_config)
+            .await
     }
 
     /// Asks the background task for a rediscovery (coalesced and rate-limited).
@@ -549,7 +588,7 @@ fn not_connected(message: String) -> redis::RedisError {
 }
 
 /// Waits until the resolver is dropped.
-async fn dropped(alive: &mut watch::Receiver<()>) {
+pub(super) async fn dropped(alive: &mut watch::Receiver<()>) {
     while alive.changed().await.is_ok() {}
 }
 
