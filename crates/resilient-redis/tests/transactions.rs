@@ -28,6 +28,45 @@ async fn increment(client: &Client, key: &'static str) -> Result<(), resilient_r
         .await
 }
 
+/// MULTI refused while the writes after it run on their own (`BUSY` from a script that ends a
+/// moment later, `THROTTLED` from a proxy, here an ACL): the transaction was applied in part,
+/// so it is reported so (`Outcome::Applied`), never as a failure the caller would run again
+/// (chaos seed 49572930933259 applied one increment twice that way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_multi_whose_writes_ran_is_not_a_clean_failure() {
+    let server = RedisServer::start().await.unwrap();
+    let mut admin = server.admin().await.unwrap();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let () = admin.set("tx:n", 1).await.unwrap();
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-multi")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let error = increment(&client, "tx:n")
+        .await
+        .expect_err("MULTI is refused");
+    assert_eq!(error.outcome(), Outcome::Applied, "{error}");
+    let n: i64 = admin.get("tx:n").await.unwrap();
+    assert_eq!(n, 2, "the write ran once, outside the transaction");
+    // Refused with every write refused too: nothing ran, a plain failure.
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-set")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let error = increment(&client, "tx:n")
+        .await
+        .expect_err("MULTI and SET are refused");
+    assert_eq!(error.outcome(), Outcome::Failed, "{error}");
+    let n: i64 = admin.get("tx:n").await.unwrap();
+    assert_eq!(n, 2);
+}
+
 /// Tasks incrementing one counter through the API until stopped, and what they saw.
 struct Incrementers {
     stop: Arc<AtomicBool>,

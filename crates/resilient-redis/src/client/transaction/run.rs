@@ -253,6 +253,35 @@ impl Handle {
             }
         };
         let acked = durable.is_some().then(|| replies.pop()).flatten();
+        // MULTI refused (BUSY from a script that ended a moment later, THROTTLED from a proxy,
+        // an ACL): the writes after it were not queued but ran on their own, one by one, and
+        // EXEC found no transaction. What ran is in their replies.
+        if !matches!(&replies[multi_at], Value::Okay)
+            && !matches!(&replies[multi_at], Value::SimpleString(s) if s == "OK")
+        {
+            let ran = replies[multi_at + 1..exec_at]
+                .iter()
+                .any(|r| !matches!(r, Value::ServerError(_)));
+            if ran {
+                return Err(AttemptError::new(
+                    ErrorKind::Server,
+                    Outcome::Applied,
+                    "MULTI was refused, and writes sent after it ran on their own: the \
+                     transaction was applied in part, not atomically (not run again)",
+                    None,
+                    Classification::fail(),
+                ));
+            }
+            let cause = match &replies[multi_at] {
+                Value::ServerError(e) => e.clone().into(),
+                other => redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "MULTI answered",
+                    format!("{other:?}"),
+                )),
+            };
+            return Err(self.before_exec(cause, "MULTI was refused: nothing applied"));
+        }
         let exec = replies.pop();
         match exec {
             // A watched key changed: nothing applied (the caller runs it again).
