@@ -13,7 +13,7 @@
 //! - Prints the report ([`report`]), or with `--json` one JSON document on stdout (progress
 //!   goes to stderr); `--schedule-only` prints the schedule and exits. Exit status 0 only when the checker found no anomaly of the client's own;
 //!   1 otherwise or when the lab fails; 2 for a usage error. Ctrl-C stops the run and its
-//!   servers (exit 130).
+//!   servers (exit 130), as SIGTERM does (exit 143).
 
 mod check;
 mod history;
@@ -159,6 +159,9 @@ pub(crate) async fn run(args: ChaosArgs) -> Result<ExitCode, CliError> {
     }
     eprintln!("starting the {} lab ...", args.topology.name());
     let mut lab = Lab::start(args.topology).await?;
+    // SIGTERM (a CI timeout, a soak stopped) stops the lab as Ctrl-C does.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| CliError::runtime(format!("cannot watch SIGTERM: {e}")))?;
     let outcome = tokio::select! {
         outcome = run_on(&mut lab, &args, seed, &schedule, workload_kinds, Rules {
             exactly_once: args.exactly_once,
@@ -170,6 +173,11 @@ pub(crate) async fn run(args: ChaosArgs) -> Result<ExitCode, CliError> {
             drop(lab);
             eprintln!("interrupted: the lab is stopped");
             return Ok(ExitCode::from(130));
+        }
+        _ = term.recv() => {
+            drop(lab);
+            eprintln!("terminated: the lab is stopped");
+            return Ok(ExitCode::from(143));
         }
     };
     drop(lab);
