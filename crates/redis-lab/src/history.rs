@@ -61,6 +61,8 @@ pub struct SequenceCheck {
     pub in_gaps: u64,
     /// Acknowledged, not received, not covered by a gap.
     pub lost: u64,
+    /// Those messages: channel and sequence number.
+    pub lost_messages: Vec<(String, u64)>,
     /// A few duplicated or lost messages, described (at most 10).
     pub examples: Vec<String>,
 }
@@ -168,6 +170,7 @@ impl Sequences {
                     check.in_gaps += 1;
                 } else {
                     check.lost += 1;
+                    check.lost_messages.push((name.clone(), seq));
                     check.example(format!(
                         "{name}: {seq} lost (highest received {highest}, gaps {covered:?})"
                     ));

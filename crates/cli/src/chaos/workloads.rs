@@ -528,7 +528,15 @@ async fn publish(mut env: Env, channel: String, history: Arc<Mutex<Sequences>>) 
         let end = env.clock.ms();
         let outcome = note(&mut log, "PUBLISH", start, end, &result, env.plan.deadline);
         let published = match outcome {
-            None => Published::Acknowledged,
+            None => {
+                // When it was acknowledged: a loss is checked against the faults of that moment.
+                log.writes.push(crate::chaos::history::Write {
+                    value: seq,
+                    at_ms: end,
+                    acked: true,
+                });
+                Published::Acknowledged
+            }
             Some(Outcome::Failed) => Published::Failed,
             Some(_) => Published::Ambiguous,
         };

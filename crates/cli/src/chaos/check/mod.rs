@@ -34,7 +34,7 @@ use super::schedule::FaultKind;
 use super::watch::Watched;
 use super::workloads::{Recorded, WorkloadKind, keys};
 use crate::error::CliError;
-use workloads::{check_counter, check_queue, check_registers, check_sets};
+use workloads::{check_counter, check_pubsub, check_queue, check_registers, check_sets};
 
 mod workloads;
 
@@ -60,6 +60,9 @@ pub(crate) struct Rules {
     pub(crate) replica_reads: bool,
     /// The run's length in ms.
     pub(crate) run_ms: u64,
+    /// Pub/sub crosses the cluster bus (a cluster): a `PUBLISH` is acknowledged by the node
+    /// that took it, before the bus carries it to the subscriber's node.
+    pub(crate) bus: bool,
 }
 
 /// An anomaly of the client's own.
@@ -395,18 +398,7 @@ pub(crate) fn check(
             WorkloadKind::Pubsub => {
                 if let Some(pubsub) = &recorded.pubsub {
                     row.checked = pubsub.acknowledged;
-                    for (kind, n) in [
-                        ("pubsub-duplicate", pubsub.duplicates),
-                        ("pubsub-lost", pubsub.lost),
-                    ] {
-                        if n > 0 {
-                            let entry = tally.anomalies.entry(("pubsub", kind)).or_default();
-                            entry.0 += n;
-                            entry
-                                .1
-                                .extend(pubsub.examples.iter().take(EXAMPLES).cloned());
-                        }
-                    }
+                    check_pubsub(&mut tally, recorded, pubsub);
                 }
             }
         }

@@ -14,6 +14,7 @@ fn rules() -> Rules {
         replicated: false,
         replica_reads: false,
         run_ms: 60_000,
+        bus: false,
     }
 }
 
@@ -401,4 +402,62 @@ fn a_caller_failing_long_after_the_topology_serves_is_a_slow_recovery() {
     );
     assert_eq!(kinds(&verdict), vec!["slow-recovery"]);
     assert_eq!(verdict.recoveries[0].callers, 1);
+}
+
+/// Soak seed 202908824175848 (cluster): a `PUBLISH` acknowledged 80 ms before its node was
+/// killed never crossed the cluster bus. Redis's loss there; anywhere else, or long before any
+/// kill, the client's.
+#[test]
+fn a_message_lost_with_a_killed_node_is_the_buses_only_in_a_cluster() {
+    let mut log = TaskLog {
+        ok: 1,
+        ..TaskLog::default()
+    };
+    log.writes.push(Write {
+        value: 2260,
+        at_ms: 22_600,
+        acked: true,
+    });
+    let mut recorded = Recorded::default();
+    recorded
+        .logs
+        .insert((WorkloadKind::Pubsub, Part::Main, 2), log);
+    recorded.pubsub = Some(redis_lab::history::SequenceCheck {
+        acknowledged: 1,
+        lost: 1,
+        lost_messages: vec![("chaos:ch:2".to_owned(), 2260)],
+        ..Default::default()
+    });
+    let cluster = Rules {
+        bus: true,
+        ..rules()
+    };
+    let verdict = check(
+        &recorded,
+        &Final::default(),
+        &watched(None),
+        &[kill_at(22_680)],
+        &cluster,
+    );
+    assert!(verdict.anomalies.is_empty(), "{:?}", verdict.anomalies);
+    assert_eq!(verdict.server_losses.len(), 1);
+    assert_eq!(verdict.server_losses[0].fault, Some(FaultKind::Kill));
+    // One server (publisher and subscriber on the same node): the client's.
+    let verdict = check(
+        &recorded,
+        &Final::default(),
+        &watched(None),
+        &[kill_at(22_680)],
+        &rules(),
+    );
+    assert_eq!(kinds(&verdict), vec!["pubsub-lost"]);
+    // No node died near it: the client's.
+    let verdict = check(
+        &recorded,
+        &Final::default(),
+        &watched(None),
+        &[kill_at(40_000)],
+        &cluster,
+    );
+    assert_eq!(kinds(&verdict), vec!["pubsub-lost"]);
 }

@@ -4,8 +4,9 @@
 
 use std::collections::HashSet;
 
-use super::{Final, OLD_MASTER_SLACK, Tally, WorkloadRow};
+use super::{EXAMPLES, Final, OLD_MASTER_SLACK, Tally, WorkloadRow};
 use crate::chaos::history::TaskLog;
+use crate::chaos::schedule::FaultKind;
 use crate::chaos::workloads::{Part, Recorded, WorkloadKind, item, keys};
 
 pub(super) fn check_counter(
@@ -190,6 +191,67 @@ pub(super) fn check_queue(
             tally.anomaly("queue", "failed-write-applied", || {
                 format!("item {i} is present, its LPUSH failed")
             });
+        }
+    }
+}
+
+/// How close to a node's death an acknowledged `PUBLISH` may be and still be the bus's loss.
+const BUS_SLACK_MS: u64 = 1_000;
+
+/// Pub/sub: nothing received twice, nothing acknowledged missing outside a reported gap. In a
+/// cluster, a `PUBLISH` is acknowledged by the node that took it and reaches the subscriber's
+/// node over the cluster bus, at most once: one acknowledged within [`BUS_SLACK_MS`] of a node
+/// being killed or shut down may die with that node's buffers. Redis's loss, charged to the
+/// fault; any other loss is the client's.
+pub(super) fn check_pubsub(
+    tally: &mut Tally<'_>,
+    recorded: &Recorded,
+    pubsub: &redis_lab::history::SequenceCheck,
+) {
+    if pubsub.duplicates > 0 {
+        let entry = tally
+            .anomalies
+            .entry(("pubsub", "pubsub-duplicate"))
+            .or_default();
+        entry.0 += pubsub.duplicates;
+        entry
+            .1
+            .extend(pubsub.examples.iter().take(EXAMPLES).cloned());
+    }
+    for (channel, seq) in &pubsub.lost_messages {
+        let at = recorded
+            .logs
+            .iter()
+            .filter(|((kind, _, t), _)| {
+                *kind == WorkloadKind::Pubsub && keys::channel(*t) == *channel
+            })
+            .flat_map(|(_, log)| log.writes.iter())
+            .find(|w| w.value == *seq)
+            .map(|w| w.at_ms);
+        let cause = at.filter(|_| tally.rules.bus).and_then(|at| {
+            tally
+                .applied
+                .iter()
+                .filter(|a| {
+                    a.error.is_none()
+                        && matches!(a.kind, FaultKind::Kill | FaultKind::Restart)
+                        && a.start_ms + BUS_SLACK_MS >= at
+                        && a.start_ms <= at + BUS_SLACK_MS
+                })
+                .min_by_key(|a| a.start_ms.abs_diff(at))
+        });
+        match cause {
+            Some(cause) => {
+                let entry = tally.losses.entry(("pubsub", cause.start_ms)).or_default();
+                entry.0 += 1;
+                entry.1 = (Some(cause.step), Some(cause.kind));
+            }
+            None => tally.anomaly("pubsub", "pubsub-lost", || {
+                format!(
+                    "{channel}: {seq} acknowledged at {} lost outside a gap",
+                    at.map_or("?".to_owned(), |at| format!("{at} ms"))
+                )
+            }),
         }
     }
 }
