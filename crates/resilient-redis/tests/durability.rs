@@ -509,6 +509,19 @@ fn assert_nothing_taken_back(run: &Run) {
     assert_eq!(p.failed, 0, "{run:?}");
 }
 
+/// Waits until `master` counts `n` attached replicas.
+async fn wait_attached(master: &RedisServer, n: u32) {
+    let what = format!("the master to count {n} replicas");
+    wait_until(&what, Duration::from_secs(30), || async {
+        master
+            .info_field("replication", "connected_slaves")
+            .await
+            .unwrap()
+            == n.to_string()
+    })
+    .await;
+}
+
 /// A replica the sentinels could promote but that is not attached to the master (here it
 /// replicates from the other replica): durable writes wait for it too. Sentinel promotes
 /// replicas disconnected for less than ten times `down-after-milliseconds`; a write confirmed
@@ -535,18 +548,7 @@ async fn a_replica_the_sentinels_could_promote_counts_while_detached() {
     let mut held = None;
     for _ in 0..5 {
         detached.replicaof(Some(attached)).await.unwrap();
-        wait_until(
-            "the master to count one replica",
-            Duration::from_secs(30),
-            || async {
-                master
-                    .info_field("replication", "connected_slaves")
-                    .await
-                    .unwrap()
-                    == "1"
-            },
-        )
-        .await;
+        wait_attached(master, 1).await;
         // A client that never saw the second replica attached (as after a failover to a
         // master that one has not rejoined yet).
         let mut client = Client::with_config(config.clone()).await.unwrap();
@@ -580,18 +582,7 @@ async fn a_replica_the_sentinels_could_promote_counts_while_detached() {
         .wait_link_up(Duration::from_secs(30))
         .await
         .unwrap();
-    wait_until(
-        "the master to count two replicas",
-        Duration::from_secs(30),
-        || async {
-            master
-                .info_field("replication", "connected_slaves")
-                .await
-                .unwrap()
-                == "2"
-        },
-    )
-    .await;
+    wait_attached(master, 2).await;
     let () = client.set("durable:k", 3).await.unwrap();
 }
 
