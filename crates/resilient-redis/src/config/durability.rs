@@ -29,7 +29,10 @@ use crate::error::Error;
 ///   short; it follows a replica's departure only after 30 s, so a deposed master that lost the
 ///   promoted replica cannot acknowledge alone), so the replica a failover promotes surely holds
 ///   every acknowledged write. Right after a failover the new master waits for at least one
-///   replica.
+///   replica. Under Sentinel, also at least the replicas the sentinels could promote
+///   (`SENTINEL REPLICAS`: not down or disconnected, priority above 0, reporting the replica
+///   role), attached to the master or not: Sentinel promotes a replica whose link broke a few
+///   seconds ago.
 ///
 /// Parsed from `fast`, `replicated` or `replicated:N` ([`FromStr`]; env
 /// `RESILIENT_REDIS_DURABILITY`, with `RESILIENT_REDIS_DURABILITY_TIMEOUT_MS`).
