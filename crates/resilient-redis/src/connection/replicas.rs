@@ -23,8 +23,10 @@
 
 use std::time::Duration;
 
-use redis::Value;
+use redis::{Value, aio::MultiplexedConnection};
 use tokio::time::Instant;
+
+use super::{Endpoint, Pool};
 
 /// How long the master must report fewer replicas before the count follows it down: longer
 /// than a failover takes to demote the old master (seconds with Sentinel's defaults, under a
@@ -134,6 +136,95 @@ pub(crate) fn role_in_info(reply: &Value) -> InfoRole {
             .map_or(InfoRole::Unknown, InfoRole::Master),
         Some(_) => InfoRole::Replica,
         None => InfoRole::Unknown,
+    }
+}
+
+impl Pool {
+    /// How many replicas a durable write on `conn` (a master connection of epoch `epoch`) waits
+    /// for: every replica of the master (see the module docs), asked with `INFO replication` on
+    /// `conn` when not known for this epoch; `None` when the server answers as a replica (it
+    /// was demoted since the connection was opened). Under Sentinel, also every replica a
+    /// failover may promote ([`super::promotable`]). The question waits for its answer no
+    /// longer than the response window or `deadline`, whichever ends first.
+    pub(crate) async fn replicas_to_wait_for(
+        &self,
+        conn: &mut MultiplexedConnection,
+        epoch: u64,
+        deadline: Option<Instant>,
+    ) -> redis::RedisResult<Option<u32>> {
+        if let Some(n) = self
+            .replicas
+            .lock()
+            .expect("replicas lock")
+            .get(epoch, Instant::now())
+        {
+            let promotable = match &self.endpoint {
+                Endpoint::Sentinel(resolver) => resolver.promotable_known(),
+                Endpoint::Fixed(_) => None,
+            };
+            return Ok(Some(n.max(promotable.unwrap_or(0))));
+        }
+        let mut info = redis::cmd("INFO");
+        info.arg("replication");
+        let window_end = Instant::now() + self.response_timeout;
+        let limit = deadline.map_or(window_end, |d| d.min(window_end));
+        let reply = tokio::time::timeout_at(limit, conn.send_packed_command(&info))
+            .await
+            .map_err(|_| {
+                redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer to INFO replication (asked for the replica count of a durable \
+                     write)",
+                ))
+            })??;
+        let attached = match role_in_info(&reply) {
+            InfoRole::Master(n) => n,
+            InfoRole::Replica => return Ok(None),
+            InfoRole::Unknown => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "durable writes need the master's replica count",
+                    "INFO replication did not answer as a master: give the replica count \
+                     explicitly (Durability::Replicated { replicas: Some(n), .. })"
+                        .to_owned(),
+                )));
+            }
+        };
+        // Under Sentinel, also every replica a failover may promote (see `promotable`).
+        let promotable = match &self.endpoint {
+            Endpoint::Sentinel(resolver) => {
+                tokio::time::timeout_at(limit, resolver.promotable_replicas())
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            Endpoint::Fixed(_) => None,
+        };
+        // The attached count falls only slowly (see `replicas`); the sentinels' view is taken
+        // as it is now (it lists a promoted replica's peers a moment before they attach).
+        let kept =
+            self.replicas
+                .lock()
+                .expect("replicas lock")
+                .observe(epoch, attached, Instant::now());
+        let wanted = kept.max(promotable.unwrap_or(0));
+        tracing::debug!(
+            epoch,
+            attached,
+            ?promotable,
+            wanted,
+            "durable writes wait for the master's replicas"
+        );
+        Ok(Some(wanted))
+    }
+
+    /// A durable write's `WAIT` fell short on a connection of `epoch`: the replica count is
+    /// asked again before the next one.
+    pub(crate) fn replicas_fell_short(&self, epoch: u64) {
+        self.replicas
+            .lock()
+            .expect("replicas lock")
+            .fell_short(epoch);
     }
 }
 
