@@ -275,6 +275,11 @@ impl Error {
         self
     }
 
+    pub(crate) fn with_outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
+    }
+
     pub(crate) fn with_retry_in(mut self, retry_in: Duration) -> Self {
         self.retry_in = Some(retry_in);
         self

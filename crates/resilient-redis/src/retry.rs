@@ -238,8 +238,13 @@ pub(crate) fn give_up_error(e: RetryError<AttemptError>) -> Error {
     if let Some(a) = &e.error
         && a.error.kind() == ErrorKind::BreakerOpen
     {
-        // A node's open breaker (cluster) keeps its own message and retry hint.
-        return a.error.clone().with_attempts(attempts);
+        // A node's open breaker keeps its own message and retry hint, but not its outcome: an
+        // earlier attempt may have applied the command.
+        return a
+            .error
+            .clone()
+            .with_attempts(attempts)
+            .with_outcome(outcome);
     }
     let last = e.error.map(|a| a.error);
     let (kind, message) = match (&e.reason, &last) {
@@ -323,5 +328,33 @@ pub(crate) fn record_failure(
         .increment(1);
     if err.is_ambiguous() {
         tracing::warn!(error = %err, "call failed with an ambiguous outcome");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use resilience::{Classification, GiveUp, RetryError};
+
+    use super::*;
+
+    /// Soak seed 259122271005485 (Sentinel, replicated): a SET applied, its confirmation
+    /// ambiguous, then the node's breaker refused the retry. The call may have applied it.
+    #[test]
+    fn a_breaker_refusing_a_retry_keeps_an_earlier_attempts_ambiguity() {
+        let refused = |may_have_applied| RetryError {
+            reason: GiveUp::NotRetryable,
+            error: Some(AttemptError {
+                error: Error::new(ErrorKind::BreakerOpen, Outcome::Failed, "breaker open")
+                    .with_retry_in(std::time::Duration::from_secs(1)),
+                class: Classification::fail(),
+                reply: None,
+            }),
+            attempts: 2,
+            may_have_applied,
+        };
+        let error = give_up_error(refused(true));
+        assert_eq!(error.kind(), ErrorKind::BreakerOpen);
+        assert_eq!(error.outcome(), Outcome::Ambiguous);
+        assert_eq!(give_up_error(refused(false)).outcome(), Outcome::Failed);
     }
 }
