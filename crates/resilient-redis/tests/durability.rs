@@ -509,6 +509,37 @@ fn assert_nothing_taken_back(run: &Run) {
     assert_eq!(p.failed, 0, "{run:?}");
 }
 
+/// A durable write the master applied, whose `WAIT` fell short, stays ambiguous when the
+/// replica count cannot be asked again (here an ACL refuses `INFO`; chaos saw a proxy throttle
+/// it): never a clean failure (soak seeds 259122271005485 and 2262033072388 read back values
+/// whose `SET` had been reported failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applied_write_stays_ambiguous_when_its_replicas_cannot_be_counted() {
+    let (a, b) = primary_and_replica().await;
+    let config = ClientConfig {
+        durability: Durability::replicated(),
+        deadline: Duration::from_secs(2),
+        ..ClientConfig::from_url(&a.url()).unwrap()
+    };
+    let mut client = Client::with_config(config).await.unwrap();
+    let () = client.set("durable:k", 1).await.unwrap();
+    let mut admin = a.admin().await.unwrap();
+    b.pause().unwrap();
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-info")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let result: redis::RedisResult<()> = client.set("durable:k", 2).await;
+    b.resume().unwrap();
+    let error = result.expect_err("no replica confirmed it");
+    assert_eq!(Failure::of(&error).outcome, Outcome::Ambiguous, "{error}");
+    let value: i64 = admin.get("durable:k").await.unwrap();
+    assert_eq!(value, 2, "the master applied it");
+}
+
 /// Waits until `master` counts `n` attached replicas.
 async fn wait_attached(master: &RedisServer, n: u32) {
     let what = format!("the master to count {n} replicas");

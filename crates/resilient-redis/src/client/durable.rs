@@ -244,9 +244,21 @@ impl Handle {
                 // The count asked again (it was marked stale): under Sentinel it may fall back
                 // once a replica the sentinels listed turns out to be the deposed master.
                 if wait.replicas.is_none() {
-                    wanted = self
+                    // The write is applied: a failure to ask is no failure of the write.
+                    wanted = match self
                         .replicas_of(pool, &mut lease.conn, Some(id), epoch, retry_safe, deadline)
-                        .await?;
+                        .await
+                    {
+                        Ok(n) => n,
+                        Err(e) => {
+                            return Err(unconfirmed(format!(
+                                "the master applied the write but {n} of {wanted} replicas \
+                                 confirmed it, and the replica count could not be asked again \
+                                 ({}): a failover could take it back",
+                                e.error
+                            )));
+                        }
+                    };
                 }
                 let ticket = group.ticket();
                 answer = self
