@@ -527,16 +527,10 @@ async fn publish(mut env: Env, channel: String, history: Arc<Mutex<Sequences>>) 
         let result: redis::RedisResult<i64> = env.client.publish(&channel, seq).await;
         let end = env.clock.ms();
         let outcome = note(&mut log, "PUBLISH", start, end, &result, env.plan.deadline);
+        // When it was acknowledged: a loss is checked against the faults of that moment.
+        wrote(&mut log, seq, end, outcome);
         let published = match outcome {
-            None => {
-                // When it was acknowledged: a loss is checked against the faults of that moment.
-                log.writes.push(crate::chaos::history::Write {
-                    value: seq,
-                    at_ms: end,
-                    acked: true,
-                });
-                Published::Acknowledged
-            }
+            None => Published::Acknowledged,
             Some(Outcome::Failed) => Published::Failed,
             Some(_) => Published::Ambiguous,
         };
