@@ -64,6 +64,9 @@ pub(crate) struct Read {
     pub(crate) floor: Option<(u64, u64)>,
     /// When the read started.
     pub(crate) start_ms: u64,
+    /// When its reply came: a read retried through a failover is served by whichever master
+    /// holds the key by then.
+    pub(crate) end_ms: u64,
 }
 
 /// A call that outlived its deadline.

@@ -392,6 +392,7 @@ async fn register(mut env: Env) -> Done {
                     value: value.unwrap_or(0),
                     floor,
                     start_ms: start,
+                    end_ms: end,
                 });
             }
             outcome.is_none()

@@ -69,6 +69,43 @@ fn set_state(values: &[u64]) -> Final {
     state
 }
 
+/// Task 0's register: acknowledged `(value, at_ms)` writes, `(value, floor, start_ms, end_ms)`
+/// reads, and the value it ends at.
+fn register_log(writes: &[(u64, u64)], reads: &[(u64, (u64, u64), u64, u64)]) -> Recorded {
+    let log = TaskLog {
+        ok: (writes.len() + reads.len()) as u64,
+        writes: writes
+            .iter()
+            .map(|&(value, at_ms)| Write {
+                value,
+                at_ms,
+                acked: true,
+            })
+            .collect(),
+        reads: reads
+            .iter()
+            .map(|&(value, floor, start_ms, end_ms)| Read {
+                value,
+                floor: Some(floor),
+                start_ms,
+                end_ms,
+            })
+            .collect(),
+        ..TaskLog::default()
+    };
+    let mut recorded = Recorded::default();
+    recorded
+        .logs
+        .insert((WorkloadKind::Register, Part::Main, 0), log);
+    recorded
+}
+
+fn register_state(value: u64) -> Final {
+    let mut state = Final::default();
+    state.registers.insert(0, value);
+    state
+}
+
 fn kinds(verdict: &Verdict) -> Vec<&'static str> {
     verdict.anomalies.iter().map(|a| a.kind).collect()
 }
@@ -233,33 +270,8 @@ fn a_counter_that_went_back_shows_which_increment_a_failover_took() {
 
 #[test]
 fn a_register_read_going_back_is_stale_unless_a_failover_explains_it() {
-    let log = TaskLog {
-        ok: 3,
-        writes: vec![
-            Write {
-                value: 1,
-                at_ms: 100,
-                acked: true,
-            },
-            Write {
-                value: 2,
-                at_ms: 200,
-                acked: true,
-            },
-        ],
-        reads: vec![Read {
-            value: 1,
-            floor: Some((2, 200)),
-            start_ms: 300,
-        }],
-        ..TaskLog::default()
-    };
-    let mut recorded = Recorded::default();
-    recorded
-        .logs
-        .insert((WorkloadKind::Register, Part::Main, 0), log);
-    let mut state = Final::default();
-    state.registers.insert(0, 2);
+    let recorded = register_log(&[(1, 100), (2, 200)], &[(1, (2, 200), 300, 305)]);
+    let state = register_state(2);
     let verdict = check(&recorded, &state, &watched(None), &[], &rules());
     assert_eq!(kinds(&verdict), vec!["stale-read"]);
     let verdict = check(
@@ -289,33 +301,11 @@ fn a_register_read_going_back_is_stale_unless_a_failover_explains_it() {
 /// changes owner again much later (a kill): the later switch explains nothing before it.
 #[test]
 fn a_read_going_back_is_charged_to_the_switch_before_it_not_a_later_one() {
-    let log = TaskLog {
-        ok: 2,
-        writes: vec![
-            Write {
-                value: 831,
-                at_ms: 19_250,
-                acked: true,
-            },
-            Write {
-                value: 832,
-                at_ms: 19_257,
-                acked: true,
-            },
-        ],
-        reads: vec![Read {
-            value: 831,
-            floor: Some((832, 19_257)),
-            start_ms: 19_257,
-        }],
-        ..TaskLog::default()
-    };
-    let mut recorded = Recorded::default();
-    recorded
-        .logs
-        .insert((WorkloadKind::Register, Part::Main, 0), log);
-    let mut state = Final::default();
-    state.registers.insert(0, 832);
+    let recorded = register_log(
+        &[(831, 19_250), (832, 19_257)],
+        &[(831, (832, 19_257), 19_257, 19_260)],
+    );
+    let state = register_state(832);
     let watched = Watched {
         owners: vec![
             (0, vec![(0, 16383, addr(1))]),
@@ -346,6 +336,47 @@ fn a_read_going_back_is_charged_to_the_switch_before_it_not_a_later_one() {
         serving: vec![(0, true)],
     };
     let verdict = check(&recorded, &state, &later_only, &applied, &rules());
+    assert_eq!(kinds(&verdict), vec!["stale-read"]);
+}
+
+/// Soak seed 217349713543986 (Sentinel): a `SHUTDOWN` of the master waited 10 s for a paused
+/// replica, holding a task's connection behind a paused write; its `GET`, started 10 ms after
+/// the task's last acknowledged `SET`, was answered 4.3 s later by the replica Sentinel
+/// promoted, which had missed seconds of writes. Redis's loss, charged to that failover: the
+/// read was served when it ended, not when it started.
+#[test]
+fn a_read_is_served_by_the_time_it_ends_not_when_it_starts() {
+    let recorded = register_log(
+        &[(1_600, 42_000), (1_863, 49_987)],
+        &[(1_600, (1_863, 49_987), 49_997, 54_300)],
+    );
+    let state = register_state(1_600);
+    let restart = || Applied {
+        kind: FaultKind::Restart,
+        ..kill_at(49_940)
+    };
+    let verdict = check(
+        &recorded,
+        &state,
+        &watched(Some(54_234)),
+        &[restart()],
+        &rules(),
+    );
+    assert!(verdict.anomalies.is_empty(), "{:?}", verdict.anomalies);
+    assert_eq!(verdict.server_losses.len(), 1);
+    assert_eq!(verdict.server_losses[0].switch_ms, 54_234);
+    // Answered at once, before that failover, the same read is the client's.
+    let recorded = register_log(
+        &[(1_600, 42_000), (1_863, 49_987)],
+        &[(1_600, (1_863, 49_987), 49_997, 50_000)],
+    );
+    let verdict = check(
+        &recorded,
+        &state,
+        &watched(Some(54_234)),
+        &[restart()],
+        &rules(),
+    );
     assert_eq!(kinds(&verdict), vec!["stale-read"]);
 }
 

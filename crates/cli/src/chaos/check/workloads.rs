@@ -155,9 +155,12 @@ pub(super) fn check_registers(
                         read.value, read.start_ms
                     )
                 };
-                // The switch must come by the time of the read (give or take the watcher's
-                // lag: a node's slot map follows the cluster's by gossip).
-                let until = read.start_ms + OLD_MASTER_SLACK;
+                // The switch must come by the time the read was served (give or take the
+                // watcher's lag: a node's slot map follows the cluster's by gossip). A read may
+                // be served as late as its reply: one retried through a failover reads the new
+                // master, and one queued behind a write a master paused (`SHUTDOWN` waiting for
+                // a replica) is answered only when it gives up.
+                let until = read.end_ms + OLD_MASTER_SLACK;
                 match tally.switch_for(&key, acked_at, Some(until)) {
                     Some(switch) => tally.lost_to("register", Some(switch), what),
                     None => tally.anomaly("register", "stale-read", what),
