@@ -692,3 +692,55 @@ async fn fast_mode_figures() {
         );
     }
 }
+
+/// A replica that left the master (as one being promoted does) while another joined it: the
+/// newcomer's confirmation does not stand in for the one that left, whose absence counts for
+/// 30 s (chaos seed 127960300911698: a deposed master, converted into a replica of the old
+/// master a moment before the sentinels switched, confirmed writes the new master never got;
+/// the replica count, 1, had not changed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_joined_does_not_stand_in_for_one_that_left() {
+    let (a, b) = primary_and_replica().await;
+    let c = RedisServer::start().await.unwrap();
+    let config = ClientConfig {
+        durability: Durability::replicated(),
+        deadline: Duration::from_secs(2),
+        ..ClientConfig::from_url(&a.url()).unwrap()
+    };
+    let mut client = Client::with_config(config).await.unwrap();
+    // Confirmed by `b`, the one replica the master has.
+    let () = client.set("durable:k", 1).await.unwrap();
+    // `b` leaves (promoted elsewhere), `c` joins.
+    b.replicaof(None).await.unwrap();
+    c.replicaof(Some(&a)).await.unwrap();
+    c.wait_link_up(Duration::from_secs(30)).await.unwrap();
+    wait_attached(&a, 1).await;
+    let only_c = format!("port={},", c.port());
+    wait_until(
+        "the master to list the newcomer alone",
+        Duration::from_secs(30),
+        || async {
+            a.info_field("replication", "slave0")
+                .await
+                .is_ok_and(|line| line.contains(&only_c))
+        },
+    )
+    .await;
+    let result: redis::RedisResult<()> = client.set("durable:k", 2).await;
+    // Never confirmed: it waits for a second replica until its deadline, and is ambiguous
+    // (the master applied it).
+    let error = result.expect_err("confirmed by the newcomer only");
+    let failure = Failure::of(&error);
+    assert!(
+        matches!(
+            failure.kind,
+            ErrorKind::Unconfirmed | ErrorKind::DeadlineExceeded
+        ),
+        "{error}"
+    );
+    assert_eq!(failure.outcome, Outcome::Ambiguous, "{error}");
+    let on_c: i64 = c.admin().await.unwrap().get("durable:k").await.unwrap();
+    assert_eq!(on_c, 2, "the newcomer holds it: only it confirmed");
+    let on_b: i64 = b.admin().await.unwrap().get("durable:k").await.unwrap();
+    assert_eq!(on_b, 1, "the replica that left does not");
+}

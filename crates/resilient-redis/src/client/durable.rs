@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use super::Handle;
 use crate::{
-    connection::{Answer, Lease, Turn, WaitGroup},
+    connection::{Answer, Lease, Turn, WaitGroup, Wanted},
     error::{Error, ErrorKind, Outcome},
     request::{Reply, Request},
     retry::AttemptError,
@@ -48,24 +48,24 @@ pub(super) struct WaitFor {
 struct WithWait {
     pipeline: Pipeline,
     offset: usize,
-    /// Replies read: the request's, then `WAIT`'s.
+    /// Replies read: the request's, then `WAIT`'s and `INFO replication`'s.
     count: usize,
     /// The request was one command (its reply goes back alone).
     single: bool,
 }
 
-/// `request` followed by `WAIT wanted timeout`; `None` when its replies are not the tail of
-/// the pipeline (a shape redis-rs never sends).
+/// `request` followed by `WAIT wanted timeout` and `INFO replication`; `None` when its
+/// replies are not the tail of the pipeline (a shape redis-rs never sends).
 fn with_wait(request: Request<'_>, wanted: u32, timeout: Duration) -> Option<WithWait> {
-    let wait = wait_command(wanted, timeout);
     match request {
         Request::Cmd(cmd) => {
             let mut pipeline = redis::pipe();
-            pipeline.add_command(cmd.clone()).add_command(wait);
+            pipeline.add_command(cmd.clone());
+            add_wait(&mut pipeline, wanted, timeout);
             Some(WithWait {
                 pipeline,
                 offset: 0,
-                count: 2,
+                count: 3,
                 single: true,
             })
         }
@@ -91,11 +91,11 @@ fn with_wait(request: Request<'_>, wanted: u32, timeout: Duration) -> Option<Wit
             if offset + count != total {
                 return None;
             }
-            pipeline.add_command(wait);
+            add_wait(&mut pipeline, wanted, timeout);
             Some(WithWait {
                 pipeline,
                 offset,
-                count: count + 1,
+                count: count + 2,
                 single: false,
             })
         }
@@ -121,6 +121,11 @@ fn demoted_reply() -> Option<redis::ServerError> {
         _ => None,
     }
 }
+
+/// Why a write its replicas confirmed is not confirmed after all.
+const FAILOVER_MEANWHILE: &str = "the master applied the write and its replicas confirmed it, but \
+     the sentinels began failing the master over meanwhile (the replica promoted may not be one \
+     of them): not confirmed";
 
 /// A durable write that could not be sent (nothing was written).
 fn not_sent(message: String, source: Option<redis::RedisError>) -> AttemptError {
@@ -186,7 +191,8 @@ impl Handle {
                     return Err(failure);
                 }
             };
-            let (outcome, acked) = split_wait(outcome, &sent);
+            let (outcome, acked, info) = split_wait(outcome, &sent);
+            pool.observe_after_wait(epoch, info.as_ref());
             let answer = leader.finish(match &outcome {
                 Ok(_) => answer_of(acked),
                 Err(e) => Answer::Failed(e.to_string()),
@@ -209,7 +215,15 @@ impl Handle {
             }
             let ticket = group.ticket();
             let answer = self
-                .confirm(node, lease, &group, ticket, wanted, wait.timeout, deadline)
+                .confirm(
+                    node,
+                    lease,
+                    &group,
+                    ticket,
+                    (wanted, epoch),
+                    wait.timeout,
+                    deadline,
+                )
                 .await;
             (reply, answer)
         };
@@ -225,7 +239,24 @@ impl Handle {
                 ));
             }
             let n = match answer {
-                Answer::Replicas(n) if n >= i64::from(wanted) => return Ok(reply),
+                // Asked again once answered: a failover begun meanwhile, or a replica joined
+                // meanwhile, and the replicas that answered may not hold it where it counts.
+                Answer::Replicas(n) if n >= i64::from(wanted) && wait.replicas.is_some() => {
+                    return Ok(reply);
+                }
+                Answer::Replicas(n) if n >= i64::from(wanted) => {
+                    match pool.wanted_after_wait(epoch, wanted) {
+                        Wanted::Replicas(now) if now <= wanted => return Ok(reply),
+                        Wanted::Replicas(now) => {
+                            wanted = now;
+                            n
+                        }
+                        Wanted::FailingOver | Wanted::Demoted => {
+                            stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                            return Err(unconfirmed(FAILOVER_MEANWHILE.to_owned()));
+                        }
+                    }
+                }
                 Answer::Replicas(n) => n,
                 Answer::Failed(why) => {
                     stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
@@ -262,7 +293,15 @@ impl Handle {
                 }
                 let ticket = group.ticket();
                 answer = self
-                    .confirm(node, lease, &group, ticket, wanted, wait.timeout, deadline)
+                    .confirm(
+                        node,
+                        lease,
+                        &group,
+                        ticket,
+                        (wanted, epoch),
+                        wait.timeout,
+                        deadline,
+                    )
                     .await;
                 continue;
             }
@@ -288,10 +327,30 @@ impl Handle {
         deadline: Option<Instant>,
     ) -> Result<u32, AttemptError> {
         match pool.replicas_to_wait_for(conn, epoch, deadline).await {
-            Ok(Some(n)) => Ok(n),
+            Ok(Wanted::Replicas(n)) => Ok(n),
+            // Whatever the master takes now is lost when the failover ends: not sent, and
+            // retried (on the new master once the switch is announced).
+            Ok(Wanted::FailingOver) => {
+                // Not at once: the next attempt waits for the switch (or the next look at the
+                // sentinels), within the deadline, instead of spending the policy's attempts.
+                if let Some(mut changes) = pool.master_changes() {
+                    let soon = Instant::now() + crate::connection::RELEARN_AFTER;
+                    let until = deadline.map_or(soon, |d| d.min(soon));
+                    let switched = changes.wait_for(|m| m.epoch != epoch);
+                    let _ = tokio::time::timeout_at(until, switched).await;
+                }
+                let mut failure = not_sent(
+                    "the sentinels are failing the master over: a write it takes now would be \
+                     lost (the durable write was not sent)"
+                        .to_owned(),
+                    None,
+                );
+                failure.class = Classification::retry().server_fault(false);
+                Err(failure)
+            }
             // The server is a replica now: as if the write had got `READONLY` (not sent;
             // the reply table says what follows: a new connection, a slot-map refresh).
-            Ok(None) => {
+            Ok(Wanted::Demoted) => {
                 let demoted = demoted_reply()
                     .map(|e| self.check_reply(Reply::One(Value::ServerError(e)), retry_safe));
                 Err(match demoted {
@@ -335,12 +394,14 @@ impl Handle {
 
     /// What the `WAIT` behind a transaction's `EXEC` on a dedicated connection of `epoch`
     /// answered (`acked`): a success when `wanted` replicas confirmed and the master is still
-    /// the one it was sent to, else [`ErrorKind::Unconfirmed`] (the transaction was applied).
+    /// the one it was sent to (and, when `every` replica was wanted, their count has not grown
+    /// nor a failover begun meanwhile), else [`ErrorKind::Unconfirmed`] (the transaction was
+    /// applied).
     pub(super) fn transaction_confirmed(
         &self,
         pool: &crate::connection::Pool,
         epoch: u64,
-        wanted: u32,
+        (wanted, every): (u32, bool),
         timeout: Duration,
         acked: Option<Value>,
     ) -> Result<(), AttemptError> {
@@ -354,7 +415,26 @@ impl Handle {
             ));
         }
         match answer_of(acked) {
-            Answer::Replicas(n) if n >= i64::from(wanted) => Ok(()),
+            Answer::Replicas(n) if n >= i64::from(wanted) => {
+                if !every {
+                    return Ok(());
+                }
+                match pool.wanted_after_wait(epoch, wanted) {
+                    Wanted::Replicas(now) if now <= wanted => Ok(()),
+                    Wanted::Replicas(now) => {
+                        pool.replicas_fell_short(epoch);
+                        stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                        Err(unconfirmed(format!(
+                            "the master applied the transaction and {n} replicas confirmed it, \
+                             but it has {now} now: a failover could take it back"
+                        )))
+                    }
+                    Wanted::FailingOver | Wanted::Demoted => {
+                        stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                        Err(unconfirmed(FAILOVER_MEANWHILE.to_owned()))
+                    }
+                }
+            }
             Answer::Replicas(n) => {
                 pool.replicas_fell_short(epoch);
                 stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
@@ -382,7 +462,7 @@ impl Handle {
         lease: &mut Lease,
         group: &WaitGroup,
         ticket: u64,
-        wanted: u32,
+        (wanted, epoch): (u32, u64),
         timeout: Duration,
         deadline: Option<Instant>,
     ) -> Answer {
@@ -405,13 +485,20 @@ impl Handle {
             .stats
             .replica_waits
             .fetch_add(1, Ordering::Relaxed);
-        let wait = wait_command(wanted, timeout);
-        let answer = match self
-            .exchange(node, lease, Request::Cmd(&wait), deadline, None)
-            .await
-        {
-            Ok(Ok(Reply::One(acked))) => answer_of(Some(acked)),
-            Ok(Ok(Reply::Many(_))) => Answer::Failed("WAIT answered several replies".to_owned()),
+        let mut wait = redis::pipe();
+        add_wait(&mut wait, wanted, timeout);
+        let request = Request::Pipeline {
+            pipeline: &wait,
+            offset: 0,
+            count: 2,
+        };
+        let answer = match self.exchange(node, lease, request, deadline, None).await {
+            Ok(Ok(Reply::Many(mut replies))) if replies.len() == 2 => {
+                let info = replies.pop();
+                node.pool.observe_after_wait(epoch, info.as_ref());
+                answer_of(replies.pop())
+            }
+            Ok(Ok(_)) => Answer::Failed("WAIT answered an unexpected shape".to_owned()),
             Ok(Err(e)) => {
                 if e.is_io_error() || e.kind() == redis::ErrorKind::Parse {
                     node.pool.mark_broken(lease.id(), &e.to_string());
@@ -424,20 +511,26 @@ impl Handle {
     }
 }
 
-/// `WAIT wanted timeout`.
-pub(super) fn wait_command(wanted: u32, timeout: Duration) -> redis::Cmd {
-    let mut wait = redis::cmd("WAIT");
-    wait.arg(wanted).arg(timeout.as_millis().max(1) as u64);
-    wait
+/// `WAIT wanted timeout`, then `INFO replication`: who is attached once `WAIT` has answered
+/// (see [`crate::connection::Pool::observe_after_wait`]).
+pub(super) fn add_wait(pipeline: &mut Pipeline, wanted: u32, timeout: Duration) {
+    pipeline
+        .cmd("WAIT")
+        .arg(wanted)
+        .arg(timeout.as_millis().max(1) as u64)
+        .cmd("INFO")
+        .arg("replication");
 }
 
-/// The request's reply and `WAIT`'s, out of the replies of a [`WithWait`].
+/// The request's reply, `WAIT`'s and `INFO replication`'s, out of the replies of a
+/// [`WithWait`].
 fn split_wait(
     outcome: redis::RedisResult<Reply>,
     sent: &WithWait,
-) -> (redis::RedisResult<Reply>, Option<Value>) {
+) -> (redis::RedisResult<Reply>, Option<Value>, Option<Value>) {
     match outcome {
         Ok(Reply::Many(mut values)) if values.len() == sent.count => {
+            let info = values.pop();
             let acked = values.pop();
             let reply = match values.pop() {
                 Some(one) if sent.single => Reply::One(one),
@@ -447,9 +540,9 @@ fn split_wait(
                 }
                 None => Reply::Many(values),
             };
-            (Ok(reply), acked)
+            (Ok(reply), acked, info)
         }
-        other => (other, None),
+        other => (other, None, None),
     }
 }
 
@@ -473,12 +566,13 @@ mod tests {
         let timeout = Duration::from_millis(200);
         let cmd = redis::cmd("INCR").arg("k").to_owned();
         let one = with_wait(Request::Cmd(&cmd), 2, timeout).unwrap();
-        assert_eq!((one.offset, one.count, one.single), (0, 2, true));
+        assert_eq!((one.offset, one.count, one.single), (0, 3, true));
         assert_eq!(
             one.pipeline.get_packed_pipeline(),
             [
                 cmd.get_packed_command(),
-                redis::cmd("WAIT").arg(2).arg(200).get_packed_command()
+                redis::cmd("WAIT").arg(2).arg(200).get_packed_command(),
+                redis::cmd("INFO").arg("replication").get_packed_command()
             ]
             .concat()
         );
@@ -487,8 +581,8 @@ mod tests {
         atomic.atomic().incr("a", 1).incr("b", 1);
         let request = Request::pipeline(&atomic);
         let sent = with_wait(request, 1, timeout).unwrap();
-        // MULTI, 2 commands, EXEC, WAIT: the EXEC reply and WAIT's are read.
-        assert_eq!((sent.offset, sent.count, sent.single), (3, 2, false));
+        // MULTI, 2 commands, EXEC, WAIT, INFO: the EXEC reply, WAIT's and INFO's are read.
+        assert_eq!((sent.offset, sent.count, sent.single), (3, 3, false));
         let packed = String::from_utf8(sent.pipeline.get_packed_pipeline()).unwrap();
         let exec = packed.find("EXEC").unwrap();
         assert!(packed.starts_with("*1\r\n$5\r\nMULTI"), "{packed}");
@@ -497,7 +591,7 @@ mod tests {
         let mut plain = redis::pipe();
         plain.set("a", 1).get("a");
         let sent = with_wait(Request::pipeline(&plain), 1, timeout).unwrap();
-        assert_eq!((sent.offset, sent.count), (0, 3));
+        assert_eq!((sent.offset, sent.count), (0, 4));
         // Replies that are not the tail: refused.
         let odd = Request::Pipeline {
             pipeline: &plain,

@@ -32,6 +32,34 @@ pub(crate) struct Replication {
     pub(crate) offset: Option<u64>,
 }
 
+/// The replicas a master's `INFO replication` reply lists (`slaveN:ip=…,port=…`), as
+/// `ip:port`: as many as its `connected_slaves`, those without a line named by their rank.
+pub(crate) fn replica_names(reply: &redis::Value) -> Vec<String> {
+    let Some(text) = info_text(reply) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = text
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.strip_prefix("slave")?.parse::<u32>().ok()?;
+            let field = |name: &str| {
+                value
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            };
+            Some(format!("{}:{}", field("ip")?, field("port")?.trim()))
+        })
+        .collect();
+    let count = info_field(text, "connected_slaves")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    for rank in names.len()..count {
+        names.push(format!("#{rank}"));
+    }
+    names
+}
+
 /// Reads an `INFO replication` reply; `None` when it is not one (or names another role).
 pub(crate) fn replication(reply: &redis::Value) -> Option<Replication> {
     let text = info_text(reply)?;
@@ -48,5 +76,27 @@ pub(crate) fn replication(reply: &redis::Value) -> Option<Replication> {
             offset: number("slave_repl_offset").or_else(|| number("master_repl_offset")),
         }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_masters_replicas_are_named_by_address() {
+        let info = |t: &str| redis::Value::BulkString(t.as_bytes().to_vec());
+        let two = info(
+            "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+             slave0:ip=10.0.0.2,port=6380,state=online,offset=5,lag=0\r\n\
+             slave1:ip=10.0.0.3,port=6381,state=wait_bgsave,offset=0,lag=0\r\n\
+             master_failover_state:no-failover\r\n",
+        );
+        assert_eq!(replica_names(&two), vec!["10.0.0.2:6380", "10.0.0.3:6381"]);
+        // A server that hides the lines still gives the count.
+        let hidden = info("role:master\r\nconnected_slaves:2\r\n");
+        assert_eq!(replica_names(&hidden), vec!["#0", "#1"]);
+        assert!(replica_names(&info("role:master\r\nconnected_slaves:0\r\n")).is_empty());
+        assert!(replica_names(&redis::Value::Nil).is_empty());
     }
 }

@@ -52,6 +52,7 @@ use background::reconnector;
 pub(crate) use connector::{Connector, is_rejection};
 pub(crate) use endpoint::Endpoint;
 use fixed::Fixed;
+pub(crate) use replicas::{RELEARN_AFTER, Wanted};
 pub(crate) use sentinel::{Master, SentinelResolver, TopologyView};
 pub(crate) use wait_group::{Answer, Turn, WaitGroup};
 

@@ -6,11 +6,15 @@
 //! each `WAIT` that fell short and at most [`RELEARN_AFTER`] after the last answer (a replica
 //! that attached since is counted within that time).
 //!
-//! The count only rises within a master epoch, at once; it falls only when the master has
-//! reported the lower count for [`GONE_AFTER`] without a break. That asymmetry is the point: a
-//! deposed master loses the promoted replica first, and a count that followed it down at once
-//! would let the deposed master acknowledge writes the new master never gets. A replica
-//! removed for good (scale-in) makes writes wait until then, and fail as unconfirmed meanwhile.
+//! The count is every replica the master reported attached (by address) within [`GONE_AFTER`]
+//! in this master epoch: it rises at once, and falls only when a replica has been away that
+//! long. That asymmetry is the point: a deposed master loses the promoted replica first, and a
+//! count that followed it down at once would let the deposed master acknowledge writes the
+//! new master never gets. Counting by address also catches a replica that left (being
+//! promoted) while another attached (chaos seed 127960300911698: a deposed master converted
+//! into a replica joined the old master a moment before the sentinels switched to the other
+//! one, and confirmed writes the new master never got). A replica removed for good (scale-in)
+//! makes writes wait until then, and fail as unconfirmed meanwhile.
 //!
 //! A new master (a new epoch) starts from what its `ROLE` says, but from at least one replica
 //! when the previous master had any: right after a failover the new master has no replica yet,
@@ -26,7 +30,7 @@ use std::time::Duration;
 use redis::{Value, aio::MultiplexedConnection};
 use tokio::time::Instant;
 
-use super::{Endpoint, Pool};
+use super::{Endpoint, Pool, promotable::SentinelView};
 
 /// How long the master must report fewer replicas before the count follows it down: longer
 /// than a failover takes to demote the old master (seconds with Sentinel's defaults, under a
@@ -44,8 +48,9 @@ pub(crate) struct ReplicaCount {
     wanted: Option<u32>,
     /// The count is to be asked again (a `WAIT` fell short).
     refresh: bool,
-    /// A lower count, reported without a break since then.
-    lower_since: Option<(u32, Instant)>,
+    /// Every replica the master reported attached in this epoch (its `ip:port`), with when it
+    /// was last reported; one absent for [`GONE_AFTER`] is forgotten.
+    seen: Vec<(String, Instant)>,
     /// The least count of this epoch: 1 when the previous master had replicas.
     floor: u32,
     /// When the master last answered.
@@ -66,39 +71,35 @@ impl ReplicaCount {
         }
     }
 
+    /// The count learned for `epoch`, without asking or refreshing.
+    fn peek(&self, epoch: u64) -> Option<u32> {
+        (epoch == self.epoch).then_some(self.wanted).flatten()
+    }
+
     /// A `WAIT` fell short: ask the master again before the next durable write.
     pub(crate) fn fell_short(&mut self, epoch: u64) {
         self.enter(epoch);
         self.refresh = true;
     }
 
-    /// The master (and the sentinels) report `seen` replicas at `now`; returns the count to wait
-    /// for.
-    pub(crate) fn observe(&mut self, epoch: u64, seen: u32, now: Instant) -> u32 {
+    /// The master reports the replicas `attached` (named by address, see
+    /// [`crate::commands::replica_names`]) at `now`; returns the count to wait for: every
+    /// replica reported within [`GONE_AFTER`]. A replica that left and another that joined
+    /// count as two: the one that left may be the one a failover is promoting.
+    pub(crate) fn observe(&mut self, epoch: u64, attached: &[String], now: Instant) -> u32 {
         self.enter(epoch);
         self.refresh = false;
         self.learned_at = Some(now);
-        let seen = seen.max(self.floor);
-        let wanted = match self.wanted {
-            Some(w) if seen < w => match self.lower_since {
-                Some((_, since)) if now.duration_since(since) >= GONE_AFTER => {
-                    self.lower_since = None;
-                    seen
-                }
-                Some((_, since)) => {
-                    self.lower_since = Some((seen, since));
-                    w
-                }
-                None => {
-                    self.lower_since = Some((seen, now));
-                    w
-                }
-            },
-            _ => {
-                self.lower_since = None;
-                seen
+        for name in attached {
+            match self.seen.iter_mut().find(|(n, _)| n == name) {
+                Some((_, at)) => *at = now,
+                None => self.seen.push((name.clone(), now)),
             }
-        };
+        }
+        self.seen
+            .retain(|(_, at)| now.duration_since(*at) < GONE_AFTER);
+        let seen = u32::try_from(self.seen.len()).unwrap_or(u32::MAX);
+        let wanted = seen.max(self.floor);
         self.wanted = Some(wanted);
         wanted
     }
@@ -113,6 +114,27 @@ impl ReplicaCount {
                 ..ReplicaCount::default()
             };
         }
+    }
+}
+
+/// How many replicas a durable write waits for, or why it cannot be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wanted {
+    /// This many replicas.
+    Replicas(u32),
+    /// The server answers as a replica: it was demoted since the connection was opened.
+    Demoted,
+    /// The sentinels are failing the master over (see [`super::promotable`]): no write to it
+    /// can be confirmed.
+    FailingOver,
+}
+
+/// The count to wait for: the master's (`kept`), or more if the sentinels could promote more.
+fn wanted(kept: u32, view: Option<SentinelView>) -> Wanted {
+    match view {
+        Some(SentinelView::FailingOver) => Wanted::FailingOver,
+        Some(SentinelView::Promotable(n)) => Wanted::Replicas(kept.max(n)),
+        None => Wanted::Replicas(kept),
     }
 }
 
@@ -142,27 +164,27 @@ pub(crate) fn role_in_info(reply: &Value) -> InfoRole {
 impl Pool {
     /// How many replicas a durable write on `conn` (a master connection of epoch `epoch`) waits
     /// for: every replica of the master (see the module docs), asked with `INFO replication` on
-    /// `conn` when not known for this epoch; `None` when the server answers as a replica (it
-    /// was demoted since the connection was opened). Under Sentinel, also every replica a
-    /// failover may promote ([`super::promotable`]). The question waits for its answer no
-    /// longer than the response window or `deadline`, whichever ends first.
+    /// `conn` when not known for this epoch. Under Sentinel, also every replica a failover may
+    /// promote, and none while the sentinels fail the master over ([`super::promotable`]).
+    /// The question waits for its answer no longer than the response window or `deadline`,
+    /// whichever ends first.
     pub(crate) async fn replicas_to_wait_for(
         &self,
         conn: &mut MultiplexedConnection,
         epoch: u64,
         deadline: Option<Instant>,
-    ) -> redis::RedisResult<Option<u32>> {
-        if let Some(n) = self
+    ) -> redis::RedisResult<Wanted> {
+        let known = self
             .replicas
             .lock()
             .expect("replicas lock")
-            .get(epoch, Instant::now())
-        {
-            let promotable = match &self.endpoint {
+            .get(epoch, Instant::now());
+        if let Some(n) = known {
+            let view = match &self.endpoint {
                 Endpoint::Sentinel(resolver) => resolver.promotable_known(),
                 Endpoint::Fixed(_) => None,
             };
-            return Ok(Some(n.max(promotable.unwrap_or(0))));
+            return Ok(wanted(n, view));
         }
         let mut info = redis::cmd("INFO");
         info.arg("replication");
@@ -179,7 +201,7 @@ impl Pool {
             })??;
         let attached = match role_in_info(&reply) {
             InfoRole::Master(n) => n,
-            InfoRole::Replica => return Ok(None),
+            InfoRole::Replica => return Ok(Wanted::Demoted),
             InfoRole::Unknown => {
                 return Err(redis::RedisError::from((
                     redis::ErrorKind::Client,
@@ -191,7 +213,7 @@ impl Pool {
             }
         };
         // Under Sentinel, also every replica a failover may promote (see `promotable`).
-        let promotable = match &self.endpoint {
+        let view = match &self.endpoint {
             Endpoint::Sentinel(resolver) => {
                 tokio::time::timeout_at(limit, resolver.promotable_replicas())
                     .await
@@ -202,20 +224,57 @@ impl Pool {
         };
         // The attached count falls only slowly (see `replicas`); the sentinels' view is taken
         // as it is now (it lists a promoted replica's peers a moment before they attach).
+        let mut names = crate::commands::replica_names(&reply);
+        names.truncate(attached as usize);
         let kept =
             self.replicas
                 .lock()
                 .expect("replicas lock")
-                .observe(epoch, attached, Instant::now());
-        let wanted = kept.max(promotable.unwrap_or(0));
+                .observe(epoch, &names, Instant::now());
+        let wanted = wanted(kept, view);
         tracing::debug!(
             epoch,
             attached,
-            ?promotable,
-            wanted,
+            ?view,
+            ?wanted,
             "durable writes wait for the master's replicas"
         );
-        Ok(Some(wanted))
+        Ok(wanted)
+    }
+
+    /// Records who the master of `epoch` says is attached in the `INFO replication` reply
+    /// (`info`) sent right behind a `WAIT`: a replica that joined while one left shows at once
+    /// in [`Pool::wanted_after_wait`], before the `WAIT`'s answer is taken as a confirmation.
+    pub(crate) fn observe_after_wait(&self, epoch: u64, info: Option<&Value>) {
+        let Some(info) = info else {
+            return;
+        };
+        if let InfoRole::Master(attached) = role_in_info(info) {
+            let mut names = crate::commands::replica_names(info);
+            names.truncate(attached as usize);
+            self.replicas
+                .lock()
+                .expect("replicas lock")
+                .observe(epoch, &names, Instant::now());
+        }
+    }
+
+    /// What a durable write that waited for `wanted` replicas on a connection of `epoch` needs
+    /// once its `WAIT` has answered: the count (or the sentinels' view) may have changed while
+    /// it waited. [`Wanted::FailingOver`] when the sentinels have begun failing the master
+    /// over (the replicas that answered may not include the one promoted), a higher count when
+    /// more replicas are known now (one that joined may have answered for one that left);
+    /// never [`Wanted::Demoted`].
+    pub(crate) fn wanted_after_wait(&self, epoch: u64, wanted: u32) -> Wanted {
+        let view = match &self.endpoint {
+            Endpoint::Sentinel(resolver) => resolver.promotable_known(),
+            Endpoint::Fixed(_) => None,
+        };
+        let known = self.replicas.lock().expect("replicas lock").peek(epoch);
+        match self::wanted(known.unwrap_or(0).max(wanted), view) {
+            Wanted::Replicas(n) => Wanted::Replicas(n),
+            _ => Wanted::FailingOver,
+        }
     }
 
     /// A durable write's `WAIT` fell short on a connection of `epoch`: the replica count is
@@ -232,12 +291,17 @@ impl Pool {
 mod tests {
     use super::*;
 
+    /// `n` replicas, the same names for the same `n`.
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("10.0.0.{i}:6379")).collect()
+    }
+
     #[test]
     fn the_count_rises_at_once_and_falls_only_after_a_while() {
         let t0 = Instant::now();
         let mut c = ReplicaCount::default();
         assert_eq!(c.get(0, t0), None);
-        assert_eq!(c.observe(0, 2, t0), 2);
+        assert_eq!(c.observe(0, &names(2), t0), 2);
         assert_eq!(c.get(0, t0), Some(2));
         assert_eq!(
             c.get(0, t0 + RELEARN_AFTER),
@@ -247,25 +311,38 @@ mod tests {
         // A failover under way: the deposed master lost a replica. Still 2.
         c.fell_short(0);
         assert_eq!(c.get(0, t0), None, "asked again after a short WAIT");
-        assert_eq!(c.observe(0, 1, t0 + Duration::from_secs(1)), 2);
-        assert_eq!(c.observe(0, 1, t0 + Duration::from_secs(20)), 2);
+        assert_eq!(c.observe(0, &names(1), t0 + Duration::from_secs(1)), 2);
+        assert_eq!(c.observe(0, &names(1), t0 + Duration::from_secs(20)), 2);
         // The replica was removed for good: the count follows after GONE_AFTER.
-        assert_eq!(c.observe(0, 1, t0 + Duration::from_secs(31)), 1);
+        assert_eq!(c.observe(0, &names(1), t0 + Duration::from_secs(31)), 1);
         // A replica added: at once.
-        assert_eq!(c.observe(0, 3, t0 + Duration::from_secs(32)), 3);
+        assert_eq!(c.observe(0, &names(3), t0 + Duration::from_secs(32)), 3);
         // A break in the lower reports starts the wait over.
-        assert_eq!(c.observe(0, 2, t0 + Duration::from_secs(33)), 3);
-        assert_eq!(c.observe(0, 3, t0 + Duration::from_secs(40)), 3);
-        assert_eq!(c.observe(0, 2, t0 + Duration::from_secs(64)), 3);
+        assert_eq!(c.observe(0, &names(2), t0 + Duration::from_secs(33)), 3);
+        assert_eq!(c.observe(0, &names(3), t0 + Duration::from_secs(40)), 3);
+        assert_eq!(c.observe(0, &names(2), t0 + Duration::from_secs(64)), 3);
         // A new master: learned afresh, but from one replica, as the last one had some.
         assert_eq!(c.get(1, t0 + Duration::from_secs(65)), None);
-        assert_eq!(c.observe(1, 0, t0 + Duration::from_secs(65)), 1);
-        assert_eq!(c.observe(1, 2, t0 + Duration::from_secs(66)), 2);
+        assert_eq!(c.observe(1, &names(0), t0 + Duration::from_secs(65)), 1);
+        assert_eq!(c.observe(1, &names(2), t0 + Duration::from_secs(66)), 2);
         // A deployment without replicas stays at 0.
         let mut alone = ReplicaCount::default();
-        assert_eq!(alone.observe(0, 0, t0), 0);
+        assert_eq!(alone.observe(0, &names(0), t0), 0);
         assert_eq!(alone.get(1, t0), None);
-        assert_eq!(alone.observe(1, 0, t0), 0);
+        assert_eq!(alone.observe(1, &names(0), t0), 0);
+    }
+
+    #[test]
+    fn a_replica_that_left_counts_while_another_joins() {
+        let t0 = Instant::now();
+        let mut c = ReplicaCount::default();
+        let a = vec!["10.0.0.1:6379".to_owned()];
+        let b = vec!["10.0.0.2:6379".to_owned()];
+        assert_eq!(c.observe(0, &a, t0), 1);
+        // `a` left (being promoted), then `b` joined: both count until `a` is gone for good.
+        assert_eq!(c.observe(0, &[], t0 + Duration::from_secs(2)), 1);
+        assert_eq!(c.observe(0, &b, t0 + Duration::from_secs(3)), 2);
+        assert_eq!(c.observe(0, &b, t0 + GONE_AFTER), 1);
     }
 
     #[test]

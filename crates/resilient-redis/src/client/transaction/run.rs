@@ -206,7 +206,7 @@ impl Handle {
                         .await?
                     }
                 };
-                Some((wanted, timeout))
+                Some((wanted, timeout, replicas.is_none()))
             }
         };
         // One round trip: `ASKING` (its flag lasts until EXEC once MULTI follows it), MULTI, the
@@ -223,8 +223,8 @@ impl Handle {
         }
         let exec_at = sent.len();
         sent.cmd("EXEC");
-        if let Some((wanted, timeout)) = durable {
-            sent.add_command(durable::wait_command(wanted, timeout));
+        if let Some((wanted, timeout, _)) = durable {
+            durable::add_wait(&mut sent, wanted, timeout);
         }
         let count = sent.len();
         let mut replies = match tokio::time::timeout_at(
@@ -252,7 +252,13 @@ impl Handle {
                 ));
             }
         };
-        let acked = durable.is_some().then(|| replies.pop()).flatten();
+        let acked = if durable.is_some() {
+            let info = replies.pop();
+            on.pool.observe_after_wait(dedicated.epoch, info.as_ref());
+            replies.pop()
+        } else {
+            None
+        };
         // MULTI refused (BUSY from a script that ended a moment later, THROTTLED from a proxy,
         // an ACL): the writes after it were not queued but ran on their own, one by one, and
         // EXEC found no transaction. What ran is in their replies.
@@ -302,13 +308,19 @@ impl Handle {
                 Err(self.before_exec(cause.into(), "EXEC refused the transaction"))
             }
             Some(exec @ Value::Array(_)) => {
-                if let Some((wanted, timeout)) = durable {
+                if let Some((wanted, timeout, every)) = durable {
                     // Applied, maybe not kept: never run again (the policy sees a final failure).
-                    self.transaction_confirmed(on.pool, dedicated.epoch, wanted, timeout, acked)
-                        .map_err(|mut e| {
-                            e.class = Classification::fail().ambiguous().server_fault(false);
-                            e
-                        })?;
+                    self.transaction_confirmed(
+                        on.pool,
+                        dedicated.epoch,
+                        (wanted, every),
+                        timeout,
+                        acked,
+                    )
+                    .map_err(|mut e| {
+                        e.class = Classification::fail().ambiguous().server_fault(false);
+                        e
+                    })?;
                 }
                 on.pool.return_dedicated(dedicated);
                 writes.atomic();
