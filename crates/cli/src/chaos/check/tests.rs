@@ -491,4 +491,30 @@ fn a_message_lost_with_a_killed_node_is_the_buses_only_in_a_cluster() {
         &cluster,
     );
     assert_eq!(kinds(&verdict), vec!["pubsub-lost"]);
+    // Soak 4's seed 30973328686558 (cluster): messages acknowledged as a node's 1.1 s pause
+    // ended (the node timeout is 1 s: its peers had torn down their bus links to it).
+    let pause = |start_ms, end_ms| Applied {
+        kind: FaultKind::Pause,
+        start_ms,
+        end_ms,
+        ..kill_at(0)
+    };
+    let verdict = check(
+        &recorded,
+        &Final::default(),
+        &watched(None),
+        &[pause(21_500, 22_580)],
+        &cluster,
+    );
+    assert!(verdict.anomalies.is_empty(), "{:?}", verdict.anomalies);
+    assert_eq!(verdict.server_losses[0].fault, Some(FaultKind::Pause));
+    // A pause that ended long before it: the client's.
+    let verdict = check(
+        &recorded,
+        &Final::default(),
+        &watched(None),
+        &[pause(10_000, 11_000)],
+        &cluster,
+    );
+    assert_eq!(kinds(&verdict), vec!["pubsub-lost"]);
 }

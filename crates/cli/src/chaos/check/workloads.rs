@@ -204,8 +204,11 @@ const BUS_SLACK_MS: u64 = 1_000;
 /// Pub/sub: nothing received twice, nothing acknowledged missing outside a reported gap. In a
 /// cluster, a `PUBLISH` is acknowledged by the node that took it and reaches the subscriber's
 /// node over the cluster bus, at most once: one acknowledged within [`BUS_SLACK_MS`] of a node
-/// being killed or shut down may die with that node's buffers. Redis's loss, charged to the
-/// fault; any other loss is the client's.
+/// being killed or shut down may die with that node's buffers, and one acknowledged while a
+/// node is paused (or within [`BUS_SLACK_MS`] of it) may die with the bus links its peers tear
+/// down and open again once it stops answering for half the node timeout (and a node drops an
+/// old inbound link, unread, when the new one arrives). Redis's loss, charged to the fault; any
+/// other loss is the client's.
 pub(super) fn check_pubsub(
     tally: &mut Tally<'_>,
     recorded: &Recorded,
@@ -236,9 +239,14 @@ pub(super) fn check_pubsub(
                 .applied
                 .iter()
                 .filter(|a| {
+                    // A death breaks the bus at once; a pause for as long as it lasts.
+                    let until = match a.kind {
+                        FaultKind::Kill | FaultKind::Restart => a.start_ms,
+                        FaultKind::Pause => a.end_ms,
+                        _ => return false,
+                    };
                     a.error.is_none()
-                        && matches!(a.kind, FaultKind::Kill | FaultKind::Restart)
-                        && a.start_ms + BUS_SLACK_MS >= at
+                        && until + BUS_SLACK_MS >= at
                         && a.start_ms <= at + BUS_SLACK_MS
                 })
                 .min_by_key(|a| a.start_ms.abs_diff(at))
