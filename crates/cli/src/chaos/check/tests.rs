@@ -508,6 +508,31 @@ fn a_message_lost_with_a_killed_node_is_the_buses_only_in_a_cluster() {
     );
     assert!(verdict.anomalies.is_empty(), "{:?}", verdict.anomalies);
     assert_eq!(verdict.server_losses[0].fault, Some(FaultKind::Pause));
+    // Soak 4's seed 216572282153513 (cluster): acknowledged 20 ms after a restarted node
+    // came back, before its peers' bus links to it were up. In the middle of a long outage,
+    // more than 1 s from either end: the client's.
+    let restart = |start_ms, end_ms| Applied {
+        kind: FaultKind::Restart,
+        start_ms,
+        end_ms,
+        ..kill_at(0)
+    };
+    let verdict = check(
+        &recorded,
+        &Final::default(),
+        &watched(None),
+        &[restart(20_000, 22_580)],
+        &cluster,
+    );
+    assert!(verdict.anomalies.is_empty(), "{:?}", verdict.anomalies);
+    let verdict = check(
+        &recorded,
+        &Final::default(),
+        &watched(None),
+        &[restart(20_000, 24_000)],
+        &cluster,
+    );
+    assert_eq!(kinds(&verdict), vec!["pubsub-lost"]);
     // A pause that ended long before it: the client's.
     let verdict = check(
         &recorded,

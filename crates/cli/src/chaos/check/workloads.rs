@@ -204,11 +204,11 @@ const BUS_SLACK_MS: u64 = 1_000;
 /// Pub/sub: nothing received twice, nothing acknowledged missing outside a reported gap. In a
 /// cluster, a `PUBLISH` is acknowledged by the node that took it and reaches the subscriber's
 /// node over the cluster bus, at most once: one acknowledged within [`BUS_SLACK_MS`] of a node
-/// being killed or shut down may die with that node's buffers, and one acknowledged while a
-/// node is paused (or within [`BUS_SLACK_MS`] of it) may die with the bus links its peers tear
-/// down and open again once it stops answering for half the node timeout (and a node drops an
-/// old inbound link, unread, when the new one arrives). Redis's loss, charged to the fault; any
-/// other loss is the client's.
+/// being killed or shut down, or of its return (its peers' bus links to it are not up yet: a
+/// broadcast skips a node without a link), may die on the way, and so may one acknowledged
+/// while a node is paused (or within [`BUS_SLACK_MS`] of it), with the bus links its peers
+/// tear down and open again once it stops answering for half the node timeout. Redis's loss,
+/// charged to the fault; any other loss is the client's.
 pub(super) fn check_pubsub(
     tally: &mut Tally<'_>,
     recorded: &Recorded,
@@ -239,15 +239,17 @@ pub(super) fn check_pubsub(
                 .applied
                 .iter()
                 .filter(|a| {
-                    // A death breaks the bus at once; a pause for as long as it lasts.
-                    let until = match a.kind {
-                        FaultKind::Kill | FaultKind::Restart => a.start_ms,
-                        FaultKind::Pause => a.end_ms,
-                        _ => return false,
+                    let near = |t: u64| t + BUS_SLACK_MS >= at && t <= at + BUS_SLACK_MS;
+                    // A node's death and its return break its bus links; a pause, for as
+                    // long as it lasts.
+                    let broken = match a.kind {
+                        FaultKind::Kill | FaultKind::Restart => near(a.start_ms) || near(a.end_ms),
+                        FaultKind::Pause => {
+                            a.start_ms <= at + BUS_SLACK_MS && at <= a.end_ms + BUS_SLACK_MS
+                        }
+                        _ => false,
                     };
-                    a.error.is_none()
-                        && until + BUS_SLACK_MS >= at
-                        && a.start_ms <= at + BUS_SLACK_MS
+                    a.error.is_none() && broken
                 })
                 .min_by_key(|a| a.start_ms.abs_diff(at))
         });
