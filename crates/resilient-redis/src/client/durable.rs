@@ -272,8 +272,8 @@ impl Handle {
             // (a replica resyncing after a failover takes seconds). Without a deadline the
             // policy's attempts bound it instead.
             if retry_safe && deadline.is_some_and(|d| Instant::now() < d) {
-                // The count asked again (it was marked stale): under Sentinel it may fall back
-                // once a replica the sentinels listed turns out to be the deposed master.
+                // The count asked again (it was marked stale): it may have changed (a replica
+                // joined, the sentinels began a failover) since the write was sent.
                 if wait.replicas.is_none() {
                     // The write is applied: a failure to ask is no failure of the write.
                     wanted = match self
