@@ -32,6 +32,12 @@ pub(crate) struct Replication {
     pub(crate) offset: Option<u64>,
 }
 
+/// The `master_replid` of an `INFO replication` reply: it changes when another server becomes
+/// the master (a promoted replica takes a new one).
+pub(crate) fn master_replid(reply: &redis::Value) -> Option<String> {
+    info_field(info_text(reply)?, "master_replid").map(str::to_owned)
+}
+
 /// The replicas a master's `INFO replication` reply lists (`slaveN:ip=…,port=…`), as
 /// `ip:port`: as many as its `connected_slaves`, those without a line named by their rank.
 pub(crate) fn replica_names(reply: &redis::Value) -> Vec<String> {
@@ -98,5 +104,8 @@ mod tests {
         assert_eq!(replica_names(&hidden), vec!["#0", "#1"]);
         assert!(replica_names(&info("role:master\r\nconnected_slaves:0\r\n")).is_empty());
         assert!(replica_names(&redis::Value::Nil).is_empty());
+        let with_id = info("role:master\r\nmaster_replid:abc123\r\nconnected_slaves:0\r\n");
+        assert_eq!(master_replid(&with_id).as_deref(), Some("abc123"));
+        assert_eq!(master_replid(&redis::Value::Nil), None);
     }
 }

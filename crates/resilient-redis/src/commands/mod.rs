@@ -35,7 +35,7 @@ mod slot;
 
 pub(crate) use args::{arg_bytes, command_name};
 pub(crate) use blocking::blocking_timeout;
-pub(crate) use info::{info_field, replica_names, replication};
+pub(crate) use info::{info_field, master_replid, replica_names, replication};
 pub(crate) use keys::{command_keys, positioned_keys};
 #[cfg(test)]
 pub(crate) use safety::known_names;

@@ -55,6 +55,8 @@ pub(crate) struct ReplicaCount {
     floor: u32,
     /// When the master last answered.
     learned_at: Option<Instant>,
+    /// The master's replication id when it last answered.
+    replid: Option<String>,
 }
 
 impl ReplicaCount {
@@ -102,6 +104,19 @@ impl ReplicaCount {
         let wanted = seen.max(self.floor);
         self.wanted = Some(wanted);
         wanted
+    }
+
+    /// The master of `epoch` answers with replication id `replid`. Another id than before is
+    /// another server (a failover behind one hostname keeps the epoch until a demotion is
+    /// seen): the replicas seen start over, from one replica if the last master had any (its
+    /// replicas are not this one's; the old replica is the master now).
+    pub(crate) fn master_is(&mut self, epoch: u64, replid: &str) {
+        self.enter(epoch);
+        if self.replid.as_deref().is_some_and(|old| old != replid) {
+            self.epoch = epoch.wrapping_add(1);
+            self.enter(epoch);
+        }
+        self.replid = Some(replid.to_owned());
     }
 
     /// A new epoch (a new master) starts from nothing, but from one replica if the last had.
@@ -224,13 +239,7 @@ impl Pool {
         };
         // The attached count falls only slowly (see `replicas`); the sentinels' view is taken
         // as it is now (it lists a promoted replica's peers a moment before they attach).
-        let mut names = crate::commands::replica_names(&reply);
-        names.truncate(attached as usize);
-        let kept =
-            self.replicas
-                .lock()
-                .expect("replicas lock")
-                .observe(epoch, &names, Instant::now());
+        let kept = self.observe_info(epoch, attached, &reply);
         let wanted = wanted(kept, view);
         tracing::debug!(
             epoch,
@@ -250,13 +259,21 @@ impl Pool {
             return;
         };
         if let InfoRole::Master(attached) = role_in_info(info) {
-            let mut names = crate::commands::replica_names(info);
-            names.truncate(attached as usize);
-            self.replicas
-                .lock()
-                .expect("replicas lock")
-                .observe(epoch, &names, Instant::now());
+            self.observe_info(epoch, attached, info);
         }
+    }
+
+    /// Records a master's `INFO replication` reply (`attached` replicas): which server it is,
+    /// and who is attached; returns the count to wait for.
+    fn observe_info(&self, epoch: u64, attached: u32, info: &Value) -> u32 {
+        let mut names = crate::commands::replica_names(info);
+        names.truncate(attached as usize);
+        let replid = crate::commands::master_replid(info);
+        let mut count = self.replicas.lock().expect("replicas lock");
+        if let Some(replid) = replid {
+            count.master_is(epoch, &replid);
+        }
+        count.observe(epoch, &names, Instant::now())
     }
 
     /// What a durable write that waited for `wanted` replicas on a connection of `epoch` needs
@@ -343,6 +360,28 @@ mod tests {
         assert_eq!(c.observe(0, &[], t0 + Duration::from_secs(2)), 1);
         assert_eq!(c.observe(0, &b, t0 + Duration::from_secs(3)), 2);
         assert_eq!(c.observe(0, &b, t0 + GONE_AFTER), 1);
+    }
+
+    #[test]
+    fn another_master_behind_the_same_address_starts_over() {
+        let t0 = Instant::now();
+        let mut c = ReplicaCount::default();
+        let a = vec!["10.0.0.1:6379".to_owned()];
+        let b = vec!["10.0.0.2:6379".to_owned()];
+        c.master_is(0, "one");
+        assert_eq!(c.observe(0, &b, t0), 1);
+        c.master_is(0, "one");
+        assert_eq!(c.observe(0, &b, t0), 1);
+        // `b` was promoted behind the same name; `a`, the old master, is its replica now.
+        c.master_is(0, "two");
+        assert_eq!(
+            c.observe(0, &a, t0),
+            1,
+            "not `b` and `a`: `b` is the master"
+        );
+        // From one replica, as the last master had one.
+        c.master_is(0, "three");
+        assert_eq!(c.observe(0, &[], t0), 1);
     }
 
     #[test]
