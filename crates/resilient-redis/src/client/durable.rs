@@ -213,15 +213,11 @@ impl Handle {
             if matches!(reply, Reply::One(Value::ServerError(_))) {
                 return Ok(reply);
             }
-            let ticket = group.ticket();
             let answer = self
                 .confirm(
-                    node,
-                    lease,
+                    (node, lease),
                     &group,
-                    ticket,
-                    (wanted, epoch),
-                    wait.timeout,
+                    (wanted, epoch, wait.timeout),
                     deadline,
                 )
                 .await;
@@ -291,15 +287,11 @@ impl Handle {
                         }
                     };
                 }
-                let ticket = group.ticket();
                 answer = self
                     .confirm(
-                        node,
-                        lease,
+                        (node, lease),
                         &group,
-                        ticket,
-                        (wanted, epoch),
-                        wait.timeout,
+                        (wanted, epoch, wait.timeout),
                         deadline,
                     )
                     .await;
@@ -453,19 +445,17 @@ impl Handle {
         }
     }
 
-    /// The replicas' answer for the write holding `ticket` on `lease`'s connection: a `WAIT`
-    /// that covered it, or one this write sends (see [`WaitGroup`]).
-    #[allow(clippy::too_many_arguments)]
+    /// The replicas' answer for the write just sent on `lease`'s connection (it takes the
+    /// group's next ticket): a `WAIT` that covered it, or one this write sends (see
+    /// [`WaitGroup`]); `wanted` replicas of the master of `epoch`, within `timeout`.
     async fn confirm(
         &self,
-        node: &Node,
-        lease: &mut Lease,
+        (node, lease): (&Node, &mut Lease),
         group: &WaitGroup,
-        ticket: u64,
-        (wanted, epoch): (u32, u64),
-        timeout: Duration,
+        (wanted, epoch, timeout): (u32, u64, Duration),
         deadline: Option<Instant>,
     ) -> Answer {
+        let ticket = group.ticket();
         let turn = match deadline {
             Some(d) => match tokio::time::timeout_at(d, group.confirm(ticket, wanted)).await {
                 Ok(turn) => turn,

@@ -463,83 +463,46 @@ fn a_message_lost_with_a_killed_node_is_the_buses_only_in_a_cluster() {
         bus: true,
         ..rules()
     };
-    let verdict = check(
-        &recorded,
-        &Final::default(),
-        &watched(None),
-        &[kill_at(22_680)],
-        &cluster,
-    );
+    let lost_near = |fault: Applied, rules: &Rules| {
+        check(
+            &recorded,
+            &Final::default(),
+            &watched(None),
+            &[fault],
+            rules,
+        )
+    };
+    let verdict = lost_near(kill_at(22_680), &cluster);
     assert!(verdict.anomalies.is_empty(), "{:?}", verdict.anomalies);
     assert_eq!(verdict.server_losses.len(), 1);
     assert_eq!(verdict.server_losses[0].fault, Some(FaultKind::Kill));
     // One server (publisher and subscriber on the same node): the client's.
-    let verdict = check(
-        &recorded,
-        &Final::default(),
-        &watched(None),
-        &[kill_at(22_680)],
-        &rules(),
-    );
+    let verdict = lost_near(kill_at(22_680), &rules());
     assert_eq!(kinds(&verdict), vec!["pubsub-lost"]);
     // No node died near it: the client's.
-    let verdict = check(
-        &recorded,
-        &Final::default(),
-        &watched(None),
-        &[kill_at(40_000)],
-        &cluster,
-    );
+    let verdict = lost_near(kill_at(40_000), &cluster);
     assert_eq!(kinds(&verdict), vec!["pubsub-lost"]);
     // Soak 4's seed 30973328686558 (cluster): messages acknowledged as a node's 1.1 s pause
     // ended (the node timeout is 1 s: its peers had torn down their bus links to it).
-    let pause = |start_ms, end_ms| Applied {
-        kind: FaultKind::Pause,
+    let held = |kind, start_ms, end_ms| Applied {
+        kind,
         start_ms,
         end_ms,
         ..kill_at(0)
     };
-    let verdict = check(
-        &recorded,
-        &Final::default(),
-        &watched(None),
-        &[pause(21_500, 22_580)],
-        &cluster,
-    );
+    let pause = |start_ms, end_ms| held(FaultKind::Pause, start_ms, end_ms);
+    let verdict = lost_near(pause(21_500, 22_580), &cluster);
     assert!(verdict.anomalies.is_empty(), "{:?}", verdict.anomalies);
     assert_eq!(verdict.server_losses[0].fault, Some(FaultKind::Pause));
     // Soak 4's seed 216572282153513 (cluster): acknowledged 20 ms after a restarted node
     // came back, before its peers' bus links to it were up. In the middle of a long outage,
     // more than 1 s from either end: the client's.
-    let restart = |start_ms, end_ms| Applied {
-        kind: FaultKind::Restart,
-        start_ms,
-        end_ms,
-        ..kill_at(0)
-    };
-    let verdict = check(
-        &recorded,
-        &Final::default(),
-        &watched(None),
-        &[restart(20_000, 22_580)],
-        &cluster,
-    );
+    let restart = |start_ms, end_ms| held(FaultKind::Restart, start_ms, end_ms);
+    let verdict = lost_near(restart(20_000, 22_580), &cluster);
     assert!(verdict.anomalies.is_empty(), "{:?}", verdict.anomalies);
-    let verdict = check(
-        &recorded,
-        &Final::default(),
-        &watched(None),
-        &[restart(20_000, 24_000)],
-        &cluster,
-    );
+    let verdict = lost_near(restart(20_000, 24_000), &cluster);
     assert_eq!(kinds(&verdict), vec!["pubsub-lost"]);
     // A pause that ended long before it: the client's.
-    let verdict = check(
-        &recorded,
-        &Final::default(),
-        &watched(None),
-        &[pause(10_000, 11_000)],
-        &cluster,
-    );
+    let verdict = lost_near(pause(10_000, 11_000), &cluster);
     assert_eq!(kinds(&verdict), vec!["pubsub-lost"]);
 }
