@@ -246,6 +246,13 @@ impl Tally<'_> {
     /// acknowledgement within [`SWITCH_LATENCY`] after it explains it best (a deposed master
     /// acknowledged it, or the watcher saw a switch the client had already followed); else the
     /// first one after it (the write was the old master's unreplicated tail).
+    ///
+    /// A write acknowledged after a switch, lost, and followed by a switch that gives the slot
+    /// back to the master deposed then, is the later switch's: had the deposed master
+    /// acknowledged it, the write would have come back with it (soak seed 127759111868895: a
+    /// Sentinel master paused with its one replica killed; the sentinels promoted the master
+    /// of the switch 7 s earlier, not yet turned into a replica, which never had the writes the
+    /// client made since).
     fn switch_for(&self, key: &str, ms: u64, until: Option<u64>) -> Option<u64> {
         let slot = resilient_redis::commands::key_slot(key.as_bytes());
         let candidates: Vec<u64> = self
@@ -259,7 +266,16 @@ impl Tally<'_> {
             .copied()
             .filter(|&at| at <= ms + SWITCH_LATENCY)
             .max();
-        around.or_else(|| candidates.first().copied())
+        let after = candidates.iter().copied().find(|&at| at > ms);
+        match (around, after) {
+            (Some(before), Some(after)) if ms > before + SWITCH_LATENCY => {
+                let deposed = self.watched.owner_at(slot, before.saturating_sub(1));
+                let returns = deposed.is_some() && self.watched.owner_at(slot, after) == deposed;
+                Some(if returns { after } else { before })
+            }
+            (Some(before), _) => Some(before),
+            (None, after) => after,
+        }
     }
 
     /// Whether `slot` changing owner at `at` is the nemesis's migration.

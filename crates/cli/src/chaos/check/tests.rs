@@ -339,6 +339,60 @@ fn a_read_going_back_is_charged_to_the_switch_before_it_not_a_later_one() {
     assert_eq!(kinds(&verdict), vec!["stale-read"]);
 }
 
+/// Soak seed 127759111868895 (Sentinel, `--durability replicated`): a switch at 11.6 s, then
+/// the new master paused and its one replica killed at once (16.3 s); the sentinels promoted
+/// the master deposed at 11.6 s, not yet turned into a replica, which never had the writes
+/// acknowledged since. Every one of them is the double fault's loss, also those acknowledged
+/// within the slack after the first switch, which a deposed master would have kept.
+#[test]
+fn a_loss_is_charged_to_the_switch_that_brings_the_deposed_master_back() {
+    let recorded = set_log(&[(1, 11_000, true), (2, 13_600, true), (3, 15_000, true)]);
+    let watched = Watched {
+        owners: vec![
+            (0, vec![(0, 16383, addr(1))]),
+            (11_640, vec![(0, 16383, addr(2))]),
+            (18_971, vec![(0, 16383, addr(1))]),
+        ],
+        serving: vec![(0, true)],
+    };
+    let partition = Applied {
+        kind: FaultKind::Partition,
+        ..kill_at(8_691)
+    };
+    let kill = Applied {
+        step: 2,
+        node: Some(addr(3)),
+        ..kill_at(16_317)
+    };
+    let pause = Applied {
+        step: 3,
+        kind: FaultKind::Pause,
+        node: Some(addr(2)),
+        ..kill_at(16_317)
+    };
+    let rules = Rules {
+        replicated: true,
+        ..rules()
+    };
+    let applied = [partition, kill, pause];
+    let verdict = check(&recorded, &set_state(&[1]), &watched, &applied, &rules);
+    assert!(verdict.anomalies.is_empty(), "{:?}", verdict.anomalies);
+    let losses: Vec<_> = verdict
+        .server_losses
+        .iter()
+        .map(|l| (l.switch_ms, l.count, l.step))
+        .collect();
+    assert_eq!(losses, vec![(18_971, 2, Some(3))]);
+    // When another node takes the slot at the later switch, a deposed master may have
+    // acknowledged the write acknowledged 2 s after the first: that one stays the first
+    // switch's, which replicated writes may not lose.
+    let mut elsewhere = watched.clone();
+    elsewhere.owners[2].1 = vec![(0, 16383, addr(3))];
+    let verdict = check(&recorded, &set_state(&[1]), &elsewhere, &applied, &rules);
+    assert_eq!(kinds(&verdict), vec!["lost"]);
+    assert_eq!(verdict.anomalies[0].count, 1);
+}
+
 /// Soak seed 217349713543986 (Sentinel): a `SHUTDOWN` of the master waited 10 s for a paused
 /// replica, holding a task's connection behind a paused write; its `GET`, started 10 ms after
 /// the task's last acknowledged `SET`, was answered 4.3 s later by the replica Sentinel
