@@ -97,6 +97,9 @@ pub(crate) struct TaskLog {
     pub(crate) outages: Vec<(u64, Option<u64>)>,
     /// Calls that outlived their deadline.
     pub(crate) late: Vec<Late>,
+    /// The last failed call: what it was, when it started, how long it took and its error (a
+    /// caller that never recovered is described by it).
+    pub(crate) last_failure: Option<(Late, String)>,
 }
 
 impl TaskLog {

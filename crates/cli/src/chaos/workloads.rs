@@ -31,7 +31,7 @@ use resilient_redis::{Client, Outcome, PubSubEvent};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use super::history::{Clock, Read, TaskLog, Write};
+use super::history::{Clock, Late, Read, TaskLog, Write};
 use crate::error::CliError;
 
 /// How long a consumer's `BLMOVE` blocks.
@@ -298,6 +298,14 @@ fn note<T>(
 ) -> Option<Outcome> {
     let outcome = result.as_ref().err().map(Outcome::of);
     log.call(op, start, end, outcome, limit);
+    if let Err(e) = result {
+        let call = Late {
+            op,
+            start_ms: start,
+            took_ms: end.saturating_sub(start),
+        };
+        log.last_failure = Some((call, e.to_string()));
+    }
     outcome
 }
 

@@ -32,7 +32,7 @@ use super::lab::Reader;
 use super::nemesis::Applied;
 use super::schedule::FaultKind;
 use super::watch::Watched;
-use super::workloads::{Recorded, WorkloadKind, keys};
+use super::workloads::{Part, Recorded, WorkloadKind, keys};
 use crate::error::CliError;
 use workloads::{check_counter, check_pubsub, check_queue, check_registers, check_sets};
 
@@ -460,7 +460,7 @@ fn recoveries(tally: &mut Tally<'_>, recorded: &Recorded) -> Vec<Recovery> {
         let topology = tally.watched.serving_from(end);
         let mut callers = 0;
         let mut worst: Option<u64> = Some(0);
-        for (&(kind, _, t), log) in &recorded.logs {
+        for (&(kind, part, t), log) in &recorded.logs {
             let Some(&(_, back)) = log
                 .outages
                 .iter()
@@ -490,8 +490,20 @@ fn recoveries(tally: &mut Tally<'_>, recorded: &Recorded) -> Vec<Recovery> {
                     worst = None;
                     if topology.is_some_and(|at| at + limit < tally.rules.run_ms) {
                         tally.anomaly(kind.name(), "never-recovered", || {
+                            let last = log.last_failure.as_ref().map_or(String::new(), |(c, e)| {
+                                format!(
+                                    "; its last call, {} at {} ms, failed after {} ms: {e}",
+                                    c.op, c.start_ms, c.took_ms
+                                )
+                            });
+                            let consumer = if part == Part::Consumer {
+                                " (consumer)"
+                            } else {
+                                ""
+                            };
                             format!(
-                                "task {t} failing since step {} ({}) never succeeded again",
+                                "task {t}{consumer} failing since step {} ({}) never succeeded \
+                                 again{last}",
                                 a.step,
                                 a.kind.name()
                             )

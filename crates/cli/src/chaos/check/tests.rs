@@ -1,7 +1,7 @@
 use std::net::SocketAddr;
 
 use super::*;
-use crate::chaos::history::{Read, TaskLog, Write};
+use crate::chaos::history::{Late, Read, TaskLog, Write};
 use crate::chaos::workloads::{Part, item};
 
 fn addr(port: u16) -> SocketAddr {
@@ -487,6 +487,39 @@ fn a_caller_failing_long_after_the_topology_serves_is_a_slow_recovery() {
     );
     assert_eq!(kinds(&verdict), vec!["slow-recovery"]);
     assert_eq!(verdict.recoveries[0].callers, 1);
+    // A queue consumer still failing at the end: described by its last failed call.
+    let log = TaskLog {
+        failed: 5,
+        outages: vec![(4_000, None)],
+        last_failure: Some((
+            Late {
+                op: "BLMOVE",
+                start_ms: 40_000,
+                took_ms: 10_001,
+            },
+            "deadline exceeded".to_owned(),
+        )),
+        ..TaskLog::default()
+    };
+    let mut recorded = Recorded::default();
+    recorded
+        .logs
+        .insert((WorkloadKind::Queue, Part::Consumer, 3), log);
+    let verdict = check(
+        &recorded,
+        &set_state(&[]),
+        &watched(None),
+        &[kill_at(4_000)],
+        &rules(),
+    );
+    assert_eq!(kinds(&verdict), vec!["never-recovered"]);
+    assert_eq!(
+        verdict.anomalies[0].examples,
+        vec![
+            "task 3 (consumer) failing since step 0 (kill) never succeeded again; its last \
+             call, BLMOVE at 40000 ms, failed after 10001 ms: deadline exceeded"
+        ]
+    );
 }
 
 /// Soak seed 202908824175848 (cluster): a `PUBLISH` acknowledged 80 ms before its node was
