@@ -48,13 +48,13 @@ pub(super) struct WaitFor {
 struct WithWait {
     pipeline: Pipeline,
     offset: usize,
-    /// Replies read: the request's, then `WAIT`'s and `INFO replication`'s.
+    /// Replies read: the request's, then `WAIT`'s and `ROLE`'s.
     count: usize,
     /// The request was one command (its reply goes back alone).
     single: bool,
 }
 
-/// `request` followed by `WAIT wanted timeout` and `INFO replication`; `None` when its
+/// `request` followed by `WAIT wanted timeout` and `ROLE`; `None` when its
 /// replies are not the tail of the pipeline (a shape redis-rs never sends).
 fn with_wait(request: Request<'_>, wanted: u32, timeout: Duration) -> Option<WithWait> {
     match request {
@@ -191,8 +191,9 @@ impl Handle {
                     return Err(failure);
                 }
             };
-            let (outcome, acked, info) = split_wait(outcome, &sent);
-            pool.observe_after_wait(epoch, info.as_ref());
+            let (outcome, acked, role) = split_wait(outcome, &sent);
+            pool.observe_after_wait(&mut lease.conn, epoch, role.as_ref(), deadline)
+                .await;
             let answer = leader.finish(match &outcome {
                 Ok(_) => answer_of(acked),
                 Err(e) => Answer::Failed(e.to_string()),
@@ -484,8 +485,10 @@ impl Handle {
         };
         let answer = match self.exchange(node, lease, request, deadline, None).await {
             Ok(Ok(Reply::Many(mut replies))) if replies.len() == 2 => {
-                let info = replies.pop();
-                node.pool.observe_after_wait(epoch, info.as_ref());
+                let role = replies.pop();
+                node.pool
+                    .observe_after_wait(&mut lease.conn, epoch, role.as_ref(), deadline)
+                    .await;
                 answer_of(replies.pop())
             }
             Ok(Ok(_)) => Answer::Failed("WAIT answered an unexpected shape".to_owned()),
@@ -501,18 +504,17 @@ impl Handle {
     }
 }
 
-/// `WAIT wanted timeout`, then `INFO replication`: who is attached once `WAIT` has answered
-/// (see [`crate::connection::Pool::observe_after_wait`]).
+/// `WAIT wanted timeout`, then `ROLE`: who is online once `WAIT` has answered (see
+/// [`crate::connection::Pool::observe_after_wait`]).
 pub(super) fn add_wait(pipeline: &mut Pipeline, wanted: u32, timeout: Duration) {
     pipeline
         .cmd("WAIT")
         .arg(wanted)
         .arg(timeout.as_millis().max(1) as u64)
-        .cmd("INFO")
-        .arg("replication");
+        .cmd("ROLE");
 }
 
-/// The request's reply, `WAIT`'s and `INFO replication`'s, out of the replies of a
+/// The request's reply, `WAIT`'s and `ROLE`'s, out of the replies of a
 /// [`WithWait`].
 fn split_wait(
     outcome: redis::RedisResult<Reply>,
@@ -562,7 +564,7 @@ mod tests {
             [
                 cmd.get_packed_command(),
                 redis::cmd("WAIT").arg(2).arg(200).get_packed_command(),
-                redis::cmd("INFO").arg("replication").get_packed_command()
+                redis::cmd("ROLE").get_packed_command()
             ]
             .concat()
         );
@@ -571,7 +573,7 @@ mod tests {
         atomic.atomic().incr("a", 1).incr("b", 1);
         let request = Request::pipeline(&atomic);
         let sent = with_wait(request, 1, timeout).unwrap();
-        // MULTI, 2 commands, EXEC, WAIT, INFO: the EXEC reply, WAIT's and INFO's are read.
+        // MULTI, 2 commands, EXEC, WAIT, ROLE: the EXEC reply, WAIT's and ROLE's are read.
         assert_eq!((sent.offset, sent.count, sent.single), (3, 3, false));
         let packed = String::from_utf8(sent.pipeline.get_packed_pipeline()).unwrap();
         let exec = packed.find("EXEC").unwrap();

@@ -4,7 +4,10 @@
 //! Learned from `INFO replication` on the master (`connected_slaves`: every attached replica,
 //! a syncing one included, where `ROLE` lists only those already online), asked again after
 //! each `WAIT` that fell short and at most [`RELEARN_AFTER`] after the last answer (a replica
-//! that attached since is counted within that time).
+//! that attached since is counted within that time). Every `WAIT` also has `ROLE` behind it,
+//! which names the replicas online once it has answered (about half the server's cost of
+//! `INFO replication`, and no text to parse): one not seen before makes the master be asked
+//! again at once.
 //!
 //! The count is every replica the master reported attached (by address) within [`GONE_AFTER`]
 //! in this master epoch: it rises at once, and falls only when a replica has been away that
@@ -104,6 +107,35 @@ impl ReplicaCount {
         let wanted = seen.max(self.floor);
         self.wanted = Some(wanted);
         wanted
+    }
+
+    /// The master of `epoch` lists the replicas `online` (by `ROLE`, right behind a `WAIT`)
+    /// at `now`: they count as in [`ReplicaCount::observe`], but the count is not taken as
+    /// learned (`ROLE` lists neither the replicas still syncing nor the master's replication
+    /// id). Returns whether one of them was not seen before in this epoch: the master is to
+    /// be asked again (`INFO replication`) before a `WAIT` it answered is judged. Nothing is
+    /// recorded while the count is unknown, or when the master hides its replicas' addresses
+    /// in `INFO` (the names would not match).
+    pub(crate) fn saw(&mut self, epoch: u64, online: &[String], now: Instant) -> bool {
+        if epoch != self.epoch || self.seen.iter().any(|(n, _)| n.starts_with('#')) {
+            return false;
+        }
+        let Some(wanted) = self.wanted else {
+            return false;
+        };
+        let mut joined = false;
+        for name in online {
+            match self.seen.iter_mut().find(|(n, _)| n == name) {
+                Some((_, at)) => *at = now,
+                None => {
+                    self.seen.push((name.clone(), now));
+                    joined = true;
+                }
+            }
+        }
+        let seen = u32::try_from(self.seen.len()).unwrap_or(u32::MAX);
+        self.wanted = Some(wanted.max(seen));
+        joined
     }
 
     /// The master of `epoch` answers with replication id `replid`. Another id than before is
@@ -251,15 +283,31 @@ impl Pool {
         Ok(wanted)
     }
 
-    /// Records who the master of `epoch` says is attached in the `INFO replication` reply
-    /// (`info`) sent right behind a `WAIT`: a replica that joined while one left shows at once
-    /// in [`Pool::wanted_after_wait`], before the `WAIT`'s answer is taken as a confirmation.
-    pub(crate) fn observe_after_wait(&self, epoch: u64, info: Option<&Value>) {
-        let Some(info) = info else {
+    /// Records who the master of `epoch` lists online in the `ROLE` reply (`role`) sent right
+    /// behind a `WAIT` on `conn`: a replica that joined while one left shows at once in
+    /// [`Pool::wanted_after_wait`], before the `WAIT`'s answer is taken as a confirmation. A
+    /// replica not seen before makes the master be asked again on `conn` (`INFO replication`,
+    /// within the response window and `deadline`): a new replication id is another master
+    /// behind the same address, whose replicas start over (a failover behind one hostname).
+    pub(crate) async fn observe_after_wait(
+        &self,
+        conn: &mut MultiplexedConnection,
+        epoch: u64,
+        role: Option<&Value>,
+        deadline: Option<Instant>,
+    ) {
+        let Some(online) = role.and_then(super::role::master_replicas) else {
             return;
         };
-        if let InfoRole::Master(attached) = role_in_info(info) {
-            self.observe_info(epoch, attached, info);
+        let joined =
+            self.replicas
+                .lock()
+                .expect("replicas lock")
+                .saw(epoch, &online, Instant::now());
+        if joined {
+            self.replicas_fell_short(epoch);
+            // Not answering leaves the newcomer counted: the write waits or is unconfirmed.
+            let _ = self.replicas_to_wait_for(conn, epoch, deadline).await;
         }
     }
 
@@ -360,6 +408,32 @@ mod tests {
         assert_eq!(c.observe(0, &[], t0 + Duration::from_secs(2)), 1);
         assert_eq!(c.observe(0, &b, t0 + Duration::from_secs(3)), 2);
         assert_eq!(c.observe(0, &b, t0 + GONE_AFTER), 1);
+    }
+
+    #[test]
+    fn names_from_role_count_without_relearning() {
+        let t0 = Instant::now();
+        let mut c = ReplicaCount::default();
+        let a = vec!["10.0.0.1:6379".to_owned()];
+        let b = vec!["10.0.0.2:6379".to_owned()];
+        // Unknown count: nothing recorded.
+        assert!(!c.saw(0, &a, t0));
+        assert_eq!(c.observe(0, &a, t0), 1);
+        // The same replica online: nothing new, and the count is not taken as learned again.
+        assert!(!c.saw(0, &a, t0 + Duration::from_millis(900)));
+        assert_eq!(c.get(0, t0 + RELEARN_AFTER), None, "INFO asked on schedule");
+        assert_eq!(c.observe(0, &a, t0 + RELEARN_AFTER), 1);
+        // `a` left and `b` joined: `b` is new, both count.
+        assert!(c.saw(0, &b, t0 + RELEARN_AFTER));
+        assert_eq!(c.peek(0), Some(2));
+        assert!(!c.saw(0, &b, t0 + RELEARN_AFTER), "new only once");
+        // Another epoch's names are not this one's.
+        assert!(!c.saw(1, &b, t0 + RELEARN_AFTER));
+        // A master hiding its replicas' addresses in INFO: ROLE's names would not match.
+        let mut hidden = ReplicaCount::default();
+        assert_eq!(hidden.observe(0, &["#0".to_owned()], t0), 1);
+        assert!(!hidden.saw(0, &a, t0));
+        assert_eq!(hidden.peek(0), Some(1));
     }
 
     #[test]

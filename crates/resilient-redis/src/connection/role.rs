@@ -61,6 +61,37 @@ pub(crate) fn role_of(reply: &Value) -> Role {
     }
 }
 
+/// The replicas a master's `ROLE` reply lists (those online), as `ip:port` (as
+/// [`crate::commands::replica_names`] names them); `None` when the reply is not a master's.
+pub(crate) fn master_replicas(reply: &Value) -> Option<Vec<String>> {
+    let Value::Array(items) = reply else {
+        return None;
+    };
+    if role_of(reply) != Role::Primary {
+        return None;
+    }
+    let Some(Value::Array(replicas)) = items.get(2) else {
+        return None;
+    };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok().map(str::to_owned),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    };
+    replicas
+        .iter()
+        .map(|replica| match replica {
+            Value::Array(fields) => Some(format!(
+                "{}:{}",
+                text(fields.first()?)?,
+                text(fields.get(1)?)?
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +114,34 @@ mod tests {
         // A master's full reply: role, offset, replicas.
         let master = Value::Array(vec![bulk("master"), Value::Int(0), Value::Array(vec![])]);
         assert_eq!(role_of(&master), Role::Primary);
+    }
+
+    #[test]
+    fn a_masters_role_names_its_replicas_by_address() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let replica = |ip: &str, port: &str| Value::Array(vec![bulk(ip), bulk(port), bulk("14")]);
+        let two = Value::Array(vec![
+            bulk("master"),
+            Value::Int(14),
+            Value::Array(vec![
+                replica("10.0.0.2", "6380"),
+                replica("10.0.0.3", "6381"),
+            ]),
+        ]);
+        assert_eq!(
+            master_replicas(&two),
+            Some(vec!["10.0.0.2:6380".to_owned(), "10.0.0.3:6381".to_owned()])
+        );
+        let alone = Value::Array(vec![bulk("master"), Value::Int(0), Value::Array(vec![])]);
+        assert_eq!(master_replicas(&alone), Some(vec![]));
+        let a_replica = Value::Array(vec![bulk("slave"), bulk("10.0.0.1"), Value::Int(6379)]);
+        assert_eq!(master_replicas(&a_replica), None);
+        assert_eq!(master_replicas(&Value::Nil), None);
+        let garbled = Value::Array(vec![
+            bulk("master"),
+            Value::Int(0),
+            Value::Array(vec![Value::Nil]),
+        ]);
+        assert_eq!(master_replicas(&garbled), None);
     }
 }

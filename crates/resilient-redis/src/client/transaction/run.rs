@@ -253,8 +253,10 @@ impl Handle {
             }
         };
         let acked = if durable.is_some() {
-            let info = replies.pop();
-            on.pool.observe_after_wait(dedicated.epoch, info.as_ref());
+            let role = replies.pop();
+            on.pool
+                .observe_after_wait(&mut conn, dedicated.epoch, role.as_ref(), Some(deadline))
+                .await;
             replies.pop()
         } else {
             None
