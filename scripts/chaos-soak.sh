@@ -11,9 +11,9 @@
 # every run), OUT (default chaos-soak/). Writes OUT/runs.tsv (one line per run: seed,
 # topology, verdict, operations, faults, anomalies, server losses, seconds, flags),
 # OUT/reports/TOPOLOGY-SEED.json (every run's report: faults by kind, recovery times),
-# OUT/failing/TOPOLOGY-SEED.json and .log (the run's output and the client's log at
-# RUST_LOG, default resilient_redis=debug,redis=warn: a few hundred lines) for every run that did not pass, and prints the
-# totals. Exit status 1 when any run failed.
+# OUT/failing/TOPOLOGY-SEED.json and .log (the run's output and the client's log at RUST_LOG,
+# default resilient_redis=debug,redis=warn: a few hundred lines) for every run that did not
+# pass, and prints the totals. Exit status 1 when any run failed.
 # Reproduce a failing run with: resilient-redis chaos --topology TOPOLOGY --seed SEED FLAGS
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,8 +50,8 @@ while (( $(date +%s) < end )); do
   seed=$(od -An -N6 -tu8 /dev/urandom | tr -d ' ')
   started=$(date +%s)
   set +e
-  # The client's own log (reconnections, slot-map changes, failed calls, replica counts) goes with the
-  # report of a failing run, so a run that does not reproduce still says what the client did.
+  # The client's own log (reconnections, slot-map changes, failed calls, replica counts) goes
+  # with the report of a failing run: one that does not reproduce still says what happened.
   report=$(RUST_LOG=${RUST_LOG:-resilient_redis=debug,redis=warn} NO_COLOR=1 \
     "$bin" chaos --topology "$topology" --duration "${DURATION:-60s}" --seed "$seed" \
     --json $flags 2>"$out/last.log")
