@@ -169,6 +169,7 @@ pub(crate) async fn run(args: ChaosArgs) -> Result<ExitCode, CliError> {
             replica_reads,
             run_ms: args.duration.as_millis() as u64,
             bus: args.topology == TopologyKind::Cluster,
+            one_shard: args.topology != TopologyKind::Cluster,
         }) => outcome,
         _ = tokio::signal::ctrl_c() => {
             drop(lab);

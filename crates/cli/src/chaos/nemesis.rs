@@ -35,6 +35,8 @@ pub(crate) struct Applied {
     pub(crate) shard: usize,
     /// The node it hit (its own address).
     pub(crate) node: Option<SocketAddr>,
+    /// The victim was its shard's master when the step began.
+    pub(crate) master: bool,
     /// When it began, in ms from the start of the run.
     pub(crate) start_ms: u64,
     /// When it was over (undone, or done for the faults that happen at once).
@@ -72,6 +74,7 @@ pub(crate) async fn run(
                 kind: step.kind,
                 shard: step.victim.shard(),
                 node: None,
+                master: matches!(step.victim, super::schedule::Victim::Master { .. }),
                 start_ms: began,
                 end_ms: began,
                 slot: None,

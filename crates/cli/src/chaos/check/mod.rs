@@ -63,6 +63,9 @@ pub(crate) struct Rules {
     /// Pub/sub crosses the cluster bus (a cluster): a `PUBLISH` is acknowledged by the node
     /// that took it, before the bus carries it to the subscriber's node.
     pub(crate) bus: bool,
+    /// Every slot has one master (standalone, Sentinel): a fault of "the master" hits the
+    /// master of every key.
+    pub(crate) one_shard: bool,
 }
 
 /// An anomaly of the client's own.
@@ -267,6 +270,30 @@ impl Tally<'_> {
             .filter(|&at| at <= ms + SWITCH_LATENCY)
             .max();
         let after = candidates.iter().copied().find(|&at| at > ms);
+        // A master killed after the acknowledgement and back before any failover restarts
+        // with what it last saved (or nothing), and its replicas resync from it: what it
+        // acknowledged since is gone without a switch (soak seed 197886462243110: Sentinel, the
+        // master SIGKILLed for 1 s came back with a 3 s old RDB and wiped both replicas). Its
+        // return counts as the switch, unless a switch nearer the acknowledgement explains it.
+        let reset = self
+            .applied
+            .iter()
+            .filter(|a| {
+                self.rules.one_shard
+                    && a.kind == FaultKind::Kill
+                    && a.master
+                    && a.error.is_none()
+                    && a.start_ms >= ms
+                    && after.is_none_or(|s| a.end_ms <= s)
+                    && until.is_none_or(|u| a.end_ms <= u)
+            })
+            .map(|a| a.end_ms)
+            .min();
+        if let Some(reset) = reset
+            && around.is_none_or(|before| ms > before + SWITCH_LATENCY)
+        {
+            return Some(reset);
+        }
         match (around, after) {
             (Some(before), Some(after)) if ms > before + SWITCH_LATENCY => {
                 let deposed = self.watched.owner_at(slot, before.saturating_sub(1));
