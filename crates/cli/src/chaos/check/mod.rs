@@ -273,8 +273,9 @@ impl Tally<'_> {
         // A master killed after the acknowledgement and back before any failover restarts
         // with what it last saved (or nothing), and its replicas resync from it: what it
         // acknowledged since is gone without a switch (soak seed 197886462243110: Sentinel, the
-        // master SIGKILLed for 1 s came back with a 3 s old RDB and wiped both replicas). Its
-        // return counts as the switch, unless a switch nearer the acknowledgement explains it.
+        // master SIGKILLed for 1 s came back without its last 3 s of writes, and its replicas
+        // resynced from it). Its return counts as the switch, unless a switch nearer the
+        // acknowledgement explains it.
         let reset = self
             .applied
             .iter()

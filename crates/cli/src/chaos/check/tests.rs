@@ -396,8 +396,8 @@ fn a_loss_is_charged_to_the_switch_that_brings_the_deposed_master_back() {
 }
 
 /// Soak seed 197886462243110 (Sentinel, `--durability replicated`): the master, SIGKILLed
-/// for 1 s, was back before the sentinels failed it over, with a 3 s old dataset, and both
-/// replicas resynced from it. The writes it acknowledged in those 3 s are the kill's loss,
+/// for 1 s, was back before the sentinels failed it over, without its last 3 s of writes, and
+/// its replicas resynced from it. The writes it acknowledged in those 3 s are the kill's loss,
 /// although the slot changed owner only later (a restart, which may not lose them).
 #[test]
 fn a_master_killed_and_back_before_a_failover_loses_what_it_acknowledged() {
