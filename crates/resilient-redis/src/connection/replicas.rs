@@ -95,12 +95,7 @@ impl ReplicaCount {
         self.enter(epoch);
         self.refresh = false;
         self.learned_at = Some(now);
-        for name in attached {
-            match self.seen.iter_mut().find(|(n, _)| n == name) {
-                Some((_, at)) => *at = now,
-                None => self.seen.push((name.clone(), now)),
-            }
-        }
+        self.note(attached, now);
         self.seen
             .retain(|(_, at)| now.duration_since(*at) < GONE_AFTER);
         let seen = u32::try_from(self.seen.len()).unwrap_or(u32::MAX);
@@ -123,8 +118,17 @@ impl ReplicaCount {
         let Some(wanted) = self.wanted else {
             return false;
         };
+        let joined = self.note(online, now);
+        let seen = u32::try_from(self.seen.len()).unwrap_or(u32::MAX);
+        self.wanted = Some(wanted.max(seen));
+        joined
+    }
+
+    /// Records the replicas `names` as reported at `now`; returns whether one was not seen
+    /// before.
+    fn note(&mut self, names: &[String], now: Instant) -> bool {
         let mut joined = false;
-        for name in online {
+        for name in names {
             match self.seen.iter_mut().find(|(n, _)| n == name) {
                 Some((_, at)) => *at = now,
                 None => {
@@ -133,8 +137,6 @@ impl ReplicaCount {
                 }
             }
         }
-        let seen = u32::try_from(self.seen.len()).unwrap_or(u32::MAX);
-        self.wanted = Some(wanted.max(seen));
         joined
     }
 

@@ -128,6 +128,19 @@ fn losses(verdict: &Verdict) -> Vec<(u64, u64, Option<usize>, Option<FaultKind>)
         .collect()
 }
 
+/// Checks one task's `log` (workload `kind`, part `part`, task `t`) through a kill at 4 s.
+fn check_task(key: (WorkloadKind, Part, u32), log: TaskLog) -> Verdict {
+    let mut recorded = Recorded::default();
+    recorded.logs.insert(key, log);
+    check(
+        &recorded,
+        &set_state(&[]),
+        &watched(None),
+        &[kill_at(4_000)],
+        &rules(),
+    )
+}
+
 fn kinds(verdict: &Verdict) -> Vec<&'static str> {
     verdict.anomalies.iter().map(|a| a.kind).collect()
 }
@@ -531,17 +544,7 @@ fn a_caller_failing_long_after_the_topology_serves_is_a_slow_recovery() {
         )],
         ..TaskLog::default()
     };
-    let mut recorded = Recorded::default();
-    recorded
-        .logs
-        .insert((WorkloadKind::Set, Part::Main, 0), log);
-    let verdict = check(
-        &recorded,
-        &set_state(&[]),
-        &watched(None),
-        &[kill_at(4_000)],
-        &rules(),
-    );
+    let verdict = check_task((WorkloadKind::Set, Part::Main, 0), log);
     assert_eq!(kinds(&verdict), vec!["slow-recovery"]);
     assert_eq!(verdict.recoveries[0].callers, 1);
     // A queue consumer still failing at the end: described by its last failed call.
@@ -558,17 +561,7 @@ fn a_caller_failing_long_after_the_topology_serves_is_a_slow_recovery() {
         )),
         ..TaskLog::default()
     };
-    let mut recorded = Recorded::default();
-    recorded
-        .logs
-        .insert((WorkloadKind::Queue, Part::Consumer, 3), log);
-    let verdict = check(
-        &recorded,
-        &set_state(&[]),
-        &watched(None),
-        &[kill_at(4_000)],
-        &rules(),
-    );
+    let verdict = check_task((WorkloadKind::Queue, Part::Consumer, 3), log);
     assert_eq!(kinds(&verdict), vec!["never-recovered"]);
     assert_eq!(
         verdict.anomalies[0].examples,
