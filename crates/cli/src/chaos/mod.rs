@@ -168,8 +168,7 @@ pub(crate) async fn run(args: ChaosArgs) -> Result<ExitCode, CliError> {
             replicated,
             replica_reads,
             run_ms: args.duration.as_millis() as u64,
-            bus: args.topology == TopologyKind::Cluster,
-            one_shard: args.topology != TopologyKind::Cluster,
+            cluster: args.topology == TopologyKind::Cluster,
         }) => outcome,
         _ = tokio::signal::ctrl_c() => {
             drop(lab);

@@ -98,8 +98,7 @@ impl ReplicaCount {
         self.note(attached, now);
         self.seen
             .retain(|(_, at)| now.duration_since(*at) < GONE_AFTER);
-        let seen = u32::try_from(self.seen.len()).unwrap_or(u32::MAX);
-        let wanted = seen.max(self.floor);
+        let wanted = self.seen_count().max(self.floor);
         self.wanted = Some(wanted);
         wanted
     }
@@ -119,9 +118,13 @@ impl ReplicaCount {
             return false;
         };
         let joined = self.note(online, now);
-        let seen = u32::try_from(self.seen.len()).unwrap_or(u32::MAX);
-        self.wanted = Some(wanted.max(seen));
+        self.wanted = Some(wanted.max(self.seen_count()));
         joined
+    }
+
+    /// How many replicas were reported in this epoch (within [`GONE_AFTER`] once pruned).
+    fn seen_count(&self) -> u32 {
+        u32::try_from(self.seen.len()).unwrap_or(u32::MAX)
     }
 
     /// Records the replicas `names` as reported at `now`; returns whether one was not seen

@@ -60,12 +60,22 @@ pub(crate) struct Rules {
     pub(crate) replica_reads: bool,
     /// The run's length in ms.
     pub(crate) run_ms: u64,
+    /// The run was on a cluster (see [`Rules::bus`] and [`Rules::one_shard`]).
+    pub(crate) cluster: bool,
+}
+
+impl Rules {
     /// Pub/sub crosses the cluster bus (a cluster): a `PUBLISH` is acknowledged by the node
     /// that took it, before the bus carries it to the subscriber's node.
-    pub(crate) bus: bool,
+    pub(crate) fn bus(&self) -> bool {
+        self.cluster
+    }
+
     /// Every slot has one master (standalone, Sentinel): a fault of "the master" hits the
     /// master of every key.
-    pub(crate) one_shard: bool,
+    pub(crate) fn one_shard(&self) -> bool {
+        !self.cluster
+    }
 }
 
 /// An anomaly of the client's own.
@@ -280,7 +290,7 @@ impl Tally<'_> {
             .applied
             .iter()
             .filter(|a| {
-                self.rules.one_shard
+                self.rules.one_shard()
                     && a.kind == FaultKind::Kill
                     && a.master
                     && a.error.is_none()

@@ -14,8 +14,7 @@ fn rules() -> Rules {
         replicated: false,
         replica_reads: false,
         run_ms: 60_000,
-        bus: false,
-        one_shard: true,
+        cluster: false,
     }
 }
 
@@ -456,7 +455,7 @@ fn a_master_killed_and_back_before_a_failover_loses_what_it_acknowledged() {
     assert_eq!(kinds(&verdict), vec!["lost"]);
     // In a cluster a master's kill may be another shard's: not used.
     let cluster = Rules {
-        one_shard: false,
+        cluster: true,
         ..rules
     };
     let verdict = check(&recorded, &set_state(&[1]), &watched, &applied, &cluster);
@@ -597,8 +596,7 @@ fn a_message_lost_with_a_killed_node_is_the_buses_only_in_a_cluster() {
         ..Default::default()
     });
     let cluster = Rules {
-        bus: true,
-        one_shard: false,
+        cluster: true,
         ..rules()
     };
     let lost_near = |fault: Applied, rules: &Rules| {

@@ -234,7 +234,7 @@ pub(super) fn check_pubsub(
             .flat_map(|(_, log)| log.writes.iter())
             .find(|w| w.value == *seq)
             .map(|w| w.at_ms);
-        let cause = at.filter(|_| tally.rules.bus).and_then(|at| {
+        let cause = at.filter(|_| tally.rules.bus()).and_then(|at| {
             tally
                 .applied
                 .iter()
