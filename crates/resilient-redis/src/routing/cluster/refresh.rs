@@ -83,14 +83,21 @@ pub(super) async fn refresher(
         if let Err(e) = refresh_once(&router).await {
             tracing::debug!(error = %e, "cluster slot-map refresh failed");
         }
+        let masters = topology.masters();
         for node in topology.down_nodes() {
             // The node's pool reconnects on its own: once it has a connection, the node is up.
-            let up = router
-                .nodes()
-                .iter()
-                .any(|n| *n.addr == *node && !n.pool.is_down());
-            if up {
-                topology.mark_up(&node);
+            // A down node whose pool was retired (a master deposed while it was down, now a
+            // replica) and that is a master again gets a pool, or nothing would ever find it
+            // back: its slots' calls would wait for a failover that already happened.
+            match router.node_if_known(&node) {
+                Some(n) if !n.pool.is_down() => topology.mark_up(&node),
+                Some(_) => {}
+                None if masters.iter().any(|m| **m == *node) => {
+                    if let Err(e) = router.node(&node) {
+                        tracing::debug!(error = %e, node = %node, "no pool for a down master");
+                    }
+                }
+                None => {}
             }
         }
     }
