@@ -630,3 +630,127 @@ async fn blocking_calls_follow_their_slot() {
     let stats = client.stats();
     assert!(stats.retries >= 2, "sent again twice: {stats:?}");
 }
+
+/// The node of `cluster` that replicates the master at `master`.
+async fn replica_of(cluster: &RedisCluster, master: std::net::SocketAddr) -> std::net::SocketAddr {
+    for node in cluster.nodes() {
+        let role = node.info_field("replication", "role").await.ok();
+        let port = node.info_field("replication", "master_port").await.ok();
+        if role.as_deref() == Some("slave") && port == Some(master.port().to_string()) {
+            return node.addr();
+        }
+    }
+    panic!("no replica of {master}");
+}
+
+/// Whether the node at `addr` says it is a master.
+async fn is_master(cluster: &RedisCluster, addr: std::net::SocketAddr) -> bool {
+    let node = cluster.node_by_addr(addr).expect("a node of the lab");
+    node.info_field("replication", "role").await.ok().as_deref() == Some("master")
+}
+
+/// Soak 7's seed 126584937198934: a master frozen long enough to be failed over is flagged down
+/// by the client, deposed, and back as a replica (its pool retired while it was still flagged);
+/// then its successor dies and it is promoted back. The client must find it again: before the
+/// fix its slots' calls waited for a failover that had already happened, until every deadline.
+/// And while the master is frozen, a call in flight there goes to its successor once the slot
+/// map names it: before, each call waited out its deadline on the frozen node (3 in a row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_deposed_while_down_is_found_again_when_promoted_back() {
+    let _serial = common::ONE_AT_A_TIME.lock().await;
+    let mut cluster = cluster(&[]).await;
+    let client = connect(&cluster.urls()).await;
+    let key = "{a}:failback";
+    let first = cluster.master_for_slot(key_slot(key)).await.unwrap();
+    let second = replica_of(&cluster, first).await;
+
+    // A caller on the shard, calling again at once after an error; each outcome with its time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes = Arc::new(std::sync::Mutex::new(Vec::<(Instant, bool)>::new()));
+    let start = Instant::now();
+    let load = tokio::spawn({
+        let (mut client, stop, outcomes) = (client.clone(), stop.clone(), outcomes.clone());
+        async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let ok = client.set::<_, _, ()>(key, n).await.is_ok();
+                outcomes.lock().unwrap().push((Instant::now(), ok));
+            }
+        }
+    });
+    let ok_since = |since: Instant| {
+        let outcomes = outcomes.clone();
+        async move {
+            outcomes
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(at, ok)| *ok && *at > since)
+        }
+    };
+    wait_until("the first writes", Duration::from_secs(5), || {
+        ok_since(start)
+    })
+    .await;
+
+    // The master freezes past cluster-node-timeout: the client flags it down and the replica
+    // takes over; the client follows.
+    cluster.node_by_addr(first).unwrap().pause().unwrap();
+    wait_until("the replica's promotion", Duration::from_secs(20), || {
+        is_master(&cluster, second)
+    })
+    .await;
+    let promoted = Instant::now();
+    wait_until("writes on the new master", Duration::from_secs(15), || {
+        ok_since(promoted)
+    })
+    .await;
+    // It thaws, learns it was deposed, and comes back as the new master's replica.
+    cluster.node_by_addr(first).unwrap().resume().unwrap();
+    let thawed = cluster.node_by_addr(first).unwrap();
+    wait_until(
+        "the old master as a replica",
+        Duration::from_secs(20),
+        || async {
+            thawed
+                .info_field("replication", "role")
+                .await
+                .ok()
+                .as_deref()
+                == Some("slave")
+        },
+    )
+    .await;
+    thawed.wait_link_up(Duration::from_secs(20)).await.unwrap();
+
+    // The successor dies: the old master is promoted back, and the client must reach it.
+    cluster.node_by_addr_mut(second).unwrap().kill().unwrap();
+    wait_until(
+        "the old master's promotion back",
+        Duration::from_secs(20),
+        || is_master(&cluster, first),
+    )
+    .await;
+    let back = Instant::now();
+    let recovered = tokio::time::timeout(Duration::from_secs(15), async {
+        while !ok_since(back).await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let outcomes = outcomes.lock().unwrap();
+    let failed_after = outcomes.iter().filter(|(at, ok)| !ok && *at > back).count();
+    assert!(
+        recovered.is_ok(),
+        "no write succeeded within 15 s of the old master's promotion back \
+         ({failed_after} failed calls since)"
+    );
+    // SET is safe to repeat: a call in flight on the frozen master is sent to its successor
+    // once the slot map names it (not waited out to the deadline), and one on the killed
+    // successor to the master promoted back. No caller sees an error.
+    let failed = outcomes.iter().filter(|(_, ok)| !ok).count();
+    assert_eq!(failed, 0, "{failed} of {} writes failed", outcomes.len());
+}

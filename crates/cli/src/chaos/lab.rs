@@ -296,7 +296,9 @@ impl Lab {
                         .strip_prefix("port=")
                 })
                 .and_then(|p| p.parse::<u16>().ok());
-            if let Some(port) = port {
+            // A replica still in its handshake shows `port=0` (it has not sent its
+            // listening port yet): not a replica to count or to hit yet.
+            if let Some(port) = port.filter(|&p| p != 0) {
                 replicas.push(self.real(SocketAddr::from(([127, 0, 0, 1], port))));
             }
         }

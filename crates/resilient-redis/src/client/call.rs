@@ -132,9 +132,11 @@ impl Handle {
                         let outcome = match waiting.await {
                             Some(result) => Ok(result.map(Reply::One)),
                             None if cut => Err(deadline_in_flight()),
-                            None => Box::pin(self.wait_late_reply(fut, id, deadline, &node.pool))
-                                .await
-                                .map(|late| late.map(Reply::One)),
+                            None => {
+                                Box::pin(self.wait_late_reply(fut, id, deadline, node, request))
+                                    .await
+                                    .map(|late| late.map(Reply::One))
+                            }
                         };
                         let result =
                             outcome.and_then(|o| self.settle(o, id, retry_safe, &node.pool));
@@ -526,7 +528,7 @@ impl Handle {
         match tokio::time::timeout_at(limit, &mut fut).await {
             Ok(result) => Ok(result),
             Err(_) if cut => Err(deadline_in_flight()),
-            Err(_) => Box::pin(self.wait_late_reply(fut, id, deadline, &node.pool)).await,
+            Err(_) => Box::pin(self.wait_late_reply(fut, id, deadline, node, request)).await,
         }
     }
 

@@ -4,31 +4,67 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::Handle;
+use super::{Handle, cluster::slot_of};
 use crate::{
     connection::{LeaseId, Pool, StallVerdict},
+    request::Request,
     retry::{AttemptError, connection_lost, deadline_in_flight},
+    routing::{Node, Router},
 };
 
 impl Handle {
     /// The slow path of [`Handle::send_on`]: a reply is late. Finds out whether the server is
     /// stalled (keep waiting: re-sending would only queue the request twice) or the connection
-    /// is dead (give up on it; the caller retries if the request is safe to repeat).
+    /// is dead (give up on it; the caller retries if the request is safe to repeat). A node
+    /// that another takes over meanwhile (a failover of a frozen master: the slot map names
+    /// another master for the request's slot, or Sentinel another master) is given up on too:
+    /// the request may still run there when it thaws, so it is ambiguous, and one safe to
+    /// repeat is sent to the successor instead of waiting out the deadline.
     pub(super) async fn wait_late_reply<F, T>(
         &self,
         fut: std::pin::Pin<&mut F>,
         lease: LeaseId,
         deadline: Option<Instant>,
-        pool: &Arc<Pool>,
+        node: &Node,
+        request: Request<'_>,
     ) -> Result<redis::RedisResult<T>, AttemptError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        match deadline {
-            Some(d) => tokio::time::timeout_at(d, self.diagnose_late_reply(fut, lease, pool))
-                .await
-                .unwrap_or_else(|_| Err(deadline_in_flight())),
-            None => self.diagnose_late_reply(fut, lease, pool).await,
+        let pool = &node.pool;
+        let late = async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, self.diagnose_late_reply(fut, lease, pool))
+                    .await
+                    .unwrap_or_else(|_| Err(deadline_in_flight())),
+                None => self.diagnose_late_reply(fut, lease, pool).await,
+            }
+        };
+        tokio::select! {
+            biased;
+            late = late => late,
+            () = self.taken_over(node, request, pool.epoch()) => Err(connection_lost(
+                "another node took over while the reply was late (a failover); the request may \
+                 still run on the old one",
+                None,
+            )),
+        }
+    }
+
+    /// Resolves once another node takes over from `node` for `request`: in a cluster, when the
+    /// slot map names another master for the request's slot (checking meanwhile that `node`
+    /// answers, so a frozen master is flagged down and the map refreshed until its failover);
+    /// with Sentinel, when the master of `epoch` is replaced. Never for a request to a node
+    /// that is not its slot's master (a replica read, an `ASK`) or a server with no successor.
+    async fn taken_over(&self, node: &Node, request: Request<'_>, epoch: u64) {
+        match &self.inner.router {
+            Router::Cluster(cluster) => match slot_of(request) {
+                Some(slot) if cluster.master_addr(slot).as_deref() == Some(&*node.addr) => {
+                    cluster.stops_owning(slot, node).await;
+                }
+                _ => std::future::pending().await,
+            },
+            Router::Single(_) => node.pool.replaced(epoch).await,
         }
     }
 
