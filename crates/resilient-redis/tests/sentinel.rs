@@ -633,3 +633,80 @@ async fn subscription_survives_a_server_restart() {
     heard_both(&mut publisher, &mut news, 1).await;
     assert_eq!(news.resubscriptions(), 1);
 }
+
+/// A master frozen (SIGSTOP) until the sentinels promote a replica: a write in flight there is
+/// sent to the new master once the sentinels name it (SET is safe to repeat), not waited out to
+/// its deadline on the frozen one. No caller sees an error, and writes resume on the new
+/// master before the old one thaws.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_master_is_left_for_its_successor() {
+    let _serial = common::ONE_AT_A_TIME.lock().await;
+    let topology = SentinelTopology::start(topology_config()).await.unwrap();
+    let client = Client::with_config(ClientConfig::from_url(&sentinel_url(&topology)).unwrap())
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes = Arc::new(Mutex::new(Vec::<(Instant, Result<(), String>)>::new()));
+    let load = tokio::spawn({
+        let (mut client, stop, outcomes) = (client.clone(), stop.clone(), outcomes.clone());
+        async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let result = client
+                    .set::<_, _, ()>("frozen", n)
+                    .await
+                    .map_err(|e| e.to_string());
+                outcomes.lock().unwrap().push((Instant::now(), result));
+            }
+        }
+    });
+    let ok_since = |since: Instant| {
+        outcomes
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(at, r)| r.is_ok() && *at > since)
+    };
+    let start = Instant::now();
+    poll_until("the first writes", Duration::from_secs(5), || {
+        ok_since(start)
+    })
+    .await;
+
+    let old = topology.master_addr().await.unwrap();
+    frozen(&topology, old).pause().unwrap();
+    let new = new_master(&topology, old).await;
+    let switched = Instant::now();
+    poll_until(
+        "writes on the new master while the old one is frozen",
+        Duration::from_secs(10),
+        || ok_since(switched),
+    )
+    .await;
+    frozen(&topology, old).resume().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert_eq!(client.health().await.master, Some(new.to_string()));
+    let outcomes = outcomes.lock().unwrap();
+    let errors: Vec<&String> = outcomes
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().err())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{} of {} writes failed: {:?}",
+        errors.len(),
+        outcomes.len(),
+        &errors[..errors.len().min(3)]
+    );
+}
+
+/// The server of `topology` at `addr`.
+fn frozen(topology: &SentinelTopology, addr: SocketAddr) -> &redis_lab::RedisServer {
+    topology
+        .servers()
+        .iter()
+        .find(|s| s.addr() == addr)
+        .expect("a server of the lab")
+}

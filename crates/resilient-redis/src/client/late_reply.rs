@@ -15,9 +15,9 @@ use crate::{
 impl Handle {
     /// The slow path of [`Handle::send_on`]: a reply is late. Finds out whether the server is
     /// stalled (keep waiting: re-sending would only queue the request twice) or the connection
-    /// is dead (give up on it; the caller retries if the request is safe to repeat). A node
-    /// that another takes over meanwhile (a failover of a frozen master: the slot map names
-    /// another master for the request's slot, or Sentinel another master) is given up on too:
+    /// is dead (give up on it; the caller retries if the request is safe to repeat). A cluster
+    /// node that another takes over meanwhile (a failover of a frozen master: the slot map
+    /// names another master for the request's slot) is given up on too:
     /// the request may still run there when it thaws, so it is ambiguous, and one safe to
     /// repeat is sent to the successor instead of waiting out the deadline.
     pub(super) async fn wait_late_reply<F, T>(
@@ -43,7 +43,7 @@ impl Handle {
         tokio::select! {
             biased;
             late = late => late,
-            () = self.taken_over(node, request, pool.epoch()) => Err(connection_lost(
+            () = self.taken_over(node, request) => Err(connection_lost(
                 "another node took over while the reply was late (a failover); the request may \
                  still run on the old one",
                 None,
@@ -53,10 +53,10 @@ impl Handle {
 
     /// Resolves once another node takes over from `node` for `request`: in a cluster, when the
     /// slot map names another master for the request's slot (checking meanwhile that `node`
-    /// answers, so a frozen master is flagged down and the map refreshed until its failover);
-    /// with Sentinel, when the master of `epoch` is replaced. Never for a request to a node
-    /// that is not its slot's master (a replica read, an `ASK`) or a server with no successor.
-    async fn taken_over(&self, node: &Node, request: Request<'_>, epoch: u64) {
+    /// answers, so a frozen master is flagged down and the map refreshed until its failover).
+    /// Never for a request to a node that is not its slot's master (a replica read, an `ASK`),
+    /// nor outside a cluster.
+    async fn taken_over(&self, node: &Node, request: Request<'_>) {
         match &self.inner.router {
             Router::Cluster(cluster) => match slot_of(request) {
                 Some(slot) if cluster.master_addr(slot).as_deref() == Some(&*node.addr) => {
@@ -64,7 +64,9 @@ impl Handle {
                 }
                 _ => std::future::pending().await,
             },
-            Router::Single(_) => node.pool.replaced(epoch).await,
+            // A Sentinel switch drops the old master's connections: a late reply there ends
+            // as a lost connection without this.
+            Router::Single(_) => std::future::pending().await,
         }
     }
 
