@@ -191,6 +191,8 @@ mod retry;
 mod routing;
 pub mod streams;
 mod striped;
+#[doc(hidden)]
+pub mod wire;
 
 pub use client::{Client, ClientStats, Transaction};
 pub use commands::{CommandSafety, safety_of};

@@ -1,0 +1,185 @@
+//! A fast single-socket Redis connection: [`WireConnection`].
+//!
+//! A prototype, not on [`crate::Client`]'s call path yet. It does what redis-rs's
+//! `MultiplexedConnection` does for concurrent callers on one socket, with less work per call:
+//! a caller queues its bytes and its waiter in one critical section and usually writes them
+//! itself (one `try_write`, no task hop); a reader task decodes replies with a direct RESP
+//! decoder ([`parse`]) and completes the waiters in order.
+//!
+//! # Behavior
+//! - Plain TCP (`TCP_NODELAY`), RESP2, database 0: no `AUTH`, `SELECT`, `HELLO`, TLS or
+//!   `CLIENT SETNAME` yet. No pub/sub (a subscribed RESP2 connection's messages would be taken
+//!   for replies).
+//! - Calls are answered in the order their bytes were queued; replies are exactly what
+//!   `MultiplexedConnection` returns for the same call, server errors included
+//!   (`req_packed_command` gives `Ok(Value::ServerError(..))`; a pipeline keeps its error
+//!   replies as values; a transaction with a refused command is the same "transaction
+//!   aborted" error).
+//! - No response timeout: wrap calls in `tokio::time::timeout` if the server may stall.
+//! - A caller whose future is dropped after its command was queued does not desynchronise the
+//!   connection: its reply is read and discarded.
+//! - On an I/O error, end of stream or a reply that is not valid RESP, the connection is dead:
+//!   every pending call and every later call fails at once with an I/O error
+//!   ([`redis::RedisError::is_io_error`]; a reply that is not RESP gives its waiter the parse
+//!   error). It never reconnects: open a new one.
+//! - Dropping every clone closes the socket and stops both tasks.
+
+pub mod parse;
+mod replay;
+mod shared;
+mod tasks;
+mod waiter;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::FutureExt as _;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+
+use shared::{Shared, closed_error};
+use waiter::{Expect, Reply};
+
+/// A Redis connection over one TCP socket, shared by every clone (see the module docs).
+///
+/// ```no_run
+/// # async fn run() -> redis::RedisResult<()> {
+/// use redis::AsyncCommands;
+/// let mut conn = resilient_redis::wire::WireConnection::connect("127.0.0.1:6379".parse().unwrap()).await?;
+/// let () = conn.set("k", "v").await?;
+/// let v: String = conn.get("k").await?;
+/// # let _ = v; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct WireConnection {
+    inner: Arc<Inner>,
+}
+
+/// Owned by the handles only: the last one dropped stops the tasks, which releases the socket.
+struct Inner {
+    shared: Arc<Shared>,
+    reader: AbortHandle,
+    writer: AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+impl std::fmt::Debug for WireConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireConnection")
+            .field("peer", &self.inner.shared.stream.peer_addr().ok())
+            .field("failed", &self.inner.shared.is_failed())
+            .finish()
+    }
+}
+
+impl WireConnection {
+    /// Connects to `addr` over TCP with `TCP_NODELAY`, and starts the reader and writer
+    /// tasks on the current tokio runtime. Sends nothing: no `AUTH`, `SELECT` or `HELLO`.
+    ///
+    /// # Errors
+    /// The connection's I/O error.
+    pub async fn connect(addr: SocketAddr) -> RedisResult<WireConnection> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let shared = Arc::new(Shared::new(stream));
+        let reader = tokio::spawn(tasks::read_replies(Arc::clone(&shared))).abort_handle();
+        let writer = tokio::spawn(tasks::write_queued(Arc::clone(&shared))).abort_handle();
+        Ok(WireConnection {
+            inner: Arc::new(Inner {
+                shared,
+                reader,
+                writer,
+            }),
+        })
+    }
+
+    /// Whether the connection is dead (every call fails at once): time to open a new one.
+    pub fn is_closed(&self) -> bool {
+        self.inner.shared.is_failed()
+    }
+
+    /// Sends one command; its reply as `MultiplexedConnection::send_packed_command` gives it.
+    ///
+    /// # Errors
+    /// The connection's failure (an I/O error) or, for a reply that is not RESP, a parse
+    /// error. A server error reply is `Ok(Value::ServerError(..))`.
+    pub async fn send_command(&self, cmd: &Cmd) -> RedisResult<Value> {
+        let shared = &self.inner.shared;
+        if cmd.is_no_response() {
+            shared.send(|out| cmd.write_packed_command(out), None)?;
+            return Ok(Value::Nil);
+        }
+        let rx = shared.send(|out| cmd.write_packed_command(out), Some(Expect::One))?;
+        match receive(rx).await? {
+            Reply::One(value) => Ok(value),
+            Reply::Many(values) => Ok(Value::Array(values)),
+            Reply::Aborted(_) => Err(closed_error()),
+        }
+    }
+
+    /// Sends a pipeline; skips `offset` replies and returns the `count` after them, as
+    /// `MultiplexedConnection::send_packed_commands` does.
+    ///
+    /// # Errors
+    /// As [`WireConnection::send_command`]; a transaction the server refused to queue a
+    /// command of fails with redis-rs's "transaction aborted" error.
+    pub async fn send_pipeline(
+        &self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let expect = Expect::group(offset, count, pipeline.is_transaction());
+        let packed = pipeline.get_packed_pipeline();
+        let rx = self
+            .inner
+            .shared
+            .send(|out| out.extend_from_slice(&packed), Some(expect))?;
+        match receive(rx).await? {
+            Reply::Many(values) => Ok(values),
+            Reply::One(value) => Ok(vec![value]),
+            Reply::Aborted(aborted) => {
+                Err(replay::aborted_transaction(pipeline, offset, count, aborted).await)
+            }
+        }
+    }
+}
+
+/// The reply a waiter was sent; a closed connection if its sender is gone.
+async fn receive(rx: Option<oneshot::Receiver<RedisResult<Reply>>>) -> RedisResult<Reply> {
+    let Some(rx) = rx else {
+        return Err(RedisError::from((
+            redis::ErrorKind::Client,
+            "no reply expected",
+        )));
+    };
+    rx.await.unwrap_or_else(|_| Err(closed_error()))
+}
+
+impl redis::aio::ConnectionLike for WireConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.send_command(cmd).boxed()
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.send_pipeline(pipeline, offset, count).boxed()
+    }
+
+    /// Always 0: the connection does not `SELECT`.
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
