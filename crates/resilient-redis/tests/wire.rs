@@ -125,7 +125,13 @@ async fn pipelines_and_transactions_answer_as_multiplexed_connection() {
     compare_pipeline(&mut wire, &mut multiplexed, &failing, "run-time error").await;
     let mut failing_tx = failing.clone();
     failing_tx.atomic();
-    compare_pipeline(&mut wire, &mut multiplexed, &failing_tx, "run-time error in MULTI").await;
+    compare_pipeline(
+        &mut wire,
+        &mut multiplexed,
+        &failing_tx,
+        "run-time error in MULTI",
+    )
+    .await;
 
     // A command the server refuses to queue: the transaction is aborted.
     let mut refused = redis::pipe();
@@ -329,10 +335,7 @@ async fn dropping_every_handle_closes_the_socket() {
         if list.trim().is_empty() {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "still connected: {list}"
-        );
+        assert!(tokio::time::Instant::now() < end, "still connected: {list}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

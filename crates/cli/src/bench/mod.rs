@@ -36,7 +36,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::{Duration, Instant};
 
 use crate::client::{
-    AppClient, CasApp, ClientKind, ExactlyOnceApp, NaiveClient, RawClient, RawCluster,
+    AppClient, CasApp, ClientKind, ExactlyOnceApp, NaiveClient, RawClient, RawCluster, WireClient,
     connect_resilient, preflight, sentinel_master_url,
 };
 use crate::error::CliError;
@@ -257,6 +257,23 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         (Target::Cluster { .. }, ClientKind::Naive) => {
             return Err(CliError::usage(
                 "--client naive drives one server: give --url or --sentinel",
+            ));
+        }
+        (_, ClientKind::Wire) if deadline.is_some() => {
+            return Err(CliError::usage(
+                "--client wire has no response timeout: drop --deadline-ms",
+            ));
+        }
+        (Target::Standalone { url }, ClientKind::Wire) => {
+            bench(WireClient::connect(url).await?, &args, &target).await?
+        }
+        (Target::Sentinel { sentinels, master }, ClientKind::Wire) => {
+            let url = sentinel_master_url(sentinels, master).await?;
+            bench(WireClient::connect(&url).await?, &args, &target).await?
+        }
+        (Target::Cluster { .. }, ClientKind::Wire) => {
+            return Err(CliError::usage(
+                "--client wire drives one server: give --url or --sentinel",
             ));
         }
     };

@@ -13,10 +13,16 @@
 //!   With Sentinel the raw client connects to the master the sentinels name at start and stays
 //!   on that address (what a naive app does); for a cluster it is redis-rs's async cluster
 //!   connection with its defaults ([`RawCluster`]).
+//! - `wire` (hidden): resilient-redis's prototype single-socket connection
+//!   (`resilient_redis::wire::WireConnection`) as a baseline, replaced after it breaks as
+//!   raw's is (`replacing.rs`); one server (`--url`, or the master the sentinels name), plain
+//!   RESP2, no response timeout.
 
 mod naive;
 mod raw;
 mod raw_cluster;
+mod replacing;
+mod wire;
 
 use std::future::Future;
 use std::time::Duration;
@@ -31,6 +37,7 @@ use crate::target::{Access, Target, sentinel_url};
 pub(crate) use naive::NaiveClient;
 pub(crate) use raw::{RawClient, sentinel_master_url};
 pub(crate) use raw_cluster::RawCluster;
+pub(crate) use wire::WireClient;
 
 /// Which client a run uses (`--client`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -42,15 +49,20 @@ pub(crate) enum ClientKind {
     /// Anti-pattern: a MultiplexedConnection that retries every connection error and THROTTLED
     /// after 10, 20, 40 ... ms (capped at 1 s), no jitter, no budget, until --deadline-ms.
     Naive,
+    /// Prototype: resilient-redis's single-socket WireConnection, no retries (replaced after
+    /// it breaks); plain RESP2, no response timeout.
+    #[value(hide = true)]
+    Wire,
 }
 
 impl ClientKind {
-    /// The name used in reports (`"resilient"` / `"raw"` / `"naive"`).
+    /// The name used in reports (`"resilient"` / `"raw"` / `"naive"` / `"wire"`).
     pub(crate) fn name(self) -> &'static str {
         match self {
             ClientKind::Resilient => "resilient",
             ClientKind::Raw => "raw",
             ClientKind::Naive => "naive",
+            ClientKind::Wire => "wire",
         }
     }
 }

@@ -1,32 +1,30 @@
 //! The raw baseline: a plain redis-rs `MultiplexedConnection`, no retries, replaced after it breaks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::{AsyncConnectionConfig, RedisResult};
 
-use super::{AppClient, ClientCounters};
+use super::replacing::{Connector, Replacing};
 use crate::error::CliError;
 
 /// The raw baseline: one shared multiplexed connection, replaced after it breaks.
-#[derive(Clone)]
-pub(crate) struct RawClient {
-    shared: Arc<RawShared>,
-    conn: MultiplexedConnection,
-    generation: u64,
-}
+pub(crate) type RawClient = Replacing<Multiplexed>;
 
-struct RawShared {
+/// Opens redis-rs `MultiplexedConnection`s with one client and configuration.
+pub(crate) struct Multiplexed {
     client: redis::Client,
     config: AsyncConnectionConfig,
-    /// Bumped each time `current` is replaced.
-    generation: AtomicU64,
-    current: Mutex<MultiplexedConnection>,
-    /// Serialises reconnects so a breakage seen by many workers opens one connection.
-    reconnecting: tokio::sync::Mutex<()>,
-    reconnects: AtomicU64,
+}
+
+impl Connector for Multiplexed {
+    type Conn = MultiplexedConnection;
+
+    async fn connect(&self) -> RedisResult<MultiplexedConnection> {
+        self.client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await
+    }
 }
 
 impl RawClient {
@@ -42,67 +40,9 @@ impl RawClient {
         if let Some(timeout) = response_timeout {
             config = config.set_response_timeout(Some(timeout));
         }
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&config)
+        Replacing::open(Multiplexed { client, config })
             .await
-            .map_err(|err| CliError::runtime(format!("cannot connect to {url}: {err}")))?;
-        let shared = Arc::new(RawShared {
-            client,
-            config,
-            generation: AtomicU64::new(0),
-            current: Mutex::new(conn.clone()),
-            reconnecting: tokio::sync::Mutex::new(()),
-            reconnects: AtomicU64::new(0),
-        });
-        Ok(RawClient {
-            shared,
-            conn,
-            generation: 0,
-        })
-    }
-
-    /// The connection this handle uses now (without picking up a replacement).
-    pub(super) fn current(&self) -> &MultiplexedConnection {
-        &self.conn
-    }
-
-    /// Picks up a replacement connection another worker opened.
-    fn refresh(&mut self) {
-        let generation = self.shared.generation.load(Ordering::Acquire);
-        if generation != self.generation {
-            let current = self
-                .shared
-                .current
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            self.conn = current.clone();
-            self.generation = self.shared.generation.load(Ordering::Acquire);
-        }
-    }
-
-    /// Replaces the shared connection unless another worker already did since we last looked.
-    pub(super) async fn reconnect(&mut self) {
-        let shared = Arc::clone(&self.shared);
-        {
-            let _guard = shared.reconnecting.lock().await;
-            if shared.generation.load(Ordering::Acquire) == self.generation {
-                let Ok(conn) = shared
-                    .client
-                    .get_multiplexed_async_connection_with_config(&shared.config)
-                    .await
-                else {
-                    // Server still down: the next call fails fast and tries again.
-                    return;
-                };
-                *shared
-                    .current
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = conn;
-                shared.generation.fetch_add(1, Ordering::AcqRel);
-                shared.reconnects.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.refresh();
+            .map_err(|err| CliError::runtime(format!("cannot connect to {url}: {err}")))
     }
 }
 
@@ -138,35 +78,12 @@ pub(crate) async fn sentinel_master_url(
     )))
 }
 
-impl AppClient for RawClient {
-    type Conn = MultiplexedConnection;
-
-    fn conn(&mut self) -> &mut Self::Conn {
-        self.refresh();
-        &mut self.conn
-    }
-
-    async fn after_error(&mut self, err: &RedisError) {
-        if err.is_unrecoverable_error() {
-            self.reconnect().await;
-        }
-    }
-
-    fn counters(&self) -> ClientCounters {
-        ClientCounters {
-            retries: 0,
-            reconnects: self.shared.reconnects.load(Ordering::Relaxed),
-            attempts: None,
-            ..ClientCounters::default()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use redis_lab::RedisServer;
 
     use super::*;
+    use crate::client::{AppClient, ClientCounters};
     use crate::workload::{CallOutcome, timed_call};
 
     #[tokio::test]

@@ -188,8 +188,7 @@ impl Scan {
                 b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => 0,
                 b'$' | b'!' | b'=' => {
                     if let Some(len) = bulk_len(tag, parse_int(line)?)? {
-                        let Some(body_end) =
-                            end.checked_add(len).filter(|e| e + 2 <= input.len())
+                        let Some(body_end) = end.checked_add(len).filter(|e| e + 2 <= input.len())
                         else {
                             return Ok(None);
                         };

@@ -85,7 +85,10 @@ fn integers_as_redis_rs_reads_them() {
 
 #[test]
 fn bulk_strings_and_nil() {
-    assert_eq!(one(b"$5\r\nhello\r\n"), Value::BulkString(b"hello".to_vec()));
+    assert_eq!(
+        one(b"$5\r\nhello\r\n"),
+        Value::BulkString(b"hello".to_vec())
+    );
     assert_eq!(one(b"$0\r\n\r\n"), Value::BulkString(Vec::new()));
     assert_eq!(
         one(b"$4\r\na\r\nb\r\n"),

@@ -50,8 +50,10 @@ pub(super) async fn aborted_transaction(
         Ok::<_, std::io::Error>(server)
     };
     let ask = async {
-        let (answer, _server) =
-            futures::join!(conn.req_packed_commands(pipeline, offset, count), fake_server);
+        let (answer, _server) = futures::join!(
+            conn.req_packed_commands(pipeline, offset, count),
+            fake_server
+        );
         answer
     };
     tokio::select! {
@@ -78,4 +80,3 @@ fn encode_error(err: &ServerError, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(b"\r\n");
 }
-
