@@ -257,7 +257,7 @@ fn aggregate_len(tag: u8, n: i64) -> RedisResult<Option<usize>> {
 /// The index of the `\r` of the first CRLF at or after `from`; `None` when none arrived yet.
 fn line_end(input: &[u8], from: usize) -> RedisResult<Option<usize>> {
     let mut at = from;
-    while let Some(offset) = input.get(at..).and_then(|rest| memchr_cr(rest)) {
+    while let Some(offset) = input.get(at..).and_then(find_cr) {
         let cr = at + offset;
         match input.get(cr + 1) {
             Some(b'\n') => return Ok(Some(cr)),
@@ -271,7 +271,8 @@ fn line_end(input: &[u8], from: usize) -> RedisResult<Option<usize>> {
     Ok(None)
 }
 
-fn memchr_cr(bytes: &[u8]) -> Option<usize> {
+/// The index of the first `\r` in `bytes`.
+fn find_cr(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\r')
 }
 
