@@ -2,9 +2,10 @@
 //!
 //! A prototype, not on [`crate::Client`]'s call path yet. It does what redis-rs's
 //! `MultiplexedConnection` does for concurrent callers on one socket, with less work per call:
-//! a caller queues its bytes and its waiter in one critical section and usually writes them
-//! itself (one `try_write`, no task hop); a reader task decodes replies with a direct RESP
-//! decoder ([`parse`]) and completes the waiters in order.
+//! a caller queues its bytes and its waiter in one critical section; a lone caller writes them
+//! itself (one `try_write`, no task hop), while under concurrency a writer task gathers every
+//! caller's bytes into one write; a reader task decodes replies with a direct RESP decoder
+//! ([`parse`]) and completes the waiters in order.
 //!
 //! # Behavior
 //! - Plain TCP (`TCP_NODELAY`), RESP2, database 0: no `AUTH`, `SELECT`, `HELLO`, TLS or

@@ -75,7 +75,9 @@ impl Shared {
     }
 
     /// Queues the bytes `pack` appends and, unless `expect` is `None` (no reply), a waiter
-    /// for their replies, in one critical section; then writes at once if no one else is.
+    /// for their replies, in one critical section; then writes at once if no one else is
+    /// writing and no other call awaits its reply (a lone caller: one syscall, no task hop);
+    /// otherwise the writer task writes, after one yield, everything queued meanwhile.
     ///
     /// # Errors
     /// The connection's failure if it is dead; a client error if `pack` appended nothing.
@@ -96,6 +98,9 @@ impl Shared {
                 "empty command",
             )));
         }
+        // Others are waiting for replies: more callers are likely running, so the writer
+        // task (which yields once first) gathers their bytes into one write.
+        let others_in_flight = !state.waiters.is_empty();
         let rx = expect.map(|expect| {
             let (tx, rx) = oneshot::channel();
             state.waiters.push_back(Waiter { tx, expect });
@@ -105,6 +110,11 @@ impl Shared {
             return Ok(rx);
         }
         state.writing = true;
+        if others_in_flight {
+            drop(state);
+            self.flush.notify_one();
+            return Ok(rx);
+        }
         let spare = std::mem::take(&mut state.spare);
         let mut buf = std::mem::replace(&mut state.out, spare);
         drop(state);
