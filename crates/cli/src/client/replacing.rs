@@ -137,3 +137,40 @@ impl<K: Connector> AppClient for Replacing<K> {
         }
     }
 }
+
+/// The test both replaced connections (raw, wire) pass: after `CLIENT KILL`, the call in
+/// flight on the killed connection fails (nothing retries it), and the worker that saw it
+/// replaces the connection once for every worker sharing it.
+#[cfg(test)]
+pub(super) async fn assert_replaced_once_for_every_worker<K: Connector>(
+    server: &redis_lab::RedisServer,
+    mut first: Replacing<K>,
+) {
+    use crate::workload::{CallOutcome, timed_call};
+
+    let mut second = first.clone();
+    let ping = redis::cmd("PING");
+    assert_eq!(timed_call(&mut first, &ping).await.0, CallOutcome::Ok);
+
+    assert!(server.client_kill_normal().await.expect("CLIENT KILL") >= 1);
+    // The kill may land before or after this call is written: either way it fails...
+    let (outcome, _) = timed_call(&mut first, &ping).await;
+    assert!(outcome.is_error(), "{outcome:?}");
+    // ...and the worker replaced the connection for everyone.
+    assert_eq!(
+        first.counters(),
+        ClientCounters {
+            retries: 0,
+            reconnects: 1,
+            attempts: None,
+            ..ClientCounters::default()
+        }
+    );
+    assert_eq!(timed_call(&mut first, &ping).await.0, CallOutcome::Ok);
+    assert_eq!(timed_call(&mut second, &ping).await.0, CallOutcome::Ok);
+    assert_eq!(
+        second.counters().reconnects,
+        1,
+        "one reconnect for both workers"
+    );
+}

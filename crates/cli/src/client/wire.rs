@@ -78,32 +78,13 @@ mod tests {
     use redis_lab::RedisServer;
 
     use super::*;
-    use crate::client::{AppClient, ClientCounters};
-    use crate::workload::{CallOutcome, timed_call};
+    use crate::client::replacing::assert_replaced_once_for_every_worker;
 
     #[tokio::test]
     async fn a_broken_connection_is_replaced_once_for_every_worker() {
         let server = RedisServer::start().await.expect("lab server");
-        let mut first = WireClient::connect(&server.url()).await.expect("connects");
-        let mut second = first.clone();
-        let ping = redis::cmd("PING");
-        assert_eq!(timed_call(&mut first, &ping).await.0, CallOutcome::Ok);
-
-        assert!(server.client_kill_normal().await.expect("CLIENT KILL") >= 1);
-        // The kill may land before or after this call is written: either way it fails...
-        let (outcome, _) = timed_call(&mut first, &ping).await;
-        assert!(outcome.is_error(), "{outcome:?}");
-        // ...and the worker replaced the connection for everyone.
-        assert_eq!(
-            first.counters(),
-            ClientCounters {
-                reconnects: 1,
-                ..ClientCounters::default()
-            }
-        );
-        assert_eq!(timed_call(&mut first, &ping).await.0, CallOutcome::Ok);
-        assert_eq!(timed_call(&mut second, &ping).await.0, CallOutcome::Ok);
-        assert_eq!(second.counters().reconnects, 1);
+        let first = WireClient::connect(&server.url()).await.expect("connects");
+        assert_replaced_once_for_every_worker(&server, first).await;
     }
 
     #[test]

@@ -243,15 +243,7 @@ fn encode(value: &Value, out: &mut Vec<u8>) {
                 encode(item, out);
             }
         }
-        Value::ServerError(err) => {
-            out.push(b'-');
-            out.extend_from_slice(err.code().as_bytes());
-            if let Some(details) = err.details() {
-                out.push(b' ');
-                out.extend_from_slice(details.as_bytes());
-            }
-            out.extend_from_slice(b"\r\n");
-        }
+        Value::ServerError(err) => super::super::replay::encode_error(err, out),
         other => unreachable!("not generated: {other:?}"),
     }
 }

@@ -71,7 +71,7 @@ fn first_error(errors: &[(usize, ServerError)]) -> RedisError {
 }
 
 /// `err` as the error line redis-rs parses back to it (code, space, details).
-fn encode_error(err: &ServerError, out: &mut Vec<u8>) {
+pub(super) fn encode_error(err: &ServerError, out: &mut Vec<u8>) {
     out.push(b'-');
     out.extend_from_slice(err.code().as_bytes());
     if let Some(details) = err.details() {
