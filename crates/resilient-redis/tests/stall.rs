@@ -104,3 +104,57 @@ async fn a_server_silent_everywhere_fails_at_the_deadline_as_ambiguous() {
     // Not re-sent into the void: one attempt.
     assert_eq!(client.stats().retries, 0, "{:?}", client.stats());
 }
+
+/// While a script keeps the server busy, one prober PINGs it for every caller that met `BUSY`.
+/// When the prober's connection goes silent (its PING lost), the prober gives up after a
+/// response window: callers go on and their own attempts find a connection that answers. It
+/// used to wait for that PING forever, and every caller that met `BUSY` with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_probe_lost_with_its_connection_holds_no_caller() {
+    let server = RedisServer::start().await.unwrap();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let client = client_through(&proxy, Duration::from_secs(5)).await;
+    let () = client.clone().set("k", "v").await.unwrap();
+    let mut direct = server.admin().await.unwrap();
+
+    let busy = server.busy_script(Duration::from_secs(2));
+    let caller = async {
+        // The script holds the server: a direct PING gets BUSY.
+        while redis::cmd("PING")
+            .query_async::<String>(&mut direct)
+            .await
+            .is_ok()
+        {
+            tokio::task::yield_now().await;
+        }
+        let forwarded = proxy.stats().commands_forwarded;
+        let mut c = client.clone();
+        let started = Instant::now();
+        let get = tokio::spawn(async move { c.get::<_, String>("k").await });
+        // The GET met BUSY and the prober is PINGing on the pooled connection.
+        assert!(
+            eventually(Duration::from_secs(2), || proxy.stats().commands_forwarded
+                >= forwarded + 3)
+            .await,
+            "no BUSY probe"
+        );
+        // Its next PING is lost: that connection is silent for good.
+        let blackholed = proxy.stats().bytes_blackholed;
+        proxy.set_blackhole(true);
+        assert!(
+            eventually(Duration::from_secs(2), || proxy.stats().bytes_blackholed
+                > blackholed)
+            .await,
+            "the probe never reached the proxy"
+        );
+        proxy.set_blackhole(false);
+        (get.await.unwrap(), started.elapsed())
+    };
+    let (script, (got, took)) = tokio::join!(busy, caller);
+    script.unwrap();
+    eprintln!("took {took:?}, stats {:?}", client.stats());
+    assert_eq!(
+        got.expect("GET is safe to repeat: served once the script is over"),
+        "v"
+    );
+}

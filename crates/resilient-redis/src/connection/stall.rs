@@ -52,10 +52,19 @@ impl Pool {
                             let Some(mut lease) = pool.try_lease() else {
                                 return;
                             };
+                            let window = pool.response_timeout;
                             drop(pool);
+                            // Bounded: a PING lost with its connection (or to a server that
+                            // froze) must not hold every later caller that meets `BUSY`; they
+                            // go on, and their own attempts find out what happened.
                             let ping = redis::cmd("PING");
-                            match lease.conn.send_packed_command(&ping).await {
-                                Ok(redis::Value::ServerError(e)) if Code::of(&e).is_busy() => {}
+                            match tokio::time::timeout(
+                                window,
+                                lease.conn.send_packed_command(&ping),
+                            )
+                            .await
+                            {
+                                Ok(Ok(redis::Value::ServerError(e))) if Code::of(&e).is_busy() => {}
                                 _ => return,
                             }
                         }
