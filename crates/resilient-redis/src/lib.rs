@@ -174,6 +174,7 @@
 //! Reconnections (`info`), broken connections and stall probes (`debug`) and ambiguous failures
 //! (`warn`) are also `tracing` events.
 
+mod aborted;
 mod addr;
 mod client;
 pub mod commands;

@@ -229,7 +229,15 @@ pub(crate) fn build_policy(parts: PolicyParts<'_>) -> Result<RetryPolicy, Error>
 
 /// Turns the policy's verdict into the client's error, keeping the outcome honest.
 pub(crate) fn give_up_error(e: RetryError<AttemptError>) -> Error {
-    let outcome = if e.may_have_applied {
+    // An attempt known to have applied the command (an atomic pipeline whose `MULTI` was
+    // refused while its writes ran) says so whatever came before it.
+    let applied = e
+        .error
+        .as_ref()
+        .is_some_and(|a| a.error.outcome() == Outcome::Applied);
+    let outcome = if applied {
+        Outcome::Applied
+    } else if e.may_have_applied {
         Outcome::Ambiguous
     } else {
         Outcome::Failed

@@ -744,3 +744,42 @@ async fn a_replica_that_joined_does_not_stand_in_for_one_that_left() {
     let on_b: i64 = b.admin().await.unwrap().get("durable:k").await.unwrap();
     assert_eq!(on_b, 1, "the replica that left does not");
 }
+
+/// A durable atomic pipeline whose `MULTI` is refused while its write runs on its own (an ACL
+/// here; `BUSY` or `THROTTLED` in the field) is reported applied, never as a clean failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_atomic_pipeline_whose_multi_is_refused_is_not_a_clean_failure() {
+    let (a, _b) = primary_and_replica().await;
+    let config = ClientConfig {
+        durability: Durability::replicated(),
+        ..ClientConfig::from_url(&a.url()).unwrap()
+    };
+    let mut client = Client::with_config(config).await.unwrap();
+    let mut admin = a.admin().await.unwrap();
+    let (n,): (i64,) = redis::pipe()
+        .atomic()
+        .incr("durable:tx", 1)
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-multi")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let error = redis::pipe()
+        .atomic()
+        .incr("durable:tx", 1)
+        .query_async::<(i64,)>(&mut client)
+        .await
+        .expect_err("MULTI is refused");
+    assert_eq!(Outcome::of(&error), Outcome::Applied, "{error}");
+    // Said of the write itself, not of a reply that could not be read back.
+    let inner = resilient_redis::Error::from_redis(&error).expect("the client's error");
+    assert_eq!(inner.kind(), ErrorKind::Server, "{error}");
+    let n: i64 = admin.get("durable:tx").await.unwrap();
+    assert_eq!(n, 2, "the write ran once, outside the transaction");
+}

@@ -531,3 +531,79 @@ async fn transactions_survive_a_sentinel_failover() {
     common::assert_no_lost_update(ok, ambiguous, final_value);
     assert_eq!(failed, 0, "transactions failed through the failover");
 }
+
+/// The same for a caller's atomic pipeline (`redis::pipe().atomic()`) sent through the client.
+/// redis-rs alone panics in its connection task on it (debug builds; the connection dies under
+/// every caller) or reports a transaction error (release builds): the client reads every reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_multi_in_an_atomic_pipeline_is_not_a_clean_failure() {
+    let server = RedisServer::start().await.unwrap();
+    let mut admin = server.admin().await.unwrap();
+    let mut client = Client::connect(&server.url()).await.unwrap();
+    let () = admin.set("p:n", 1).await.unwrap();
+    // A healthy atomic pipeline answers as redis-rs answers it.
+    let (n, m): (i64, i64) = redis::pipe()
+        .atomic()
+        .incr("p:n", 1)
+        .incr("p:m", 5)
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert_eq!((n, m), (2, 5));
+    // A command refused when queued: EXECABORT, the same error as redis-rs's.
+    let ours = redis::pipe()
+        .atomic()
+        .incr("p:n", 1)
+        .cmd("NO-SUCH-COMMAND")
+        .query_async::<(i64,)>(&mut client)
+        .await
+        .unwrap_err();
+    let theirs = redis::pipe()
+        .atomic()
+        .incr("p:n", 1)
+        .cmd("NO-SUCH-COMMAND")
+        .query_async::<(i64,)>(&mut admin)
+        .await
+        .unwrap_err();
+    assert_eq!(ours.kind(), theirs.kind(), "{ours} / {theirs}");
+    assert_eq!(Outcome::of(&ours), Outcome::Failed, "{ours}");
+
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-multi")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let error = redis::pipe()
+        .atomic()
+        .incr("p:n", 1)
+        .query_async::<(i64,)>(&mut client)
+        .await
+        .expect_err("MULTI is refused");
+    assert_eq!(Outcome::of(&error), Outcome::Applied, "{error}");
+    // Said of the write itself, not of a reply that could not be read back.
+    let inner = resilient_redis::Error::from_redis(&error).expect("the client's error");
+    assert_eq!(inner.kind(), ErrorKind::Server, "{error}");
+    let n: i64 = admin.get("p:n").await.unwrap();
+    assert_eq!(n, 3, "the write ran once, outside the transaction");
+    // Refused with every command refused too: nothing ran, a plain failure.
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-set")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let error = redis::pipe()
+        .atomic()
+        .set("p:n", 9)
+        .query_async::<((),)>(&mut client)
+        .await
+        .expect_err("MULTI and SET are refused");
+    assert_eq!(Outcome::of(&error), Outcome::Failed, "{error}");
+    let n: i64 = admin.get("p:n").await.unwrap();
+    assert_eq!(n, 3);
+    // The connection still serves everyone.
+    let _: i64 = client.incr("p:after", 1).await.unwrap();
+}

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::{
     Handle, Local,
     admit::settle_permit,
-    durable,
+    atomic, durable,
     timer::{ReplyOrLimit, arm},
 };
 use crate::{
@@ -509,26 +509,45 @@ impl Handle {
         let id = lease.id();
         let conn = &mut lease.conn;
         let fut = async move {
+            // `Ok(Err(_))`: an atomic pipeline's refused `MULTI` whose writes ran.
             match request {
-                Request::Cmd(cmd) => conn.send_packed_command(cmd).await.map(Reply::One),
+                Request::Cmd(cmd) => conn
+                    .send_packed_command(cmd)
+                    .await
+                    .map(|v| Ok(Reply::One(v))),
                 // Boxed (as redis-rs's own `ConnectionLike` does): the two futures would
                 // otherwise size every call's state by the larger.
                 Request::Pipeline {
                     pipeline,
                     offset,
                     count,
+                } if atomic::is_transaction(pipeline, offset) => {
+                    match Box::pin(atomic::send(conn, pipeline, offset, count)).await {
+                        Ok(replies) => replies.map(|v| Ok(Reply::Many(v))),
+                        Err(applied) => Ok(Err(applied)),
+                    }
+                }
+                Request::Pipeline {
+                    pipeline,
+                    offset,
+                    count,
                 } => Box::pin(conn.send_packed_commands(pipeline, offset, count))
                     .await
-                    .map(Reply::Many),
+                    .map(|v| Ok(Reply::Many(v))),
             }
         };
         tokio::pin!(fut);
         // The attempt's start when known (a connection was at hand: it is a few µs old).
         let (limit, cut) = self.reply_limit(deadline, started.unwrap_or_else(Instant::now));
-        match tokio::time::timeout_at(limit, &mut fut).await {
-            Ok(result) => Ok(result),
-            Err(_) if cut => Err(deadline_in_flight()),
-            Err(_) => Box::pin(self.wait_late_reply(fut, id, deadline, node, request)).await,
+        let outcome = match tokio::time::timeout_at(limit, &mut fut).await {
+            Ok(result) => result,
+            Err(_) if cut => return Err(deadline_in_flight()),
+            Err(_) => Box::pin(self.wait_late_reply(fut, id, deadline, node, request)).await?,
+        };
+        match outcome {
+            Ok(Ok(reply)) => Ok(Ok(reply)),
+            Ok(Err(applied)) => Err(applied),
+            Err(e) => Ok(Err(e)),
         }
     }
 

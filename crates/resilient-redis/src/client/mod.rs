@@ -4,6 +4,7 @@
 //! sampled gauges show [`sample`]'s.
 
 mod admit;
+mod atomic;
 mod blocking;
 mod call;
 mod cluster;

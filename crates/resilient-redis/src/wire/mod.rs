@@ -26,7 +26,6 @@
 //! - Dropping every clone closes the socket and stops both tasks.
 
 pub mod parse;
-mod replay;
 mod shared;
 mod tasks;
 mod waiter;
@@ -147,9 +146,14 @@ impl WireConnection {
         match receive(rx).await? {
             Reply::Many(values) => Ok(values),
             Reply::One(value) => Ok(vec![value]),
-            Reply::Aborted(aborted) => {
-                Err(replay::aborted_transaction(pipeline, offset, count, aborted).await)
-            }
+            Reply::Aborted(aborted) => Err(crate::aborted::aborted_transaction(
+                pipeline,
+                offset,
+                count,
+                &aborted.errors,
+                aborted.kept,
+            )
+            .await),
         }
     }
 }

@@ -243,7 +243,7 @@ fn encode(value: &Value, out: &mut Vec<u8>) {
                 encode(item, out);
             }
         }
-        Value::ServerError(err) => super::super::replay::encode_error(err, out),
+        Value::ServerError(err) => crate::aborted::encode_error(err, out),
         other => unreachable!("not generated: {other:?}"),
     }
 }

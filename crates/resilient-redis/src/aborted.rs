@@ -5,36 +5,37 @@
 //! replies are replayed, in memory, to a `MultiplexedConnection` over a `tokio::io::duplex`
 //! pipe, and its answer is returned: identical by construction. This runs only for such
 //! transactions (a client bug, or a command the server does not know), never on the fast path.
+//! Used by the client's atomic pipelines (`client/atomic.rs`) and by [`crate::wire`].
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Pipeline, RedisConnectionInfo, RedisError, ServerError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::waiter::Aborted;
-
 /// What `MultiplexedConnection::req_packed_commands(pipeline, offset, count)` returns when
-/// the replies were `aborted`'s.
-pub(super) async fn aborted_transaction(
+/// the skipped replies held `errors` (each with its position among the call's replies, MULTI's
+/// at 0) and `kept` replies followed them.
+pub(crate) async fn aborted_transaction(
     pipeline: &Pipeline,
     offset: usize,
     count: usize,
-    aborted: Aborted,
+    errors: &[(usize, ServerError)],
+    kept: usize,
 ) -> RedisError {
-    let fallback = first_error(&aborted.errors);
+    let fallback = first_error(errors);
     // An error in MULTI's own reply (nested MULTI) makes redis-rs compute the index -1:
     // answer with that error instead.
-    if aborted.errors.first().is_some_and(|(at, _)| *at == 0) {
+    if errors.first().is_some_and(|(at, _)| *at == 0) {
         return fallback;
     }
     let mut replies = Vec::new();
-    let mut errors = aborted.errors.iter().peekable();
+    let mut errors = errors.iter().peekable();
     for at in 0..offset {
         match errors.next_if(|(err_at, _)| *err_at == at) {
             Some((_, err)) => encode_error(err, &mut replies),
             None => replies.extend_from_slice(b"+QUEUED\r\n"),
         }
     }
-    for _ in 0..aborted.kept {
+    for _ in 0..kept {
         replies.extend_from_slice(b"$-1\r\n");
     }
     let request_len = pipeline.get_packed_pipeline().len();
@@ -71,7 +72,7 @@ fn first_error(errors: &[(usize, ServerError)]) -> RedisError {
 }
 
 /// `err` as the error line redis-rs parses back to it (code, space, details).
-pub(super) fn encode_error(err: &ServerError, out: &mut Vec<u8>) {
+pub(crate) fn encode_error(err: &ServerError, out: &mut Vec<u8>) {
     out.push(b'-');
     out.extend_from_slice(err.code().as_bytes());
     if let Some(details) = err.details() {
