@@ -38,13 +38,7 @@ async fn a_refused_multi_whose_writes_ran_is_not_a_clean_failure() {
     let mut admin = server.admin().await.unwrap();
     let client = Client::connect(&server.url()).await.unwrap();
     let () = admin.set("tx:n", 1).await.unwrap();
-    let () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("default")
-        .arg("-multi")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    common::deny(&mut admin, "multi").await;
     let error = increment(&client, "tx:n")
         .await
         .expect_err("MULTI is refused");
@@ -52,13 +46,7 @@ async fn a_refused_multi_whose_writes_ran_is_not_a_clean_failure() {
     let n: i64 = admin.get("tx:n").await.unwrap();
     assert_eq!(n, 2, "the write ran once, outside the transaction");
     // Refused with every write refused too: nothing ran, a plain failure.
-    let () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("default")
-        .arg("-set")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    common::deny(&mut admin, "set").await;
     let error = increment(&client, "tx:n")
         .await
         .expect_err("MULTI and SET are refused");
@@ -568,33 +556,18 @@ async fn a_refused_multi_in_an_atomic_pipeline_is_not_a_clean_failure() {
     assert_eq!(ours.kind(), theirs.kind(), "{ours} / {theirs}");
     assert_eq!(Outcome::of(&ours), Outcome::Failed, "{ours}");
 
-    let () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("default")
-        .arg("-multi")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    common::deny(&mut admin, "multi").await;
     let error = redis::pipe()
         .atomic()
         .incr("p:n", 1)
         .query_async::<(i64,)>(&mut client)
         .await
         .expect_err("MULTI is refused");
-    assert_eq!(Outcome::of(&error), Outcome::Applied, "{error}");
-    // Said of the write itself, not of a reply that could not be read back.
-    let inner = resilient_redis::Error::from_redis(&error).expect("the client's error");
-    assert_eq!(inner.kind(), ErrorKind::Server, "{error}");
+    common::assert_applied(&error);
     let n: i64 = admin.get("p:n").await.unwrap();
     assert_eq!(n, 3, "the write ran once, outside the transaction");
     // Refused with every command refused too: nothing ran, a plain failure.
-    let () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("default")
-        .arg("-set")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    common::deny(&mut admin, "set").await;
     let error = redis::pipe()
         .atomic()
         .set("p:n", 9)

@@ -431,3 +431,27 @@ pub async fn calls_at(addr: std::net::SocketAddr, command: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
+
+/// Takes `command` from the default user (`ACL SETUSER default -<command>`): the server
+/// refuses it with `NOPERM` from then on, on every connection.
+pub async fn deny(conn: &mut impl redis::aio::ConnectionLike, command: &str) {
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg(format!("-{command}"))
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+/// An error the client reports as applied by the server, said of the write itself (not of a
+/// reply that could not be converted).
+pub fn assert_applied(error: &redis::RedisError) {
+    assert_eq!(
+        resilient_redis::Outcome::of(error),
+        resilient_redis::Outcome::Applied,
+        "{error}"
+    );
+    let inner = resilient_redis::Error::from_redis(error).expect("the client's error");
+    assert_eq!(inner.kind(), resilient_redis::ErrorKind::Server, "{error}");
+}
