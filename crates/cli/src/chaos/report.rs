@@ -33,18 +33,9 @@ pub(crate) struct FaultRow {
 /// The whole report.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Report {
-    /// The seed (`--seed` reproduces the run's schedule).
-    pub(crate) seed: u64,
-    /// The topology.
-    pub(crate) topology: &'static str,
-    /// The run's length, in seconds.
-    pub(crate) duration_s: f64,
-    /// `--exactly-once`.
-    pub(crate) exactly_once: bool,
-    /// `--durability`.
-    pub(crate) durability: String,
-    /// `--read-from`.
-    pub(crate) read_from: String,
+    /// The run's settings and the client's counters.
+    #[serde(flatten)]
+    pub(crate) head: ReportHead,
     /// The faults, in order.
     pub(crate) schedule: Vec<FaultRow>,
     /// Per workload.
@@ -55,10 +46,6 @@ pub(crate) struct Report {
     pub(crate) anomalies: Vec<Anomaly>,
     /// Acknowledged writes Redis lost in failovers.
     pub(crate) server_losses: Vec<ServerLoss>,
-    /// The client's retries and reconnections over the run.
-    pub(crate) client_retries: u64,
-    /// Reconnections (and, in a cluster, slot-map refreshes).
-    pub(crate) client_reconnects: u64,
     /// `pass` when there is no anomaly, else `fail`.
     pub(crate) verdict: &'static str,
 }
@@ -97,19 +84,12 @@ impl Report {
             .sum();
         let pass = verdict.anomalies.is_empty();
         Report {
-            seed: head.seed,
-            topology: head.topology,
-            duration_s: head.duration_s,
-            exactly_once: head.exactly_once,
-            durability: head.durability,
-            read_from: head.read_from,
+            head,
             schedule: rows,
             workloads: verdict.workloads,
             operations,
             anomalies: verdict.anomalies,
             server_losses: verdict.server_losses,
-            client_retries: head.client_retries,
-            client_reconnects: head.client_reconnects,
             verdict: if pass { "pass" } else { "fail" },
         }
     }
@@ -125,10 +105,10 @@ impl Report {
         let _ = writeln!(
             out,
             "chaos on {} for {:.0} s, seed {}{}",
-            self.topology,
-            self.duration_s,
-            self.seed,
-            if self.exactly_once {
+            self.head.topology,
+            self.head.duration_s,
+            self.head.seed,
+            if self.head.exactly_once {
                 ", exactly-once counter"
             } else {
                 ""
@@ -178,7 +158,7 @@ impl Report {
         let _ = writeln!(
             out,
             "\n{} operations; the client retried {} times and reconnected {} times",
-            self.operations, self.client_retries, self.client_reconnects
+            self.operations, self.head.client_retries, self.head.client_reconnects
         );
         if self.server_losses.is_empty() {
             let _ = writeln!(out, "server losses: none");
@@ -210,21 +190,30 @@ impl Report {
             if self.passed() {
                 String::new()
             } else {
-                format!(" (reproduce with --seed {})", self.seed)
+                format!(" (reproduce with --seed {})", self.head.seed)
             }
         );
         out
     }
 }
 
-/// The run's settings and the client's counters, for [`Report::new`].
+/// The run's settings and the client's counters: the head of a [`Report`].
+#[derive(Clone, Debug, Serialize)]
 pub(crate) struct ReportHead {
+    /// The seed (`--seed` reproduces the run's schedule).
     pub(crate) seed: u64,
+    /// The topology.
     pub(crate) topology: &'static str,
+    /// The run's length, in seconds.
     pub(crate) duration_s: f64,
+    /// `--exactly-once`.
     pub(crate) exactly_once: bool,
+    /// `--durability`.
     pub(crate) durability: String,
+    /// `--read-from`.
     pub(crate) read_from: String,
+    /// The client's retries over the run.
     pub(crate) client_retries: u64,
+    /// Reconnections (and, in a cluster, slot-map refreshes).
     pub(crate) client_reconnects: u64,
 }
