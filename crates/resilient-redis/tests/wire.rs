@@ -1,14 +1,17 @@
 //! `wire::WireConnection` against a real server: replies as redis-rs's `MultiplexedConnection`
-//! gives them, order under concurrency, cancellation, and death of the server.
+//! gives them, order under concurrency, cancellation, death of the server, and the connection
+//! handshake (`AUTH`, `SELECT`, `CLIENT SETNAME`; a server that never answers it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncCommands, RedisResult, Value};
-use redis_lab::RedisServer;
-use resilient_redis::wire::WireConnection;
+use redis::{AsyncCommands, ErrorKind, ProtocolVersion, RedisConnectionInfo, RedisResult, Value};
+use redis_lab::{RedisServer, ServerConfig};
+use resilient_redis::wire::{WireConfig, WireConnection};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
 
 /// A wire connection and a redis-rs multiplexed connection to the same server.
 async fn both(server: &RedisServer) -> (WireConnection, MultiplexedConnection) {
@@ -340,4 +343,281 @@ async fn dropping_every_handle_closes_the_socket() {
         assert!(tokio::time::Instant::now() < end, "still connected: {list}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A server started with `requirepass password`.
+async fn server_with_password(password: &str) -> RedisServer {
+    RedisServer::start_with(ServerConfig {
+        password: Some(password.to_owned()),
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("server")
+}
+
+/// Waits (5 s at most) until the server has exactly one normal client: the caller's `admin`.
+async fn wait_until_only_admin_is_connected(admin: &mut MultiplexedConnection) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("TYPE")
+            .arg("normal")
+            .query_async(admin)
+            .await
+            .expect("CLIENT LIST");
+        if list.lines().count() == 1 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < end, "still connected: {list}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_authenticates_with_the_servers_password() {
+    let server = server_with_password("s3cret-pw").await;
+    let info = RedisConnectionInfo::default().set_password("s3cret-pw");
+    let mut wire = WireConnection::connect_with(server.addr(), &info, &WireConfig::default())
+        .await
+        .expect("authenticates");
+    let () = wire.set("auth:k", "v").await.expect("SET");
+    let v: String = wire.get("auth:k").await.expect("GET");
+    assert_eq!(v, "v");
+    assert_eq!(wire.get_db(), 0);
+
+    // Without the handshake the same server refuses every command.
+    let mut bare = WireConnection::connect(server.addr())
+        .await
+        .expect("connects");
+    let err = bare
+        .get::<_, Option<String>>("auth:k")
+        .await
+        .expect_err("NOAUTH");
+    assert_eq!(err.code(), Some("NOAUTH"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_authenticates_an_acl_user_selects_and_names_in_one_go() {
+    let server = RedisServer::start().await.expect("server");
+    server.rotate_user("app", "app-pw").await.expect("ACL user");
+    let info = RedisConnectionInfo::default()
+        .set_username("app")
+        .set_password("app-pw")
+        .set_db(2);
+    let config = WireConfig {
+        client_name: Some("wire-app".to_owned()),
+        ..WireConfig::default()
+    };
+    let mut wire = WireConnection::connect_with(server.addr(), &info, &config)
+        .await
+        .expect("authenticates");
+    let user: String = redis::cmd("ACL")
+        .arg("WHOAMI")
+        .query_async(&mut wire)
+        .await
+        .expect("ACL WHOAMI");
+    assert_eq!(user, "app");
+    let name: Option<String> = redis::cmd("CLIENT")
+        .arg("GETNAME")
+        .query_async(&mut wire)
+        .await
+        .expect("CLIENT GETNAME");
+    assert_eq!(name.as_deref(), Some("wire-app"));
+    let info: String = redis::cmd("CLIENT")
+        .arg("INFO")
+        .query_async(&mut wire)
+        .await
+        .expect("CLIENT INFO");
+    assert!(info.contains(" db=2 "), "{info}");
+    assert_eq!(wire.get_db(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_authentication_failed_and_never_shown() {
+    const WRONG: &str = "wr0ng-pa55word-7f3a";
+    let server = server_with_password("right-pw").await;
+    server.rotate_user("app", "app-pw").await.expect("ACL user");
+    let mut admin = server.admin().await.expect("admin");
+    for info in [
+        RedisConnectionInfo::default().set_password(WRONG),
+        RedisConnectionInfo::default()
+            .set_username("app")
+            .set_password(WRONG)
+            .set_db(1),
+    ] {
+        let err = WireConnection::connect_with(server.addr(), &info, &WireConfig::default())
+            .await
+            .expect_err("refused");
+        assert_eq!(err.kind(), ErrorKind::AuthenticationFailed, "{err}");
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(shown.contains("authentication failed"), "{shown}");
+            assert!(!shown.contains(WRONG), "the password is shown: {shown}");
+        }
+    }
+    // Both refused connections were closed.
+    wait_until_only_admin_is_connected(&mut admin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_auth_is_closed_and_the_servers_words_are_masked() {
+    const PASSWORD: &str = "echoed-pa55word";
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let auth = redis::cmd("AUTH").arg(PASSWORD).get_packed_command();
+    let expected = auth.clone();
+    // A server that quotes the password back in its refusal, then sees the socket close.
+    let fake = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        let mut received = vec![0; expected.len()];
+        socket.read_exact(&mut received).await.expect("AUTH");
+        assert_eq!(received, expected);
+        let refusal = format!("-WRONGPASS {PASSWORD} is not the password\r\n");
+        socket.write_all(refusal.as_bytes()).await.expect("reply");
+        let mut rest = Vec::new();
+        socket.read_to_end(&mut rest).await.expect("EOF");
+        rest
+    });
+    let info = RedisConnectionInfo::default().set_password(PASSWORD);
+    let err = WireConnection::connect_with(addr, &info, &WireConfig::default())
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::AuthenticationFailed, "{err}");
+    for shown in [err.to_string(), format!("{err:?}")] {
+        assert!(shown.contains("WRONGPASS"), "{shown}");
+        assert!(!shown.contains(PASSWORD), "the password is shown: {shown}");
+    }
+    let rest = tokio::time::timeout(Duration::from_secs(10), fake)
+        .await
+        .expect("the client closed the connection")
+        .expect("fake server");
+    assert!(rest.is_empty(), "sent after AUTH: {rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_3_is_selected_for_every_call() {
+    let server = RedisServer::start().await.expect("server");
+    let info = RedisConnectionInfo::default().set_db(3);
+    let mut wire = WireConnection::connect_with(server.addr(), &info, &WireConfig::default())
+        .await
+        .expect("selects");
+    assert_eq!(wire.get_db(), 3);
+    let () = wire.set("db:k", "in-3").await.expect("SET");
+    let mut db3 = redis::Client::open(format!("{}/3", server.url()))
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("db 3");
+    let v: Option<String> = db3.get("db:k").await.expect("GET in 3");
+    assert_eq!(v.as_deref(), Some("in-3"));
+    let mut db0 = server.admin().await.expect("admin");
+    let v: Option<String> = db0.get("db:k").await.expect("GET in 0");
+    assert_eq!(v, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_select_names_the_database_and_closes() {
+    let server = RedisServer::start().await.expect("server");
+    let mut admin = server.admin().await.expect("admin");
+    let info = RedisConnectionInfo::default().set_db(99);
+    let err = WireConnection::connect_with(server.addr(), &info, &WireConfig::default())
+        .await
+        .expect_err("only 16 databases");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+        "{err}"
+    );
+    assert!(err.to_string().contains("SELECT 99"), "{err}");
+    wait_until_only_admin_is_connected(&mut admin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_name_is_shown_by_client_list() {
+    let server = RedisServer::start().await.expect("server");
+    let config = WireConfig {
+        client_name: Some("wire-bench-7".to_owned()),
+        ..WireConfig::default()
+    };
+    let _wire =
+        WireConnection::connect_with(server.addr(), &RedisConnectionInfo::default(), &config)
+            .await
+            .expect("named");
+    let mut admin = server.admin().await.expect("admin");
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut admin)
+        .await
+        .expect("CLIENT LIST");
+    assert!(list.contains(" name=wire-bench-7 "), "{list}");
+
+    // A name the server refuses is an error naming it.
+    let config = WireConfig {
+        client_name: Some("two words".to_owned()),
+        ..WireConfig::default()
+    };
+    let err = WireConnection::connect_with(server.addr(), &RedisConnectionInfo::default(), &config)
+        .await
+        .expect_err("a name with a space");
+    assert!(err.to_string().contains("two words"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp3_is_refused_before_connecting() {
+    // Nothing listens there: the refusal must come before any connect.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let info = RedisConnectionInfo::default().set_protocol(ProtocolVersion::RESP3);
+    let err = WireConnection::connect_with(addr, &info, &WireConfig::default())
+        .await
+        .expect_err("RESP3");
+    assert_eq!(err.kind(), ErrorKind::InvalidClientConfig, "{err}");
+    assert!(
+        err.to_string()
+            .contains("RESP3 is not supported by WireConnection yet"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_the_handshake_fails_it_within_the_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // Accepts, reads everything, answers nothing; returns what it read once the client closes.
+    let silent = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        let mut received = Vec::new();
+        socket.read_to_end(&mut received).await.expect("read");
+        received
+    });
+    let info = RedisConnectionInfo::default().set_password("pw").set_db(1);
+    let config = WireConfig {
+        handshake_timeout: Duration::from_millis(300),
+        ..WireConfig::default()
+    };
+    let started = tokio::time::Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        WireConnection::connect_with(addr, &info, &config),
+    )
+    .await
+    .expect("the handshake is bounded")
+    .expect_err("no reply");
+    let elapsed = started.elapsed();
+    assert!(err.is_io_error(), "{err:?}");
+    assert!(err.to_string().contains("handshake"), "{err}");
+    assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    let received = tokio::time::timeout(Duration::from_secs(10), silent)
+        .await
+        .expect("the client closed the connection")
+        .expect("silent server");
+    let expected = redis::pipe()
+        .cmd("AUTH")
+        .arg("pw")
+        .cmd("SELECT")
+        .arg(1)
+        .get_packed_pipeline();
+    assert_eq!(received, expected, "one pipelined write of AUTH and SELECT");
 }
