@@ -145,8 +145,9 @@
 //! [`Client::exactly_once`] (on any topology) each write carries an
 //! idempotency token that a server-side script checks: retries after an ambiguous failure become
 //! safe, and the caller sees a success. Pipelines and transactions are one token each. The call
-//! fails as ambiguous only when the client gives up (deadline, retry budget, circuit breaker)
-//! after a connection lost mid-flight, as in an outage longer than the deadline.
+//! fails as ambiguous only when the client gives up at its deadline (or on an open circuit
+//! breaker) after a connection lost mid-flight, as in an outage longer than the deadline; a
+//! retry the retry budget or adaptive throttling refuses is sent again under the token.
 //! ```no_run
 //! use redis::AsyncCommands;
 //! use resilient_redis::{Client, ExactlyOnceConfig};

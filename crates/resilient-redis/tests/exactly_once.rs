@@ -592,3 +592,45 @@ async fn exactly_once_incr_throughput_is_at_least_half_of_plain() {
         "exactly-once {xo_total:.0} < 0.5 x plain {plain_total:.0}"
     );
 }
+
+/// The INCR target while the server also throttles (`THROTTLED` past 300 calls/s): the retry
+/// budget runs out (and adaptive throttling may refuse retries), so the client gives up on
+/// some calls whose attempt was lost mid-reply. An exactly-once write must not end in doubt
+/// for that: it is sent again under its token within its deadline (soak 9, standalone seed
+/// 139659669633673, `--exactly-once`: one write came back ambiguous; here ~10-100 did).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incr_counts_exactly_when_the_policy_refuses_retries() {
+    let _serial = SERIAL.lock().await;
+    let server = RedisServer::start().await.unwrap();
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let client = client_of(&proxy.url()).await;
+    let xo = client.exactly_once(ExactlyOnceConfig::default()).unwrap();
+    proxy.set_drop_every(Some(50));
+    proxy.set_throttle(Some(300));
+    let stop = Arc::new(AtomicBool::new(false));
+    let work = spawn_writers(xo.clone(), Op::Incr, "xo:throttled", stop.clone());
+    let kills = faults_for_five_seconds(&server).await;
+    stop.store(true, Ordering::Relaxed);
+    let tally = join(work, "exactly-once").await;
+    proxy.set_throttle(None);
+    let mut admin = server.admin().await.unwrap();
+    let total: u64 = admin.get("xo:throttled").await.unwrap();
+    let stats = client.stats();
+    eprintln!(
+        "kills={kills} cut={} throttled={} final={total} ok={} failed={} ambiguous={} {:?} client={stats:?}",
+        proxy.stats().connections_dropped,
+        proxy.stats().commands_throttled,
+        tally.ok,
+        tally.failed,
+        tally.ambiguous,
+        xo.stats(),
+    );
+    // The storm happened: the server refused calls and the policy gave up on some.
+    assert!(proxy.stats().commands_throttled > 0);
+    assert!(
+        stats.failed + stats.ambiguous > 0,
+        "the policy never gave up: {stats:?}"
+    );
+    assert_eq!(tally.ambiguous, 0, "ambiguous outcomes: {:?}", tally.errors);
+    assert_eq!(total, tally.ok, "the counter must equal the successes");
+}

@@ -29,6 +29,7 @@ use tokio::{sync::oneshot, time::Instant};
 use crate::client::Client;
 
 use super::{
+    doubt::Doubt,
     errors::{after_noscript, after_noscript_handle, error_of, unexpected},
     script::{self, Answer, Commands, Invoke, Script, simple},
     shared::Shared,
@@ -350,8 +351,10 @@ async fn run(shared: &Shared, backend: &mut Client, mut batch: Vec<Entry>) {
 async fn call(shared: &Shared, backend: &mut Client, batch: &[Entry]) -> RedisResult<Vec<Answer>> {
     let started = Instant::now();
     let mut how = Invoke::Sha;
-    // After `NOSCRIPT`: the handle with what is left of the deadline.
+    // After `NOSCRIPT`, or to send writes in doubt again: the handle with what is left of the
+    // deadline.
     let mut whole: Option<Client> = None;
+    let mut doubt = Doubt::new(started);
     loop {
         let request = invocation(
             &shared.batch_script,
@@ -365,8 +368,14 @@ async fn call(shared: &Shared, backend: &mut Client, batch: &[Entry]) -> RedisRe
         };
         let value = match conn.req_packed_command(&request).await {
             Err(e) if e.code() == Some("NOSCRIPT") => Value::Nil,
-            Err(e) if how == Invoke::Body => return Err(after_noscript(e)),
-            Err(e) => return Err(e),
+            Err(e) => match doubt.after(backend, e).await {
+                Ok(again) => {
+                    whole = Some(again);
+                    continue;
+                }
+                Err(e) if how == Invoke::Body => return Err(after_noscript(e)),
+                Err(e) => return Err(e),
+            },
             Ok(Value::ServerError(e)) if e.code() == "NOSCRIPT" => Value::Nil,
             Ok(value) => value,
         };

@@ -124,6 +124,7 @@ mod batch;
 mod check;
 mod config;
 mod dispatch;
+mod doubt;
 mod errors;
 mod handle;
 mod pipeline;

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::{
     config::ExactlyOnceConfig,
+    doubt::Doubt,
     errors::{after_noscript, after_noscript_handle, unexpected},
     script::{self, Answer, Commands, Invoke, Script},
     slot::{self, Placement},
@@ -155,8 +156,10 @@ impl Shared {
         };
         let started = Instant::now();
         let mut how = Invoke::Sha;
-        // After `NOSCRIPT`: the handle with what is left of the deadline.
+        // After `NOSCRIPT`, or to send a write in doubt again: the handle with what is left of
+        // the deadline.
         let mut whole: Option<Client> = None;
+        let mut doubt = Doubt::new(started);
         loop {
             let request = script::invocation(
                 &shared.script,
@@ -174,8 +177,14 @@ impl Shared {
             let answer = match conn.req_packed_command(&request).await {
                 Ok(value) => script::read_answer(value),
                 Err(e) if e.code() == Some("NOSCRIPT") => Answer::NoScript,
-                Err(e) if how == Invoke::Body => return Err(after_noscript(e)),
-                Err(e) => return Err(e),
+                Err(e) => match doubt.after(backend, e).await {
+                    Ok(again) => {
+                        whole = Some(again);
+                        continue;
+                    }
+                    Err(e) if how == Invoke::Body => return Err(after_noscript(e)),
+                    Err(e) => return Err(e),
+                },
             };
             match answer {
                 Answer::Reply { value, replayed } => {
