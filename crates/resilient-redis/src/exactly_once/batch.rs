@@ -30,7 +30,7 @@ use crate::client::Client;
 
 use super::{
     doubt::Doubt,
-    errors::{after_noscript, after_noscript_handle, error_of, unexpected},
+    errors::{after_noscript_handle, error_of, unexpected},
     script::{self, Answer, Commands, Invoke, Script, simple},
     shared::Shared,
     token::TokenKey,
@@ -368,14 +368,10 @@ async fn call(shared: &Shared, backend: &mut Client, batch: &[Entry]) -> RedisRe
         };
         let value = match conn.req_packed_command(&request).await {
             Err(e) if e.code() == Some("NOSCRIPT") => Value::Nil,
-            Err(e) => match doubt.after(backend, e).await {
-                Ok(again) => {
-                    whole = Some(again);
-                    continue;
-                }
-                Err(e) if how == Invoke::Body => return Err(after_noscript(e)),
-                Err(e) => return Err(e),
-            },
+            Err(e) => {
+                whole = Some(doubt.after(backend, e, how).await?);
+                continue;
+            }
             Ok(Value::ServerError(e)) if e.code() == "NOSCRIPT" => Value::Nil,
             Ok(value) => value,
         };

@@ -14,6 +14,7 @@ use std::time::Duration;
 use redis::RedisError;
 use tokio::time::Instant;
 
+use super::{errors::after_noscript, script::Invoke};
 use crate::client::Client;
 use crate::error::{ErrorKind, Failure, Outcome};
 
@@ -47,24 +48,30 @@ impl Doubt {
         }
     }
 
-    /// After the call failed with `e`: `Ok(handle)` to send the write again (after
+    /// After the call (sent `how`) failed with `e`: `Ok(handle)` to send the write again (after
     /// [`RESEND_PAUSE`]) with what is left of `backend`'s deadline, or the error to return: `e`
-    /// when the write is not in doubt, else the error that put it in doubt (ambiguous).
+    /// when the write is not in doubt, else the error that put it in doubt (ambiguous); an
+    /// error of the `EVAL` sent after `NOSCRIPT` as [`after_noscript`] says.
     pub(super) async fn after(
         &mut self,
         backend: &Client,
         e: RedisError,
+        how: Invoke,
     ) -> Result<Client, RedisError> {
+        let give_up = |e| match how {
+            Invoke::Body => after_noscript(e),
+            Invoke::Sha => e,
+        };
         if self.first.is_none() && !refused_in_doubt(&e) {
-            return Err(e);
+            return Err(give_up(e));
         }
         let first = self.first.get_or_insert(e).clone();
         let spent = self.started.elapsed() + RESEND_PAUSE;
         let left = backend.call_deadline().saturating_sub(spent);
         if left < Duration::from_millis(1) {
-            return Err(first);
+            return Err(give_up(first));
         }
         tokio::time::sleep(RESEND_PAUSE).await;
-        backend.with_deadline(left).map_err(|_| first)
+        backend.with_deadline(left).map_err(|_| give_up(first))
     }
 }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::{
     config::ExactlyOnceConfig,
     doubt::Doubt,
-    errors::{after_noscript, after_noscript_handle, unexpected},
+    errors::{after_noscript_handle, unexpected},
     script::{self, Answer, Commands, Invoke, Script},
     slot::{self, Placement},
     token::{INSTANCE_LEN, Token, TokenKey},
@@ -177,14 +177,10 @@ impl Shared {
             let answer = match conn.req_packed_command(&request).await {
                 Ok(value) => script::read_answer(value),
                 Err(e) if e.code() == Some("NOSCRIPT") => Answer::NoScript,
-                Err(e) => match doubt.after(backend, e).await {
-                    Ok(again) => {
-                        whole = Some(again);
-                        continue;
-                    }
-                    Err(e) if how == Invoke::Body => return Err(after_noscript(e)),
-                    Err(e) => return Err(e),
-                },
+                Err(e) => {
+                    whole = Some(doubt.after(backend, e, how).await?);
+                    continue;
+                }
             };
             match answer {
                 Answer::Reply { value, replayed } => {
