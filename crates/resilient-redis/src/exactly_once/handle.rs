@@ -30,10 +30,10 @@ use crate::{
 /// # Behavior
 /// - A write is retried by the client's own rules, treated as safe to repeat: after a connection
 ///   lost mid-flight, the retry either applies the write (the first attempt never ran) or returns
-///   the recorded reply of the attempt that did. When the retry budget or adaptive throttling
-///   refuses that retry, the write is sent again under its token, 20 ms apart, within its
-///   deadline. The call fails as ambiguous only at its deadline, or when a node's circuit
-///   breaker is open, after such a failure.
+///   the recorded reply of the attempt that did. The call fails as ambiguous only when the client
+///   gives up after such a failure, at its deadline or on an open circuit breaker: a retry the
+///   retry budget or adaptive throttling refuses is sent again under the token, 20 ms apart,
+///   within the deadline.
 /// - Everything else is as for the plain client: deadlines, budget, breaker, error replies.
 ///
 /// # Example
