@@ -665,30 +665,9 @@ async fn a_master_deposed_while_down_is_found_again_when_promoted_back() {
     let second = replica_of(&cluster, first).await;
 
     // A caller on the shard, calling again at once after an error; each outcome with its time.
-    let stop = Arc::new(AtomicBool::new(false));
-    let outcomes = Arc::new(std::sync::Mutex::new(Vec::<(Instant, bool)>::new()));
     let start = Instant::now();
-    let load = tokio::spawn({
-        let (mut client, stop, outcomes) = (client.clone(), stop.clone(), outcomes.clone());
-        async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let ok = client.set::<_, _, ()>(key, n).await.is_ok();
-                outcomes.lock().unwrap().push((Instant::now(), ok));
-            }
-        }
-    });
-    let ok_since = |since: Instant| {
-        let outcomes = outcomes.clone();
-        async move {
-            outcomes
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(at, ok)| *ok && *at > since)
-        }
-    };
+    let writes = common::TimedWrites::start(&client, key);
+    let ok_since = |since: Instant| std::future::ready(writes.ok_since(since));
     wait_until("the first writes", Duration::from_secs(5), || {
         ok_since(start)
     })
@@ -739,10 +718,11 @@ async fn a_master_deposed_while_down_is_found_again_when_promoted_back() {
         }
     })
     .await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
-    let outcomes = outcomes.lock().unwrap();
-    let failed_after = outcomes.iter().filter(|(at, ok)| !ok && *at > back).count();
+    let outcomes = writes.finish().await;
+    let failed_after = outcomes
+        .iter()
+        .filter(|(at, r)| r.is_err() && *at > back)
+        .count();
     assert!(
         recovered.is_ok(),
         "no write succeeded within 15 s of the old master's promotion back \
@@ -751,6 +731,6 @@ async fn a_master_deposed_while_down_is_found_again_when_promoted_back() {
     // SET is safe to repeat: a call in flight on the frozen master is sent to its successor
     // once the slot map names it (not waited out to the deadline), and one on the killed
     // successor to the master promoted back. No caller sees an error.
-    let failed = outcomes.iter().filter(|(_, ok)| !ok).count();
+    let failed = outcomes.iter().filter(|(_, r)| r.is_err()).count();
     assert_eq!(failed, 0, "{failed} of {} writes failed", outcomes.len());
 }

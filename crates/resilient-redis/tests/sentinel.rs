@@ -645,29 +645,8 @@ async fn a_frozen_master_is_left_for_its_successor() {
     let client = Client::with_config(ClientConfig::from_url(&sentinel_url(&topology)).unwrap())
         .await
         .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let outcomes = Arc::new(Mutex::new(Vec::<(Instant, Result<(), String>)>::new()));
-    let load = tokio::spawn({
-        let (mut client, stop, outcomes) = (client.clone(), stop.clone(), outcomes.clone());
-        async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let result = client
-                    .set::<_, _, ()>("frozen", n)
-                    .await
-                    .map_err(|e| e.to_string());
-                outcomes.lock().unwrap().push((Instant::now(), result));
-            }
-        }
-    });
-    let ok_since = |since: Instant| {
-        outcomes
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(at, r)| r.is_ok() && *at > since)
-    };
+    let writes = common::TimedWrites::start(&client, "frozen");
+    let ok_since = |since: Instant| writes.ok_since(since);
     let start = Instant::now();
     poll_until("the first writes", Duration::from_secs(5), || {
         ok_since(start)
@@ -685,10 +664,8 @@ async fn a_frozen_master_is_left_for_its_successor() {
     )
     .await;
     frozen(&topology, old).resume().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    let outcomes = writes.finish().await;
     assert_eq!(client.health().await.master, Some(new.to_string()));
-    let outcomes = outcomes.lock().unwrap();
     let errors: Vec<&String> = outcomes
         .iter()
         .filter_map(|(_, r)| r.as_ref().err())

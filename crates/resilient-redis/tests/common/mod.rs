@@ -455,3 +455,61 @@ pub fn assert_applied(error: &redis::RedisError) {
     let inner = resilient_redis::Error::from_redis(error).expect("the client's error");
     assert_eq!(inner.kind(), resilient_redis::ErrorKind::Server, "{error}");
 }
+
+/// Each write's outcome with the time it came back.
+pub type Outcomes = Vec<(tokio::time::Instant, Result<(), String>)>;
+
+/// One caller writing `SET key n` (n = 1, 2, ...) through `client` in a tight loop (again at once
+/// after an error), each outcome kept with the time it came back.
+pub struct TimedWrites {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    outcomes: std::sync::Arc<std::sync::Mutex<Outcomes>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TimedWrites {
+    /// Starts the caller.
+    pub fn start(client: &resilient_redis::Client, key: &'static str) -> TimedWrites {
+        use redis::AsyncCommands;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let (mut client, stop, outcomes) = (client.clone(), stop.clone(), outcomes.clone());
+            async move {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let result = client
+                        .set::<_, _, ()>(key, n)
+                        .await
+                        .map_err(|e| e.to_string());
+                    outcomes
+                        .lock()
+                        .unwrap()
+                        .push((tokio::time::Instant::now(), result));
+                }
+            }
+        });
+        TimedWrites {
+            stop,
+            outcomes,
+            task,
+        }
+    }
+
+    /// Whether a write succeeded after `since`.
+    pub fn ok_since(&self, since: tokio::time::Instant) -> bool {
+        self.outcomes
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(at, r)| r.is_ok() && *at > since)
+    }
+
+    /// Stops the caller; every outcome, in order.
+    pub async fn finish(self) -> Outcomes {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap();
+        std::mem::take(&mut *self.outcomes.lock().unwrap())
+    }
+}
